@@ -1,0 +1,102 @@
+//! Credentials: API keys and passwords. Keys carry 238 bits of randomness,
+//! are stored only as a SHA-256 digest (a fast hash is right for random
+//! secrets) and are found by their visible prefix; passwords are hashed with
+//! argon2id at OWASP's recommended cost.
+
+use argon2::password_hash::{PasswordHasher, SaltString};
+use argon2::Argon2;
+use rand::distr::{Alphanumeric, SampleString};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Every API key starts with this.
+pub const KEY_PREFIX: &str = "tl_";
+/// Characters of a key kept in clear for lookup and display.
+pub const VISIBLE_PREFIX_CHARS: usize = 12;
+const KEY_RANDOM_CHARS: usize = 40;
+
+/// A fresh API key: `tl_` followed by 40 random letters and digits.
+pub fn generate_api_key() -> String {
+    format!(
+        "{KEY_PREFIX}{}",
+        Alphanumeric.sample_string(&mut rand::rng(), KEY_RANDOM_CHARS)
+    )
+}
+
+/// A fresh password for a generated first login.
+pub fn generate_password() -> String {
+    Alphanumeric.sample_string(&mut rand::rng(), 24)
+}
+
+/// The part of a key stored in clear (and unique enough to find its row).
+pub fn visible_prefix(key: &str) -> &str {
+    let end = key
+        .char_indices()
+        .nth(VISIBLE_PREFIX_CHARS)
+        .map_or(key.len(), |(i, _)| i);
+    &key[..end]
+}
+
+pub fn hash_api_key(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// Constant-time comparison of a presented key with a stored digest.
+pub fn api_key_matches(key: &str, stored: &[u8]) -> bool {
+    hash_api_key(key).ct_eq(stored).into()
+}
+
+/// Checks an operator-chosen key (`[init] api_key`).
+pub fn check_chosen_key(key: &str) -> Result<(), String> {
+    if !key.starts_with(KEY_PREFIX) {
+        return Err(format!("must start with {KEY_PREFIX:?}"));
+    }
+    if !(24..=128).contains(&key.len()) {
+        return Err("must be 24 to 128 characters long".into());
+    }
+    if !key
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err("may contain only letters, digits, '_' and '-'".into());
+    }
+    Ok(())
+}
+
+/// An argon2id hash in PHC string form (m=19 MiB, t=2, p=1).
+pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
+    let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes(), &salt)?
+        .to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_are_distinct_and_well_formed() {
+        let a = generate_api_key();
+        let b = generate_api_key();
+        assert_ne!(a, b);
+        assert!(check_chosen_key(&a).is_ok(), "{a}");
+        assert_eq!(visible_prefix(&a).len(), VISIBLE_PREFIX_CHARS);
+        assert!(api_key_matches(&a, &hash_api_key(&a)));
+        assert!(!api_key_matches(&b, &hash_api_key(&a)));
+    }
+
+    #[test]
+    fn chosen_keys_are_checked() {
+        assert!(check_chosen_key("sk_0123456789012345678901").is_err());
+        assert!(check_chosen_key("tl_short").is_err());
+        assert!(check_chosen_key("tl_has space 0123456789012").is_err());
+        assert!(check_chosen_key("tl_test_0123456789abcdef").is_ok());
+    }
+
+    #[test]
+    fn password_hash_is_argon2id() {
+        let h = hash_password("correct horse").expect("hashes");
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
+    }
+}

@@ -1,0 +1,263 @@
+//! Configuration: embedded defaults, then a TOML file, then `TRULAYER_`
+//! environment variables (`__` separates section and key). Unknown keys are
+//! refused; `validate` checks what serde cannot and says how to fix it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The commented default configuration, printed by `trulayer-server config default`.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// Sections a `TRULAYER_SECTION__KEY` variable may address.
+const SECTIONS: &[&str] = &["server", "storage", "limits", "log", "init"];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub limits: LimitsConfig,
+    pub log: LogConfig,
+    #[serde(default)]
+    pub init: InitConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub shutdown_timeout_s: u64,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    Normal,
+    Full,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+    pub synchronous: Synchronous,
+    pub read_connections: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub json_body_max_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// Values for the very first start of an empty data directory.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitConfig {
+    pub org: Option<String>,
+    pub project: Option<String>,
+    pub api_key: Option<String>,
+    pub api_key_file: Option<PathBuf>,
+    pub admin_email: Option<String>,
+    pub admin_password: Option<String>,
+    pub admin_password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration error: {0}")]
+    Load(Box<figment::Error>),
+    #[error("configuration error: {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+    #[error("configuration error: environment variable {0} does not name a known section ({sections}); fix or unset it", sections = SECTIONS.join(", "))]
+    UnknownEnv(String),
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(invalid(
+                    "--config",
+                    format!("{} is not a readable file", path.display()),
+                ));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        // Variables without `__` (such as the SDK's own TRULAYER_MODE) are not
+        // ours; one with `__` that names no known section is a typo.
+        for (name, _) in std::env::vars() {
+            if let Some((section, _)) = name
+                .strip_prefix("TRULAYER_")
+                .and_then(|rest| rest.split_once("__"))
+            {
+                if !SECTIONS.contains(&section.to_ascii_lowercase().as_str()) {
+                    return Err(ConfigError::UnknownEnv(name));
+                }
+            }
+        }
+        let env = Env::prefixed("TRULAYER_")
+            .filter(|key| {
+                key.as_str()
+                    .split_once("__")
+                    .is_some_and(|(section, _)| SECTIONS.iter().any(|s| s.eq_ignore_ascii_case(section)))
+            })
+            .split("__");
+        let config: Config = figment
+            .merge(env)
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the types alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.storage.data_dir.as_os_str().is_empty() {
+            return Err(invalid("storage.data_dir", "must not be empty"));
+        }
+        if !(1..=64).contains(&self.storage.read_connections) {
+            return Err(invalid(
+                "storage.read_connections",
+                "must be between 1 and 64",
+            ));
+        }
+        if !(1024..=1 << 30).contains(&self.limits.json_body_max_bytes) {
+            return Err(invalid(
+                "limits.json_body_max_bytes",
+                "must be between 1024 and 1073741824 bytes",
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid(
+                "log.level",
+                format!(
+                    "{:?} is not a level; use error, warn, info, debug or trace",
+                    self.log.level
+                ),
+            ));
+        }
+        if let Some(tls) = &self.server.tls {
+            for (key, path) in [
+                ("server.tls.cert", &tls.cert),
+                ("server.tls.key", &tls.key),
+            ] {
+                if !path.is_file() {
+                    return Err(invalid(
+                        key,
+                        format!("{} is not a readable file", path.display()),
+                    ));
+                }
+            }
+        }
+        self.init.validate()
+    }
+}
+
+impl InitConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.api_key.is_some() && self.api_key_file.is_some() {
+            return Err(invalid(
+                "init.api_key",
+                "set either api_key or api_key_file, not both",
+            ));
+        }
+        if self.admin_password.is_some() && self.admin_password_file.is_some() {
+            return Err(invalid(
+                "init.admin_password",
+                "set either admin_password or admin_password_file, not both",
+            ));
+        }
+        if let Some(key) = self.api_key()? {
+            crate::auth::check_chosen_key(&key).map_err(|reason| invalid("init.api_key", reason))?;
+        }
+        if let Some(password) = self.admin_password()? {
+            if password.chars().count() < 8 {
+                return Err(invalid(
+                    "init.admin_password",
+                    "must be at least 8 characters",
+                ));
+            }
+        }
+        if let Some(email) = &self.admin_email {
+            if !email.contains('@') || email.len() > 254 {
+                return Err(invalid("init.admin_email", "must be an email address"));
+            }
+        }
+        for (key, value) in [("init.org", &self.org), ("init.project", &self.project)] {
+            if let Some(v) = value {
+                if v.trim().is_empty() || v.chars().count() > 128 {
+                    return Err(invalid(key, "must be 1 to 128 characters"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The chosen first API key, from `api_key` or the file `api_key_file` names.
+    pub fn api_key(&self) -> Result<Option<String>, ConfigError> {
+        secret(&self.api_key, &self.api_key_file, "init.api_key_file")
+    }
+
+    /// The chosen owner password, from `admin_password` or `admin_password_file`.
+    pub fn admin_password(&self) -> Result<Option<String>, ConfigError> {
+        secret(
+            &self.admin_password,
+            &self.admin_password_file,
+            "init.admin_password_file",
+        )
+    }
+}
+
+fn secret(
+    value: &Option<String>,
+    file: &Option<PathBuf>,
+    key: &'static str,
+) -> Result<Option<String>, ConfigError> {
+    if let Some(v) = value {
+        return Ok(Some(v.clone()));
+    }
+    match file {
+        None => Ok(None),
+        Some(path) => std::fs::read_to_string(path)
+            .map(|s| Some(s.trim_end_matches(['\r', '\n']).to_string()))
+            .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display()))),
+    }
+}
+

@@ -1,0 +1,134 @@
+//! The one error type of the HTTP layer. Every failure becomes
+//! `{"error": ..., "code"?: ..., "request_id": ...}` with the right status;
+//! the detail of a server-side failure goes to the log, never to the client.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::store::StoreError;
+
+tokio::task_local! {
+    /// The id of the request being served, set by the request middleware.
+    pub static REQUEST_ID: String;
+}
+
+/// The request id of the current task, or an empty string outside a request.
+pub fn current_request_id() -> String {
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// 400: the request is malformed (bad JSON, bad query parameter).
+    #[error("{message}")]
+    BadRequest {
+        message: String,
+        code: Option<&'static str>,
+    },
+    /// 401 with the exact code the SDKs latch on.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// 403 with a machine-readable code.
+    #[error("{message}")]
+    Forbidden {
+        message: String,
+        code: &'static str,
+    },
+    /// 404: absent, or belonging to another tenant (indistinguishable on purpose).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 409: the request conflicts with stored state.
+    #[error("{0}")]
+    Conflict(String),
+    /// 413: the body exceeds the named limit.
+    #[error("request body exceeds the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// 415: the body is not of a supported media type.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 422: a field is missing, of the wrong type, or outside its limits.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// 503: the server is shutting down or overloaded; retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: logged in full, reported to the client only by request id.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl AppError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        AppError::BadRequest {
+            message: message.into(),
+            code: None,
+        }
+    }
+
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        AppError::Unprocessable(message.into())
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            AppError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> Option<&'static str> {
+        match self {
+            AppError::BadRequest { code, .. } => *code,
+            AppError::Unauthorized(code) => Some(code),
+            AppError::Forbidden { code, .. } => Some(code),
+            AppError::NotFound(_) => Some("not_found"),
+            AppError::MethodNotAllowed => Some("method_not_allowed"),
+            AppError::Conflict(_) => Some("conflict"),
+            AppError::PayloadTooLarge { .. } => Some("payload_too_large"),
+            AppError::UnsupportedMediaType(_) => Some("unsupported_media_type"),
+            AppError::Unprocessable(_) => Some("validation_error"),
+            AppError::Unavailable(_) => Some("unavailable"),
+            AppError::Internal(_) => Some("internal_error"),
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let request_id = current_request_id();
+        if let AppError::Internal(detail) = &self {
+            tracing::error!(request_id = %request_id, error = %detail, "request failed");
+        }
+        let status = self.status();
+        let mut body = json!({ "error": self.to_string(), "request_id": request_id });
+        if let Some(code) = self.code() {
+            body["code"] = json!(code);
+        }
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(msg) => AppError::Conflict(msg),
+            StoreError::ShuttingDown => {
+                AppError::Unavailable("the server is shutting down; retry".into())
+            }
+            other => AppError::Internal(other.to_string()),
+        }
+    }
+}

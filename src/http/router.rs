@@ -1,0 +1,75 @@
+//! Every route and every layer of the server, on one screen.
+//!
+//! Layers, outermost first: request context (request id, task-local id for
+//! error bodies, one log line per request) → body limit → route handler,
+//! whose `Principal` extractor authenticates.
+
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+
+use super::{health, ingest, traces, AppState};
+use crate::error::{AppError, REQUEST_ID};
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.limits.json_body_max_bytes;
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/v1/ingest", post(ingest::ingest_one))
+        .route("/v1/ingest/batch", post(ingest::ingest_batch))
+        .route("/v1/traces", get(traces::list))
+        .route("/v1/traces/{id}", get(traces::detail))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(request_context))
+        .with_state(state)
+}
+
+async fn not_found() -> AppError {
+    AppError::NotFound("route")
+}
+
+async fn method_not_allowed() -> AppError {
+    AppError::MethodNotAllowed
+}
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Gives the request an id (the caller's, if it sent a sane one), makes it
+/// available to error bodies, sets the response header and logs the request.
+async fn request_context(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut response = REQUEST_ID.scope(id.clone(), next.run(req)).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(X_REQUEST_ID.clone(), value);
+    }
+    tracing::info!(
+        target: "trulayer::http",
+        method = %method,
+        path = %path,
+        status = response.status().as_u16(),
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        request_id = %id,
+        "request"
+    );
+    response
+}

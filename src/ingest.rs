@@ -1,0 +1,535 @@
+//! The JSON ingest wire model (`TraceRequest`, `SpanRequest`, `EventRequest`)
+//! and its validation into domain types. No I/O here, so it can be fuzzed and
+//! tested without a server.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::model::{NewEvent, NewSpan, NewTrace, SpanType};
+
+pub const MAX_BATCH: usize = 100;
+pub const MAX_TAGS: usize = 20;
+pub const MAX_TAG_CHARS: usize = 64;
+pub const MAX_SPANS: usize = 5_000;
+pub const MAX_EVENTS: usize = 1_000;
+pub const MAX_NAME_CHARS: usize = 1_024;
+pub const MAX_ID_CHARS: usize = 256;
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct BatchRequest {
+    pub traces: Vec<TraceRequest>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct TraceRequest {
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The SDK's free-form project reference (an id, slug or name).
+    #[serde(default)]
+    pub project_id: Option<String>,
+    #[serde(default)]
+    pub session_id: Option<String>,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub input: Option<String>,
+    #[serde(default)]
+    pub output: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub latency_ms: Option<u64>,
+    #[serde(default)]
+    pub cost: Option<f64>,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub tags: Tags,
+    #[serde(default)]
+    pub metadata: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub spans: Option<Vec<SpanRequest>>,
+    #[serde(default)]
+    pub events: Option<Vec<EventRequest>>,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub ended_at: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct SpanRequest {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub parent_span_id: Option<String>,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub span_type: SpanType,
+    #[serde(default)]
+    pub input: Option<String>,
+    #[serde(default)]
+    pub output: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub latency_ms: Option<u64>,
+    #[serde(default)]
+    pub cost: Option<f64>,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub prompt_tokens: Option<u32>,
+    #[serde(default)]
+    pub completion_tokens: Option<u32>,
+    #[serde(default)]
+    pub metadata: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub start_time: Option<String>,
+    #[serde(default)]
+    pub end_time: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct EventRequest {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub span_id: Option<String>,
+    #[serde(default)]
+    pub level: Option<String>,
+    pub message: String,
+    #[serde(default)]
+    pub metadata: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub timestamp: Option<String>,
+}
+
+/// Tags arrive either as a list of strings (the SDK's `tags=[...]`) or as a
+/// key → value object (its `tag_map`, sent under the same name).
+#[derive(Debug, Default)]
+pub enum Tags {
+    #[default]
+    None,
+    List(Vec<String>),
+    Map(BTreeMap<String, String>),
+}
+
+impl<'de> Deserialize<'de> for Tags {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        const SHAPE: &str = "must be a list of strings or an object of string values";
+        match Value::deserialize(d)? {
+            Value::Null => Ok(Tags::None),
+            Value::Array(items) => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s),
+                    _ => Err(D::Error::custom(SHAPE)),
+                })
+                .collect::<Result<_, _>>()
+                .map(Tags::List),
+            Value::Object(map) => map
+                .into_iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) => Ok((k, s)),
+                    _ => Err(D::Error::custom(SHAPE)),
+                })
+                .collect::<Result<_, _>>()
+                .map(Tags::Map),
+            _ => Err(D::Error::custom(SHAPE)),
+        }
+    }
+}
+
+impl Serialize for Tags {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Tags::None => s.serialize_none(),
+            Tags::List(list) => list.serialize(s),
+            Tags::Map(map) => map.serialize(s),
+        }
+    }
+}
+
+/// A field that failed validation, named by its path in the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub field: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+fn invalid(field: String, reason: impl Into<String>) -> Invalid {
+    Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// Checks the number of traces in a batch.
+pub fn check_batch_size(len: usize) -> Result<(), Invalid> {
+    if (1..=MAX_BATCH).contains(&len) {
+        Ok(())
+    } else {
+        Err(invalid(
+            "traces".into(),
+            format!("a batch holds 1 to {MAX_BATCH} traces (got {len})"),
+        ))
+    }
+}
+
+/// Parses an RFC 3339 time; one without an offset is taken as UTC.
+pub fn parse_time(raw: &str) -> Option<i64> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(raw) {
+        return Some(t.timestamp_micros());
+    }
+    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(raw, f).ok())
+        .map(|t| t.and_utc().timestamp_micros())
+}
+
+impl TraceRequest {
+    /// Validates the request and derives what the sender left out. `at` names
+    /// the trace in error messages (`""` or `"traces[3]."`); `now` is used
+    /// when no start time can be found.
+    pub fn into_new_trace(self, at: &str, now: i64) -> Result<NewTrace, Invalid> {
+        let content_hash: [u8; 32] = Sha256::digest(
+            serde_json::to_vec(&self).map_err(|e| invalid(format!("{at}body"), e.to_string()))?,
+        )
+        .into();
+        let id = match &self.id {
+            Some(raw) => uuid::Uuid::parse_str(raw)
+                .map_err(|_| invalid(format!("{at}id"), "must be a UUID"))?
+                .hyphenated()
+                .to_string(),
+            None => uuid::Uuid::now_v7().hyphenated().to_string(),
+        };
+        check_len(at, "name", &self.name, MAX_NAME_CHARS)?;
+        check_len(at, "model", &self.model, MAX_NAME_CHARS)?;
+        check_len(at, "session_id", &self.session_id, MAX_ID_CHARS)?;
+        check_len(at, "external_id", &self.external_id, MAX_ID_CHARS)?;
+        let latency_ms = check_latency(at, "latency_ms", self.latency_ms)?;
+        let cost = check_cost(at, "cost", self.cost)?;
+        let (tags, tag_map) = check_tags(at, self.tags)?;
+        let started_at = opt_time(at, "started_at", &self.started_at)?;
+        let ended_at = opt_time(at, "ended_at", &self.ended_at)?;
+
+        let span_requests = self.spans.unwrap_or_default();
+        if span_requests.len() > MAX_SPANS {
+            return Err(invalid(
+                format!("{at}spans"),
+                format!("at most {MAX_SPANS} spans per trace (got {})", span_requests.len()),
+            ));
+        }
+        let mut seen = HashSet::with_capacity(span_requests.len());
+        let mut spans = Vec::with_capacity(span_requests.len());
+        for (i, span) in span_requests.into_iter().enumerate() {
+            let span = span.into_new_span(&format!("{at}spans[{i}].",))?;
+            if !seen.insert(span.id.clone()) {
+                return Err(invalid(
+                    format!("{at}spans[{i}].id"),
+                    format!("span id {} appears twice in the trace", span.id),
+                ));
+            }
+            spans.push(span);
+        }
+        let event_requests = self.events.unwrap_or_default();
+        if event_requests.len() > MAX_EVENTS {
+            return Err(invalid(
+                format!("{at}events"),
+                format!("at most {MAX_EVENTS} events per trace (got {})", event_requests.len()),
+            ));
+        }
+
+        let started_at = started_at
+            .or_else(|| spans.iter().filter_map(|s| s.start_time).min())
+            .unwrap_or(now);
+        let ended_at = ended_at.or_else(|| spans.iter().filter_map(|s| s.end_time).max());
+        let events = event_requests
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| e.into_new_event(&format!("{at}events[{i}]."), started_at))
+            .collect::<Result<Vec<_>, _>>()?;
+        let latency_ms =
+            latency_ms.or_else(|| ended_at.map(|end| ((end - started_at) / 1000).max(0)));
+        let total_token_count = spans
+            .iter()
+            .map(|s| s.prompt_tokens.unwrap_or(0) + s.completion_tokens.unwrap_or(0))
+            .sum();
+        let cost = cost.or_else(|| {
+            spans
+                .iter()
+                .filter_map(|s| s.cost)
+                .reduce(|a, b| a + b)
+        });
+        let model = self
+            .model
+            .or_else(|| spans.iter().find_map(|s| s.model.clone()));
+
+        Ok(NewTrace {
+            id,
+            session_id: self.session_id,
+            external_id: self.external_id,
+            name: self.name,
+            input: self.input,
+            output: self.output,
+            model,
+            latency_ms,
+            cost,
+            error: self.error,
+            tags,
+            tag_map,
+            metadata: metadata_json(self.metadata),
+            total_token_count,
+            started_at,
+            ended_at,
+            spans,
+            events,
+            content_hash,
+        })
+    }
+}
+
+impl SpanRequest {
+    fn into_new_span(self, at: &str) -> Result<NewSpan, Invalid> {
+        let id = match self.id {
+            Some(id) if id.is_empty() || id.chars().count() > MAX_ID_CHARS => {
+                return Err(invalid(
+                    format!("{at}id"),
+                    format!("must be 1 to {MAX_ID_CHARS} characters"),
+                ))
+            }
+            Some(id) => id,
+            None => uuid::Uuid::now_v7().hyphenated().to_string(),
+        };
+        check_len(at, "parent_span_id", &self.parent_span_id, MAX_ID_CHARS)?;
+        if self.name.is_empty() || self.name.chars().count() > MAX_NAME_CHARS {
+            return Err(invalid(
+                format!("{at}name"),
+                format!("must be 1 to {MAX_NAME_CHARS} characters"),
+            ));
+        }
+        check_len(at, "model", &self.model, MAX_NAME_CHARS)?;
+        let start_time = opt_time(at, "start_time", &self.start_time)?;
+        let end_time = opt_time(at, "end_time", &self.end_time)?;
+        let latency_ms = check_latency(at, "latency_ms", self.latency_ms)?.or_else(|| {
+            start_time
+                .zip(end_time)
+                .map(|(start, end)| ((end - start) / 1000).max(0))
+        });
+        Ok(NewSpan {
+            id,
+            parent_span_id: self.parent_span_id,
+            name: self.name,
+            span_type: self.span_type,
+            input: self.input,
+            output: self.output,
+            model: self.model,
+            latency_ms,
+            cost: check_cost(at, "cost", self.cost)?,
+            error: self.error,
+            prompt_tokens: self.prompt_tokens.map(i64::from),
+            completion_tokens: self.completion_tokens.map(i64::from),
+            metadata: metadata_json(self.metadata),
+            start_time,
+            end_time,
+            otel_trace_id: None,
+            otel_span_id: None,
+        })
+    }
+}
+
+impl EventRequest {
+    fn into_new_event(self, at: &str, default_time: i64) -> Result<NewEvent, Invalid> {
+        let level = match self.level.as_deref().unwrap_or("info") {
+            "info" => "info",
+            "warn" | "warning" => "warn",
+            "error" => "error",
+            "debug" => "debug",
+            _ => {
+                return Err(invalid(
+                    format!("{at}level"),
+                    "must be one of info, warn, error, debug",
+                ))
+            }
+        };
+        check_len(at, "id", &self.id, MAX_ID_CHARS)?;
+        check_len(at, "span_id", &self.span_id, MAX_ID_CHARS)?;
+        Ok(NewEvent {
+            id: self
+                .id
+                .unwrap_or_else(|| uuid::Uuid::now_v7().hyphenated().to_string()),
+            span_id: self.span_id,
+            level: level.to_string(),
+            message: self.message,
+            metadata: metadata_json(self.metadata),
+            timestamp: opt_time(at, "timestamp", &self.timestamp)?.unwrap_or(default_time),
+        })
+    }
+}
+
+fn metadata_json(metadata: Option<Map<String, Value>>) -> String {
+    Value::Object(metadata.unwrap_or_default()).to_string()
+}
+
+fn check_len(at: &str, field: &str, value: &Option<String>, max: usize) -> Result<(), Invalid> {
+    match value {
+        Some(v) if v.chars().count() > max => Err(invalid(
+            format!("{at}{field}"),
+            format!("at most {max} characters (got {})", v.chars().count()),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn check_latency(at: &str, field: &str, value: Option<u64>) -> Result<Option<i64>, Invalid> {
+    value
+        .map(|v| {
+            i64::try_from(v).map_err(|_| invalid(format!("{at}{field}"), "is too large"))
+        })
+        .transpose()
+}
+
+fn check_cost(at: &str, field: &str, value: Option<f64>) -> Result<Option<f64>, Invalid> {
+    match value {
+        Some(c) if !c.is_finite() || c < 0.0 => Err(invalid(
+            format!("{at}{field}"),
+            "must be a non-negative number",
+        )),
+        other => Ok(other),
+    }
+}
+
+fn opt_time(at: &str, field: &str, value: &Option<String>) -> Result<Option<i64>, Invalid> {
+    value
+        .as_deref()
+        .map(|raw| {
+            parse_time(raw).ok_or_else(|| {
+                invalid(
+                    format!("{at}{field}"),
+                    "must be an RFC 3339 time such as 2026-01-02T03:04:05Z",
+                )
+            })
+        })
+        .transpose()
+}
+
+fn check_tags(at: &str, tags: Tags) -> Result<(Vec<String>, BTreeMap<String, String>), Invalid> {
+    let count = match &tags {
+        Tags::None => 0,
+        Tags::List(list) => list.len(),
+        Tags::Map(map) => map.len(),
+    };
+    if count > MAX_TAGS {
+        return Err(invalid(
+            format!("{at}tags"),
+            format!("at most {MAX_TAGS} tags (got {count})"),
+        ));
+    }
+    let too_long = |s: &str| s.is_empty() || s.chars().count() > MAX_TAG_CHARS;
+    match tags {
+        Tags::None => Ok((Vec::new(), BTreeMap::new())),
+        Tags::List(list) => {
+            if let Some(tag) = list.iter().find(|t| too_long(t)) {
+                return Err(invalid(
+                    format!("{at}tags"),
+                    format!("each tag must be 1 to {MAX_TAG_CHARS} characters (got {:?})", tag),
+                ));
+            }
+            Ok((list, BTreeMap::new()))
+        }
+        Tags::Map(map) => {
+            if let Some((k, v)) = map.iter().find(|(k, v)| too_long(k) || v.chars().count() > MAX_TAG_CHARS) {
+                return Err(invalid(
+                    format!("{at}tags.{k}"),
+                    format!(
+                        "tag keys must be 1 to {MAX_TAG_CHARS} characters and values at most {MAX_TAG_CHARS} (key {} chars, value {} chars)",
+                        k.chars().count(),
+                        v.chars().count()
+                    ),
+                ));
+            }
+            let list = map.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+            Ok((list, map))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> TraceRequest {
+        serde_json::from_str(json).expect("test JSON parses")
+    }
+
+    #[test]
+    fn derives_latency_tokens_cost_and_model_from_spans() {
+        let t = parse(
+            r#"{"started_at":"2026-01-01T00:00:00Z","ended_at":"2026-01-01T00:00:01.5Z",
+                "spans":[{"name":"a","type":"llm","model":"gpt-4o","prompt_tokens":10,"completion_tokens":5,"cost":0.25},
+                         {"name":"b","type":"tool","prompt_tokens":1,"cost":0.5}]}"#,
+        )
+        .into_new_trace("", 0)
+        .expect("valid");
+        assert_eq!(t.latency_ms, Some(1500));
+        assert_eq!(t.total_token_count, 16);
+        assert_eq!(t.cost, Some(0.75));
+        assert_eq!(t.model.as_deref(), Some("gpt-4o"));
+        assert_eq!(t.span_count_for_test(), 2);
+    }
+
+    #[test]
+    fn names_the_offending_field() {
+        let tags: BTreeMap<String, String> =
+            (0..21).map(|i| (format!("k{i}"), "v".to_string())).collect();
+        let req = TraceRequest {
+            tags: Tags::Map(tags),
+            ..Default::default()
+        };
+        let err = req.into_new_trace("traces[2].", 0).expect_err("too many tags");
+        assert_eq!(err.field, "traces[2].tags");
+        let err = parse(r#"{"id":"nope"}"#).into_new_trace("", 0).expect_err("bad id");
+        assert_eq!(err.field, "id");
+        let err = parse(r#"{"spans":[{"name":"a","type":"llm","start_time":"yesterday"}]}"#)
+            .into_new_trace("", 0)
+            .expect_err("bad time");
+        assert_eq!(err.field, "spans[0].start_time");
+    }
+
+    #[test]
+    fn same_request_same_hash_and_list_tags_kept() {
+        let body = r#"{"id":"0190a8c4-5f7e-7cc1-9a3b-4d2e8f6a1b2c","tags":["a","b"],"metadata":{"z":1,"a":2}}"#;
+        let a = parse(body).into_new_trace("", 0).expect("valid");
+        let b = parse(body).into_new_trace("", 0).expect("valid");
+        assert_eq!(a.content_hash, b.content_hash);
+        assert_eq!(a.tags, vec!["a", "b"]);
+        let c = parse(&body.replace("\"b\"", "\"c\"")).into_new_trace("", 0).expect("valid");
+        assert_ne!(a.content_hash, c.content_hash);
+    }
+
+    #[test]
+    fn naive_times_are_utc() {
+        assert_eq!(parse_time("1970-01-01T00:00:01.5"), Some(1_500_000));
+        assert_eq!(parse_time("1970-01-01T01:00:00+01:00"), Some(0));
+        assert_eq!(parse_time("soon"), None);
+    }
+
+    impl NewTrace {
+        fn span_count_for_test(&self) -> usize {
+            self.spans.len()
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! TruLayer Server: a self-hosted appliance speaking the TruLayer v1 API for
+//! LLM observability. `main.rs` is a thin CLI over this library.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod bootstrap;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod ingest;
+pub mod logging;
+pub mod model;
+pub mod server;
+pub mod store;

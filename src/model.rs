@@ -1,0 +1,173 @@
+//! Domain types: what the store keeps and returns, independent of any wire
+//! format. Wire formats (the JSON ingest model, later OTLP) convert into
+//! `NewTrace`; the read side returns `Trace` and friends, which serialize to
+//! the v1 API's JSON shapes.
+
+use std::collections::BTreeMap;
+
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
+
+/// A point in time, kept as microseconds since the Unix epoch (UTC) and
+/// written as RFC 3339 with microseconds, e.g. `2026-01-02T03:04:05.678901Z`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn to_rfc3339(self) -> String {
+        match chrono::DateTime::from_timestamp_micros(self.0) {
+            Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            None => String::new(),
+        }
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_rfc3339())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpanType {
+    Llm,
+    Tool,
+    Retrieval,
+    Other,
+}
+
+impl SpanType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpanType::Llm => "llm",
+            SpanType::Tool => "tool",
+            SpanType::Retrieval => "retrieval",
+            SpanType::Other => "other",
+        }
+    }
+}
+
+/// A validated trace ready to be stored. Derived values (latency, token
+/// total, cost and model fallbacks) are already filled in.
+#[derive(Debug, Clone)]
+pub struct NewTrace {
+    pub id: String,
+    pub session_id: Option<String>,
+    pub external_id: Option<String>,
+    pub name: Option<String>,
+    pub input: Option<String>,
+    pub output: Option<String>,
+    pub model: Option<String>,
+    pub latency_ms: Option<i64>,
+    pub cost: Option<f64>,
+    pub error: Option<String>,
+    /// Tags sent as a list of strings.
+    pub tags: Vec<String>,
+    /// Tags sent as key → value pairs; filterable with `tag_key`/`tag_value`.
+    pub tag_map: BTreeMap<String, String>,
+    /// The metadata object as JSON text.
+    pub metadata: String,
+    pub total_token_count: i64,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+    pub spans: Vec<NewSpan>,
+    pub events: Vec<NewEvent>,
+    /// Digest of the request as sent, to tell a retry from a conflict.
+    pub content_hash: [u8; 32],
+}
+
+#[derive(Debug, Clone)]
+pub struct NewSpan {
+    pub id: String,
+    pub parent_span_id: Option<String>,
+    pub name: String,
+    pub span_type: SpanType,
+    pub input: Option<String>,
+    pub output: Option<String>,
+    pub model: Option<String>,
+    pub latency_ms: Option<i64>,
+    pub cost: Option<f64>,
+    pub error: Option<String>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    pub metadata: String,
+    pub start_time: Option<i64>,
+    pub end_time: Option<i64>,
+    pub otel_trace_id: Option<String>,
+    pub otel_span_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: String,
+    pub span_id: Option<String>,
+    pub level: String,
+    pub message: String,
+    pub metadata: String,
+    pub timestamp: i64,
+}
+
+/// A stored trace as the API returns it.
+#[derive(Debug, Serialize)]
+pub struct Trace {
+    pub id: String,
+    pub project_id: String,
+    pub session_id: Option<String>,
+    pub external_id: Option<String>,
+    pub name: Option<String>,
+    pub input: Option<String>,
+    pub output: Option<String>,
+    pub model: Option<String>,
+    pub latency_ms: Option<i64>,
+    pub cost: Option<f64>,
+    pub total_token_count: i64,
+    pub error: Option<String>,
+    pub tags: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tag_map: BTreeMap<String, String>,
+    pub metadata: Box<RawValue>,
+    pub span_count: i64,
+    pub started_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spans: Option<Vec<Span>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<Event>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Span {
+    pub id: String,
+    pub created_at: Timestamp,
+    pub tenant_id: String,
+    pub trace_id: String,
+    pub parent_span_id: Option<String>,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub span_type: String,
+    pub input: Option<String>,
+    pub output: Option<String>,
+    pub model: Option<String>,
+    pub latency_ms: Option<i64>,
+    pub cost: Option<f64>,
+    pub error: Option<String>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    pub metadata: Box<RawValue>,
+    pub start_time: Option<Timestamp>,
+    pub end_time: Option<Timestamp>,
+    pub otel_trace_id: Option<String>,
+    pub otel_span_id: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Event {
+    pub id: String,
+    pub span_id: Option<String>,
+    pub level: String,
+    pub message: String,
+    pub metadata: Box<RawValue>,
+    pub timestamp: Timestamp,
+}

@@ -1,0 +1,219 @@
+//! Starting and stopping the server: open the store, run first start, bind,
+//! serve HTTP or HTTPS, and on shutdown stop accepting, let in-flight
+//! requests finish, flush the writer and checkpoint the WAL.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::bootstrap::{self, InitialCredentials};
+use crate::config::{Config, TlsConfig};
+use crate::http::router::router;
+use crate::http::AppState;
+use crate::store::Store;
+
+/// How long a client may take to finish a TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A started server. Dropping it does not stop it; call [`Running::stop`].
+pub struct Running {
+    pub local_addr: SocketAddr,
+    pub tls: bool,
+    /// Set on the very first start of a data directory.
+    pub credentials: Option<InitialCredentials>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// The base URL clients use, e.g. `http://127.0.0.1:8080`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr)
+    }
+
+    /// Stops accepting, finishes in-flight requests and writes, closes the store.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.await.context("server task")?
+    }
+}
+
+/// Opens the store, initialises it on first start, binds the listener and
+/// starts serving in the background.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let storage = config.storage.clone();
+    let store = tokio::task::spawn_blocking(move || {
+        Store::open(&storage.data_dir, storage.synchronous, storage.read_connections)
+    })
+    .await
+    .context("opening the store")?
+    .with_context(|| format!("opening the database in {}", config.storage.data_dir.display()))?;
+    let store = Arc::new(store);
+    let credentials = match bootstrap::first_start(&store, &config).await {
+        Ok(c) => c,
+        Err(e) => {
+            close_store(store).await;
+            return Err(e.context("first start"));
+        }
+    };
+    let tls = match config.server.tls.as_ref().map(tls_acceptor).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            close_store(store).await;
+            return Err(e);
+        }
+    };
+    let listener = match TcpListener::bind(config.server.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            close_store(store).await;
+            return Err(anyhow::Error::new(e).context(format!("binding {}", config.server.listen)));
+        }
+    };
+    let local_addr = listener.local_addr()?;
+    let grace = Duration::from_secs(config.server.shutdown_timeout_s);
+    let state = AppState {
+        store: store.clone(),
+        config: Arc::new(config),
+    };
+    let app = router(state);
+    let (shutdown_tx, shutdown_rx) = oneshot::channel();
+    let is_tls = tls.is_some();
+    let task = tokio::spawn(async move {
+        serve(listener, app, tls, shutdown_rx, grace).await;
+        close_store(store).await;
+        Ok(())
+    });
+    tracing::info!(
+        addr = %local_addr,
+        tls = is_tls,
+        schema_version = crate::store::SCHEMA_VERSION,
+        "listening on {}://{local_addr}",
+        if is_tls { "https" } else { "http" }
+    );
+    Ok(Running {
+        local_addr,
+        tls: is_tls,
+        credentials,
+        shutdown: Some(shutdown_tx),
+        task,
+    })
+}
+
+/// Runs until `signal` resolves, then shuts down gracefully.
+pub async fn run_until(config: Config, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let running = start(config).await?;
+    signal.await;
+    tracing::info!("shutting down");
+    running.stop().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn close_store(store: Arc<Store>) {
+    // Stopping the writer blocks until queued writes commit.
+    let _ = tokio::task::spawn_blocking(move || store.close()).await;
+}
+
+async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    tls: Option<TlsAcceptor>,
+    mut shutdown: oneshot::Receiver<()>,
+    grace: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let result = match tls {
+                None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await,
+                Some(acceptor) => match handshake(acceptor, stream).await {
+                    Some(tls_stream) => {
+                        watcher
+                            .watch(builder.serve_connection(TokioIo::new(tls_stream), service).into_owned())
+                            .await
+                    }
+                    None => return,
+                },
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(grace_s = grace.as_secs(), "in-flight requests still running at the end of the grace period");
+    }
+}
+
+async fn handshake(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// Builds the TLS acceptor from PEM files (TLS 1.2 and 1.3; h2 and http/1.1).
+pub fn tls_acceptor(tls: &TlsConfig) -> anyhow::Result<TlsAcceptor> {
+    let certs = CertificateDer::pem_file_iter(&tls.cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("server.tls.cert: reading {}", tls.cert.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("server.tls.cert: {} holds no certificate", tls.cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(&tls.key)
+        .with_context(|| format!("server.tls.key: reading {}", tls.key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("server.tls: the certificate and key do not form a usable pair")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}

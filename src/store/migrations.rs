@@ -1,0 +1,54 @@
+//! Numbered schema migrations, embedded in the binary. Each runs in its own
+//! transaction and records its number in `PRAGMA user_version`. Before an
+//! existing database is upgraded, a consistent copy is written beside it.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::{Result, StoreError};
+
+/// Migrations in order; the schema version is the number of the last one.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_init.sql"))];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+/// Brings the database to [`SCHEMA_VERSION`]; returns the version.
+pub(super) fn migrate(conn: &mut Connection, data_dir: &Path) -> Result<i64> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            found: current,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if current == SCHEMA_VERSION {
+        return Ok(current);
+    }
+    if current > 0 {
+        backup_before_upgrade(conn, data_dir, current)?;
+    }
+    for (number, sql) in MIGRATIONS.iter().filter(|(n, _)| *n > current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", number)?;
+        tx.commit()?;
+        tracing::info!(version = number, "applied schema migration");
+    }
+    Ok(SCHEMA_VERSION)
+}
+
+fn backup_before_upgrade(conn: &Connection, data_dir: &Path, from: i64) -> Result<()> {
+    let dir = data_dir.join("backups");
+    std::fs::create_dir_all(&dir)?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let target = dir.join(format!("pre-upgrade-v{from}-{stamp}.db"));
+    let target = target
+        .to_str()
+        .ok_or_else(|| StoreError::Corrupt("backup path is not UTF-8".into()))?
+        .to_string();
+    conn.execute("VACUUM INTO ?1", [target.as_str()])?;
+    tracing::info!(path = %target, "backed up the database before upgrading its schema");
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! The embedded SQLite store. All SQL of the product lives under this module,
+//! behind methods that take and return domain types and always a tenant.
+//!
+//! One writer thread owns the only write connection and commits concurrent
+//! requests together (see `writer`); reads use a pool of read-only
+//! connections, which WAL mode lets proceed while the writer commits.
+
+mod migrations;
+mod tenancy;
+mod traces;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::Connection;
+
+use crate::config::Synchronous;
+
+pub use migrations::SCHEMA_VERSION;
+pub use tenancy::{ApiKeyRecord, Bootstrap, BootstrapResult, ProjectRecord};
+pub use traces::{InsertOutcome, TraceCursor, TraceFilter, TracePage};
+use writer::Writer;
+
+/// The database file's name inside the data directory.
+pub const DB_FILE: &str = "trulayer.db";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("connection pool: {0}")]
+    Pool(#[from] r2d2::Error),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the store is shutting down")]
+    ShuttingDown,
+    #[error("commit failed: {0}")]
+    Commit(String),
+    #[error(
+        "the database schema is version {found}, newer than this binary supports ({supported}); \
+         run a newer trulayer-server or restore a backup taken before the upgrade"
+    )]
+    NewerSchema { found: i64, supported: i64 },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
+    #[error("background task failed: {0}")]
+    Task(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Applies the connection settings every connection shares.
+fn apply_pragmas(conn: &Connection, synchronous: Synchronous) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let sync = match synchronous {
+        Synchronous::Normal => "NORMAL",
+        Synchronous::Full => "FULL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = {sync};
+         PRAGMA foreign_keys = ON;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA cache_size = -16000;
+         PRAGMA mmap_size = 268435456;"
+    ))
+}
+
+pub struct Store {
+    writer: Writer,
+    readers: r2d2::Pool<SqliteConnectionManager>,
+    path: PathBuf,
+    schema_version: i64,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `data_dir`, migrates it and
+    /// starts the writer thread.
+    pub fn open(data_dir: &Path, synchronous: Synchronous, read_connections: u32) -> Result<Store> {
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join(DB_FILE);
+        let mut conn = Connection::open(&path)?;
+        apply_pragmas(&conn, synchronous)?;
+        let schema_version = migrations::migrate(&mut conn, data_dir)?;
+        let manager = SqliteConnectionManager::file(&path)
+            .with_flags(
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+                    | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+            )
+            .with_init(move |c| {
+                apply_pragmas_reader(c)?;
+                Ok(())
+            });
+        let readers = r2d2::Pool::builder()
+            .max_size(read_connections)
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(10))
+            .build(manager)?;
+        let writer = Writer::start(conn)?;
+        Ok(Store {
+            writer,
+            readers,
+            path,
+            schema_version,
+        })
+    }
+
+    pub fn schema_version(&self) -> i64 {
+        self.schema_version
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on a pooled read connection off the async runtime.
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.get()?;
+            f(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Runs `f` inside the writer's current transaction; resolves after commit.
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.writer.submit(f).await
+    }
+
+    /// Finishes queued writes, checkpoints the WAL and stops the writer.
+    pub fn close(&self) {
+        self.writer.stop();
+    }
+}
+
+fn apply_pragmas_reader(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.execute_batch(
+        "PRAGMA query_only = ON;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA cache_size = -16000;
+         PRAGMA mmap_size = 268435456;",
+    )
+}
+
+/// Microseconds since the Unix epoch, the unit every stored time uses.
+pub fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}

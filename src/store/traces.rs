@@ -1,0 +1,402 @@
+//! Traces, spans and events: idempotent ingest and keyset-paged queries.
+
+use std::collections::BTreeMap;
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde_json::value::RawValue;
+
+use super::{now_micros, Result, Store, StoreError};
+use crate::model::{Event, NewTrace, Span, Timestamp, Trace};
+
+/// What happened to one trace of an ingest request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InsertOutcome {
+    Created { id: String, created_at: i64 },
+    /// The same content was stored before (a retry); nothing changed.
+    Duplicate { id: String },
+}
+
+/// Position after the last trace of a page: newest first, so the next page
+/// holds traces that sort strictly before `(started_at, seq)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceCursor {
+    pub started_at: i64,
+    pub seq: i64,
+}
+
+/// Filters for listing traces; every field narrows the result.
+#[derive(Debug, Clone, Default)]
+pub struct TraceFilter {
+    pub project_id: Option<i64>,
+    pub model: Option<String>,
+    pub error: Option<bool>,
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    pub latency_min: Option<i64>,
+    pub latency_max: Option<i64>,
+    pub token_count_min: Option<i64>,
+    pub token_count_max: Option<i64>,
+    pub tag: Option<(String, String)>,
+    pub session_id: Option<String>,
+}
+
+pub struct TracePage {
+    pub traces: Vec<Trace>,
+    pub next: Option<TraceCursor>,
+}
+
+const TRACE_COLUMNS: &str = "t.seq, t.id, p.uuid, t.session_id, t.external_id, t.name, t.input, \
+    t.output, t.model, t.latency_ms, t.cost, t.total_token_count, t.error, t.tags, t.tag_map, \
+    t.metadata, t.span_count, t.started_at, t.ended_at, t.created_at";
+
+impl Store {
+    /// Stores `traces` for `tenant_id` atomically: either every trace is
+    /// created or found to be an identical retry, or nothing is written and
+    /// the conflicting trace is named.
+    #[tracing::instrument(skip_all, fields(tenant_id, traces = traces.len()))]
+    pub async fn insert_traces(
+        &self,
+        tenant_id: i64,
+        traces: Vec<(i64, NewTrace)>,
+    ) -> Result<Vec<InsertOutcome>> {
+        self.write(move |conn| {
+            let created_at = now_micros();
+            traces
+                .iter()
+                .map(|(project_id, trace)| insert_one(conn, tenant_id, *project_id, trace, created_at))
+                .collect()
+        })
+        .await
+    }
+
+    /// One page of the tenant's traces, newest first.
+    pub async fn list_traces(
+        &self,
+        tenant_id: i64,
+        filter: TraceFilter,
+        after: Option<TraceCursor>,
+        limit: usize,
+    ) -> Result<TracePage> {
+        self.read(move |conn| list(conn, tenant_id, &filter, after, limit))
+            .await
+    }
+
+    /// The trace with its spans (by start time) and events, if the tenant owns it.
+    pub async fn get_trace(&self, tenant_id: i64, id: String) -> Result<Option<Trace>> {
+        self.read(move |conn| detail(conn, tenant_id, &id)).await
+    }
+}
+
+fn insert_one(
+    conn: &Connection,
+    tenant_id: i64,
+    project_id: i64,
+    t: &NewTrace,
+    created_at: i64,
+) -> Result<InsertOutcome> {
+    let existing: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT content_hash FROM traces WHERE tenant_id = ?1 AND id = ?2")?
+        .query_row(params![tenant_id, t.id], |r| r.get(0))
+        .optional()?;
+    if let Some(hash) = existing {
+        return if hash == t.content_hash {
+            Ok(InsertOutcome::Duplicate { id: t.id.clone() })
+        } else {
+            Err(StoreError::Conflict(format!(
+                "trace {} already exists with different content",
+                t.id
+            )))
+        };
+    }
+    let tags = (!t.tags.is_empty()).then(|| json_text(&t.tags));
+    let tag_map = (!t.tag_map.is_empty()).then(|| json_text(&t.tag_map));
+    let seq: i64 = conn
+        .prepare_cached(
+            "INSERT INTO traces (tenant_id, project_id, id, session_id, external_id, name, input, \
+             output, model, latency_ms, cost, error, tags, tag_map, metadata, total_token_count, \
+             span_count, started_at, ended_at, created_at, content_hash) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
+             ?18, ?19, ?20, ?21) RETURNING seq",
+        )?
+        .query_row(
+            params![
+                tenant_id,
+                project_id,
+                t.id,
+                t.session_id,
+                t.external_id,
+                t.name,
+                t.input,
+                t.output,
+                t.model,
+                t.latency_ms,
+                t.cost,
+                t.error,
+                tags,
+                tag_map,
+                t.metadata,
+                t.total_token_count,
+                t.spans.len() as i64,
+                t.started_at,
+                t.ended_at,
+                created_at,
+                &t.content_hash[..],
+            ],
+            |r| r.get(0),
+        )?;
+    if !t.tag_map.is_empty() {
+        let mut stmt = conn.prepare_cached(
+            "INSERT INTO trace_tags (trace_seq, tenant_id, key, value, started_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for (key, value) in &t.tag_map {
+            stmt.execute(params![seq, tenant_id, key, value, t.started_at])?;
+        }
+    }
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO spans (trace_seq, id, parent_span_id, name, type, input, output, model, \
+         latency_ms, cost, error, prompt_tokens, completion_tokens, metadata, start_time, \
+         end_time, otel_trace_id, otel_span_id, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
+         ?18, ?19)",
+    )?;
+    for s in &t.spans {
+        stmt.execute(params![
+            seq,
+            s.id,
+            s.parent_span_id,
+            s.name,
+            s.span_type.as_str(),
+            s.input,
+            s.output,
+            s.model,
+            s.latency_ms,
+            s.cost,
+            s.error,
+            s.prompt_tokens,
+            s.completion_tokens,
+            s.metadata,
+            s.start_time,
+            s.end_time,
+            s.otel_trace_id,
+            s.otel_span_id,
+            created_at,
+        ])?;
+    }
+    if !t.events.is_empty() {
+        let mut stmt = conn.prepare_cached(
+            "INSERT INTO events (trace_seq, id, span_id, level, message, metadata, timestamp) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for e in &t.events {
+            stmt.execute(params![
+                seq,
+                e.id,
+                e.span_id,
+                e.level,
+                e.message,
+                e.metadata,
+                e.timestamp
+            ])?;
+        }
+    }
+    Ok(InsertOutcome::Created {
+        id: t.id.clone(),
+        created_at,
+    })
+}
+
+fn json_text<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
+}
+
+fn list(
+    conn: &Connection,
+    tenant_id: i64,
+    f: &TraceFilter,
+    after: Option<TraceCursor>,
+    limit: usize,
+) -> Result<TracePage> {
+    let mut sql = format!(
+        "SELECT {TRACE_COLUMNS} FROM traces t JOIN projects p ON p.id = t.project_id \
+         WHERE t.tenant_id = ?"
+    );
+    let mut args: Vec<SqlValue> = vec![tenant_id.into()];
+    let mut clause = |condition: &str, values: Vec<SqlValue>| {
+        sql.push_str(" AND ");
+        sql.push_str(condition);
+        args.extend(values);
+    };
+    if let Some(project) = f.project_id {
+        clause("t.project_id = ?", vec![project.into()]);
+    }
+    if let Some(model) = &f.model {
+        clause("t.model = ?", vec![model.clone().into()]);
+    }
+    match f.error {
+        Some(true) => clause("t.error IS NOT NULL", vec![]),
+        Some(false) => clause("t.error IS NULL", vec![]),
+        None => {}
+    }
+    if let Some(from) = f.from {
+        clause("t.started_at >= ?", vec![from.into()]);
+    }
+    if let Some(to) = f.to {
+        clause("t.started_at <= ?", vec![to.into()]);
+    }
+    if let Some(v) = f.latency_min {
+        clause("t.latency_ms >= ?", vec![v.into()]);
+    }
+    if let Some(v) = f.latency_max {
+        clause("t.latency_ms <= ?", vec![v.into()]);
+    }
+    if let Some(v) = f.token_count_min {
+        clause("t.total_token_count >= ?", vec![v.into()]);
+    }
+    if let Some(v) = f.token_count_max {
+        clause("t.total_token_count <= ?", vec![v.into()]);
+    }
+    if let Some(session) = &f.session_id {
+        clause("t.session_id = ?", vec![session.clone().into()]);
+    }
+    if let Some((key, value)) = &f.tag {
+        clause(
+            "t.seq IN (SELECT trace_seq FROM trace_tags WHERE tenant_id = ? AND key = ? AND value = ?)",
+            vec![tenant_id.into(), key.clone().into(), value.clone().into()],
+        );
+    }
+    if let Some(c) = after {
+        clause("(t.started_at, t.seq) < (?, ?)", vec![c.started_at.into(), c.seq.into()]);
+    }
+    sql.push_str(" ORDER BY t.started_at DESC, t.seq DESC LIMIT ?");
+    args.push((limit as i64 + 1).into());
+
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+    let mut traces = Vec::with_capacity(limit.min(256));
+    let mut positions = Vec::with_capacity(limit.min(256));
+    while let Some(row) = rows.next()? {
+        positions.push(TraceCursor {
+            seq: row.get(0)?,
+            started_at: row.get(17)?,
+        });
+        traces.push(trace_from_row(row)?);
+    }
+    let next = if traces.len() > limit {
+        traces.truncate(limit);
+        positions.get(limit - 1).copied()
+    } else {
+        None
+    };
+    Ok(TracePage { traces, next })
+}
+
+fn detail(conn: &Connection, tenant_id: i64, id: &str) -> Result<Option<Trace>> {
+    let sql = format!(
+        "SELECT {TRACE_COLUMNS}, ten.uuid FROM traces t JOIN projects p ON p.id = t.project_id \
+         JOIN tenants ten ON ten.id = t.tenant_id WHERE t.tenant_id = ?1 AND t.id = ?2"
+    );
+    let found = conn
+        .prepare_cached(&sql)?
+        .query_row(params![tenant_id, id], |row| {
+            let seq: i64 = row.get(0)?;
+            let tenant_uuid: String = row.get(20)?;
+            Ok((seq, tenant_uuid, trace_from_row(row)))
+        })
+        .optional()?;
+    let Some((seq, tenant_uuid, trace)) = found else {
+        return Ok(None);
+    };
+    let mut trace = trace?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, parent_span_id, name, type, input, output, model, latency_ms, cost, error, \
+         prompt_tokens, completion_tokens, metadata, start_time, end_time, otel_trace_id, \
+         otel_span_id, created_at FROM spans WHERE trace_seq = ?1 \
+         ORDER BY start_time IS NULL, start_time, rowid",
+    )?;
+    let spans = stmt
+        .query_map([seq], |r| {
+            Ok(Span {
+                id: r.get(0)?,
+                tenant_id: tenant_uuid.clone(),
+                trace_id: trace.id.clone(),
+                parent_span_id: r.get(1)?,
+                name: r.get(2)?,
+                span_type: r.get(3)?,
+                input: r.get(4)?,
+                output: r.get(5)?,
+                model: r.get(6)?,
+                latency_ms: r.get(7)?,
+                cost: r.get(8)?,
+                error: r.get(9)?,
+                prompt_tokens: r.get(10)?,
+                completion_tokens: r.get(11)?,
+                metadata: raw_json(r.get(12)?),
+                start_time: r.get::<_, Option<i64>>(13)?.map(Timestamp),
+                end_time: r.get::<_, Option<i64>>(14)?.map(Timestamp),
+                otel_trace_id: r.get(15)?,
+                otel_span_id: r.get(16)?,
+                created_at: Timestamp(r.get(17)?),
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, span_id, level, message, metadata, timestamp FROM events \
+         WHERE trace_seq = ?1 ORDER BY timestamp, rowid",
+    )?;
+    let events = stmt
+        .query_map([seq], |r| {
+            Ok(Event {
+                id: r.get(0)?,
+                span_id: r.get(1)?,
+                level: r.get(2)?,
+                message: r.get(3)?,
+                metadata: raw_json(r.get(4)?),
+                timestamp: Timestamp(r.get(5)?),
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    trace.spans = Some(spans);
+    trace.events = Some(events);
+    Ok(Some(trace))
+}
+
+fn trace_from_row(r: &Row<'_>) -> Result<Trace> {
+    let tags: Option<String> = r.get(13)?;
+    let tag_map: Option<String> = r.get(14)?;
+    Ok(Trace {
+        id: r.get(1)?,
+        project_id: r.get(2)?,
+        session_id: r.get(3)?,
+        external_id: r.get(4)?,
+        name: r.get(5)?,
+        input: r.get(6)?,
+        output: r.get(7)?,
+        model: r.get(8)?,
+        latency_ms: r.get(9)?,
+        cost: r.get(10)?,
+        total_token_count: r.get(11)?,
+        error: r.get(12)?,
+        tags: parse_stored(tags)?.unwrap_or_default(),
+        tag_map: parse_stored::<BTreeMap<String, String>>(tag_map)?.unwrap_or_default(),
+        metadata: raw_json(r.get(15)?),
+        span_count: r.get(16)?,
+        started_at: Timestamp(r.get(17)?),
+        ended_at: r.get::<_, Option<i64>>(18)?.map(Timestamp),
+        created_at: Timestamp(r.get(19)?),
+        spans: None,
+        events: None,
+    })
+}
+
+fn parse_stored<T: serde::de::DeserializeOwned>(text: Option<String>) -> Result<Option<T>> {
+    text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(e.to_string())))
+        .transpose()
+}
+
+/// Stored JSON text handed through without re-parsing into a tree; text
+/// that is somehow not JSON comes out as `null` rather than failing the read.
+fn raw_json(text: String) -> Box<RawValue> {
+    RawValue::from_string(text).unwrap_or_default()
+}
