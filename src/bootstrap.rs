@@ -27,7 +27,10 @@ pub struct InitialCredentials {
 }
 
 /// Initialises an empty store; returns `None` when it was initialised before.
-pub async fn first_start(store: &Store, config: &Config) -> anyhow::Result<Option<InitialCredentials>> {
+pub async fn first_start(
+    store: &Store,
+    config: &Config,
+) -> anyhow::Result<Option<InitialCredentials>> {
     if store.is_initialised().await? {
         return Ok(None);
     }
@@ -35,11 +38,14 @@ pub async fn first_start(store: &Store, config: &Config) -> anyhow::Result<Optio
     let chosen_key = init.api_key()?;
     let chosen_password = init.admin_password()?;
     let api_key = chosen_key.clone().unwrap_or_else(auth::generate_api_key);
-    let password = chosen_password.clone().unwrap_or_else(auth::generate_password);
-    let password_hash = tokio::task::spawn_blocking(move || auth::hash_password(&password).map(|h| (h, password)))
-        .await
-        .context("hashing the owner password")?
-        .map_err(|e| anyhow::anyhow!("hashing the owner password: {e}"))?;
+    let password = chosen_password
+        .clone()
+        .unwrap_or_else(auth::generate_password);
+    let password_hash =
+        tokio::task::spawn_blocking(move || auth::hash_password(&password).map(|h| (h, password)))
+            .await
+            .context("hashing the owner password")?
+            .map_err(|e| anyhow::anyhow!("hashing the owner password: {e}"))?;
     let (password_hash, password) = password_hash;
     let mut credentials = InitialCredentials {
         org: init.org.clone().unwrap_or_else(|| "default".into()),
@@ -54,7 +60,8 @@ pub async fn first_start(store: &Store, config: &Config) -> anyhow::Result<Optio
     };
     // Written before the commit, so a crash cannot leave an instance whose
     // generated secrets nobody ever saw.
-    let generated = credentials.generated_password.is_some() || credentials.generated_api_key.is_some();
+    let generated =
+        credentials.generated_password.is_some() || credentials.generated_api_key.is_some();
     if generated {
         let path = config.storage.data_dir.join(CREDENTIALS_FILE);
         write_private(&path, &credentials_text(&credentials))

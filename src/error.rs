@@ -32,10 +32,7 @@ pub enum AppError {
     Unauthorized(&'static str),
     /// 403 with a machine-readable code.
     #[error("{message}")]
-    Forbidden {
-        message: String,
-        code: &'static str,
-    },
+    Forbidden { message: String, code: &'static str },
     /// 404: absent, or belonging to another tenant (indistinguishable on purpose).
     #[error("{0} not found")]
     NotFound(&'static str),

@@ -230,7 +230,10 @@ impl TraceRequest {
         if span_requests.len() > MAX_SPANS {
             return Err(invalid(
                 format!("{at}spans"),
-                format!("at most {MAX_SPANS} spans per trace (got {})", span_requests.len()),
+                format!(
+                    "at most {MAX_SPANS} spans per trace (got {})",
+                    span_requests.len()
+                ),
             ));
         }
         let mut seen = HashSet::with_capacity(span_requests.len());
@@ -249,7 +252,10 @@ impl TraceRequest {
         if event_requests.len() > MAX_EVENTS {
             return Err(invalid(
                 format!("{at}events"),
-                format!("at most {MAX_EVENTS} events per trace (got {})", event_requests.len()),
+                format!(
+                    "at most {MAX_EVENTS} events per trace (got {})",
+                    event_requests.len()
+                ),
             ));
         }
 
@@ -268,12 +274,7 @@ impl TraceRequest {
             .iter()
             .map(|s| s.prompt_tokens.unwrap_or(0) + s.completion_tokens.unwrap_or(0))
             .sum();
-        let cost = cost.or_else(|| {
-            spans
-                .iter()
-                .filter_map(|s| s.cost)
-                .reduce(|a, b| a + b)
-        });
+        let cost = cost.or_else(|| spans.iter().filter_map(|s| s.cost).reduce(|a, b| a + b));
         let model = self
             .model
             .or_else(|| spans.iter().find_map(|s| s.model.clone()));
@@ -396,9 +397,7 @@ fn check_len(at: &str, field: &str, value: &Option<String>, max: usize) -> Resul
 
 fn check_latency(at: &str, field: &str, value: Option<u64>) -> Result<Option<i64>, Invalid> {
     value
-        .map(|v| {
-            i64::try_from(v).map_err(|_| invalid(format!("{at}{field}"), "is too large"))
-        })
+        .map(|v| i64::try_from(v).map_err(|_| invalid(format!("{at}{field}"), "is too large")))
         .transpose()
 }
 
@@ -445,13 +444,19 @@ fn check_tags(at: &str, tags: Tags) -> Result<(Vec<String>, BTreeMap<String, Str
             if let Some(tag) = list.iter().find(|t| too_long(t)) {
                 return Err(invalid(
                     format!("{at}tags"),
-                    format!("each tag must be 1 to {MAX_TAG_CHARS} characters (got {:?})", tag),
+                    format!(
+                        "each tag must be 1 to {MAX_TAG_CHARS} characters (got {:?})",
+                        tag
+                    ),
                 ));
             }
             Ok((list, BTreeMap::new()))
         }
         Tags::Map(map) => {
-            if let Some((k, v)) = map.iter().find(|(k, v)| too_long(k) || v.chars().count() > MAX_TAG_CHARS) {
+            if let Some((k, v)) = map
+                .iter()
+                .find(|(k, v)| too_long(k) || v.chars().count() > MAX_TAG_CHARS)
+            {
                 return Err(invalid(
                     format!("{at}tags.{k}"),
                     format!(
@@ -493,15 +498,20 @@ mod tests {
 
     #[test]
     fn names_the_offending_field() {
-        let tags: BTreeMap<String, String> =
-            (0..21).map(|i| (format!("k{i}"), "v".to_string())).collect();
+        let tags: BTreeMap<String, String> = (0..21)
+            .map(|i| (format!("k{i}"), "v".to_string()))
+            .collect();
         let req = TraceRequest {
             tags: Tags::Map(tags),
             ..Default::default()
         };
-        let err = req.into_new_trace("traces[2].", 0).expect_err("too many tags");
+        let err = req
+            .into_new_trace("traces[2].", 0)
+            .expect_err("too many tags");
         assert_eq!(err.field, "traces[2].tags");
-        let err = parse(r#"{"id":"nope"}"#).into_new_trace("", 0).expect_err("bad id");
+        let err = parse(r#"{"id":"nope"}"#)
+            .into_new_trace("", 0)
+            .expect_err("bad id");
         assert_eq!(err.field, "id");
         let err = parse(r#"{"spans":[{"name":"a","type":"llm","start_time":"yesterday"}]}"#)
             .into_new_trace("", 0)
@@ -516,7 +526,9 @@ mod tests {
         let b = parse(body).into_new_trace("", 0).expect("valid");
         assert_eq!(a.content_hash, b.content_hash);
         assert_eq!(a.tags, vec!["a", "b"]);
-        let c = parse(&body.replace("\"b\"", "\"c\"")).into_new_trace("", 0).expect("valid");
+        let c = parse(&body.replace("\"b\"", "\"c\""))
+            .into_new_trace("", 0)
+            .expect("valid");
         assert_ne!(a.content_hash, c.content_hash);
     }
 

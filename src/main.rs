@@ -49,7 +49,11 @@ fn main() -> ExitCode {
                 println!(
                     "configuration OK: listen {} ({}), data in {}",
                     c.server.listen,
-                    if c.server.tls.is_some() { "https" } else { "http" },
+                    if c.server.tls.is_some() {
+                        "https"
+                    } else {
+                        "http"
+                    },
                     c.storage.data_dir.display()
                 );
                 ExitCode::SUCCESS
@@ -88,7 +92,10 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(trulayer_server::server::run_until(config, shutdown_signal())) {
+    match runtime.block_on(trulayer_server::server::run_until(
+        config,
+        shutdown_signal(),
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -34,6 +34,7 @@ pub struct Running {
     pub tls: bool,
     /// Set on the very first start of a data directory.
     pub credentials: Option<InitialCredentials>,
+    store: Arc<Store>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -43,6 +44,11 @@ impl Running {
     pub fn url(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
         format!("{scheme}://{}", self.local_addr)
+    }
+
+    /// The server's store, for administration in-process (and tests).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
     }
 
     /// Stops accepting, finishes in-flight requests and writes, closes the store.
@@ -59,11 +65,20 @@ impl Running {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let storage = config.storage.clone();
     let store = tokio::task::spawn_blocking(move || {
-        Store::open(&storage.data_dir, storage.synchronous, storage.read_connections)
+        Store::open(
+            &storage.data_dir,
+            storage.synchronous,
+            storage.read_connections,
+        )
     })
     .await
     .context("opening the store")?
-    .with_context(|| format!("opening the database in {}", config.storage.data_dir.display()))?;
+    .with_context(|| {
+        format!(
+            "opening the database in {}",
+            config.storage.data_dir.display()
+        )
+    })?;
     let store = Arc::new(store);
     let credentials = match bootstrap::first_start(&store, &config).await {
         Ok(c) => c,
@@ -95,9 +110,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let app = router(state);
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
     let is_tls = tls.is_some();
+    let served_store = store.clone();
     let task = tokio::spawn(async move {
         serve(listener, app, tls, shutdown_rx, grace).await;
-        close_store(store).await;
+        close_store(served_store).await;
         Ok(())
     });
     tracing::info!(
@@ -111,6 +127,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         local_addr,
         tls: is_tls,
         credentials,
+        store,
         shutdown: Some(shutdown_tx),
         task,
     })
@@ -159,11 +176,23 @@ async fn serve(
         tokio::spawn(async move {
             let builder = auto::Builder::new(TokioExecutor::new());
             let result = match tls {
-                None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await,
+                None => {
+                    watcher
+                        .watch(
+                            builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .into_owned(),
+                        )
+                        .await
+                }
                 Some(acceptor) => match handshake(acceptor, stream).await {
                     Some(tls_stream) => {
                         watcher
-                            .watch(builder.serve_connection(TokioIo::new(tls_stream), service).into_owned())
+                            .watch(
+                                builder
+                                    .serve_connection(TokioIo::new(tls_stream), service)
+                                    .into_owned(),
+                            )
                             .await
                     }
                     None => return,
@@ -175,8 +204,14 @@ async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(grace_s = grace.as_secs(), "in-flight requests still running at the end of the grace period");
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_s = grace.as_secs(),
+            "in-flight requests still running at the end of the grace period"
+        );
     }
 }
 
@@ -203,7 +238,10 @@ pub fn tls_acceptor(tls: &TlsConfig) -> anyhow::Result<TlsAcceptor> {
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .with_context(|| format!("server.tls.cert: reading {}", tls.cert.display()))?;
     if certs.is_empty() {
-        anyhow::bail!("server.tls.cert: {} holds no certificate", tls.cert.display());
+        anyhow::bail!(
+            "server.tls.cert: {} holds no certificate",
+            tls.cert.display()
+        );
     }
     let key = PrivateKeyDer::from_pem_file(&tls.key)
         .with_context(|| format!("server.tls.key: reading {}", tls.key.display()))?;

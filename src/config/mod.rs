@@ -134,9 +134,9 @@ impl Config {
         }
         let env = Env::prefixed("TRULAYER_")
             .filter(|key| {
-                key.as_str()
-                    .split_once("__")
-                    .is_some_and(|(section, _)| SECTIONS.iter().any(|s| s.eq_ignore_ascii_case(section)))
+                key.as_str().split_once("__").is_some_and(|(section, _)| {
+                    SECTIONS.iter().any(|s| s.eq_ignore_ascii_case(section))
+                })
             })
             .split("__");
         let config: Config = figment
@@ -174,10 +174,7 @@ impl Config {
             ));
         }
         if let Some(tls) = &self.server.tls {
-            for (key, path) in [
-                ("server.tls.cert", &tls.cert),
-                ("server.tls.key", &tls.key),
-            ] {
+            for (key, path) in [("server.tls.cert", &tls.cert), ("server.tls.key", &tls.key)] {
                 if !path.is_file() {
                     return Err(invalid(
                         key,
@@ -205,7 +202,8 @@ impl InitConfig {
             ));
         }
         if let Some(key) = self.api_key()? {
-            crate::auth::check_chosen_key(&key).map_err(|reason| invalid("init.api_key", reason))?;
+            crate::auth::check_chosen_key(&key)
+                .map_err(|reason| invalid("init.api_key", reason))?;
         }
         if let Some(password) = self.admin_password()? {
             if password.chars().count() < 8 {
@@ -260,4 +258,3 @@ fn secret(
             .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display()))),
     }
 }
-

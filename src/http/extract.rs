@@ -46,8 +46,16 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
-/// Parses JSON, naming the path of the first field that does not fit `T`.
+/// Parses a JSON object, naming the path of the first field that does not fit `T`.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+    // serde would happily read a struct from an array; every v1 body is an object.
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        Some(b'[' | b'"' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') => {
+            return Err(AppError::unprocessable("the body must be a JSON object"))
+        }
+        _ => return Err(AppError::bad_request("malformed JSON: expected an object")),
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -57,7 +65,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
                 if path == "." {
                     AppError::unprocessable(strip_position(&inner.to_string()))
                 } else {
-                    AppError::unprocessable(format!("{path}: {}", strip_position(&inner.to_string())))
+                    AppError::unprocessable(format!(
+                        "{path}: {}",
+                        strip_position(&inner.to_string())
+                    ))
                 }
             }
             Category::Syntax | Category::Eof | Category::Io => {

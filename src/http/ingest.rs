@@ -27,9 +27,11 @@ pub async fn ingest_one(
             Json(json!({ "id": id, "created_at": Timestamp(created_at) })),
         )
             .into_response(),
-        Some(InsertOutcome::Duplicate { id }) => {
-            (StatusCode::OK, Json(json!({ "status": "duplicate", "id": id }))).into_response()
-        }
+        Some(InsertOutcome::Duplicate { id }) => (
+            StatusCode::OK,
+            Json(json!({ "status": "duplicate", "id": id })),
+        )
+            .into_response(),
         None => return Err(AppError::Internal("ingest stored nothing".into())),
     })
 }
@@ -77,7 +79,11 @@ async fn store_traces(
     let mut traces: Vec<(i64, NewTrace)> = Vec::with_capacity(requests.len());
     for (i, request) in requests.into_iter().enumerate() {
         let reference = request.project_id.clone();
-        let at = if batch { format!("traces[{i}].") } else { String::new() };
+        let at = if batch {
+            format!("traces[{i}].")
+        } else {
+            String::new()
+        };
         let trace = request
             .into_new_trace(&at, now)
             .map_err(|e| AppError::unprocessable(e.to_string()))?;
@@ -105,7 +111,12 @@ async fn resolve_project(
     reference: Option<&str>,
 ) -> Result<i64, AppError> {
     let named = match reference.filter(|r| !r.is_empty()) {
-        Some(r) => state.store.find_project(principal.tenant_id, r.to_string()).await?,
+        Some(r) => {
+            state
+                .store
+                .find_project(principal.tenant_id, r.to_string())
+                .await?
+        }
         None => None,
     };
     let project = match named {
@@ -114,7 +125,9 @@ async fn resolve_project(
             .store
             .project_by_id(principal.tenant_id, principal.project_id)
             .await?
-            .ok_or(AppError::Internal("the API key's project is missing".into()))?,
+            .ok_or(AppError::Internal(
+                "the API key's project is missing".into(),
+            ))?,
     };
     if project.archived {
         return Err(AppError::Forbidden {

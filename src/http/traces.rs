@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use super::{AppState, Principal};
 use crate::error::AppError;
@@ -22,25 +22,42 @@ pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
     Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<TraceList>, AppError> {
     let q = ListQuery::parse(&params)?;
     let mut filter = q.filter;
     if let Some(reference) = q.project {
-        match state.store.find_project(principal.tenant_id, reference).await? {
+        match state
+            .store
+            .find_project(principal.tenant_id, reference)
+            .await?
+        {
             Some(project) => filter.project_id = Some(project.id),
             // An unknown project (or another tenant's) simply has no traces.
-            None => return Ok(Json(json!({ "traces": [], "next_cursor": null, "has_more": false }))),
+            None => {
+                return Ok(Json(TraceList {
+                    traces: Vec::new(),
+                    next_cursor: None,
+                    has_more: false,
+                }))
+            }
         }
     }
     let page = state
         .store
         .list_traces(principal.tenant_id, filter, q.cursor, q.limit)
         .await?;
-    Ok(Json(json!({
-        "traces": page.traces,
-        "next_cursor": page.next.map(encode_cursor),
-        "has_more": page.next.is_some(),
-    })))
+    Ok(Json(TraceList {
+        has_more: page.next.is_some(),
+        next_cursor: page.next.map(encode_cursor),
+        traces: page.traces,
+    }))
+}
+
+#[derive(Serialize)]
+pub struct TraceList {
+    traces: Vec<Trace>,
+    next_cursor: Option<String>,
+    has_more: bool,
 }
 
 pub async fn detail(
@@ -122,7 +139,11 @@ impl ListQuery {
         };
         for (min, max, name) in [
             (filter.latency_min, filter.latency_max, "latency_max"),
-            (filter.token_count_min, filter.token_count_max, "token_count_max"),
+            (
+                filter.token_count_min,
+                filter.token_count_max,
+                "token_count_max",
+            ),
             (filter.from, filter.to, "to"),
         ] {
             if let (Some(lo), Some(hi)) = (min, max) {
@@ -140,11 +161,16 @@ impl ListQuery {
                 .ok()
                 .filter(|n| (1..=MAX_LIMIT).contains(n))
                 .ok_or_else(|| {
-                    AppError::bad_request(format!("limit: must be an integer from 1 to {MAX_LIMIT}"))
+                    AppError::bad_request(format!(
+                        "limit: must be an integer from 1 to {MAX_LIMIT}"
+                    ))
                 })?,
         };
         let cursor = text("cursor")
-            .map(|c| decode_cursor(&c).ok_or_else(|| AppError::bad_request("cursor: not a cursor this server issued")))
+            .map(|c| {
+                decode_cursor(&c)
+                    .ok_or_else(|| AppError::bad_request("cursor: not a cursor this server issued"))
+            })
             .transpose()?;
         Ok(ListQuery {
             filter,
@@ -165,7 +191,10 @@ fn decode_cursor(raw: &str) -> Option<TraceCursor> {
     let mut parts = text.strip_prefix("v1:")?.split(':');
     let started_at = parts.next()?.parse().ok()?;
     let seq = parts.next()?.parse().ok()?;
-    parts.next().is_none().then_some(TraceCursor { started_at, seq })
+    parts
+        .next()
+        .is_none()
+        .then_some(TraceCursor { started_at, seq })
 }
 
 #[cfg(test)]
@@ -174,7 +203,10 @@ mod tests {
 
     #[test]
     fn cursor_round_trips_and_rejects_garbage() {
-        let c = TraceCursor { started_at: 1_700_000_000_000_000, seq: 42 };
+        let c = TraceCursor {
+            started_at: 1_700_000_000_000_000,
+            seq: 42,
+        };
         assert_eq!(decode_cursor(&encode_cursor(c)), Some(c));
         assert_eq!(decode_cursor("bm9wZQ"), None);
         assert_eq!(decode_cursor("%%%"), None);

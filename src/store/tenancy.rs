@@ -2,7 +2,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{now_micros, Result, Store};
+use super::{now_micros, Result, Store, StoreError};
 
 /// What an empty database is given on first start. Secrets arrive already
 /// hashed; the store never sees a plaintext password or key.
@@ -18,7 +18,10 @@ pub struct Bootstrap {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BootstrapResult {
-    Created { tenant_uuid: String, project_uuid: String },
+    Created {
+        tenant_uuid: String,
+        project_uuid: String,
+    },
     AlreadyInitialised,
 }
 
@@ -57,33 +60,76 @@ impl Store {
                 return Ok(BootstrapResult::AlreadyInitialised);
             }
             let now = now_micros();
-            let tenant_uuid = new_uuid();
-            conn.execute(
-                "INSERT INTO tenants (uuid, name, created_at) VALUES (?1, ?2, ?3)",
-                params![tenant_uuid, b.org, now],
-            )?;
-            let tenant_id = conn.last_insert_rowid();
-            let project_uuid = new_uuid();
-            conn.execute(
-                "INSERT INTO projects (uuid, tenant_id, name, slug, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![project_uuid, tenant_id, b.project, slugify(&b.project), now],
-            )?;
-            let project_id = conn.last_insert_rowid();
+            let (tenant_id, tenant_uuid) = insert_tenant(conn, &b.org, now)?;
+            let (project_id, project_uuid) = insert_project(conn, tenant_id, &b.project, now)?;
             conn.execute(
                 "INSERT INTO users (uuid, tenant_id, email, password_hash, role, created_at) \
                  VALUES (?1, ?2, ?3, ?4, 'owner', ?5)",
                 params![new_uuid(), tenant_id, b.admin_email, b.password_hash, now],
             )?;
-            conn.execute(
-                "INSERT INTO api_keys (uuid, tenant_id, project_id, name, prefix, key_hash, created_at) \
-                 VALUES (?1, ?2, ?3, 'initial key', ?4, ?5, ?6)",
-                params![new_uuid(), tenant_id, project_id, b.key_prefix, &b.key_hash[..], now],
+            insert_api_key(
+                conn,
+                tenant_id,
+                project_id,
+                "initial key",
+                &b.key_prefix,
+                &b.key_hash,
+                now,
             )?;
             Ok(BootstrapResult::Created {
                 tenant_uuid,
                 project_uuid,
             })
+        })
+        .await
+    }
+
+    /// Creates an organisation with its first project; returns their ids.
+    pub async fn create_tenant(&self, org: String, project: String) -> Result<(i64, i64)> {
+        self.write(move |conn| {
+            let now = now_micros();
+            let (tenant_id, _) = insert_tenant(conn, &org, now)?;
+            let (project_id, _) = insert_project(conn, tenant_id, &project, now)?;
+            Ok((tenant_id, project_id))
+        })
+        .await
+    }
+
+    /// Adds a project to a tenant; a name already used in the tenant conflicts.
+    pub async fn create_project(&self, tenant_id: i64, name: String) -> Result<ProjectRecord> {
+        self.write(move |conn| {
+            let (id, uuid) = insert_project(conn, tenant_id, &name, now_micros())?;
+            Ok(ProjectRecord {
+                id,
+                uuid,
+                tenant_id,
+                slug: slugify(&name),
+                name,
+                archived: false,
+            })
+        })
+        .await
+    }
+
+    /// Stores a new API key, given as its visible prefix and digest.
+    pub async fn create_api_key(
+        &self,
+        tenant_id: i64,
+        project_id: i64,
+        name: String,
+        prefix: String,
+        key_hash: [u8; 32],
+    ) -> Result<i64> {
+        self.write(move |conn| {
+            insert_api_key(
+                conn,
+                tenant_id,
+                project_id,
+                &name,
+                &prefix,
+                &key_hash,
+                now_micros(),
+            )
         })
         .await
     }
@@ -114,7 +160,11 @@ impl Store {
 
     /// The tenant's project named by `reference`: its UUID, slug or name, in
     /// that order of preference.
-    pub async fn find_project(&self, tenant_id: i64, reference: String) -> Result<Option<ProjectRecord>> {
+    pub async fn find_project(
+        &self,
+        tenant_id: i64,
+        reference: String,
+    ) -> Result<Option<ProjectRecord>> {
         self.read(move |conn| {
             Ok(conn
                 .prepare_cached(
@@ -152,6 +202,61 @@ fn project_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ProjectRecord> {
         slug: r.get(4)?,
         archived: r.get(5)?,
     })
+}
+
+fn insert_tenant(conn: &Connection, name: &str, now: i64) -> Result<(i64, String)> {
+    let uuid = new_uuid();
+    conn.prepare_cached("INSERT INTO tenants (uuid, name, created_at) VALUES (?1, ?2, ?3)")?
+        .execute(params![uuid, name, now])?;
+    Ok((conn.last_insert_rowid(), uuid))
+}
+
+fn insert_project(
+    conn: &Connection,
+    tenant_id: i64,
+    name: &str,
+    now: i64,
+) -> Result<(i64, String)> {
+    let uuid = new_uuid();
+    let slug = slugify(name);
+    let taken: bool = conn
+        .prepare_cached("SELECT 1 FROM projects WHERE tenant_id = ?1 AND (name = ?2 OR slug = ?3)")?
+        .exists(params![tenant_id, name, slug])?;
+    if taken {
+        return Err(StoreError::Conflict(format!(
+            "a project named {name:?} (or with slug {slug:?}) already exists"
+        )));
+    }
+    conn.prepare_cached(
+        "INSERT INTO projects (uuid, tenant_id, name, slug, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![uuid, tenant_id, name, slug, now])?;
+    Ok((conn.last_insert_rowid(), uuid))
+}
+
+fn insert_api_key(
+    conn: &Connection,
+    tenant_id: i64,
+    project_id: i64,
+    name: &str,
+    prefix: &str,
+    key_hash: &[u8; 32],
+    now: i64,
+) -> Result<i64> {
+    conn.prepare_cached(
+        "INSERT INTO api_keys (uuid, tenant_id, project_id, name, prefix, key_hash, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        new_uuid(),
+        tenant_id,
+        project_id,
+        name,
+        prefix,
+        &key_hash[..],
+        now
+    ])?;
+    Ok(conn.last_insert_rowid())
 }
 
 fn has_tenant(conn: &Connection) -> Result<bool> {

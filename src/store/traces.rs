@@ -12,9 +12,14 @@ use crate::model::{Event, NewTrace, Span, Timestamp, Trace};
 /// What happened to one trace of an ingest request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum InsertOutcome {
-    Created { id: String, created_at: i64 },
+    Created {
+        id: String,
+        created_at: i64,
+    },
     /// The same content was stored before (a retry); nothing changed.
-    Duplicate { id: String },
+    Duplicate {
+        id: String,
+    },
 }
 
 /// Position after the last trace of a page: newest first, so the next page
@@ -64,7 +69,9 @@ impl Store {
             let created_at = now_micros();
             traces
                 .iter()
-                .map(|(project_id, trace)| insert_one(conn, tenant_id, *project_id, trace, created_at))
+                .map(|(project_id, trace)| {
+                    insert_one(conn, tenant_id, *project_id, trace, created_at)
+                })
                 .collect()
         })
         .await
@@ -267,7 +274,10 @@ fn list(
         );
     }
     if let Some(c) = after {
-        clause("(t.started_at, t.seq) < (?, ?)", vec![c.started_at.into(), c.seq.into()]);
+        clause(
+            "(t.started_at, t.seq) < (?, ?)",
+            vec![c.started_at.into(), c.seq.into()],
+        );
     }
     sql.push_str(" ORDER BY t.started_at DESC, t.seq DESC LIMIT ?");
     args.push((limit as i64 + 1).into());

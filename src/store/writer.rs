@@ -176,7 +176,11 @@ fn commit_group(conn: &Connection, group: Vec<Job>) {
     let started = std::time::Instant::now();
     match conn.execute_batch("COMMIT") {
         Ok(()) => {
-            tracing::trace!(jobs = size, commit_us = started.elapsed().as_micros() as u64, "group committed");
+            tracing::trace!(
+                jobs = size,
+                commit_us = started.elapsed().as_micros() as u64,
+                "group committed"
+            );
             for finish in finishers {
                 finish(None);
             }

@@ -1,0 +1,121 @@
+//! What holds on every route: error shape, request ids, 404/405, health,
+//! authentication, persistence across restarts.
+
+use serde_json::{json, Value};
+
+use crate::common::{expect_error, sample_trace, TestServer};
+
+#[tokio::test]
+async fn health_reports_ok_and_schema_version_without_auth() {
+    let server = TestServer::start().await;
+    let resp = server
+        .client
+        .get(server.url("/health"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().contains_key("x-request-id"));
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["status"], "ok");
+    assert_eq!(
+        body["schema_version"],
+        trulayer_server::store::SCHEMA_VERSION
+    );
+    assert!(body["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_json_errors() {
+    let server = TestServer::start().await;
+    let body = expect_error(server.get("/v1/nothing-here").await, 404).await;
+    assert_eq!(body["code"], "not_found");
+    let resp = server
+        .client
+        .delete(server.url("/v1/ingest"))
+        .send()
+        .await
+        .expect("sent");
+    let body = expect_error(resp, 405).await;
+    assert_eq!(body["code"], "method_not_allowed");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_sane_caller_request_id_is_kept() {
+    let server = TestServer::start().await;
+    let resp = server
+        .client
+        .get(server.url("/v1/traces"))
+        .header("x-request-id", "caller-chosen-42")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.headers()["x-request-id"], "caller-chosen-42");
+    let body = expect_error(resp, 401).await;
+    assert_eq!(body["request_id"], "caller-chosen-42");
+    // A hostile one is replaced, not echoed.
+    let resp = server
+        .client
+        .get(server.url("/health"))
+        .header("x-request-id", "<script>alert(1)</script>")
+        .send()
+        .await
+        .expect("sent");
+    assert_ne!(resp.headers()["x-request-id"], "<script>alert(1)</script>");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn missing_or_wrong_keys_get_the_sdk_latch_string() {
+    let server = TestServer::start().await;
+    let no_auth = server
+        .client
+        .post(server.url("/v1/ingest"))
+        .json(&sample_trace("x"))
+        .send()
+        .await
+        .expect("sent");
+    let body = expect_error(no_auth, 401).await;
+    assert_eq!(body["error"], "invalid_api_key");
+    for key in ["tl_test_0123456789abcdefghiX", "tl_", "not-a-key"] {
+        let body = expect_error(
+            server.post_as(key, "/v1/ingest", &sample_trace("x")).await,
+            401,
+        )
+        .await;
+        assert_eq!(body["error"], "invalid_api_key", "key {key:?}");
+    }
+    let basic = server
+        .client
+        .get(server.url("/v1/traces"))
+        .basic_auth("user", Some("pass"))
+        .send()
+        .await
+        .expect("sent");
+    expect_error(basic, 401).await;
+    // Nothing was stored by any of them.
+    let page = server.get_json("/v1/traces").await;
+    assert_eq!(page["traces"], json!([]));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn data_survives_a_restart_and_first_start_runs_once() {
+    let server = TestServer::start().await;
+    assert!(
+        server.running().credentials.is_some(),
+        "first start reports what it created"
+    );
+    let id = server.ingest(sample_trace("kept")).await;
+    let server = server.restart().await;
+    assert!(
+        server.running().credentials.is_none(),
+        "a second start creates nothing"
+    );
+    let trace = server.get_json(&format!("/v1/traces/{id}")).await;
+    assert_eq!(trace["name"], "kept");
+    assert_eq!(trace["spans"].as_array().map(Vec::len), Some(1));
+    server.stop().await;
+}

@@ -1,0 +1,9 @@
+//! The v1 API against a real server on a real socket.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod basics;
+mod ingest;
+mod isolation;
+mod traces;

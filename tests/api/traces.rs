@@ -1,0 +1,199 @@
+//! GET /v1/traces filters and paging, GET /v1/traces/{id}.
+
+use std::collections::HashSet;
+
+use serde_json::{json, Value};
+
+use crate::common::{expect_error, sample_trace, TestServer};
+
+/// A trace started `minute` minutes after 2026-03-01T10:00Z.
+fn at_minute(name: &str, minute: u32) -> Value {
+    let mut t = sample_trace(name);
+    t["started_at"] = json!(format!(
+        "2026-03-01T{:02}:{:02}:00Z",
+        10 + minute / 60,
+        minute % 60
+    ));
+    t["ended_at"] = Value::Null;
+    t
+}
+
+async fn names(server: &TestServer, query: &str) -> Vec<String> {
+    let page = server.get_json(&format!("/v1/traces?{query}")).await;
+    page["traces"]
+        .as_array()
+        .expect("traces")
+        .iter()
+        .map(|t| t["name"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_filter_narrows_the_list() {
+    let server = TestServer::start().await;
+    let mut a = at_minute("a", 0);
+    a["model"] = json!("gpt-4o");
+    a["latency_ms"] = json!(100);
+    a["session_id"] = json!("s1");
+    a["tags"] = json!({"env": "prod"});
+    let mut b = at_minute("b", 10);
+    b["model"] = json!("claude-3-5-haiku");
+    b["latency_ms"] = json!(2000);
+    b["error"] = json!("Traceback: boom");
+    b["tags"] = json!({"env": "staging"});
+    let mut c = at_minute("c", 20);
+    c["latency_ms"] = json!(500);
+    c["session_id"] = json!("s1");
+    c["spans"][0]["prompt_tokens"] = json!(1000);
+    c["spans"][0]["model"] = json!("gpt-4o");
+    for t in [a, b, c] {
+        server.ingest(t).await;
+    }
+    assert_eq!(names(&server, "").await, ["c", "b", "a"], "newest first");
+    assert_eq!(names(&server, "model=gpt-4o").await, ["c", "a"]);
+    assert_eq!(names(&server, "error=true").await, ["b"]);
+    assert_eq!(names(&server, "error=false").await, ["c", "a"]);
+    assert_eq!(
+        names(&server, "from=2026-03-01T10:05:00Z").await,
+        ["c", "b"]
+    );
+    assert_eq!(names(&server, "to=2026-03-01T10:10:00Z").await, ["b", "a"]);
+    assert_eq!(
+        names(&server, "from=2026-03-01T10:05:00Z&to=2026-03-01T10:15:00Z").await,
+        ["b"]
+    );
+    assert_eq!(names(&server, "latency_min=500").await, ["c", "b"]);
+    assert_eq!(names(&server, "latency_max=500").await, ["c", "a"]);
+    assert_eq!(names(&server, "token_count_min=100").await, ["c"]);
+    assert_eq!(names(&server, "token_count_max=100").await, ["b", "a"]);
+    assert_eq!(names(&server, "tag_key=env&tag_value=prod").await, ["a"]);
+    assert_eq!(
+        names(&server, "tag_key=env&tag_value=dev").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(names(&server, "session_id=s1").await, ["c", "a"]);
+    assert_eq!(names(&server, "session_id=s1&latency_min=200").await, ["c"]);
+    assert_eq!(names(&server, "limit=1").await, ["c"]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_parameters_are_named() {
+    let server = TestServer::start().await;
+    for (query, needle) in [
+        ("limit=0", "limit"),
+        ("limit=201", "limit"),
+        ("limit=ten", "limit"),
+        ("latency_min=-1", "latency_min"),
+        ("latency_max=abc", "latency_max"),
+        ("latency_min=10&latency_max=5", "latency_max"),
+        ("token_count_min=1.5", "token_count_min"),
+        ("token_count_min=9&token_count_max=3", "token_count_max"),
+        ("from=tomorrow", "from"),
+        ("to=2026-13-01", "to"),
+        ("error=maybe", "error"),
+        ("cursor=garbage", "cursor"),
+        ("tag_key=env", "tag_key"),
+    ] {
+        let body = expect_error(server.get(&format!("/v1/traces?{query}")).await, 400).await;
+        assert!(
+            body["error"].as_str().is_some_and(|e| e.contains(needle)),
+            "{query}: {body}"
+        );
+    }
+    let body = expect_error(server.get("/v1/traces?tag_value=prod").await, 400).await;
+    assert_eq!(body["code"], "error.tags_filter_incomplete");
+    assert_eq!(server.get("/v1/traces?limit=200").await.status(), 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn detail_of_an_unknown_or_malformed_id_is_404() {
+    let server = TestServer::start().await;
+    let unknown = uuid::Uuid::new_v4();
+    let body = expect_error(server.get(&format!("/v1/traces/{unknown}")).await, 404).await;
+    assert_eq!(body["code"], "not_found");
+    expect_error(server.get("/v1/traces/not-a-uuid").await, 404).await;
+    // Ids are matched in canonical form whatever case the caller uses.
+    let id = server.ingest(sample_trace("case")).await;
+    let upper = server
+        .get_json(&format!("/v1/traces/{}", id.to_uppercase()))
+        .await;
+    assert_eq!(upper["id"], id.as_str());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn cursor_paging_neither_skips_nor_repeats_during_concurrent_ingest() {
+    let server = TestServer::start().await;
+    // 150 traces, several sharing a start time so the tie-break matters.
+    let mut expected = Vec::new();
+    for chunk in 0..3 {
+        let traces: Vec<Value> = (0..50)
+            .map(|i| at_minute(&format!("old-{chunk}-{i}"), (chunk * 50 + i) / 3))
+            .collect();
+        for t in &traces {
+            expected.push(t["id"].as_str().expect("id").to_string());
+        }
+        let resp = server
+            .post("/v1/ingest/batch", &json!({"traces": traces}))
+            .await;
+        assert_eq!(resp.status(), 201);
+    }
+
+    // Writers keep adding traces both newer and older than the ones paged.
+    let writer = {
+        let client = server.client.clone();
+        let url = server.url("/v1/ingest/batch");
+        let key = server.key.clone();
+        tokio::spawn(async move {
+            for round in 0..20 {
+                let mut newer = at_minute(&format!("new-{round}"), 0);
+                newer["started_at"] = json!(format!("2026-03-02T00:00:{round:02}Z"));
+                let mut older = at_minute(&format!("older-{round}"), 0);
+                older["started_at"] = json!(format!("2026-02-01T00:00:{round:02}Z"));
+                let resp = client
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&json!({"traces": [newer, older]}))
+                    .send()
+                    .await
+                    .expect("sent");
+                assert_eq!(resp.status(), 201);
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut previous_start: Option<String> = None;
+    for _ in 0..100 {
+        let mut path =
+            "/v1/traces?limit=7&to=2026-03-01T23:59:59Z&from=2026-03-01T00:00:00Z".to_string();
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let page = server.get_json(&path).await;
+        for t in page["traces"].as_array().expect("traces") {
+            let started = t["started_at"].as_str().expect("started").to_string();
+            if let Some(prev) = &previous_start {
+                assert!(started <= *prev, "newest first across pages");
+            }
+            previous_start = Some(started);
+            seen.push(t["id"].as_str().expect("id").to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    writer.await.expect("writer");
+    let unique: HashSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "no trace repeated");
+    let expected: HashSet<&String> = expected.iter().collect();
+    assert_eq!(unique, expected, "every trace seen exactly once");
+    // Without the time window the new traces are all there too.
+    assert_eq!(server.list_all("", 200).await.len(), 150 + 40);
+    server.stop().await;
+}
