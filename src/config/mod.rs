@@ -92,12 +92,44 @@ pub struct InitConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("configuration error: {0}")]
+    #[error("configuration error: {}", describe(.0))]
     Load(Box<figment::Error>),
     #[error("configuration error: {key}: {reason}")]
     Invalid { key: &'static str, reason: String },
     #[error("configuration error: environment variable {0} does not name a known section ({sections}); fix or unset it", sections = SECTIONS.join(", "))]
     UnknownEnv(String),
+}
+
+/// One line per problem: the key, what is wrong, and where the value came from.
+fn describe(error: &figment::Error) -> String {
+    error
+        .clone()
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let origin = match &e.metadata {
+                Some(m) if m.name.contains("environment") => format!(
+                    " (from environment variable TRULAYER_{})",
+                    e.path
+                        .iter()
+                        .map(|p| p.to_ascii_uppercase())
+                        .collect::<Vec<_>>()
+                        .join("__")
+                ),
+                Some(m) => match &m.source {
+                    Some(source) => format!(" (in {source})"),
+                    None => format!(" (in {})", m.name),
+                },
+                None => String::new(),
+            };
+            if key.is_empty() {
+                format!("{}{origin}", e.kind)
+            } else {
+                format!("{key}: {}{origin}", e.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -138,7 +170,8 @@ impl Config {
                     SECTIONS.iter().any(|s| s.eq_ignore_ascii_case(section))
                 })
             })
-            .split("__");
+            .split("__")
+            .map(|key| key.as_str().to_ascii_lowercase().into());
         let config: Config = figment
             .merge(env)
             .extract()
@@ -164,7 +197,7 @@ impl Config {
                 "must be between 1024 and 1073741824 bytes",
             ));
         }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+        if !valid_log_level(&self.log.level) {
             return Err(invalid(
                 "log.level",
                 format!(
@@ -185,6 +218,22 @@ impl Config {
         }
         self.init.validate()
     }
+}
+
+const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
+
+/// A level name, or comma-separated directives such as `info,trulayer_server=debug`
+/// whose every level is a level name.
+fn valid_log_level(spec: &str) -> bool {
+    let is_level = |l: &str| LEVELS.iter().any(|x| x.eq_ignore_ascii_case(l.trim()));
+    !spec.trim().is_empty()
+        && spec
+            .split(',')
+            .all(|directive| match directive.rsplit_once('=') {
+                Some((target, level)) => !target.trim().is_empty() && is_level(level),
+                None => is_level(directive),
+            })
+        && tracing_subscriber::EnvFilter::try_new(spec).is_ok()
 }
 
 impl InitConfig {

@@ -22,6 +22,7 @@ pub use migrations::SCHEMA_VERSION;
 pub use tenancy::{ApiKeyRecord, Bootstrap, BootstrapResult, ProjectRecord};
 pub use traces::{InsertOutcome, TraceCursor, TraceFilter, TracePage};
 use writer::Writer;
+pub use writer::WriterStats;
 
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "trulayer.db";
@@ -116,6 +117,11 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The writer's totals: groups committed, jobs run, commit time, queue depth.
+    pub fn writer_stats(&self) -> WriterStats {
+        self.writer.stats()
     }
 
     /// Runs `f` on a pooled read connection off the async runtime.

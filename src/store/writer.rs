@@ -5,7 +5,8 @@
 //! commits, the next group gathers in the queue, so under load the commit
 //! cost is spread over many requests (group commit).
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use rusqlite::Connection;
@@ -70,18 +71,52 @@ enum Message {
 pub(super) struct Writer {
     queue: mpsc::Sender<Message>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    stats: Arc<Counters>,
+}
+
+/// Running totals of the writer's work.
+#[derive(Default)]
+struct Counters {
+    groups: AtomicU64,
+    jobs: AtomicU64,
+    commit_micros: AtomicU64,
+}
+
+/// A snapshot of the writer's totals since start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Transactions committed (or attempted).
+    pub groups: u64,
+    /// Requests' jobs run inside them.
+    pub jobs: u64,
+    /// Time spent in COMMIT, in microseconds.
+    pub commit_micros: u64,
+    /// Jobs waiting for the writer right now.
+    pub queued: u64,
 }
 
 impl Writer {
     pub(super) fn start(conn: Connection) -> Result<Writer> {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let stats = Arc::new(Counters::default());
+        let counters = stats.clone();
         let thread = std::thread::Builder::new()
             .name("trulayer-writer".into())
-            .spawn(move || run(conn, rx))?;
+            .spawn(move || run(conn, rx, &counters))?;
         Ok(Writer {
             queue,
             thread: Mutex::new(Some(thread)),
+            stats,
         })
+    }
+
+    pub(super) fn stats(&self) -> WriterStats {
+        WriterStats {
+            groups: self.stats.groups.load(Ordering::Relaxed),
+            jobs: self.stats.jobs.load(Ordering::Relaxed),
+            commit_micros: self.stats.commit_micros.load(Ordering::Relaxed),
+            queued: (QUEUE_CAPACITY - self.queue.capacity()) as u64,
+        }
     }
 
     pub(super) async fn submit<T, F>(&self, f: F) -> Result<T>
@@ -112,7 +147,7 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, mut rx: mpsc::Receiver<Message>) {
+fn run(conn: Connection, mut rx: mpsc::Receiver<Message>, stats: &Counters) {
     let mut stopping = false;
     while !stopping {
         let Some(first) = rx.blocking_recv() else {
@@ -131,14 +166,14 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Message>) {
             }
         }
         if !group.is_empty() {
-            commit_group(&conn, group);
+            commit_group(&conn, group, stats);
         }
     }
     // Answer anything that raced with Stop, then leave a compact WAL behind.
     rx.close();
     while let Ok(message) = rx.try_recv() {
         if let Message::Job(job) = message {
-            commit_group(&conn, vec![job]);
+            commit_group(&conn, vec![job], stats);
         }
     }
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
@@ -147,8 +182,10 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Message>) {
     tracing::debug!("writer stopped");
 }
 
-fn commit_group(conn: &Connection, group: Vec<Job>) {
+fn commit_group(conn: &Connection, group: Vec<Job>, stats: &Counters) {
     let size = group.len();
+    stats.groups.fetch_add(1, Ordering::Relaxed);
+    stats.jobs.fetch_add(size as u64, Ordering::Relaxed);
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         tracing::error!(error = %e, "cannot begin a write transaction");
         for job in group {
@@ -174,7 +211,11 @@ fn commit_group(conn: &Connection, group: Vec<Job>) {
         finishers.push(finish);
     }
     let started = std::time::Instant::now();
-    match conn.execute_batch("COMMIT") {
+    let committed = conn.execute_batch("COMMIT");
+    stats
+        .commit_micros
+        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    match committed {
         Ok(()) => {
             tracing::trace!(
                 jobs = size,
@@ -193,5 +234,144 @@ fn commit_group(conn: &Connection, group: Vec<Job>) {
                 finish(Some(&error));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc as std_mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn open() -> (tempfile::TempDir, Arc<Writer>, std::path::PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("w.db");
+        let conn = Connection::open(&path).expect("open");
+        conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x INTEGER UNIQUE);")
+            .expect("schema");
+        (dir, Arc::new(Writer::start(conn).expect("writer")), path)
+    }
+
+    async fn wait_until(mut f: impl FnMut() -> bool) {
+        for _ in 0..2000 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("condition not reached in 10 s");
+    }
+
+    /// Holds the writer inside a job until the returned sender is dropped.
+    async fn block_writer(
+        writer: &Arc<Writer>,
+    ) -> (std_mpsc::Sender<()>, tokio::task::JoinHandle<Result<()>>) {
+        let (release_tx, release_rx) = std_mpsc::channel::<()>();
+        let (started_tx, started_rx) = oneshot::channel::<()>();
+        let w = writer.clone();
+        let blocked = tokio::spawn(async move {
+            w.submit(move |c| {
+                c.execute("INSERT INTO t VALUES (0)", [])?;
+                let _ = started_tx.send(());
+                let _ = release_rx.recv();
+                Ok(())
+            })
+            .await
+        });
+        started_rx.await.expect("job started");
+        (release_tx, blocked)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_jobs_commit_together_and_a_failing_one_fails_alone() {
+        let (_dir, writer, path) = open();
+        let (release, blocked) = block_writer(&writer).await;
+        let mut jobs = Vec::new();
+        for i in 1..=10 {
+            let w = writer.clone();
+            jobs.push(tokio::spawn(async move {
+                w.submit(move |c| {
+                    // Job 5 breaks the unique constraint: only it must fail.
+                    let x = if i == 5 { 0 } else { i };
+                    c.execute("INSERT INTO t VALUES (?1)", [x])?;
+                    Ok(i)
+                })
+                .await
+            }));
+        }
+        wait_until(|| writer.stats().queued == 10).await;
+        drop(release);
+        blocked.await.expect("task").expect("first job commits");
+        let mut failed = Vec::new();
+        for job in jobs {
+            if let Err(e) = job.await.expect("task") {
+                failed.push(e.to_string());
+            }
+        }
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        let stats = writer.stats();
+        assert_eq!(stats.jobs, 11);
+        assert_eq!(stats.groups, 2, "ten waiting jobs shared one commit");
+        let count: i64 = Connection::open(&path)
+            .expect("open")
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(count, 10);
+        let w = writer.clone();
+        tokio::task::spawn_blocking(move || w.stop())
+            .await
+            .expect("stop");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readers_do_not_wait_for_an_open_write() {
+        let (_dir, writer, path) = open();
+        let (release, blocked) = block_writer(&writer).await;
+        // The writer holds an open transaction; a reader sees the last commit at once.
+        let count: i64 = tokio::task::spawn_blocking(move || {
+            let conn = Connection::open(&path).expect("open");
+            conn.busy_timeout(Duration::from_millis(0))
+                .expect("timeout");
+            conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+                .expect("read")
+        })
+        .await
+        .expect("reader");
+        assert_eq!(count, 0);
+        drop(release);
+        blocked.await.expect("task").expect("commit");
+        let w = writer.clone();
+        tokio::task::spawn_blocking(move || w.stop())
+            .await
+            .expect("stop");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stop_finishes_queued_jobs_then_refuses_new_ones() {
+        let (_dir, writer, path) = open();
+        let (release, blocked) = block_writer(&writer).await;
+        let w = writer.clone();
+        let queued = tokio::spawn(async move {
+            w.submit(|c| Ok(c.execute("INSERT INTO t VALUES (1)", [])?))
+                .await
+        });
+        wait_until(|| writer.stats().queued == 1).await;
+        let w = writer.clone();
+        let stopper = tokio::task::spawn_blocking(move || w.stop());
+        drop(release);
+        stopper.await.expect("stop");
+        blocked.await.expect("task").expect("first commits");
+        queued
+            .await
+            .expect("task")
+            .expect("queued job commits before stop");
+        let late = writer.submit(|_| Ok(())).await;
+        assert!(matches!(late, Err(StoreError::ShuttingDown)), "{late:?}");
+        let count: i64 = Connection::open(&path)
+            .expect("open")
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(count, 2);
     }
 }

@@ -1,0 +1,383 @@
+//! The `trulayer-server` binary: subcommands, configuration precedence and
+//! refusal, first start on defaults, graceful shutdown, schema guard.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_trulayer-server");
+
+fn run(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(cwd)
+        .output()
+        .expect("binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn version_and_default_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(&["--version"], &[], dir.path());
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("trulayer-server {}", env!("CARGO_PKG_VERSION"))
+    );
+
+    let out = run(&["config", "default"], &[], dir.path());
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    for key in [
+        "listen = \"127.0.0.1:8080\"",
+        "data_dir = \"./trulayer-data\"",
+        "synchronous = \"normal\"",
+        "[init]",
+        "[server.tls]",
+    ] {
+        assert!(text.contains(key), "default config lacks {key}");
+    }
+    // The printed defaults are themselves a valid config file.
+    let file = dir.path().join("default.toml");
+    std::fs::write(&file, &text).expect("write");
+    let out = run(
+        &["check-config", "--config", file.to_str().expect("utf8")],
+        &[],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("127.0.0.1:8080"));
+}
+
+#[test]
+fn bad_configuration_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases: &[(&str, &[&str])] = &[
+        ("[server]\nlisten_addr = \"0.0.0.0:1\"\n", &["listen_addr"]),
+        (
+            "[storage]\nsynchronous = \"fast\"\n",
+            &["synchronous", "normal", "full"],
+        ),
+        ("[server]\nlisten = \"localhost\"\n", &["listen"]),
+        ("[log]\nformat = \"xml\"\n", &["format", "text", "json"]),
+        ("[log]\nlevel = \"loud!!\"\n", &["log.level"]),
+        (
+            "[server.tls]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n",
+            &["server.tls.cert"],
+        ),
+        ("[server.tls]\ncert = \"/nonexistent/cert.pem\"\n", &["key"]),
+        (
+            "[init]\napi_key = \"sk-not-ours\"\n",
+            &["init.api_key", "tl_"],
+        ),
+        (
+            "[init]\nadmin_password = \"short\"\n",
+            &["init.admin_password"],
+        ),
+        ("[bogus]\nx = 1\n", &["bogus"]),
+    ];
+    for (i, (toml, needles)) in cases.iter().enumerate() {
+        let file = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&file, toml).expect("write");
+        let out = run(
+            &["check-config", "--config", file.to_str().expect("utf8")],
+            &[],
+            dir.path(),
+        );
+        assert_eq!(out.status.code(), Some(2), "{toml}");
+        let err = stderr(&out);
+        for needle in needles.iter() {
+            assert!(err.contains(needle), "{toml:?}: {needle:?} not in {err:?}");
+        }
+        // serve refuses the same file before touching anything.
+        let out = run(
+            &["serve", "--config", file.to_str().expect("utf8")],
+            &[],
+            dir.path(),
+        );
+        assert_eq!(out.status.code(), Some(2), "serve accepted {toml}");
+    }
+    assert!(
+        !dir.path().join("trulayer-data").exists(),
+        "a refused config created no data"
+    );
+
+    let out = run(
+        &["check-config", "--config", "/nonexistent.toml"],
+        &[],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(
+        &["check-config"],
+        &[("TRULAYER_SERVER__LISTEN", "nowhere")],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("listen"), "{}", stderr(&out));
+    let out = run(
+        &["check-config"],
+        &[("TRULAYER_SERVR__LISTEN", "127.0.0.1:1")],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("TRULAYER_SERVR__LISTEN"),
+        "{}",
+        stderr(&out)
+    );
+    // The SDK's own variables are not ours and do not disturb the server.
+    let out = run(
+        &["check-config"],
+        &[("TRULAYER_MODE", "local"), ("TRULAYER_API_KEY", "x")],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn environment_overrides_file_which_overrides_defaults() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("c.toml");
+    std::fs::write(
+        &file,
+        "[server]\nlisten = \"127.0.0.1:9001\"\n[storage]\ndata_dir = \"/srv/tl\"\n",
+    )
+    .expect("write");
+    let path = file.to_str().expect("utf8");
+    let out = run(&["check-config", "--config", path], &[], dir.path());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("127.0.0.1:9001") && text.contains("/srv/tl"),
+        "{text}"
+    );
+    let out = run(
+        &["check-config", "--config", path],
+        &[("TRULAYER_SERVER__LISTEN", "127.0.0.1:9002")],
+        dir.path(),
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("127.0.0.1:9002") && text.contains("/srv/tl"),
+        "{text}"
+    );
+}
+
+/// A server process whose stderr is collected line by line.
+struct ServerProcess {
+    child: Child,
+    url: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+fn spawn_server(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("TRULAYER_SERVER__LISTEN", "127.0.0.1:0")
+        .envs(env.iter().copied())
+        .current_dir(cwd)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn server");
+    let stderr = child.stderr.take();
+    // From here on, Drop kills the process if anything below panics.
+    let mut server = ServerProcess {
+        child,
+        url: String::new(),
+        log: Arc::new(Mutex::new(Vec::new())),
+    };
+    let mut reader = BufReader::new(stderr.expect("stderr"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut line = String::new();
+        let read = reader.read_line(&mut line).unwrap_or(0);
+        assert!(
+            read > 0 && Instant::now() < deadline,
+            "server exited before listening: {}",
+            server.log_text()
+        );
+        let url = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| c.is_whitespace() || c == '"').next())
+            .map(str::to_owned);
+        server.log.lock().expect("log").push(line);
+        if let Some(url) = url {
+            // Keep collecting so the server never blocks on a full pipe.
+            let sink = server.log.clone();
+            std::thread::spawn(move || {
+                for line in reader.lines().map_while(Result::ok) {
+                    sink.lock().expect("log").push(line);
+                }
+            });
+            server.url = url;
+            return server;
+        }
+    }
+}
+
+impl ServerProcess {
+    fn log_text(&self) -> String {
+        self.log.lock().expect("log").join("\n")
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // A failed test must not leave a server running.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn credentials_value(text: &str, key: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key} = ")))
+        .map(|v| v.trim_matches('"').to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_defaults_creates_credentials_once_and_stops_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = tokio::task::block_in_place(|| spawn_server(dir.path(), &["serve"], &[]));
+    let printed = server.log_text();
+    let creds_path = dir.path().join("trulayer-data/initial-credentials");
+    let creds = std::fs::read_to_string(&creds_path).expect("credentials file");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&creds_path)
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "credentials file is private");
+    }
+    let key = credentials_value(&creds, "api_key").expect("generated key in file");
+    let password = credentials_value(&creds, "admin_password").expect("generated password in file");
+    assert!(key.starts_with("tl_") && key.len() >= 40, "{key}");
+    assert!(password.len() >= 16);
+    assert!(
+        printed.contains(&key),
+        "the key is printed once at first start"
+    );
+
+    let client = reqwest::Client::new();
+    let health: serde_json::Value = client
+        .get(format!("{}/health", server.url))
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health["status"], "ok");
+    let resp = client
+        .post(format!("{}/v1/ingest", server.url))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"name": "from-cli-test"}))
+        .send()
+        .await
+        .expect("ingest");
+    assert_eq!(resp.status(), 201);
+    let status = tokio::task::block_in_place(|| server.terminate());
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+    // One log line per request, naming method, path and status, never the key.
+    let log = server.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("path=/v1/ingest"))
+        .unwrap_or_else(|| panic!("no request line in {log}"));
+    for needle in ["method=POST", "status=201", "latency_ms=", "request_id="] {
+        assert!(line.contains(needle), "{needle} not in {line}");
+    }
+    let after_start = log.split("listening on").nth(1).unwrap_or_default();
+    assert!(
+        !after_start.contains(&key[3..]),
+        "the API key was logged while serving"
+    );
+    drop(server);
+    // The WAL was checkpointed away at shutdown.
+    let wal = dir.path().join("trulayer-data/trulayer.db-wal");
+    assert!(!wal.exists() || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) == 0);
+
+    // A second start keeps everything and generates nothing new.
+    let mut again = tokio::task::block_in_place(|| {
+        spawn_server(dir.path(), &["serve"], &[("TRULAYER_LOG__FORMAT", "json")])
+    });
+    assert!(
+        !again.log_text().contains("api_key"),
+        "no credentials printed again"
+    );
+    assert_eq!(std::fs::read_to_string(&creds_path).expect("file"), creds);
+    let list: serde_json::Value = client
+        .get(format!("{}/v1/traces", again.url))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(list["traces"][0]["name"], "from-cli-test");
+    let status = tokio::task::block_in_place(|| again.terminate());
+    assert!(status.success());
+    // JSON logs: every line is an object with a level and a message.
+    for line in again.log_text().lines().filter(|l| !l.trim().is_empty()) {
+        let entry: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            entry["level"].is_string() && entry["message"].is_string(),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn a_database_from_a_newer_version_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    {
+        let conn = rusqlite::Connection::open(data.join("trulayer.db")).expect("open");
+        conn.pragma_update(None, "user_version", 999)
+            .expect("set version");
+    }
+    let out = run(
+        &["serve"],
+        &[
+            ("TRULAYER_STORAGE__DATA_DIR", data.to_str().expect("utf8")),
+            ("TRULAYER_SERVER__LISTEN", "127.0.0.1:0"),
+        ],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("999") && err.contains("newer"), "{err}");
+}
