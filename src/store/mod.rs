@@ -19,7 +19,7 @@ use rusqlite::Connection;
 use crate::config::Synchronous;
 
 pub use migrations::SCHEMA_VERSION;
-pub use tenancy::{ApiKeyRecord, Bootstrap, BootstrapResult, ProjectRecord};
+pub use tenancy::{ApiKeyRecord, Bootstrap, BootstrapResult, NewApiKey, ProjectRecord};
 pub use traces::{InsertOutcome, TraceCursor, TraceFilter, TracePage};
 use writer::Writer;
 pub use writer::WriterStats;
@@ -167,4 +167,26 @@ fn apply_pragmas_reader(conn: &Connection) -> rusqlite::Result<()> {
 /// Microseconds since the Unix epoch, the unit every stored time uses.
 pub fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synchronous_follows_the_config() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (setting, expected) in [(Synchronous::Normal, 1), (Synchronous::Full, 2)] {
+            let conn = Connection::open(dir.path().join("p.db")).expect("open");
+            apply_pragmas(&conn, setting).expect("pragmas");
+            let got: i64 = conn
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .expect("read");
+            assert_eq!(got, expected, "{setting:?}");
+            let mode: String = conn
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .expect("read");
+            assert_eq!(mode, "wal");
+        }
+    }
 }

@@ -35,6 +35,17 @@ pub struct ProjectRecord {
     pub archived: bool,
 }
 
+/// A key to store: its project, a label, and the key as prefix and digest.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    pub project_id: i64,
+    pub name: String,
+    pub prefix: String,
+    pub key_hash: [u8; 32],
+    /// Microseconds since the epoch after which the key answers `api_key_expired`.
+    pub expires_at: Option<i64>,
+}
+
 /// A candidate API key found by prefix; the caller compares the hash.
 #[derive(Debug, Clone)]
 pub struct ApiKeyRecord {
@@ -67,15 +78,14 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, 'owner', ?5)",
                 params![new_uuid(), tenant_id, b.admin_email, b.password_hash, now],
             )?;
-            insert_api_key(
-                conn,
-                tenant_id,
+            let key = NewApiKey {
                 project_id,
-                "initial key",
-                &b.key_prefix,
-                &b.key_hash,
-                now,
-            )?;
+                name: "initial key".into(),
+                prefix: b.key_prefix,
+                key_hash: b.key_hash,
+                expires_at: None,
+            };
+            insert_api_key(conn, tenant_id, &key, now)?;
             Ok(BootstrapResult::Created {
                 tenant_uuid,
                 project_uuid,
@@ -112,24 +122,21 @@ impl Store {
     }
 
     /// Stores a new API key, given as its visible prefix and digest.
-    pub async fn create_api_key(
-        &self,
-        tenant_id: i64,
-        project_id: i64,
-        name: String,
-        prefix: String,
-        key_hash: [u8; 32],
-    ) -> Result<i64> {
+    pub async fn create_api_key(&self, tenant_id: i64, key: NewApiKey) -> Result<i64> {
+        self.write(move |conn| insert_api_key(conn, tenant_id, &key, now_micros()))
+            .await
+    }
+
+    /// Revokes one of the tenant's keys; false when the tenant has no such key.
+    pub async fn revoke_api_key(&self, tenant_id: i64, key_id: i64) -> Result<bool> {
         self.write(move |conn| {
-            insert_api_key(
-                conn,
-                tenant_id,
-                project_id,
-                &name,
-                &prefix,
-                &key_hash,
-                now_micros(),
-            )
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE api_keys SET revoked_at = ?3 \
+                     WHERE tenant_id = ?1 AND id = ?2 AND revoked_at IS NULL",
+                )?
+                .execute(params![tenant_id, key_id, now_micros()])?;
+            Ok(changed == 1)
         })
         .await
     }
@@ -234,27 +241,28 @@ fn insert_project(
     Ok((conn.last_insert_rowid(), uuid))
 }
 
-fn insert_api_key(
-    conn: &Connection,
-    tenant_id: i64,
-    project_id: i64,
-    name: &str,
-    prefix: &str,
-    key_hash: &[u8; 32],
-    now: i64,
-) -> Result<i64> {
+fn insert_api_key(conn: &Connection, tenant_id: i64, key: &NewApiKey, now: i64) -> Result<i64> {
+    let project_exists = conn
+        .prepare_cached("SELECT 1 FROM projects WHERE tenant_id = ?1 AND id = ?2")?
+        .exists(params![tenant_id, key.project_id])?;
+    if !project_exists {
+        return Err(StoreError::Conflict(
+            "the key's project is not in its tenant".into(),
+        ));
+    }
     conn.prepare_cached(
-        "INSERT INTO api_keys (uuid, tenant_id, project_id, name, prefix, key_hash, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO api_keys (uuid, tenant_id, project_id, name, prefix, key_hash, created_at, \
+         expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         new_uuid(),
         tenant_id,
-        project_id,
-        name,
-        prefix,
-        &key_hash[..],
-        now
+        key.project_id,
+        key.name,
+        key.prefix,
+        &key.key_hash[..],
+        now,
+        key.expires_at
     ])?;
     Ok(conn.last_insert_rowid())
 }

@@ -2,7 +2,20 @@
 
 use serde_json::json;
 
+use trulayer_server::auth::{hash_api_key, visible_prefix};
+use trulayer_server::store::NewApiKey;
+
 use crate::common::{expect_error, sample_trace, TestServer};
+
+fn new_key(project_id: i64, key: &str, expires_at: Option<i64>) -> NewApiKey {
+    NewApiKey {
+        project_id,
+        name: "test".into(),
+        prefix: visible_prefix(key).into(),
+        key_hash: hash_api_key(key),
+        expires_at,
+    }
+}
 
 const OTHER_KEY: &str = "tl_other_tenant_0123456789abc";
 
@@ -15,13 +28,7 @@ async fn tenants_see_only_their_own_traces() {
         .await
         .expect("tenant");
     store
-        .create_api_key(
-            tenant,
-            project,
-            "other".into(),
-            trulayer_server::auth::visible_prefix(OTHER_KEY).into(),
-            trulayer_server::auth::hash_api_key(OTHER_KEY),
-        )
+        .create_api_key(tenant, new_key(project, OTHER_KEY, None))
         .await
         .expect("key");
 
@@ -80,5 +87,56 @@ async fn tenants_see_only_their_own_traces() {
     let my_view = server.get_json(&format!("/v1/traces/{my_id}")).await;
     assert_eq!(my_view["name"], "mine");
     assert_eq!(server.list_all("", 50).await.len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn revoked_and_expired_keys_are_refused_with_the_sdk_codes() {
+    let server = TestServer::start().await;
+    let store = server.running().store().clone();
+    // On a fresh store the first tenant and project both have id 1.
+    let revoked = "tl_revoked_key_0123456789abc";
+    let expired = "tl_expired_key_0123456789abc";
+    let future = "tl_future_key_0123456789abcd";
+    let now = chrono::Utc::now().timestamp_micros();
+    let revoked_id = store
+        .create_api_key(1, new_key(1, revoked, None))
+        .await
+        .expect("key");
+    store
+        .create_api_key(1, new_key(1, expired, Some(now - 1)))
+        .await
+        .expect("key");
+    store
+        .create_api_key(1, new_key(1, future, Some(now + 3_600_000_000)))
+        .await
+        .expect("key");
+    assert_eq!(server.get_as(revoked, "/v1/traces").await.status(), 200);
+    assert_eq!(server.get_as(future, "/v1/traces").await.status(), 200);
+
+    assert!(store.revoke_api_key(1, revoked_id).await.expect("revoke"));
+    let body = expect_error(
+        server
+            .post_as(revoked, "/v1/ingest", &sample_trace("x"))
+            .await,
+        401,
+    )
+    .await;
+    assert_eq!(body["error"], "invalid_api_key");
+    let body = expect_error(
+        server
+            .post_as(expired, "/v1/ingest", &sample_trace("x"))
+            .await,
+        401,
+    )
+    .await;
+    assert_eq!(body["error"], "api_key_expired");
+    // Another tenant cannot revoke this tenant's key.
+    let (other, _) = store
+        .create_tenant("other".into(), "p".into())
+        .await
+        .expect("tenant");
+    assert!(!store.revoke_api_key(other, 1).await.expect("revoke"));
+    assert_eq!(server.get("/v1/traces").await.status(), 200);
     server.stop().await;
 }
