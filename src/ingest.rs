@@ -205,10 +205,11 @@ impl TraceRequest {
     /// the trace in error messages (`""` or `"traces[3]."`); `now` is used
     /// when no start time can be found.
     pub fn into_new_trace(self, at: &str, now: i64) -> Result<NewTrace, Invalid> {
-        let content_hash: [u8; 32] = Sha256::digest(
-            serde_json::to_vec(&self).map_err(|e| invalid(format!("{at}body"), e.to_string()))?,
-        )
-        .into();
+        // Streamed into the digest: no second copy of the request in memory.
+        let mut hasher = Sha256::new();
+        serde_json::to_writer(&mut hasher, &self)
+            .map_err(|e| invalid(format!("{at}body"), e.to_string()))?;
+        let content_hash: [u8; 32] = hasher.finalize().into();
         let id = match &self.id {
             Some(raw) => uuid::Uuid::parse_str(raw)
                 .map_err(|_| invalid(format!("{at}id"), "must be a UUID"))?

@@ -54,6 +54,12 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Page cache of the write connection: holds the upper levels of every index
+/// the inserts touch. Readers get less each; the OS page cache serves the rest.
+/// No mmap: mapped pages would count towards the process's resident memory.
+const WRITER_CACHE_KIB: u32 = 32 * 1024;
+const READER_CACHE_KIB: u32 = 8 * 1024;
+
 /// Applies the connection settings every connection shares.
 fn apply_pragmas(conn: &Connection, synchronous: Synchronous) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
@@ -66,8 +72,7 @@ fn apply_pragmas(conn: &Connection, synchronous: Synchronous) -> rusqlite::Resul
          PRAGMA synchronous = {sync};
          PRAGMA foreign_keys = ON;
          PRAGMA temp_store = MEMORY;
-         PRAGMA cache_size = -16000;
-         PRAGMA mmap_size = 268435456;"
+         PRAGMA cache_size = -{WRITER_CACHE_KIB};"
     ))
 }
 
@@ -156,12 +161,11 @@ impl Store {
 
 fn apply_pragmas_reader(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
-    conn.execute_batch(
+    conn.execute_batch(&format!(
         "PRAGMA query_only = ON;
-         PRAGMA temp_store = MEMORY;
-         PRAGMA cache_size = -16000;
-         PRAGMA mmap_size = 268435456;",
-    )
+             PRAGMA temp_store = MEMORY;
+             PRAGMA cache_size = -{READER_CACHE_KIB};"
+    ))
 }
 
 /// Microseconds since the Unix epoch, the unit every stored time uses.
