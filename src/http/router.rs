@@ -1,10 +1,10 @@
 //! Every route and every layer of the server, on one screen.
 //!
 //! Layers, outermost first: request context (request id, task-local id for
-//! error bodies, one log line per request) → body limit → route handler,
-//! whose `Principal` extractor authenticates.
+//! error bodies, one log line per request) → body limit and body timeout →
+//! route handler, whose `Principal` extractor authenticates.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue};
@@ -13,8 +13,13 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
+use tower_http::timeout::RequestBodyTimeoutLayer;
+
 use super::{health, ingest, traces, AppState};
 use crate::error::{AppError, REQUEST_ID};
+
+/// How long a client may take to send a request body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.limits.json_body_max_bytes;
@@ -27,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
         .layer(middleware::from_fn(request_context))
         .with_state(state)
 }
