@@ -5,6 +5,7 @@
 //! requests together (see `writer`); reads use a pool of read-only
 //! connections, which WAL mode lets proceed while the writer commits.
 
+mod checkpoint;
 mod migrations;
 mod tenancy;
 mod traces;
@@ -60,7 +61,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 const WRITER_CACHE_KIB: u32 = 32 * 1024;
 const READER_CACHE_KIB: u32 = 8 * 1024;
 
-/// Applies the connection settings every connection shares.
+/// Applies the write connection's settings. It never checkpoints on its own;
+/// the checkpoint thread does (see `checkpoint`).
 fn apply_pragmas(conn: &Connection, synchronous: Synchronous) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
     let sync = match synchronous {
@@ -72,12 +74,15 @@ fn apply_pragmas(conn: &Connection, synchronous: Synchronous) -> rusqlite::Resul
          PRAGMA synchronous = {sync};
          PRAGMA foreign_keys = ON;
          PRAGMA temp_store = MEMORY;
-         PRAGMA cache_size = -{WRITER_CACHE_KIB};"
+         PRAGMA cache_size = -{WRITER_CACHE_KIB};
+         PRAGMA wal_autocheckpoint = 0;
+         PRAGMA journal_size_limit = 67108864;"
     ))
 }
 
 pub struct Store {
     writer: Writer,
+    checkpointer: checkpoint::Checkpointer,
     readers: r2d2::Pool<SqliteConnectionManager>,
     path: PathBuf,
     schema_version: i64,
@@ -108,8 +113,10 @@ impl Store {
             .connection_timeout(Duration::from_secs(10))
             .build(manager)?;
         let writer = Writer::start(conn)?;
+        let checkpointer = checkpoint::Checkpointer::start(&path)?;
         Ok(Store {
             writer,
+            checkpointer,
             readers,
             path,
             schema_version,
@@ -155,6 +162,7 @@ impl Store {
 
     /// Finishes queued writes, checkpoints the WAL and stops the writer.
     pub fn close(&self) {
+        self.checkpointer.stop();
         self.writer.stop();
     }
 }

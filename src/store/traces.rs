@@ -102,29 +102,16 @@ fn insert_one(
     t: &NewTrace,
     created_at: i64,
 ) -> Result<InsertOutcome> {
-    let existing: Option<Vec<u8>> = conn
-        .prepare_cached("SELECT content_hash FROM traces WHERE tenant_id = ?1 AND id = ?2")?
-        .query_row(params![tenant_id, t.id], |r| r.get(0))
-        .optional()?;
-    if let Some(hash) = existing {
-        return if hash == t.content_hash {
-            Ok(InsertOutcome::Duplicate { id: t.id.clone() })
-        } else {
-            Err(StoreError::Conflict(format!(
-                "trace {} already exists with different content",
-                t.id
-            )))
-        };
-    }
     let tags = (!t.tags.is_empty()).then(|| json_text(&t.tags));
     let tag_map = (!t.tag_map.is_empty()).then(|| json_text(&t.tag_map));
-    let seq: i64 = conn
+    // The common case, a new trace, costs one index probe: the insert itself.
+    let inserted: Option<i64> = conn
         .prepare_cached(
             "INSERT INTO traces (tenant_id, project_id, id, session_id, external_id, name, input, \
              output, model, latency_ms, cost, error, tags, tag_map, metadata, total_token_count, \
              span_count, started_at, ended_at, created_at, content_hash) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-             ?18, ?19, ?20, ?21) RETURNING seq",
+             ?18, ?19, ?20, ?21) ON CONFLICT (tenant_id, id) DO NOTHING RETURNING seq",
         )?
         .query_row(
             params![
@@ -151,7 +138,21 @@ fn insert_one(
                 &t.content_hash[..],
             ],
             |r| r.get(0),
-        )?;
+        )
+        .optional()?;
+    let Some(seq) = inserted else {
+        let stored: Vec<u8> = conn
+            .prepare_cached("SELECT content_hash FROM traces WHERE tenant_id = ?1 AND id = ?2")?
+            .query_row(params![tenant_id, t.id], |r| r.get(0))?;
+        return if stored == t.content_hash {
+            Ok(InsertOutcome::Duplicate { id: t.id.clone() })
+        } else {
+            Err(StoreError::Conflict(format!(
+                "trace {} already exists with different content",
+                t.id
+            )))
+        };
+    };
     if !t.tag_map.is_empty() {
         let mut stmt = conn.prepare_cached(
             "INSERT INTO trace_tags (trace_seq, tenant_id, key, value, started_at) \
@@ -225,11 +226,35 @@ fn list(
     after: Option<TraceCursor>,
     limit: usize,
 ) -> Result<TracePage> {
-    let mut sql = format!(
-        "SELECT {TRACE_COLUMNS} FROM traces t JOIN projects p ON p.id = t.project_id \
-         WHERE t.tenant_id = ?"
-    );
-    let mut args: Vec<SqlValue> = vec![tenant_id.into()];
+    // With a tag filter the tag index drives the query: it yields the
+    // matching traces already in (started_at, seq) order, so a common tag
+    // costs no more than an unfiltered page and a rare one no full scan.
+    let (mut sql, mut args, start, seq) = match &f.tag {
+        Some((key, value)) => (
+            format!(
+                "SELECT {TRACE_COLUMNS} FROM trace_tags g CROSS JOIN traces t ON t.seq = g.trace_seq \
+                 JOIN projects p ON p.id = t.project_id \
+                 WHERE g.tenant_id = ? AND g.key = ? AND g.value = ? AND t.tenant_id = ?"
+            ),
+            vec![
+                SqlValue::from(tenant_id),
+                key.clone().into(),
+                value.clone().into(),
+                tenant_id.into(),
+            ],
+            "g.started_at",
+            "g.trace_seq",
+        ),
+        None => (
+            format!(
+                "SELECT {TRACE_COLUMNS} FROM traces t JOIN projects p ON p.id = t.project_id \
+                 WHERE t.tenant_id = ?"
+            ),
+            vec![SqlValue::from(tenant_id)],
+            "t.started_at",
+            "t.seq",
+        ),
+    };
     let mut clause = |condition: &str, values: Vec<SqlValue>| {
         sql.push_str(" AND ");
         sql.push_str(condition);
@@ -247,10 +272,10 @@ fn list(
         None => {}
     }
     if let Some(from) = f.from {
-        clause("t.started_at >= ?", vec![from.into()]);
+        clause(&format!("{start} >= ?"), vec![from.into()]);
     }
     if let Some(to) = f.to {
-        clause("t.started_at <= ?", vec![to.into()]);
+        clause(&format!("{start} <= ?"), vec![to.into()]);
     }
     if let Some(v) = f.latency_min {
         clause("t.latency_ms >= ?", vec![v.into()]);
@@ -267,19 +292,13 @@ fn list(
     if let Some(session) = &f.session_id {
         clause("t.session_id = ?", vec![session.clone().into()]);
     }
-    if let Some((key, value)) = &f.tag {
-        clause(
-            "t.seq IN (SELECT trace_seq FROM trace_tags WHERE tenant_id = ? AND key = ? AND value = ?)",
-            vec![tenant_id.into(), key.clone().into(), value.clone().into()],
-        );
-    }
     if let Some(c) = after {
         clause(
-            "(t.started_at, t.seq) < (?, ?)",
+            &format!("({start}, {seq}) < (?, ?)"),
             vec![c.started_at.into(), c.seq.into()],
         );
     }
-    sql.push_str(" ORDER BY t.started_at DESC, t.seq DESC LIMIT ?");
+    sql.push_str(&format!(" ORDER BY {start} DESC, {seq} DESC LIMIT ?"));
     args.push((limit as i64 + 1).into());
 
     let mut stmt = conn.prepare_cached(&sql)?;

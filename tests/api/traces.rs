@@ -197,3 +197,44 @@ async fn cursor_paging_neither_skips_nor_repeats_during_concurrent_ingest() {
     assert_eq!(server.list_all("", 200).await.len(), 150 + 40);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn tag_filtered_pages_combine_with_other_filters_and_cursors() {
+    let server = TestServer::start().await;
+    let mut expected_prod = Vec::new();
+    let traces: Vec<Value> = (0..60)
+        .map(|i| {
+            let mut t = at_minute(&format!("t{i}"), i / 2);
+            let env = if i % 2 == 0 { "prod" } else { "dev" };
+            t["tags"] = json!({"env": env, "n": i.to_string()});
+            if i % 4 == 0 {
+                t["error"] = json!("failed");
+            }
+            if env == "prod" {
+                expected_prod.push(t["id"].as_str().expect("id").to_string());
+            }
+            t
+        })
+        .collect();
+    let resp = server
+        .post("/v1/ingest/batch", &json!({ "traces": traces }))
+        .await;
+    assert_eq!(resp.status(), 201);
+    let prod = server.list_all("tag_key=env&tag_value=prod", 7).await;
+    let mut newest_first = expected_prod.clone();
+    newest_first.reverse();
+    assert_eq!(prod, newest_first);
+    let prod_errors = server
+        .list_all("tag_key=env&tag_value=prod&error=true", 4)
+        .await;
+    assert_eq!(prod_errors.len(), 15);
+    let window = server
+        .list_all(
+            "tag_key=env&tag_value=prod&from=2026-03-01T10:05:00Z&to=2026-03-01T10:09:00Z",
+            2,
+        )
+        .await;
+    assert_eq!(window.len(), 5, "minutes 5 to 9, one prod trace each");
+    assert_eq!(server.list_all("tag_key=n&tag_value=17", 50).await.len(), 1);
+    server.stop().await;
+}
