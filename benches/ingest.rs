@@ -1,1 +1,1836 @@
-fn main(){}
+//! End-to-end benchmark of the release-built `trulayer-server`, driven over
+//! HTTP on 127.0.0.1 only.
+//!
+//! Run: `cargo bench --bench ingest` (the bench profile is `release`).
+//!
+//! Phases, all in one run:
+//! 1. Start to ready (spawn → first 200 on `/health`, polled every 2 ms) on a
+//!    fresh data directory (database creation + argon2 password hash), then on
+//!    a restart of the same directory; idle RSS after a short settle.
+//! 2. Ingest load: `BENCH_CLIENTS` tasks, each with its own keep-alive client,
+//!    post `/v1/ingest/batch` requests of 100 traces × 4 spans (~200-character
+//!    inputs, ~400-character outputs, unique ids) built on the fly; traces/s,
+//!    spans/s, batch latency percentiles, server CPU and peak RSS (VmHWM).
+//! 3. Ceiling: the same rows inserted straight into a fresh SQLite file with
+//!    rusqlite (the server's schema; WAL, synchronous=NORMAL, foreign keys on,
+//!    SQLite's defaults otherwise), 100 traces per transaction, one thread;
+//!    the ratio server ÷ ceiling. For context the same is run once more with
+//!    `wal_autocheckpoint = 0`: no checkpoint I/O at all, the insert cost alone.
+//! 4. Queries at scale: a fresh server is filled to `BENCH_QUERY_TRACES` traces
+//!    over HTTP (a long sustained-ingest figure), restarted on the same data,
+//!    then `GET /v1/traces` (first page, filtered pages, a deep cursor page)
+//!    and `GET /v1/traces/{id}` are timed sequentially.
+//!
+//! Environment knobs (the defaults give the full run):
+//!
+//! | variable                  | default | meaning                                                   |
+//! |---------------------------|---------|-----------------------------------------------------------|
+//! | `BENCH_CLIENTS`           | 8       | concurrent ingest clients (load and fill)                 |
+//! | `BENCH_WARMUP_SECONDS`    | 2       | un-measured seconds before the load and ceiling windows   |
+//! | `BENCH_SECONDS`           | 20      | measured seconds of HTTP ingest load                      |
+//! | `BENCH_CEILING_SECONDS`   | 10      | measured seconds of each direct-SQLite ceiling run        |
+//! | `BENCH_QUERY_TRACES`      | 1000000 | traces in the query database; 0 skips phase 4             |
+//! | `BENCH_FILL_MAX_SECONDS`  | 420     | the fill stops here even if short of the goal, and says so|
+//! | `BENCH_QUERY_REQUESTS`    | 300     | timed requests per query kind (after 20 warm-up requests) |
+//! | `BENCH_QUERY_MAX_SECONDS` | 30      | time limit per query kind                                 |
+//! | `BENCH_DEEP_PAGES`        | 200     | pages of 50 walked to reach the deep cursor               |
+//! | `BENCH_KEEP_DIR`          | unset   | put the data directories under this directory and keep them |
+//! | `BENCH_SHAPE`             | sdk     | `sdk`: ids are UUIDv7 and traces start seconds before they are sent, as the `trulayer` SDK makes them; `random`: UUIDv4 ids and start times spread over the last 24 h, the worst case for the indexes |
+//!
+//! Every loop is bounded by a count and a deadline; servers are stopped with
+//! SIGTERM (SIGKILL after a grace period) even when the bench panics.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
+use serde_json::Value;
+use uuid::Uuid;
+
+const API_KEY: &str = "tl_bench_0123456789abcdef0123";
+const BATCH: usize = 100;
+const SPANS: usize = 4;
+const MODELS: [&str; 4] = [
+    "gpt-4o",
+    "gpt-4o-mini",
+    "claude-3-5-sonnet",
+    "llama-3.1-70b",
+];
+const TRACE_NAMES: [&str; 4] = ["chat", "summarise", "qa", "agent_run"];
+const SPAN_SHAPES: [(&str, &str); SPANS] = [
+    ("plan", "llm"),
+    ("search_docs", "retrieval"),
+    ("call_tool", "tool"),
+    ("answer", "llm"),
+];
+const ENVS: [&str; 3] = ["prod", "staging", "dev"];
+const CUSTOMERS: u64 = 1_000;
+const SESSIONS: u64 = 100_000;
+const ERROR_PERCENT: u64 = 5;
+const ERROR_TEXT: &str = "upstream timeout after 30s";
+const DAY_MICROS: u64 = 86_400_000_000;
+const TEXT_VARIANTS: usize = 64;
+const QUERY_WARMUP: usize = 20;
+const SCHEMA: &str = include_str!("../src/store/migrations/0001_init.sql");
+/// The ceiling's connection settings: what the issue names, SQLite's defaults
+/// otherwise (so the ceiling does not follow the server's own tuning).
+const CEILING_PRAGMAS: &str = "PRAGMA journal_mode = WAL;
+     PRAGMA synchronous = NORMAL;
+     PRAGMA foreign_keys = ON;";
+/// The context variant: the WAL is never checkpointed while inserting.
+const NO_CHECKPOINT: &str = "PRAGMA wal_autocheckpoint = 0;";
+
+// ---------------------------------------------------------------- knobs ----
+
+struct Knobs {
+    clients: usize,
+    warmup: Duration,
+    seconds: Duration,
+    ceiling_seconds: Duration,
+    query_traces: u64,
+    fill_max: Duration,
+    query_requests: usize,
+    query_max: Duration,
+    deep_pages: usize,
+    keep_dir: Option<PathBuf>,
+}
+
+impl Knobs {
+    fn from_env() -> Knobs {
+        let secs = |name: &str, default: f64| Duration::from_secs_f64(env_or(name, default));
+        Knobs {
+            clients: env_or("BENCH_CLIENTS", 8usize).max(1),
+            warmup: secs("BENCH_WARMUP_SECONDS", 2.0),
+            seconds: secs("BENCH_SECONDS", 20.0),
+            ceiling_seconds: secs("BENCH_CEILING_SECONDS", 10.0),
+            query_traces: env_or("BENCH_QUERY_TRACES", 1_000_000u64),
+            fill_max: secs("BENCH_FILL_MAX_SECONDS", 420.0),
+            query_requests: env_or("BENCH_QUERY_REQUESTS", 300usize).max(1),
+            query_max: secs("BENCH_QUERY_MAX_SECONDS", 30.0),
+            deep_pages: env_or("BENCH_DEEP_PAGES", 200usize).max(1),
+            keep_dir: std::env::var_os("BENCH_KEEP_DIR").map(PathBuf::from),
+        }
+    }
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
+        _ => default,
+    }
+}
+
+// ------------------------------------------------------------ test data ----
+
+/// SplitMix64: cheap, and seeded from the OS so runs and tasks differ.
+struct Rng(u64);
+
+impl Rng {
+    fn seeded() -> Rng {
+        let (a, b) = Uuid::new_v4().as_u64_pair();
+        Rng(a ^ b.rotate_left(17))
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn index(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// A random (version 4) UUID.
+    fn uuid(&mut self) -> Uuid {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.next().to_le_bytes());
+        bytes[8..].copy_from_slice(&self.next().to_le_bytes());
+        uuid::Builder::from_random_bytes(bytes).into_uuid()
+    }
+}
+
+/// Pre-made prompt-like texts; ASCII letters, spaces and punctuation only, so
+/// they go into JSON without escaping.
+struct Corpus {
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+}
+
+impl Corpus {
+    fn new(rng: &mut Rng) -> Corpus {
+        Corpus {
+            inputs: (0..TEXT_VARIANTS).map(|_| text(rng, 200)).collect(),
+            outputs: (0..TEXT_VARIANTS).map(|_| text(rng, 400)).collect(),
+        }
+    }
+}
+
+fn text(rng: &mut Rng, target: usize) -> String {
+    const WORDS: [&str; 24] = [
+        "the",
+        "model",
+        "returned",
+        "a",
+        "summary",
+        "of",
+        "customer",
+        "ticket",
+        "about",
+        "billing",
+        "latency",
+        "retrieval",
+        "context",
+        "window",
+        "tokens",
+        "answer",
+        "question",
+        "policy",
+        "refund",
+        "order",
+        "shipping",
+        "account",
+        "please",
+        "explain,",
+    ];
+    let len = target * 9 / 10 + rng.index(target / 5 + 1);
+    let mut s = String::with_capacity(len + 16);
+    while s.len() < len {
+        s.push_str(WORDS[rng.index(WORDS.len())]);
+        s.push(' ');
+    }
+    s.truncate(len);
+    s
+}
+
+struct GenSpan {
+    id: Uuid,
+    name: &'static str,
+    kind: &'static str,
+    input: usize,
+    output: usize,
+    model: &'static str,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    start: i64,
+    end: i64,
+}
+
+struct GenTrace {
+    id: Uuid,
+    name: &'static str,
+    input: usize,
+    output: usize,
+    model: &'static str,
+    session: u64,
+    env: &'static str,
+    customer: u64,
+    error: bool,
+    started: i64,
+    ended: i64,
+    spans: [GenSpan; SPANS],
+}
+
+/// How generated traces look; see `BENCH_SHAPE`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Sdk,
+    Random,
+}
+
+fn shape() -> Shape {
+    static SHAPE: std::sync::OnceLock<Shape> = std::sync::OnceLock::new();
+    *SHAPE.get_or_init(|| match std::env::var("BENCH_SHAPE").as_deref() {
+        Ok("random") => Shape::Random,
+        Ok("sdk") | Err(_) => Shape::Sdk,
+        Ok(other) => panic!("BENCH_SHAPE={other:?}: use sdk or random"),
+    })
+}
+
+impl Rng {
+    /// An id as the chosen shape makes them: UUIDv7 (time-ordered, as the
+    /// SDK's) or UUIDv4.
+    fn id(&mut self) -> Uuid {
+        match shape() {
+            Shape::Sdk => Uuid::now_v7(),
+            Shape::Random => self.uuid(),
+        }
+    }
+}
+
+/// A trace that started seconds ago (`sdk` shape) or at a random point of
+/// the last 24 hours (`random` shape).
+fn gen_trace(rng: &mut Rng, now: i64) -> GenTrace {
+    let started = match shape() {
+        Shape::Sdk => now - 5_000_000 - rng.below(1_000_000) as i64,
+        Shape::Random => now - rng.below(DAY_MICROS) as i64,
+    };
+    let model = MODELS[rng.index(MODELS.len())];
+    let mut at = started;
+    let spans = std::array::from_fn(|i| {
+        let duration = 50_000 + rng.below(950_000) as i64;
+        let span = GenSpan {
+            id: rng.id(),
+            name: SPAN_SHAPES[i].0,
+            kind: SPAN_SHAPES[i].1,
+            input: rng.index(TEXT_VARIANTS),
+            output: rng.index(TEXT_VARIANTS),
+            model,
+            prompt_tokens: 100 + rng.below(900) as i64,
+            completion_tokens: 20 + rng.below(400) as i64,
+            start: at,
+            end: at + duration,
+        };
+        at += duration;
+        span
+    });
+    GenTrace {
+        id: rng.id(),
+        name: TRACE_NAMES[rng.index(TRACE_NAMES.len())],
+        input: rng.index(TEXT_VARIANTS),
+        output: rng.index(TEXT_VARIANTS),
+        model,
+        session: rng.below(SESSIONS),
+        env: ENVS[rng.index(ENVS.len())],
+        customer: rng.below(CUSTOMERS),
+        error: rng.below(100) < ERROR_PERCENT,
+        started,
+        ended: at,
+        spans,
+    }
+}
+
+fn gen_batch(rng: &mut Rng, out: &mut Vec<GenTrace>) {
+    out.clear();
+    let now = chrono::Utc::now().timestamp_micros();
+    out.extend((0..BATCH).map(|_| gen_trace(rng, now)));
+}
+
+fn session_name(session: u64) -> String {
+    format!("sess-{session:06}")
+}
+
+fn customer_name(customer: u64) -> String {
+    format!("cust-{customer:04}")
+}
+
+fn push_time(out: &mut String, micros: i64) {
+    let t = chrono::DateTime::from_timestamp_micros(micros).expect("time in range");
+    let _ = write!(out, "\"{}\"", t.format("%Y-%m-%dT%H:%M:%S%.6fZ"));
+}
+
+/// The `/v1/ingest/batch` body for `traces`.
+fn batch_body(c: &Corpus, traces: &[GenTrace]) -> Vec<u8> {
+    let mut out = String::with_capacity(traces.len() * 4_200);
+    out.push_str("{\"traces\":[");
+    for (i, t) in traces.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(
+            out,
+            "{{\"id\":\"{}\",\"name\":\"{}\",\"input\":\"{}\",\"output\":\"{}\",\"model\":\"{}\",\
+             \"session_id\":\"{}\",\"tags\":{{\"customer\":\"{}\",\"env\":\"{}\"}},\
+             \"metadata\":{{}},\"started_at\":",
+            t.id,
+            t.name,
+            c.inputs[t.input],
+            c.outputs[t.output],
+            t.model,
+            session_name(t.session),
+            customer_name(t.customer),
+            t.env
+        );
+        push_time(&mut out, t.started);
+        out.push_str(",\"ended_at\":");
+        push_time(&mut out, t.ended);
+        if t.error {
+            let _ = write!(out, ",\"error\":\"{ERROR_TEXT}\"");
+        } else {
+            out.push_str(",\"error\":null");
+        }
+        out.push_str(",\"spans\":[");
+        for (j, s) in t.spans.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            let _ = write!(
+                out,
+                "{{\"id\":\"{}\",\"name\":\"{}\",\"type\":\"{}\",\"input\":\"{}\",\"output\":\"{}\",\
+                 \"model\":\"{}\",\"prompt_tokens\":{},\"completion_tokens\":{},\"start_time\":",
+                s.id,
+                s.name,
+                s.kind,
+                c.inputs[s.input],
+                c.outputs[s.output],
+                s.model,
+                s.prompt_tokens,
+                s.completion_tokens
+            );
+            push_time(&mut out, s.start);
+            out.push_str(",\"end_time\":");
+            push_time(&mut out, s.end);
+            out.push('}');
+        }
+        out.push_str("]}");
+    }
+    out.push_str("]}");
+    out.into_bytes()
+}
+
+// ----------------------------------------------------------- the server ----
+
+struct Mem {
+    rss_kb: u64,
+    hwm_kb: u64,
+    anon_kb: u64,
+    file_kb: u64,
+}
+
+impl Mem {
+    fn describe(&self) -> String {
+        format!(
+            "VmRSS {:.1} MB (anon {:.1}, file {:.1}), VmHWM {:.1} MB",
+            mb(self.rss_kb),
+            mb(self.anon_kb),
+            mb(self.file_kb),
+            mb(self.hwm_kb)
+        )
+    }
+}
+
+fn mb(kb: u64) -> f64 {
+    kb as f64 / 1024.0
+}
+
+fn proc_mem(pid: u32) -> Mem {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    Mem {
+        rss_kb: field("VmRSS:"),
+        hwm_kb: field("VmHWM:"),
+        anon_kb: field("RssAnon:"),
+        file_kb: field("RssFile:"),
+    }
+}
+
+/// User + system CPU time of a process, in seconds.
+fn proc_cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    // Fields after the name start at field 3 (state); utime and stime are 14 and 15.
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) as f64 / clock_ticks()
+}
+
+/// Busy (non-idle, non-iowait) CPU seconds of the whole machine.
+fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy: u64 = fields
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    busy as f64 / clock_ticks()
+}
+
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// One plain HTTP/1.1 health probe; true on a 200.
+fn health_ok(port: u16) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request =
+        format!("GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    let mut got = 0;
+    while got < head.len() {
+        match stream.read(&mut head[got..]) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => got += n,
+        }
+    }
+    &head == b"HTTP/1.1 200"
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// A running `trulayer-server serve`; stopped on drop.
+struct Server {
+    child: Child,
+    base: String,
+    log: PathBuf,
+    ready_after: Duration,
+    stopped: bool,
+}
+
+impl Server {
+    /// Spawns the server on `data_dir` and waits for `/health` to answer 200.
+    fn start(data_dir: &Path, log: PathBuf) -> Server {
+        let port = free_port();
+        let log_file = File::create(&log).expect("create the server log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_trulayer-server"));
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("TRULAYER_") {
+                command.env_remove(key);
+            }
+        }
+        command
+            .arg("serve")
+            .env("TRULAYER_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env("TRULAYER_STORAGE__DATA_DIR", data_dir)
+            .env("TRULAYER_STORAGE__SYNCHRONOUS", "normal")
+            .env("TRULAYER_INIT__API_KEY", API_KEY)
+            .env("TRULAYER_INIT__ADMIN_PASSWORD", "benchpassword")
+            .env("TRULAYER_LOG__LEVEL", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log_file));
+        let spawned = Instant::now();
+        let child = command.spawn().expect("spawn trulayer-server");
+        let mut server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+            ready_after: Duration::ZERO,
+            stopped: false,
+        };
+        let deadline = spawned + Duration::from_secs(60);
+        loop {
+            if health_ok(port) {
+                break;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                server.stopped = true;
+                panic!(
+                    "trulayer-server exited ({status}) before it was ready; log:\n{}",
+                    log_tail(&server.log)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "trulayer-server not ready after 60 s; log:\n{}",
+                log_tail(&server.log)
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        server.ready_after = spawned.elapsed();
+        server
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn mem(&self) -> Mem {
+        proc_mem(self.pid())
+    }
+
+    fn cpu_seconds(&self) -> f64 {
+        proc_cpu_seconds(&self.pid().to_string())
+    }
+
+    /// CPU seconds of the server's single SQLite writer thread.
+    fn writer_cpu_seconds(&self) -> f64 {
+        let pid = self.pid();
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return 0.0;
+        };
+        tasks
+            .flatten()
+            .map(|task| task.file_name().to_string_lossy().into_owned())
+            .filter(|tid| {
+                std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+                    .is_ok_and(|comm| comm.trim() == "trulayer-writer")
+            })
+            .map(|tid| proc_cpu_seconds(&format!("{pid}/task/{tid}")))
+            .sum()
+    }
+
+    /// SIGTERM, then waits (up to `grace`) for the exit; returns how long it took.
+    fn stop_within(&mut self, grace: Duration) -> Duration {
+        let asked = Instant::now();
+        if self.stopped {
+            return Duration::ZERO;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => {
+                    self.stopped = true;
+                    if !status.success() {
+                        eprintln!(
+                            "warning: trulayer-server exited with {status}; log:\n{}",
+                            log_tail(&self.log)
+                        );
+                    }
+                    return asked.elapsed();
+                }
+                Ok(None) if asked.elapsed() < grace => std::thread::sleep(Duration::from_millis(5)),
+                _ => {
+                    eprintln!("warning: trulayer-server did not stop within {grace:?}; killing it");
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    self.stopped = true;
+                    return asked.elapsed();
+                }
+            }
+        }
+    }
+
+    fn stop(&mut self) -> Duration {
+        self.stop_within(Duration::from_secs(180))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop_within(Duration::from_secs(15));
+    }
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(1)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("build the HTTP client")
+}
+
+fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// Rows in a stopped server's database: (traces, spans, trace_tags).
+fn count_rows(db: &Path) -> (i64, i64, i64) {
+    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .expect("open the server database read-only");
+    let count = |table: &str| -> i64 {
+        conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .expect("count rows")
+    };
+    (count("traces"), count("spans"), count("trace_tags"))
+}
+
+// ------------------------------------------------------------ statistics ----
+
+#[derive(Default)]
+struct Stats {
+    n: usize,
+    p50: f64,
+    p95: f64,
+    p99: f64,
+    max: f64,
+    mean: f64,
+}
+
+impl Stats {
+    fn of(mut samples: Vec<f64>) -> Stats {
+        if samples.is_empty() {
+            return Stats::default();
+        }
+        samples.sort_by(f64::total_cmp);
+        let n = samples.len();
+        let rank = |p: f64| samples[((p / 100.0 * n as f64).ceil() as usize).clamp(1, n) - 1];
+        Stats {
+            n,
+            p50: rank(50.0),
+            p95: rank(95.0),
+            p99: rank(99.0),
+            max: samples[n - 1],
+            mean: samples.iter().sum::<f64>() / n as f64,
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+// ----------------------------------------------------------- HTTP ingest ----
+
+#[derive(Default)]
+struct ClientOut {
+    latencies_ms: Vec<f64>,
+    traces: u64,
+    failures: u64,
+    failure_samples: Vec<String>,
+    /// Every `sample_every`-th trace ingested: its id and session.
+    samples: Vec<(Uuid, u64)>,
+}
+
+struct IngestPlan {
+    /// Batches completing in `[window.0, window.1]` count; none start after `window.1`.
+    window: (Instant, Instant),
+    /// Batches still to send, shared by the clients.
+    budget: Arc<AtomicU64>,
+    sample_every: u64,
+    /// Traces acknowledged so far (for progress lines).
+    acknowledged: Arc<AtomicU64>,
+}
+
+fn batch_acknowledged(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("ingested").and_then(Value::as_u64))
+        == Some(BATCH as u64)
+}
+
+async fn ingest_client(base: String, corpus: Arc<Corpus>, plan: Arc<IngestPlan>) -> ClientOut {
+    let client = http_client();
+    let url = format!("{base}/v1/ingest/batch");
+    let mut rng = Rng::seeded();
+    let mut out = ClientOut::default();
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut traces_seen = 0u64;
+    let (from, until) = plan.window;
+    while Instant::now() < until {
+        if plan
+            .budget
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
+            .is_err()
+        {
+            break;
+        }
+        gen_batch(&mut rng, &mut batch);
+        let body = batch_body(&corpus, &batch);
+        let sent = Instant::now();
+        let answer = client
+            .post(&url)
+            .bearer_auth(API_KEY)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await;
+        let outcome = match answer {
+            Ok(response) => {
+                let status = response.status();
+                match response.bytes().await {
+                    Ok(bytes) if status.as_u16() == 201 && batch_acknowledged(&bytes) => Ok(()),
+                    Ok(bytes) => Err(format!(
+                        "{status}: {}",
+                        String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+                    )),
+                    Err(e) => Err(format!("{status}: reading the body: {e}")),
+                }
+            }
+            Err(e) => Err(format!("request failed: {e}")),
+        };
+        let done = Instant::now();
+        match outcome {
+            Ok(()) => {
+                plan.acknowledged.fetch_add(BATCH as u64, Ordering::Relaxed);
+                if done >= from && done <= until {
+                    out.latencies_ms.push(ms(done - sent));
+                    out.traces += BATCH as u64;
+                }
+                if plan.sample_every > 0 {
+                    for t in &batch {
+                        traces_seen += 1;
+                        if traces_seen % plan.sample_every == 0 {
+                            out.samples.push((t.id, t.session));
+                        }
+                    }
+                }
+            }
+            Err(message) => {
+                out.failures += 1;
+                if out.failure_samples.len() < 5 {
+                    out.failure_samples.push(message);
+                }
+            }
+        }
+    }
+    out
+}
+
+struct IngestResult {
+    traces: u64,
+    window: Duration,
+    latency: Stats,
+    failures: u64,
+    failure_samples: Vec<String>,
+    samples: Vec<(Uuid, u64)>,
+    /// Traces acknowledged in total, including warm-up.
+    acknowledged: u64,
+    elapsed: Duration,
+}
+
+impl IngestResult {
+    fn traces_per_s(&self) -> f64 {
+        self.traces as f64 / self.window.as_secs_f64()
+    }
+}
+
+/// Runs `clients` ingest clients; `progress` prints a line every 15 s.
+async fn run_ingest(
+    base: &str,
+    corpus: &Arc<Corpus>,
+    clients: usize,
+    plan: IngestPlan,
+    progress: Option<u64>,
+) -> IngestResult {
+    let started = Instant::now();
+    let plan = Arc::new(plan);
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            tokio::spawn(ingest_client(
+                base.to_string(),
+                corpus.clone(),
+                plan.clone(),
+            ))
+        })
+        .collect();
+    let finished = Arc::new(AtomicBool::new(false));
+    let reporter = progress.map(|goal| {
+        let acknowledged = plan.acknowledged.clone();
+        let finished = finished.clone();
+        let until = plan.window.1;
+        tokio::spawn(async move {
+            let mut last = (Instant::now(), 0u64);
+            while !finished.load(Ordering::Relaxed) && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                if last.0.elapsed() >= Duration::from_secs(15) {
+                    let now = acknowledged.load(Ordering::Relaxed);
+                    let rate = (now - last.1) as f64 / last.0.elapsed().as_secs_f64();
+                    println!(
+                        "  fill: {now} / {goal} traces after {:.0} s ({rate:.0} traces/s over the last 15 s)",
+                        started.elapsed().as_secs_f64()
+                    );
+                    last = (Instant::now(), now);
+                }
+            }
+        })
+    });
+    let mut all = ClientOut::default();
+    for handle in handles {
+        let out = handle.await.expect("ingest client task");
+        all.latencies_ms.extend(out.latencies_ms);
+        all.traces += out.traces;
+        all.failures += out.failures;
+        all.failure_samples.extend(out.failure_samples);
+        all.failure_samples.truncate(5);
+        all.samples.extend(out.samples);
+    }
+    let elapsed = started.elapsed();
+    finished.store(true, Ordering::Relaxed);
+    if let Some(reporter) = reporter {
+        let _ = reporter.await;
+    }
+    let (from, until) = plan.window;
+    // A count-bounded run ends before its deadline: measure up to the end.
+    let window_end = until.min(Instant::now());
+    IngestResult {
+        traces: all.traces,
+        window: window_end.saturating_duration_since(from),
+        latency: Stats::of(all.latencies_ms),
+        failures: all.failures,
+        failure_samples: all.failure_samples,
+        samples: all.samples,
+        acknowledged: plan.acknowledged.load(Ordering::Relaxed),
+        elapsed,
+    }
+}
+
+// --------------------------------------------------------------- ceiling ----
+
+const TRACE_INSERT: &str =
+    "INSERT INTO traces (tenant_id, project_id, id, session_id, external_id, \
+     name, input, output, model, latency_ms, cost, error, tags, tag_map, metadata, \
+     total_token_count, span_count, started_at, ended_at, created_at, content_hash) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+     ?19, ?20, ?21)";
+const TAG_INSERT: &str = "INSERT INTO trace_tags (trace_seq, tenant_id, key, value, started_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5)";
+const SPAN_INSERT: &str = "INSERT INTO spans (trace_seq, id, parent_span_id, name, type, input, \
+     output, model, latency_ms, cost, error, prompt_tokens, completion_tokens, metadata, \
+     start_time, end_time, otel_trace_id, otel_span_id, created_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
+
+/// The rows the server would store for `batch`, in one transaction.
+fn insert_batch(conn: &mut Connection, c: &Corpus, batch: &[GenTrace]) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut trace_stmt = tx.prepare_cached(TRACE_INSERT)?;
+        let mut tag_stmt = tx.prepare_cached(TAG_INSERT)?;
+        let mut span_stmt = tx.prepare_cached(SPAN_INSERT)?;
+        let created = chrono::Utc::now().timestamp_micros();
+        for t in batch {
+            let customer = customer_name(t.customer);
+            let tags = format!("[\"customer:{customer}\",\"env:{}\"]", t.env);
+            let tag_map = format!("{{\"customer\":\"{customer}\",\"env\":\"{}\"}}", t.env);
+            let mut hash = [0u8; 32];
+            hash[..16].copy_from_slice(t.id.as_bytes());
+            hash[16..].copy_from_slice(t.spans[0].id.as_bytes());
+            let tokens: i64 = t
+                .spans
+                .iter()
+                .map(|s| s.prompt_tokens + s.completion_tokens)
+                .sum();
+            trace_stmt.execute(params![
+                1i64,
+                1i64,
+                t.id.to_string(),
+                session_name(t.session),
+                None::<String>,
+                t.name,
+                c.inputs[t.input],
+                c.outputs[t.output],
+                t.model,
+                (t.ended - t.started) / 1000,
+                None::<f64>,
+                t.error.then_some(ERROR_TEXT),
+                tags,
+                tag_map,
+                "{}",
+                tokens,
+                SPANS as i64,
+                t.started,
+                t.ended,
+                created,
+                &hash[..],
+            ])?;
+            let seq = tx.last_insert_rowid();
+            tag_stmt.execute(params![seq, 1i64, "customer", customer, t.started])?;
+            tag_stmt.execute(params![seq, 1i64, "env", t.env, t.started])?;
+            for s in &t.spans {
+                span_stmt.execute(params![
+                    seq,
+                    s.id.to_string(),
+                    None::<String>,
+                    s.name,
+                    s.kind,
+                    c.inputs[s.input],
+                    c.outputs[s.output],
+                    s.model,
+                    (s.end - s.start) / 1000,
+                    None::<f64>,
+                    None::<String>,
+                    s.prompt_tokens,
+                    s.completion_tokens,
+                    "{}",
+                    s.start,
+                    s.end,
+                    None::<String>,
+                    None::<String>,
+                    created,
+                ])?;
+            }
+        }
+    }
+    tx.commit()
+}
+
+struct CeilingResult {
+    traces: u64,
+    window: Duration,
+    tx_ms: Stats,
+    generate_share: f64,
+    /// CPU used by the inserting process during the window, in cores.
+    cpu: f64,
+    /// CPU used by everything else on the machine during the window, in cores.
+    other_cpu: f64,
+    rows: i64,
+    db_bytes: u64,
+}
+
+impl CeilingResult {
+    fn traces_per_s(&self) -> f64 {
+        self.traces as f64 / self.window.as_secs_f64()
+    }
+}
+
+fn run_ceiling(
+    dir: &Path,
+    extra_pragmas: &str,
+    corpus: &Corpus,
+    warmup: Duration,
+    measure: Duration,
+) -> CeilingResult {
+    std::fs::create_dir_all(dir).expect("create the ceiling directory");
+    let path = dir.join("ceiling.db");
+    let mut conn = Connection::open(&path).expect("open the ceiling database");
+    conn.execute_batch(CEILING_PRAGMAS)
+        .expect("ceiling pragmas");
+    conn.execute_batch(extra_pragmas)
+        .expect("extra ceiling pragmas");
+    conn.execute_batch(SCHEMA).expect("ceiling schema");
+    let now = chrono::Utc::now().timestamp_micros();
+    conn.execute(
+        "INSERT INTO tenants (id, uuid, name, created_at) VALUES (1, ?1, 'bench', ?2)",
+        params![Uuid::new_v4().to_string(), now],
+    )
+    .expect("ceiling tenant");
+    conn.execute(
+        "INSERT INTO projects (id, uuid, tenant_id, name, slug, created_at) \
+         VALUES (1, ?1, 1, 'default', 'default', ?2)",
+        params![Uuid::new_v4().to_string(), now],
+    )
+    .expect("ceiling project");
+    let mut rng = Rng::seeded();
+    let mut batch = Vec::with_capacity(BATCH);
+    let from = Instant::now() + warmup;
+    let until = from + measure;
+    let (mut traces, mut generating, mut tx_ms) = (0u64, Duration::ZERO, Vec::new());
+    let mut cpu_from = None;
+    while Instant::now() < until {
+        let generated = Instant::now();
+        gen_batch(&mut rng, &mut batch);
+        let began = Instant::now();
+        insert_batch(&mut conn, corpus, &batch).expect("ceiling insert");
+        let done = Instant::now();
+        if done >= from && done <= until {
+            if cpu_from.is_none() {
+                cpu_from = Some((
+                    proc_cpu_seconds("self"),
+                    machine_busy_seconds(),
+                    Instant::now(),
+                ));
+            }
+            traces += BATCH as u64;
+            generating += began - generated;
+            tx_ms.push(ms(done - began));
+        }
+    }
+    let (cpu, other_cpu) = cpu_from.map_or((0.0, 0.0), |(cpu, busy, at)| {
+        let secs = at.elapsed().as_secs_f64();
+        let cpu = (proc_cpu_seconds("self") - cpu) / secs;
+        (cpu, ((machine_busy_seconds() - busy) / secs - cpu).max(0.0))
+    });
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM traces", [], |r| r.get(0))
+        .expect("count ceiling rows");
+    drop(conn);
+    CeilingResult {
+        traces,
+        window: measure,
+        tx_ms: Stats::of(tx_ms),
+        generate_share: generating.as_secs_f64() / measure.as_secs_f64(),
+        cpu,
+        other_cpu,
+        rows,
+        db_bytes: file_size(&path) + file_size(&dir.join("ceiling.db-wal")),
+    }
+}
+
+fn ceiling_line(c: &CeilingResult) -> String {
+    format!(
+        "{} traces in {:.1} s: {:.0} traces/s, {:.0} spans/s; transaction p50 {:.2} / p99 {:.2} ms; \
+         {:.1}% of the time generating rows; CPU {:.2} cores (everything else {:.2}); {} rows, {:.1} MB",
+        c.traces,
+        c.window.as_secs_f64(),
+        c.traces_per_s(),
+        c.traces_per_s() * SPANS as f64,
+        c.tx_ms.p50,
+        c.tx_ms.p99,
+        c.generate_share * 100.0,
+        c.cpu,
+        c.other_cpu,
+        c.rows,
+        c.db_bytes as f64 / 1e6
+    )
+}
+
+// ---------------------------------------------------------------- queries ----
+
+struct QueryStat {
+    label: String,
+    stats: Stats,
+    bytes: usize,
+    errors: usize,
+}
+
+async fn get_json(client: &reqwest::Client, url: &str) -> Value {
+    let response = client
+        .get(url)
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status();
+    let bytes = response.bytes().await.expect("read a response body");
+    assert!(
+        status.is_success(),
+        "GET {url}: {status}: {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    serde_json::from_slice(&bytes).expect("a JSON response")
+}
+
+/// Times `QUERY_WARMUP` + `n` sequential GETs (bounded by `max`).
+async fn time_gets(
+    client: &reqwest::Client,
+    label: &str,
+    url: &mut dyn FnMut(usize) -> String,
+    n: usize,
+    max: Duration,
+) -> QueryStat {
+    let deadline = Instant::now() + max;
+    let (mut samples, mut bytes, mut errors) = (Vec::with_capacity(n), 0usize, 0usize);
+    for i in 0..QUERY_WARMUP + n {
+        if Instant::now() >= deadline {
+            break;
+        }
+        let url = url(i);
+        let sent = Instant::now();
+        let body = match client.get(&url).bearer_auth(API_KEY).send().await {
+            Ok(r) if r.status().is_success() => r.bytes().await.ok(),
+            _ => None,
+        };
+        let took = ms(sent.elapsed());
+        match body {
+            Some(body) if i >= QUERY_WARMUP => {
+                samples.push(took);
+                bytes += body.len();
+            }
+            Some(_) => {}
+            None => errors += 1,
+        }
+    }
+    let stats = Stats::of(samples);
+    QueryStat {
+        label: label.to_string(),
+        bytes: bytes / stats.n.max(1),
+        errors,
+        stats,
+    }
+}
+
+fn traces_of(page: &Value) -> &[Value] {
+    page.get("traces")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// Checks a page against what its filter promises; returns problems found.
+fn check_page(label: &str, page: &Value, keep: &dyn Fn(&Value) -> bool) -> Vec<String> {
+    let traces = traces_of(page);
+    let mut problems = Vec::new();
+    if traces.is_empty() {
+        problems.push(format!("{label}: the page is empty"));
+    }
+    if let Some(bad) = traces.iter().find(|t| !keep(t)) {
+        problems.push(format!(
+            "{label}: a trace does not match the filter: {}",
+            bad.get("id").unwrap_or(&Value::Null)
+        ));
+    }
+    let times: Vec<&str> = traces
+        .iter()
+        .filter_map(|t| t.get("started_at").and_then(Value::as_str))
+        .collect();
+    if times.windows(2).any(|w| w[0] < w[1]) {
+        problems.push(format!("{label}: not newest first"));
+    }
+    problems
+}
+
+/// What every trace of a filtered page must satisfy.
+type PageCheck = Box<dyn Fn(&Value) -> bool>;
+
+struct QueryReport {
+    stats: Vec<QueryStat>,
+    problems: Vec<String>,
+}
+
+async fn run_queries(base: &str, knobs: &Knobs, samples: &[(Uuid, u64)]) -> QueryReport {
+    let client = http_client();
+    let list = format!("{base}/v1/traces?limit=50");
+    let n = knobs.query_requests;
+    let max = knobs.query_max;
+    let mut stats = Vec::new();
+    let mut problems = Vec::new();
+    let field = |t: &Value, name: &str| t.get(name).cloned().unwrap_or(Value::Null);
+
+    let (session_id, session) = samples
+        .first()
+        .map(|(id, s)| (*id, session_name(*s)))
+        .expect("at least one sampled trace");
+    let filters: Vec<(String, String, PageCheck)> = vec![
+        (
+            "list: first page".into(),
+            list.clone(),
+            Box::new(|_: &Value| true),
+        ),
+        (
+            format!("list: model={}&error=true", MODELS[0]),
+            format!("{list}&model={}&error=true", MODELS[0]),
+            Box::new(move |t: &Value| {
+                field(t, "model") == MODELS[0] && !field(t, "error").is_null()
+            }),
+        ),
+        (
+            "list: tag env=prod (1 in 3)".into(),
+            format!("{list}&tag_key=env&tag_value=prod"),
+            Box::new(move |t: &Value| t.pointer("/tag_map/env") == Some(&Value::from("prod"))),
+        ),
+        (
+            "list: tag customer=cust-0042 (1 in 1000)".into(),
+            format!("{list}&tag_key=customer&tag_value=cust-0042"),
+            Box::new(move |t: &Value| {
+                t.pointer("/tag_map/customer") == Some(&Value::from("cust-0042"))
+            }),
+        ),
+        (
+            "list: session_id (~10 traces)".into(),
+            format!("{list}&session_id={session}"),
+            Box::new({
+                let session = session.clone();
+                move |t: &Value| field(t, "session_id") == session.as_str()
+            }),
+        ),
+    ];
+    for (label, url, keep) in &filters {
+        let page = get_json(&client, url).await;
+        problems.extend(check_page(label, &page, keep.as_ref()));
+        stats.push(time_gets(&client, label, &mut |_: usize| url.clone(), n, max).await);
+        println!("  {}", stat_line(stats.last().expect("just pushed")));
+    }
+    if !traces_of(&get_json(&client, &format!("{list}&session_id={session}")).await)
+        .iter()
+        .any(|t| field(t, "id") == session_id.to_string().as_str())
+    {
+        problems.push(format!(
+            "session {session}: trace {session_id} missing from its page"
+        ));
+    }
+
+    // Deep cursor: follow next_cursor page by page, timing the walk.
+    let walk_deadline = Instant::now() + max;
+    let mut cursor: Option<String> = None;
+    let mut walk = Vec::new();
+    let mut seen_pages = 0;
+    while seen_pages < knobs.deep_pages && Instant::now() < walk_deadline {
+        let url = match &cursor {
+            Some(c) => format!("{list}&cursor={c}"),
+            None => list.clone(),
+        };
+        let sent = Instant::now();
+        let page = get_json(&client, &url).await;
+        walk.push(ms(sent.elapsed()));
+        seen_pages += 1;
+        match page.get("next_cursor").and_then(Value::as_str) {
+            Some(next) => cursor = Some(next.to_string()),
+            None => {
+                problems.push(format!("cursor walk ended after {seen_pages} pages"));
+                break;
+            }
+        }
+    }
+    let walk = Stats::of(walk);
+    stats.push(QueryStat {
+        label: format!("list: cursor walk, pages 1-{seen_pages}"),
+        stats: walk,
+        bytes: 0,
+        errors: 0,
+    });
+    println!("  {}", stat_line(stats.last().expect("just pushed")));
+    if let Some(cursor) = cursor {
+        let url = format!("{list}&cursor={cursor}");
+        let page = get_json(&client, &url).await;
+        problems.extend(check_page("deep page", &page, &|_| true));
+        let label = format!("list: deep cursor (page {})", seen_pages + 1);
+        stats.push(time_gets(&client, &label, &mut |_: usize| url.clone(), n, max).await);
+        println!("  {}", stat_line(stats.last().expect("just pushed")));
+    }
+
+    // Detail of random known traces.
+    let (id, _) = samples[0];
+    let trace = get_json(&client, &format!("{base}/v1/traces/{id}")).await;
+    let spans = trace
+        .get("spans")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    if spans != SPANS {
+        problems.push(format!("detail of {id}: {spans} spans, expected {SPANS}"));
+    }
+    let mut rng = Rng::seeded();
+    let mut detail_url = |_: usize| {
+        let (id, _) = samples[rng.index(samples.len())];
+        format!("{base}/v1/traces/{id}")
+    };
+    stats.push(time_gets(&client, "detail: random known id", &mut detail_url, n, max).await);
+    println!("  {}", stat_line(stats.last().expect("just pushed")));
+    QueryReport { stats, problems }
+}
+
+fn stat_line(q: &QueryStat) -> String {
+    format!(
+        "{:<44} n={:<4} mean {:>7.2} ms  p50 {:>7.2} ms  p95 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms{}{}",
+        q.label,
+        q.stats.n,
+        q.stats.mean,
+        q.stats.p50,
+        q.stats.p95,
+        q.stats.p99,
+        q.stats.max,
+        if q.bytes > 0 {
+            format!("  {:.1} KB/response", q.bytes as f64 / 1024.0)
+        } else {
+            String::new()
+        },
+        if q.errors > 0 {
+            format!("  {} ERRORS", q.errors)
+        } else {
+            String::new()
+        }
+    )
+}
+
+// ------------------------------------------------------------------ main ----
+
+struct QueryPhase {
+    goal: u64,
+    fill: IngestResult,
+    fill_mem: Mem,
+    fill_cpu: f64,
+    fill_stop: Duration,
+    /// WAL and database file sizes at the end of the fill, before the stop.
+    fill_files: (u64, u64),
+    rows: (i64, i64, i64),
+    db_bytes: u64,
+    ready_after: Duration,
+    idle: Mem,
+    report: QueryReport,
+    after: Mem,
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "PASS"
+    } else {
+        "MISS"
+    }
+}
+
+fn main() {
+    let knobs = Knobs::from_env();
+    let (_temp, root) = match &knobs.keep_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).expect("create BENCH_KEEP_DIR");
+            let kept = tempfile::Builder::new()
+                .prefix("trulayer-bench-")
+                .tempdir_in(dir)
+                .expect("create a directory in BENCH_KEEP_DIR")
+                .keep();
+            (None, kept)
+        }
+        None => {
+            let temp = tempfile::Builder::new()
+                .prefix("trulayer-bench-")
+                .tempdir()
+                .expect("create a temporary directory");
+            let path = temp.path().to_path_buf();
+            (Some(temp), path)
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("build the client runtime");
+    let corpus = Arc::new(Corpus::new(&mut Rng::seeded()));
+    let probe = batch_body(&corpus, &{
+        let mut b = Vec::new();
+        gen_batch(&mut Rng::seeded(), &mut b);
+        b
+    });
+    println!("TruLayer Server ingest/query benchmark");
+    println!(
+        "  binary {}\n  data under {}\n  {} CPUs; clients {}; warm-up {:?}; load {:?}; ceiling {:?}; query DB {} traces",
+        env!("CARGO_BIN_EXE_trulayer-server"),
+        root.display(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        knobs.clients,
+        knobs.warmup,
+        knobs.seconds,
+        knobs.ceiling_seconds,
+        knobs.query_traces
+    );
+    println!(
+        "  one batch = {BATCH} traces x {SPANS} spans = {:.0} KB of JSON; shape {}",
+        probe.len() as f64 / 1024.0,
+        match shape() {
+            Shape::Sdk => "sdk (UUIDv7 ids, traces started seconds ago)",
+            Shape::Random => "random (UUIDv4 ids, start times over 24 h)",
+        }
+    );
+
+    // 1. Start to ready, idle memory.
+    println!("\n[1] start to ready");
+    let data = root.join("ingest-data");
+    let mut server = Server::start(&data, root.join("server-fresh.log"));
+    let ready_fresh = server.ready_after;
+    std::thread::sleep(Duration::from_secs(1));
+    let idle_fresh = server.mem();
+    let stop_fresh = server.stop();
+    drop(server);
+    println!(
+        "  fresh data dir: ready in {:.1} ms; idle {}; stop took {:.0} ms",
+        ms(ready_fresh),
+        idle_fresh.describe(),
+        ms(stop_fresh)
+    );
+    let mut server = Server::start(&data, root.join("server-load.log"));
+    let ready_restart = server.ready_after;
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = server.mem();
+    println!(
+        "  restart:        ready in {:.1} ms; idle {}",
+        ms(ready_restart),
+        idle.describe()
+    );
+
+    // 2. Ingest load.
+    println!(
+        "\n[2] ingest load: {} clients, {:?} warm-up + {:?} measured",
+        knobs.clients, knobs.warmup, knobs.seconds
+    );
+    let (server_cpu0, writer_cpu0, self_cpu0, machine0) = (
+        server.cpu_seconds(),
+        server.writer_cpu_seconds(),
+        proc_cpu_seconds("self"),
+        machine_busy_seconds(),
+    );
+    let from = Instant::now() + knobs.warmup;
+    let plan = IngestPlan {
+        window: (from, from + knobs.seconds),
+        budget: Arc::new(AtomicU64::new(u64::MAX)),
+        sample_every: 0,
+        acknowledged: Arc::new(AtomicU64::new(0)),
+    };
+    let load = runtime.block_on(run_ingest(&server.base, &corpus, knobs.clients, plan, None));
+    let load_server_cpu = (server.cpu_seconds() - server_cpu0) / load.elapsed.as_secs_f64();
+    let load_writer_cpu = (server.writer_cpu_seconds() - writer_cpu0) / load.elapsed.as_secs_f64();
+    let load_self_cpu = (proc_cpu_seconds("self") - self_cpu0) / load.elapsed.as_secs_f64();
+    let load_other_cpu = ((machine_busy_seconds() - machine0) / load.elapsed.as_secs_f64()
+        - load_server_cpu
+        - load_self_cpu)
+        .max(0.0);
+    let load_mem = server.mem();
+    let load_wal = file_size(&data.join("trulayer.db-wal"));
+    let load_db_live = file_size(&data.join("trulayer.db"));
+    std::thread::sleep(Duration::from_secs(2));
+    let after_load = server.mem();
+    let load_stop = server.stop();
+    drop(server);
+    let load_db = data.join("trulayer.db");
+    let load_rows = count_rows(&load_db);
+    println!(
+        "  {} traces in {:.1} s: {:.0} traces/s, {:.0} spans/s; batch latency p50 {:.1} / p95 {:.1} / p99 {:.1} / max {:.1} ms (n={})",
+        load.traces,
+        load.window.as_secs_f64(),
+        load.traces_per_s(),
+        load.traces_per_s() * SPANS as f64,
+        load.latency.p50,
+        load.latency.p95,
+        load.latency.p99,
+        load.latency.max,
+        load.latency.n
+    );
+    println!(
+        "  failures: {}{}",
+        load.failures,
+        load.failure_samples
+            .iter()
+            .map(|s| format!("\n    {s}"))
+            .collect::<String>()
+    );
+    println!(
+        "  CPU: server {load_server_cpu:.2} cores (its writer thread {load_writer_cpu:.2}), bench client {load_self_cpu:.2}, everything else {load_other_cpu:.2} (of {})",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "  memory at the end of the load: {}; WAL file {:.1} MB beside a {:.1} MB database",
+        load_mem.describe(),
+        load_wal as f64 / 1e6,
+        load_db_live as f64 / 1e6
+    );
+    println!("  memory 2 s after the load:     {}", after_load.describe());
+    println!(
+        "  stop took {:.0} ms; database: {} traces, {} spans, {} tags ({} acknowledged), {:.1} MB",
+        ms(load_stop),
+        load_rows.0,
+        load_rows.1,
+        load_rows.2,
+        load.acknowledged,
+        file_size(&load_db) as f64 / 1e6
+    );
+    let mut problems = Vec::new();
+    if load_wal > load_db_live {
+        problems.push(format!(
+            "load: the WAL ({:.0} MB) outgrew the database ({:.0} MB): checkpoints are not keeping up",
+            load_wal as f64 / 1e6,
+            load_db_live as f64 / 1e6
+        ));
+    }
+    if load_rows.0 != load.acknowledged as i64 || load_rows.1 != load_rows.0 * SPANS as i64 {
+        problems.push(format!(
+            "load: {} traces acknowledged but {} traces / {} spans stored",
+            load.acknowledged, load_rows.0, load_rows.1
+        ));
+    }
+
+    // 3. Ceiling.
+    println!(
+        "\n[3] ceiling: direct rusqlite inserts, {BATCH} traces per transaction, {:?} warm-up + {:?} measured",
+        knobs.warmup, knobs.ceiling_seconds
+    );
+    let ceiling = run_ceiling(
+        &root.join("ceiling"),
+        "",
+        &corpus,
+        knobs.warmup,
+        knobs.ceiling_seconds,
+    );
+    let ratio = load.traces_per_s() / ceiling.traces_per_s();
+    println!("  WAL, synchronous=NORMAL, default auto-checkpoint:");
+    println!("  {}", ceiling_line(&ceiling));
+    let unchecked = run_ceiling(
+        &root.join("ceiling-no-checkpoint"),
+        NO_CHECKPOINT,
+        &corpus,
+        knobs.warmup,
+        knobs.ceiling_seconds,
+    );
+    let unchecked_ratio = load.traces_per_s() / unchecked.traces_per_s();
+    println!("  the same with wal_autocheckpoint = 0 (no checkpoint I/O; context only):");
+    println!("  {}", ceiling_line(&unchecked));
+    println!(
+        "  server / ceiling = {ratio:.2}; server / no-checkpoint ceiling = {unchecked_ratio:.2}"
+    );
+
+    // 4. Queries at scale.
+    let query = (knobs.query_traces > 0).then(|| {
+        let goal = knobs.query_traces;
+        println!(
+            "\n[4] query database: fill to {goal} traces over HTTP ({} clients, at most {:?})",
+            knobs.clients, knobs.fill_max
+        );
+        let data = root.join("query-data");
+        let mut server = Server::start(&data, root.join("server-fill.log"));
+        let (cpu0, writer0) = (server.cpu_seconds(), server.writer_cpu_seconds());
+        let start = Instant::now();
+        let plan = IngestPlan {
+            window: (start, start + knobs.fill_max),
+            budget: Arc::new(AtomicU64::new(goal.div_ceil(BATCH as u64))),
+            sample_every: (goal / 10_000).max(1),
+            acknowledged: Arc::new(AtomicU64::new(0)),
+        };
+        let fill = runtime.block_on(run_ingest(
+            &server.base,
+            &corpus,
+            knobs.clients,
+            plan,
+            Some(goal),
+        ));
+        let fill_cpu = (server.cpu_seconds() - cpu0) / fill.elapsed.as_secs_f64();
+        let fill_writer_cpu =
+            (server.writer_cpu_seconds() - writer0) / fill.elapsed.as_secs_f64();
+        let fill_mem = server.mem();
+        let fill_wal = file_size(&data.join("trulayer.db-wal"));
+        let fill_db_live = file_size(&data.join("trulayer.db"));
+        let fill_stop = server.stop();
+        drop(server);
+        let db = data.join("trulayer.db");
+        let rows = count_rows(&db);
+        let db_bytes = file_size(&db) + file_size(&data.join("trulayer.db-wal"));
+        println!(
+            "  {} traces in {:.1} s: {:.0} traces/s; batch p50 {:.1} / p99 {:.1} ms; server CPU {fill_cpu:.2} cores (writer thread {fill_writer_cpu:.2}); failures {}{}",
+            fill.traces,
+            fill.window.as_secs_f64(),
+            fill.traces_per_s(),
+            fill.latency.p50,
+            fill.latency.p99,
+            fill.failures,
+            fill.failure_samples
+                .iter()
+                .map(|s| format!("\n    {s}"))
+                .collect::<String>()
+        );
+        if fill.traces < goal {
+            println!(
+                "  NOTE: the fill stopped at {} of {goal} traces (BENCH_FILL_MAX_SECONDS or failures); queries run on that",
+                fill.traces
+            );
+        }
+        println!(
+            "  memory at the end of the fill: {}; WAL file {:.1} MB beside a {:.1} MB database",
+            fill_mem.describe(),
+            fill_wal as f64 / 1e6,
+            fill_db_live as f64 / 1e6
+        );
+        println!(
+            "  stop (with WAL checkpoint) took {:.0} ms; database: {} traces, {} spans, {} tags; {:.1} MB on disk",
+            ms(fill_stop),
+            rows.0,
+            rows.1,
+            rows.2,
+            db_bytes as f64 / 1e6
+        );
+        let mut server = Server::start(&data, root.join("server-query.log"));
+        let ready_after = server.ready_after;
+        std::thread::sleep(Duration::from_secs(1));
+        let idle = server.mem();
+        println!(
+            "  restart on {} traces: ready in {:.1} ms; idle {}",
+            rows.0,
+            ms(ready_after),
+            idle.describe()
+        );
+        println!(
+            "  queries ({} timed sequential requests each after {QUERY_WARMUP} warm-up, at most {:?} each):",
+            knobs.query_requests, knobs.query_max
+        );
+        let report = runtime.block_on(run_queries(&server.base, &knobs, &fill.samples));
+        let after = server.mem();
+        println!("  memory after the queries: {}", after.describe());
+        server.stop();
+        QueryPhase {
+            goal,
+            fill,
+            fill_mem,
+            fill_cpu,
+            fill_stop,
+            fill_files: (fill_wal, fill_db_live),
+            rows,
+            db_bytes,
+            ready_after,
+            idle,
+            report,
+            after,
+        }
+    });
+
+    // Summary.
+    println!("\n================================ summary ================================");
+    println!(
+        "ingest  {:>8.0} traces/s  {:>8.0} spans/s  ({} clients, {:.0} s, {} failures; server CPU {:.2} cores, writer thread {:.2})",
+        load.traces_per_s(),
+        load.traces_per_s() * SPANS as f64,
+        knobs.clients,
+        load.window.as_secs_f64(),
+        load.failures,
+        load_server_cpu,
+        load_writer_cpu
+    );
+    println!(
+        "        batch latency p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        load.latency.p50, load.latency.p95, load.latency.p99, load.latency.max
+    );
+    println!(
+        "ceiling {:>8.0} traces/s  (direct SQLite, 100 traces/transaction, CPU {:.2} cores); server/ceiling = {ratio:.2}",
+        ceiling.traces_per_s(),
+        ceiling.cpu
+    );
+    println!(
+        "        {:>8.0} traces/s  without checkpoints (CPU {:.2} cores; context only); server/that = {unchecked_ratio:.2}",
+        unchecked.traces_per_s(),
+        unchecked.cpu
+    );
+    println!(
+        "ready   fresh {:.1} ms, restart {:.1} ms{}",
+        ms(ready_fresh),
+        ms(ready_restart),
+        query.as_ref().map_or(String::new(), |q| format!(
+            ", restart on {} traces {:.1} ms",
+            q.rows.0,
+            ms(q.ready_after)
+        ))
+    );
+    println!(
+        "memory  idle {:.1} MB (fresh {:.1} MB); load peak (VmHWM) {:.1} MB [anon {:.1} + file {:.1} at end]",
+        mb(idle.rss_kb),
+        mb(idle_fresh.rss_kb),
+        mb(load_mem.hwm_kb),
+        mb(load_mem.anon_kb),
+        mb(load_mem.file_kb)
+    );
+    if let Some(q) = &query {
+        println!(
+            "fill    {:>8.0} traces/s to {} traces in {:.0} s (server CPU {:.2} cores); peak {:.1} MB; WAL at the end {:.1} MB; stop {:.0} ms; DB after stop {:.1} MB",
+            q.fill.traces_per_s(),
+            q.rows.0,
+            q.fill.window.as_secs_f64(),
+            q.fill_cpu,
+            mb(q.fill_mem.hwm_kb),
+            q.fill_files.0 as f64 / 1e6,
+            ms(q.fill_stop),
+            q.db_bytes as f64 / 1e6
+        );
+        println!(
+            "        idle after restart {:.1} MB; peak while querying {:.1} MB",
+            mb(q.idle.rss_kb),
+            mb(q.after.hwm_kb)
+        );
+        for s in &q.report.stats {
+            println!("query   {}", stat_line(s));
+        }
+        problems.extend(q.report.problems.iter().cloned());
+        if q.fill_files.0 > q.fill_files.1 {
+            problems.push(format!(
+                "fill: the WAL ({:.0} MB) outgrew the database ({:.0} MB): checkpoints are not keeping up",
+                q.fill_files.0 as f64 / 1e6,
+                q.fill_files.1 as f64 / 1e6
+            ));
+        }
+        if q.fill.failures > 0 {
+            problems.push(format!("fill: {} failed batches", q.fill.failures));
+        }
+        if q.rows.0 as u64 != q.fill.acknowledged {
+            problems.push(format!(
+                "fill: {} traces acknowledged but {} stored",
+                q.fill.acknowledged, q.rows.0
+            ));
+        }
+    }
+    if load.failures > 0 {
+        problems.push(format!("load: {} failed batches", load.failures));
+    }
+
+    println!("\n---------------------------------- targets ----------------------------------");
+    let target = |ok: bool, what: String| println!("{}  {what}", verdict(ok));
+    target(
+        ratio >= 0.7,
+        format!("sustained ingest >= 0.7 x ceiling: {ratio:.2}"),
+    );
+    target(
+        load.traces_per_s() >= 8_000.0,
+        format!("ingest >= 8,000 traces/s: {:.0}", load.traces_per_s()),
+    );
+    target(
+        load.latency.p99 <= 100.0,
+        format!(
+            "p99 batch latency <= 100 ms at {} clients{}: {:.1} ms",
+            knobs.clients,
+            if knobs.clients == 8 {
+                ""
+            } else {
+                " (target is at 8)"
+            },
+            load.latency.p99
+        ),
+    );
+    if let Some(q) = &query {
+        let scale = if q.rows.0 as u64 >= q.goal && q.goal >= 1_000_000 {
+            String::new()
+        } else {
+            format!(" (measured at {} traces, not 1M)", q.rows.0)
+        };
+        for s in q.report.stats.iter().filter(|s| !s.label.contains("walk")) {
+            target(
+                s.stats.n > 0 && s.stats.p95 <= 10.0 && s.errors == 0,
+                format!("p95 <= 10 ms{scale}: {}: {:.2} ms", s.label, s.stats.p95),
+            );
+        }
+    }
+    let mut peaks = vec![("load", load_mem.hwm_kb)];
+    if let Some(q) = &query {
+        peaks.push(("fill", q.fill_mem.hwm_kb));
+        peaks.push(("queries", q.after.hwm_kb));
+    }
+    for (phase, kb) in peaks {
+        target(
+            mb(kb) <= 150.0,
+            format!(
+                "RSS <= 150 MB under load ({phase} peak VmHWM): {:.1} MB",
+                mb(kb)
+            ),
+        );
+    }
+    let mut idles = vec![("fresh", idle_fresh.rss_kb), ("restart", idle.rss_kb)];
+    if let Some(q) = &query {
+        idles.push(("restart on the query DB", q.idle.rss_kb));
+    }
+    for (when, kb) in idles {
+        target(
+            mb(kb) <= 30.0,
+            format!("RSS <= 30 MB idle ({when}): {:.1} MB", mb(kb)),
+        );
+    }
+    let mut readies = vec![("fresh", ready_fresh), ("restart", ready_restart)];
+    if let Some(q) = &query {
+        readies.push(("restart on the query DB", q.ready_after));
+    }
+    for (when, d) in readies {
+        target(
+            ms(d) <= 200.0,
+            format!("start to ready <= 200 ms ({when}): {:.1} ms", ms(d)),
+        );
+    }
+    if problems.is_empty() {
+        println!("\nno correctness problems seen");
+    } else {
+        println!("\nPROBLEMS:");
+        for p in &problems {
+            println!("  {p}");
+        }
+    }
+}

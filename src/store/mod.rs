@@ -12,6 +12,8 @@ mod traces;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
@@ -112,8 +114,9 @@ impl Store {
             .min_idle(Some(1))
             .connection_timeout(Duration::from_secs(10))
             .build(manager)?;
-        let writer = Writer::start(conn)?;
-        let checkpointer = checkpoint::Checkpointer::start(&path)?;
+        let restart_wal = Arc::new(AtomicBool::new(false));
+        let writer = Writer::start(conn, restart_wal.clone())?;
+        let checkpointer = checkpoint::Checkpointer::start(&path, restart_wal, Default::default())?;
         Ok(Store {
             writer,
             checkpointer,

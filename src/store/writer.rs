@@ -5,7 +5,7 @@
 //! commits, the next group gathers in the queue, so under load the commit
 //! cost is spread over many requests (group commit).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -96,13 +96,15 @@ pub struct WriterStats {
 }
 
 impl Writer {
-    pub(super) fn start(conn: Connection) -> Result<Writer> {
+    /// Starts the writer thread; when `restart_wal` is set it restarts the
+    /// WAL between two groups (see `checkpoint`).
+    pub(super) fn start(conn: Connection, restart_wal: Arc<AtomicBool>) -> Result<Writer> {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let stats = Arc::new(Counters::default());
         let counters = stats.clone();
         let thread = std::thread::Builder::new()
             .name("trulayer-writer".into())
-            .spawn(move || run(conn, rx, &counters))?;
+            .spawn(move || run(conn, rx, &counters, &restart_wal))?;
         Ok(Writer {
             queue,
             thread: Mutex::new(Some(thread)),
@@ -147,7 +149,12 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, mut rx: mpsc::Receiver<Message>, stats: &Counters) {
+fn run(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Message>,
+    stats: &Counters,
+    restart_wal: &AtomicBool,
+) {
     let mut stopping = false;
     while !stopping {
         let Some(first) = rx.blocking_recv() else {
@@ -167,6 +174,9 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Message>, stats: &Counters) {
         }
         if !group.is_empty() {
             commit_group(&conn, group, stats);
+        }
+        if restart_wal.swap(false, Ordering::Relaxed) && !super::checkpoint::restart_wal(&conn) {
+            restart_wal.store(true, Ordering::Relaxed);
         }
     }
     // Answer anything that raced with Stop, then leave a compact WAL behind.
@@ -250,7 +260,8 @@ mod tests {
         let conn = Connection::open(&path).expect("open");
         conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x INTEGER UNIQUE);")
             .expect("schema");
-        (dir, Arc::new(Writer::start(conn).expect("writer")), path)
+        let writer = Writer::start(conn, Arc::new(AtomicBool::new(false))).expect("writer");
+        (dir, Arc::new(writer), path)
     }
 
     async fn wait_until(mut f: impl FnMut() -> bool) {
@@ -345,6 +356,57 @@ mod tests {
         tokio::task::spawn_blocking(move || w.stop())
             .await
             .expect("stop");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_stays_bounded_under_constant_writing() {
+        use super::super::checkpoint::{Checkpointer, Tuning};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("w.db");
+        let conn = Connection::open(&path).expect("open");
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;
+             PRAGMA journal_size_limit = 1048576; CREATE TABLE t (b BLOB);",
+        )
+        .expect("schema");
+        let restart = Arc::new(AtomicBool::new(false));
+        let writer = Arc::new(Writer::start(conn, restart.clone()).expect("writer"));
+        let tuning = Tuning {
+            interval: Duration::from_millis(5),
+            restart_frames: 256,
+        };
+        let checkpointer = Checkpointer::start(&path, restart, tuning).expect("checkpointer");
+        let wal = dir.path().join("w.db-wal");
+        let mut largest = 0;
+        // Eight writers keep the queue full: 4,000 jobs of 8 KiB, 32 MiB in all.
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let w = writer.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..500 {
+                    w.submit(|c| Ok(c.execute("INSERT INTO t VALUES (zeroblob(8192))", [])?))
+                        .await
+                        .expect("write");
+                }
+            }));
+        }
+        while tasks.iter().any(|t| !t.is_finished()) {
+            largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        checkpointer.stop();
+        let w = writer.clone();
+        tokio::task::spawn_blocking(move || w.stop())
+            .await
+            .expect("stop");
+        assert!(largest > 0, "the WAL was observed");
+        assert!(
+            largest < 12 * 1024 * 1024,
+            "the WAL grew to {largest} bytes while 32 MiB were written"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
