@@ -118,7 +118,14 @@ fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<i64> {
 /// next transaction start the WAL over. False if readers kept it from
 /// finishing (it is asked again later).
 pub(super) fn restart_wal(conn: &Connection) -> bool {
-    match conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0)) {
+    let started = std::time::Instant::now();
+    let result = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0));
+    // Writes wait meanwhile: this is where ingest latency spikes come from.
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "restarted the WAL"
+    );
+    match result {
         Ok(busy) => busy == 0,
         Err(e) => {
             tracing::warn!(error = %e, "restarting the WAL failed");
