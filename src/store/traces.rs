@@ -51,6 +51,9 @@ pub struct TracePage {
     pub next: Option<TraceCursor>,
 }
 
+/// The most traces one page can hold, whatever the caller asks.
+const MAX_PAGE: usize = 1000;
+
 const TRACE_COLUMNS: &str = "t.seq, t.id, p.uuid, t.session_id, t.external_id, t.name, t.input, \
     t.output, t.model, t.latency_ms, t.cost, t.total_token_count, t.error, t.tags, t.tag_map, \
     t.metadata, t.span_count, t.started_at, t.ended_at, t.created_at";
@@ -85,6 +88,7 @@ impl Store {
         after: Option<TraceCursor>,
         limit: usize,
     ) -> Result<TracePage> {
+        let limit = limit.clamp(1, MAX_PAGE);
         self.read(move |conn| list(conn, tenant_id, &filter, after, limit))
             .await
     }

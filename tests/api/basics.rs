@@ -119,3 +119,41 @@ async fn data_survives_a_restart_and_first_start_runs_once() {
     assert_eq!(trace["spans"].as_array().map(Vec::len), Some(1));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn first_start_secrets_can_come_from_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = "tl_from_a_file_0123456789abcdef";
+    std::fs::write(dir.path().join("key"), format!("{key}\n")).expect("write key");
+    std::fs::write(dir.path().join("password"), "from-a-file-pass\n").expect("write password");
+    let path = dir.path().join("trulayer.toml");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\ndata_dir = {data:?}\n[log]\nlevel = \"warn\"\n\
+         [init]\napi_key_file = {key_file:?}\nadmin_password_file = {pw_file:?}\n",
+        data = dir.path().join("data").display().to_string(),
+        key_file = dir.path().join("key").display().to_string(),
+        pw_file = dir.path().join("password").display().to_string(),
+    );
+    std::fs::write(&path, text).expect("write config");
+    let mut server = TestServer::start_in(dir, &path).await;
+    let credentials = server.running().credentials.clone().expect("first start");
+    assert!(
+        credentials.generated_api_key.is_none(),
+        "the key came from the file"
+    );
+    assert!(
+        credentials.generated_password.is_none(),
+        "the password came from the file"
+    );
+    assert!(
+        credentials.file.is_none(),
+        "nothing generated, nothing written"
+    );
+    server.key = key.to_string();
+    let id = server.ingest(sample_trace("file-key")).await;
+    assert_eq!(
+        server.get_json(&format!("/v1/traces/{id}")).await["name"],
+        "file-key"
+    );
+    server.stop().await;
+}
