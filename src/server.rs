@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -176,37 +176,13 @@ async fn serve(
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            // A client that never finishes its headers is dropped.
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
-            let result = match tls {
-                None => {
-                    watcher
-                        .watch(
-                            builder
-                                .serve_connection(TokioIo::new(stream), service)
-                                .into_owned(),
-                        )
-                        .await
-                }
-                Some(acceptor) => match handshake(acceptor, stream).await {
-                    Some(tls_stream) => {
-                        watcher
-                            .watch(
-                                builder
-                                    .serve_connection(TokioIo::new(tls_stream), service)
-                                    .into_owned(),
-                            )
-                            .await
+            match tls {
+                None => serve_connection(stream, service, watcher).await,
+                Some(acceptor) => {
+                    if let Some(tls_stream) = handshake(acceptor, stream).await {
+                        serve_connection(tls_stream, service, watcher).await;
                     }
-                    None => return,
-                },
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "connection ended with an error");
+                }
             }
         });
     }
@@ -219,6 +195,26 @@ async fn serve(
             grace_s = grace.as_secs(),
             "in-flight requests still running at the end of the grace period"
         );
+    }
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on one connection until it ends or shutdown
+/// drains it.
+async fn serve_connection<I>(io: I, service: TowerToHyperService<axum::Router>, watcher: Watcher)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A client that never finishes its headers is dropped.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let connection = builder
+        .serve_connection(TokioIo::new(io), service)
+        .into_owned();
+    if let Err(e) = watcher.watch(connection).await {
+        tracing::debug!(error = %e, "connection ended with an error");
     }
 }
 
