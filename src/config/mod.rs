@@ -154,7 +154,8 @@ impl Config {
         }
         // Variables without `__` (such as the SDK's own TRULAYER_MODE) are not
         // ours; one with `__` that names no known section is a typo.
-        for (name, _) in std::env::vars() {
+        // vars_os: one non-UTF-8 variable in the environment must not panic.
+        for name in std::env::vars_os().filter_map(|(name, _)| name.into_string().ok()) {
             if let Some((section, _)) = name
                 .strip_prefix("TRULAYER_")
                 .and_then(|rest| rest.split_once("__"))
