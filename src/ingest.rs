@@ -189,15 +189,24 @@ pub fn check_batch_size(len: usize) -> Result<(), Invalid> {
     }
 }
 
-/// Parses an RFC 3339 time; one without an offset is taken as UTC.
+/// Parses an RFC 3339 time; one without an offset is taken as UTC. Years
+/// outside 1–9999 are refused, so differences of two times cannot overflow.
 pub fn parse_time(raw: &str) -> Option<i64> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(raw) {
-        return Some(t.timestamp_micros());
-    }
-    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
-        .iter()
-        .find_map(|f| chrono::NaiveDateTime::parse_from_str(raw, f).ok())
-        .map(|t| t.and_utc().timestamp_micros())
+    let utc = match chrono::DateTime::parse_from_rfc3339(raw) {
+        Ok(t) => t.with_timezone(&chrono::Utc),
+        Err(_) => ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+            .iter()
+            .find_map(|f| chrono::NaiveDateTime::parse_from_str(raw, f).ok())?
+            .and_utc(),
+    };
+    (1..=9999)
+        .contains(&chrono::Datelike::year(&utc))
+        .then(|| utc.timestamp_micros())
+}
+
+/// Whole milliseconds from `start` to `end`, never negative.
+fn millis_between(start: i64, end: i64) -> i64 {
+    (end.saturating_sub(start) / 1000).max(0)
 }
 
 impl TraceRequest {
@@ -269,8 +278,7 @@ impl TraceRequest {
             .enumerate()
             .map(|(i, e)| e.into_new_event(&format!("{at}events[{i}]."), started_at))
             .collect::<Result<Vec<_>, _>>()?;
-        let latency_ms =
-            latency_ms.or_else(|| ended_at.map(|end| ((end - started_at) / 1000).max(0)));
+        let latency_ms = latency_ms.or_else(|| ended_at.map(|end| millis_between(started_at, end)));
         let total_token_count = spans
             .iter()
             .map(|s| s.prompt_tokens.unwrap_or(0) + s.completion_tokens.unwrap_or(0))
@@ -329,7 +337,7 @@ impl SpanRequest {
         let latency_ms = check_latency(at, "latency_ms", self.latency_ms)?.or_else(|| {
             start_time
                 .zip(end_time)
-                .map(|(start, end)| ((end - start) / 1000).max(0))
+                .map(|(start, end)| millis_between(start, end))
         });
         Ok(NewSpan {
             id,
@@ -538,6 +546,13 @@ mod tests {
         assert_eq!(parse_time("1970-01-01T00:00:01.5"), Some(1_500_000));
         assert_eq!(parse_time("1970-01-01T01:00:00+01:00"), Some(0));
         assert_eq!(parse_time("soon"), None);
+        // Far-off years would let two times' difference overflow.
+        assert_eq!(parse_time("+200000-01-01T00:00:00"), None);
+        assert_eq!(parse_time("-200000-01-01T00:00:00"), None);
+        assert_eq!(
+            parse_time("9999-12-31T23:59:59Z").map(|t| t > 0),
+            Some(true)
+        );
     }
 
     impl NewTrace {
