@@ -110,25 +110,17 @@ async fn resolve_project(
     principal: &Principal,
     reference: Option<&str>,
 ) -> Result<i64, AppError> {
-    let named = match reference.filter(|r| !r.is_empty()) {
-        Some(r) => {
-            state
-                .store
-                .find_project(principal.tenant_id, r.to_string())
-                .await?
-        }
-        None => None,
-    };
-    let project = match named {
-        Some(p) => p,
-        None => state
-            .store
-            .project_by_id(principal.tenant_id, principal.project_id)
-            .await?
-            .ok_or(AppError::Internal(
-                "the API key's project is missing".into(),
-            ))?,
-    };
+    let project = state
+        .store
+        .project_for_ingest(
+            principal.tenant_id,
+            reference.filter(|r| !r.is_empty()).map(str::to_owned),
+            principal.project_id,
+        )
+        .await?
+        .ok_or(AppError::Internal(
+            "the API key's project is missing".into(),
+        ))?;
     if project.archived {
         return Err(AppError::Forbidden {
             message: "error.project.archived".into(),

@@ -86,6 +86,9 @@ pub struct Store {
     writer: Writer,
     checkpointer: checkpoint::Checkpointer,
     readers: r2d2::Pool<SqliteConnectionManager>,
+    /// One permit per read connection: a read waits here, on the async
+    /// side, rather than parking a blocking thread on the pool.
+    read_permits: Arc<tokio::sync::Semaphore>,
     path: PathBuf,
     schema_version: i64,
 }
@@ -121,6 +124,7 @@ impl Store {
             writer,
             checkpointer,
             readers,
+            read_permits: Arc::new(tokio::sync::Semaphore::new(read_connections as usize)),
             path,
             schema_version,
         })
@@ -145,8 +149,15 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
+        let permit = self
+            .read_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::ShuttingDown)?;
         let pool = self.readers.clone();
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let conn = pool.get()?;
             f(&conn)
         })

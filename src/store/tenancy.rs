@@ -185,15 +185,22 @@ impl Store {
         .await
     }
 
-    /// The project with internal id `id`, if it belongs to the tenant.
-    pub async fn project_by_id(&self, tenant_id: i64, id: i64) -> Result<Option<ProjectRecord>> {
+    /// The tenant's project named by `reference` (UUID, slug or name), or
+    /// else the project with id `fallback`: one read for the ingest path.
+    pub async fn project_for_ingest(
+        &self,
+        tenant_id: i64,
+        reference: Option<String>,
+        fallback: i64,
+    ) -> Result<Option<ProjectRecord>> {
         self.read(move |conn| {
             Ok(conn
                 .prepare_cached(
                     "SELECT id, uuid, tenant_id, name, slug, archived_at IS NOT NULL FROM projects \
-                     WHERE tenant_id = ?1 AND id = ?2",
+                     WHERE tenant_id = ?1 AND (uuid = ?2 OR slug = ?2 OR name = ?2 OR id = ?3) \
+                     ORDER BY uuid = ?2 DESC, slug = ?2 DESC, name = ?2 DESC LIMIT 1",
                 )?
-                .query_row(params![tenant_id, id], project_from_row)
+                .query_row(params![tenant_id, reference, fallback], project_from_row)
                 .optional()?)
         })
         .await
