@@ -264,6 +264,20 @@ mod tests {
         (dir, Arc::new(writer), path)
     }
 
+    fn rows(path: &std::path::Path) -> i64 {
+        Connection::open(path)
+            .expect("open")
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .expect("count")
+    }
+
+    async fn stop(writer: &Arc<Writer>) {
+        let w = writer.clone();
+        tokio::task::spawn_blocking(move || w.stop())
+            .await
+            .expect("stop");
+    }
+
     async fn wait_until(mut f: impl FnMut() -> bool) {
         for _ in 0..2000 {
             if f() {
@@ -324,15 +338,9 @@ mod tests {
         let stats = writer.stats();
         assert_eq!(stats.jobs, 11);
         assert_eq!(stats.groups, 2, "ten waiting jobs shared one commit");
-        let count: i64 = Connection::open(&path)
-            .expect("open")
-            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
-            .expect("count");
+        let count = rows(&path);
         assert_eq!(count, 10);
-        let w = writer.clone();
-        tokio::task::spawn_blocking(move || w.stop())
-            .await
-            .expect("stop");
+        stop(&writer).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,10 +360,7 @@ mod tests {
         assert_eq!(count, 0);
         drop(release);
         blocked.await.expect("task").expect("commit");
-        let w = writer.clone();
-        tokio::task::spawn_blocking(move || w.stop())
-            .await
-            .expect("stop");
+        stop(&writer).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,10 +403,7 @@ mod tests {
             t.await.expect("task");
         }
         checkpointer.stop();
-        let w = writer.clone();
-        tokio::task::spawn_blocking(move || w.stop())
-            .await
-            .expect("stop");
+        stop(&writer).await;
         assert!(largest > 0, "the WAL was observed");
         assert!(
             largest < 12 * 1024 * 1024,
@@ -430,10 +432,7 @@ mod tests {
             .expect("queued job commits before stop");
         let late = writer.submit(|_| Ok(())).await;
         assert!(matches!(late, Err(StoreError::ShuttingDown)), "{late:?}");
-        let count: i64 = Connection::open(&path)
-            .expect("open")
-            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
-            .expect("count");
+        let count = rows(&path);
         assert_eq!(count, 2);
     }
 }

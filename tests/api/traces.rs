@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use serde_json::{json, Value};
 
-use crate::common::{expect_error, sample_trace, TestServer};
+use crate::common::{expect_error, expect_error_naming, sample_trace, TestServer};
 
 /// A trace started `minute` minutes after 2026-03-01T10:00Z.
 fn at_minute(name: &str, minute: u32) -> Value {
@@ -95,11 +95,12 @@ async fn invalid_parameters_are_named() {
         ("cursor=garbage", "cursor"),
         ("tag_key=env", "tag_key"),
     ] {
-        let body = expect_error(server.get(&format!("/v1/traces?{query}")).await, 400).await;
-        assert!(
-            body["error"].as_str().is_some_and(|e| e.contains(needle)),
-            "{query}: {body}"
-        );
+        expect_error_naming(
+            server.get(&format!("/v1/traces?{query}")).await,
+            400,
+            &[needle],
+        )
+        .await;
     }
     let body = expect_error(server.get("/v1/traces?tag_value=prod").await, 400).await;
     assert_eq!(body["code"], "error.tags_filter_incomplete");

@@ -193,3 +193,13 @@ pub async fn expect_error(resp: Response, status: u16) -> Value {
     );
     body
 }
+
+/// Like [`expect_error`], and the error text must contain every one of `needles`.
+pub async fn expect_error_naming(resp: Response, status: u16, needles: &[&str]) -> Value {
+    let body = expect_error(resp, status).await;
+    let text = body["error"].as_str().unwrap_or_default();
+    for needle in needles {
+        assert!(text.contains(needle), "{needle:?} not in {body}");
+    }
+    body
+}
