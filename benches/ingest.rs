@@ -545,7 +545,10 @@ impl Server {
             .env("TRULAYER_STORAGE__SYNCHRONOUS", "normal")
             .env("TRULAYER_INIT__API_KEY", API_KEY)
             .env("TRULAYER_INIT__ADMIN_PASSWORD", "benchpassword")
-            .env("TRULAYER_LOG__LEVEL", "warn")
+            .env(
+                "TRULAYER_LOG__LEVEL",
+                std::env::var("BENCH_LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log_file));

@@ -7,15 +7,18 @@
 //! so the WAL would never start over; and a restarting checkpoint from this
 //! thread would wait forever for the writer's lock. So past a size limit this
 //! thread asks the writer, which between two groups holds no lock, to run
-//! the restart itself: only the tail not yet copied remains, and the next
-//! group writes the WAL from its beginning. If the disk falls behind, that
-//! tail grows and the writer waits longer: back-pressure, not a growing file.
+//! the restart itself, and the next group writes the WAL from its beginning.
+//! Requests wait while the writer copies the tail not yet copied and syncs
+//! the database file, so before asking, this thread catches up (passes back
+//! to back until one is quick) and syncs what it copied. If the disk cannot
+//! keep up, the WAL reaches twice the limit and the writer is asked anyway:
+//! back-pressure, not a growing file.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
@@ -28,6 +31,10 @@ pub(super) struct Tuning {
     pub interval: Duration,
     /// WAL frames (pages) past which the WAL is made to start over.
     pub restart_frames: i64,
+    /// A checkpoint pass at least this short shows the uncopied tail is
+    /// short (it was written during the pass); only then is the writer,
+    /// which copies the tail while requests wait, asked to restart.
+    pub restart_lag: Duration,
 }
 
 impl Default for Tuning {
@@ -36,6 +43,7 @@ impl Default for Tuning {
             interval: Duration::from_millis(100),
             // 64 MiB of 4 KiB pages.
             restart_frames: 16 * 1024,
+            restart_lag: Duration::from_millis(10),
         }
     }
 }
@@ -60,11 +68,12 @@ impl Checkpointer {
     ) -> Result<Checkpointer> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
+        let db_file = std::fs::File::open(path)?;
         let signal = Arc::new(Signal::default());
         let shared = signal.clone();
         let thread = std::thread::Builder::new()
             .name("trulayer-checkpoint".into())
-            .spawn(move || run(&conn, &shared, &restart_wanted, tuning))?;
+            .spawn(move || run(&conn, &db_file, &shared, &restart_wanted, tuning))?;
         Ok(Checkpointer {
             signal,
             thread: Mutex::new(Some(thread)),
@@ -86,31 +95,89 @@ impl Checkpointer {
     }
 }
 
-fn run(conn: &Connection, signal: &Signal, restart_wanted: &AtomicBool, tuning: Tuning) {
+fn run(
+    conn: &Connection,
+    db_file: &std::fs::File,
+    signal: &Signal,
+    restart_wanted: &AtomicBool,
+    tuning: Tuning,
+) {
+    let mut hurry = false;
+    let mut last = Progress::default();
     loop {
         {
             let Ok(stop) = signal.stop.lock() else { return };
-            let Ok((stop, _)) = signal.wake.wait_timeout(stop, tuning.interval) else {
+            let pause = if hurry {
+                Duration::ZERO
+            } else {
+                tuning.interval
+            };
+            let Ok((stop, _)) = signal.wake.wait_timeout(stop, pause) else {
                 return;
             };
             if *stop {
                 return;
             }
         }
-        match checkpoint(conn, "PASSIVE") {
-            Ok(frames) if frames > tuning.restart_frames => {
-                restart_wanted.store(true, Ordering::Relaxed)
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+        // While the writer is asked to restart, stay out of its way: a
+        // checkpoint running here would make its restart wait for our lock.
+        if restart_wanted.load(Ordering::Relaxed) {
+            hurry = false;
+            continue;
         }
+        let started = Instant::now();
+        let result = checkpoint(conn);
+        let pass = started.elapsed();
+        if let Ok(progress) = result {
+            // A pass that does not reach the WAL's end leaves the pages it
+            // copied unsynced (the WAL still holds them). Sync them here, so
+            // the restart, which syncs the database file, finds little to do.
+            if progress.copied > 0 && progress != last {
+                if let Err(e) = db_file.sync_data() {
+                    tracing::warn!(error = %e, "syncing the database file failed");
+                }
+            }
+            last = progress;
+        }
+        hurry = match result {
+            Ok(Progress { frames, .. }) if frames > tuning.restart_frames => {
+                // What this pass copied was written while the previous pass
+                // ran: a quick pass means the uncopied tail is short now.
+                let caught_up = pass <= tuning.restart_lag;
+                if caught_up || frames > 2 * tuning.restart_frames {
+                    tracing::debug!(frames, caught_up, "asking the writer to restart the WAL");
+                    restart_wanted.store(true, Ordering::Relaxed);
+                    false
+                } else {
+                    // Catch up first, so the writer's restart stays short.
+                    true
+                }
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "WAL checkpoint failed");
+                false
+            }
+        };
     }
 }
 
-/// Runs a passive checkpoint; returns the number of frames in the WAL.
-fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<i64> {
-    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
-        r.get::<_, i64>(1)
+/// What a checkpoint pass reports.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Progress {
+    /// Frames in the WAL when the pass began.
+    frames: i64,
+    /// Of those, frames now copied into the database file.
+    copied: i64,
+}
+
+/// Runs a passive checkpoint.
+fn checkpoint(conn: &Connection) -> rusqlite::Result<Progress> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok(Progress {
+            frames: r.get(1)?,
+            copied: r.get(2)?,
+        })
     })
 }
 

@@ -62,6 +62,12 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// No mmap: mapped pages would count towards the process's resident memory.
 const WRITER_CACHE_KIB: u32 = 32 * 1024;
 const READER_CACHE_KIB: u32 = 8 * 1024;
+/// The WAL file is cut back to this size when it starts over. It is twice
+/// the size at which the WAL is asked to start over (64 MiB, see
+/// `checkpoint`), so in normal running the file is reused as it is: cutting
+/// it and growing it again each time would cost the writer tens of
+/// milliseconds of file-system work per restart.
+const WAL_KEEP_BYTES: u64 = 128 * 1024 * 1024;
 
 /// Applies the write connection's settings. It never checkpoints on its own;
 /// the checkpoint thread does (see `checkpoint`).
@@ -78,7 +84,7 @@ fn apply_pragmas(conn: &Connection, synchronous: Synchronous) -> rusqlite::Resul
          PRAGMA temp_store = MEMORY;
          PRAGMA cache_size = -{WRITER_CACHE_KIB};
          PRAGMA wal_autocheckpoint = 0;
-         PRAGMA journal_size_limit = 67108864;"
+         PRAGMA journal_size_limit = {WAL_KEEP_BYTES};"
     ))
 }
 
@@ -169,7 +175,7 @@ impl Store {
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: FnMut(&Connection) -> Result<T> + Send + 'static,
     {
         self.writer.submit(f).await
     }

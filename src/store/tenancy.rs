@@ -81,7 +81,7 @@ impl Store {
             let key = NewApiKey {
                 project_id,
                 name: "initial key".into(),
-                prefix: b.key_prefix,
+                prefix: b.key_prefix.clone(),
                 key_hash: b.key_hash,
                 expires_at: None,
             };
@@ -114,7 +114,7 @@ impl Store {
                 uuid,
                 tenant_id,
                 slug: slugify(&name),
-                name,
+                name: name.clone(),
                 archived: false,
             })
         })

@@ -1,13 +1,23 @@
 //! The single writer. One thread owns the write connection and drains a
-//! bounded queue: every job found waiting is run inside one transaction, each
-//! job in its own savepoint so a failing job rolls back alone, and every
-//! job's caller is answered only after the shared COMMIT. While one group
-//! commits, the next group gathers in the queue, so under load the commit
-//! cost is spread over many requests (group commit).
+//! bounded queue: the jobs found waiting run inside one transaction, and
+//! every job's caller is answered only after the shared COMMIT. While one
+//! group runs, the next gathers in the queue, so under load the commit cost
+//! is spread over many requests (group commit). A group takes jobs until it
+//! has run for `GROUP_BUDGET`: the first callers of a large group would
+//! otherwise wait for all the others, and the WAL tail a restart must copy
+//! (see `checkpoint`) is one group.
+//!
+//! A failing job must roll back alone. Savepoints would give that, but each
+//! one copies every page it touches into a sub-journal, about a fifth of the
+//! writer's time under ingest load. So a group first runs without them; only
+//! if one of its jobs fails is the transaction rolled back and the group run
+//! again with a savepoint per job. Jobs are therefore `FnMut`: a job may run
+//! twice, and only its last run's writes are committed.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -18,48 +28,63 @@ use super::{Result, StoreError};
 const QUEUE_CAPACITY: usize = 1024;
 /// The most jobs committed in one transaction.
 const MAX_GROUP: usize = 256;
-
-/// Called once with the outcome of the job's transaction.
-type Finish = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+/// A group stops taking jobs once it has run this long. In WAL mode a commit
+/// costs little beyond writing the pages, so short groups lose almost no
+/// throughput and answer sooner.
+const GROUP_BUDGET: Duration = Duration::from_millis(10);
 
 /// One caller's writes, type-erased so jobs of any result type share a queue.
 trait WriteJob: Send {
-    /// Runs the statements; says whether they succeeded and how to answer.
-    fn run(self: Box<Self>, conn: &Connection) -> (bool, Finish);
+    /// Runs the statements and keeps the outcome; says whether they succeeded.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller: the kept outcome, unless the commit failed.
+    fn finish(self: Box<Self>, commit_error: Option<&StoreError>);
     /// Answers the caller without running anything.
     fn abort(self: Box<Self>, error: StoreError);
 }
 
 type Job = Box<dyn WriteJob>;
 
+/// The caller gets its closure back with the answer, so whatever the closure
+/// owns (a request's traces) is freed on the caller's thread, not the writer's.
+type Reply<F, T> = oneshot::Sender<(Result<T>, F)>;
+
 struct Pending<F, T> {
     work: F,
-    reply: oneshot::Sender<Result<T>>,
+    outcome: Option<Result<T>>,
+    reply: Reply<F, T>,
 }
 
 impl<F, T> WriteJob for Pending<F, T>
 where
     T: Send + 'static,
-    F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    F: FnMut(&Connection) -> Result<T> + Send + 'static,
 {
-    fn run(self: Box<Self>, conn: &Connection) -> (bool, Finish) {
-        let Pending { work, reply } = *self;
-        let outcome = work(conn);
+    fn run(&mut self, conn: &Connection) -> bool {
+        let outcome = (self.work)(conn);
         let ok = outcome.is_ok();
-        let finish: Finish = Box::new(move |commit_error| {
-            let answer = match (commit_error, outcome) {
-                (None, outcome) => outcome,
-                (Some(e), Ok(_)) => Err(StoreError::Commit(e.to_string())),
-                (Some(_), Err(e)) => Err(e),
-            };
-            // The caller may have gone away; its data is committed anyway.
-            let _ = reply.send(answer);
-        });
-        (ok, finish)
+        self.outcome = Some(outcome);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit_error: Option<&StoreError>) {
+        let Pending {
+            work,
+            outcome,
+            reply,
+        } = *self;
+        let outcome = outcome.unwrap_or(Err(StoreError::ShuttingDown));
+        let answer = match (commit_error, outcome) {
+            (None, outcome) => outcome,
+            (Some(e), Ok(_)) => Err(StoreError::Commit(e.to_string())),
+            (Some(_), Err(e)) => Err(e),
+        };
+        // The caller may have gone away; its data is committed anyway.
+        let _ = reply.send((answer, work));
     }
 
     fn abort(self: Box<Self>, error: StoreError) {
-        let _ = self.reply.send(Err(error));
+        let _ = self.reply.send((Err(error), self.work));
     }
 }
 
@@ -78,6 +103,7 @@ pub(super) struct Writer {
 #[derive(Default)]
 struct Counters {
     groups: AtomicU64,
+    retried_groups: AtomicU64,
     jobs: AtomicU64,
     commit_micros: AtomicU64,
 }
@@ -87,6 +113,8 @@ struct Counters {
 pub struct WriterStats {
     /// Transactions committed (or attempted).
     pub groups: u64,
+    /// Groups run a second time, with savepoints, because a job failed.
+    pub retried_groups: u64,
     /// Requests' jobs run inside them.
     pub jobs: u64,
     /// Time spent in COMMIT, in microseconds.
@@ -115,6 +143,7 @@ impl Writer {
     pub(super) fn stats(&self) -> WriterStats {
         WriterStats {
             groups: self.stats.groups.load(Ordering::Relaxed),
+            retried_groups: self.stats.retried_groups.load(Ordering::Relaxed),
             jobs: self.stats.jobs.load(Ordering::Relaxed),
             commit_micros: self.stats.commit_micros.load(Ordering::Relaxed),
             queued: (QUEUE_CAPACITY - self.queue.capacity()) as u64,
@@ -124,15 +153,21 @@ impl Writer {
     pub(super) async fn submit<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: FnMut(&Connection) -> Result<T> + Send + 'static,
     {
-        let (reply, rx) = oneshot::channel::<Result<T>>();
-        let job: Job = Box::new(Pending { work: f, reply });
+        let (reply, rx) = oneshot::channel();
+        let job: Job = Box::new(Pending {
+            work: f,
+            outcome: None,
+            reply,
+        });
         self.queue
             .send(Message::Job(job))
             .await
             .map_err(|_| StoreError::ShuttingDown)?;
-        rx.await.map_err(|_| StoreError::ShuttingDown)?
+        let (answer, work) = rx.await.map_err(|_| StoreError::ShuttingDown)?;
+        drop(work);
+        answer
     }
 
     /// Lets queued jobs finish, checkpoints, and joins the thread.
@@ -155,35 +190,29 @@ fn run(
     stats: &Counters,
     restart_wal: &AtomicBool,
 ) {
-    let mut stopping = false;
-    while !stopping {
-        let Some(first) = rx.blocking_recv() else {
+    // True between a restart and the next group, whose first write is what
+    // starts the WAL over.
+    let mut restarted = false;
+    while let Some(Message::Job(first)) = rx.blocking_recv() {
+        let stop = run_group(&conn, first, &mut rx, stats);
+        // The flag is cleared only once the WAL has started over, so the
+        // checkpoint thread stays out of the way until then (and does not
+        // take the old WAL's length for a new request to restart).
+        if restarted {
+            restarted = false;
+            restart_wal.store(false, Ordering::Relaxed);
+        } else if restart_wal.load(Ordering::Relaxed) {
+            restarted = super::checkpoint::restart_wal(&conn);
+        }
+        if stop {
             break;
-        };
-        let mut group = Vec::with_capacity(16);
-        match first {
-            Message::Job(job) => group.push(job),
-            Message::Stop => stopping = true,
-        }
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(Message::Job(job)) => group.push(job),
-                Ok(Message::Stop) => stopping = true,
-                Err(_) => break,
-            }
-        }
-        if !group.is_empty() {
-            commit_group(&conn, group, stats);
-        }
-        if restart_wal.swap(false, Ordering::Relaxed) && !super::checkpoint::restart_wal(&conn) {
-            restart_wal.store(true, Ordering::Relaxed);
         }
     }
     // Answer anything that raced with Stop, then leave a compact WAL behind.
     rx.close();
     while let Ok(message) = rx.try_recv() {
         if let Message::Job(job) = message {
-            commit_group(&conn, vec![job], stats);
+            run_group(&conn, job, &mut rx, stats);
         }
     }
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
@@ -192,25 +221,88 @@ fn run(
     tracing::debug!("writer stopped");
 }
 
-fn commit_group(conn: &Connection, group: Vec<Job>, stats: &Counters) {
-    let size = group.len();
-    stats.groups.fetch_add(1, Ordering::Relaxed);
-    stats.jobs.fetch_add(size as u64, Ordering::Relaxed);
+/// Runs `first` and the jobs waiting behind it, until the group's budget is
+/// spent, in one transaction, and commits. True if the queue said Stop.
+fn run_group(
+    conn: &Connection,
+    mut first: Job,
+    rx: &mut mpsc::Receiver<Message>,
+    stats: &Counters,
+) -> bool {
+    let started = Instant::now();
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         tracing::error!(error = %e, "cannot begin a write transaction");
-        for job in group {
-            job.abort(StoreError::Commit(e.to_string()));
-        }
-        return;
+        first.abort(StoreError::Commit(e.to_string()));
+        return false;
     }
-    let mut finishers = Vec::with_capacity(size);
-    for job in group {
+    let mut all_ok = first.run(conn);
+    let mut group = vec![first];
+    let mut stop = false;
+    while all_ok && group.len() < MAX_GROUP && started.elapsed() < GROUP_BUDGET {
+        match rx.try_recv() {
+            Ok(Message::Job(mut job)) => {
+                all_ok = job.run(conn);
+                group.push(job);
+            }
+            Ok(Message::Stop) => {
+                stop = true;
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    stats.groups.fetch_add(1, Ordering::Relaxed);
+    stats.jobs.fetch_add(group.len() as u64, Ordering::Relaxed);
+    if !all_ok {
+        // Undo the whole attempt and run every job again, each alone.
+        stats.retried_groups.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = conn.execute_batch("ROLLBACK; BEGIN IMMEDIATE") {
+            tracing::error!(error = %e, "cannot restart a write transaction");
+            let error = StoreError::Commit(e.to_string());
+            for job in group {
+                job.finish(Some(&error));
+            }
+            return stop;
+        }
+        group = run_each_in_savepoint(conn, group);
+    }
+    commit(conn, group, stats);
+    stop
+}
+
+fn commit(conn: &Connection, group: Vec<Job>, stats: &Counters) {
+    let started = Instant::now();
+    let committed = conn.execute_batch("COMMIT");
+    let micros = started.elapsed().as_micros() as u64;
+    stats.commit_micros.fetch_add(micros, Ordering::Relaxed);
+    match committed {
+        Ok(()) => {
+            tracing::trace!(jobs = group.len(), commit_us = micros, "group committed");
+            for job in group {
+                job.finish(None);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, jobs = group.len(), "group commit failed");
+            let _ = conn.execute_batch("ROLLBACK");
+            let error = StoreError::Commit(e.to_string());
+            for job in group {
+                job.finish(Some(&error));
+            }
+        }
+    }
+}
+
+/// Runs each job in its own savepoint, so a failing job leaves no writes;
+/// returns the jobs that ran (the others have been answered).
+fn run_each_in_savepoint(conn: &Connection, group: Vec<Job>) -> Vec<Job> {
+    let mut ran = Vec::with_capacity(group.len());
+    for mut job in group {
         if let Err(e) = conn.execute_batch("SAVEPOINT job") {
             job.abort(StoreError::Commit(e.to_string()));
             continue;
         }
-        let (ok, finish) = job.run(conn);
-        let end = if ok {
+        let end = if job.run(conn) {
             "RELEASE job"
         } else {
             "ROLLBACK TO job; RELEASE job"
@@ -218,33 +310,9 @@ fn commit_group(conn: &Connection, group: Vec<Job>, stats: &Counters) {
         if let Err(e) = conn.execute_batch(end) {
             tracing::error!(error = %e, "savepoint end failed");
         }
-        finishers.push(finish);
+        ran.push(job);
     }
-    let started = std::time::Instant::now();
-    let committed = conn.execute_batch("COMMIT");
-    stats
-        .commit_micros
-        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-    match committed {
-        Ok(()) => {
-            tracing::trace!(
-                jobs = size,
-                commit_us = started.elapsed().as_micros() as u64,
-                "group committed"
-            );
-            for finish in finishers {
-                finish(None);
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, jobs = size, "group commit failed");
-            let _ = conn.execute_batch("ROLLBACK");
-            let error = StoreError::Commit(e.to_string());
-            for finish in finishers {
-                finish(Some(&error));
-            }
-        }
-    }
+    ran
 }
 
 #[cfg(test)]
@@ -296,9 +364,12 @@ mod tests {
         let (started_tx, started_rx) = oneshot::channel::<()>();
         let w = writer.clone();
         let blocked = tokio::spawn(async move {
+            let mut started_tx = Some(started_tx);
             w.submit(move |c| {
                 c.execute("INSERT INTO t VALUES (0)", [])?;
-                let _ = started_tx.send(());
+                if let Some(started) = started_tx.take() {
+                    let _ = started.send(());
+                }
                 let _ = release_rx.recv();
                 Ok(())
             })
@@ -338,6 +409,10 @@ mod tests {
         let stats = writer.stats();
         assert_eq!(stats.jobs, 11);
         assert_eq!(stats.groups, 2, "ten waiting jobs shared one commit");
+        assert_eq!(
+            stats.retried_groups, 1,
+            "the failure made the group run again"
+        );
         let count = rows(&path);
         assert_eq!(count, 10);
         stop(&writer).await;
@@ -379,6 +454,7 @@ mod tests {
         let tuning = Tuning {
             interval: Duration::from_millis(5),
             restart_frames: 256,
+            restart_lag: Duration::from_millis(5),
         };
         let checkpointer = Checkpointer::start(&path, restart, tuning).expect("checkpointer");
         let wal = dir.path().join("w.db-wal");
