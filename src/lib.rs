@@ -10,5 +10,6 @@ pub mod http;
 pub mod ingest;
 pub mod logging;
 pub mod model;
+pub mod otlp;
 pub mod server;
 pub mod store;

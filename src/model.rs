@@ -77,6 +77,19 @@ pub struct NewTrace {
     pub content_hash: [u8; 32],
 }
 
+/// Spans of one OpenTelemetry trace, to be merged into the trace of that id
+/// (created if absent); the trace's aggregates are recomputed from all of
+/// its spans.
+#[derive(Debug, Clone)]
+pub struct NewOtelTrace {
+    pub id: String,
+    pub session_id: Option<String>,
+    /// JSON object, set when the trace is created.
+    pub metadata: String,
+    pub spans: Vec<NewSpan>,
+    pub events: Vec<NewEvent>,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewSpan {
     pub id: String,

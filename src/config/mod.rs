@@ -61,6 +61,7 @@ pub struct StorageConfig {
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     pub json_body_max_bytes: usize,
+    pub otlp_body_max_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,6 +191,12 @@ impl Config {
             return Err(invalid(
                 "storage.read_connections",
                 "must be between 1 and 64",
+            ));
+        }
+        if !(1024..=1 << 30).contains(&self.limits.otlp_body_max_bytes) {
+            return Err(invalid(
+                "limits.otlp_body_max_bytes",
+                "must be between 1024 and 1073741824 bytes",
             ));
         }
         if !(1024..=1 << 30).contains(&self.limits.json_body_max_bytes) {

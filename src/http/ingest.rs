@@ -105,7 +105,7 @@ async fn store_traces(
 
 /// The SDK sends a free-form project reference; it names a project of the
 /// caller's tenant by id, slug or name, else the key's own project is used.
-async fn resolve_project(
+pub(super) async fn resolve_project(
     state: &AppState,
     principal: &Principal,
     reference: Option<&str>,

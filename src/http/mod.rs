@@ -4,6 +4,7 @@
 mod extract;
 mod health;
 mod ingest;
+mod otlp;
 mod principal;
 pub mod router;
 mod traces;

@@ -15,7 +15,7 @@ use axum::Router;
 
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
-use super::{health, ingest, traces, AppState};
+use super::{health, ingest, otlp, traces, AppState};
 use crate::error::{AppError, REQUEST_ID};
 
 /// How long a client may take to send a request body.
@@ -23,10 +23,13 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.limits.json_body_max_bytes;
+    let otlp_limit = DefaultBodyLimit::max(state.config.limits.otlp_body_max_bytes);
     Router::new()
         .route("/health", get(health::health))
         .route("/v1/ingest", post(ingest::ingest_one))
         .route("/v1/ingest/batch", post(ingest::ingest_batch))
+        .route("/v1/otlp/traces", post(otlp::traces).layer(otlp_limit))
+        .route("/v1/otlp/v1/traces", post(otlp::traces).layer(otlp_limit))
         .route("/v1/traces", get(traces::list))
         .route("/v1/traces/{id}", get(traces::detail))
         .fallback(not_found)

@@ -7,6 +7,7 @@
 
 mod checkpoint;
 mod migrations;
+mod otel;
 mod tenancy;
 mod traces;
 mod writer;

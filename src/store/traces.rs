@@ -7,7 +7,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::value::RawValue;
 
 use super::{now_micros, Result, Store, StoreError};
-use crate::model::{Event, NewTrace, Span, Timestamp, Trace};
+use crate::model::{Event, NewEvent, NewSpan, NewTrace, Span, Timestamp, Trace};
 
 /// What happened to one trace of an ingest request.
 #[derive(Debug, Clone, PartialEq)]
@@ -166,14 +166,43 @@ fn insert_one(
             stmt.execute(params![seq, tenant_id, key, value, t.started_at])?;
         }
     }
-    let mut stmt = conn.prepare_cached(
-        "INSERT INTO spans (trace_seq, id, parent_span_id, name, type, input, output, model, \
-         latency_ms, cost, error, prompt_tokens, completion_tokens, metadata, start_time, \
-         end_time, otel_trace_id, otel_span_id, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-         ?18, ?19)",
-    )?;
-    for s in &t.spans {
+    write_spans(conn, seq, &t.spans, created_at, false)?;
+    write_events(conn, seq, &t.events)?;
+    Ok(InsertOutcome::Created {
+        id: t.id.clone(),
+        created_at,
+    })
+}
+
+const SPAN_INSERT: &str = "INSERT INTO spans (trace_seq, id, parent_span_id, name, type, input, \
+     output, model, latency_ms, cost, error, prompt_tokens, completion_tokens, metadata, \
+     start_time, end_time, otel_trace_id, otel_span_id, created_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
+
+/// A span sent again replaces the stored one (OTLP exporters retry).
+const SPAN_UPSERT: &str = "INSERT INTO spans (trace_seq, id, parent_span_id, name, type, input, \
+     output, model, latency_ms, cost, error, prompt_tokens, completion_tokens, metadata, \
+     start_time, end_time, otel_trace_id, otel_span_id, created_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) \
+     ON CONFLICT (trace_seq, id) DO UPDATE SET parent_span_id = excluded.parent_span_id, \
+     name = excluded.name, type = excluded.type, input = excluded.input, \
+     output = excluded.output, model = excluded.model, latency_ms = excluded.latency_ms, \
+     cost = excluded.cost, error = excluded.error, prompt_tokens = excluded.prompt_tokens, \
+     completion_tokens = excluded.completion_tokens, metadata = excluded.metadata, \
+     start_time = excluded.start_time, end_time = excluded.end_time, \
+     otel_trace_id = excluded.otel_trace_id, otel_span_id = excluded.otel_span_id";
+
+/// Stores the spans of trace `seq`; with `replace`, a span already stored
+/// under the same id is overwritten instead of being a conflict.
+pub(super) fn write_spans(
+    conn: &Connection,
+    seq: i64,
+    spans: &[NewSpan],
+    created_at: i64,
+    replace: bool,
+) -> Result<()> {
+    let mut stmt = conn.prepare_cached(if replace { SPAN_UPSERT } else { SPAN_INSERT })?;
+    for s in spans {
         stmt.execute(params![
             seq,
             s.id,
@@ -196,27 +225,29 @@ fn insert_one(
             created_at,
         ])?;
     }
-    if !t.events.is_empty() {
-        let mut stmt = conn.prepare_cached(
-            "INSERT INTO events (trace_seq, id, span_id, level, message, metadata, timestamp) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?;
-        for e in &t.events {
-            stmt.execute(params![
-                seq,
-                e.id,
-                e.span_id,
-                e.level,
-                e.message,
-                e.metadata,
-                e.timestamp
-            ])?;
-        }
+    Ok(())
+}
+
+pub(super) fn write_events(conn: &Connection, seq: i64, events: &[NewEvent]) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
     }
-    Ok(InsertOutcome::Created {
-        id: t.id.clone(),
-        created_at,
-    })
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO events (trace_seq, id, span_id, level, message, metadata, timestamp) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for e in events {
+        stmt.execute(params![
+            seq,
+            e.id,
+            e.span_id,
+            e.level,
+            e.message,
+            e.metadata,
+            e.timestamp
+        ])?;
+    }
+    Ok(())
 }
 
 fn json_text<T: serde::Serialize>(value: &T) -> String {

@@ -1,0 +1,651 @@
+//! OTLP/HTTP trace ingest: decoding an `ExportTraceServiceRequest`
+//! (protobuf or the OTLP JSON mapping, gzip or identity) and mapping its
+//! spans onto TruLayer traces and spans, following the OpenTelemetry GenAI
+//! semantic conventions and the OpenInference attributes many
+//! instrumentations emit.
+//!
+//! One OTel trace is one TruLayer trace: its id is the 16-byte OTel trace id
+//! read as a UUID, so spans of one trace that arrive in separate requests
+//! land in the same trace. A span's own id is a UUID made of the first half
+//! of the trace id and the 8-byte span id, so a re-sent span replaces itself.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::io::Read;
+
+use base64::Engine;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use opentelemetry_proto::tonic::trace::v1::Span as OtelSpan;
+use prost::Message;
+use serde_json::{Map, Value};
+
+use crate::model::{NewEvent, NewOtelTrace, NewSpan, SpanType};
+
+/// The most bytes a span's metadata (its unmapped attributes) may take.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+/// Span names are cut to this many characters, as JSON ingest allows.
+const MAX_NAME_CHARS: usize = 1024;
+
+/// How the request body is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Protobuf,
+    Json,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("the decompressed body exceeds the limit of {0} bytes")]
+    TooLarge(usize),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Inflates a gzip body, refusing to produce more than `limit` bytes: a
+/// small bomb is stopped after `limit` bytes, not after it has exploded.
+pub fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
+    flate2::read::GzDecoder::new(body)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| DecodeError::Invalid(format!("invalid gzip body: {e}")))?;
+    if out.len() > limit {
+        return Err(DecodeError::TooLarge(limit));
+    }
+    Ok(out)
+}
+
+/// Decodes the (already decompressed) body.
+pub fn decode(body: &[u8], encoding: Encoding) -> Result<ExportTraceServiceRequest, DecodeError> {
+    match encoding {
+        Encoding::Protobuf => ExportTraceServiceRequest::decode(body)
+            .map_err(|e| DecodeError::Invalid(format!("invalid protobuf body: {e}"))),
+        Encoding::Json => {
+            if body.iter().all(u8::is_ascii_whitespace) {
+                return Ok(ExportTraceServiceRequest::default());
+            }
+            serde_json::from_slice(body)
+                .map_err(|e| DecodeError::Invalid(format!("invalid OTLP JSON body: {e}")))
+        }
+    }
+}
+
+/// The request's spans grouped into traces, and what had to be refused.
+#[derive(Debug, Default)]
+pub struct Mapped {
+    /// Each trace with the project its resource names (`trulayer.project`).
+    pub traces: Vec<(Option<String>, NewOtelTrace)>,
+    pub rejected: i64,
+    /// Why the first refused span was refused.
+    pub first_error: Option<String>,
+}
+
+/// Maps every span of the request; invalid spans are counted, not fatal.
+pub fn map_request(request: ExportTraceServiceRequest) -> Mapped {
+    let mut mapped = Mapped::default();
+    let mut index: HashMap<(Option<String>, [u8; 16]), usize> = HashMap::new();
+    for resource_spans in request.resource_spans {
+        let resource_attrs = resource_spans
+            .resource
+            .map(|r| r.attributes)
+            .unwrap_or_default();
+        let project = Attrs(&resource_attrs)
+            .str("trulayer.project")
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned);
+        let resource = attributes_json(&resource_attrs, &[]);
+        for scope_spans in resource_spans.scope_spans {
+            let scope = scope_json(scope_spans.scope.as_ref());
+            for span in scope_spans.spans {
+                let trace_id = match valid_ids(&span) {
+                    Ok(id) => id,
+                    Err(reason) => {
+                        mapped.rejected += 1;
+                        mapped.first_error.get_or_insert(reason);
+                        continue;
+                    }
+                };
+                let (new_span, events, session) = map_span(span, trace_id, &scope, &resource);
+                let key = (project.clone(), trace_id);
+                let slot = *index.entry(key).or_insert_with(|| {
+                    mapped.traces.push((
+                        project.clone(),
+                        NewOtelTrace {
+                            id: uuid::Uuid::from_bytes(trace_id).hyphenated().to_string(),
+                            session_id: None,
+                            metadata: bounded_json(
+                                &[("resource", Value::Object(resource.clone()))],
+                                MAX_METADATA_BYTES,
+                            ),
+                            spans: Vec::new(),
+                            events: Vec::new(),
+                        },
+                    ));
+                    mapped.traces.len() - 1
+                });
+                let trace = &mut mapped.traces[slot].1;
+                if trace.session_id.is_none() {
+                    trace.session_id = session;
+                }
+                trace.spans.push(new_span);
+                trace.events.extend(events);
+            }
+        }
+    }
+    mapped
+}
+
+/// The span's trace id, if its ids are what OTLP requires.
+fn valid_ids(span: &OtelSpan) -> Result<[u8; 16], String> {
+    let trace_id: [u8; 16] = span
+        .trace_id
+        .as_slice()
+        .try_into()
+        .map_err(|_| format!("span {:?}: trace id must be 16 bytes", span.name))?;
+    if trace_id == [0; 16] {
+        return Err(format!("span {:?}: trace id is all zeros", span.name));
+    }
+    if span.span_id.len() != 8 || span.span_id.iter().all(|b| *b == 0) {
+        return Err(format!(
+            "span {:?}: span id must be 8 bytes, not all zeros",
+            span.name
+        ));
+    }
+    if !span.parent_span_id.is_empty() && span.parent_span_id.len() != 8 {
+        return Err(format!(
+            "span {:?}: parent span id must be 8 bytes",
+            span.name
+        ));
+    }
+    if span.start_time_unix_nano == 0 {
+        return Err(format!("span {:?}: start time is missing", span.name));
+    }
+    if span.end_time_unix_nano != 0 && span.end_time_unix_nano < span.start_time_unix_nano {
+        return Err(format!("span {:?}: ends before it starts", span.name));
+    }
+    Ok(trace_id)
+}
+
+/// The native id of an OTel span: the trace id's first 8 bytes and the span
+/// id, read as a UUID (span ids are unique within their trace).
+pub fn native_span_id(trace_id: &[u8; 16], span_id: &[u8]) -> String {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&trace_id[..8]);
+    let n = span_id.len().min(8);
+    bytes[8..8 + n].copy_from_slice(&span_id[..n]);
+    uuid::Uuid::from_bytes(bytes).hyphenated().to_string()
+}
+
+/// Attributes moved into native span fields, so not repeated in metadata.
+const MAPPED_KEYS: &[&str] = &[
+    "gen_ai.request.model",
+    "gen_ai.response.model",
+    "gen_ai.usage.input_tokens",
+    "gen_ai.usage.output_tokens",
+    "gen_ai.usage.prompt_tokens",
+    "gen_ai.usage.completion_tokens",
+    "gen_ai.prompt",
+    "gen_ai.completion",
+    "gen_ai.input.messages",
+    "gen_ai.output.messages",
+    "input.value",
+    "output.value",
+    "llm.model_name",
+    "llm.token_count.prompt",
+    "llm.token_count.completion",
+    "session.id",
+];
+
+fn map_span(
+    span: OtelSpan,
+    trace_id: [u8; 16],
+    scope: &Value,
+    resource: &Map<String, Value>,
+) -> (NewSpan, Vec<NewEvent>, Option<String>) {
+    let attrs = Attrs(&span.attributes);
+    let id = native_span_id(&trace_id, &span.span_id);
+    let parent_span_id =
+        (!span.parent_span_id.is_empty()).then(|| native_span_id(&trace_id, &span.parent_span_id));
+    let start_ns = span.start_time_unix_nano;
+    let end_ns = (span.end_time_unix_nano != 0).then_some(span.end_time_unix_nano);
+    let model = attrs
+        .str("gen_ai.response.model")
+        .or_else(|| attrs.str("gen_ai.request.model"))
+        .or_else(|| attrs.str("llm.model_name"))
+        .map(str::to_owned);
+    let prompt_tokens = attrs
+        .int("gen_ai.usage.input_tokens")
+        .or_else(|| attrs.int("gen_ai.usage.prompt_tokens"))
+        .or_else(|| attrs.int("llm.token_count.prompt"));
+    let completion_tokens = attrs
+        .int("gen_ai.usage.output_tokens")
+        .or_else(|| attrs.int("gen_ai.usage.completion_tokens"))
+        .or_else(|| attrs.int("llm.token_count.completion"));
+    let input = attrs
+        .text("gen_ai.prompt")
+        .or_else(|| attrs.text("gen_ai.input.messages"))
+        .or_else(|| attrs.text("input.value"))
+        .or_else(|| messages_from_events(&span, INPUT_EVENTS));
+    let output = attrs
+        .text("gen_ai.completion")
+        .or_else(|| attrs.text("gen_ai.output.messages"))
+        .or_else(|| attrs.text("output.value"))
+        .or_else(|| messages_from_events(&span, &["gen_ai.choice"]));
+    let error = span_error(&span);
+    let session = attrs
+        .str("session.id")
+        .or_else(|| attrs.str("gen_ai.conversation.id"))
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
+    let kind = SpanKind::try_from(span.kind)
+        .map(|k| {
+            k.as_str_name()
+                .trim_start_matches("SPAN_KIND_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_else(|_| "unspecified".into());
+    let metadata = bounded_json(
+        &[
+            ("kind", Value::String(kind)),
+            ("scope", scope.clone()),
+            (
+                "attributes",
+                Value::Object(attributes_json(&span.attributes, MAPPED_KEYS)),
+            ),
+            ("resource", Value::Object(resource.clone())),
+        ],
+        MAX_METADATA_BYTES,
+    );
+    let events = span
+        .events
+        .iter()
+        .map(|e| NewEvent {
+            id: uuid::Uuid::now_v7().hyphenated().to_string(),
+            span_id: Some(id.clone()),
+            level: if e.name == "exception" {
+                "error"
+            } else {
+                "info"
+            }
+            .into(),
+            message: e.name.clone(),
+            metadata: Value::Object(attributes_json(&e.attributes, &[])).to_string(),
+            timestamp: nanos_to_micros(if e.time_unix_nano == 0 {
+                start_ns
+            } else {
+                e.time_unix_nano
+            }),
+        })
+        .collect();
+    let new_span = NewSpan {
+        span_type: span_type(&attrs),
+        id,
+        parent_span_id,
+        name: truncate_chars(if span.name.is_empty() {
+            "unknown".into()
+        } else {
+            span.name
+        }),
+        input,
+        output,
+        model,
+        latency_ms: end_ns.map(|end| ((end - start_ns) / 1_000_000) as i64),
+        cost: None,
+        error,
+        prompt_tokens,
+        completion_tokens,
+        metadata,
+        start_time: Some(nanos_to_micros(start_ns)),
+        end_time: end_ns.map(nanos_to_micros),
+        otel_trace_id: Some(hex(&trace_id)),
+        otel_span_id: Some(hex(&span.span_id)),
+    };
+    (new_span, events, session)
+}
+
+/// GenAI content events that carry the prompt, in the order they occur.
+const INPUT_EVENTS: &[&str] = &[
+    "gen_ai.system.message",
+    "gen_ai.user.message",
+    "gen_ai.assistant.message",
+    "gen_ai.tool.message",
+];
+
+/// The content of the span's GenAI message events: the text of a single
+/// message, or a JSON list of `{role, content}` for a conversation.
+fn messages_from_events(span: &OtelSpan, names: &[&str]) -> Option<String> {
+    let messages: Vec<(String, Value)> = span
+        .events
+        .iter()
+        .filter(|e| names.contains(&e.name.as_str()))
+        .filter_map(|e| {
+            let attrs = Attrs(&e.attributes);
+            let role = attrs.str("role").map(str::to_owned).unwrap_or_else(|| {
+                e.name
+                    .trim_start_matches("gen_ai.")
+                    .trim_end_matches(".message")
+                    .to_owned()
+            });
+            let content = attrs
+                .get("content")
+                .or_else(|| attrs.get("message"))
+                .map(any_to_json)?;
+            Some((role, content))
+        })
+        .collect();
+    match messages.as_slice() {
+        [] => None,
+        [(_, Value::String(text))] => Some(text.clone()),
+        _ => Some(
+            Value::Array(
+                messages
+                    .into_iter()
+                    .map(|(role, content)| serde_json::json!({"role": role, "content": content}))
+                    .collect(),
+            )
+            .to_string(),
+        ),
+    }
+}
+
+/// A span with status ERROR gets its status message, else the first
+/// exception event as "Type: message".
+fn span_error(span: &OtelSpan) -> Option<String> {
+    let status = span.status.as_ref()?;
+    if status.code != StatusCode::Error as i32 {
+        return None;
+    }
+    if !status.message.is_empty() {
+        return Some(status.message.clone());
+    }
+    let exception = span.events.iter().find(|e| e.name == "exception");
+    let described = exception.and_then(|e| {
+        let attrs = Attrs(&e.attributes);
+        match (attrs.str("exception.type"), attrs.str("exception.message")) {
+            (Some(t), Some(m)) if !m.is_empty() => Some(format!("{t}: {m}")),
+            (Some(t), _) => Some(t.to_owned()),
+            (None, Some(m)) => Some(m.to_owned()),
+            (None, None) => None,
+        }
+    });
+    Some(described.unwrap_or_else(|| "error".into()))
+}
+
+/// Vector stores whose `db.system` marks a span as retrieval.
+const VECTOR_STORES: &[&str] = &[
+    "chroma",
+    "chromadb",
+    "pinecone",
+    "qdrant",
+    "weaviate",
+    "milvus",
+    "pgvector",
+    "lancedb",
+    "faiss",
+    "vespa",
+    "marqo",
+    "opensearch",
+    "elasticsearch",
+    "redis",
+    "mongodb_atlas",
+];
+
+fn span_type(attrs: &Attrs) -> SpanType {
+    let operation = attrs.str("gen_ai.operation.name");
+    let openinference = attrs
+        .str("openinference.span.kind")
+        .map(str::to_ascii_uppercase);
+    if operation == Some("execute_tool")
+        || attrs.get("gen_ai.tool.name").is_some()
+        || openinference.as_deref() == Some("TOOL")
+    {
+        return SpanType::Tool;
+    }
+    if matches!(
+        operation,
+        Some("chat" | "text_completion" | "generate_content" | "embeddings")
+    ) || attrs.get("gen_ai.system").is_some()
+        || attrs.get("gen_ai.provider.name").is_some()
+        || matches!(openinference.as_deref(), Some("LLM" | "EMBEDDING"))
+    {
+        return SpanType::Llm;
+    }
+    let db_system = attrs
+        .str("db.system.name")
+        .or_else(|| attrs.str("db.system"));
+    if matches!(operation, Some("retrieval" | "retrieve" | "search"))
+        || openinference.as_deref() == Some("RETRIEVER")
+        || db_system.is_some_and(|s| VECTOR_STORES.contains(&s.to_ascii_lowercase().as_str()))
+    {
+        return SpanType::Retrieval;
+    }
+    SpanType::Other
+}
+
+/// Looks up OTel attributes by key.
+struct Attrs<'a>(&'a [KeyValue]);
+
+impl<'a> Attrs<'a> {
+    fn get(&self, key: &str) -> Option<&'a AnyValue> {
+        self.0
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.as_ref())
+    }
+
+    fn str(&self, key: &str) -> Option<&'a str> {
+        match self.get(key)?.value.as_ref()? {
+            AnyValueKind::StringValue(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// A string as it is; any other value as its JSON text.
+    fn text(&self, key: &str) -> Option<String> {
+        match any_to_json(self.get(key)?) {
+            Value::String(s) => Some(s),
+            Value::Null => None,
+            other => Some(other.to_string()),
+        }
+    }
+
+    /// An integer, also when sent as a double or a numeric string.
+    fn int(&self, key: &str) -> Option<i64> {
+        match self.get(key)?.value.as_ref()? {
+            AnyValueKind::IntValue(i) => Some(*i),
+            AnyValueKind::DoubleValue(d) if d.is_finite() => Some(*d as i64),
+            AnyValueKind::StringValue(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+fn any_to_json(value: &AnyValue) -> Value {
+    match &value.value {
+        None => Value::Null,
+        Some(AnyValueKind::StringValue(s)) => Value::String(s.clone()),
+        Some(AnyValueKind::BoolValue(b)) => Value::Bool(*b),
+        Some(AnyValueKind::IntValue(i)) => Value::from(*i),
+        Some(AnyValueKind::DoubleValue(d)) => {
+            serde_json::Number::from_f64(*d).map_or(Value::Null, Value::Number)
+        }
+        Some(AnyValueKind::ArrayValue(a)) => {
+            Value::Array(a.values.iter().map(any_to_json).collect())
+        }
+        Some(AnyValueKind::KvlistValue(kv)) => Value::Object(attributes_json(&kv.values, &[])),
+        Some(AnyValueKind::BytesValue(b)) => {
+            Value::String(base64::engine::general_purpose::STANDARD.encode(b))
+        }
+        // An index into a profile's string table: meaningless in a trace.
+        Some(AnyValueKind::StringValueStrindex(_)) => Value::Null,
+    }
+}
+
+/// Attributes as a JSON object, leaving out `skip`.
+fn attributes_json(attrs: &[KeyValue], skip: &[&str]) -> Map<String, Value> {
+    attrs
+        .iter()
+        .filter(|kv| !skip.contains(&kv.key.as_str()))
+        .map(|kv| {
+            (
+                kv.key.clone(),
+                kv.value.as_ref().map_or(Value::Null, any_to_json),
+            )
+        })
+        .collect()
+}
+
+fn scope_json(scope: Option<&InstrumentationScope>) -> Value {
+    let mut out = Map::new();
+    if let Some(scope) = scope {
+        out.insert("name".into(), Value::String(scope.name.clone()));
+        if !scope.version.is_empty() {
+            out.insert("version".into(), Value::String(scope.version.clone()));
+        }
+    }
+    Value::Object(out)
+}
+
+/// Serializes `fields` as one JSON object of at most `limit` bytes: when
+/// too large, object members are dropped from the end of the largest
+/// objects and `"truncated": true` is added.
+fn bounded_json(fields: &[(&str, Value)], limit: usize) -> String {
+    let mut object: Map<String, Value> = fields
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    let mut text = Value::Object(object.clone()).to_string();
+    if text.len() <= limit {
+        return text;
+    }
+    object.insert("truncated".into(), Value::Bool(true));
+    while text.len() > limit {
+        // Shrink the largest nested object by one member, else drop the
+        // largest field outright.
+        let largest = object
+            .iter()
+            .filter(|(k, _)| k.as_str() != "truncated")
+            .max_by_key(|(_, v)| v.to_string().len())
+            .map(|(k, _)| k.clone());
+        let Some(key) = largest else { break };
+        match object.get_mut(&key) {
+            Some(Value::Object(inner)) if !inner.is_empty() => {
+                let last = inner
+                    .iter()
+                    .max_by_key(|(_, v)| v.to_string().len())
+                    .map(|(k, _)| k.clone());
+                if let Some(last) = last {
+                    inner.remove(&last);
+                }
+            }
+            _ => {
+                object.remove(&key);
+            }
+        }
+        text = Value::Object(object.clone()).to_string();
+    }
+    text
+}
+
+fn truncate_chars(s: String) -> String {
+    match s.char_indices().nth(MAX_NAME_CHARS) {
+        Some((at, _)) => s[..at].to_owned(),
+        None => s,
+    }
+}
+
+fn nanos_to_micros(nanos: u64) -> i64 {
+    (nanos / 1_000) as i64
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The body the exporter gets back: `partial_success` only when spans were
+/// refused.
+pub fn response_body(mapped_rejected: i64, error: Option<&str>, encoding: Encoding) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTracePartialSuccess, ExportTraceServiceResponse,
+    };
+    match encoding {
+        Encoding::Protobuf => ExportTraceServiceResponse {
+            partial_success: (mapped_rejected > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: mapped_rejected,
+                error_message: error.unwrap_or_default().to_owned(),
+            }),
+        }
+        .encode_to_vec(),
+        Encoding::Json => {
+            let body = if mapped_rejected > 0 {
+                serde_json::json!({"partialSuccess": {
+                    "rejectedSpans": mapped_rejected,
+                    "errorMessage": error.unwrap_or_default(),
+                }})
+            } else {
+                serde_json::json!({})
+            };
+            body.to_string().into_bytes()
+        }
+    }
+}
+
+/// For callers holding a body that may or may not need inflating.
+pub fn inflate(body: &[u8], gzip: bool, limit: usize) -> Result<Cow<'_, [u8]>, DecodeError> {
+    if gzip {
+        gunzip(body, limit).map(Cow::Owned)
+    } else if body.len() > limit {
+        Err(DecodeError::TooLarge(limit))
+    } else {
+        Ok(Cow::Borrowed(body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gzip_bomb_stops_at_the_limit() {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(&vec![0u8; 8 << 20]).expect("compress");
+        let bomb = encoder.finish().expect("finish");
+        assert!(bomb.len() < 64 * 1024, "{} bytes", bomb.len());
+        assert!(matches!(
+            gunzip(&bomb, 1 << 20),
+            Err(DecodeError::TooLarge(_))
+        ));
+        assert_eq!(gunzip(&bomb, 8 << 20).expect("fits").len(), 8 << 20);
+    }
+
+    #[test]
+    fn metadata_is_bounded_and_marked() {
+        let big: Map<String, Value> = (0..100)
+            .map(|i| (format!("k{i}"), Value::String("x".repeat(500))))
+            .collect();
+        let text = bounded_json(
+            &[
+                ("kind", "client".into()),
+                ("attributes", Value::Object(big)),
+            ],
+            4096,
+        );
+        assert!(text.len() <= 4096, "{}", text.len());
+        let v: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(v["truncated"], true);
+        assert_eq!(v["kind"], "client");
+    }
+
+    #[test]
+    fn span_ids_are_stable_uuids() {
+        let trace = [7u8; 16];
+        let a = native_span_id(&trace, &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(a, "07070707-0707-0707-0102-030405060708");
+        assert_eq!(a, native_span_id(&trace, &[1, 2, 3, 4, 5, 6, 7, 8]));
+    }
+}
