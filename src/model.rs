@@ -88,6 +88,28 @@ pub struct NewOtelTrace {
     pub metadata: String,
     pub spans: Vec<NewSpan>,
     pub events: Vec<NewEvent>,
+    /// The trace's own fields, carried by the root span an OTLP export of a
+    /// trace not received over OTLP adds; they win over the aggregates.
+    pub fields: Option<TraceFields>,
+}
+
+/// Trace fields that spans cannot express.
+#[derive(Debug, Clone, Default)]
+pub struct TraceFields {
+    pub name: Option<String>,
+    pub input: Option<String>,
+    pub output: Option<String>,
+    pub model: Option<String>,
+    pub error: Option<String>,
+    pub external_id: Option<String>,
+    pub latency_ms: Option<i64>,
+    pub cost: Option<f64>,
+    pub tags: Vec<String>,
+    pub tag_map: BTreeMap<String, String>,
+    /// JSON object text.
+    pub metadata: Option<String>,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
 }
 
 #[derive(Debug, Clone)]

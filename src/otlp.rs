@@ -23,7 +23,7 @@ use opentelemetry_proto::tonic::trace::v1::Span as OtelSpan;
 use prost::Message;
 use serde_json::{Map, Value};
 
-use crate::model::{NewEvent, NewOtelTrace, NewSpan, SpanType};
+use crate::model::{NewEvent, NewOtelTrace, NewSpan, SpanType, Trace, TraceFields};
 
 /// The most bytes a span's metadata (its unmapped attributes) may take.
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
@@ -88,6 +88,9 @@ pub struct Mapped {
 pub fn map_request(request: ExportTraceServiceRequest) -> Mapped {
     let mut mapped = Mapped::default();
     let mut index: HashMap<(Option<String>, [u8; 16]), usize> = HashMap::new();
+    // Spans that kept an id given by `trulayer.span.id`: their children
+    // name them by OTel span id, so their parent links are rewritten.
+    let mut renamed: HashMap<String, String> = HashMap::new();
     for resource_spans in request.resource_spans {
         let resource_attrs = resource_spans
             .resource
@@ -109,8 +112,26 @@ pub fn map_request(request: ExportTraceServiceRequest) -> Mapped {
                         continue;
                     }
                 };
-                let (new_span, events, session) = map_span(span, trace_id, &scope, &resource);
+                let derived_id = native_span_id(&trace_id, &span.span_id);
                 let key = (project.clone(), trace_id);
+                let fields = Attrs(&span.attributes)
+                    .bool(TRACE_ROOT_ATTR)
+                    .then(|| trace_fields(&span));
+                let (new_span, events, session) = if fields.is_some() {
+                    // The trace itself, not a span: its children are top level.
+                    renamed.insert(derived_id, String::new());
+                    (
+                        None,
+                        Vec::new(),
+                        Attrs(&span.attributes).str("session.id").map(str::to_owned),
+                    )
+                } else {
+                    let (new_span, events, session) = map_span(span, trace_id, &scope, &resource);
+                    if new_span.id != derived_id {
+                        renamed.insert(derived_id, new_span.id.clone());
+                    }
+                    (Some(new_span), events, session)
+                };
                 let slot = *index.entry(key).or_insert_with(|| {
                     mapped.traces.push((
                         project.clone(),
@@ -123,6 +144,7 @@ pub fn map_request(request: ExportTraceServiceRequest) -> Mapped {
                             ),
                             spans: Vec::new(),
                             events: Vec::new(),
+                            fields: None,
                         },
                     ));
                     mapped.traces.len() - 1
@@ -131,8 +153,20 @@ pub fn map_request(request: ExportTraceServiceRequest) -> Mapped {
                 if trace.session_id.is_none() {
                     trace.session_id = session;
                 }
-                trace.spans.push(new_span);
+                if let Some(fields) = fields {
+                    trace.fields = Some(fields);
+                }
+                trace.spans.extend(new_span);
                 trace.events.extend(events);
+            }
+        }
+    }
+    if !renamed.is_empty() {
+        for (_, trace) in &mut mapped.traces {
+            for span in &mut trace.spans {
+                if let Some(id) = span.parent_span_id.as_ref().and_then(|p| renamed.get(p)) {
+                    span.parent_span_id = (!id.is_empty()).then(|| id.clone());
+                }
             }
         }
     }
@@ -180,6 +214,52 @@ pub fn native_span_id(trace_id: &[u8; 16], span_id: &[u8]) -> String {
     uuid::Uuid::from_bytes(bytes).hyphenated().to_string()
 }
 
+/// Attributes the export adds so that re-ingesting it restores traces that
+/// did not come from OpenTelemetry: the SDK's own span ids and types, and a
+/// root span standing for the trace itself, with the trace's own fields.
+const SPAN_ID_ATTR: &str = "trulayer.span.id";
+const SPAN_TYPE_ATTR: &str = "trulayer.span.type";
+const SPAN_METADATA_ATTR: &str = "trulayer.span.metadata";
+const EVENT_LEVEL_ATTR: &str = "trulayer.event.level";
+const TRACE_ROOT_ATTR: &str = "trulayer.trace";
+const TRACE_EXTERNAL_ID_ATTR: &str = "trulayer.trace.external_id";
+const TRACE_LATENCY_ATTR: &str = "trulayer.trace.latency_ms";
+const TRACE_COST_ATTR: &str = "trulayer.trace.cost";
+const TRACE_TAGS_ATTR: &str = "trulayer.trace.tags";
+const TRACE_TAG_MAP_ATTR: &str = "trulayer.trace.tag_map";
+const TRACE_METADATA_ATTR: &str = "trulayer.trace.metadata";
+
+/// The fields of a trace-root span (see `TRACE_ROOT_ATTR`).
+fn trace_fields(span: &OtelSpan) -> TraceFields {
+    let attrs = Attrs(&span.attributes);
+    let json_attr = |key: &str| {
+        attrs
+            .str(key)
+            .and_then(|t| serde_json::from_str::<Value>(t).ok())
+    };
+    TraceFields {
+        name: (!span.name.is_empty()).then(|| truncate_chars(span.name.clone())),
+        input: attrs.text("input.value"),
+        output: attrs.text("output.value"),
+        model: attrs.str("gen_ai.request.model").map(str::to_owned),
+        error: span_error(span),
+        external_id: attrs.str(TRACE_EXTERNAL_ID_ATTR).map(str::to_owned),
+        latency_ms: attrs.int(TRACE_LATENCY_ATTR),
+        cost: attrs.double(TRACE_COST_ATTR),
+        tags: json_attr(TRACE_TAGS_ATTR)
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default(),
+        tag_map: json_attr(TRACE_TAG_MAP_ATTR)
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default(),
+        metadata: json_attr(TRACE_METADATA_ATTR)
+            .filter(Value::is_object)
+            .map(|v| v.to_string()),
+        started_at: nanos_to_micros(span.start_time_unix_nano),
+        ended_at: (span.end_time_unix_nano != 0).then(|| nanos_to_micros(span.end_time_unix_nano)),
+    }
+}
+
 /// Attributes moved into native span fields, so not repeated in metadata.
 const MAPPED_KEYS: &[&str] = &[
     "gen_ai.request.model",
@@ -198,6 +278,9 @@ const MAPPED_KEYS: &[&str] = &[
     "llm.token_count.prompt",
     "llm.token_count.completion",
     "session.id",
+    SPAN_ID_ATTR,
+    SPAN_TYPE_ATTR,
+    SPAN_METADATA_ATTR,
 ];
 
 fn map_span(
@@ -207,7 +290,14 @@ fn map_span(
     resource: &Map<String, Value>,
 ) -> (NewSpan, Vec<NewEvent>, Option<String>) {
     let attrs = Attrs(&span.attributes);
-    let id = native_span_id(&trace_id, &span.span_id);
+    // A span this server exported that it had not received over OTLP
+    // keeps its id and metadata, and gets no OTel ids.
+    let given_id = attrs
+        .str(SPAN_ID_ATTR)
+        .filter(|id| !id.is_empty() && id.len() <= 256)
+        .map(str::to_owned);
+    let native = given_id.is_some();
+    let id = given_id.unwrap_or_else(|| native_span_id(&trace_id, &span.span_id));
     let parent_span_id =
         (!span.parent_span_id.is_empty()).then(|| native_span_id(&trace_id, &span.parent_span_id));
     let start_ns = span.start_time_unix_nano;
@@ -248,32 +338,40 @@ fn map_span(
                 .to_ascii_lowercase()
         })
         .unwrap_or_else(|_| "unspecified".into());
-    let metadata = bounded_json(
-        &[
-            ("kind", Value::String(kind)),
-            ("scope", scope.clone()),
-            (
-                "attributes",
-                Value::Object(attributes_json(&span.attributes, MAPPED_KEYS)),
-            ),
-            ("resource", Value::Object(resource.clone())),
-        ],
-        MAX_METADATA_BYTES,
-    );
+    let given_metadata = attrs
+        .str(SPAN_METADATA_ATTR)
+        .filter(|_| native)
+        .and_then(|t| serde_json::from_str::<Value>(t).ok())
+        .filter(|v| v.is_object() && v.to_string().len() <= MAX_METADATA_BYTES)
+        .map(|v| v.to_string());
+    let metadata = given_metadata.unwrap_or_else(|| {
+        bounded_json(
+            &[
+                ("kind", Value::String(kind)),
+                ("scope", scope.clone()),
+                (
+                    "attributes",
+                    Value::Object(attributes_json(&span.attributes, MAPPED_KEYS)),
+                ),
+                ("resource", Value::Object(resource.clone())),
+            ],
+            MAX_METADATA_BYTES,
+        )
+    });
     let events = span
         .events
         .iter()
         .map(|e| NewEvent {
             id: uuid::Uuid::now_v7().hyphenated().to_string(),
             span_id: Some(id.clone()),
-            level: if e.name == "exception" {
-                "error"
-            } else {
-                "info"
-            }
-            .into(),
+            level: match Attrs(&e.attributes).str(EVENT_LEVEL_ATTR) {
+                Some(level @ ("debug" | "info" | "warn" | "error")) => level.into(),
+                _ if e.name == "exception" => "error".into(),
+                _ => "info".into(),
+            },
             message: e.name.clone(),
-            metadata: Value::Object(attributes_json(&e.attributes, &[])).to_string(),
+            metadata: Value::Object(attributes_json(&e.attributes, &[EVENT_LEVEL_ATTR]))
+                .to_string(),
             timestamp: nanos_to_micros(if e.time_unix_nano == 0 {
                 start_ns
             } else {
@@ -281,8 +379,12 @@ fn map_span(
             }),
         })
         .collect();
+    let span_type = attrs
+        .str(SPAN_TYPE_ATTR)
+        .and_then(|t| serde_json::from_value(Value::String(t.to_owned())).ok())
+        .unwrap_or_else(|| span_type(&attrs));
     let new_span = NewSpan {
-        span_type: span_type(&attrs),
+        span_type,
         id,
         parent_span_id,
         name: truncate_chars(if span.name.is_empty() {
@@ -301,8 +403,8 @@ fn map_span(
         metadata,
         start_time: Some(nanos_to_micros(start_ns)),
         end_time: end_ns.map(nanos_to_micros),
-        otel_trace_id: Some(hex(&trace_id)),
-        otel_span_id: Some(hex(&span.span_id)),
+        otel_trace_id: (!native).then(|| hex(&trace_id)),
+        otel_span_id: (!native).then(|| hex(&span.span_id)),
     };
     (new_span, events, session)
 }
@@ -453,6 +555,21 @@ impl<'a> Attrs<'a> {
         }
     }
 
+    fn bool(&self, key: &str) -> bool {
+        matches!(
+            self.get(key).and_then(|v| v.value.as_ref()),
+            Some(AnyValueKind::BoolValue(true))
+        )
+    }
+
+    fn double(&self, key: &str) -> Option<f64> {
+        match self.get(key)?.value.as_ref()? {
+            AnyValueKind::DoubleValue(d) if d.is_finite() => Some(*d),
+            AnyValueKind::IntValue(i) => Some(*i as f64),
+            _ => None,
+        }
+    }
+
     /// An integer, also when sent as a double or a numeric string.
     fn int(&self, key: &str) -> Option<i64> {
         match self.get(key)?.value.as_ref()? {
@@ -501,7 +618,7 @@ fn attributes_json(attrs: &[KeyValue], skip: &[&str]) -> Map<String, Value> {
 
 fn scope_json(scope: Option<&InstrumentationScope>) -> Value {
     let mut out = Map::new();
-    if let Some(scope) = scope {
+    if let Some(scope) = scope.filter(|s| !s.name.is_empty()) {
         out.insert("name".into(), Value::String(scope.name.clone()));
         if !scope.version.is_empty() {
             out.insert("version".into(), Value::String(scope.version.clone()));
@@ -602,6 +719,302 @@ pub fn inflate(body: &[u8], gzip: bool, limit: usize) -> Result<Cow<'_, [u8]>, D
         Err(DecodeError::TooLarge(limit))
     } else {
         Ok(Cow::Borrowed(body))
+    }
+}
+
+/// OTLP `TracesData` JSON for `traces` (each with the spans to send), with
+/// spans grouped by the resource and scope they were received with.
+pub fn traces_data(traces: &[Trace]) -> Value {
+    let mut groups: Vec<(Value, Value, Vec<Value>)> = Vec::new();
+    for trace in traces {
+        let trace_bytes = uuid_bytes(&trace.id);
+        let events = trace.events.as_deref().unwrap_or_default();
+        let spans = trace.spans.as_deref().unwrap_or_default();
+        // OTel span ids: kept from OTLP, else made from the native ids.
+        let ids: HashMap<&str, String> = spans
+            .iter()
+            .map(|s| {
+                let id = s
+                    .otel_span_id
+                    .clone()
+                    .unwrap_or_else(|| hex(&short_id(&s.id)));
+                (s.id.as_str(), id)
+            })
+            .collect();
+        let native = spans.iter().all(|s| s.otel_span_id.is_none());
+        let root = native.then(|| hex(&short_id(&format!("trace:{}", trace.id))));
+        let mut exported: Vec<(Value, Value, Value)> = Vec::new();
+        if let Some(root) = &root {
+            exported.push((
+                trace_resource(trace),
+                serde_json::json!({}),
+                trace_root_span(trace, &trace_bytes, root),
+            ));
+        }
+        for span in spans {
+            // Only spans received over OTLP hold OTel structure in metadata.
+            let meta: Value = match span.otel_span_id {
+                Some(_) => serde_json::from_str(span.metadata.get()).unwrap_or(Value::Null),
+                None => Value::Null,
+            };
+            let resource = meta
+                .get("resource")
+                .cloned()
+                .unwrap_or_else(|| trace_resource(trace));
+            let scope = meta
+                .get("scope")
+                .cloned()
+                .unwrap_or_else(|| serde_json::json!({}));
+            let mut otel = export_span(trace, &trace_bytes, span, &meta, events);
+            let parent = match &span.parent_span_id {
+                Some(p) => Some(
+                    ids.get(p.as_str())
+                        .cloned()
+                        .unwrap_or_else(|| absent_parent_id(span, p)),
+                ),
+                None => root.clone(),
+            };
+            if let Some(parent) = parent {
+                otel["parentSpanId"] = parent.into();
+            }
+            exported.push((resource, scope, otel));
+        }
+        for (resource, scope, otel) in exported {
+            match groups
+                .iter_mut()
+                .find(|(r, s, _)| *r == resource && *s == scope)
+            {
+                Some((_, _, spans)) => spans.push(otel),
+                None => groups.push((resource, scope, vec![otel])),
+            }
+        }
+    }
+    let resource_spans: Vec<Value> = groups
+        .into_iter()
+        .map(|(resource, scope, spans)| {
+            serde_json::json!({
+                "resource": {"attributes": key_values(&resource)},
+                "scopeSpans": [{"scope": scope, "spans": spans}],
+            })
+        })
+        .collect();
+    serde_json::json!({ "resourceSpans": resource_spans })
+}
+
+/// A trace received as JSON keeps its resource in the trace's metadata.
+fn trace_resource(trace: &Trace) -> Value {
+    serde_json::from_str::<Value>(trace.metadata.get())
+        .ok()
+        .and_then(|m| m.get("resource").cloned())
+        .filter(Value::is_object)
+        .unwrap_or_else(|| serde_json::json!({"service.name": "trulayer"}))
+}
+
+fn export_span(
+    trace: &Trace,
+    trace_bytes: &[u8; 16],
+    span: &crate::model::Span,
+    meta: &Value,
+    events: &[crate::model::Event],
+) -> Value {
+    let trace_id = span
+        .otel_trace_id
+        .clone()
+        .unwrap_or_else(|| hex(trace_bytes));
+    let span_id = span
+        .otel_span_id
+        .clone()
+        .unwrap_or_else(|| hex(&short_id(&span.id)));
+    let mut attributes = meta
+        .get("attributes")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let mut put = |key: &str, value: Value| {
+        attributes.entry(key.to_owned()).or_insert(value);
+    };
+    if let Some(model) = &span.model {
+        put("gen_ai.request.model", model.clone().into());
+    }
+    if let Some(n) = span.prompt_tokens {
+        put("gen_ai.usage.input_tokens", n.into());
+    }
+    if let Some(n) = span.completion_tokens {
+        put("gen_ai.usage.output_tokens", n.into());
+    }
+    if let Some(text) = &span.input {
+        put("input.value", text.clone().into());
+    }
+    if let Some(text) = &span.output {
+        put("output.value", text.clone().into());
+    }
+    if let Some(session) = &trace.session_id {
+        put("session.id", session.clone().into());
+    }
+    if span.otel_span_id.is_none() {
+        put(SPAN_ID_ATTR, span.id.clone().into());
+        put(SPAN_METADATA_ATTR, span.metadata.get().to_owned().into());
+    }
+    put(SPAN_TYPE_ATTR, span.span_type.clone().into());
+    let kind = match meta.get("kind").and_then(Value::as_str) {
+        Some("internal") => 1,
+        Some("server") => 2,
+        Some("client") => 3,
+        Some("producer") => 4,
+        Some("consumer") => 5,
+        _ => 0,
+    };
+    let mut out = serde_json::json!({
+        "traceId": trace_id,
+        "spanId": span_id,
+        "name": span.name,
+        "kind": kind,
+        "attributes": key_values(&Value::Object(attributes)),
+    });
+    if let Some(start) = span.start_time {
+        out["startTimeUnixNano"] = (start.0.max(0) as u64 * 1000).to_string().into();
+    }
+    if let Some(end) = span.end_time {
+        out["endTimeUnixNano"] = (end.0.max(0) as u64 * 1000).to_string().into();
+    }
+    let span_events: Vec<Value> = events
+        .iter()
+        .filter(|e| e.span_id.as_deref() == Some(span.id.as_str()))
+        .map(|e| {
+            let mut attrs: Value = serde_json::from_str(e.metadata.get()).unwrap_or(Value::Null);
+            if let Some(attrs) = attrs.as_object_mut() {
+                attrs.insert(EVENT_LEVEL_ATTR.into(), e.level.clone().into());
+            }
+            serde_json::json!({
+                "timeUnixNano": (e.timestamp.0.max(0) as u64 * 1000).to_string(),
+                "name": e.message,
+                "attributes": key_values(&attrs),
+            })
+        })
+        .collect();
+    if !span_events.is_empty() {
+        out["events"] = Value::Array(span_events);
+    }
+    if let Some(error) = &span.error {
+        out["status"] = serde_json::json!({"code": StatusCode::Error as i32, "message": error});
+    }
+    out
+}
+
+/// A root span standing for a trace that was not received over OTLP, with
+/// the trace's own fields, so other tools see the trace and a re-ingest
+/// restores it.
+fn trace_root_span(trace: &Trace, trace_bytes: &[u8; 16], span_id: &str) -> Value {
+    let mut attributes = Map::new();
+    attributes.insert(TRACE_ROOT_ATTR.into(), true.into());
+    let mut put = |key: &str, value: Option<Value>| {
+        if let Some(value) = value {
+            attributes.insert(key.into(), value);
+        }
+    };
+    put("input.value", trace.input.clone().map(Value::from));
+    put("output.value", trace.output.clone().map(Value::from));
+    put("gen_ai.request.model", trace.model.clone().map(Value::from));
+    put("session.id", trace.session_id.clone().map(Value::from));
+    put(
+        TRACE_EXTERNAL_ID_ATTR,
+        trace.external_id.clone().map(Value::from),
+    );
+    put(TRACE_LATENCY_ATTR, trace.latency_ms.map(Value::from));
+    put(TRACE_COST_ATTR, trace.cost.map(Value::from));
+    put(
+        TRACE_TAGS_ATTR,
+        (!trace.tags.is_empty()).then(|| {
+            serde_json::to_string(&trace.tags)
+                .unwrap_or_default()
+                .into()
+        }),
+    );
+    put(
+        TRACE_TAG_MAP_ATTR,
+        (!trace.tag_map.is_empty()).then(|| {
+            serde_json::to_string(&trace.tag_map)
+                .unwrap_or_default()
+                .into()
+        }),
+    );
+    put(
+        TRACE_METADATA_ATTR,
+        Some(trace.metadata.get().to_owned().into()),
+    );
+    let mut out = serde_json::json!({
+        "traceId": hex(trace_bytes),
+        "spanId": span_id,
+        "name": trace.name.clone().unwrap_or_else(|| "trace".into()),
+        "kind": SpanKind::Internal as i32,
+        "startTimeUnixNano": (trace.started_at.0.max(0) as u64 * 1000).to_string(),
+        "attributes": key_values(&Value::Object(attributes)),
+    });
+    if let Some(end) = trace.ended_at {
+        out["endTimeUnixNano"] = (end.0.max(0) as u64 * 1000).to_string().into();
+    }
+    if let Some(error) = &trace.error {
+        out["status"] = serde_json::json!({"code": StatusCode::Error as i32, "message": error});
+    }
+    out
+}
+
+/// The OTel id of a parent span not stored (yet): for a span received over
+/// OTLP, the parent's id is the second half of its native id.
+fn absent_parent_id(span: &crate::model::Span, parent: &str) -> String {
+    match uuid::Uuid::parse_str(parent) {
+        Ok(u) if span.otel_span_id.is_some() => hex(&u.as_bytes()[8..]),
+        _ => hex(&short_id(parent)),
+    }
+}
+
+/// An 8-byte OTel span id for a span not received over OTLP: the start of
+/// the SHA-256 of its native id (SDK ids may share their last bytes).
+fn short_id(id: &str) -> [u8; 8] {
+    use sha2::Digest;
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&sha2::Sha256::digest(id.as_bytes())[..8]);
+    out
+}
+
+fn uuid_bytes(id: &str) -> [u8; 16] {
+    match uuid::Uuid::parse_str(id) {
+        Ok(u) => *u.as_bytes(),
+        Err(_) => {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(id.as_bytes());
+            let mut out = [0u8; 16];
+            out.copy_from_slice(&digest[..16]);
+            out
+        }
+    }
+}
+
+/// A JSON object as OTLP `KeyValue`s.
+fn key_values(object: &Value) -> Value {
+    let Some(map) = object.as_object() else {
+        return Value::Array(Vec::new());
+    };
+    Value::Array(
+        map.iter()
+            .map(|(k, v)| serde_json::json!({"key": k, "value": json_to_any(v)}))
+            .collect(),
+    )
+}
+
+fn json_to_any(value: &Value) -> Value {
+    match value {
+        Value::Null => serde_json::json!({}),
+        Value::Bool(b) => serde_json::json!({"boolValue": b}),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => serde_json::json!({"intValue": i.to_string()}),
+            None => serde_json::json!({"doubleValue": n.as_f64()}),
+        },
+        Value::String(s) => serde_json::json!({"stringValue": s}),
+        Value::Array(items) => {
+            serde_json::json!({"arrayValue": {"values": items.iter().map(json_to_any).collect::<Vec<_>>()}})
+        }
+        Value::Object(_) => serde_json::json!({"kvlistValue": {"values": key_values(value)}}),
     }
 }
 

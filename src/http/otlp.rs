@@ -1,19 +1,24 @@
 //! `POST /v1/otlp/traces` (and `/v1/otlp/v1/traces`, where the Collector's
 //! `otlphttp` exporter lands when given `/v1/otlp` as its endpoint):
-//! OTLP/HTTP trace ingest, protobuf or JSON, gzip or identity.
+//! OTLP/HTTP trace ingest, protobuf or JSON, gzip or identity; and
+//! `GET /v1/otlp/export`, the stored traces as OTLP JSON.
 
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{FromRequest, Query, Request, State};
 use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 
 use super::ingest::resolve_project;
 use super::{AppState, Principal};
 use crate::error::AppError;
+use crate::ingest::parse_time;
 use crate::otlp::{self, DecodeError, Encoding};
+use crate::store::{ExportCursor, ExportRange};
 
 /// The raw body with its encoding; the content type is checked before the
 /// body is read, and the body is read up to the OTLP limit.
@@ -127,4 +132,109 @@ pub async fn traces(
         body,
     )
         .into_response())
+}
+
+/// Spans per export response, at most.
+pub const EXPORT_MAX_SPANS: usize = 10_000;
+
+/// `GET /v1/otlp/export?from=&to=[&project_id=][&cursor=]`: the traces that
+/// started in `[from, to)` as OTLP `TracesData` JSON, oldest first; when
+/// more remain, `X-Next-Cursor` says where to continue.
+pub async fn export(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, AppError> {
+    let time = |name: &str| -> Result<i64, AppError> {
+        let raw = params
+            .get(name)
+            .ok_or_else(|| AppError::bad_request(format!("{name}: required")))?;
+        parse_time(raw).ok_or_else(|| {
+            AppError::bad_request(format!(
+                "{name}: must be an RFC 3339 time such as 2026-01-02T03:04:05Z"
+            ))
+        })
+    };
+    let (from, to) = (time("from")?, time("to")?);
+    if to < from {
+        return Err(AppError::bad_request("to: must not be before from"));
+    }
+    let cursor = params
+        .get("cursor")
+        .map(|c| {
+            decode_export_cursor(c)
+                .ok_or_else(|| AppError::bad_request("cursor: not a cursor this server issued"))
+        })
+        .transpose()?;
+    let project_id = match params.get("project_id") {
+        None => None,
+        Some(reference) => match state
+            .store
+            .find_project(principal.tenant_id, reference.clone())
+            .await?
+        {
+            Some(project) => Some(project.id),
+            None => return Err(AppError::NotFound("project")),
+        },
+    };
+    let range = ExportRange {
+        from,
+        to,
+        project_id,
+    };
+    let page = state
+        .store
+        .export_page(principal.tenant_id, range, cursor, EXPORT_MAX_SPANS)
+        .await?;
+    let body = otlp::traces_data(&page.traces).to_string();
+    let mut response = (
+        StatusCode::OK,
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body,
+    )
+        .into_response();
+    if let Some(next) = page.next {
+        if let Ok(value) = HeaderValue::from_str(&encode_export_cursor(next)) {
+            response.headers_mut().insert(NEXT_CURSOR.clone(), value);
+        }
+    }
+    Ok(response)
+}
+
+static NEXT_CURSOR: HeaderName = HeaderName::from_static("x-next-cursor");
+
+fn encode_export_cursor(c: ExportCursor) -> String {
+    URL_SAFE_NO_PAD.encode(format!("x1:{}:{}:{}", c.started_at, c.seq, c.span_offset))
+}
+
+fn decode_export_cursor(raw: &str) -> Option<ExportCursor> {
+    let bytes = URL_SAFE_NO_PAD.decode(raw).ok()?;
+    let text = std::str::from_utf8(&bytes).ok()?;
+    let mut parts = text.strip_prefix("x1:")?.split(':');
+    let cursor = ExportCursor {
+        started_at: parts.next()?.parse().ok()?,
+        seq: parts.next()?.parse().ok()?,
+        span_offset: parts.next()?.parse().ok()?,
+    };
+    parts.next().is_none().then_some(cursor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn export_cursor_round_trips_and_rejects_garbage() {
+        let c = ExportCursor {
+            started_at: 1_700_000_000_000_000,
+            seq: 42,
+            span_offset: 10_000,
+        };
+        assert_eq!(decode_export_cursor(&encode_export_cursor(c)), Some(c));
+        assert_eq!(decode_export_cursor("%%%"), None);
+        assert_eq!(
+            decode_export_cursor(&URL_SAFE_NO_PAD.encode("x1:1:2")),
+            None
+        );
+    }
 }

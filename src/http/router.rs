@@ -30,6 +30,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/ingest/batch", post(ingest::ingest_batch))
         .route("/v1/otlp/traces", post(otlp::traces).layer(otlp_limit))
         .route("/v1/otlp/v1/traces", post(otlp::traces).layer(otlp_limit))
+        .route("/v1/otlp/export", get(otlp::export))
         .route("/v1/traces", get(traces::list))
         .route("/v1/traces/{id}", get(traces::detail))
         .fallback(not_found)

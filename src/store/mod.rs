@@ -23,6 +23,7 @@ use rusqlite::Connection;
 use crate::config::Synchronous;
 
 pub use migrations::SCHEMA_VERSION;
+pub use otel::{ExportCursor, ExportPage, ExportRange};
 pub use tenancy::{ApiKeyRecord, Bootstrap, BootstrapResult, NewApiKey, ProjectRecord};
 pub use traces::{InsertOutcome, TraceCursor, TraceFilter, TracePage};
 use writer::Writer;

@@ -6,9 +6,9 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::traces::{write_events, write_spans};
+use super::traces::{detail, write_events, write_spans};
 use super::{now_micros, Result, Store};
-use crate::model::NewOtelTrace;
+use crate::model::{NewOtelTrace, Trace, TraceFields};
 
 impl Store {
     /// Merges every trace's spans in one transaction.
@@ -104,5 +104,165 @@ fn merge(
          WHERE seq = ?1",
     )?
     .execute(params![seq, trace.session_id])?;
+    if let Some(f) = &trace.fields {
+        apply_fields(conn, tenant_id, seq, f)?;
+    }
     Ok(())
+}
+
+fn apply_fields(conn: &Connection, tenant_id: i64, seq: i64, f: &TraceFields) -> Result<()> {
+    let tags = (!f.tags.is_empty()).then(|| serde_json::to_string(&f.tags).ok());
+    let tag_map = (!f.tag_map.is_empty()).then(|| serde_json::to_string(&f.tag_map).ok());
+    conn.prepare_cached(
+        "UPDATE traces SET name = ?2, input = ?3, output = ?4, model = coalesce(?5, model), \
+         error = ?6, external_id = ?7, latency_ms = coalesce(?8, latency_ms), \
+         cost = coalesce(?9, cost), tags = ?10, tag_map = ?11, \
+         metadata = coalesce(?12, metadata), started_at = ?13, ended_at = ?14 WHERE seq = ?1",
+    )?
+    .execute(params![
+        seq,
+        f.name,
+        f.input,
+        f.output,
+        f.model,
+        f.error,
+        f.external_id,
+        f.latency_ms,
+        f.cost,
+        tags.flatten(),
+        tag_map.flatten(),
+        f.metadata,
+        f.started_at,
+        f.ended_at
+    ])?;
+    let mut tag = conn.prepare_cached(
+        "INSERT INTO trace_tags (trace_seq, tenant_id, key, value, started_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (trace_seq, key) DO UPDATE \
+         SET value = excluded.value, started_at = excluded.started_at",
+    )?;
+    for (key, value) in &f.tag_map {
+        tag.execute(params![seq, tenant_id, key, value, f.started_at])?;
+    }
+    Ok(())
+}
+
+/// Where an OTLP export continues: the next trace in (started_at, seq)
+/// order, and how many of its spans were already sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportCursor {
+    pub started_at: i64,
+    pub seq: i64,
+    pub span_offset: usize,
+}
+
+/// Traces to export, oldest first, each with the spans of this page.
+pub struct ExportPage {
+    pub traces: Vec<Trace>,
+    pub next: Option<ExportCursor>,
+}
+
+/// Filters of an export; times are microseconds, `to` exclusive.
+#[derive(Debug, Clone, Copy)]
+pub struct ExportRange {
+    pub from: i64,
+    pub to: i64,
+    pub project_id: Option<i64>,
+}
+
+impl Store {
+    /// One page of at most `max_spans` spans; a trace larger than what is
+    /// left of the page continues on the next one.
+    pub async fn export_page(
+        &self,
+        tenant_id: i64,
+        range: ExportRange,
+        after: Option<ExportCursor>,
+        max_spans: usize,
+    ) -> Result<ExportPage> {
+        self.read(move |conn| export(conn, tenant_id, range, after, max_spans))
+            .await
+    }
+}
+
+fn export(
+    conn: &Connection,
+    tenant_id: i64,
+    range: ExportRange,
+    after: Option<ExportCursor>,
+    max_spans: usize,
+) -> Result<ExportPage> {
+    let mut position = after.unwrap_or(ExportCursor {
+        started_at: range.from,
+        seq: 0,
+        span_offset: 0,
+    });
+    let mut budget = max_spans.max(1);
+    let mut traces = Vec::new();
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, id, started_at FROM traces \
+         WHERE tenant_id = ?1 AND started_at < ?2 AND (?3 IS NULL OR project_id = ?3) \
+           AND (started_at, seq) >= (?4, ?5) AND started_at >= ?6 \
+         ORDER BY started_at, seq LIMIT 200",
+    )?;
+    loop {
+        let batch: Vec<(i64, String, i64)> = stmt
+            .query_map(
+                params![
+                    tenant_id,
+                    range.to,
+                    range.project_id,
+                    position.started_at,
+                    position.seq,
+                    range.from
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?
+            .collect::<rusqlite::Result<_>>()?;
+        if batch.is_empty() {
+            return Ok(ExportPage { traces, next: None });
+        }
+        for (seq, id, started_at) in batch {
+            let offset = if (started_at, seq) == (position.started_at, position.seq) {
+                position.span_offset
+            } else {
+                0
+            };
+            if budget == 0 {
+                return Ok(ExportPage {
+                    traces,
+                    next: Some(ExportCursor {
+                        started_at,
+                        seq,
+                        span_offset: offset,
+                    }),
+                });
+            }
+            let Some(mut trace) = detail(conn, tenant_id, &id)? else {
+                continue;
+            };
+            let spans = trace.spans.take().unwrap_or_default();
+            let remaining: Vec<_> = spans.into_iter().skip(offset).collect();
+            let take = remaining.len().min(budget);
+            let more_in_trace = remaining.len() > take;
+            let page_spans: Vec<_> = remaining.into_iter().take(take).collect();
+            budget -= take;
+            trace.spans = Some(page_spans);
+            traces.push(trace);
+            if more_in_trace {
+                return Ok(ExportPage {
+                    traces,
+                    next: Some(ExportCursor {
+                        started_at,
+                        seq,
+                        span_offset: offset + take,
+                    }),
+                });
+            }
+            position = ExportCursor {
+                started_at,
+                seq: seq + 1,
+                span_offset: 0,
+            };
+        }
+    }
 }

@@ -356,7 +356,7 @@ fn list(
     Ok(TracePage { traces, next })
 }
 
-fn detail(conn: &Connection, tenant_id: i64, id: &str) -> Result<Option<Trace>> {
+pub(super) fn detail(conn: &Connection, tenant_id: i64, id: &str) -> Result<Option<Trace>> {
     let sql = format!(
         "SELECT {TRACE_COLUMNS}, ten.uuid FROM traces t JOIN projects p ON p.id = t.project_id \
          JOIN tenants ten ON ten.id = t.tenant_id WHERE t.tenant_id = ?1 AND t.id = ?2"
