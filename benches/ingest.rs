@@ -36,6 +36,8 @@
 //! | `BENCH_DEEP_PAGES`        | 200     | pages of 50 walked to reach the deep cursor               |
 //! | `BENCH_KEEP_DIR`          | unset   | put the data directories under this directory and keep them |
 //! | `BENCH_SHAPE`             | sdk     | `sdk`: ids are UUIDv7 and traces start seconds before they are sent, as the `trulayer` SDK makes them; `random`: UUIDv4 ids and start times spread over the last 24 h, the worst case for the indexes |
+//! | `BENCH_OTLP`              | 1       | 0 skips phase 2b, the same load over OTLP protobuf        |
+//! | `BENCH_LOG_LEVEL`         | warn    | the servers' log level (logs are `server-*.log` in the data root) |
 //!
 //! Every loop is bounded by a count and a deadline; servers are stopped with
 //! SIGTERM (SIGKILL after a grace period) even when the bench panics.
@@ -100,6 +102,7 @@ struct Knobs {
     query_max: Duration,
     deep_pages: usize,
     keep_dir: Option<PathBuf>,
+    otlp: bool,
 }
 
 impl Knobs {
@@ -116,6 +119,7 @@ impl Knobs {
             query_max: secs("BENCH_QUERY_MAX_SECONDS", 30.0),
             deep_pages: env_or("BENCH_DEEP_PAGES", 200usize).max(1),
             keep_dir: std::env::var_os("BENCH_KEEP_DIR").map(PathBuf::from),
+            otlp: env_or("BENCH_OTLP", 1u8) != 0,
         }
     }
 }
@@ -392,6 +396,89 @@ fn batch_body(c: &Corpus, traces: &[GenTrace]) -> Vec<u8> {
     }
     out.push_str("]}");
     out.into_bytes()
+}
+
+/// The same traces as an OTLP `ExportTraceServiceRequest` in protobuf: the
+/// first span of each trace is its root, the others its children; GenAI
+/// attributes carry model, tokens, prompt and completion.
+fn otlp_body(c: &Corpus, traces: &[GenTrace]) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
+    use prost::Message;
+    let kv = |key: &str, value: Any| KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    };
+    let text = |key: &str, value: &str| kv(key, Any::StringValue(value.into()));
+    let nanos = |micros: i64| micros as u64 * 1_000;
+    let mut spans = Vec::with_capacity(traces.len() * SPANS);
+    for t in traces {
+        let trace_id = t.id.as_bytes().to_vec();
+        let root_id = t.spans[0].id.as_bytes()[8..].to_vec();
+        for (i, s) in t.spans.iter().enumerate() {
+            let mut attributes = match s.kind {
+                "llm" => vec![
+                    text("gen_ai.operation.name", "chat"),
+                    text("gen_ai.system", "openai"),
+                    text("gen_ai.request.model", s.model),
+                    kv("gen_ai.usage.input_tokens", Any::IntValue(s.prompt_tokens)),
+                    kv(
+                        "gen_ai.usage.output_tokens",
+                        Any::IntValue(s.completion_tokens),
+                    ),
+                ],
+                "tool" => vec![
+                    text("gen_ai.operation.name", "execute_tool"),
+                    text("gen_ai.tool.name", s.name),
+                ],
+                _ => vec![text("db.system", "qdrant")],
+            };
+            attributes.push(text("gen_ai.prompt", &c.inputs[s.input]));
+            attributes.push(text("gen_ai.completion", &c.outputs[s.output]));
+            if i == 0 {
+                attributes.push(text("session.id", &session_name(t.session)));
+                attributes.push(text("customer", &customer_name(t.customer)));
+                attributes.push(text("env", t.env));
+            }
+            spans.push(Span {
+                trace_id: trace_id.clone(),
+                span_id: s.id.as_bytes()[8..].to_vec(),
+                parent_span_id: if i == 0 { Vec::new() } else { root_id.clone() },
+                name: if i == 0 { t.name.into() } else { s.name.into() },
+                kind: 3,
+                start_time_unix_nano: nanos(s.start),
+                end_time_unix_nano: nanos(s.end),
+                attributes,
+                status: (i == 0 && t.error).then(|| Status {
+                    code: status::StatusCode::Error as i32,
+                    message: ERROR_TEXT.into(),
+                }),
+                ..Default::default()
+            });
+        }
+    }
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![text("service.name", "bench")],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "bench".into(),
+                    ..Default::default()
+                }),
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
 }
 
 // ----------------------------------------------------------- the server ----
@@ -737,18 +824,45 @@ struct IngestPlan {
     sample_every: u64,
     /// Traces acknowledged so far (for progress lines).
     acknowledged: Arc<AtomicU64>,
+    protocol: Protocol,
 }
 
-fn batch_acknowledged(body: &[u8]) -> bool {
-    serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| v.get("ingested").and_then(Value::as_u64))
-        == Some(BATCH as u64)
+/// How the clients send their batches.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// `POST /v1/ingest/batch`, the SDK's JSON.
+    Json,
+    /// `POST /v1/otlp/traces`, OTLP protobuf with GenAI attributes.
+    Otlp,
+}
+
+/// A 201 with every trace ingested (JSON), or a 200 without a partial
+/// success (OTLP).
+fn acknowledged(protocol: Protocol, status: u16, body: &[u8]) -> bool {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+    use prost::Message;
+    match protocol {
+        Protocol::Json => {
+            status == 201
+                && serde_json::from_slice::<Value>(body)
+                    .ok()
+                    .and_then(|v| v.get("ingested").and_then(Value::as_u64))
+                    == Some(BATCH as u64)
+        }
+        Protocol::Otlp => {
+            status == 200
+                && ExportTraceServiceResponse::decode(body)
+                    .is_ok_and(|r| r.partial_success.is_none_or(|p| p.rejected_spans == 0))
+        }
+    }
 }
 
 async fn ingest_client(base: String, corpus: Arc<Corpus>, plan: Arc<IngestPlan>) -> ClientOut {
     let client = http_client();
-    let url = format!("{base}/v1/ingest/batch");
+    let (url, content_type) = match plan.protocol {
+        Protocol::Json => (format!("{base}/v1/ingest/batch"), "application/json"),
+        Protocol::Otlp => (format!("{base}/v1/otlp/traces"), "application/x-protobuf"),
+    };
     let mut rng = Rng::seeded();
     let mut out = ClientOut::default();
     let mut batch = Vec::with_capacity(BATCH);
@@ -763,12 +877,15 @@ async fn ingest_client(base: String, corpus: Arc<Corpus>, plan: Arc<IngestPlan>)
             break;
         }
         gen_batch(&mut rng, &mut batch);
-        let body = batch_body(&corpus, &batch);
+        let body = match plan.protocol {
+            Protocol::Json => batch_body(&corpus, &batch),
+            Protocol::Otlp => otlp_body(&corpus, &batch),
+        };
         let sent = Instant::now();
         let answer = client
             .post(&url)
             .bearer_auth(API_KEY)
-            .header("content-type", "application/json")
+            .header("content-type", content_type)
             .body(body)
             .send()
             .await;
@@ -776,7 +893,7 @@ async fn ingest_client(base: String, corpus: Arc<Corpus>, plan: Arc<IngestPlan>)
             Ok(response) => {
                 let status = response.status();
                 match response.bytes().await {
-                    Ok(bytes) if status.as_u16() == 201 && batch_acknowledged(&bytes) => Ok(()),
+                    Ok(bytes) if acknowledged(plan.protocol, status.as_u16(), &bytes) => Ok(()),
                     Ok(bytes) => Err(format!(
                         "{status}: {}",
                         String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
@@ -1468,6 +1585,7 @@ fn main() {
         budget: Arc::new(AtomicU64::new(u64::MAX)),
         sample_every: 0,
         acknowledged: Arc::new(AtomicU64::new(0)),
+        protocol: Protocol::Json,
     };
     let load = runtime.block_on(run_ingest(&server.base, &corpus, knobs.clients, plan, None));
     let load_server_cpu = (server.cpu_seconds() - server_cpu0) / load.elapsed.as_secs_f64();
@@ -1541,6 +1659,70 @@ fn main() {
         ));
     }
 
+    // 2b. The same load over OTLP protobuf, on a fresh server.
+    let otlp = knobs.otlp.then(|| {
+        println!(
+            "\n[2b] OTLP ingest load: {} clients, the same traces as ExportTraceServiceRequest protobuf, {:?} warm-up + {:?} measured",
+            knobs.clients, knobs.warmup, knobs.seconds
+        );
+        let data = root.join("otlp-data");
+        let mut server = Server::start(&data, root.join("server-otlp.log"));
+        let cpu0 = server.cpu_seconds();
+        let from = Instant::now() + knobs.warmup;
+        let plan = IngestPlan {
+            window: (from, from + knobs.seconds),
+            budget: Arc::new(AtomicU64::new(u64::MAX)),
+            sample_every: 0,
+            acknowledged: Arc::new(AtomicU64::new(0)),
+            protocol: Protocol::Otlp,
+        };
+        let run = runtime.block_on(run_ingest(&server.base, &corpus, knobs.clients, plan, None));
+        let cpu = (server.cpu_seconds() - cpu0) / run.elapsed.as_secs_f64();
+        let mem = server.mem();
+        server.stop();
+        drop(server);
+        let rows = count_rows(&data.join("trulayer.db"));
+        println!(
+            "  {} traces in {:.1} s: {:.0} traces/s, {:.0} spans/s; request latency p50 {:.1} / p95 {:.1} / p99 {:.1} / max {:.1} ms (n={})",
+            run.traces,
+            run.window.as_secs_f64(),
+            run.traces_per_s(),
+            run.traces_per_s() * SPANS as f64,
+            run.latency.p50,
+            run.latency.p95,
+            run.latency.p99,
+            run.latency.max,
+            run.latency.n
+        );
+        println!(
+            "  failures: {}{}",
+            run.failures,
+            run.failure_samples
+                .iter()
+                .map(|s| format!("\n    {s}"))
+                .collect::<String>()
+        );
+        println!(
+            "  server CPU {cpu:.2} cores; {}; stored {} traces, {} spans ({} acknowledged)",
+            mem.describe(),
+            rows.0,
+            rows.1,
+            run.acknowledged
+        );
+        (run, cpu, rows)
+    });
+    if let Some((run, _, rows)) = &otlp {
+        if rows.0 != run.acknowledged as i64 || rows.1 != rows.0 * SPANS as i64 {
+            problems.push(format!(
+                "otlp: {} traces acknowledged but {} traces / {} spans stored",
+                run.acknowledged, rows.0, rows.1
+            ));
+        }
+        if run.failures > 0 {
+            problems.push(format!("otlp: {} failed requests", run.failures));
+        }
+    }
+
     // 3. Ceiling.
     println!(
         "\n[3] ceiling: direct rusqlite inserts, {BATCH} traces per transaction, {:?} warm-up + {:?} measured",
@@ -1586,6 +1768,7 @@ fn main() {
             budget: Arc::new(AtomicU64::new(goal.div_ceil(BATCH as u64))),
             sample_every: (goal / 10_000).max(1),
             acknowledged: Arc::new(AtomicU64::new(0)),
+            protocol: Protocol::Json,
         };
         let fill = runtime.block_on(run_ingest(
             &server.base,
@@ -1708,6 +1891,16 @@ fn main() {
             ms(q.ready_after)
         ))
     );
+    if let Some((run, cpu, _)) = &otlp {
+        println!(
+            "otlp    {:>8.0} traces/s {:>9.0} spans/s  (protobuf, server CPU {cpu:.2} cores); p50 {:.1} ms, p99 {:.1} ms; OTLP / JSON spans/s = {:.2}",
+            run.traces_per_s(),
+            run.traces_per_s() * SPANS as f64,
+            run.latency.p50,
+            run.latency.p99,
+            run.traces_per_s() / load.traces_per_s()
+        );
+    }
     println!(
         "memory  idle {:.1} MB (fresh {:.1} MB); load peak (VmHWM) {:.1} MB [anon {:.1} + file {:.1} at end]",
         mb(idle.rss_kb),
@@ -1781,6 +1974,13 @@ fn main() {
             load.latency.p99
         ),
     );
+    if let Some((run, _, _)) = &otlp {
+        let r = run.traces_per_s() / load.traces_per_s();
+        target(
+            r >= 0.8,
+            format!("OTLP protobuf spans/s within 20% of the JSON path: {r:.2}"),
+        );
+    }
     if let Some(q) = &query {
         let scale = if q.rows.0 as u64 >= q.goal && q.goal >= 1_000_000 {
             String::new()
