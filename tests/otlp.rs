@@ -1133,3 +1133,107 @@ async fn an_export_page_holds_at_most_10000_spans_and_the_cursor_continues() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn genai_events_messages_and_openinference_attributes_are_mapped() {
+    let server = TestServer::start().await;
+    let store = server.running().store().clone();
+    let rag = store
+        .create_project(1, "RAG App".into())
+        .await
+        .expect("project");
+    let trace_hex = "4bf92f3577b34da6a3ce929d0e0e4736";
+    // Prompt and completion as GenAI content events.
+    let mut events = json_span(trace_hex, "1000000000000001", "chat events", 0, 100);
+    events["attributes"] = json!([text("gen_ai.provider.name", "anthropic")]);
+    events["events"] = json!([
+        {"timeUnixNano": at(1), "name": "gen_ai.system.message",
+         "attributes": [text("content", "Be brief.")]},
+        {"timeUnixNano": at(2), "name": "gen_ai.user.message",
+         "attributes": [text("content", "Hi?")]},
+        {"timeUnixNano": at(90), "name": "gen_ai.choice",
+         "attributes": [text("message", "Hello!")]}
+    ]);
+    // Structured messages as attributes.
+    let mut messages = json_span(trace_hex, "1000000000000002", "chat messages", 100, 200);
+    messages["attributes"] = json!([
+        text("gen_ai.operation.name", "chat"),
+        text(
+            "gen_ai.input.messages",
+            r#"[{"role":"user","parts":[{"type":"text","content":"2+2?"}]}]"#
+        ),
+        text(
+            "gen_ai.output.messages",
+            r#"[{"role":"assistant","parts":[{"type":"text","content":"4"}]}]"#
+        )
+    ]);
+    // OpenInference, as LlamaIndex or Arize instrumentations emit it.
+    let mut oi = json_span(trace_hex, "1000000000000003", "llm", 200, 300);
+    oi["attributes"] = json!([
+        text("openinference.span.kind", "LLM"),
+        text("llm.model_name", "mistral-large"),
+        int("llm.token_count.prompt", 40),
+        int("llm.token_count.completion", 8),
+        text("input.value", "oi in"),
+        text("output.value", "oi out")
+    ]);
+    let mut retriever = json_span(trace_hex, "1000000000000004", "retrieve", 300, 400);
+    retriever["attributes"] = json!([
+        text("openinference.span.kind", "RETRIEVER"),
+        text("huge", &"x".repeat(40_000))
+    ]);
+    let mut request = json_request(vec![events, messages, oi, retriever]);
+    request["resourceSpans"][0]["resource"]["attributes"]
+        .as_array_mut()
+        .expect("resource attributes")
+        .push(text("trulayer.project", "rag-app"));
+    export_json(&server, "/v1/otlp/traces", &request).await;
+
+    let trace = server
+        .get_json(&format!("/v1/traces/{}", trace_uuid(trace_hex)))
+        .await;
+    assert_eq!(
+        trace["project_id"],
+        rag.uuid.as_str(),
+        "trulayer.project picks the project"
+    );
+    let by_name: HashMap<&str, &Value> = trace["spans"]
+        .as_array()
+        .expect("spans")
+        .iter()
+        .map(|s| (s["name"].as_str().expect("name"), s))
+        .collect();
+    let events = by_name["chat events"];
+    assert_eq!(events["type"], "llm");
+    assert_eq!(
+        serde_json::from_str::<Value>(events["input"].as_str().expect("input")).expect("json"),
+        json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}])
+    );
+    assert_eq!(events["output"], "Hello!");
+    let messages = by_name["chat messages"];
+    assert_eq!(messages["type"], "llm");
+    assert!(messages["input"].as_str().expect("input").contains("2+2?"));
+    assert!(messages["output"]
+        .as_str()
+        .expect("output")
+        .contains("\"4\""));
+    let oi = by_name["llm"];
+    assert_eq!(oi["type"], "llm");
+    assert_eq!(oi["model"], "mistral-large");
+    assert_eq!(oi["prompt_tokens"], 40);
+    assert_eq!(oi["completion_tokens"], 8);
+    assert_eq!(oi["input"], "oi in");
+    assert_eq!(oi["output"], "oi out");
+    let retriever = by_name["retrieve"];
+    assert_eq!(retriever["type"], "retrieval");
+    // The 40 KB attribute does not fit the metadata bound: it is dropped,
+    // and the metadata says so.
+    assert_eq!(
+        retriever["metadata"]["truncated"], true,
+        "{}",
+        retriever["metadata"]
+    );
+    assert!(retriever["metadata"]["attributes"].get("huge").is_none());
+    assert!(retriever["metadata"].to_string().len() <= 16 * 1024);
+    assert_eq!(trace["total_token_count"], 48);
+}
