@@ -71,9 +71,39 @@ pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Er
         .to_string())
 }
 
+/// Checks a password against a stored argon2 hash (in constant time).
+pub fn verify_password(password: &str, stored: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    PasswordHash::new(stored)
+        .and_then(|hash| Argon2::default().verify_password(password.as_bytes(), &hash))
+        .is_ok()
+}
+
+/// Every session token starts with this (API keys with `tl_`).
+pub const SESSION_PREFIX: &str = "tls_";
+
+/// A fresh session token: `tls_` followed by 40 random letters and digits.
+pub fn generate_session_token() -> String {
+    format!(
+        "{SESSION_PREFIX}{}",
+        Alphanumeric.sample_string(&mut rand::rng(), KEY_RANDOM_CHARS)
+    )
+}
+
+/// Passwords chosen through the API: at least this many characters.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_verify_only_against_their_own_hash() {
+        let hash = hash_password("correct horse").expect("hash");
+        assert!(verify_password("correct horse", &hash));
+        assert!(!verify_password("correct horsf", &hash));
+        assert!(!verify_password("correct horse", "not a hash"));
+    }
 
     #[test]
     fn generated_keys_are_distinct_and_well_formed() {

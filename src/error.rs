@@ -41,6 +41,16 @@ pub enum AppError {
     /// 409: the request conflicts with stored state.
     #[error("{0}")]
     Conflict(String),
+    /// 409 with a machine-readable code: a rule of the data refuses it.
+    #[error("{message}")]
+    Refused { message: String, code: &'static str },
+    /// 429: too many attempts; retry after the given seconds.
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        code: &'static str,
+        retry_after: u64,
+    },
     /// 413: the body exceeds the named limit.
     #[error("request body exceeds the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
@@ -77,7 +87,8 @@ impl AppError {
             AppError::Forbidden { .. } => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::Conflict(_) | AppError::Refused { .. } => StatusCode::CONFLICT,
+            AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -94,6 +105,8 @@ impl AppError {
             AppError::NotFound(_) => Some("not_found"),
             AppError::MethodNotAllowed => Some("method_not_allowed"),
             AppError::Conflict(_) => Some("conflict"),
+            AppError::Refused { code, .. } => Some(code),
+            AppError::TooManyRequests { code, .. } => Some(code),
             AppError::PayloadTooLarge { .. } => Some("payload_too_large"),
             AppError::UnsupportedMediaType(_) => Some("unsupported_media_type"),
             AppError::Unprocessable(_) => Some("validation_error"),
@@ -114,7 +127,13 @@ impl IntoResponse for AppError {
         if let Some(code) = self.code() {
             body["code"] = json!(code);
         }
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let AppError::TooManyRequests { retry_after, .. } = &self {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, (*retry_after).into());
+        }
+        response
     }
 }
 
@@ -122,6 +141,7 @@ impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(msg) => AppError::Conflict(msg),
+            StoreError::Refused { message, code } => AppError::Refused { message, code },
             StoreError::ShuttingDown => {
                 AppError::Unavailable("the server is shutting down; retry".into())
             }

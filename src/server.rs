@@ -105,13 +105,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let local_addr = listener.local_addr()?;
     let grace = Duration::from_secs(config.server.shutdown_timeout_s);
-    let state = AppState {
-        store: store.clone(),
-        config: Arc::new(config),
-    };
+    let is_tls = tls.is_some();
+    let state = AppState::new(store.clone(), Arc::new(config), is_tls);
     let app = router(state);
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
-    let is_tls = tls.is_some();
     let served_store = store.clone();
     let task = tokio::spawn(async move {
         serve(listener, app, tls, shutdown_rx, grace).await;

@@ -1,11 +1,13 @@
 //! The HTTP API. `router` lists every route and layer; each resource has its
 //! own file; handlers take the `Principal` extractor and call the store.
 
+mod account;
 mod extract;
 mod health;
 mod ingest;
 mod otlp;
 mod principal;
+mod projects;
 pub mod router;
 mod traces;
 
@@ -14,11 +16,27 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::store::Store;
 
-pub use principal::Principal;
+pub use principal::{Credential, Principal};
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<Store>,
     pub config: Arc<Config>,
+    /// Served over TLS: session cookies are `Secure`.
+    pub tls: bool,
+    pub logins: Arc<account::LoginGuard>,
+    pub key_touches: Arc<principal::KeyTouches>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<Store>, config: Arc<Config>, tls: bool) -> AppState {
+        AppState {
+            store,
+            config,
+            tls,
+            logins: Arc::default(),
+            key_touches: Arc::default(),
+        }
+    }
 }

@@ -139,12 +139,14 @@ pub const EXPORT_MAX_SPANS: usize = 10_000;
 
 /// `GET /v1/otlp/export?from=&to=[&project_id=][&cursor=]`: the traces that
 /// started in `[from, to)` as OTLP `TracesData` JSON, oldest first; when
-/// more remain, `X-Next-Cursor` says where to continue.
+/// more remain, `X-Next-Cursor` says where to continue. Sessions only.
 pub async fn export(
     State(state): State<AppState>,
     principal: Principal,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, AppError> {
+    // The reference makes the export a dashboard route: users, not keys.
+    principal.session()?;
     let time = |name: &str| -> Result<i64, AppError> {
         let raw = params
             .get(name)

@@ -1,62 +1,321 @@
 //! Who is calling. Handlers take a `Principal`; nothing else reads the
-//! Authorization header.
+//! Authorization header or the session cookie.
+//!
+//! Two kinds of token: an API key (`Bearer tl_…`) for SDKs and exporters,
+//! and a user session (`Bearer tls_…`, or the `trulayer_session` cookie the
+//! admin page gets at login). Scopes narrow what a key may do; a role
+//! narrows what a user may do; routes that manage the organisation accept
+//! sessions only.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, COOKIE, HOST, ORIGIN};
 use axum::http::request::Parts;
+use axum::http::Method;
 
 use super::AppState;
 use crate::auth;
 use crate::error::AppError;
-use crate::store::now_micros;
+use crate::store::{now_micros, UserRecord};
 
-/// An authenticated caller: its tenant, default project and scopes.
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "trulayer_session";
+
+/// An authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub tenant_id: i64,
-    /// The project the API key is bound to: where traces go by default.
+    /// Where traces go by default: the key's project, or for a session the
+    /// tenant's first active project.
     pub project_id: i64,
-    pub key_id: i64,
-    pub scopes: Vec<String>,
+    pub credential: Credential,
+}
+
+#[derive(Debug, Clone)]
+pub enum Credential {
+    ApiKey {
+        key_id: i64,
+        scopes: Vec<String>,
+    },
+    Session {
+        session_id: i64,
+        user: UserRecord,
+        org_name: String,
+    },
+}
+
+/// User roles, weakest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Viewer,
+    Member,
+    Owner,
+}
+
+impl Role {
+    pub fn parse(role: &str) -> Option<Role> {
+        match role {
+            "viewer" => Some(Role::Viewer),
+            "member" => Some(Role::Member),
+            "owner" => Some(Role::Owner),
+            _ => None,
+        }
+    }
+}
+
+impl Principal {
+    /// The session's user; an API key gets 403 `session_required`.
+    pub fn session(&self) -> Result<(&UserRecord, i64, &str), AppError> {
+        match &self.credential {
+            Credential::Session {
+                user,
+                session_id,
+                org_name,
+            } => Ok((user, *session_id, org_name)),
+            Credential::ApiKey { .. } => Err(AppError::Forbidden {
+                message: "this route needs a user session (log in); API keys cannot use it".into(),
+                code: "session_required",
+            }),
+        }
+    }
+
+    /// A session whose user has at least `minimum`.
+    pub fn require_role(&self, minimum: Role) -> Result<&UserRecord, AppError> {
+        let (user, _, _) = self.session()?;
+        if Role::parse(&user.role).unwrap_or(Role::Viewer) < minimum {
+            return Err(AppError::Forbidden {
+                message: format!("the {} role cannot do this", user.role),
+                code: "forbidden_role",
+            });
+        }
+        Ok(user)
+    }
 }
 
 /// The exact 401 bodies the SDKs latch on.
 const INVALID_KEY: AppError = AppError::Unauthorized("invalid_api_key");
 const EXPIRED_KEY: AppError = AppError::Unauthorized("api_key_expired");
+const INVALID_SESSION: AppError = AppError::Unauthorized("invalid_session");
+
+/// How often a key's `last_used_at` is written, at most.
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+
+/// When each key's use was last written.
+#[derive(Default)]
+pub struct KeyTouches(Mutex<HashMap<i64, Instant>>);
+
+impl KeyTouches {
+    /// True when the key's use should be written now.
+    fn due(&self, key_id: i64) -> bool {
+        let Ok(mut seen) = self.0.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        match seen.get(&key_id) {
+            Some(at) if now.duration_since(*at) < TOUCH_EVERY => false,
+            _ => {
+                if seen.len() > 100_000 {
+                    seen.retain(|_, at| now.duration_since(*at) < TOUCH_EVERY);
+                }
+                seen.insert(key_id, now);
+                true
+            }
+        }
+    }
+}
+
+enum Presented<'a> {
+    Key(&'a str),
+    Session { token: &'a str, cookie: bool },
+}
+
+fn presented(parts: &Parts) -> Option<Presented<'_>> {
+    let bearer = parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .filter(|t| t.len() <= 256);
+    if let Some(token) = bearer {
+        return Some(if token.starts_with(auth::SESSION_PREFIX) {
+            Presented::Session {
+                token,
+                cookie: false,
+            }
+        } else {
+            Presented::Key(token)
+        });
+    }
+    parts
+        .headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, token)| Presented::Session {
+            token: token.trim(),
+            cookie: true,
+        })
+}
+
+/// Routes that manage the organisation (the reference's dashboard routes):
+/// users only, whatever a key's scopes. Listing projects stays open to keys.
+fn session_only(method: &Method, path: &str) -> bool {
+    let under = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    under("/v1/auth")
+        || under("/v1/users")
+        || under("/v1/apikeys")
+        || under("/v1/otlp/export")
+        || (under("/v1/projects") && !is_safe(method))
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// A cookie-authenticated unsafe request must come from this server's own
+/// pages: `Sec-Fetch-Site: same-origin`, or an `Origin` naming this host.
+fn same_origin(parts: &Parts) -> bool {
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    if header("sec-fetch-site") == Some("same-origin") {
+        return true;
+    }
+    let (Some(origin), Some(host)) = (
+        parts.headers.get(ORIGIN).and_then(|v| v.to_str().ok()),
+        parts.headers.get(HOST).and_then(|v| v.to_str().ok()),
+    ) else {
+        return false;
+    };
+    origin
+        .split_once("://")
+        .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
+}
 
 impl FromRequestParts<AppState> for Principal {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let token = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, token) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
-            .filter(|t| t.starts_with(auth::KEY_PREFIX) && t.len() <= 256)
-            .ok_or(INVALID_KEY)?;
-        let candidates = state
-            .store
-            .api_keys_by_prefix(auth::visible_prefix(token).to_string())
-            .await?;
-        let key = candidates
-            .into_iter()
-            .find(|k| auth::api_key_matches(token, &k.key_hash))
-            .ok_or(INVALID_KEY)?;
-        if key.revoked {
-            return Err(INVALID_KEY);
+        match presented(parts).ok_or(INVALID_KEY)? {
+            Presented::Key(token) => api_key(parts, state, token).await,
+            Presented::Session { token, cookie } => {
+                let token = token.to_owned();
+                session(parts, state, &token, cookie).await
+            }
         }
-        if key.expires_at.is_some_and(|at| at <= now_micros()) {
-            return Err(EXPIRED_KEY);
+    }
+}
+
+async fn api_key(parts: &Parts, state: &AppState, token: &str) -> Result<Principal, AppError> {
+    if !token.starts_with(auth::KEY_PREFIX) {
+        return Err(INVALID_KEY);
+    }
+    let candidates = state
+        .store
+        .api_keys_by_prefix(auth::visible_prefix(token).to_string())
+        .await?;
+    let key = candidates
+        .into_iter()
+        .find(|k| auth::api_key_matches(token, &k.key_hash))
+        .ok_or(INVALID_KEY)?;
+    if key.revoked {
+        return Err(INVALID_KEY);
+    }
+    if key.expires_at.is_some_and(|at| at <= now_micros()) {
+        return Err(EXPIRED_KEY);
+    }
+    if session_only(&parts.method, parts.uri.path()) {
+        return Err(AppError::Forbidden {
+            message: "this route needs a user session (log in); API keys cannot use it".into(),
+            code: "session_required",
+        });
+    }
+    // A key with scopes may only do what they name: `query` reads,
+    // `ingest` writes telemetry. No scopes: everything a key may do.
+    if !key.scopes.is_empty() {
+        let needed = if is_safe(&parts.method) {
+            "query"
+        } else {
+            "ingest"
+        };
+        if !key.scopes.iter().any(|s| s == needed) {
+            return Err(AppError::Forbidden {
+                message: format!("this API key lacks the {needed:?} scope"),
+                code: "scope_forbidden",
+            });
         }
-        Ok(Principal {
-            tenant_id: key.tenant_id,
-            project_id: key.project_id,
+    }
+    if state.key_touches.due(key.id) {
+        let store = state.store.clone();
+        let key_id = key.id;
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_api_key(key_id).await {
+                tracing::debug!(error = %e, "recording an API key's use failed");
+            }
+        });
+    }
+    Ok(Principal {
+        tenant_id: key.tenant_id,
+        project_id: key.project_id,
+        credential: Credential::ApiKey {
             key_id: key.id,
             scopes: key.scopes,
-        })
+        },
+    })
+}
+
+async fn session(
+    parts: &Parts,
+    state: &AppState,
+    token: &str,
+    cookie: bool,
+) -> Result<Principal, AppError> {
+    if !token.starts_with(auth::SESSION_PREFIX) {
+        return Err(INVALID_SESSION);
     }
+    let found = state
+        .store
+        .session_by_token(auth::hash_api_key(token))
+        .await?
+        .ok_or(INVALID_SESSION)?;
+    let unsafe_method = !is_safe(&parts.method);
+    if cookie && unsafe_method && !same_origin(parts) {
+        return Err(AppError::Forbidden {
+            message: "a cookie-authenticated change must come from this server's pages \
+                      (Origin or Sec-Fetch-Site)"
+                .into(),
+            code: "csrf_rejected",
+        });
+    }
+    // Viewers read; they may still manage their own login.
+    if unsafe_method && found.user.role == "viewer" && !parts.uri.path().starts_with("/v1/auth/") {
+        return Err(AppError::Forbidden {
+            message: "the viewer role is read-only".into(),
+            code: "forbidden_role",
+        });
+    }
+    let project = state
+        .store
+        .default_project(found.user.tenant_id)
+        .await?
+        .ok_or(AppError::Internal("the organisation has no project".into()))?;
+    Ok(Principal {
+        tenant_id: found.user.tenant_id,
+        project_id: project.id,
+        credential: Credential::Session {
+            session_id: found.id,
+            user: found.user,
+            org_name: found.org_name,
+        },
+    })
 }

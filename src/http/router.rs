@@ -15,7 +15,9 @@ use axum::Router;
 
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
-use super::{health, ingest, otlp, traces, AppState};
+use axum::routing::{delete, patch};
+
+use super::{account, health, ingest, otlp, projects, traces, AppState};
 use crate::error::{AppError, REQUEST_ID};
 
 /// How long a client may take to send a request body.
@@ -31,6 +33,28 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/otlp/traces", post(otlp::traces).layer(otlp_limit))
         .route("/v1/otlp/v1/traces", post(otlp::traces).layer(otlp_limit))
         .route("/v1/otlp/export", get(otlp::export))
+        .route("/v1/auth/login", post(account::login))
+        .route("/v1/auth/logout", post(account::logout))
+        .route("/v1/auth/me", get(account::me))
+        .route("/v1/auth/password", post(account::change_password))
+        .route(
+            "/v1/users",
+            get(account::list_users).post(account::create_user),
+        )
+        .route(
+            "/v1/users/{id}",
+            patch(account::update_user).delete(account::delete_user),
+        )
+        .route("/v1/projects", get(projects::list).post(projects::create))
+        .route("/v1/projects/{id}", patch(projects::update))
+        .route("/v1/projects/{id}/archive", post(projects::archive))
+        .route("/v1/projects/{id}/unarchive", post(projects::unarchive))
+        .route(
+            "/v1/apikeys",
+            get(projects::list_keys).post(projects::create_key),
+        )
+        .route("/v1/apikeys/{id}", delete(projects::revoke_key))
+        .route("/v1/apikeys/{id}/rotate", post(projects::rotate_key))
         .route("/v1/traces", get(traces::list))
         .route("/v1/traces/{id}", get(traces::detail))
         .fallback(not_found)

@@ -5,6 +5,7 @@
 //! requests together (see `writer`); reads use a pool of read-only
 //! connections, which WAL mode lets proceed while the writer commits.
 
+mod accounts;
 mod checkpoint;
 mod migrations;
 mod otel;
@@ -22,9 +23,12 @@ use rusqlite::Connection;
 
 use crate::config::Synchronous;
 
+pub use accounts::{LoginCandidate, SessionRecord, UserRecord};
 pub use migrations::SCHEMA_VERSION;
 pub use otel::{ExportCursor, ExportPage, ExportRange};
-pub use tenancy::{ApiKeyRecord, Bootstrap, BootstrapResult, NewApiKey, ProjectRecord};
+pub use tenancy::{
+    ApiKeyInfo, ApiKeyRecord, Bootstrap, BootstrapResult, NewApiKey, ProjectChange, ProjectRecord,
+};
 pub use traces::{InsertOutcome, TraceCursor, TraceFilter, TracePage};
 use writer::Writer;
 pub use writer::WriterStats;
@@ -40,6 +44,9 @@ pub enum StoreError {
     Pool(#[from] r2d2::Error),
     #[error("{0}")]
     Conflict(String),
+    /// A change refused by a rule of the data (409 with a code).
+    #[error("{message}")]
+    Refused { message: String, code: &'static str },
     #[error("the store is shutting down")]
     ShuttingDown,
     #[error("commit failed: {0}")]

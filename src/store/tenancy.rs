@@ -33,7 +33,36 @@ pub struct ProjectRecord {
     pub name: String,
     pub slug: String,
     pub archived: bool,
+    pub archived_at: Option<i64>,
+    pub retention_days: Option<i64>,
+    pub created_at: i64,
 }
+
+/// A change to a project; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ProjectChange {
+    pub name: Option<String>,
+    /// `Some(None)` clears the override.
+    pub retention_days: Option<Option<i64>>,
+}
+
+/// An API key as listed: never its secret.
+#[derive(Debug, Clone)]
+pub struct ApiKeyInfo {
+    pub id: i64,
+    pub uuid: String,
+    pub name: String,
+    pub prefix: String,
+    pub scopes: Vec<String>,
+    pub project_uuid: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+const PROJECT_COLUMNS: &str =
+    "id, uuid, tenant_id, name, slug, archived_at, retention_days, created_at";
 
 /// A key to store: its project, a label, and the key as prefix and digest.
 #[derive(Debug, Clone)]
@@ -44,6 +73,7 @@ pub struct NewApiKey {
     pub key_hash: [u8; 32],
     /// Microseconds since the epoch after which the key answers `api_key_expired`.
     pub expires_at: Option<i64>,
+    pub scopes: Vec<String>,
 }
 
 /// A candidate API key found by prefix; the caller compares the hash.
@@ -84,6 +114,7 @@ impl Store {
                 prefix: b.key_prefix.clone(),
                 key_hash: b.key_hash,
                 expires_at: None,
+                scopes: Vec::new(),
             };
             insert_api_key(conn, tenant_id, &key, now)?;
             Ok(BootstrapResult::Created {
@@ -108,15 +139,195 @@ impl Store {
     /// Adds a project to a tenant; a name already used in the tenant conflicts.
     pub async fn create_project(&self, tenant_id: i64, name: String) -> Result<ProjectRecord> {
         self.write(move |conn| {
-            let (id, uuid) = insert_project(conn, tenant_id, &name, now_micros())?;
-            Ok(ProjectRecord {
-                id,
-                uuid,
-                tenant_id,
-                slug: slugify(&name),
-                name: name.clone(),
-                archived: false,
-            })
+            let (id, _) = insert_project(conn, tenant_id, &name, now_micros())?;
+            project_by_id(conn, id)
+        })
+        .await
+    }
+
+    /// The tenant's projects in creation order, after project `after` (an
+    /// internal id) when paging; archived ones only when asked.
+    pub async fn list_projects(
+        &self,
+        tenant_id: i64,
+        include_archived: bool,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<ProjectRecord>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {PROJECT_COLUMNS} FROM projects WHERE tenant_id = ?1 \
+                 AND (?2 OR archived_at IS NULL) AND id > ?3 ORDER BY id LIMIT ?4"
+            ))?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        tenant_id,
+                        include_archived,
+                        after.unwrap_or(0),
+                        limit as i64
+                    ],
+                    project_from_row,
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Renames a project or sets its retention override.
+    pub async fn update_project(
+        &self,
+        tenant_id: i64,
+        uuid: String,
+        change: ProjectChange,
+    ) -> Result<Option<ProjectRecord>> {
+        self.write(move |conn| {
+            let Some(project) = project_by_uuid(conn, tenant_id, &uuid)? else {
+                return Ok(None);
+            };
+            if let Some(name) = &change.name {
+                let slug = slugify(name);
+                let taken = conn
+                    .prepare_cached(
+                        "SELECT 1 FROM projects WHERE tenant_id = ?1 AND id != ?2 \
+                         AND (name = ?3 OR slug = ?4)",
+                    )?
+                    .exists(params![tenant_id, project.id, name, slug])?;
+                if taken {
+                    return Err(StoreError::Conflict(format!(
+                        "a project named {name:?} (or with slug {slug:?}) already exists"
+                    )));
+                }
+                conn.prepare_cached("UPDATE projects SET name = ?2, slug = ?3 WHERE id = ?1")?
+                    .execute(params![project.id, name, slug])?;
+            }
+            if let Some(days) = change.retention_days {
+                conn.prepare_cached("UPDATE projects SET retention_days = ?2 WHERE id = ?1")?
+                    .execute(params![project.id, days])?;
+            }
+            project_by_id(conn, project.id).map(Some)
+        })
+        .await
+    }
+
+    /// Archives or unarchives a project; the tenant's last active project
+    /// cannot be archived.
+    pub async fn set_project_archived(
+        &self,
+        tenant_id: i64,
+        uuid: String,
+        archived: bool,
+    ) -> Result<Option<ProjectRecord>> {
+        self.write(move |conn| {
+            let Some(project) = project_by_uuid(conn, tenant_id, &uuid)? else {
+                return Ok(None);
+            };
+            if archived && !project.archived {
+                let others: i64 = conn
+                    .prepare_cached(
+                        "SELECT count(*) FROM projects WHERE tenant_id = ?1 AND id != ?2 \
+                         AND archived_at IS NULL",
+                    )?
+                    .query_row(params![tenant_id, project.id], |r| r.get(0))?;
+                if others == 0 {
+                    return Err(StoreError::Refused {
+                        message: "error.project.cannot_archive_last: the organisation's last \
+                                  active project cannot be archived"
+                            .into(),
+                        code: "error.project.cannot_archive_last",
+                    });
+                }
+            }
+            let at = archived.then(now_micros);
+            if archived != project.archived {
+                conn.prepare_cached("UPDATE projects SET archived_at = ?2 WHERE id = ?1")?
+                    .execute(params![project.id, at])?;
+            }
+            project_by_id(conn, project.id).map(Some)
+        })
+        .await
+    }
+
+    /// The tenant's first active project: where a session's writes go.
+    pub async fn default_project(&self, tenant_id: i64) -> Result<Option<ProjectRecord>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {PROJECT_COLUMNS} FROM projects WHERE tenant_id = ?1 \
+                     ORDER BY archived_at IS NOT NULL, id LIMIT 1"
+                ))?
+                .query_row([tenant_id], project_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    pub async fn tenant_uuid(&self, tenant_id: i64) -> Result<Option<String>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT uuid FROM tenants WHERE id = ?1")?
+                .query_row([tenant_id], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    pub async fn list_api_keys(&self, tenant_id: i64) -> Result<Vec<ApiKeyInfo>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "{API_KEY_INFO} WHERE k.tenant_id = ?1 ORDER BY k.id"
+            ))?;
+            let rows = stmt
+                .query_map([tenant_id], api_key_info_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub async fn api_key_info(&self, tenant_id: i64, key_id: i64) -> Result<Option<ApiKeyInfo>> {
+        self.read(move |conn| key_info(conn, tenant_id, key_id))
+            .await
+    }
+
+    /// The tenant's key with this public id.
+    pub async fn api_key_id(&self, tenant_id: i64, uuid: String) -> Result<Option<i64>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT id FROM api_keys WHERE tenant_id = ?1 AND uuid = ?2")?
+                .query_row(params![tenant_id, uuid], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    /// Gives an unrevoked key a new secret; the old one stops working at once.
+    pub async fn rotate_api_key(
+        &self,
+        tenant_id: i64,
+        key_id: i64,
+        prefix: String,
+        key_hash: [u8; 32],
+    ) -> Result<bool> {
+        self.write(move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE api_keys SET prefix = ?3, key_hash = ?4 \
+                     WHERE tenant_id = ?1 AND id = ?2 AND revoked_at IS NULL",
+                )?
+                .execute(params![tenant_id, key_id, prefix, &key_hash[..]])?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    /// Records that a key was used now.
+    pub async fn touch_api_key(&self, key_id: i64) -> Result<()> {
+        self.write(move |conn| {
+            conn.prepare_cached("UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1")?
+                .execute(params![key_id, now_micros()])?;
+            Ok(())
         })
         .await
     }
@@ -175,7 +386,8 @@ impl Store {
         self.read(move |conn| {
             Ok(conn
                 .prepare_cached(
-                    "SELECT id, uuid, tenant_id, name, slug, archived_at IS NOT NULL FROM projects \
+                    "SELECT id, uuid, tenant_id, name, slug, archived_at, retention_days, created_at \
+                     FROM projects \
                      WHERE tenant_id = ?1 AND (uuid = ?2 OR slug = ?2 OR name = ?2) \
                      ORDER BY uuid = ?2 DESC, slug = ?2 DESC LIMIT 1",
                 )?
@@ -196,7 +408,8 @@ impl Store {
         self.read(move |conn| {
             Ok(conn
                 .prepare_cached(
-                    "SELECT id, uuid, tenant_id, name, slug, archived_at IS NOT NULL FROM projects \
+                    "SELECT id, uuid, tenant_id, name, slug, archived_at, retention_days, created_at \
+                     FROM projects \
                      WHERE tenant_id = ?1 AND (uuid = ?2 OR slug = ?2 OR name = ?2 OR id = ?3) \
                      ORDER BY uuid = ?2 DESC, slug = ?2 DESC, name = ?2 DESC LIMIT 1",
                 )?
@@ -208,14 +421,63 @@ impl Store {
 }
 
 fn project_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ProjectRecord> {
+    let archived_at: Option<i64> = r.get(5)?;
     Ok(ProjectRecord {
         id: r.get(0)?,
         uuid: r.get(1)?,
         tenant_id: r.get(2)?,
         name: r.get(3)?,
         slug: r.get(4)?,
-        archived: r.get(5)?,
+        archived: archived_at.is_some(),
+        archived_at,
+        retention_days: r.get(6)?,
+        created_at: r.get(7)?,
     })
+}
+
+fn project_by_id(conn: &Connection, id: i64) -> Result<ProjectRecord> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {PROJECT_COLUMNS} FROM projects WHERE id = ?1"
+        ))?
+        .query_row([id], project_from_row)?)
+}
+
+fn project_by_uuid(conn: &Connection, tenant_id: i64, uuid: &str) -> Result<Option<ProjectRecord>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {PROJECT_COLUMNS} FROM projects WHERE tenant_id = ?1 AND uuid = ?2"
+        ))?
+        .query_row(params![tenant_id, uuid], project_from_row)
+        .optional()?)
+}
+
+const API_KEY_INFO: &str = "SELECT k.id, k.uuid, k.name, k.prefix, k.scopes, p.uuid, k.created_at, \
+     k.expires_at, k.last_used_at, k.revoked_at FROM api_keys k JOIN projects p ON p.id = k.project_id";
+
+fn api_key_info_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyInfo> {
+    let scopes: String = r.get(4)?;
+    Ok(ApiKeyInfo {
+        id: r.get(0)?,
+        uuid: r.get(1)?,
+        name: r.get(2)?,
+        prefix: r.get(3)?,
+        scopes: serde_json::from_str(&scopes).unwrap_or_default(),
+        project_uuid: r.get(5)?,
+        created_at: r.get(6)?,
+        expires_at: r.get(7)?,
+        last_used_at: r.get(8)?,
+        revoked_at: r.get(9)?,
+    })
+}
+
+fn key_info(conn: &Connection, tenant_id: i64, key_id: i64) -> Result<Option<ApiKeyInfo>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "{API_KEY_INFO} WHERE k.tenant_id = ?1 AND k.id = ?2"
+        ))?
+        .query_row(params![tenant_id, key_id], api_key_info_from_row)
+        .optional()?)
 }
 
 fn insert_tenant(conn: &Connection, name: &str, now: i64) -> Result<(i64, String)> {
@@ -259,7 +521,7 @@ fn insert_api_key(conn: &Connection, tenant_id: i64, key: &NewApiKey, now: i64) 
     }
     conn.prepare_cached(
         "INSERT INTO api_keys (uuid, tenant_id, project_id, name, prefix, key_hash, created_at, \
-         expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         expires_at, scopes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         new_uuid(),
@@ -269,7 +531,8 @@ fn insert_api_key(conn: &Connection, tenant_id: i64, key: &NewApiKey, now: i64) 
         key.prefix,
         &key.key_hash[..],
         now,
-        key.expires_at
+        key.expires_at,
+        serde_json::to_string(&key.scopes).unwrap_or_else(|_| "[]".into())
     ])?;
     Ok(conn.last_insert_rowid())
 }

@@ -1,0 +1,316 @@
+//! Logins and users: `POST /v1/auth/login`, `POST /v1/auth/logout`,
+//! `GET /v1/auth/me`, `POST /v1/auth/password`, and `/v1/users`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::header::SET_COOKIE;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::extract::JsonBody;
+use super::principal::{Role, SESSION_COOKIE};
+use super::{AppState, Principal};
+use crate::auth;
+use crate::error::AppError;
+use crate::model::Timestamp;
+use crate::store::{now_micros, UserRecord};
+
+/// How long a session lasts.
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Failed logins for one email within `FAILURE_WINDOW` before 429.
+const MAX_FAILURES: usize = 5;
+const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// Recent failed logins per email (lowercased).
+#[derive(Default)]
+pub struct LoginGuard(Mutex<HashMap<String, VecDeque<Instant>>>);
+
+impl LoginGuard {
+    /// Seconds until another attempt is allowed, if the account is locked.
+    fn locked_for(&self, email: &str) -> Option<u64> {
+        let mut map = self.0.lock().ok()?;
+        let now = Instant::now();
+        let failures = map.get_mut(email)?;
+        while failures
+            .front()
+            .is_some_and(|at| now.duration_since(*at) >= FAILURE_WINDOW)
+        {
+            failures.pop_front();
+        }
+        if failures.len() < MAX_FAILURES {
+            return None;
+        }
+        let oldest = *failures.front()?;
+        Some(
+            (FAILURE_WINDOW - now.duration_since(oldest))
+                .as_secs()
+                .max(1),
+        )
+    }
+
+    fn failed(&self, email: &str) {
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() > 100_000 {
+                let now = Instant::now();
+                map.retain(|_, f| {
+                    f.back()
+                        .is_some_and(|at| now.duration_since(*at) < FAILURE_WINDOW)
+                });
+            }
+            map.entry(email.to_owned())
+                .or_default()
+                .push_back(Instant::now());
+        }
+    }
+
+    fn succeeded(&self, email: &str) {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(email);
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct Login {
+    email: String,
+    password: String,
+}
+
+fn user_json(user: &UserRecord) -> Value {
+    json!({
+        "id": user.uuid,
+        "email": user.email,
+        "role": user.role,
+        "created_at": Timestamp(user.created_at),
+    })
+}
+
+const BAD_CREDENTIALS: AppError = AppError::Unauthorized("invalid_credentials");
+
+pub async fn login(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<Login>,
+) -> Result<Response, AppError> {
+    let email = body.email.trim().to_lowercase();
+    if let Some(retry_after) = state.logins.locked_for(&email) {
+        return Err(AppError::TooManyRequests {
+            message: "too many failed logins for this account; try again later".into(),
+            code: "too_many_attempts",
+            retry_after,
+        });
+    }
+    let candidate = state.store.user_for_login(email.clone()).await?;
+    // Verify against a real hash even for an unknown email, so the answer
+    // takes as long either way.
+    let stored = candidate
+        .as_ref()
+        .map(|c| c.password_hash.clone())
+        .unwrap_or_else(|| DUMMY_HASH.clone());
+    let password = body.password;
+    let ok = tokio::task::spawn_blocking(move || auth::verify_password(&password, &stored))
+        .await
+        .map_err(|e| AppError::Internal(format!("password check failed: {e}")))?;
+    let Some(candidate) = candidate.filter(|_| ok) else {
+        state.logins.failed(&email);
+        return Err(BAD_CREDENTIALS);
+    };
+    state.logins.succeeded(&email);
+    let token = auth::generate_session_token();
+    let expires_at = now_micros() + SESSION_TTL.as_micros() as i64;
+    state
+        .store
+        .create_session(&candidate.user, auth::hash_api_key(&token), expires_at)
+        .await?;
+    let secure = if state.tls { "; Secure" } else { "" };
+    let cookie = format!(
+        "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
+        SESSION_TTL.as_secs()
+    );
+    let user = &candidate.user;
+    let mut response = Json(json!({
+        "token": token,
+        "expires_at": Timestamp(expires_at),
+        "user": {"id": user.uuid, "email": user.email, "role": user.role, "org_id": org_uuid(&state, user.tenant_id).await?},
+    }))
+    .into_response();
+    let cookie = HeaderValue::from_str(&cookie)
+        .map_err(|e| AppError::Internal(format!("cookie header: {e}")))?;
+    response.headers_mut().insert(SET_COOKIE, cookie);
+    Ok(response)
+}
+
+/// An argon2 hash of a random password, checked when the email is unknown.
+static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    auth::hash_password(&auth::generate_password()).unwrap_or_default()
+});
+
+async fn org_uuid(state: &AppState, tenant_id: i64) -> Result<String, AppError> {
+    state
+        .store
+        .tenant_uuid(tenant_id)
+        .await?
+        .ok_or(AppError::Internal(
+            "the user's organisation is missing".into(),
+        ))
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Response, AppError> {
+    let (_, session_id, _) = principal.session()?;
+    state.store.revoke_session(session_id).await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().insert(
+        SET_COOKIE,
+        HeaderValue::from_static("trulayer_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+    );
+    Ok(response)
+}
+
+pub async fn me(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Value>, AppError> {
+    let (user, _, org_name) = principal.session()?;
+    Ok(Json(json!({
+        "id": user.uuid,
+        "email": user.email,
+        "role": user.role,
+        "org_id": org_uuid(&state, user.tenant_id).await?,
+        "org_name": org_name,
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+/// Changes one's own password; every session of the user ends.
+pub async fn change_password(
+    State(state): State<AppState>,
+    principal: Principal,
+    JsonBody(body): JsonBody<PasswordChange>,
+) -> Result<StatusCode, AppError> {
+    let (user, _, _) = principal.session()?;
+    check_password(&body.new_password)?;
+    let candidate = state
+        .store
+        .user_for_login(user.email.clone())
+        .await?
+        .ok_or(AppError::Unauthorized("invalid_session"))?;
+    let (current, stored, new) = (
+        body.current_password,
+        candidate.password_hash,
+        body.new_password,
+    );
+    let hash = tokio::task::spawn_blocking(move || {
+        auth::verify_password(&current, &stored).then(|| auth::hash_password(&new))
+    })
+    .await
+    .map_err(|e| AppError::Internal(format!("password check failed: {e}")))?
+    .ok_or(BAD_CREDENTIALS)?
+    .map_err(|e| AppError::Internal(format!("hashing the password failed: {e}")))?;
+    state.store.set_password(user.id, hash).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn check_password(password: &str) -> Result<(), AppError> {
+    if password.chars().count() < auth::MIN_PASSWORD_CHARS {
+        return Err(AppError::unprocessable(format!(
+            "password: must have at least {} characters",
+            auth::MIN_PASSWORD_CHARS
+        )));
+    }
+    Ok(())
+}
+
+pub async fn list_users(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Value>, AppError> {
+    principal.session()?;
+    let users = state.store.list_users(principal.tenant_id).await?;
+    Ok(Json(
+        json!({ "users": users.iter().map(user_json).collect::<Vec<_>>() }),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct NewUser {
+    email: String,
+    password: String,
+    role: String,
+}
+
+pub async fn create_user(
+    State(state): State<AppState>,
+    principal: Principal,
+    JsonBody(body): JsonBody<NewUser>,
+) -> Result<Response, AppError> {
+    principal.require_role(Role::Owner)?;
+    let email = body.email.trim().to_lowercase();
+    if !email.contains('@') || email.len() > 254 {
+        return Err(AppError::unprocessable("email: must be an email address"));
+    }
+    check_role(&body.role)?;
+    check_password(&body.password)?;
+    let password = body.password;
+    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
+        .await
+        .map_err(|e| AppError::Internal(format!("hashing failed: {e}")))?
+        .map_err(|e| AppError::Internal(format!("hashing the password failed: {e}")))?;
+    let user = state
+        .store
+        .create_user(principal.tenant_id, email, hash, body.role)
+        .await?;
+    Ok((StatusCode::CREATED, Json(user_json(&user))).into_response())
+}
+
+fn check_role(role: &str) -> Result<(), AppError> {
+    Role::parse(role)
+        .map(|_| ())
+        .ok_or_else(|| AppError::unprocessable("role: must be owner, member or viewer"))
+}
+
+#[derive(Deserialize)]
+pub struct UserChange {
+    role: String,
+}
+
+pub async fn update_user(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<UserChange>,
+) -> Result<Json<Value>, AppError> {
+    principal.require_role(Role::Owner)?;
+    check_role(&body.role)?;
+    let user = state
+        .store
+        .set_user_role(principal.tenant_id, id, body.role)
+        .await?
+        .ok_or(AppError::NotFound("user"))?;
+    Ok(Json(user_json(&user)))
+}
+
+pub async fn delete_user(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    principal.require_role(Role::Owner)?;
+    if state.store.delete_user(principal.tenant_id, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AppError::NotFound("user"))
+    }
+}
