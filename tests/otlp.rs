@@ -959,7 +959,8 @@ async fn export_page(server: &TestServer, cursor: Option<&str>) -> (Value, Optio
     if let Some(c) = cursor {
         path.push_str(&format!("&cursor={c}"));
     }
-    let resp = server.get(&path).await;
+    let session = server.session_token().await;
+    let resp = server.get_as(&session, &path).await;
     assert_eq!(resp.status().as_u16(), 200, "export");
     assert_eq!(content_type(&resp), "application/json");
     let next = resp
@@ -1122,16 +1123,28 @@ async fn an_export_page_holds_at_most_10000_spans_and_the_cursor_continues() {
         .collect();
     assert_eq!(got, sent, "every span exactly once across the pages");
 
+    let session = server.session_token().await;
     let bad = server
-        .get("/v1/otlp/export?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&cursor=nope")
+        .get_as(
+            &session,
+            "/v1/otlp/export?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&cursor=nope",
+        )
         .await;
     expect_error(bad, 400).await;
-    let missing = server.get("/v1/otlp/export?to=2026-01-02T00:00:00Z").await;
+    let missing = server
+        .get_as(&session, "/v1/otlp/export?to=2026-01-02T00:00:00Z")
+        .await;
     let body = expect_error(missing, 400).await;
     assert!(
         body["error"].as_str().expect("message").contains("from"),
         "{body}"
     );
+    // A dashboard route: an API key is refused.
+    let by_key = server
+        .get("/v1/otlp/export?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z")
+        .await;
+    let body = expect_error(by_key, 403).await;
+    assert_eq!(body["code"], "session_required");
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@ fn new_key(project_id: i64, key: &str, expires_at: Option<i64>) -> NewApiKey {
         prefix: visible_prefix(key).into(),
         key_hash: hash_api_key(key),
         expires_at,
+        scopes: Vec::new(),
     }
 }
 

@@ -6,4 +6,5 @@ mod common;
 mod basics;
 mod ingest;
 mod isolation;
+mod tenancy;
 mod traces;

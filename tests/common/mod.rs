@@ -109,6 +109,20 @@ impl TestServer {
             .expect("request sent")
     }
 
+    /// Logs the first-start owner in; returns the session token.
+    pub async fn session_token(&self) -> String {
+        let resp = self
+            .client
+            .post(self.url("/v1/auth/login"))
+            .json(&serde_json::json!({"email": "owner@example.com", "password": PASSWORD}))
+            .send()
+            .await
+            .expect("login sent");
+        assert_eq!(resp.status().as_u16(), 200, "owner login");
+        let body: Value = resp.json().await.expect("login answer");
+        body["token"].as_str().expect("session token").to_owned()
+    }
+
     /// GET that must answer 200; returns the JSON body.
     pub async fn get_json(&self, path: &str) -> Value {
         let resp = self.get(path).await;
