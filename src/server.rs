@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
+use tower_http::add_extension::AddExtension;
 
 use crate::bootstrap::{self, InitialCredentials};
 use crate::config::{Config, TlsConfig};
@@ -158,7 +159,7 @@ async fn serve(
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
                     tracing::warn!(error = %e, "accept failed");
@@ -168,8 +169,12 @@ async fn serve(
             },
             _ = &mut shutdown => break,
         };
+        let (stream, peer) = stream;
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let service = TowerToHyperService::new(AddExtension::new(
+            app.clone(),
+            axum::extract::ConnectInfo(peer),
+        ));
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
@@ -195,9 +200,13 @@ async fn serve(
     }
 }
 
+/// The router, told the peer's address (for `ConnectInfo`).
+type AppService =
+    TowerToHyperService<AddExtension<axum::Router, axum::extract::ConnectInfo<SocketAddr>>>;
+
 /// Serves HTTP/1.1 or HTTP/2 on one connection until it ends or shutdown
 /// drains it.
-async fn serve_connection<I>(io: I, service: TowerToHyperService<axum::Router>, watcher: Watcher)
+async fn serve_connection<I>(io: I, service: AppService, watcher: Watcher)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {

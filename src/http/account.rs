@@ -13,6 +13,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::audit::{self, ClientAddr};
 use super::extract::JsonBody;
 use super::principal::{Role, SESSION_COOKIE};
 use super::{AppState, Principal};
@@ -95,6 +96,7 @@ const BAD_CREDENTIALS: AppError = AppError::Unauthorized("invalid_credentials");
 
 pub async fn login(
     State(state): State<AppState>,
+    ClientAddr(source): ClientAddr,
     JsonBody(body): JsonBody<Login>,
 ) -> Result<Response, AppError> {
     let email = body.email.trim().to_lowercase();
@@ -116,11 +118,39 @@ pub async fn login(
     let ok = tokio::task::spawn_blocking(move || auth::verify_password(&password, &stored))
         .await
         .map_err(|e| AppError::Internal(format!("password check failed: {e}")))?;
-    let Some(candidate) = candidate.filter(|_| ok) else {
-        state.logins.failed(&email);
-        return Err(BAD_CREDENTIALS);
+    let candidate = match candidate {
+        Some(c) if ok => c,
+        known => {
+            state.logins.failed(&email);
+            // Only a known account has a tenant whose log can hold the attempt.
+            if let Some(c) = &known {
+                let actor = format!("user:{}", c.user.email);
+                audit::record(
+                    &state,
+                    c.user.tenant_id,
+                    actor,
+                    source,
+                    "auth.login_failed",
+                    Some(c.user.uuid.clone()),
+                    json!({}),
+                )
+                .await;
+            }
+            return Err(BAD_CREDENTIALS);
+        }
     };
     state.logins.succeeded(&email);
+    let actor = format!("user:{}", candidate.user.email);
+    audit::record(
+        &state,
+        candidate.user.tenant_id,
+        actor,
+        source,
+        "auth.login",
+        Some(candidate.user.uuid.clone()),
+        json!({}),
+    )
+    .await;
     let token = auth::generate_session_token();
     let expires_at = now_micros() + SESSION_TTL.as_micros() as i64;
     state
@@ -166,6 +196,7 @@ pub async fn logout(
 ) -> Result<Response, AppError> {
     let (_, session_id, _) = principal.session()?;
     state.store.revoke_session(session_id).await?;
+    audit::by(&state, &principal, "auth.logout", None, json!({})).await;
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(
         SET_COOKIE,
@@ -220,6 +251,14 @@ pub async fn change_password(
     .ok_or(BAD_CREDENTIALS)?
     .map_err(|e| AppError::Internal(format!("hashing the password failed: {e}")))?;
     state.store.set_password(user.id, hash).await?;
+    audit::by(
+        &state,
+        &principal,
+        "auth.password_change",
+        Some(user.uuid.clone()),
+        json!({}),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -272,6 +311,14 @@ pub async fn create_user(
         .store
         .create_user(principal.tenant_id, email, hash, body.role)
         .await?;
+    audit::by(
+        &state,
+        &principal,
+        "user.create",
+        Some(user.uuid.clone()),
+        json!({"email": user.email, "role": user.role}),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(user_json(&user))).into_response())
 }
 
@@ -299,6 +346,14 @@ pub async fn update_user(
         .set_user_role(principal.tenant_id, id, body.role)
         .await?
         .ok_or(AppError::NotFound("user"))?;
+    audit::by(
+        &state,
+        &principal,
+        "user.update",
+        Some(user.uuid.clone()),
+        json!({"role": user.role}),
+    )
+    .await;
     Ok(Json(user_json(&user)))
 }
 
@@ -308,7 +363,12 @@ pub async fn delete_user(
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
     principal.require_role(Role::Owner)?;
-    if state.store.delete_user(principal.tenant_id, id).await? {
+    if state
+        .store
+        .delete_user(principal.tenant_id, id.clone())
+        .await?
+    {
+        audit::by(&state, &principal, "user.delete", Some(id), json!({})).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::NotFound("user"))

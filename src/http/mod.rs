@@ -2,6 +2,7 @@
 //! own file; handlers take the `Principal` extractor and call the store.
 
 mod account;
+mod audit;
 mod extract;
 mod health;
 mod ingest;

@@ -32,6 +32,8 @@ pub struct Principal {
     /// tenant's first active project.
     pub project_id: i64,
     pub credential: Credential,
+    /// The client's address, for the audit log.
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -177,6 +179,8 @@ fn session_only(method: &Method, path: &str) -> bool {
         || under("/v1/users")
         || under("/v1/apikeys")
         || under("/v1/otlp/export")
+        || under("/v1/audit-log")
+        || under("/v1/audit")
         || (under("/v1/projects") && !is_safe(method))
 }
 
@@ -265,6 +269,7 @@ async fn api_key(parts: &Parts, state: &AppState, token: &str) -> Result<Princip
         });
     }
     Ok(Principal {
+        source: super::audit::client_addr(parts),
         tenant_id: key.tenant_id,
         project_id: key.project_id,
         credential: Credential::ApiKey {
@@ -310,6 +315,7 @@ async fn session(
         .await?
         .ok_or(AppError::Internal("the organisation has no project".into()))?;
     Ok(Principal {
+        source: super::audit::client_addr(parts),
         tenant_id: found.user.tenant_id,
         project_id: project.id,
         credential: Credential::Session {

@@ -11,6 +11,7 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::audit;
 use super::extract::JsonBody;
 use super::principal::Role;
 use super::{AppState, Principal};
@@ -124,6 +125,14 @@ pub async fn create(
         .store
         .create_project(principal.tenant_id, check_name(&body.name)?)
         .await?;
+    audit::by(
+        &state,
+        &principal,
+        "project.create",
+        Some(project.uuid.clone()),
+        json!({"name": project.name}),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(project_json(&project))).into_response())
 }
 
@@ -161,6 +170,14 @@ pub async fn update(
         .update_project(principal.tenant_id, id, change)
         .await?
         .ok_or(AppError::NotFound("project"))?;
+    audit::by(
+        &state,
+        &principal,
+        "project.update",
+        Some(project.uuid.clone()),
+        Value::Object(body),
+    )
+    .await;
     Ok(Json(project_json(&project)))
 }
 
@@ -192,6 +209,19 @@ async fn set_archived(
         .set_project_archived(principal.tenant_id, id, archived)
         .await?
         .ok_or(AppError::NotFound("project"))?;
+    let action = if archived {
+        "project.archive"
+    } else {
+        "project.unarchive"
+    };
+    audit::by(
+        &state,
+        &principal,
+        action,
+        Some(project.uuid.clone()),
+        json!({}),
+    )
+    .await;
     Ok(Json(project_json(&project)))
 }
 
@@ -285,6 +315,14 @@ pub async fn create_key(
         .api_key_info(principal.tenant_id, id)
         .await?
         .ok_or(AppError::Internal("the new key vanished".into()))?;
+    audit::by(
+        &state,
+        &principal,
+        "apikey.create",
+        Some(info.uuid.clone()),
+        json!({"name": info.name, "scopes": info.scopes}),
+    )
+    .await;
     let mut out = key_json(&info);
     out["key"] = key.into();
     Ok((StatusCode::CREATED, Json(out)).into_response())
@@ -304,11 +342,12 @@ pub async fn revoke_key(
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
     principal.require_role(Role::Owner)?;
-    let key_id = key_id(&state, &principal, id).await?;
+    let key_id = key_id(&state, &principal, id.clone()).await?;
     state
         .store
         .revoke_api_key(principal.tenant_id, key_id)
         .await?;
+    audit::by(&state, &principal, "apikey.revoke", Some(id), json!({})).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -337,6 +376,14 @@ pub async fn rotate_key(
         .api_key_info(principal.tenant_id, key_id)
         .await?
         .ok_or(AppError::NotFound("API key"))?;
+    audit::by(
+        &state,
+        &principal,
+        "apikey.rotate",
+        Some(info.uuid.clone()),
+        json!({}),
+    )
+    .await;
     let mut out = key_json(&info);
     out["key"] = key.into();
     Ok(Json(out))

@@ -17,7 +17,7 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use axum::routing::{delete, patch};
 
-use super::{account, health, ingest, otlp, projects, traces, AppState};
+use super::{account, audit, health, ingest, otlp, projects, traces, AppState};
 use crate::error::{AppError, REQUEST_ID};
 
 /// How long a client may take to send a request body.
@@ -55,6 +55,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/apikeys/{id}", delete(projects::revoke_key))
         .route("/v1/apikeys/{id}/rotate", post(projects::rotate_key))
+        .route("/v1/audit-log", get(audit::list))
+        .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/traces", get(traces::list))
         .route("/v1/traces/{id}", get(traces::detail))
         .fallback(not_found)

@@ -12,6 +12,7 @@ use super::{Result, StoreError};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_init.sql")),
     (2, include_str!("migrations/0002_sessions.sql")),
+    (3, include_str!("migrations/0003_audit.sql")),
 ];
 
 /// The schema version this binary writes.

@@ -6,6 +6,7 @@
 //! connections, which WAL mode lets proceed while the writer commits.
 
 mod accounts;
+mod audit;
 mod checkpoint;
 mod migrations;
 mod otel;
@@ -24,6 +25,7 @@ use rusqlite::Connection;
 use crate::config::Synchronous;
 
 pub use accounts::{LoginCandidate, SessionRecord, UserRecord};
+pub use audit::{AuditEntry, AuditRecord, AuditVerdict};
 pub use migrations::SCHEMA_VERSION;
 pub use otel::{ExportCursor, ExportPage, ExportRange};
 pub use tenancy::{
