@@ -123,6 +123,13 @@ impl TestServer {
         body["token"].as_str().expect("session token").to_owned()
     }
 
+    /// GET as `token` that must answer 200; returns the JSON body.
+    pub async fn get_json_as(&self, token: &str, path: &str) -> Value {
+        let resp = self.get_as(token, path).await;
+        assert_eq!(resp.status().as_u16(), 200, "GET {path}");
+        resp.json().await.expect("JSON body")
+    }
+
     /// GET that must answer 200; returns the JSON body.
     pub async fn get_json(&self, path: &str) -> Value {
         let resp = self.get(path).await;

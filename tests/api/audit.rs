@@ -1,0 +1,195 @@
+//! The audit log: what is recorded, who may read it, paging, and the hash
+//! chain's verification, including a tampered row.
+
+use serde_json::{json, Value};
+
+use crate::common::{expect_error, TestServer, PASSWORD};
+
+async fn login(server: &TestServer, email: &str, password: &str) -> reqwest::Response {
+    server
+        .client
+        .post(server.url("/v1/auth/login"))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .expect("login sent")
+}
+
+async fn entries(server: &TestServer, session: &str, query: &str) -> Value {
+    let resp = server
+        .get_as(session, &format!("/v1/audit-log{query}"))
+        .await;
+    assert_eq!(resp.status().as_u16(), 200, "audit log");
+    resp.json().await.expect("audit log JSON")
+}
+
+fn db_path(server: &TestServer) -> std::path::PathBuf {
+    server.dir.path().join("data").join("trulayer.db")
+}
+
+#[tokio::test]
+async fn administrative_actions_are_recorded_with_actor_target_and_source() {
+    let server = TestServer::start().await;
+    let failed = login(&server, "owner@example.com", "wrong password").await;
+    assert_eq!(failed.status().as_u16(), 401);
+    let owner = server.session_token().await;
+    let project = server
+        .post_as(&owner, "/v1/projects", &json!({"name": "Audited"}))
+        .await;
+    assert_eq!(project.status().as_u16(), 201);
+    let project: Value = project.json().await.expect("project");
+    let key = server
+        .post_as(&owner, "/v1/apikeys", &json!({"name": "ci"}))
+        .await;
+    let key: Value = key.json().await.expect("key");
+    let revoke = server
+        .client
+        .delete(server.url(&format!("/v1/apikeys/{}", key["id"].as_str().expect("id"))))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .expect("revoke sent");
+    assert_eq!(revoke.status().as_u16(), 204);
+
+    let log = entries(&server, &owner, "").await;
+    let actions: Vec<&str> = log["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["action"].as_str().expect("action"))
+        .collect();
+    // Newest first.
+    assert_eq!(
+        actions,
+        [
+            "apikey.revoke",
+            "apikey.create",
+            "project.create",
+            "auth.login",
+            "auth.login_failed"
+        ]
+    );
+    let create = &log["entries"][2];
+    assert_eq!(create["actor"], "user:owner@example.com");
+    assert_eq!(create["target"], project["id"]);
+    assert_eq!(create["source"], "127.0.0.1");
+    assert_eq!(create["details"]["name"], "Audited");
+    assert!(create["at"].as_str().expect("time").ends_with('Z'));
+    // No secret ever lands in the log.
+    let text = log.to_string();
+    assert!(!text.contains(key["key"].as_str().expect("plaintext key")));
+    assert!(!text.contains(PASSWORD));
+}
+
+#[tokio::test]
+async fn owners_and_viewers_read_the_log_members_and_keys_do_not() {
+    let server = TestServer::start().await;
+    let owner = server.session_token().await;
+    for (email, role) in [("m@example.com", "member"), ("v@example.com", "viewer")] {
+        let resp = server
+            .post_as(
+                &owner,
+                "/v1/users",
+                &json!({"email": email, "password": "long enough pw", "role": role}),
+            )
+            .await;
+        assert_eq!(resp.status().as_u16(), 201);
+    }
+    let as_user = |email: &'static str| {
+        let server = &server;
+        async move {
+            let resp = login(server, email, "long enough pw").await;
+            let body: Value = resp.json().await.expect("login");
+            body["token"].as_str().expect("token").to_owned()
+        }
+    };
+    let member = as_user("m@example.com").await;
+    let viewer = as_user("v@example.com").await;
+    for path in ["/v1/audit-log", "/v1/audit/verify"] {
+        assert_eq!(server.get_as(&viewer, path).await.status().as_u16(), 200);
+        let body = expect_error(server.get_as(&member, path).await, 403).await;
+        assert_eq!(body["code"], "forbidden_role");
+        let body = expect_error(server.get(path).await, 403).await;
+        assert_eq!(body["code"], "session_required");
+    }
+}
+
+#[tokio::test]
+async fn the_log_pages_without_gaps_or_repeats() {
+    let server = TestServer::start().await;
+    let owner = server.session_token().await;
+    for i in 0..7 {
+        let resp = server
+            .post_as(&owner, "/v1/projects", &json!({"name": format!("p{i}")}))
+            .await;
+        assert_eq!(resp.status().as_u16(), 201);
+    }
+    let all = entries(&server, &owner, "").await["entries"]
+        .as_array()
+        .expect("entries")
+        .len();
+    assert_eq!(all, 8, "a login and seven projects");
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let query = match &cursor {
+            Some(c) => format!("?limit=3&cursor={c}"),
+            None => "?limit=3".into(),
+        };
+        let page = entries(&server, &owner, &query).await;
+        for e in page["entries"].as_array().expect("entries") {
+            seen.push(e["id"].as_i64().expect("id"));
+        }
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+        if cursor.is_none() {
+            assert_eq!(page["has_more"], false);
+            break;
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    sorted.dedup();
+    assert_eq!(seen, sorted, "newest first, no repeats");
+    assert_eq!(seen.len(), all);
+}
+
+#[tokio::test]
+async fn verification_finds_an_edited_row_and_a_deleted_row() {
+    let server = TestServer::start().await;
+    let owner = server.session_token().await;
+    for name in ["a", "b", "c"] {
+        server
+            .post_as(&owner, "/v1/projects", &json!({"name": name}))
+            .await;
+    }
+    let verdict = server.get_json_as(&owner, "/v1/audit/verify").await;
+    assert_eq!(
+        verdict,
+        json!({"intact": true, "entries": 4, "broken_at": null})
+    );
+
+    // Someone with the database file edits an entry.
+    let db = rusqlite::Connection::open(db_path(&server)).expect("open the database");
+    let ids: Vec<i64> = db
+        .prepare("SELECT id FROM audit_log ORDER BY id")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("ids");
+    db.execute(
+        "UPDATE audit_log SET target = 'someone-else' WHERE id = ?1",
+        [ids[2]],
+    )
+    .expect("tamper");
+    let verdict = server.get_json_as(&owner, "/v1/audit/verify").await;
+    assert_eq!(verdict["intact"], false);
+    assert_eq!(verdict["broken_at"], ids[2]);
+
+    // Removing the edited entry instead breaks the chain at the next one.
+    db.execute("DELETE FROM audit_log WHERE id = ?1", [ids[2]])
+        .expect("delete");
+    let verdict = server.get_json_as(&owner, "/v1/audit/verify").await;
+    assert_eq!(verdict["intact"], false);
+    assert_eq!(verdict["broken_at"], ids[3], "the entry after the gap");
+}
