@@ -76,6 +76,12 @@ pub async fn first_start(
             password_hash,
             key_prefix: auth::visible_prefix(&api_key).to_string(),
             key_hash: auth::hash_api_key(&api_key),
+            plan: config
+                .init
+                .plan
+                .unwrap_or(crate::config::Plan::Enterprise)
+                .as_str()
+                .to_owned(),
         })
         .await?;
     match result {

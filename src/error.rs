@@ -44,6 +44,12 @@ pub enum AppError {
     /// 409 with a machine-readable code: a rule of the data refuses it.
     #[error("{message}")]
     Refused { message: String, code: &'static str },
+    /// 402: the organisation's plan does not include this.
+    #[error("{message}")]
+    PlanUpgradeRequired {
+        message: String,
+        required_plan: &'static str,
+    },
     /// 429: too many attempts; retry after the given seconds.
     #[error("{message}")]
     TooManyRequests {
@@ -89,6 +95,7 @@ impl AppError {
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Conflict(_) | AppError::Refused { .. } => StatusCode::CONFLICT,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::PlanUpgradeRequired { .. } => StatusCode::PAYMENT_REQUIRED,
             AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -107,6 +114,7 @@ impl AppError {
             AppError::Conflict(_) => Some("conflict"),
             AppError::Refused { code, .. } => Some(code),
             AppError::TooManyRequests { code, .. } => Some(code),
+            AppError::PlanUpgradeRequired { .. } => Some("plan_upgrade_required"),
             AppError::PayloadTooLarge { .. } => Some("payload_too_large"),
             AppError::UnsupportedMediaType(_) => Some("unsupported_media_type"),
             AppError::Unprocessable(_) => Some("validation_error"),
@@ -126,6 +134,9 @@ impl IntoResponse for AppError {
         let mut body = json!({ "error": self.to_string(), "request_id": request_id });
         if let Some(code) = self.code() {
             body["code"] = json!(code);
+        }
+        if let AppError::PlanUpgradeRequired { required_plan, .. } = &self {
+            body["required_plan"] = json!(required_plan);
         }
         let mut response = (status, Json(body)).into_response();
         if let AppError::TooManyRequests { retry_after, .. } = &self {

@@ -9,6 +9,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::extract::JsonBody;
+use super::limits::check_monthly_quota;
 use super::{AppState, Principal};
 use crate::error::AppError;
 use crate::ingest::{check_batch_size, BatchRequest, TraceRequest};
@@ -74,6 +75,7 @@ async fn store_traces(
     requests: Vec<TraceRequest>,
     batch: bool,
 ) -> Result<Vec<InsertOutcome>, AppError> {
+    check_monthly_quota(state, principal, requests.len() as u64).await?;
     let now = now_micros();
     let mut projects: HashMap<Option<String>, i64> = HashMap::new();
     let mut traces: Vec<(i64, NewTrace)> = Vec::with_capacity(requests.len());

@@ -6,6 +6,7 @@ mod audit;
 mod extract;
 mod health;
 mod ingest;
+mod limits;
 mod otlp;
 mod principal;
 mod projects;
@@ -28,6 +29,7 @@ pub struct AppState {
     pub tls: bool,
     pub logins: Arc<account::LoginGuard>,
     pub key_touches: Arc<principal::KeyTouches>,
+    pub rates: Arc<limits::RateLimiter>,
 }
 
 impl AppState {
@@ -38,6 +40,7 @@ impl AppState {
             tls,
             logins: Arc::default(),
             key_touches: Arc::default(),
+            rates: Arc::default(),
         }
     }
 }

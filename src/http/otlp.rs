@@ -14,6 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
 use super::ingest::resolve_project;
+use super::limits::check_monthly_quota;
 use super::{AppState, Principal};
 use crate::error::AppError;
 use crate::ingest::parse_time;
@@ -102,6 +103,10 @@ pub async fn traces(
         DecodeError::Invalid(message) => AppError::bad_request(message),
     })?;
 
+    if !mapped.traces.is_empty() {
+        // Counts every trace of the request, also those that only add spans.
+        check_monthly_quota(&state, &principal, mapped.traces.len() as u64).await?;
+    }
     let mut projects: HashMap<Option<String>, i64> = HashMap::new();
     let mut traces = Vec::with_capacity(mapped.traces.len());
     for (reference, trace) in mapped.traces {

@@ -16,8 +16,10 @@ use axum::http::header::{AUTHORIZATION, COOKIE, HOST, ORIGIN};
 use axum::http::request::Parts;
 use axum::http::Method;
 
+use super::limits::check_rate;
 use super::AppState;
 use crate::auth;
+use crate::config::Plan;
 use crate::error::AppError;
 use crate::store::{now_micros, UserRecord};
 
@@ -34,6 +36,8 @@ pub struct Principal {
     pub credential: Credential,
     /// The client's address, for the audit log.
     pub source: Option<String>,
+    /// The organisation's plan.
+    pub plan: Plan,
 }
 
 #[derive(Debug, Clone)]
@@ -259,6 +263,8 @@ async fn api_key(parts: &Parts, state: &AppState, token: &str) -> Result<Princip
             });
         }
     }
+    let plan = Plan::parse(&key.plan).unwrap_or(Plan::Enterprise);
+    check_rate(state, parts, key.tenant_id, plan)?;
     if state.key_touches.due(key.id) {
         let store = state.store.clone();
         let key_id = key.id;
@@ -269,6 +275,7 @@ async fn api_key(parts: &Parts, state: &AppState, token: &str) -> Result<Princip
         });
     }
     Ok(Principal {
+        plan,
         source: super::audit::client_addr(parts),
         tenant_id: key.tenant_id,
         project_id: key.project_id,
@@ -309,12 +316,15 @@ async fn session(
             code: "forbidden_role",
         });
     }
+    let plan = Plan::parse(&found.plan).unwrap_or(Plan::Enterprise);
+    check_rate(state, parts, found.user.tenant_id, plan)?;
     let project = state
         .store
         .default_project(found.user.tenant_id)
         .await?
         .ok_or(AppError::Internal("the organisation has no project".into()))?;
     Ok(Principal {
+        plan,
         source: super::audit::client_addr(parts),
         tenant_id: found.user.tenant_id,
         project_id: project.id,

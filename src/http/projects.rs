@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use super::audit;
 use super::extract::JsonBody;
+use super::limits::plan_gate;
 use super::principal::Role;
 use super::{AppState, Principal};
 use crate::auth;
@@ -154,15 +155,23 @@ pub async fn update(
     if let Some(days) = body.get("retention_days_override") {
         change.retention_days = Some(match days {
             Value::Null => None,
-            v => Some(
-                v.as_i64()
+            v => {
+                let days = v
+                    .as_i64()
                     .filter(|d| (1..=MAX_RETENTION_DAYS).contains(d))
                     .ok_or_else(|| {
                         AppError::unprocessable(format!(
                             "retention_days_override: must be null or an integer from 1 to {MAX_RETENTION_DAYS}"
                         ))
-                    })?,
-            ),
+                    })?;
+                plan_gate(
+                    &state,
+                    principal.plan,
+                    &format!("a retention of {days} days"),
+                    |l| days <= i64::from(l.max_retention_days),
+                )?;
+                Some(days)
+            }
         });
     }
     let project = state

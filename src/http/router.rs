@@ -17,7 +17,7 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use axum::routing::{delete, patch};
 
-use super::{account, audit, health, ingest, otlp, projects, traces, AppState};
+use super::{account, audit, health, ingest, limits, otlp, projects, traces, AppState};
 use crate::error::{AppError, REQUEST_ID};
 
 /// How long a client may take to send a request body.
@@ -61,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/traces/{id}", get(traces::detail))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(limits::rate_headers))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
         .layer(middleware::from_fn(request_context))

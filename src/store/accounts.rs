@@ -31,6 +31,8 @@ pub struct SessionRecord {
     pub user: UserRecord,
     pub org_name: String,
     pub expires_at: i64,
+    /// The organisation's plan name.
+    pub plan: String,
 }
 
 const USER_COLUMNS: &str = "u.id, u.uuid, u.tenant_id, u.email, u.role, u.created_at";
@@ -94,7 +96,7 @@ impl Store {
         self.read(move |conn| {
             Ok(conn
                 .prepare_cached(&format!(
-                    "SELECT {USER_COLUMNS}, s.id, s.expires_at, t.name FROM sessions s \
+                    "SELECT {USER_COLUMNS}, s.id, s.expires_at, t.name, t.plan FROM sessions s \
                      JOIN users u ON u.id = s.user_id JOIN tenants t ON t.id = u.tenant_id \
                      WHERE s.token_hash = ?1 AND s.revoked_at IS NULL AND s.expires_at > ?2"
                 ))?
@@ -104,6 +106,7 @@ impl Store {
                         id: r.get(6)?,
                         expires_at: r.get(7)?,
                         org_name: r.get(8)?,
+                        plan: r.get(9)?,
                     })
                 })
                 .optional()?)

@@ -6,7 +6,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::traces::{detail, write_events, write_spans};
+use super::traces::{count_usage, detail, write_events, write_spans};
 use super::{now_micros, Result, Store};
 use crate::model::{NewOtelTrace, Trace, TraceFields};
 
@@ -19,10 +19,13 @@ impl Store {
     ) -> Result<()> {
         self.write(move |conn| {
             let now = now_micros();
+            let mut created = 0;
             for (project_id, trace) in &traces {
-                merge(conn, tenant_id, *project_id, trace, now)?;
+                if merge(conn, tenant_id, *project_id, trace, now)? {
+                    created += 1;
+                }
             }
-            Ok(())
+            count_usage(conn, tenant_id, now, created)
         })
         .await
     }
@@ -34,7 +37,7 @@ fn merge(
     project_id: i64,
     trace: &NewOtelTrace,
     now: i64,
-) -> Result<()> {
+) -> Result<bool> {
     let existing: Option<i64> = conn
         .prepare_cached("SELECT seq FROM traces WHERE tenant_id = ?1 AND id = ?2")?
         .query_row(params![tenant_id, trace.id], |r| r.get(0))
@@ -107,7 +110,7 @@ fn merge(
     if let Some(f) = &trace.fields {
         apply_fields(conn, tenant_id, seq, f)?;
     }
-    Ok(())
+    Ok(existing.is_none())
 }
 
 fn apply_fields(conn: &Connection, tenant_id: i64, seq: i64, f: &TraceFields) -> Result<()> {

@@ -14,6 +14,8 @@ pub struct Bootstrap {
     pub password_hash: String,
     pub key_prefix: String,
     pub key_hash: [u8; 32],
+    /// The organisation's plan name.
+    pub plan: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +88,8 @@ pub struct ApiKeyRecord {
     pub scopes: Vec<String>,
     pub expires_at: Option<i64>,
     pub revoked: bool,
+    /// The tenant's plan name.
+    pub plan: String,
 }
 
 impl Store {
@@ -102,6 +106,8 @@ impl Store {
             }
             let now = now_micros();
             let (tenant_id, tenant_uuid) = insert_tenant(conn, &b.org, now)?;
+            conn.prepare_cached("UPDATE tenants SET plan = ?2 WHERE id = ?1")?
+                .execute(params![tenant_id, b.plan])?;
             let (project_id, project_uuid) = insert_project(conn, tenant_id, &b.project, now)?;
             conn.execute(
                 "INSERT INTO users (uuid, tenant_id, email, password_hash, role, created_at) \
@@ -263,6 +269,30 @@ impl Store {
         .await
     }
 
+    /// Puts an organisation on a plan; false when there is no such tenant.
+    pub async fn set_plan(&self, tenant_id: i64, plan: String) -> Result<bool> {
+        self.write(move |conn| {
+            let changed = conn
+                .prepare_cached("UPDATE tenants SET plan = ?2 WHERE id = ?1")?
+                .execute(params![tenant_id, plan])?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    /// Traces ingested by the tenant in `month` (`YYYY-MM`).
+    pub async fn monthly_usage(&self, tenant_id: i64, month: String) -> Result<u64> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT traces FROM usage WHERE tenant_id = ?1 AND month = ?2")?
+                .query_row(params![tenant_id, month], |r| r.get::<_, i64>(0))
+                .optional()?
+                .unwrap_or(0)
+                .max(0) as u64)
+        })
+        .await
+    }
+
     pub async fn tenant_uuid(&self, tenant_id: i64) -> Result<Option<String>> {
         self.read(move |conn| {
             Ok(conn
@@ -356,8 +386,9 @@ impl Store {
     pub async fn api_keys_by_prefix(&self, prefix: String) -> Result<Vec<ApiKeyRecord>> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id, tenant_id, project_id, key_hash, scopes, expires_at, revoked_at \
-                 FROM api_keys WHERE prefix = ?1",
+                "SELECT k.id, k.tenant_id, k.project_id, k.key_hash, k.scopes, k.expires_at, \
+                 k.revoked_at, t.plan FROM api_keys k JOIN tenants t ON t.id = k.tenant_id \
+                 WHERE k.prefix = ?1",
             )?;
             let rows = stmt.query_map([prefix], |r| {
                 let scopes: String = r.get(4)?;
@@ -369,6 +400,7 @@ impl Store {
                     scopes: serde_json::from_str(&scopes).unwrap_or_default(),
                     expires_at: r.get(5)?,
                     revoked: r.get::<_, Option<i64>>(6)?.is_some(),
+                    plan: r.get(7)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

@@ -70,12 +70,18 @@ impl Store {
     ) -> Result<Vec<InsertOutcome>> {
         self.write(move |conn| {
             let created_at = now_micros();
-            traces
+            let outcomes = traces
                 .iter()
                 .map(|(project_id, trace)| {
                     insert_one(conn, tenant_id, *project_id, trace, created_at)
                 })
-                .collect()
+                .collect::<Result<Vec<_>>>()?;
+            let created = outcomes
+                .iter()
+                .filter(|o| matches!(o, InsertOutcome::Created { .. }))
+                .count();
+            count_usage(conn, tenant_id, created_at, created as i64)?;
+            Ok(outcomes)
         })
         .await
     }
@@ -172,6 +178,26 @@ fn insert_one(
         id: t.id.clone(),
         created_at,
     })
+}
+
+/// The month (`YYYY-MM`, UTC) a time in microseconds falls in.
+pub fn usage_month(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|t| t.format("%Y-%m").to_string())
+        .unwrap_or_default()
+}
+
+/// Adds `traces` new traces to the tenant's count for the current month.
+pub(super) fn count_usage(conn: &Connection, tenant_id: i64, now: i64, traces: i64) -> Result<()> {
+    if traces == 0 {
+        return Ok(());
+    }
+    conn.prepare_cached(
+        "INSERT INTO usage (tenant_id, month, traces) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (tenant_id, month) DO UPDATE SET traces = traces + excluded.traces",
+    )?
+    .execute(params![tenant_id, usage_month(now), traces])?;
+    Ok(())
 }
 
 const SPAN_INSERT: &str = "INSERT INTO spans (trace_seq, id, parent_span_id, name, type, input, \
