@@ -7,5 +7,6 @@ mod audit;
 mod basics;
 mod ingest;
 mod isolation;
+mod plans;
 mod tenancy;
 mod traces;
