@@ -1,4 +1,6 @@
-//! Every route and every layer of the server, on one screen.
+//! Every route and every layer of the server, on one screen. The route
+//! table says who may call each route; the access tests are generated from
+//! it, so a new route cannot escape them.
 //!
 //! Layers, outermost first: request context (request id, task-local id for
 //! error bodies, one log line per request) → body limit and body timeout →
@@ -7,15 +9,12 @@
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, patch, post, MethodRouter};
 use axum::Router;
-
 use tower_http::timeout::RequestBodyTimeoutLayer;
-
-use axum::routing::{delete, patch};
 
 use super::{account, audit, health, ingest, limits, otlp, projects, traces, AppState};
 use crate::error::{AppError, REQUEST_ID};
@@ -23,42 +22,157 @@ use crate::error::{AppError, REQUEST_ID};
 /// How long a client may take to send a request body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Who may call a route; the route table states it for every route and
+/// the access tests are generated from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No credentials needed.
+    Public,
+    /// An API key (within its scopes) or a session.
+    Key,
+    /// A session of any role.
+    Session,
+    /// A session of a member or owner.
+    Member,
+    /// A session of an owner.
+    Owner,
+    /// A session of an owner or viewer (the audit log).
+    AuditReader,
+}
+
+/// One route: method, path, and who may call it.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+}
+
+/// Every route with its handler.
+fn table(otlp_limit: DefaultBodyLimit) -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+    use Access::*;
+    let spec = |method: Method, path: &'static str, access: Access| RouteSpec {
+        method,
+        path,
+        access,
+    };
+    vec![
+        (spec(Method::GET, "/health", Public), get(health::health)),
+        (
+            spec(Method::POST, "/v1/ingest", Key),
+            post(ingest::ingest_one),
+        ),
+        (
+            spec(Method::POST, "/v1/ingest/batch", Key),
+            post(ingest::ingest_batch),
+        ),
+        (
+            spec(Method::POST, "/v1/otlp/traces", Key),
+            post(otlp::traces).layer(otlp_limit),
+        ),
+        (
+            spec(Method::POST, "/v1/otlp/v1/traces", Key),
+            post(otlp::traces).layer(otlp_limit),
+        ),
+        (
+            spec(Method::GET, "/v1/otlp/export", Session),
+            get(otlp::export),
+        ),
+        (
+            spec(Method::POST, "/v1/auth/login", Public),
+            post(account::login),
+        ),
+        (
+            spec(Method::POST, "/v1/auth/logout", Session),
+            post(account::logout),
+        ),
+        (spec(Method::GET, "/v1/auth/me", Session), get(account::me)),
+        (
+            spec(Method::POST, "/v1/auth/password", Session),
+            post(account::change_password),
+        ),
+        (
+            spec(Method::GET, "/v1/users", Session),
+            get(account::list_users),
+        ),
+        (
+            spec(Method::POST, "/v1/users", Owner),
+            post(account::create_user),
+        ),
+        (
+            spec(Method::PATCH, "/v1/users/{id}", Owner),
+            patch(account::update_user),
+        ),
+        (
+            spec(Method::DELETE, "/v1/users/{id}", Owner),
+            delete(account::delete_user),
+        ),
+        (spec(Method::GET, "/v1/projects", Key), get(projects::list)),
+        (
+            spec(Method::POST, "/v1/projects", Member),
+            post(projects::create),
+        ),
+        (
+            spec(Method::PATCH, "/v1/projects/{id}", Member),
+            patch(projects::update),
+        ),
+        (
+            spec(Method::POST, "/v1/projects/{id}/archive", Owner),
+            post(projects::archive),
+        ),
+        (
+            spec(Method::POST, "/v1/projects/{id}/unarchive", Owner),
+            post(projects::unarchive),
+        ),
+        (
+            spec(Method::GET, "/v1/apikeys", Session),
+            get(projects::list_keys),
+        ),
+        (
+            spec(Method::POST, "/v1/apikeys", Member),
+            post(projects::create_key),
+        ),
+        (
+            spec(Method::DELETE, "/v1/apikeys/{id}", Owner),
+            delete(projects::revoke_key),
+        ),
+        (
+            spec(Method::POST, "/v1/apikeys/{id}/rotate", Owner),
+            post(projects::rotate_key),
+        ),
+        (
+            spec(Method::GET, "/v1/audit-log", AuditReader),
+            get(audit::list),
+        ),
+        (
+            spec(Method::GET, "/v1/audit/verify", AuditReader),
+            get(audit::verify),
+        ),
+        (spec(Method::GET, "/v1/traces", Key), get(traces::list)),
+        (
+            spec(Method::GET, "/v1/traces/{id}", Key),
+            get(traces::detail),
+        ),
+    ]
+}
+
+/// Every route the server serves, with who may call it.
+pub fn routes() -> Vec<RouteSpec> {
+    table(DefaultBodyLimit::disable())
+        .into_iter()
+        .map(|(spec, _)| spec)
+        .collect()
+}
+
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.limits.json_body_max_bytes;
     let otlp_limit = DefaultBodyLimit::max(state.config.limits.otlp_body_max_bytes);
-    Router::new()
-        .route("/health", get(health::health))
-        .route("/v1/ingest", post(ingest::ingest_one))
-        .route("/v1/ingest/batch", post(ingest::ingest_batch))
-        .route("/v1/otlp/traces", post(otlp::traces).layer(otlp_limit))
-        .route("/v1/otlp/v1/traces", post(otlp::traces).layer(otlp_limit))
-        .route("/v1/otlp/export", get(otlp::export))
-        .route("/v1/auth/login", post(account::login))
-        .route("/v1/auth/logout", post(account::logout))
-        .route("/v1/auth/me", get(account::me))
-        .route("/v1/auth/password", post(account::change_password))
-        .route(
-            "/v1/users",
-            get(account::list_users).post(account::create_user),
-        )
-        .route(
-            "/v1/users/{id}",
-            patch(account::update_user).delete(account::delete_user),
-        )
-        .route("/v1/projects", get(projects::list).post(projects::create))
-        .route("/v1/projects/{id}", patch(projects::update))
-        .route("/v1/projects/{id}/archive", post(projects::archive))
-        .route("/v1/projects/{id}/unarchive", post(projects::unarchive))
-        .route(
-            "/v1/apikeys",
-            get(projects::list_keys).post(projects::create_key),
-        )
-        .route("/v1/apikeys/{id}", delete(projects::revoke_key))
-        .route("/v1/apikeys/{id}/rotate", post(projects::rotate_key))
-        .route("/v1/audit-log", get(audit::list))
-        .route("/v1/audit/verify", get(audit::verify))
-        .route("/v1/traces", get(traces::list))
-        .route("/v1/traces/{id}", get(traces::detail))
+    table(otlp_limit)
+        .into_iter()
+        // Routes on one path with different methods merge.
+        .fold(Router::new(), |router, (spec, handler)| {
+            router.route(spec.path, handler)
+        })
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(limits::rate_headers))
