@@ -1,0 +1,311 @@
+//! The access matrix, generated from the router's route table: every route
+//! is called with every kind of credential that should not get through, and
+//! must answer the documented status. A route added to the table is tested
+//! here without anyone writing a test for it.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use trulayer_server::auth::{hash_api_key, hash_password, visible_prefix};
+use trulayer_server::http::router::{routes, Access, RouteSpec};
+use trulayer_server::store::NewApiKey;
+
+use crate::common::{sample_trace, TestServer, PASSWORD};
+
+const EXPIRED_KEY: &str = "tl_expired_key_0123456789abcdef";
+const OTHER_KEY: &str = "tl_other_tenant_key_0123456789ab";
+const VIEWER: (&str, &str) = ("viewer@example.com", "viewer password");
+const OTHER_OWNER: (&str, &str) = ("other-owner@example.com", "other password");
+
+/// A credential to try, and what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    Nobody,
+    BadToken,
+    RevokedKey,
+    ExpiredKey,
+    QueryKey,
+    Viewer,
+    OtherTenantKey,
+    OtherTenantOwner,
+}
+
+struct World {
+    server: TestServer,
+    revoked_key: String,
+    query_key: String,
+    /// Tenant A's ids, by the path they fill.
+    ids: Vec<(&'static str, String)>,
+}
+
+async fn login(server: &TestServer, (email, password): (&str, &str)) -> String {
+    let resp = server
+        .client
+        .post(server.url("/v1/auth/login"))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .expect("login sent");
+    assert_eq!(resp.status().as_u16(), 200, "login {email}");
+    let body: Value = resp.json().await.expect("login JSON");
+    body["token"].as_str().expect("token").to_owned()
+}
+
+async fn created(resp: reqwest::Response) -> Value {
+    assert_eq!(resp.status().as_u16(), 201, "create");
+    resp.json().await.expect("JSON")
+}
+
+async fn world() -> World {
+    let server = TestServer::start().await;
+    let owner = server.session_token().await;
+    let viewer = created(
+        server
+            .post_as(
+                &owner,
+                "/v1/users",
+                &json!({"email": VIEWER.0, "password": VIEWER.1, "role": "viewer"}),
+            )
+            .await,
+    )
+    .await;
+    let project = created(
+        server
+            .post_as(&owner, "/v1/projects", &json!({"name": "second"}))
+            .await,
+    )
+    .await;
+    let query = created(
+        server
+            .post_as(
+                &owner,
+                "/v1/apikeys",
+                &json!({"name": "q", "scopes": ["query"]}),
+            )
+            .await,
+    )
+    .await;
+    let doomed = created(
+        server
+            .post_as(&owner, "/v1/apikeys", &json!({"name": "doomed"}))
+            .await,
+    )
+    .await;
+    let revoke = server
+        .client
+        .delete(server.url(&format!(
+            "/v1/apikeys/{}",
+            doomed["id"].as_str().expect("id")
+        )))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(revoke.status().as_u16(), 204);
+    let trace = server.ingest(sample_trace("tenant-a")).await;
+
+    // An expired key of tenant A, and a second tenant with a key and an owner.
+    let store = server.running().store().clone();
+    let key = |key: &str, project_id: i64, expires_at: Option<i64>| NewApiKey {
+        project_id,
+        name: "matrix".into(),
+        prefix: visible_prefix(key).into(),
+        key_hash: hash_api_key(key),
+        expires_at,
+        scopes: Vec::new(),
+    };
+    store
+        .create_api_key(1, key(EXPIRED_KEY, 1, Some(1)))
+        .await
+        .expect("expired key");
+    let (tenant, project_b) = store
+        .create_tenant("other org".into(), "theirs".into())
+        .await
+        .expect("tenant");
+    store
+        .create_api_key(tenant, key(OTHER_KEY, project_b, None))
+        .await
+        .expect("other key");
+    store
+        .create_user(
+            tenant,
+            OTHER_OWNER.0.into(),
+            hash_password(OTHER_OWNER.1).expect("hash"),
+            "owner".into(),
+        )
+        .await
+        .expect("other owner");
+
+    World {
+        revoked_key: doomed["key"].as_str().expect("key").to_owned(),
+        query_key: query["key"].as_str().expect("key").to_owned(),
+        ids: vec![
+            ("/v1/traces/", trace),
+            ("/v1/users/", viewer["id"].as_str().expect("id").to_owned()),
+            (
+                "/v1/projects/",
+                project["id"].as_str().expect("id").to_owned(),
+            ),
+            ("/v1/apikeys/", query["id"].as_str().expect("id").to_owned()),
+        ],
+        server,
+    }
+}
+
+impl World {
+    /// The route's path with `{id}` filled by tenant A's id of that kind.
+    fn path(&self, route: &RouteSpec) -> String {
+        match self
+            .ids
+            .iter()
+            .find(|(prefix, _)| route.path.starts_with(prefix))
+        {
+            Some((_, id)) => route.path.replace("{id}", id),
+            None => route.path.to_owned(),
+        }
+    }
+
+    /// A body the handler accepts, so that only access decides the answer.
+    fn body(route: &RouteSpec) -> Option<Value> {
+        if route.method == Method::GET || route.method == Method::DELETE {
+            return None;
+        }
+        Some(match route.path {
+            "/v1/ingest" => sample_trace("matrix"),
+            "/v1/ingest/batch" => json!({"traces": [sample_trace("matrix")]}),
+            "/v1/users/{id}" => json!({"role": "member"}),
+            "/v1/projects/{id}" => json!({"name": "renamed"}),
+            _ => json!({}),
+        })
+    }
+
+    async fn token(&self, caller: Caller) -> Option<String> {
+        match caller {
+            Caller::Nobody => None,
+            Caller::BadToken => Some("tl_not_a_real_key_000000000000".into()),
+            Caller::RevokedKey => Some(self.revoked_key.clone()),
+            Caller::ExpiredKey => Some(EXPIRED_KEY.into()),
+            Caller::QueryKey => Some(self.query_key.clone()),
+            // Fresh sessions each time: logout is one of the routes.
+            Caller::Viewer => Some(login(&self.server, VIEWER).await),
+            Caller::OtherTenantKey => Some(OTHER_KEY.into()),
+            Caller::OtherTenantOwner => Some(login(&self.server, OTHER_OWNER).await),
+        }
+    }
+
+    async fn call(&self, route: &RouteSpec, caller: Caller) -> (u16, Value) {
+        let url = self.server.url(&self.path(route));
+        let mut request = self.server.client.request(route.method.clone(), url);
+        if let Some(token) = self.token(caller).await {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = Self::body(route) {
+            request = request.json(&body);
+        }
+        let resp = request.send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        let body = resp.json().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+}
+
+/// What `caller` must get from `route`: a status and, for refusals, a code.
+fn expected(route: &RouteSpec, caller: Caller) -> Expect {
+    use Access::*;
+    use Caller::*;
+    let safe = route.method == Method::GET;
+    let has_id = route.path.contains("{id}");
+    match (route.access, caller) {
+        (Public, _) => Expect::Through,
+        (_, Nobody | BadToken | RevokedKey) => Expect::Refused(401, "invalid_api_key"),
+        (_, ExpiredKey) => Expect::Refused(401, "api_key_expired"),
+        (Key, QueryKey) if safe => Expect::Through,
+        (Key, QueryKey) => Expect::Refused(403, "scope_forbidden"),
+        (_, QueryKey | OtherTenantKey) if route.access != Key => {
+            Expect::Refused(403, "session_required")
+        }
+        (Key, OtherTenantKey) if has_id => Expect::Refused(404, "not_found"),
+        (Key, OtherTenantKey) => Expect::Through,
+        (Member | Owner, Viewer) => Expect::Refused(403, "forbidden_role"),
+        (Key, Viewer) if !safe => Expect::Refused(403, "forbidden_role"),
+        (_, Viewer) => Expect::Through,
+        (_, OtherTenantOwner) if has_id => Expect::Refused(404, "not_found"),
+        (_, OtherTenantOwner) => Expect::Through,
+        (_, _) => Expect::Through,
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Expect {
+    /// Past authentication and authorization: anything but 401 and 403.
+    Through,
+    Refused(u16, &'static str),
+}
+
+#[tokio::test]
+async fn every_route_answers_every_credential_as_documented() {
+    let world = world().await;
+    let table = routes();
+    assert!(table.len() >= 27, "the route table lists every route");
+    let callers = [
+        Caller::Nobody,
+        Caller::BadToken,
+        Caller::RevokedKey,
+        Caller::ExpiredKey,
+        Caller::QueryKey,
+        Caller::Viewer,
+        Caller::OtherTenantKey,
+        Caller::OtherTenantOwner,
+    ];
+    let mut wrong = Vec::new();
+    for route in &table {
+        for caller in callers {
+            let (status, body) = world.call(route, caller).await;
+            let ok = match expected(route, caller) {
+                Expect::Through => status != 401 && status != 403,
+                Expect::Refused(want, code) => status == want && body["code"] == code,
+            };
+            if !ok {
+                wrong.push(format!(
+                    "{} {} as {caller:?}: expected {:?}, got {status} {body}",
+                    route.method,
+                    route.path,
+                    expected(route, caller)
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} wrong answers:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn another_tenants_lists_never_show_this_tenants_ids() {
+    let world = world().await;
+    let other_owner = login(&world.server, OTHER_OWNER).await;
+    for route in routes()
+        .iter()
+        .filter(|r| r.method == Method::GET && !r.path.contains("{id}"))
+        .filter(|r| r.access != Access::Public)
+    {
+        for token in [OTHER_KEY.to_owned(), other_owner.clone()] {
+            let resp = world.server.get_as(&token, route.path).await;
+            let text = resp.text().await.expect("body");
+            for (_, id) in &world.ids {
+                assert!(
+                    !text.contains(id.as_str()),
+                    "{} shows {id}: {text}",
+                    route.path
+                );
+            }
+        }
+    }
+    // The owner of tenant A still sees them (the ids are real).
+    let owner = login(&world.server, ("owner@example.com", PASSWORD)).await;
+    let users = world.server.get_json_as(&owner, "/v1/users").await;
+    assert!(users.to_string().contains(world.ids[1].1.as_str()));
+}
