@@ -2,6 +2,7 @@
 //! LLM observability. `main.rs` is a thin CLI over this library.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
 pub mod bootstrap;
 pub mod config;

@@ -142,6 +142,20 @@ impl Store {
         .await
     }
 
+    /// An organisation by its UUID or its name: `(id, uuid, name)`.
+    pub async fn find_tenant(&self, reference: String) -> Result<Option<(i64, String, String)>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT id, uuid, name FROM tenants WHERE uuid = ?1 OR name = ?1 \
+                     ORDER BY uuid = ?1 DESC, id LIMIT 1",
+                )?
+                .query_row([reference], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?)
+        })
+        .await
+    }
+
     /// Adds a project to a tenant; a name already used in the tenant conflicts.
     pub async fn create_project(&self, tenant_id: i64, name: String) -> Result<ProjectRecord> {
         self.write(move |conn| {

@@ -1,0 +1,265 @@
+//! Operator commands for air-gapped automation: `trulayer-server admin …`.
+//! They work on the data directory directly, also while the server runs
+//! (SQLite lets a second process write; each command is a short
+//! transaction), print one JSON line, and are recorded in the audit log with
+//! the actor `operator`.
+
+use anyhow::{anyhow, bail, Context};
+use serde_json::{json, Value};
+
+use crate::auth;
+use crate::config::{Config, Plan};
+use crate::store::{AuditEntry, NewApiKey, Store};
+
+/// What an operator can do.
+#[derive(Debug, Clone)]
+pub enum AdminCommand {
+    /// A new organisation with a project, an owner and an API key.
+    CreateOrg {
+        name: String,
+        project: String,
+        admin_email: String,
+        admin_password: String,
+        plan: Plan,
+    },
+    CreateUser {
+        org: String,
+        email: String,
+        password: String,
+        role: String,
+    },
+    /// Sets a user's password and ends their sessions.
+    ResetPassword {
+        email: String,
+        password: String,
+    },
+    CreateKey {
+        org: String,
+        project: Option<String>,
+        name: String,
+        scopes: Vec<String>,
+    },
+    SetPlan {
+        org: String,
+        plan: Plan,
+    },
+}
+
+/// Runs `command` against the configured data directory.
+pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<Value> {
+    let store = Store::open(&config.storage.data_dir, config.storage.synchronous, 1)
+        .with_context(|| format!("opening {}", config.storage.data_dir.display()))?;
+    let result = execute(&store, command).await;
+    tokio::task::spawn_blocking(move || store.close())
+        .await
+        .context("closing the store")?;
+    result
+}
+
+async fn execute(store: &Store, command: AdminCommand) -> anyhow::Result<Value> {
+    match command {
+        AdminCommand::CreateOrg {
+            name,
+            project,
+            admin_email,
+            admin_password,
+            plan,
+        } => {
+            let email = checked_email(&admin_email)?;
+            // Checked first, so a taken email leaves no half-made organisation.
+            if store.user_for_login(email.clone()).await?.is_some() {
+                bail!("a user with email {email} exists");
+            }
+            let hash = password_hash(admin_password).await?;
+            let (tenant_id, project_id) = store.create_tenant(name.clone(), project).await?;
+            store.set_plan(tenant_id, plan.as_str().into()).await?;
+            store
+                .create_user(tenant_id, email.clone(), hash, "owner".into())
+                .await?;
+            let key = auth::generate_api_key();
+            store
+                .create_api_key(
+                    tenant_id,
+                    new_key(&key, project_id, "operator key", Vec::new()),
+                )
+                .await?;
+            let org_id = store
+                .tenant_uuid(tenant_id)
+                .await?
+                .ok_or_else(|| anyhow!("the new organisation vanished"))?;
+            let project_uuid = store
+                .list_projects(tenant_id, true, None, 1)
+                .await?
+                .first()
+                .map(|p| p.uuid.clone())
+                .ok_or_else(|| anyhow!("the new project vanished"))?;
+            audit(
+                store,
+                tenant_id,
+                "org.create",
+                Some(org_id.clone()),
+                json!({"name": name, "admin_email": email, "plan": plan.as_str()}),
+            )
+            .await?;
+            Ok(json!({"org_id": org_id, "project_id": project_uuid, "api_key": key}))
+        }
+        AdminCommand::CreateUser {
+            org,
+            email,
+            password,
+            role,
+        } => {
+            let (tenant_id, org_id, _) = tenant(store, &org).await?;
+            if !["owner", "member", "viewer"].contains(&role.as_str()) {
+                bail!("--role must be owner, member or viewer");
+            }
+            let email = checked_email(&email)?;
+            let hash = password_hash(password).await?;
+            let user = store.create_user(tenant_id, email, hash, role).await?;
+            audit(
+                store,
+                tenant_id,
+                "user.create",
+                Some(user.uuid.clone()),
+                json!({"email": user.email, "role": user.role}),
+            )
+            .await?;
+            Ok(
+                json!({"user_id": user.uuid, "org_id": org_id, "email": user.email, "role": user.role}),
+            )
+        }
+        AdminCommand::ResetPassword { email, password } => {
+            let email = checked_email(&email)?;
+            let user = store
+                .user_for_login(email.clone())
+                .await?
+                .ok_or_else(|| anyhow!("no user with email {email}"))?
+                .user;
+            let hash = password_hash(password).await?;
+            store.set_password(user.id, hash).await?;
+            audit(
+                store,
+                user.tenant_id,
+                "auth.password_reset",
+                Some(user.uuid.clone()),
+                json!({"email": user.email}),
+            )
+            .await?;
+            Ok(json!({"user_id": user.uuid, "sessions_revoked": true}))
+        }
+        AdminCommand::CreateKey {
+            org,
+            project,
+            name,
+            scopes,
+        } => {
+            let (tenant_id, _, _) = tenant(store, &org).await?;
+            if let Some(bad) = scopes
+                .iter()
+                .find(|s| !["query", "ingest"].contains(&s.as_str()))
+            {
+                bail!("--scopes: {bad:?} is not query or ingest");
+            }
+            let project = match project {
+                Some(reference) => store
+                    .find_project(tenant_id, reference.clone())
+                    .await?
+                    .ok_or_else(|| anyhow!("no project {reference:?} in that organisation"))?,
+                None => store
+                    .default_project(tenant_id)
+                    .await?
+                    .ok_or_else(|| anyhow!("the organisation has no project"))?,
+            };
+            let key = auth::generate_api_key();
+            let id = store
+                .create_api_key(tenant_id, new_key(&key, project.id, &name, scopes))
+                .await?;
+            let info = store
+                .api_key_info(tenant_id, id)
+                .await?
+                .ok_or_else(|| anyhow!("the new key vanished"))?;
+            audit(
+                store,
+                tenant_id,
+                "apikey.create",
+                Some(info.uuid.clone()),
+                json!({"name": info.name, "scopes": info.scopes}),
+            )
+            .await?;
+            Ok(
+                json!({"key_id": info.uuid, "api_key": key, "project_id": project.uuid, "scopes": info.scopes}),
+            )
+        }
+        AdminCommand::SetPlan { org, plan } => {
+            let (tenant_id, org_id, _) = tenant(store, &org).await?;
+            store.set_plan(tenant_id, plan.as_str().into()).await?;
+            audit(
+                store,
+                tenant_id,
+                "org.set_plan",
+                Some(org_id.clone()),
+                json!({"plan": plan.as_str()}),
+            )
+            .await?;
+            Ok(json!({"org_id": org_id, "plan": plan.as_str()}))
+        }
+    }
+}
+
+async fn tenant(store: &Store, reference: &str) -> anyhow::Result<(i64, String, String)> {
+    store
+        .find_tenant(reference.to_owned())
+        .await?
+        .ok_or_else(|| anyhow!("no organisation with id or name {reference:?}"))
+}
+
+fn checked_email(email: &str) -> anyhow::Result<String> {
+    let email = email.trim().to_lowercase();
+    if !email.contains('@') || email.len() > 254 {
+        bail!("{email:?} is not an email address");
+    }
+    Ok(email)
+}
+
+async fn password_hash(password: String) -> anyhow::Result<String> {
+    if password.chars().count() < auth::MIN_PASSWORD_CHARS {
+        bail!(
+            "the password must have at least {} characters",
+            auth::MIN_PASSWORD_CHARS
+        );
+    }
+    tokio::task::spawn_blocking(move || auth::hash_password(&password))
+        .await?
+        .map_err(|e| anyhow!("hashing the password failed: {e}"))
+}
+
+fn new_key(key: &str, project_id: i64, name: &str, scopes: Vec<String>) -> NewApiKey {
+    NewApiKey {
+        project_id,
+        name: name.to_owned(),
+        prefix: auth::visible_prefix(key).to_owned(),
+        key_hash: auth::hash_api_key(key),
+        expires_at: None,
+        scopes,
+    }
+}
+
+async fn audit(
+    store: &Store,
+    tenant_id: i64,
+    action: &'static str,
+    target: Option<String>,
+    details: Value,
+) -> anyhow::Result<()> {
+    store
+        .audit(AuditEntry {
+            tenant_id,
+            actor: "operator".into(),
+            action,
+            target,
+            source: None,
+            details,
+        })
+        .await?;
+    Ok(())
+}
