@@ -4,6 +4,7 @@
 mod common;
 
 mod access;
+mod admin_cli;
 mod audit;
 mod basics;
 mod ingest;
