@@ -26,6 +26,8 @@ use crate::store::{now_micros, UserRecord};
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// Failed logins for one email within `FAILURE_WINDOW` before 429.
 const MAX_FAILURES: usize = 5;
+/// Failed logins from one client address (any emails) before 429.
+const MAX_ADDRESS_FAILURES: usize = 20;
 const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// Recent failed logins per email (lowercased).
@@ -33,18 +35,18 @@ const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 pub struct LoginGuard(Mutex<HashMap<String, VecDeque<Instant>>>);
 
 impl LoginGuard {
-    /// Seconds until another attempt is allowed, if the account is locked.
-    fn locked_for(&self, email: &str) -> Option<u64> {
+    /// Seconds until another attempt is allowed, if the key is locked.
+    fn locked_for(&self, key: &str, max: usize) -> Option<u64> {
         let mut map = self.0.lock().ok()?;
         let now = Instant::now();
-        let failures = map.get_mut(email)?;
+        let failures = map.get_mut(key)?;
         while failures
             .front()
             .is_some_and(|at| now.duration_since(*at) >= FAILURE_WINDOW)
         {
             failures.pop_front();
         }
-        if failures.len() < MAX_FAILURES {
+        if failures.len() < max {
             return None;
         }
         let oldest = *failures.front()?;
@@ -100,9 +102,15 @@ pub async fn login(
     JsonBody(body): JsonBody<Login>,
 ) -> Result<Response, AppError> {
     let email = body.email.trim().to_lowercase();
-    if let Some(retry_after) = state.logins.locked_for(&email) {
+    let address = source.as_ref().map(|a| format!("address:{a}"));
+    let locked = state.logins.locked_for(&email, MAX_FAILURES).or_else(|| {
+        address
+            .as_deref()
+            .and_then(|a| state.logins.locked_for(a, MAX_ADDRESS_FAILURES))
+    });
+    if let Some(retry_after) = locked {
         return Err(AppError::TooManyRequests {
-            message: "too many failed logins for this account; try again later".into(),
+            message: "too many failed logins for this account or address; try again later".into(),
             code: "too_many_attempts",
             retry_after,
         });
@@ -122,6 +130,9 @@ pub async fn login(
         Some(c) if ok => c,
         known => {
             state.logins.failed(&email);
+            if let Some(address) = &address {
+                state.logins.failed(address);
+            }
             // Only a known account has a tenant whose log can hold the attempt.
             if let Some(c) = &known {
                 let actor = format!("user:{}", c.user.email);
