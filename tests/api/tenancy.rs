@@ -1932,3 +1932,76 @@ async fn management_routes_refuse_api_keys_with_session_required() {
     session(&server, OWNER, PASSWORD).await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn twenty_failed_logins_from_one_address_lock_that_address() {
+    let server = TestServer::start().await;
+    let owner = owner_session(&server).await;
+    add_user(&server, &owner, "member@example.com", "member").await;
+    // Four failures for each of five emails: no single account reaches five.
+    for n in 0..20 {
+        let email = format!("nobody-{}@example.com", n % 5);
+        expect_code(
+            login(&server, &email, "guess").await,
+            401,
+            "invalid_credentials",
+            &format!("failure {}", n + 1),
+        )
+        .await;
+    }
+    // The address is locked now, even for an account with no failures.
+    let resp = login(&server, "member@example.com", USER_PASSWORD).await;
+    assert!(resp.headers().contains_key(RETRY_AFTER));
+    expect_code(
+        resp,
+        429,
+        "too_many_attempts",
+        "21st attempt from 127.0.0.1",
+    )
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_session_is_refused() {
+    let server = TestServer::start().await;
+    let token = owner_session(&server).await;
+    assert_eq!(
+        get(&server, &token, "/v1/auth/me").await.status().as_u16(),
+        200
+    );
+    // Twelve hours pass for this session.
+    let db = rusqlite::Connection::open(server.dir.path().join("data").join(DB_FILE))
+        .expect("open the database");
+    db.execute("UPDATE sessions SET expires_at = 1", [])
+        .expect("age the session");
+    expect_code(
+        get(&server, &token, "/v1/auth/me").await,
+        401,
+        "invalid_session",
+        "expired session",
+    )
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_keys_use_shows_as_last_used_at() {
+    let server = TestServer::start().await;
+    let owner = owner_session(&server).await;
+    let before = server.get_json_as(&owner, "/v1/apikeys").await;
+    assert_eq!(before["api_keys"][0]["last_used_at"], Value::Null);
+    assert_eq!(server.get("/v1/traces").await.status().as_u16(), 200);
+    let mut seen = Value::Null;
+    for _ in 0..100 {
+        let keys = server.get_json_as(&owner, "/v1/apikeys").await;
+        seen = keys["api_keys"][0]["last_used_at"].clone();
+        if !seen.is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let at = seen.as_str().expect("last_used_at is set after a use");
+    assert!(at.ends_with('Z'), "{at}");
+    server.stop().await;
+}
