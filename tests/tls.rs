@@ -62,6 +62,19 @@ async fn serves_https_with_tls_12_and_13() {
         .await
         .expect("request");
     assert_eq!(resp.status(), 200);
+    // Under TLS the session cookie is Secure.
+    let login = client
+        .post(format!("{}/v1/auth/login", server.url))
+        .json(&serde_json::json!({"email": "owner@example.com", "password": common::PASSWORD}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status(), 200);
+    let cookie = login.headers()["set-cookie"].to_str().expect("ascii");
+    assert!(
+        cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
     // Plain HTTP to the TLS port gets no HTTP answer.
     let plain = server.url.replace("https://", "http://");
     let answer = reqwest::Client::new()
