@@ -675,6 +675,12 @@ fn truncate_chars(s: String) -> String {
     }
 }
 
+/// A stored time as OTLP's nanoseconds since the epoch, in JSON's string
+/// form. Times past year 2554 do not fit 64 bits and are held at the end.
+fn unix_nanos(t: crate::model::Timestamp) -> String {
+    (t.0.max(0) as u64).saturating_mul(1000).to_string()
+}
+
 fn nanos_to_micros(nanos: u64) -> i64 {
     (nanos / 1_000) as i64
 }
@@ -872,10 +878,10 @@ fn export_span(
         "attributes": key_values(&Value::Object(attributes)),
     });
     if let Some(start) = span.start_time {
-        out["startTimeUnixNano"] = (start.0.max(0) as u64 * 1000).to_string().into();
+        out["startTimeUnixNano"] = unix_nanos(start).into();
     }
     if let Some(end) = span.end_time {
-        out["endTimeUnixNano"] = (end.0.max(0) as u64 * 1000).to_string().into();
+        out["endTimeUnixNano"] = unix_nanos(end).into();
     }
     let span_events: Vec<Value> = events
         .iter()
@@ -886,7 +892,7 @@ fn export_span(
                 attrs.insert(EVENT_LEVEL_ATTR.into(), e.level.clone().into());
             }
             serde_json::json!({
-                "timeUnixNano": (e.timestamp.0.max(0) as u64 * 1000).to_string(),
+                "timeUnixNano": unix_nanos(e.timestamp),
                 "name": e.message,
                 "attributes": key_values(&attrs),
             })
@@ -947,11 +953,11 @@ fn trace_root_span(trace: &Trace, trace_bytes: &[u8; 16], span_id: &str) -> Valu
         "spanId": span_id,
         "name": trace.name.clone().unwrap_or_else(|| "trace".into()),
         "kind": SpanKind::Internal as i32,
-        "startTimeUnixNano": (trace.started_at.0.max(0) as u64 * 1000).to_string(),
+        "startTimeUnixNano": unix_nanos(trace.started_at),
         "attributes": key_values(&Value::Object(attributes)),
     });
     if let Some(end) = trace.ended_at {
-        out["endTimeUnixNano"] = (end.0.max(0) as u64 * 1000).to_string().into();
+        out["endTimeUnixNano"] = unix_nanos(end).into();
     }
     if let Some(error) = &trace.error {
         out["status"] = serde_json::json!({"code": StatusCode::Error as i32, "message": error});
