@@ -1250,3 +1250,27 @@ async fn genai_events_messages_and_openinference_attributes_are_mapped() {
     assert!(retriever["metadata"].to_string().len() <= 16 * 1024);
     assert_eq!(trace["total_token_count"], 48);
 }
+
+#[tokio::test]
+async fn an_export_of_times_beyond_otlps_range_does_not_fail() {
+    let server = TestServer::start().await;
+    let mut far = common::sample_trace("far future");
+    far["started_at"] = json!("9999-12-31T23:59:58Z");
+    far["ended_at"] = json!("9999-12-31T23:59:59Z");
+    far["spans"][0]["start_time"] = json!("9999-12-31T23:59:58.5Z");
+    far["spans"][0]["end_time"] = json!("9999-12-31T23:59:59Z");
+    server.ingest(far).await;
+    let session = server.session_token().await;
+    let resp = server
+        .get_as(
+            &session,
+            "/v1/otlp/export?from=9999-12-01T00:00:00Z&to=9999-12-31T23:59:59.999Z",
+        )
+        .await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let data: Value = resp.json().await.expect("JSON");
+    // Nanoseconds past 2554 do not fit 64 bits: held at the largest value.
+    let spans = exported_spans(&data);
+    assert_eq!(spans.len(), 2, "the span and the trace's root: {data}");
+    assert!(data.to_string().contains(&u64::MAX.to_string()), "{data}");
+}
