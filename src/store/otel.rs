@@ -4,11 +4,13 @@
 //! replace their earlier copies in) the trace of that id, and the trace's
 //! aggregates are recomputed from all of its stored spans.
 
+use std::collections::HashMap;
+
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::traces::{count_usage, detail, write_events, write_spans};
 use super::{now_micros, Result, Store};
-use crate::model::{NewOtelTrace, Trace, TraceFields};
+use crate::model::{NewOtelTrace, NewSpan, SpanType, Trace, TraceFields};
 
 impl Store {
     /// Merges every trace's spans in one transaction.
@@ -45,30 +47,46 @@ fn merge(
     let seq = match existing {
         Some(seq) => seq,
         None => {
-            let started_at = trace
-                .spans
-                .iter()
-                .filter_map(|s| s.start_time)
-                .min()
-                .unwrap_or(now);
+            // All of a new trace's spans are in this request: its aggregates
+            // come from them, by the same rules as the UPDATE below.
+            let agg = Aggregates::of(&trace.spans);
             // No JSON content hash: a JSON ingest of this id is a conflict.
-            conn.prepare_cached(
-                "INSERT INTO traces (tenant_id, project_id, id, session_id, metadata, \
-                 started_at, created_at, content_hash) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, zeroblob(32)) RETURNING seq",
-            )?
-            .query_row(
-                params![
-                    tenant_id,
-                    project_id,
-                    trace.id,
-                    trace.session_id,
-                    trace.metadata,
-                    started_at,
-                    now
-                ],
-                |r| r.get(0),
-            )?
+            let seq: i64 = conn
+                .prepare_cached(
+                    "INSERT INTO traces (tenant_id, project_id, id, session_id, metadata, \
+                     started_at, ended_at, latency_ms, total_token_count, cost, span_count, \
+                     name, input, output, model, error, created_at, content_hash) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
+                     ?15, ?16, ?17, zeroblob(32)) RETURNING seq",
+                )?
+                .query_row(
+                    params![
+                        tenant_id,
+                        project_id,
+                        trace.id,
+                        trace.session_id,
+                        trace.metadata,
+                        agg.started.unwrap_or(now),
+                        agg.ended,
+                        agg.latency_ms(),
+                        agg.tokens,
+                        agg.cost,
+                        agg.count,
+                        agg.root.map(|r| r.name.as_str()),
+                        agg.root.and_then(|r| r.input.as_deref()),
+                        agg.root.and_then(|r| r.output.as_deref()),
+                        agg.model,
+                        agg.error,
+                        now
+                    ],
+                    |r| r.get(0),
+                )?;
+            write_spans(conn, seq, &trace.spans, now, true)?;
+            write_events(conn, seq, &trace.events)?;
+            if let Some(f) = &trace.fields {
+                apply_fields(conn, tenant_id, seq, f)?;
+            }
+            return Ok(true);
         }
     };
     write_spans(conn, seq, &trace.spans, now, true)?;
@@ -110,7 +128,68 @@ fn merge(
     if let Some(f) = &trace.fields {
         apply_fields(conn, tenant_id, seq, f)?;
     }
-    Ok(existing.is_none())
+    Ok(false)
+}
+
+/// A trace's aggregates over its spans: the rules of the UPDATE in `merge`.
+struct Aggregates<'a> {
+    started: Option<i64>,
+    ended: Option<i64>,
+    tokens: i64,
+    cost: Option<f64>,
+    count: i64,
+    /// The root span (no parent), else the earliest span.
+    root: Option<&'a NewSpan>,
+    model: Option<&'a str>,
+    error: Option<&'a str>,
+}
+
+impl<'a> Aggregates<'a> {
+    fn of(all: &'a [NewSpan]) -> Aggregates<'a> {
+        // A span sent twice in one request is stored once, the last copy.
+        let mut spans: Vec<&NewSpan> = Vec::with_capacity(all.len());
+        let mut at: HashMap<&str, usize> = HashMap::with_capacity(all.len());
+        for span in all {
+            match at.get(span.id.as_str()) {
+                Some(&i) => spans[i] = span,
+                None => {
+                    at.insert(&span.id, spans.len());
+                    spans.push(span);
+                }
+            }
+        }
+        spans.sort_by_key(|s| s.start_time);
+        let root = spans
+            .iter()
+            .find(|s| s.parent_span_id.is_none())
+            .or_else(|| spans.first())
+            .copied();
+        let costs: Vec<f64> = spans.iter().filter_map(|s| s.cost).collect();
+        Aggregates {
+            started: spans.iter().filter_map(|s| s.start_time).min(),
+            ended: spans.iter().filter_map(|s| s.end_time).max(),
+            tokens: spans
+                .iter()
+                .map(|s| s.prompt_tokens.unwrap_or(0) + s.completion_tokens.unwrap_or(0))
+                .sum(),
+            cost: (!costs.is_empty()).then(|| costs.iter().sum()),
+            count: spans.len() as i64,
+            model: root.and_then(|r| r.model.as_deref()).or_else(|| {
+                spans
+                    .iter()
+                    .find(|s| s.span_type == SpanType::Llm && s.model.is_some())
+                    .and_then(|s| s.model.as_deref())
+            }),
+            error: root
+                .and_then(|r| r.error.as_deref())
+                .or_else(|| spans.iter().find_map(|s| s.error.as_deref())),
+            root,
+        }
+    }
+
+    fn latency_ms(&self) -> Option<i64> {
+        Some((self.ended? - self.started?) / 1000)
+    }
 }
 
 fn apply_fields(conn: &Connection, tenant_id: i64, seq: i64, f: &TraceFields) -> Result<()> {
