@@ -170,6 +170,20 @@ pub struct Trace {
     pub spans: Option<Vec<Span>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<Event>>,
+    /// Feedback on the trace, oldest first (detail only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<Vec<Feedback>>,
+}
+
+/// One piece of feedback on a trace.
+#[derive(Debug, Serialize)]
+pub struct Feedback {
+    pub id: String,
+    pub label: String,
+    pub score: Option<f64>,
+    pub comment: Option<String>,
+    pub metadata: Box<RawValue>,
+    pub created_at: Timestamp,
 }
 
 #[derive(Debug, Serialize)]

@@ -4,6 +4,7 @@
 mod account;
 mod audit;
 mod extract;
+mod feedback;
 mod health;
 mod ingest;
 mod limits;

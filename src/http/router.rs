@@ -16,7 +16,7 @@ use axum::routing::{delete, get, patch, post, MethodRouter};
 use axum::Router;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
-use super::{account, audit, health, ingest, limits, otlp, projects, traces, AppState};
+use super::{account, audit, feedback, health, ingest, limits, otlp, projects, traces, AppState};
 use crate::error::{AppError, REQUEST_ID};
 
 /// How long a client may take to send a request body.
@@ -147,6 +147,10 @@ fn table(otlp_limit: DefaultBodyLimit) -> Vec<(RouteSpec, MethodRouter<AppState>
         (
             spec(Method::GET, "/v1/audit/verify", AuditReader),
             get(audit::verify),
+        ),
+        (
+            spec(Method::POST, "/v1/feedback", Key),
+            post(feedback::create),
         ),
         (spec(Method::GET, "/v1/traces", Key), get(traces::list)),
         (

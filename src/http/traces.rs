@@ -136,6 +136,15 @@ impl ListQuery {
                 }
             },
             session_id: text("session_id"),
+            feedback: match text("feedback").as_deref() {
+                None => None,
+                Some(label @ ("good" | "bad" | "neutral")) => Some(label.to_owned()),
+                Some(_) => {
+                    return Err(AppError::bad_request(
+                        "feedback: must be good, bad or neutral",
+                    ))
+                }
+            },
         };
         for (min, max, name) in [
             (filter.latency_min, filter.latency_max, "latency_max"),

@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_sessions.sql")),
     (3, include_str!("migrations/0003_audit.sql")),
     (4, include_str!("migrations/0004_usage.sql")),
+    (5, include_str!("migrations/0005_feedback.sql")),
 ];
 
 /// The schema version this binary writes.

@@ -31,7 +31,7 @@ pub use otel::{ExportCursor, ExportPage, ExportRange};
 pub use tenancy::{
     ApiKeyInfo, ApiKeyRecord, Bootstrap, BootstrapResult, NewApiKey, ProjectChange, ProjectRecord,
 };
-pub use traces::{usage_month, InsertOutcome, TraceCursor, TraceFilter, TracePage};
+pub use traces::{usage_month, InsertOutcome, NewFeedback, TraceCursor, TraceFilter, TracePage};
 use writer::Writer;
 pub use writer::WriterStats;
 

@@ -7,7 +7,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::value::RawValue;
 
 use super::{now_micros, Result, Store, StoreError};
-use crate::model::{Event, NewEvent, NewSpan, NewTrace, Span, Timestamp, Trace};
+use crate::model::{Event, Feedback, NewEvent, NewSpan, NewTrace, Span, Timestamp, Trace};
 
 /// What happened to one trace of an ingest request.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,6 +20,17 @@ pub enum InsertOutcome {
     Duplicate {
         id: String,
     },
+}
+
+/// Feedback to record.
+#[derive(Debug, Clone)]
+pub struct NewFeedback {
+    pub trace_id: String,
+    pub label: String,
+    pub score: Option<f64>,
+    pub comment: Option<String>,
+    /// JSON object text.
+    pub metadata: String,
 }
 
 /// Position after the last trace of a page: newest first, so the next page
@@ -44,6 +55,8 @@ pub struct TraceFilter {
     pub token_count_max: Option<i64>,
     pub tag: Option<(String, String)>,
     pub session_id: Option<String>,
+    /// Traces with at least one feedback of this label.
+    pub feedback: Option<String>,
 }
 
 pub struct TracePage {
@@ -97,6 +110,40 @@ impl Store {
         let limit = limit.clamp(1, MAX_PAGE);
         self.read(move |conn| list(conn, tenant_id, &filter, after, limit))
             .await
+    }
+
+    /// Records feedback on the tenant's trace `trace_id`; `None` when the
+    /// tenant has no such trace. Returns the feedback's id and time.
+    pub async fn add_feedback(
+        &self,
+        tenant_id: i64,
+        feedback: NewFeedback,
+    ) -> Result<Option<(String, i64)>> {
+        self.write(move |conn| {
+            let seq: Option<i64> = conn
+                .prepare_cached("SELECT seq FROM traces WHERE tenant_id = ?1 AND id = ?2")?
+                .query_row(params![tenant_id, feedback.trace_id], |r| r.get(0))
+                .optional()?;
+            let Some(seq) = seq else { return Ok(None) };
+            let uuid = uuid::Uuid::now_v7().hyphenated().to_string();
+            let now = now_micros();
+            conn.prepare_cached(
+                "INSERT INTO feedback (uuid, tenant_id, trace_seq, label, score, comment, \
+                 metadata, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                uuid,
+                tenant_id,
+                seq,
+                feedback.label,
+                feedback.score,
+                feedback.comment,
+                feedback.metadata,
+                now
+            ])?;
+            Ok(Some((uuid, now)))
+        })
+        .await
     }
 
     /// The trace with its spans (by start time) and events, if the tenant owns it.
@@ -353,6 +400,12 @@ fn list(
     if let Some(session) = &f.session_id {
         clause("t.session_id = ?", vec![session.clone().into()]);
     }
+    if let Some(label) = &f.feedback {
+        clause(
+            "EXISTS (SELECT 1 FROM feedback fb WHERE fb.trace_seq = t.seq AND fb.label = ?)",
+            vec![label.clone().into()],
+        );
+    }
     if let Some(c) = after {
         clause(
             &format!("({start}, {seq}) < (?, ?)"),
@@ -447,8 +500,25 @@ pub(super) fn detail(conn: &Connection, tenant_id: i64, id: &str) -> Result<Opti
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT uuid, label, score, comment, metadata, created_at FROM feedback \
+         WHERE trace_seq = ?1 ORDER BY id",
+    )?;
+    let feedback = stmt
+        .query_map([seq], |r| {
+            Ok(Feedback {
+                id: r.get(0)?,
+                label: r.get(1)?,
+                score: r.get(2)?,
+                comment: r.get(3)?,
+                metadata: raw_json(r.get(4)?),
+                created_at: Timestamp(r.get(5)?),
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     trace.spans = Some(spans);
     trace.events = Some(events);
+    trace.feedback = Some(feedback);
     Ok(Some(trace))
 }
 
@@ -477,6 +547,7 @@ fn trace_from_row(r: &Row<'_>) -> Result<Trace> {
         created_at: Timestamp(r.get(19)?),
         spans: None,
         events: None,
+        feedback: None,
     })
 }
 
