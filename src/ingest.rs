@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::model::{NewEvent, NewSpan, NewTrace, SpanType};
+use crate::pricing::Pricing;
 
 pub const MAX_BATCH: usize = 100;
 pub const MAX_TAGS: usize = 20;
@@ -213,7 +214,12 @@ impl TraceRequest {
     /// Validates the request and derives what the sender left out. `at` names
     /// the trace in error messages (`""` or `"traces[3]."`); `now` is used
     /// when no start time can be found.
-    pub fn into_new_trace(self, at: &str, now: i64) -> Result<NewTrace, Invalid> {
+    pub fn into_new_trace(
+        self,
+        at: &str,
+        now: i64,
+        pricing: &Pricing,
+    ) -> Result<NewTrace, Invalid> {
         // Streamed into the digest: no second copy of the request in memory.
         let mut hasher = Sha256::new();
         serde_json::to_writer(&mut hasher, &self)
@@ -249,7 +255,7 @@ impl TraceRequest {
         let mut seen = HashSet::with_capacity(span_requests.len());
         let mut spans = Vec::with_capacity(span_requests.len());
         for (i, span) in span_requests.into_iter().enumerate() {
-            let span = span.into_new_span(&format!("{at}spans[{i}].",))?;
+            let span = span.into_new_span(&format!("{at}spans[{i}].",), pricing)?;
             if !seen.insert(span.id.clone()) {
                 return Err(invalid(
                     format!("{at}spans[{i}].id"),
@@ -313,7 +319,7 @@ impl TraceRequest {
 }
 
 impl SpanRequest {
-    fn into_new_span(self, at: &str) -> Result<NewSpan, Invalid> {
+    fn into_new_span(self, at: &str, pricing: &Pricing) -> Result<NewSpan, Invalid> {
         let id = match self.id {
             Some(id) if id.is_empty() || id.chars().count() > MAX_ID_CHARS => {
                 return Err(invalid(
@@ -339,6 +345,23 @@ impl SpanRequest {
                 .zip(end_time)
                 .map(|(start, end)| millis_between(start, end))
         });
+        let metadata = metadata_json(self.metadata);
+        // The span's own cost, else `metadata.cost_usd`, else the price of
+        // its tokens, fixed now so later price changes leave history alone.
+        let cost = check_cost(at, "cost", self.cost)?
+            .or_else(|| metadata_cost(&metadata))
+            .or_else(|| {
+                let model = self.model.as_deref()?;
+                let (input, output) = (self.prompt_tokens, self.completion_tokens);
+                if input.is_none() && output.is_none() {
+                    return None;
+                }
+                pricing.cost(
+                    model,
+                    input.map_or(0, i64::from),
+                    output.map_or(0, i64::from),
+                )
+            });
         Ok(NewSpan {
             id,
             parent_span_id: self.parent_span_id,
@@ -348,11 +371,11 @@ impl SpanRequest {
             output: self.output,
             model: self.model,
             latency_ms,
-            cost: check_cost(at, "cost", self.cost)?,
+            cost,
             error: self.error,
             prompt_tokens: self.prompt_tokens.map(i64::from),
             completion_tokens: self.completion_tokens.map(i64::from),
-            metadata: metadata_json(self.metadata),
+            metadata,
             start_time,
             end_time,
             otel_trace_id: None,
@@ -408,6 +431,19 @@ fn check_latency(at: &str, field: &str, value: Option<u64>) -> Result<Option<i64
     value
         .map(|v| i64::try_from(v).map_err(|_| invalid(format!("{at}{field}"), "is too large")))
         .transpose()
+}
+
+/// `cost_usd` from a metadata object's JSON text, when it is a sane number.
+pub fn metadata_cost(metadata: &str) -> Option<f64> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        cost_usd: Option<serde_json::Value>,
+    }
+    serde_json::from_str::<Probe>(metadata)
+        .ok()?
+        .cost_usd?
+        .as_f64()
+        .filter(|c| c.is_finite() && *c >= 0.0)
 }
 
 fn check_cost(at: &str, field: &str, value: Option<f64>) -> Result<Option<f64>, Invalid> {
@@ -496,7 +532,7 @@ mod tests {
                 "spans":[{"name":"a","type":"llm","model":"gpt-4o","prompt_tokens":10,"completion_tokens":5,"cost":0.25},
                          {"name":"b","type":"tool","prompt_tokens":1,"cost":0.5}]}"#,
         )
-        .into_new_trace("", 0)
+        .into_new_trace("", 0, &Pricing::default())
         .expect("valid");
         assert_eq!(t.latency_ms, Some(1500));
         assert_eq!(t.total_token_count, 16);
@@ -515,15 +551,15 @@ mod tests {
             ..Default::default()
         };
         let err = req
-            .into_new_trace("traces[2].", 0)
+            .into_new_trace("traces[2].", 0, &Pricing::default())
             .expect_err("too many tags");
         assert_eq!(err.field, "traces[2].tags");
         let err = parse(r#"{"id":"nope"}"#)
-            .into_new_trace("", 0)
+            .into_new_trace("", 0, &Pricing::default())
             .expect_err("bad id");
         assert_eq!(err.field, "id");
         let err = parse(r#"{"spans":[{"name":"a","type":"llm","start_time":"yesterday"}]}"#)
-            .into_new_trace("", 0)
+            .into_new_trace("", 0, &Pricing::default())
             .expect_err("bad time");
         assert_eq!(err.field, "spans[0].start_time");
     }
@@ -531,12 +567,16 @@ mod tests {
     #[test]
     fn same_request_same_hash_and_list_tags_kept() {
         let body = r#"{"id":"0190a8c4-5f7e-7cc1-9a3b-4d2e8f6a1b2c","tags":["a","b"],"metadata":{"z":1,"a":2}}"#;
-        let a = parse(body).into_new_trace("", 0).expect("valid");
-        let b = parse(body).into_new_trace("", 0).expect("valid");
+        let a = parse(body)
+            .into_new_trace("", 0, &Pricing::default())
+            .expect("valid");
+        let b = parse(body)
+            .into_new_trace("", 0, &Pricing::default())
+            .expect("valid");
         assert_eq!(a.content_hash, b.content_hash);
         assert_eq!(a.tags, vec!["a", "b"]);
         let c = parse(&body.replace("\"b\"", "\"c\""))
-            .into_new_trace("", 0)
+            .into_new_trace("", 0, &Pricing::default())
             .expect("valid");
         assert_ne!(a.content_hash, c.content_hash);
     }

@@ -12,5 +12,6 @@ pub mod ingest;
 pub mod logging;
 pub mod model;
 pub mod otlp;
+pub mod pricing;
 pub mod server;
 pub mod store;

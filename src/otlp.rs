@@ -24,6 +24,7 @@ use prost::Message;
 use serde_json::{Map, Value};
 
 use crate::model::{NewEvent, NewOtelTrace, NewSpan, SpanType, Trace, TraceFields};
+use crate::pricing::Pricing;
 
 /// The most bytes a span's metadata (its unmapped attributes) may take.
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
@@ -85,7 +86,7 @@ pub struct Mapped {
 }
 
 /// Maps every span of the request; invalid spans are counted, not fatal.
-pub fn map_request(request: ExportTraceServiceRequest) -> Mapped {
+pub fn map_request(request: ExportTraceServiceRequest, pricing: &Pricing) -> Mapped {
     let mut mapped = Mapped::default();
     let mut index: HashMap<(Option<String>, [u8; 16]), usize> = HashMap::new();
     // Spans that kept an id given by `trulayer.span.id`: their children
@@ -126,7 +127,8 @@ pub fn map_request(request: ExportTraceServiceRequest) -> Mapped {
                         Attrs(&span.attributes).str("session.id").map(str::to_owned),
                     )
                 } else {
-                    let (new_span, events, session) = map_span(span, trace_id, &scope, &resource);
+                    let (new_span, events, session) =
+                        map_span(span, trace_id, &scope, &resource, pricing);
                     if new_span.id != derived_id {
                         renamed.insert(derived_id, new_span.id.clone());
                     }
@@ -278,6 +280,7 @@ const MAPPED_KEYS: &[&str] = &[
     "llm.token_count.prompt",
     "llm.token_count.completion",
     "session.id",
+    "gen_ai.usage.cost",
     SPAN_ID_ATTR,
     SPAN_TYPE_ATTR,
     SPAN_METADATA_ATTR,
@@ -288,6 +291,7 @@ fn map_span(
     trace_id: [u8; 16],
     scope: &Value,
     resource: &Map<String, Value>,
+    pricing: &Pricing,
 ) -> (NewSpan, Vec<NewEvent>, Option<String>) {
     let attrs = Attrs(&span.attributes);
     // A span this server exported that it had not received over OTLP
@@ -379,6 +383,18 @@ fn map_span(
             }),
         })
         .collect();
+    // A reported cost, else the price of the tokens, fixed now.
+    let cost = attrs.double("gen_ai.usage.cost").or_else(|| {
+        let model = model.as_deref()?;
+        if prompt_tokens.is_none() && completion_tokens.is_none() {
+            return None;
+        }
+        pricing.cost(
+            model,
+            prompt_tokens.unwrap_or(0),
+            completion_tokens.unwrap_or(0),
+        )
+    });
     let span_type = attrs
         .str(SPAN_TYPE_ATTR)
         .and_then(|t| serde_json::from_value(Value::String(t.to_owned())).ok())
@@ -396,7 +412,7 @@ fn map_span(
         output,
         model,
         latency_ms: end_ns.map(|end| ((end - start_ns) / 1_000_000) as i64),
-        cost: None,
+        cost,
         error,
         prompt_tokens,
         completion_tokens,
@@ -847,6 +863,9 @@ fn export_span(
     }
     if let Some(n) = span.completion_tokens {
         put("gen_ai.usage.output_tokens", n.into());
+    }
+    if let Some(cost) = span.cost {
+        put("gen_ai.usage.cost", cost.into());
     }
     if let Some(text) = &span.input {
         put("input.value", text.clone().into());

@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
 
 /// Sections a `TRULAYER_SECTION__KEY` variable may address.
-const SECTIONS: &[&str] = &["server", "storage", "limits", "log", "init", "plans"];
+const SECTIONS: &[&str] = &[
+    "server", "storage", "limits", "log", "init", "plans", "pricing",
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,6 +27,9 @@ pub struct Config {
     #[serde(default)]
     pub init: InitConfig,
     pub plans: PlansConfig,
+    /// Prices over the built-in table: `[pricing."model-name"]`.
+    #[serde(default)]
+    pub pricing: std::collections::BTreeMap<String, crate::pricing::PriceConfig>,
 }
 
 /// The plans an organisation can be on, cheapest first.
@@ -261,6 +266,17 @@ impl Config {
                 "storage.read_connections",
                 "must be between 1 and 64",
             ));
+        }
+        for (model, price) in &self.pricing {
+            let usable = |usd: f64| usd.is_finite() && usd >= 0.0;
+            if !usable(price.input) || !usable(price.output) {
+                return Err(invalid(
+                    "pricing",
+                    format!(
+                        "{model:?}: input and output must be USD per million tokens, 0 or more"
+                    ),
+                ));
+            }
         }
         if !(1024..=1 << 30).contains(&self.limits.otlp_body_max_bytes) {
             return Err(invalid(

@@ -87,7 +87,7 @@ async fn store_traces(
             String::new()
         };
         let trace = request
-            .into_new_trace(&at, now)
+            .into_new_trace(&at, now, &state.pricing)
             .map_err(|e| AppError::unprocessable(e.to_string()))?;
         let project_id = match projects.get(&reference) {
             Some(id) => *id,

@@ -17,6 +17,7 @@ mod traces;
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::pricing::Pricing;
 use crate::store::Store;
 
 pub use principal::{Credential, Principal};
@@ -31,11 +32,14 @@ pub struct AppState {
     pub logins: Arc<account::LoginGuard>,
     pub key_touches: Arc<principal::KeyTouches>,
     pub rates: Arc<limits::RateLimiter>,
+    /// Model prices, for spans with tokens but no cost.
+    pub pricing: Arc<Pricing>,
 }
 
 impl AppState {
     pub fn new(store: Arc<Store>, config: Arc<Config>, tls: bool) -> AppState {
         AppState {
+            pricing: Arc::new(Pricing::new(&config.pricing)),
             store,
             config,
             tls,

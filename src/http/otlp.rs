@@ -91,10 +91,11 @@ pub async fn traces(
         bytes,
     } = body;
     // Inflating and decoding up to 20 MiB is CPU work: off the async threads.
+    let pricing = state.pricing.clone();
     let mapped = tokio::task::spawn_blocking(move || {
         let body = otlp::inflate(&bytes, gzip, limit)?;
         let request = otlp::decode(&body, encoding)?;
-        Ok::<_, DecodeError>(otlp::map_request(request))
+        Ok::<_, DecodeError>(otlp::map_request(request, &pricing))
     })
     .await
     .map_err(|e| AppError::Internal(format!("OTLP decoding task failed: {e}")))?
