@@ -11,5 +11,6 @@ mod feedback;
 mod ingest;
 mod isolation;
 mod plans;
+mod pricing;
 mod tenancy;
 mod traces;
