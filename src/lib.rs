@@ -14,4 +14,5 @@ pub mod model;
 pub mod otlp;
 pub mod pricing;
 pub mod server;
+pub mod sketch;
 pub mod store;

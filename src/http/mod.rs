@@ -8,6 +8,7 @@ mod feedback;
 mod health;
 mod ingest;
 mod limits;
+mod metrics;
 mod otlp;
 mod principal;
 mod projects;

@@ -16,7 +16,9 @@ use axum::routing::{delete, get, patch, post, MethodRouter};
 use axum::Router;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
-use super::{account, audit, feedback, health, ingest, limits, otlp, projects, traces, AppState};
+use super::{
+    account, audit, feedback, health, ingest, limits, metrics, otlp, projects, traces, AppState,
+};
 use crate::error::{AppError, REQUEST_ID};
 
 /// How long a client may take to send a request body.
@@ -152,6 +154,7 @@ fn table(otlp_limit: DefaultBodyLimit) -> Vec<(RouteSpec, MethodRouter<AppState>
             spec(Method::POST, "/v1/feedback", Key),
             post(feedback::create),
         ),
+        (spec(Method::GET, "/v1/metrics", Key), get(metrics::metrics)),
         (spec(Method::GET, "/v1/traces", Key), get(traces::list)),
         (
             spec(Method::GET, "/v1/traces/{id}", Key),

@@ -15,6 +15,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/0003_audit.sql")),
     (4, include_str!("migrations/0004_usage.sql")),
     (5, include_str!("migrations/0005_feedback.sql")),
+    (6, include_str!("migrations/0006_metrics.sql")),
 ];
 
 /// The schema version this binary writes.

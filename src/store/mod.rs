@@ -8,8 +8,10 @@
 mod accounts;
 mod audit;
 mod checkpoint;
+mod metrics;
 mod migrations;
 mod otel;
+mod rollups;
 mod tenancy;
 mod traces;
 mod writer;
@@ -26,6 +28,7 @@ use crate::config::Synchronous;
 
 pub use accounts::{LoginCandidate, SessionRecord, UserRecord};
 pub use audit::{AuditEntry, AuditRecord, AuditVerdict};
+pub use metrics::{MetricsQuery, MetricsResult, Totals};
 pub use migrations::SCHEMA_VERSION;
 pub use otel::{ExportCursor, ExportPage, ExportRange};
 pub use tenancy::{
@@ -118,7 +121,14 @@ impl Store {
         let path = data_dir.join(DB_FILE);
         let mut conn = Connection::open(&path)?;
         apply_pragmas(&conn, synchronous)?;
+        let before: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let schema_version = migrations::migrate(&mut conn, data_dir)?;
+        if before > 0 && before < 6 {
+            // Traces stored before the rollups existed.
+            let tx = conn.transaction()?;
+            rollups::rebuild(&tx)?;
+            tx.commit()?;
+        }
         let manager = SqliteConnectionManager::file(&path)
             .with_flags(
                 rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::rollups;
 use super::traces::{count_usage, detail, write_events, write_spans};
 use super::{now_micros, Result, Store};
 use crate::model::{NewOtelTrace, NewSpan, SpanType, Trace, TraceFields};
@@ -22,11 +23,13 @@ impl Store {
         self.write(move |conn| {
             let now = now_micros();
             let mut created = 0;
+            let mut changes = Vec::new();
             for (project_id, trace) in &traces {
-                if merge(conn, tenant_id, *project_id, trace, now)? {
+                if merge(conn, tenant_id, *project_id, trace, now, &mut changes)? {
                     created += 1;
                 }
             }
+            rollups::apply(conn, tenant_id, &changes)?;
             count_usage(conn, tenant_id, now, created)
         })
         .await
@@ -39,11 +42,18 @@ fn merge(
     project_id: i64,
     trace: &NewOtelTrace,
     now: i64,
+    rollup: &mut Vec<(rollups::Contribution, i64)>,
 ) -> Result<bool> {
     let existing: Option<i64> = conn
         .prepare_cached("SELECT seq FROM traces WHERE tenant_id = ?1 AND id = ?2")?
         .query_row(params![tenant_id, trace.id], |r| r.get(0))
         .optional()?;
+    // The trace's rollup contribution is replaced by what it becomes.
+    if let Some(seq) = existing {
+        if let Some(old) = rollups::stored(conn, seq)? {
+            rollup.push((old, -1));
+        }
+    }
     let seq = match existing {
         Some(seq) => seq,
         None => {
@@ -86,6 +96,9 @@ fn merge(
             if let Some(f) = &trace.fields {
                 apply_fields(conn, tenant_id, seq, f)?;
             }
+            if let Some(new) = rollups::stored(conn, seq)? {
+                rollup.push((new, 1));
+            }
             return Ok(true);
         }
     };
@@ -127,6 +140,9 @@ fn merge(
     .execute(params![seq, trace.session_id])?;
     if let Some(f) = &trace.fields {
         apply_fields(conn, tenant_id, seq, f)?;
+    }
+    if let Some(new) = rollups::stored(conn, seq)? {
+        rollup.push((new, 1));
     }
     Ok(false)
 }

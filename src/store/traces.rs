@@ -6,6 +6,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::value::RawValue;
 
+use super::rollups::{self, Contribution};
 use super::{now_micros, Result, Store, StoreError};
 use crate::model::{Event, Feedback, NewEvent, NewSpan, NewTrace, Span, Timestamp, Trace};
 
@@ -89,11 +90,25 @@ impl Store {
                     insert_one(conn, tenant_id, *project_id, trace, created_at)
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let created = outcomes
+            let added: Vec<(Contribution, i64)> = traces
                 .iter()
-                .filter(|o| matches!(o, InsertOutcome::Created { .. }))
-                .count();
-            count_usage(conn, tenant_id, created_at, created as i64)?;
+                .zip(&outcomes)
+                .filter(|(_, o)| matches!(o, InsertOutcome::Created { .. }))
+                .map(|((project_id, t), _)| {
+                    let c = Contribution {
+                        project_id: *project_id,
+                        started_at: t.started_at,
+                        model: t.model.clone(),
+                        error: t.error.is_some(),
+                        cost: t.cost,
+                        tokens: t.total_token_count,
+                        latency_ms: t.latency_ms,
+                    };
+                    (c, 1)
+                })
+                .collect();
+            rollups::apply(conn, tenant_id, &added)?;
+            count_usage(conn, tenant_id, created_at, added.len() as i64)?;
             Ok(outcomes)
         })
         .await

@@ -1,0 +1,155 @@
+//! Metrics over a window: whole minutes come from the rollups, the partial
+//! minutes at either edge from the traces themselves, so the answer is the
+//! same as a scan of every trace (percentiles within the sketch's 1%).
+
+use std::collections::BTreeMap;
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::Connection;
+
+use super::rollups::MINUTE;
+use super::{Result, Store};
+use crate::sketch::Sketch;
+
+/// Totals of a set of traces.
+#[derive(Debug, Clone, Default)]
+pub struct Totals {
+    pub traces: i64,
+    pub errors: i64,
+    pub cost: f64,
+    pub tokens: i64,
+    pub latency: Sketch,
+}
+
+impl Totals {
+    fn add(&mut self, other: &Totals) {
+        self.traces += other.traces;
+        self.errors += other.errors;
+        self.cost += other.cost;
+        self.tokens += other.tokens;
+        self.latency.merge(&other.latency);
+    }
+}
+
+/// What a metrics query asks.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsQuery {
+    pub project_id: Option<i64>,
+    /// Inclusive bounds on `started_at`, microseconds.
+    pub from: i64,
+    pub to: i64,
+    /// Bucket width in microseconds, for charts.
+    pub interval: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MetricsResult {
+    pub total: Totals,
+    pub by_model: BTreeMap<String, Totals>,
+    /// Bucket start (microseconds) → totals.
+    pub buckets: BTreeMap<i64, Totals>,
+    pub feedback_good: i64,
+    pub feedback_total: i64,
+}
+
+impl Store {
+    pub async fn metrics(&self, tenant_id: i64, q: MetricsQuery) -> Result<MetricsResult> {
+        self.read(move |conn| metrics(conn, tenant_id, q)).await
+    }
+}
+
+fn metrics(conn: &Connection, tenant_id: i64, q: MetricsQuery) -> Result<MetricsResult> {
+    let mut out = MetricsResult::default();
+    let record = |out: &mut MetricsResult, at: i64, model: String, t: Totals| {
+        out.total.add(&t);
+        out.by_model.entry(model).or_default().add(&t);
+        if let Some(width) = q.interval {
+            out.buckets
+                .entry(at.div_euclid(width) * width)
+                .or_default()
+                .add(&t);
+        }
+    };
+    // Minutes wholly inside [from, to].
+    let first = q.from.div_euclid(MINUTE) + i64::from(q.from.rem_euclid(MINUTE) != 0);
+    let last = (q.to + 1).div_euclid(MINUTE) - 1;
+    let project = |sql: &mut String, args: &mut Vec<SqlValue>, column: &str| {
+        if let Some(p) = q.project_id {
+            sql.push_str(&format!(" AND {column} = ?"));
+            args.push(p.into());
+        }
+    };
+    let mut edges = Vec::new();
+    if first <= last {
+        let mut sql = "SELECT minute, model, traces, errors, cost, tokens, latency \
+                       FROM metrics_minute WHERE tenant_id = ? AND minute BETWEEN ? AND ?"
+            .to_string();
+        let mut args: Vec<SqlValue> = vec![tenant_id.into(), first.into(), last.into()];
+        project(&mut sql, &mut args, "project_id");
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+        while let Some(r) = rows.next()? {
+            let minute: i64 = r.get(0)?;
+            let blob: Vec<u8> = r.get(6)?;
+            let t = Totals {
+                traces: r.get(2)?,
+                errors: r.get(3)?,
+                cost: r.get(4)?,
+                tokens: r.get(5)?,
+                latency: Sketch::from_bytes(&blob),
+            };
+            record(&mut out, minute * MINUTE, r.get(1)?, t);
+        }
+        if q.from < first * MINUTE {
+            edges.push((q.from, first * MINUTE - 1));
+        }
+        if (last + 1) * MINUTE <= q.to {
+            edges.push(((last + 1) * MINUTE, q.to));
+        }
+    } else {
+        edges.push((q.from, q.to));
+    }
+    // The partial minutes, from the traces.
+    for (from, to) in edges {
+        let mut sql = "SELECT started_at, coalesce(model, ''), error IS NOT NULL, \
+                       coalesce(cost, 0), total_token_count, latency_ms FROM traces \
+                       WHERE tenant_id = ? AND started_at BETWEEN ? AND ?"
+            .to_string();
+        let mut args: Vec<SqlValue> = vec![tenant_id.into(), from.into(), to.into()];
+        project(&mut sql, &mut args, "project_id");
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+        while let Some(r) = rows.next()? {
+            let mut latency = Sketch::default();
+            if let Some(ms) = r.get::<_, Option<i64>>(5)? {
+                latency.add(ms);
+            }
+            let t = Totals {
+                traces: 1,
+                errors: i64::from(r.get::<_, bool>(2)?),
+                cost: r.get(3)?,
+                tokens: r.get(4)?,
+                latency,
+            };
+            record(&mut out, r.get(0)?, r.get(1)?, t);
+        }
+    }
+    // Feedback on the window's traces.
+    let mut sql = "SELECT f.label = 'good', count(*) FROM feedback f \
+                   JOIN traces t ON t.seq = f.trace_seq \
+                   WHERE f.tenant_id = ? AND t.started_at BETWEEN ? AND ?"
+        .to_string();
+    let mut args: Vec<SqlValue> = vec![tenant_id.into(), q.from.into(), q.to.into()];
+    project(&mut sql, &mut args, "t.project_id");
+    sql.push_str(" GROUP BY 1");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+    while let Some(r) = rows.next()? {
+        let n: i64 = r.get(1)?;
+        out.feedback_total += n;
+        if r.get::<_, bool>(0)? {
+            out.feedback_good += n;
+        }
+    }
+    Ok(out)
+}
