@@ -10,6 +10,7 @@ mod basics;
 mod feedback;
 mod ingest;
 mod isolation;
+mod metrics;
 mod plans;
 mod pricing;
 mod tenancy;
