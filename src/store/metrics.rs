@@ -1,13 +1,15 @@
-//! Metrics over a window: whole minutes come from the rollups, the partial
-//! minutes at either edge from the traces themselves, so the answer is the
-//! same as a scan of every trace (percentiles within the sketch's 1%).
+//! Metrics over a window: whole minutes come from the minute rollups, whole
+//! seconds of the partial minutes at the edges from the second rollups, and
+//! the partial seconds at the very ends from the traces themselves, so the
+//! answer is the same as a scan of every trace (percentiles within the
+//! sketch's 1%).
 
 use std::collections::BTreeMap;
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::Connection;
 
-use super::rollups::MINUTE;
+use super::rollups::TABLES;
 use super::{Result, Store};
 use crate::sketch::Sketch;
 
@@ -70,47 +72,54 @@ fn metrics(conn: &Connection, tenant_id: i64, q: MetricsQuery) -> Result<Metrics
                 .add(&t);
         }
     };
-    // Minutes wholly inside [from, to].
-    let first = q.from.div_euclid(MINUTE) + i64::from(q.from.rem_euclid(MINUTE) != 0);
-    let last = (q.to + 1).div_euclid(MINUTE) - 1;
     let project = |sql: &mut String, args: &mut Vec<SqlValue>, column: &str| {
         if let Some(p) = q.project_id {
             sql.push_str(&format!(" AND {column} = ?"));
             args.push(p.into());
         }
     };
-    let mut edges = Vec::new();
-    if first <= last {
-        let mut sql = "SELECT minute, model, traces, errors, cost, tokens, latency \
-                       FROM metrics_minute WHERE tenant_id = ? AND minute BETWEEN ? AND ?"
-            .to_string();
-        let mut args: Vec<SqlValue> = vec![tenant_id.into(), first.into(), last.into()];
-        project(&mut sql, &mut args, "project_id");
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
-        while let Some(r) = rows.next()? {
-            let minute: i64 = r.get(0)?;
-            let blob: Vec<u8> = r.get(6)?;
-            let t = Totals {
-                traces: r.get(2)?,
-                errors: r.get(3)?,
-                cost: r.get(4)?,
-                tokens: r.get(5)?,
-                latency: Sketch::from_bytes(&blob),
-            };
-            record(&mut out, minute * MINUTE, r.get(1)?, t);
+    // Whole minutes, then whole seconds of the partial minutes, from the
+    // rollups; the partial seconds at the very ends from the traces.
+    let mut ranges = vec![(q.from, q.to)];
+    for (table, column, width) in TABLES {
+        let mut rest = Vec::new();
+        for (from, to) in ranges {
+            let first = from.div_euclid(width) + i64::from(from.rem_euclid(width) != 0);
+            let last = (to + 1).div_euclid(width) - 1;
+            if first > last {
+                rest.push((from, to));
+                continue;
+            }
+            let mut sql = format!(
+                "SELECT {column}, model, traces, errors, cost, tokens, latency \
+                 FROM {table} WHERE tenant_id = ? AND {column} BETWEEN ? AND ?"
+            );
+            let mut args: Vec<SqlValue> = vec![tenant_id.into(), first.into(), last.into()];
+            project(&mut sql, &mut args, "project_id");
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+            while let Some(r) = rows.next()? {
+                let slot: i64 = r.get(0)?;
+                let blob: Vec<u8> = r.get(6)?;
+                let t = Totals {
+                    traces: r.get(2)?,
+                    errors: r.get(3)?,
+                    cost: r.get(4)?,
+                    tokens: r.get(5)?,
+                    latency: Sketch::from_bytes(&blob),
+                };
+                record(&mut out, slot * width, r.get(1)?, t);
+            }
+            if from < first * width {
+                rest.push((from, first * width - 1));
+            }
+            if (last + 1) * width <= to {
+                rest.push(((last + 1) * width, to));
+            }
         }
-        if q.from < first * MINUTE {
-            edges.push((q.from, first * MINUTE - 1));
-        }
-        if (last + 1) * MINUTE <= q.to {
-            edges.push(((last + 1) * MINUTE, q.to));
-        }
-    } else {
-        edges.push((q.from, q.to));
+        ranges = rest;
     }
-    // The partial minutes, from the traces.
-    for (from, to) in edges {
+    for (from, to) in ranges {
         let mut sql = "SELECT started_at, coalesce(model, ''), error IS NOT NULL, \
                        coalesce(cost, 0), total_token_count, latency_ms FROM traces \
                        WHERE tenant_id = ? AND started_at BETWEEN ? AND ?"

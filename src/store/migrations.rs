@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/0004_usage.sql")),
     (5, include_str!("migrations/0005_feedback.sql")),
     (6, include_str!("migrations/0006_metrics.sql")),
+    (7, include_str!("migrations/0007_metrics_seconds.sql")),
 ];
 
 /// The schema version this binary writes.

@@ -123,7 +123,7 @@ impl Store {
         apply_pragmas(&conn, synchronous)?;
         let before: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let schema_version = migrations::migrate(&mut conn, data_dir)?;
-        if before > 0 && before < 6 {
+        if before > 0 && before < 7 {
             // Traces stored before the rollups existed.
             let tx = conn.transaction()?;
             rollups::rebuild(&tx)?;

@@ -1,8 +1,8 @@
-//! Per-minute rollups for metrics, kept in the same transaction as the
-//! traces they count: per tenant, minute (of `started_at`), project and
-//! model, the number of traces and errors, cost, tokens and a latency
-//! sketch. A metrics query over a day reads 1,440 rows per project and
-//! model instead of every trace.
+//! Rollups for metrics, kept in the same transaction as the traces they
+//! count: per tenant, minute (and, for window edges, second) of
+//! `started_at`, project and model, the number of traces and errors, cost,
+//! tokens and a latency sketch. A metrics query over a day reads 1,440 rows
+//! per project and model instead of every trace.
 
 use std::collections::HashMap;
 
@@ -13,6 +13,14 @@ use crate::sketch::Sketch;
 
 /// Microseconds in a minute.
 pub const MINUTE: i64 = 60_000_000;
+/// Microseconds in a second.
+pub const SECOND: i64 = 1_000_000;
+
+/// The two rollup tables: (table, the time column, its width).
+pub const TABLES: [(&str, &str, i64); 2] = [
+    ("metrics_minute", "minute", MINUTE),
+    ("metrics_second", "second", SECOND),
+];
 
 /// What one trace adds to (or, taken out, removes from) its rollup row.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,16 +44,30 @@ struct Delta {
     removed: Vec<i64>,
 }
 
-/// Adds (`sign` 1) or takes out (`sign` -1) contributions.
+/// Adds (`sign` 1) or takes out (`sign` -1) contributions, in every table.
 pub(super) fn apply(
     conn: &Connection,
     tenant_id: i64,
     items: &[(Contribution, i64)],
 ) -> Result<()> {
+    for (table, column, width) in TABLES {
+        apply_to(conn, tenant_id, items, table, column, width)?;
+    }
+    Ok(())
+}
+
+fn apply_to(
+    conn: &Connection,
+    tenant_id: i64,
+    items: &[(Contribution, i64)],
+    table: &str,
+    column: &str,
+    width: i64,
+) -> Result<()> {
     let mut deltas: HashMap<(i64, i64, String), Delta> = HashMap::new();
     for (c, sign) in items {
         let key = (
-            c.started_at.div_euclid(MINUTE),
+            c.started_at.div_euclid(width),
             c.project_id,
             c.model.clone().unwrap_or_default(),
         );
@@ -62,22 +84,22 @@ pub(super) fn apply(
             }
         }
     }
-    let mut read = conn.prepare_cached(
-        "SELECT traces, errors, cost, tokens, latency FROM metrics_minute \
-         WHERE tenant_id = ?1 AND minute = ?2 AND project_id = ?3 AND model = ?4",
-    )?;
-    let mut write = conn.prepare_cached(
-        "INSERT OR REPLACE INTO metrics_minute \
-         (tenant_id, minute, project_id, model, traces, errors, cost, tokens, latency) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?;
-    let mut delete = conn.prepare_cached(
-        "DELETE FROM metrics_minute \
-         WHERE tenant_id = ?1 AND minute = ?2 AND project_id = ?3 AND model = ?4",
-    )?;
-    for ((minute, project_id, model), d) in deltas {
+    let mut read = conn.prepare_cached(&format!(
+        "SELECT traces, errors, cost, tokens, latency FROM {table} \
+         WHERE tenant_id = ?1 AND {column} = ?2 AND project_id = ?3 AND model = ?4"
+    ))?;
+    let mut write = conn.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO {table} \
+         (tenant_id, {column}, project_id, model, traces, errors, cost, tokens, latency) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+    ))?;
+    let mut delete = conn.prepare_cached(&format!(
+        "DELETE FROM {table} \
+         WHERE tenant_id = ?1 AND {column} = ?2 AND project_id = ?3 AND model = ?4"
+    ))?;
+    for ((slot, project_id, model), d) in deltas {
         let old: Option<(i64, i64, f64, i64, Vec<u8>)> = read
-            .query_row(params![tenant_id, minute, project_id, model], |r| {
+            .query_row(params![tenant_id, slot, project_id, model], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })
             .optional()?;
@@ -93,12 +115,12 @@ pub(super) fn apply(
         }
         let traces = traces + d.traces;
         if traces <= 0 {
-            delete.execute(params![tenant_id, minute, project_id, model])?;
+            delete.execute(params![tenant_id, slot, project_id, model])?;
             continue;
         }
         write.execute(params![
             tenant_id,
-            minute,
+            slot,
             project_id,
             model,
             traces,
@@ -136,7 +158,9 @@ fn contribution_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Contribution
 
 /// Builds the rollups of a database whose traces predate them.
 pub(super) fn rebuild(conn: &Connection) -> Result<()> {
-    conn.execute("DELETE FROM metrics_minute", [])?;
+    for (table, _, _) in TABLES {
+        conn.execute(&format!("DELETE FROM {table}"), [])?;
+    }
     let mut tenants = conn.prepare("SELECT DISTINCT tenant_id FROM traces")?;
     let tenant_ids = tenants
         .query_map([], |r| r.get::<_, i64>(0))?

@@ -311,7 +311,8 @@ async fn a_database_from_before_the_rollups_gets_them_built_on_upgrade() {
         }
         let conn = rusqlite::Connection::open(&db).expect("open");
         conn.execute_batch(
-            "DROP TABLE metrics_minute; DROP INDEX feedback_by_tenant; PRAGMA user_version = 5;",
+            "DROP TABLE metrics_minute; DROP TABLE metrics_second; DROP INDEX feedback_by_tenant;
+             PRAGMA user_version = 5;",
         )
         .expect("downgrade");
         drop(conn);
