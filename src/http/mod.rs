@@ -13,6 +13,7 @@ mod otlp;
 mod principal;
 mod projects;
 pub mod router;
+mod sessions;
 mod traces;
 
 use std::sync::Arc;

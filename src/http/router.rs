@@ -17,7 +17,8 @@ use axum::Router;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use super::{
-    account, audit, feedback, health, ingest, limits, metrics, otlp, projects, traces, AppState,
+    account, audit, feedback, health, ingest, limits, metrics, otlp, projects, sessions, traces,
+    AppState,
 };
 use crate::error::{AppError, REQUEST_ID};
 
@@ -155,6 +156,11 @@ fn table(otlp_limit: DefaultBodyLimit) -> Vec<(RouteSpec, MethodRouter<AppState>
             post(feedback::create),
         ),
         (spec(Method::GET, "/v1/metrics", Key), get(metrics::metrics)),
+        (spec(Method::GET, "/v1/sessions", Key), get(sessions::list)),
+        (
+            spec(Method::GET, "/v1/sessions/{id}", Key),
+            get(sessions::detail),
+        ),
         (spec(Method::GET, "/v1/traces", Key), get(traces::list)),
         (
             spec(Method::GET, "/v1/traces/{id}", Key),

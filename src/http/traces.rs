@@ -190,11 +190,11 @@ impl ListQuery {
     }
 }
 
-fn encode_cursor(c: TraceCursor) -> String {
+pub(super) fn encode_cursor(c: TraceCursor) -> String {
     URL_SAFE_NO_PAD.encode(format!("v1:{}:{}", c.started_at, c.seq))
 }
 
-fn decode_cursor(raw: &str) -> Option<TraceCursor> {
+pub(super) fn decode_cursor(raw: &str) -> Option<TraceCursor> {
     let bytes = URL_SAFE_NO_PAD.decode(raw).ok()?;
     let text = std::str::from_utf8(&bytes).ok()?;
     let mut parts = text.strip_prefix("v1:")?.split(':');

@@ -12,6 +12,7 @@ mod metrics;
 mod migrations;
 mod otel;
 mod rollups;
+mod sessions;
 mod tenancy;
 mod traces;
 mod writer;
@@ -31,6 +32,7 @@ pub use audit::{AuditEntry, AuditRecord, AuditVerdict};
 pub use metrics::{MetricsQuery, MetricsResult, Totals};
 pub use migrations::SCHEMA_VERSION;
 pub use otel::{ExportCursor, ExportPage, ExportRange};
+pub use sessions::{SessionPage, SessionSummary, MAX_SESSION_TRACES};
 pub use tenancy::{
     ApiKeyInfo, ApiKeyRecord, Bootstrap, BootstrapResult, NewApiKey, ProjectChange, ProjectRecord,
 };

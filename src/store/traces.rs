@@ -68,7 +68,8 @@ pub struct TracePage {
 /// The most traces one page can hold, whatever the caller asks.
 const MAX_PAGE: usize = 1000;
 
-const TRACE_COLUMNS: &str = "t.seq, t.id, p.uuid, t.session_id, t.external_id, t.name, t.input, \
+pub(super) const TRACE_COLUMNS: &str =
+    "t.seq, t.id, p.uuid, t.session_id, t.external_id, t.name, t.input, \
     t.output, t.model, t.latency_ms, t.cost, t.total_token_count, t.error, t.tags, t.tag_map, \
     t.metadata, t.span_count, t.started_at, t.ended_at, t.created_at";
 
@@ -537,7 +538,7 @@ pub(super) fn detail(conn: &Connection, tenant_id: i64, id: &str) -> Result<Opti
     Ok(Some(trace))
 }
 
-fn trace_from_row(r: &Row<'_>) -> Result<Trace> {
+pub(super) fn trace_from_row(r: &Row<'_>) -> Result<Trace> {
     let tags: Option<String> = r.get(13)?;
     let tag_map: Option<String> = r.get(14)?;
     Ok(Trace {
