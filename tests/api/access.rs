@@ -102,7 +102,9 @@ async fn world() -> World {
         .await
         .expect("revoke");
     assert_eq!(revoke.status().as_u16(), 204);
-    let trace = server.ingest(sample_trace("tenant-a")).await;
+    let mut traced = sample_trace("tenant-a");
+    traced["session_id"] = json!("session-of-tenant-a");
+    let trace = server.ingest(traced).await;
 
     // An expired key of tenant A, and a second tenant with a key and an owner.
     let store = server.running().store().clone();
@@ -147,6 +149,7 @@ async fn world() -> World {
                 project["id"].as_str().expect("id").to_owned(),
             ),
             ("/v1/apikeys/", query["id"].as_str().expect("id").to_owned()),
+            ("/v1/sessions/", "session-of-tenant-a".to_owned()),
         ],
         server,
     }

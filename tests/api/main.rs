@@ -13,5 +13,6 @@ mod isolation;
 mod metrics;
 mod plans;
 mod pricing;
+mod sessions;
 mod tenancy;
 mod traces;
