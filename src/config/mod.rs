@@ -96,6 +96,8 @@ pub struct PlanLimits {
     pub ingest_traces_per_month: u64,
     /// The longest retention a project may be given, in days.
     pub max_retention_days: u32,
+    /// Rows per `GET /v1/traces/export`; 0 means unlimited.
+    pub export_max_rows: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -3,6 +3,7 @@
 
 mod account;
 mod audit;
+mod export;
 mod extract;
 mod feedback;
 mod health;

@@ -79,15 +79,15 @@ pub async fn detail(
 }
 
 /// The list parameters, each checked with an error naming it.
-struct ListQuery {
-    filter: TraceFilter,
-    project: Option<String>,
+pub(super) struct ListQuery {
+    pub(super) filter: TraceFilter,
+    pub(super) project: Option<String>,
     cursor: Option<TraceCursor>,
     limit: usize,
 }
 
 impl ListQuery {
-    fn parse(params: &HashMap<String, String>) -> Result<ListQuery, AppError> {
+    pub(super) fn parse(params: &HashMap<String, String>) -> Result<ListQuery, AppError> {
         let text = |name: &str| params.get(name).filter(|v| !v.is_empty()).cloned();
         let count = |name: &'static str| -> Result<Option<i64>, AppError> {
             text(name)
