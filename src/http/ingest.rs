@@ -6,10 +6,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::extract::JsonBody;
 use super::limits::check_monthly_quota;
+use super::live::LiveTrace;
 use super::{AppState, Principal};
 use crate::error::AppError;
 use crate::ingest::{check_batch_size, BatchRequest, TraceRequest};
@@ -99,10 +100,36 @@ async fn store_traces(
         };
         traces.push((project_id, trace));
     }
-    Ok(state
+    // What the live feed will say of each trace, if it is new.
+    let listening = state.live.listening();
+    let summaries: Vec<(i64, Value)> = traces
+        .iter()
+        .filter(|_| listening)
+        .map(|(project_id, t)| {
+            let event = json!({
+                "trace_id": t.id,
+                "name": t.name.clone().unwrap_or_default(),
+                "status": if t.error.is_some() { "error" } else { "ok" },
+                "latency_ms": t.latency_ms.unwrap_or(0),
+            });
+            (*project_id, event)
+        })
+        .collect();
+    let outcomes = state
         .store
         .insert_traces(principal.tenant_id, traces)
-        .await?)
+        .await?;
+    for ((project_id, mut event), outcome) in summaries.into_iter().zip(&outcomes) {
+        if let InsertOutcome::Created { created_at, .. } = outcome {
+            event["created_at"] = json!(Timestamp(*created_at));
+            state.live.publish(LiveTrace {
+                tenant_id: principal.tenant_id,
+                project_id,
+                event,
+            });
+        }
+    }
+    Ok(outcomes)
 }
 
 /// The SDK sends a free-form project reference; it names a project of the

@@ -9,6 +9,7 @@ mod feedback;
 mod health;
 mod ingest;
 mod limits;
+mod live;
 mod metrics;
 mod otlp;
 mod principal;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub rates: Arc<limits::RateLimiter>,
     /// Model prices, for spans with tokens but no cost.
     pub pricing: Arc<Pricing>,
+    /// New traces, for `GET /v1/traces/live`.
+    pub live: Arc<live::LiveHub>,
 }
 
 impl AppState {
@@ -49,6 +52,7 @@ impl AppState {
             logins: Arc::default(),
             key_touches: Arc::default(),
             rates: Arc::default(),
+            live: Arc::default(),
         }
     }
 }

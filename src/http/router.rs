@@ -17,8 +17,8 @@ use axum::Router;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use super::{
-    account, audit, export, feedback, health, ingest, limits, metrics, otlp, projects, sessions,
-    traces, AppState,
+    account, audit, export, feedback, health, ingest, limits, live, metrics, otlp, projects,
+    sessions, traces, AppState,
 };
 use crate::error::{AppError, REQUEST_ID};
 
@@ -166,6 +166,7 @@ fn table(otlp_limit: DefaultBodyLimit) -> Vec<(RouteSpec, MethodRouter<AppState>
             spec(Method::GET, "/v1/traces/export", Key),
             get(export::export),
         ),
+        (spec(Method::GET, "/v1/traces/live", Key), get(live::live)),
         (
             spec(Method::GET, "/v1/traces/{id}", Key),
             get(traces::detail),
