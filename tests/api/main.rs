@@ -11,6 +11,7 @@ mod export;
 mod feedback;
 mod ingest;
 mod isolation;
+mod live;
 mod metrics;
 mod plans;
 mod pricing;

@@ -1,0 +1,97 @@
+//! `GET /v1/traces/live`: a client sees each new trace of its tenant at
+//! once, and only those.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use trulayer_server::auth::{hash_api_key, visible_prefix};
+use trulayer_server::store::NewApiKey;
+
+use crate::common::{sample_trace, TestServer};
+
+/// Reads SSE `data:` payloads until one arrives or `within` passes.
+async fn next_event(
+    resp: &mut reqwest::Response,
+    buffer: &mut String,
+    within: Duration,
+) -> Option<Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data:")) {
+                return serde_json::from_str(data.trim()).ok();
+            }
+            continue;
+        }
+        let left = deadline.checked_duration_since(Instant::now())?;
+        match tokio::time::timeout(left, resp.chunk()).await {
+            Ok(Ok(Some(bytes))) => buffer.push_str(&String::from_utf8_lossy(&bytes)),
+            _ => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_sees_its_new_traces_within_a_second_and_no_one_elses() {
+    let server = TestServer::start().await;
+    let store = server.running().store().clone();
+    let (tenant, project) = store
+        .create_tenant("other".into(), "p".into())
+        .await
+        .expect("tenant");
+    let other = "tl_live_other_tenant_0123456789";
+    store
+        .create_api_key(
+            tenant,
+            NewApiKey {
+                project_id: project,
+                name: "other".into(),
+                prefix: visible_prefix(other).into(),
+                key_hash: hash_api_key(other),
+                expires_at: None,
+                scopes: Vec::new(),
+            },
+        )
+        .await
+        .expect("key");
+
+    let mut resp = server
+        .client
+        .get(server.url("/v1/traces/live"))
+        .bearer_auth(&server.key)
+        .send()
+        .await
+        .expect("live feed");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .expect("ascii")
+        .starts_with("text/event-stream"));
+
+    // Another tenant's trace first: it must not reach this client.
+    let theirs = server
+        .post_as(other, "/v1/ingest", &sample_trace("theirs"))
+        .await;
+    assert_eq!(theirs.status().as_u16(), 201);
+    let sent = Instant::now();
+    let mine = server.ingest(sample_trace("mine")).await;
+    let mut buffer = String::new();
+    let event = next_event(&mut resp, &mut buffer, Duration::from_secs(5))
+        .await
+        .expect("an event for the new trace");
+    let took = sent.elapsed();
+    assert_eq!(
+        event["trace_id"],
+        mine.as_str(),
+        "the first event is this tenant's trace"
+    );
+    assert_eq!(event["name"], "mine");
+    assert_eq!(event["status"], "ok");
+    assert_eq!(event["latency_ms"], 2500);
+    assert!(event["created_at"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
+    assert!(took < Duration::from_secs(1), "seen after {took:?}");
+}
