@@ -651,34 +651,46 @@ fn bounded_json(fields: &[(&str, Value)], limit: usize) -> String {
         .iter()
         .map(|(k, v)| ((*k).to_owned(), v.clone()))
         .collect();
-    let mut text = Value::Object(object.clone()).to_string();
+    let text = Value::Object(object.clone()).to_string();
     if text.len() <= limit {
         return text;
     }
     object.insert("truncated".into(), Value::Bool(true));
+    // Each member of the nested objects is measured once, then the largest
+    // go until the estimate fits: a span with very many attributes costs
+    // one sort, not one serialization per dropped member.
+    let mut members: Vec<(usize, String, String)> = object
+        .iter()
+        .filter_map(|(field, v)| v.as_object().map(|inner| (field, inner)))
+        .flat_map(|(field, inner)| {
+            inner.iter().map(move |(key, v)| {
+                // `"key":value,`
+                let size = key.len() + v.to_string().len() + 4;
+                (size, field.clone(), key.clone())
+            })
+        })
+        .collect();
+    members.sort_unstable_by_key(|m| std::cmp::Reverse(m.0));
+    let mut excess = text.len() + r#","truncated":true"#.len() - limit;
+    for (size, field, key) in members {
+        if excess == 0 {
+            break;
+        }
+        if let Some(Value::Object(inner)) = object.get_mut(&field) {
+            inner.remove(&key);
+        }
+        excess = excess.saturating_sub(size);
+    }
+    let mut text = Value::Object(object.clone()).to_string();
+    // Whatever is still too large (a field that is not an object) goes whole.
     while text.len() > limit {
-        // Shrink the largest nested object by one member, else drop the
-        // largest field outright.
         let largest = object
             .iter()
             .filter(|(k, _)| k.as_str() != "truncated")
             .max_by_key(|(_, v)| v.to_string().len())
             .map(|(k, _)| k.clone());
         let Some(key) = largest else { break };
-        match object.get_mut(&key) {
-            Some(Value::Object(inner)) if !inner.is_empty() => {
-                let last = inner
-                    .iter()
-                    .max_by_key(|(_, v)| v.to_string().len())
-                    .map(|(k, _)| k.clone());
-                if let Some(last) = last {
-                    inner.remove(&last);
-                }
-            }
-            _ => {
-                object.remove(&key);
-            }
-        }
+        object.remove(&key);
         text = Value::Object(object.clone()).to_string();
     }
     text
@@ -1077,6 +1089,18 @@ mod tests {
         let v: Value = serde_json::from_str(&text).expect("json");
         assert_eq!(v["truncated"], true);
         assert_eq!(v["kind"], "client");
+    }
+
+    #[test]
+    fn very_many_attributes_are_bounded_too() {
+        let many: Map<String, Value> = (0..50_000)
+            .map(|i| (format!("attribute.{i}"), Value::from(i)))
+            .collect();
+        let text = bounded_json(&[("attributes", Value::Object(many))], MAX_METADATA_BYTES);
+        assert!(text.len() <= MAX_METADATA_BYTES, "{}", text.len());
+        let v: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(v["truncated"], true);
+        assert!(v["attributes"].as_object().is_some_and(|a| a.len() > 100));
     }
 
     #[test]
