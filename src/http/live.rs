@@ -15,7 +15,7 @@ use futures_util::Stream;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
-use super::{AppState, Principal};
+use super::{project_param, AppState, Principal};
 use crate::error::AppError;
 
 /// Events held for slow clients before they start missing some.
@@ -62,17 +62,7 @@ pub async fn live(
     principal: Principal,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
-    let project_id = match params.get("project_id") {
-        None => None,
-        Some(reference) => Some(
-            state
-                .store
-                .find_project(principal.tenant_id, reference.clone())
-                .await?
-                .ok_or(AppError::NotFound("project"))?
-                .id,
-        ),
-    };
+    let project_id = project_param(&state, &principal, &params).await?;
     let tenant_id = principal.tenant_id;
     let rx = state.live.tx.subscribe();
     let stream = futures_util::stream::unfold(rx, move |mut rx| async move {

@@ -9,7 +9,7 @@ use axum::extract::{Query, State};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::{AppState, Principal};
+use super::{project_param, AppState, Principal};
 use crate::error::AppError;
 use crate::ingest::parse_time;
 use crate::model::Timestamp;
@@ -55,17 +55,7 @@ pub async fn metrics(
             )));
         }
     }
-    let project_id = match params.get("project_id") {
-        None => None,
-        Some(reference) => Some(
-            state
-                .store
-                .find_project(principal.tenant_id, reference.clone())
-                .await?
-                .ok_or(AppError::NotFound("project"))?
-                .id,
-        ),
-    };
+    let project_id = project_param(&state, &principal, &params).await?;
     let result = state
         .store
         .metrics(

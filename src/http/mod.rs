@@ -56,3 +56,22 @@ impl AppState {
         }
     }
 }
+
+/// The project a `project_id` query parameter names (id, slug or name) in
+/// the caller's tenant, as its internal id; none given is `None`, an unknown
+/// one (or another tenant's) a 404.
+pub(crate) async fn project_param(
+    state: &AppState,
+    principal: &Principal,
+    params: &std::collections::HashMap<String, String>,
+) -> Result<Option<i64>, crate::error::AppError> {
+    let Some(reference) = params.get("project_id") else {
+        return Ok(None);
+    };
+    let project = state
+        .store
+        .find_project(principal.tenant_id, reference.clone())
+        .await?
+        .ok_or(crate::error::AppError::NotFound("project"))?;
+    Ok(Some(project.id))
+}

@@ -15,7 +15,7 @@ use base64::Engine;
 
 use super::ingest::resolve_project;
 use super::limits::check_monthly_quota;
-use super::{AppState, Principal};
+use super::{project_param, AppState, Principal};
 use crate::error::AppError;
 use crate::ingest::parse_time;
 use crate::otlp::{self, DecodeError, Encoding};
@@ -174,17 +174,7 @@ pub async fn export(
                 .ok_or_else(|| AppError::bad_request("cursor: not a cursor this server issued"))
         })
         .transpose()?;
-    let project_id = match params.get("project_id") {
-        None => None,
-        Some(reference) => match state
-            .store
-            .find_project(principal.tenant_id, reference.clone())
-            .await?
-        {
-            Some(project) => Some(project.id),
-            None => return Err(AppError::NotFound("project")),
-        },
-    };
+    let project_id = project_param(&state, &principal, &params).await?;
     let range = ExportRange {
         from,
         to,

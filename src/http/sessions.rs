@@ -8,7 +8,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::traces::{decode_cursor, encode_cursor, DEFAULT_LIMIT, MAX_LIMIT};
-use super::{AppState, Principal};
+use super::{project_param, AppState, Principal};
 use crate::error::AppError;
 use crate::model::Timestamp;
 
@@ -34,17 +34,7 @@ pub async fn list(
                 .ok_or_else(|| AppError::bad_request("cursor: not a cursor this server issued"))
         })
         .transpose()?;
-    let project_id = match params.get("project_id") {
-        None => None,
-        Some(reference) => Some(
-            state
-                .store
-                .find_project(principal.tenant_id, reference.clone())
-                .await?
-                .ok_or(AppError::NotFound("project"))?
-                .id,
-        ),
-    };
+    let project_id = project_param(&state, &principal, &params).await?;
     let page = state
         .store
         .list_sessions(principal.tenant_id, project_id, after, limit)
