@@ -66,6 +66,9 @@ pub enum AppError {
     /// 422: a field is missing, of the wrong type, or outside its limits.
     #[error("{0}")]
     Unprocessable(String),
+    /// 507: the database is at its configured cap; ingest is refused.
+    #[error("{0}")]
+    StorageFull(String),
     /// 503: the server is shutting down or overloaded; retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -99,6 +102,7 @@ impl AppError {
             AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -118,6 +122,7 @@ impl AppError {
             AppError::PayloadTooLarge { .. } => Some("payload_too_large"),
             AppError::UnsupportedMediaType(_) => Some("unsupported_media_type"),
             AppError::Unprocessable(_) => Some("validation_error"),
+            AppError::StorageFull(_) => Some("storage_full"),
             AppError::Unavailable(_) => Some("unavailable"),
             AppError::Internal(_) => Some("internal_error"),
         }

@@ -82,6 +82,16 @@ fn bad_configuration_is_refused_naming_the_key() {
             &["init.admin_password"],
         ),
         ("[bogus]\nx = 1\n", &["bogus"]),
+        (
+            "[storage]\nmax_db_size = \"ten gigs\"\n",
+            &["max_db_size", "10GiB"],
+        ),
+        ("[storage]\nmax_db_size = 4096\n", &["max_db_size", "1MiB"]),
+        (
+            "[storage]\nwhen_full = \"panic\"\n",
+            &["when_full", "refuse", "purge_oldest"],
+        ),
+        ("[storage]\npurge_interval_s = 0\n", &["purge_interval_s"]),
     ];
     for (i, (toml, needles)) in cases.iter().enumerate() {
         let file = dir.path().join(format!("bad{i}.toml"));

@@ -94,7 +94,8 @@ pub struct PlanLimits {
     pub feedback_requests_per_minute: u64,
     /// Traces ingested per calendar month (UTC).
     pub ingest_traces_per_month: u64,
-    /// The longest retention a project may be given, in days.
+    /// The longest retention a project may be given, in days, and the
+    /// retention of projects that set none; 0 means unlimited.
     pub max_retention_days: u32,
     /// Rows per `GET /v1/traces/export`; 0 means unlimited.
     pub export_max_rows: u64,
@@ -129,6 +130,77 @@ pub struct StorageConfig {
     pub data_dir: PathBuf,
     pub synchronous: Synchronous,
     pub read_connections: u32,
+    /// A cap on the data the database holds; 0 means none.
+    pub max_db_size: ByteSize,
+    /// What happens as the database reaches `max_db_size`.
+    pub when_full: WhenFull,
+    /// Seconds between retention passes.
+    pub purge_interval_s: u64,
+}
+
+/// What the server does as the database reaches `storage.max_db_size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Ingest is answered 507 until retention or an operator frees space.
+    Refuse,
+    /// The traces stored first are deleted to make room.
+    PurgeOldest,
+}
+
+/// A size in bytes, written as a number of bytes or as a string with a
+/// unit: `"500MB"`, `"10 GiB"`, `"1.5GB"` (KB/MB/GB/TB are powers of 1000,
+/// KiB/MiB/GiB/TiB of 1024).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(transparent)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(text: &str) -> Option<ByteSize> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: f64 = number.parse().ok()?;
+        let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" => 1000,
+            "mb" => 1000_u64.pow(2),
+            "gb" => 1000_u64.pow(3),
+            "tb" => 1000_u64.pow(4),
+            "kib" => 1 << 10,
+            "mib" => 1 << 20,
+            "gib" => 1 << 30,
+            "tib" => 1 << 40,
+            _ => return None,
+        };
+        let bytes = number * scale as f64;
+        (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64)
+            .then_some(ByteSize(bytes as u64))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ByteSize, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d) {
+            Ok(Raw::Bytes(n)) => Ok(ByteSize(n)),
+            Ok(Raw::Text(t)) => ByteSize::parse(&t).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "{t:?} is not a size; use a number of bytes or a string such as \"10GiB\" or \"500MB\""
+                ))
+            }),
+            Err(_) => Err(serde::de::Error::custom(
+                "must be a number of bytes or a string such as \"10GiB\" or \"500MB\"",
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -269,6 +341,19 @@ impl Config {
                 "must be between 1 and 64",
             ));
         }
+        if !(1..=86_400).contains(&self.storage.purge_interval_s) {
+            return Err(invalid(
+                "storage.purge_interval_s",
+                "must be between 1 and 86400 seconds",
+            ));
+        }
+        let cap = self.storage.max_db_size.0;
+        if cap != 0 && cap < 1 << 20 {
+            return Err(invalid(
+                "storage.max_db_size",
+                "must be 0 (no cap) or at least 1MiB",
+            ));
+        }
         for (model, price) in &self.pricing {
             let usable = |usd: f64| usd.is_finite() && usd >= 0.0;
             if !usable(price.input) || !usable(price.output) {
@@ -400,5 +485,29 @@ fn secret(
         Some(path) => std::fs::read_to_string(path)
             .map(|s| Some(s.trim_end_matches(['\r', '\n']).to_string()))
             .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ByteSize;
+
+    #[test]
+    fn sizes_are_bytes_or_a_number_with_a_unit() {
+        for (text, bytes) in [
+            ("0", 0),
+            ("1048576", 1 << 20),
+            ("10GiB", 10 << 30),
+            ("10 gib", 10 << 30),
+            ("500MB", 500_000_000),
+            ("1.5GB", 1_500_000_000),
+            ("2TiB", 2 << 40),
+            ("512 b", 512),
+        ] {
+            assert_eq!(ByteSize::parse(text), Some(ByteSize(bytes)), "{text}");
+        }
+        for text in ["", "ten", "10 GiBs", "-5MB", "1e3", "GB", "1.2.3MB"] {
+            assert_eq!(ByteSize::parse(text), None, "{text}");
+        }
     }
 }

@@ -52,6 +52,7 @@ pub async fn create(
             "comment: at most {MAX_COMMENT_CHARS} characters"
         )));
     }
+    state.space.check()?;
     let metadata = Value::Object(body.metadata.unwrap_or_default()).to_string();
     if metadata.len() > MAX_METADATA_BYTES {
         return Err(AppError::unprocessable(format!(

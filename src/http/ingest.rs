@@ -76,6 +76,7 @@ async fn store_traces(
     requests: Vec<TraceRequest>,
     batch: bool,
 ) -> Result<Vec<InsertOutcome>, AppError> {
+    state.space.check()?;
     check_monthly_quota(state, principal, requests.len() as u64).await?;
     let now = now_micros();
     let mut projects: HashMap<Option<String>, i64> = HashMap::new();

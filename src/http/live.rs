@@ -30,6 +30,23 @@ pub struct LiveTrace {
     pub event: Value,
 }
 
+impl LiveTrace {
+    /// The event of a trace that OTLP ingest created.
+    pub fn of(tenant_id: i64, trace: &crate::store::CreatedTrace) -> LiveTrace {
+        LiveTrace {
+            tenant_id,
+            project_id: trace.project_id,
+            event: json!({
+                "trace_id": trace.id,
+                "name": trace.name.clone().unwrap_or_default(),
+                "status": if trace.error { "error" } else { "ok" },
+                "latency_ms": trace.latency_ms.unwrap_or(0),
+                "created_at": crate::model::Timestamp(trace.created_at),
+            }),
+        }
+    }
+}
+
 /// Where ingest announces new traces.
 pub struct LiveHub {
     tx: broadcast::Sender<Arc<LiveTrace>>,

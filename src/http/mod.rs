@@ -15,6 +15,7 @@ mod otlp;
 mod principal;
 mod projects;
 pub mod router;
+mod search;
 mod sessions;
 mod traces;
 
@@ -40,12 +41,17 @@ pub struct AppState {
     pub pricing: Arc<Pricing>,
     /// New traces, for `GET /v1/traces/live`.
     pub live: Arc<live::LiveHub>,
+    /// The database's size against `storage.max_db_size`.
+    pub space: Arc<crate::retention::SpaceGauge>,
 }
 
 impl AppState {
     pub fn new(store: Arc<Store>, config: Arc<Config>, tls: bool) -> AppState {
         AppState {
             pricing: Arc::new(Pricing::new(&config.pricing)),
+            space: Arc::new(crate::retention::SpaceGauge::new(
+                config.storage.max_db_size.0,
+            )),
             store,
             config,
             tls,
@@ -58,14 +64,14 @@ impl AppState {
 }
 
 /// The project a `project_id` query parameter names (id, slug or name) in
-/// the caller's tenant, as its internal id; none given is `None`, an unknown
-/// one (or another tenant's) a 404.
+/// the caller's tenant, as its internal id; none given (or an empty one) is
+/// `None`, an unknown one (or another tenant's) a 404.
 pub(crate) async fn project_param(
     state: &AppState,
     principal: &Principal,
     params: &std::collections::HashMap<String, String>,
 ) -> Result<Option<i64>, crate::error::AppError> {
-    let Some(reference) = params.get("project_id") else {
+    let Some(reference) = params.get("project_id").filter(|p| !p.is_empty()) else {
         return Ok(None);
     };
     let project = state

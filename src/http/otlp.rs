@@ -15,6 +15,7 @@ use base64::Engine;
 
 use super::ingest::resolve_project;
 use super::limits::check_monthly_quota;
+use super::live::LiveTrace;
 use super::{project_param, AppState, Principal};
 use crate::error::AppError;
 use crate::ingest::parse_time;
@@ -105,6 +106,7 @@ pub async fn traces(
     })?;
 
     if !mapped.traces.is_empty() {
+        state.space.check()?;
         // Counts every trace of the request, also those that only add spans.
         check_monthly_quota(&state, &principal, mapped.traces.len() as u64).await?;
     }
@@ -122,10 +124,15 @@ pub async fn traces(
         traces.push((project_id, trace));
     }
     if !traces.is_empty() {
-        state
+        let created = state
             .store
             .merge_otel_traces(principal.tenant_id, traces)
             .await?;
+        for trace in created {
+            state
+                .live
+                .publish(LiveTrace::of(principal.tenant_id, &trace));
+        }
     }
     let body = otlp::response_body(mapped.rejected, mapped.first_error.as_deref(), encoding);
     let content_type = match encoding {

@@ -168,7 +168,7 @@ pub async fn update(
                     &state,
                     principal.plan,
                     &format!("a retention of {days} days"),
-                    |l| days <= i64::from(l.max_retention_days),
+                    |l| l.max_retention_days == 0 || days <= i64::from(l.max_retention_days),
                 )?;
                 Some(days)
             }

@@ -18,7 +18,7 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use super::{
     account, audit, export, feedback, health, ingest, limits, live, metrics, otlp, projects,
-    sessions, traces, AppState,
+    search, sessions, traces, AppState,
 };
 use crate::error::{AppError, REQUEST_ID};
 
@@ -156,6 +156,10 @@ fn table(otlp_limit: DefaultBodyLimit) -> Vec<(RouteSpec, MethodRouter<AppState>
             post(feedback::create),
         ),
         (spec(Method::GET, "/v1/metrics", Key), get(metrics::metrics)),
+        (
+            spec(Method::GET, "/v1/search/spans", Key),
+            get(search::spans),
+        ),
         (spec(Method::GET, "/v1/sessions", Key), get(sessions::list)),
         (
             spec(Method::GET, "/v1/sessions/{id}", Key),

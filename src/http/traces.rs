@@ -78,6 +78,26 @@ pub async fn detail(
         .ok_or(AppError::NotFound("trace"))
 }
 
+/// The longest search text accepted, in bytes.
+pub const MAX_SEARCH_TEXT: usize = 1024;
+
+/// The full-text terms of the `q` parameter, refused when it is too long or
+/// holds no word to search for.
+pub(super) fn search_terms(q: &str) -> Result<Vec<String>, AppError> {
+    if q.len() > MAX_SEARCH_TEXT {
+        return Err(AppError::bad_request(format!(
+            "q: must be at most {MAX_SEARCH_TEXT} bytes"
+        )));
+    }
+    let terms = crate::store::fts_terms(q);
+    if terms.is_empty() {
+        return Err(AppError::bad_request(
+            "q: must contain a word or number to search for",
+        ));
+    }
+    Ok(terms)
+}
+
 /// The list parameters, each checked with an error naming it.
 pub(super) struct ListQuery {
     pub(super) filter: TraceFilter,
@@ -144,6 +164,10 @@ impl ListQuery {
                         "feedback: must be good, bad or neutral",
                     ))
                 }
+            },
+            text: match text("q") {
+                Some(q) => search_terms(&q)?,
+                None => Vec::new(),
             },
         };
         for (min, max, name) in [

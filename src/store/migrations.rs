@@ -17,6 +17,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("migrations/0005_feedback.sql")),
     (6, include_str!("migrations/0006_metrics.sql")),
     (7, include_str!("migrations/0007_metrics_seconds.sql")),
+    (8, include_str!("migrations/0008_search.sql")),
 ];
 
 /// The schema version this binary writes.

@@ -11,7 +11,9 @@ mod checkpoint;
 mod metrics;
 mod migrations;
 mod otel;
+mod purge;
 mod rollups;
+mod search;
 mod sessions;
 mod tenancy;
 mod traces;
@@ -31,7 +33,9 @@ pub use accounts::{LoginCandidate, SessionRecord, UserRecord};
 pub use audit::{AuditEntry, AuditRecord, AuditVerdict};
 pub use metrics::{MetricsQuery, MetricsResult, Totals};
 pub use migrations::SCHEMA_VERSION;
-pub use otel::{ExportCursor, ExportPage, ExportRange};
+pub use otel::{CreatedTrace, ExportCursor, ExportPage, ExportRange};
+pub use purge::{RetentionTarget, Space};
+pub use search::{fts_query, fts_terms, SpanHit, SpanHits, SpanSearch, MAX_SPAN_RESULTS};
 pub use sessions::{SessionPage, SessionSummary, MAX_SESSION_TRACES};
 pub use tenancy::{
     ApiKeyInfo, ApiKeyRecord, Bootstrap, BootstrapResult, NewApiKey, ProjectChange, ProjectRecord,
@@ -122,6 +126,8 @@ impl Store {
         std::fs::create_dir_all(data_dir)?;
         let path = data_dir.join(DB_FILE);
         let mut conn = Connection::open(&path)?;
+        // Takes effect on a new database only; see `reclaimable` below.
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
         apply_pragmas(&conn, synchronous)?;
         let before: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let schema_version = migrations::migrate(&mut conn, data_dir)?;
@@ -131,6 +137,7 @@ impl Store {
             rollups::rebuild(&tx)?;
             tx.commit()?;
         }
+        reclaimable(&conn)?;
         let manager = SqliteConnectionManager::file(&path)
             .with_flags(
                 rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
@@ -208,6 +215,18 @@ impl Store {
         self.checkpointer.stop();
         self.writer.stop();
     }
+}
+
+/// Makes space freed by deletes returnable to the file system in small
+/// steps (`PRAGMA incremental_vacuum`). A database created before this was
+/// the default is rewritten once to switch it over.
+fn reclaimable(conn: &Connection) -> Result<()> {
+    let mode: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
+    if mode != 2 {
+        tracing::info!("rewriting the database once so that deleted space can be reclaimed");
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")?;
+    }
+    Ok(())
 }
 
 fn apply_pragmas_reader(conn: &Connection) -> rusqlite::Result<()> {

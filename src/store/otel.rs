@@ -13,24 +13,42 @@ use super::traces::{count_usage, detail, write_events, write_spans};
 use super::{now_micros, Result, Store};
 use crate::model::{NewOtelTrace, NewSpan, SpanType, Trace, TraceFields};
 
+/// A trace the merge created (rather than added spans to), for the live feed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreatedTrace {
+    pub project_id: i64,
+    pub id: String,
+    pub name: Option<String>,
+    pub error: bool,
+    pub latency_ms: Option<i64>,
+    pub created_at: i64,
+}
+
 impl Store {
-    /// Merges every trace's spans in one transaction.
+    /// Merges every trace's spans in one transaction; returns the traces
+    /// that did not exist before.
     pub async fn merge_otel_traces(
         &self,
         tenant_id: i64,
         traces: Vec<(i64, NewOtelTrace)>,
-    ) -> Result<()> {
+    ) -> Result<Vec<CreatedTrace>> {
         self.write(move |conn| {
             let now = now_micros();
-            let mut created = 0;
+            let mut created = Vec::new();
             let mut changes = Vec::new();
             for (project_id, trace) in &traces {
-                if merge(conn, tenant_id, *project_id, trace, now, &mut changes)? {
-                    created += 1;
-                }
+                created.extend(merge(
+                    conn,
+                    tenant_id,
+                    *project_id,
+                    trace,
+                    now,
+                    &mut changes,
+                )?);
             }
             rollups::apply(conn, tenant_id, &changes)?;
-            count_usage(conn, tenant_id, now, created)
+            count_usage(conn, tenant_id, now, created.len() as i64)?;
+            Ok(created)
         })
         .await
     }
@@ -43,7 +61,7 @@ fn merge(
     trace: &NewOtelTrace,
     now: i64,
     rollup: &mut Vec<(rollups::Contribution, i64)>,
-) -> Result<bool> {
+) -> Result<Option<CreatedTrace>> {
     let existing: Option<i64> = conn
         .prepare_cached("SELECT seq FROM traces WHERE tenant_id = ?1 AND id = ?2")?
         .query_row(params![tenant_id, trace.id], |r| r.get(0))
@@ -99,7 +117,14 @@ fn merge(
             if let Some(new) = rollups::stored(conn, seq)? {
                 rollup.push((new, 1));
             }
-            return Ok(true);
+            return Ok(Some(CreatedTrace {
+                project_id,
+                id: trace.id.clone(),
+                name: agg.root.map(|r| r.name.clone()),
+                error: agg.error.is_some(),
+                latency_ms: agg.latency_ms(),
+                created_at: now,
+            }));
         }
     };
     write_spans(conn, seq, &trace.spans, now, true)?;
@@ -144,7 +169,7 @@ fn merge(
     if let Some(new) = rollups::stored(conn, seq)? {
         rollup.push((new, 1));
     }
-    Ok(false)
+    Ok(None)
 }
 
 /// A trace's aggregates over its spans: the rules of the UPDATE in `merge`.

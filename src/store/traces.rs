@@ -58,6 +58,9 @@ pub struct TraceFilter {
     pub session_id: Option<String>,
     /// Traces with at least one feedback of this label.
     pub feedback: Option<String>,
+    /// FTS5 terms (see [`super::search::fts_terms`]), each of which the
+    /// trace or one of its spans must match.
+    pub text: Vec<String>,
 }
 
 pub struct TracePage {
@@ -421,6 +424,10 @@ fn list(
             "EXISTS (SELECT 1 FROM feedback fb WHERE fb.trace_seq = t.seq AND fb.label = ?)",
             vec![label.clone().into()],
         );
+    }
+    for term in &f.text {
+        let (condition, values) = super::search::trace_matches(term);
+        clause(condition, values);
     }
     if let Some(c) = after {
         clause(

@@ -95,3 +95,67 @@ async fn a_client_sees_its_new_traces_within_a_second_and_no_one_elses() {
         .is_some_and(|t| t.ends_with('Z')));
     assert!(took < Duration::from_secs(1), "seen after {took:?}");
 }
+
+#[tokio::test]
+async fn a_trace_created_over_otlp_is_announced_once() {
+    let server = TestServer::start().await;
+    let mut resp = server
+        .client
+        .get(server.url("/v1/traces/live"))
+        .bearer_auth(&server.key)
+        .send()
+        .await
+        .expect("live feed");
+    assert_eq!(resp.status().as_u16(), 200);
+    let span = |span_id: &str, parent: Option<&str>, name: &str, status: i64| {
+        let mut s = serde_json::json!({
+            "traceId": "4bf92f3577b34da6a3ce929d0e0e4736",
+            "spanId": span_id,
+            "name": name,
+            "startTimeUnixNano": "1767225600000000000",
+            "endTimeUnixNano": "1767225600750000000",
+            "status": {"code": status, "message": "upstream timed out"}
+        });
+        if let Some(p) = parent {
+            s["parentSpanId"] = p.into();
+        }
+        serde_json::json!({"resourceSpans": [{"scopeSpans": [{"spans": [s]}]}]})
+    };
+    let post = |body: Value| {
+        let server = &server;
+        async move {
+            let resp = server
+                .client
+                .post(server.url("/v1/otlp/traces"))
+                .bearer_auth(&server.key)
+                .json(&body)
+                .send()
+                .await
+                .expect("sent");
+            assert_eq!(resp.status().as_u16(), 200);
+        }
+    };
+    post(span("00f067aa0ba902b7", None, "agent-run", 2)).await;
+    let mut buffer = String::new();
+    let event = next_event(&mut resp, &mut buffer, Duration::from_secs(5))
+        .await
+        .expect("an event for the OTLP trace");
+    assert_eq!(event["trace_id"], "4bf92f35-77b3-4da6-a3ce-929d0e0e4736");
+    assert_eq!(event["name"], "agent-run");
+    assert_eq!(event["status"], "error");
+    assert_eq!(event["latency_ms"], 750);
+    // A later span of the same trace adds to it: no second announcement.
+    post(span(
+        "b7ad6b7169203331",
+        Some("00f067aa0ba902b7"),
+        "tool",
+        1,
+    ))
+    .await;
+    assert!(
+        next_event(&mut resp, &mut buffer, Duration::from_millis(700))
+            .await
+            .is_none(),
+        "a merge is not a new trace"
+    );
+}

@@ -15,6 +15,8 @@ mod live;
 mod metrics;
 mod plans;
 mod pricing;
+mod retention;
+mod search;
 mod sessions;
 mod tenancy;
 mod traces;

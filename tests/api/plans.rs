@@ -75,18 +75,30 @@ async fn a_family_over_its_limit_gets_429_and_the_others_carry_on() {
     assert_eq!(header(&resp, "x-ratelimit-limit").as_deref(), Some("1000"));
 }
 
+/// A sample trace from today: Starter keeps traces 30 days, and the restart
+/// below runs a retention pass.
+fn todays_trace(name: &str) -> serde_json::Value {
+    let mut t = sample_trace(name);
+    let now = chrono::Utc::now();
+    t["started_at"] = json!(now.to_rfc3339());
+    t["ended_at"] = json!((now + chrono::Duration::seconds(1)).to_rfc3339());
+    t["spans"][0]["start_time"] = json!(now.to_rfc3339());
+    t["spans"][0]["end_time"] = json!(now.to_rfc3339());
+    t
+}
+
 #[tokio::test]
 async fn the_monthly_quota_counts_across_a_restart() {
     let server = TestServer::start_with(STARTER).await;
     for i in 0..2 {
         let resp = server
-            .post("/v1/ingest", &sample_trace(&format!("t{i}")))
+            .post("/v1/ingest", &todays_trace(&format!("t{i}")))
             .await;
         assert_eq!(resp.status().as_u16(), 201);
     }
     let server = server.restart().await;
     // Two used of three: a batch of two does not fit, one trace does.
-    let batch = json!({"traces": [sample_trace("a"), sample_trace("b")]});
+    let batch = json!({"traces": [todays_trace("a"), todays_trace("b")]});
     let resp = server.post("/v1/ingest/batch", &batch).await;
     let retry_after: u64 = header(&resp, "retry-after")
         .expect("Retry-After")
@@ -95,9 +107,9 @@ async fn the_monthly_quota_counts_across_a_restart() {
     assert!(retry_after > 0);
     let body = expect_error(resp, 429).await;
     assert_eq!(body["code"], "monthly_quota_exceeded");
-    let resp = server.post("/v1/ingest", &sample_trace("last")).await;
+    let resp = server.post("/v1/ingest", &todays_trace("last")).await;
     assert_eq!(resp.status().as_u16(), 201);
-    let resp = server.post("/v1/ingest", &sample_trace("over")).await;
+    let resp = server.post("/v1/ingest", &todays_trace("over")).await;
     expect_error(resp, 429).await;
     // OTLP counts against the same quota.
     let otlp = json!({"resourceSpans": [{"scopeSpans": [{"spans": [{

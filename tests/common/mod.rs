@@ -22,10 +22,15 @@ pub struct TestServer {
 
 /// A config file for `data_dir` listening on an ephemeral loopback port.
 pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
+    write_config_with_storage(dir, "", extra)
+}
+
+/// A config file with `storage` lines added to its `[storage]` section.
+pub fn write_config_with_storage(dir: &Path, storage: &str, extra: &str) -> PathBuf {
     let path = dir.join("trulayer.toml");
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout_s = 5\n\
-         [storage]\ndata_dir = {data:?}\n\
+         [storage]\ndata_dir = {data:?}\n{storage}\n\
          [log]\nlevel = \"warn\"\n\
          [init]\napi_key = {KEY:?}\nadmin_password = {PASSWORD:?}\nadmin_email = \"owner@example.com\"\n\
          project = \"default\"\n{extra}",
@@ -44,6 +49,13 @@ impl TestServer {
     pub async fn start_with(extra: &str) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = write_config(dir.path(), extra);
+        Self::start_in(dir, &path).await
+    }
+
+    /// Starts with `storage` lines in `[storage]` and `extra` TOML after `[init]`.
+    pub async fn start_with_storage(storage: &str, extra: &str) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write_config_with_storage(dir.path(), storage, extra);
         Self::start_in(dir, &path).await
     }
 

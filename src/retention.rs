@@ -1,0 +1,206 @@
+//! Background upkeep of the data: retention per project, the cap on the
+//! database's size, and giving freed space back to the file system.
+//!
+//! Every `storage.purge_interval_s` (and once at start) each project loses
+//! the traces older than its retention: its override, else its plan's
+//! `max_retention_days`, else nothing is deleted. With a `storage.max_db_size`
+//! the size is looked at several times a second: ingest is refused (507) at
+//! the cap, and with `when_full = "purge_oldest"` the traces stored first
+//! are deleted from 90% of the cap down to 80%. Deletes go in small batches
+//! through the writer, so ingest commits between them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, Plan, WhenFull};
+use crate::error::AppError;
+use crate::store::{now_micros, RetentionTarget, Store};
+
+/// Traces deleted per writer job.
+pub const PURGE_BATCH: usize = 256;
+/// Free pages given back per writer job (8 MiB of 4 KiB pages).
+const RECLAIM_PAGES: u32 = 2048;
+/// Pages of search-index merging per writer job.
+const SEARCH_MERGE_PAGES: i32 = 256;
+/// Merge steps after one purge, at most.
+const MAX_MERGE_STEPS: usize = 4096;
+/// How often the size is looked at when there is a cap.
+const SPACE_TICK: Duration = Duration::from_millis(100);
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// The database's size against its cap, shared with the ingest routes.
+#[derive(Debug, Default)]
+pub struct SpaceGauge {
+    cap: u64,
+    used: AtomicU64,
+}
+
+impl SpaceGauge {
+    pub fn new(cap: u64) -> SpaceGauge {
+        SpaceGauge {
+            cap,
+            used: AtomicU64::new(0),
+        }
+    }
+
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Refuses a write that would add data once the cap is reached.
+    pub fn check(&self) -> Result<(), AppError> {
+        let used = self.used();
+        if self.cap > 0 && used >= self.cap {
+            return Err(AppError::StorageFull(format!(
+                "the database holds {used} bytes and has reached its cap of {} bytes \
+                 (storage.max_db_size); nothing more is stored until retention or an operator \
+                 frees space",
+                self.cap
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The retention of a project in days, if it has one.
+pub fn retention_days(config: &Config, target: &RetentionTarget) -> Option<i64> {
+    if let Some(days) = target.override_days.filter(|d| *d > 0) {
+        return Some(days);
+    }
+    let plan = Plan::parse(&target.plan).unwrap_or(Plan::Enterprise);
+    let days = config.plans.limits(plan).max_retention_days;
+    (days > 0).then_some(i64::from(days))
+}
+
+/// Starts the upkeep task; abort the handle to stop it.
+pub fn spawn(store: Arc<Store>, config: Arc<Config>, gauge: Arc<SpaceGauge>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let interval = Duration::from_secs(config.storage.purge_interval_s);
+        let mut next_pass = Instant::now();
+        loop {
+            if gauge.cap > 0 {
+                if let Err(e) = keep_under_cap(&store, &config, &gauge).await {
+                    tracing::warn!(error = %e, "keeping the database under its cap");
+                }
+            }
+            if Instant::now() >= next_pass {
+                match retention_pass(&store, &config).await {
+                    Ok(0) => {}
+                    Ok(_) => {
+                        if let Err(e) = give_back(&store, SEARCH_MERGE_PAGES).await {
+                            tracing::warn!(error = %e, "reclaiming free space");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "retention pass"),
+                }
+                next_pass = Instant::now() + interval;
+            }
+            let wait = if gauge.cap > 0 {
+                SPACE_TICK
+            } else {
+                next_pass.saturating_duration_since(Instant::now())
+            };
+            tokio::time::sleep(wait).await;
+        }
+    })
+}
+
+/// Deletes every trace past its project's retention; returns how many.
+async fn retention_pass(store: &Store, config: &Config) -> crate::store::Result<usize> {
+    let mut total = 0;
+    for target in store.retention_targets().await? {
+        let Some(days) = retention_days(config, &target) else {
+            continue;
+        };
+        let cutoff = now_micros().saturating_sub(days.saturating_mul(MICROS_PER_DAY));
+        let mut deleted = 0;
+        loop {
+            let n = store.purge_expired(&target, cutoff, PURGE_BATCH).await?;
+            deleted += n;
+            if n < PURGE_BATCH {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        if deleted > 0 {
+            tracing::info!(
+                project_id = target.project_id,
+                retention_days = days,
+                deleted,
+                "deleted traces past their retention"
+            );
+        }
+        total += deleted;
+    }
+    Ok(total)
+}
+
+/// Updates the gauge and, when told to, deletes the oldest traces while the
+/// database is above 90% of its cap, down to 80%. Each round deletes the
+/// share of traces that should free the excess, then merges the search
+/// index so that its part of the space is free too, then measures again; a
+/// round that frees nothing ends it, so a measurement that does not move
+/// cannot empty the database.
+async fn keep_under_cap(
+    store: &Store,
+    config: &Config,
+    gauge: &SpaceGauge,
+) -> crate::store::Result<()> {
+    let mut used = store.space().await?.used_bytes;
+    gauge.used.store(used, Ordering::Relaxed);
+    if config.storage.when_full != WhenFull::PurgeOldest || used < gauge.cap / 10 * 9 {
+        return Ok(());
+    }
+    let low = gauge.cap / 10 * 8;
+    let mut deleted = 0;
+    while used > low {
+        let traces = store.trace_count().await?;
+        if traces == 0 {
+            break;
+        }
+        let share = (traces as u128 * u128::from(used - low)).div_ceil(u128::from(used));
+        let mut left = share as usize;
+        while left > 0 {
+            let n = store.purge_oldest(left.min(PURGE_BATCH)).await?;
+            deleted += n;
+            left = if n == 0 { 0 } else { left.saturating_sub(n) };
+        }
+        give_back(store, -SEARCH_MERGE_PAGES).await?;
+        let now = store.space().await?.used_bytes;
+        gauge.used.store(now, Ordering::Relaxed);
+        if now >= used {
+            tracing::warn!(
+                used_bytes = now,
+                "deleting the oldest traces freed no space; stopping this round"
+            );
+            break;
+        }
+        used = now;
+    }
+    tracing::info!(
+        deleted,
+        used_bytes = used,
+        cap_bytes = gauge.cap,
+        "deleted the oldest traces to stay under storage.max_db_size"
+    );
+    Ok(())
+}
+
+/// After deletes: merges the search index (`merge_pages` per step; negative
+/// merges across all its levels, which frees every deleted entry's space,
+/// positive only where segments pile up) and returns free pages to the file
+/// system, a few megabytes per writer job.
+async fn give_back(store: &Store, merge_pages: i32) -> crate::store::Result<()> {
+    let mut steps = 0;
+    while store.merge_search_index(merge_pages).await? && steps < MAX_MERGE_STEPS {
+        steps += 1;
+        tokio::task::yield_now().await;
+    }
+    while store.reclaim(RECLAIM_PAGES).await? > 0 {
+        tokio::task::yield_now().await;
+    }
+    Ok(())
+}
