@@ -770,6 +770,19 @@ fn count_rows(db: &Path) -> (i64, i64, i64) {
     (count("traces"), count("spans"), count("trace_tags"))
 }
 
+/// Rows stored but not yet in the search index.
+fn search_backlog(db: &Path) -> i64 {
+    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .expect("open the server database read-only");
+    conn.query_row(
+        "SELECT coalesce((SELECT max(seq) FROM traces), 0) - traces_seq \
+         + coalesce((SELECT max(rid) FROM spans), 0) - spans_rid FROM search_state",
+        [],
+        |r| r.get(0),
+    )
+    .expect("search backlog")
+}
+
 // ------------------------------------------------------------ statistics ----
 
 #[derive(Default)]
@@ -1373,6 +1386,21 @@ async fn run_queries(
                 move |t: &Value| field(t, "session_id") == session.as_str()
             }),
         ),
+        (
+            "search: q=refund (a word of every trace)".into(),
+            format!("{list}&q=refund"),
+            Box::new(|_: &Value| true),
+        ),
+        (
+            "search: q=timeout (error traces only)".into(),
+            format!("{list}&q=timeout"),
+            Box::new(move |t: &Value| !field(t, "error").is_null()),
+        ),
+        (
+            "search: q=qa upstream (both, 1 in 4 errors)".into(),
+            format!("{list}&q=qa%20upstream"),
+            Box::new(move |t: &Value| field(t, "name") == "qa" && !field(t, "error").is_null()),
+        ),
     ];
     for (label, url, keep) in &filters {
         let page = get_json(&client, url).await;
@@ -1459,6 +1487,17 @@ async fn run_queries(
     for (label, query) in [
         (METRICS_24H, "/v1/metrics"),
         ("metrics: 24 h, hourly buckets", "/v1/metrics?interval=1h"),
+        (
+            "search: q=zanzibar (no trace)",
+            "/v1/traces?limit=50&q=zanzibar",
+        ),
+        ("span search: q=refund", "/v1/search/spans?q=refund"),
+        ("span search: q=timeout", "/v1/search/spans?q=timeout"),
+        (
+            "span search: q=zanzibar (none)",
+            "/v1/search/spans?q=zanzibar",
+        ),
+        ("sessions: first page", "/v1/sessions?limit=50"),
     ] {
         let url = format!("{base}{query}");
         stats.push(time_gets(&client, label, &mut |_: usize| url.clone(), n, max).await);
@@ -1856,6 +1895,20 @@ fn main() {
             rows.0,
             ms(ready_after),
             idle.describe()
+        );
+        // The fill outran the search indexer (it yields to ingest); time
+        // how long it takes to catch up, then query a complete index.
+        let caught_up = Instant::now();
+        let backlog_at_start = search_backlog(&db);
+        while search_backlog(&db) > 0 && caught_up.elapsed() < Duration::from_secs(1800) {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let index_catch_up = caught_up.elapsed();
+        println!(
+            "  search index: {backlog_at_start} rows waiting after the restart, indexed in {:.1} s ({:.0} rows/s); {} left",
+            index_catch_up.as_secs_f64(),
+            backlog_at_start as f64 / index_catch_up.as_secs_f64().max(0.001),
+            search_backlog(&db)
         );
         println!(
             "  queries ({} timed sequential requests each after {QUERY_WARMUP} warm-up, at most {:?} each):",

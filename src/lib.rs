@@ -13,7 +13,7 @@ pub mod logging;
 pub mod model;
 pub mod otlp;
 pub mod pricing;
-pub mod retention;
 pub mod server;
 pub mod sketch;
 pub mod store;
+pub mod upkeep;

@@ -108,14 +108,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let grace = Duration::from_secs(config.server.shutdown_timeout_s);
     let is_tls = tls.is_some();
     let state = AppState::new(store.clone(), Arc::new(config), is_tls);
-    let upkeep = crate::retention::spawn(store.clone(), state.config.clone(), state.space.clone());
+    let upkeep = [
+        crate::upkeep::spawn(store.clone(), state.config.clone(), state.space.clone()),
+        crate::upkeep::spawn_indexer(store.clone()),
+    ];
     let app = router(state);
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
     let served_store = store.clone();
     let task = tokio::spawn(async move {
         serve(listener, app, tls, shutdown_rx, grace).await;
-        upkeep.abort();
-        let _ = upkeep.await;
+        for task in upkeep {
+            task.abort();
+            let _ = task.await;
+        }
         close_store(served_store).await;
         Ok(())
     });

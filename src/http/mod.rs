@@ -42,16 +42,14 @@ pub struct AppState {
     /// New traces, for `GET /v1/traces/live`.
     pub live: Arc<live::LiveHub>,
     /// The database's size against `storage.max_db_size`.
-    pub space: Arc<crate::retention::SpaceGauge>,
+    pub space: Arc<crate::upkeep::SpaceGauge>,
 }
 
 impl AppState {
     pub fn new(store: Arc<Store>, config: Arc<Config>, tls: bool) -> AppState {
         AppState {
             pricing: Arc::new(Pricing::new(&config.pricing)),
-            space: Arc::new(crate::retention::SpaceGauge::new(
-                config.storage.max_db_size.0,
-            )),
+            space: Arc::new(crate::upkeep::SpaceGauge::new(config.storage.max_db_size.0)),
             store,
             config,
             tls,

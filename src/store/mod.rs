@@ -117,6 +117,8 @@ pub struct Store {
     read_permits: Arc<tokio::sync::Semaphore>,
     path: PathBuf,
     schema_version: i64,
+    /// Counts writes that stored traces, for the search indexer.
+    changes: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -163,6 +165,7 @@ impl Store {
             read_permits: Arc::new(tokio::sync::Semaphore::new(read_connections as usize)),
             path,
             schema_version,
+            changes: Default::default(),
         })
     }
 
@@ -172,6 +175,16 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A number that changes whenever traces or spans are stored.
+    pub fn stored_changes(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn note_stored(&self) {
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The writer's totals: groups committed, jobs run, commit time, queue depth.

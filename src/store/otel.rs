@@ -32,25 +32,28 @@ impl Store {
         tenant_id: i64,
         traces: Vec<(i64, NewOtelTrace)>,
     ) -> Result<Vec<CreatedTrace>> {
-        self.write(move |conn| {
-            let now = now_micros();
-            let mut created = Vec::new();
-            let mut changes = Vec::new();
-            for (project_id, trace) in &traces {
-                created.extend(merge(
-                    conn,
-                    tenant_id,
-                    *project_id,
-                    trace,
-                    now,
-                    &mut changes,
-                )?);
-            }
-            rollups::apply(conn, tenant_id, &changes)?;
-            count_usage(conn, tenant_id, now, created.len() as i64)?;
-            Ok(created)
-        })
-        .await
+        let created = self
+            .write(move |conn| {
+                let now = now_micros();
+                let mut created = Vec::new();
+                let mut changes = Vec::new();
+                for (project_id, trace) in &traces {
+                    created.extend(merge(
+                        conn,
+                        tenant_id,
+                        *project_id,
+                        trace,
+                        now,
+                        &mut changes,
+                    )?);
+                }
+                rollups::apply(conn, tenant_id, &changes)?;
+                count_usage(conn, tenant_id, now, created.len() as i64)?;
+                Ok(created)
+            })
+            .await;
+        self.note_stored();
+        created
     }
 }
 

@@ -193,6 +193,7 @@ fn delete(conn: &Connection, victims: Vec<Victim>) -> Result<usize> {
         rollups::apply(conn, tenant_id, &items)?;
         count += items.len();
     }
+    super::search::clamp_marks(conn)?;
     Ok(count)
 }
 
@@ -237,6 +238,8 @@ mod tests {
             .expect("span");
             tx.commit().expect("commit");
         }
+        let indexed = super::super::search::index_batch(&conn, 1000).expect("index");
+        assert_eq!(indexed, 80, "40 traces and their 40 spans");
         let full = used_bytes(&conn);
         let victims = select(&conn, "ORDER BY seq LIMIT ?1", [1000]).expect("select");
         assert_eq!(delete(&conn, victims).expect("delete"), 40);

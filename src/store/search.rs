@@ -60,16 +60,50 @@ pub fn fts_terms(text: &str) -> Vec<String> {
     terms
 }
 
-/// The SQL condition "trace `t` or one of its spans matches", with its
-/// arguments (the FTS5 expression, once per `?`). A trace matches a search
-/// when each term is in it or in one of its spans, not necessarily the same.
-pub(super) fn trace_matches(expression: &str) -> (&'static str, Vec<SqlValue>) {
-    (
+/// Above this many matching traces (or spans), a term is checked trace by
+/// trace as the list is read in its order; below, its matches are gathered
+/// first.
+const FEW_MATCHES: i64 = 20_000;
+
+/// The SQL condition "trace `t` or one of its spans matches `term`", with
+/// its arguments. A trace matches a search when each term is in it or in one
+/// of its spans, not necessarily the same.
+///
+/// A rare term is best answered from the index: gather the traces it
+/// matches, then read those. A common one is best checked on each trace as
+/// the list is read newest first, since a page fills after a few traces;
+/// gathering its matches would read most of the index.
+pub(super) fn trace_matches(
+    conn: &Connection,
+    term: &str,
+) -> Result<(&'static str, Vec<SqlValue>)> {
+    let args = vec![
+        SqlValue::from(term.to_owned()),
+        SqlValue::from(term.to_owned()),
+    ];
+    let count = |table: &str| -> Result<i64> {
+        Ok(conn
+            .prepare_cached(&format!(
+                "SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {table} MATCH ?1 LIMIT ?2)"
+            ))?
+            .query_row(rusqlite::params![term, FEW_MATCHES + 1], |r| r.get(0))?)
+    };
+    let rare = count("traces_fts")? <= FEW_MATCHES && count("spans_fts")? <= FEW_MATCHES;
+    Ok((term_condition(rare), args))
+}
+
+/// The condition for a rare term (gather its matches) or a common one
+/// (check each trace); both select the same traces.
+fn term_condition(rare: bool) -> &'static str {
+    if rare {
         "t.seq IN (SELECT rowid FROM traces_fts WHERE traces_fts MATCH ? \
          UNION SELECT s.trace_seq FROM spans_fts JOIN spans s ON s.rid = spans_fts.rowid \
-         WHERE spans_fts MATCH ?)",
-        vec![expression.to_owned().into(), expression.to_owned().into()],
-    )
+         WHERE spans_fts MATCH ?)"
+    } else {
+        "(EXISTS (SELECT 1 FROM traces_fts WHERE traces_fts MATCH ? AND traces_fts.rowid = t.seq) \
+         OR EXISTS (SELECT 1 FROM spans s CROSS JOIN spans_fts ON spans_fts.rowid = s.rid \
+         WHERE s.trace_seq = t.seq AND spans_fts MATCH ?))"
+    }
 }
 
 /// A span search: the FTS5 expression and what narrows it.
@@ -109,11 +143,109 @@ pub struct SpanHits {
     pub next: Option<i64>,
 }
 
+/// Traces a search indexes before it runs, so that a search right after
+/// ingest finds what was just stored; a longer backlog (sustained heavy
+/// ingest) is left to the indexer and the search sees the index as it is.
+pub const CATCH_UP_TRACES: usize = 256;
+/// Spans indexed per trace of a batch, at most (the rest follow next batch).
+const SPANS_PER_TRACE: usize = 16;
+
 impl Store {
     /// Spans of the tenant matching a search, the most recently stored first.
     pub async fn search_spans(&self, tenant_id: i64, search: SpanSearch) -> Result<SpanHits> {
+        self.index_search(CATCH_UP_TRACES).await?;
         self.read(move |conn| spans(conn, tenant_id, &search)).await
     }
+
+    /// Adds up to `traces` traces not yet indexed (and their share of spans)
+    /// to the search index; returns how many rows it indexed.
+    pub async fn index_search(&self, traces: usize) -> Result<usize> {
+        self.write(move |conn| index_batch(conn, traces)).await
+    }
+
+    /// Lets the write connection give its page cache back to the system,
+    /// for a server that has gone quiet.
+    pub async fn release_write_memory(&self) -> Result<()> {
+        self.write(|conn| Ok(conn.execute_batch("PRAGMA shrink_memory")?))
+            .await
+    }
+
+    /// Rows stored but not yet in the search index (traces and spans,
+    /// counted by key: deleted rows in between count too).
+    pub async fn search_backlog(&self) -> Result<u64> {
+        self.read(|conn| {
+            let n: i64 = conn.query_row(
+                "SELECT coalesce((SELECT max(seq) FROM traces), 0) - traces_seq \
+                 + coalesce((SELECT max(rid) FROM spans), 0) - spans_rid FROM search_state",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(n.max(0) as u64)
+        })
+        .await
+    }
+}
+
+/// One batch of deferred indexing, in the writer's transaction.
+pub(super) fn index_batch(conn: &Connection, traces: usize) -> Result<usize> {
+    let (done_seq, done_rid): (i64, i64) = conn
+        .prepare_cached("SELECT traces_seq, spans_rid FROM search_state")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let mut indexed = 0;
+    let mut marks = (done_seq, done_rid);
+    for (table, fts, key, done, limit, mark) in [
+        (
+            "traces",
+            "traces_fts",
+            "seq",
+            done_seq,
+            traces,
+            &mut marks.0,
+        ),
+        (
+            "spans",
+            "spans_fts",
+            "rid",
+            done_rid,
+            traces * SPANS_PER_TRACE,
+            &mut marks.1,
+        ),
+    ] {
+        let upto: Option<i64> = conn
+            .prepare_cached(&format!(
+                "SELECT max({key}) FROM (SELECT {key} FROM {table} WHERE {key} > ?1 \
+                 ORDER BY {key} LIMIT ?2)"
+            ))?
+            .query_row(rusqlite::params![done, limit as i64], |r| r.get(0))?;
+        let Some(upto) = upto else {
+            continue;
+        };
+        indexed += conn
+            .prepare_cached(&format!(
+                "INSERT INTO {fts} (rowid, name, input, output, error) \
+                 SELECT {key}, name, input, output, error FROM {table} \
+                 WHERE {key} > ?1 AND {key} <= ?2"
+            ))?
+            .execute([done, upto])?;
+        *mark = upto;
+    }
+    if marks != (done_seq, done_rid) {
+        conn.prepare_cached("UPDATE search_state SET traces_seq = ?1, spans_rid = ?2")?
+            .execute([marks.0, marks.1])?;
+    }
+    Ok(indexed)
+}
+
+/// After deletes: a mark past the last row left would let a new row reuse
+/// a deleted key below it and never be indexed, so marks come back down.
+pub(super) fn clamp_marks(conn: &Connection) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE search_state SET \
+         traces_seq = min(traces_seq, coalesce((SELECT max(seq) FROM traces), 0)), \
+         spans_rid = min(spans_rid, coalesce((SELECT max(rid) FROM spans), 0))",
+    )?
+    .execute([])?;
+    Ok(())
 }
 
 fn spans(conn: &Connection, tenant_id: i64, q: &SpanSearch) -> Result<SpanHits> {
@@ -267,6 +399,67 @@ mod tests {
             )
             .expect("count");
         assert_eq!(hits, 2);
+    }
+
+    #[test]
+    fn rare_and_common_term_plans_select_the_same_traces() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut conn = Connection::open(dir.path().join("s.db")).expect("open");
+        super::super::migrations::migrate(&mut conn, dir.path()).expect("migrate");
+        let words = ["alpha", "beta", "gamma", "delta"];
+        for i in 0..60_usize {
+            // Trace text and span text hold different words.
+            let trace_text = format!("{} trace {i}", words[i % 4]);
+            let span_text = format!("{} span", words[(i / 4) % 4]);
+            conn.execute(
+                "INSERT INTO traces (tenant_id, project_id, id, name, output, started_at, \
+                 created_at, content_hash) VALUES (1, 1, ?1, 'n', ?2, ?3, ?3, x'00')",
+                rusqlite::params![format!("t{i}"), trace_text, i as i64],
+            )
+            .expect("trace");
+            let seq = conn.last_insert_rowid();
+            for k in 0..(i % 3) {
+                conn.execute(
+                    "INSERT INTO spans (trace_seq, id, name, type, error, created_at) \
+                     VALUES (?1, ?2, 'call', 'llm', ?3, 0)",
+                    rusqlite::params![seq, format!("s{k}"), span_text],
+                )
+                .expect("span");
+            }
+        }
+        index_batch(&conn, 1000).expect("index");
+        let select = |rare: bool, terms: &[&str]| -> Vec<i64> {
+            let mut sql = String::from("SELECT t.seq FROM traces t WHERE t.tenant_id = 1");
+            let mut args = Vec::new();
+            for term in terms {
+                sql.push_str(" AND ");
+                sql.push_str(term_condition(rare));
+                let quoted = fts_query(term).expect("term");
+                args.push(quoted.clone());
+                args.push(quoted);
+            }
+            sql.push_str(" ORDER BY t.started_at DESC");
+            let mut stmt = conn.prepare(&sql).expect("sql");
+            stmt.query_map(rusqlite::params_from_iter(args), |r| r.get(0))
+                .expect("query")
+                .collect::<rusqlite::Result<Vec<i64>>>()
+                .expect("rows")
+        };
+        for terms in [
+            &["alpha"][..],
+            &["span"],
+            &["alpha", "beta"],
+            &["gamma", "span"],
+            &["trace", "delta"],
+            &["nothing"],
+        ] {
+            let rare = select(true, terms);
+            assert_eq!(rare, select(false, terms), "{terms:?}");
+            assert!(
+                terms == ["nothing"] || !rare.is_empty(),
+                "{terms:?} matches something"
+            );
+        }
     }
 
     #[test]

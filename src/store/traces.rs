@@ -86,36 +86,39 @@ impl Store {
         tenant_id: i64,
         traces: Vec<(i64, NewTrace)>,
     ) -> Result<Vec<InsertOutcome>> {
-        self.write(move |conn| {
-            let created_at = now_micros();
-            let outcomes = traces
-                .iter()
-                .map(|(project_id, trace)| {
-                    insert_one(conn, tenant_id, *project_id, trace, created_at)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let added: Vec<(Contribution, i64)> = traces
-                .iter()
-                .zip(&outcomes)
-                .filter(|(_, o)| matches!(o, InsertOutcome::Created { .. }))
-                .map(|((project_id, t), _)| {
-                    let c = Contribution {
-                        project_id: *project_id,
-                        started_at: t.started_at,
-                        model: t.model.clone(),
-                        error: t.error.is_some(),
-                        cost: t.cost,
-                        tokens: t.total_token_count,
-                        latency_ms: t.latency_ms,
-                    };
-                    (c, 1)
-                })
-                .collect();
-            rollups::apply(conn, tenant_id, &added)?;
-            count_usage(conn, tenant_id, created_at, added.len() as i64)?;
-            Ok(outcomes)
-        })
-        .await
+        let outcomes = self
+            .write(move |conn| {
+                let created_at = now_micros();
+                let outcomes = traces
+                    .iter()
+                    .map(|(project_id, trace)| {
+                        insert_one(conn, tenant_id, *project_id, trace, created_at)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let added: Vec<(Contribution, i64)> = traces
+                    .iter()
+                    .zip(&outcomes)
+                    .filter(|(_, o)| matches!(o, InsertOutcome::Created { .. }))
+                    .map(|((project_id, t), _)| {
+                        let c = Contribution {
+                            project_id: *project_id,
+                            started_at: t.started_at,
+                            model: t.model.clone(),
+                            error: t.error.is_some(),
+                            cost: t.cost,
+                            tokens: t.total_token_count,
+                            latency_ms: t.latency_ms,
+                        };
+                        (c, 1)
+                    })
+                    .collect();
+                rollups::apply(conn, tenant_id, &added)?;
+                count_usage(conn, tenant_id, created_at, added.len() as i64)?;
+                Ok(outcomes)
+            })
+            .await;
+        self.note_stored();
+        outcomes
     }
 
     /// One page of the tenant's traces, newest first.
@@ -127,6 +130,9 @@ impl Store {
         limit: usize,
     ) -> Result<TracePage> {
         let limit = limit.clamp(1, MAX_PAGE);
+        if !filter.text.is_empty() {
+            self.index_search(super::search::CATCH_UP_TRACES).await?;
+        }
         self.read(move |conn| list(conn, tenant_id, &filter, after, limit))
             .await
     }
@@ -426,7 +432,7 @@ fn list(
         );
     }
     for term in &f.text {
-        let (condition, values) = super::search::trace_matches(term);
+        let (condition, values) = super::search::trace_matches(conn, term)?;
         clause(condition, values);
     }
     if let Some(c) = after {

@@ -967,3 +967,33 @@ async fn a_trace_matches_when_its_words_are_spread_over_it_and_its_spans() {
         .await;
     assert_eq!(spans["results"], json!([]), "{spans}");
 }
+
+#[tokio::test]
+async fn the_index_catches_up_in_the_background_without_a_search() {
+    let server = TestServer::start().await;
+    let store = server.running().store().clone();
+    let traces: Vec<Value> = (0..300)
+        .map(|i| sample_trace(&format!("bulk {i}")))
+        .collect();
+    for chunk in traces.chunks(100) {
+        let resp = server
+            .post("/v1/ingest/batch", &json!({ "traces": chunk }))
+            .await;
+        assert_eq!(resp.status().as_u16(), 201);
+    }
+    // Nobody searches: the indexer alone brings the backlog to nothing.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let backlog = store.search_backlog().await.expect("backlog");
+        if backlog == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{backlog} rows still unindexed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let all = server.list_all("q=bulk", 200).await;
+    assert_eq!(all.len(), 300);
+}

@@ -1,8 +1,7 @@
 -- Full-text search over trace and span names, inputs, outputs and errors.
 --
 -- The indexes keep no copy of the text: they point at the rows of `traces`
--- (by seq) and `spans` (by rid), and triggers keep them in step with every
--- insert, change and delete. Spans get an explicit integer key first, since
+-- (by seq) and `spans` (by rid). Spans get an explicit integer key first, since
 -- VACUUM may renumber the implicit rowid the index would otherwise point at.
 CREATE TABLE spans_keyed (
     rid                INTEGER PRIMARY KEY,
@@ -48,19 +47,34 @@ CREATE VIRTUAL TABLE spans_fts USING fts5(
     tokenize = 'unicode61 remove_diacritics 2'
 );
 
-CREATE TRIGGER traces_fts_insert AFTER INSERT ON traces BEGIN
-    INSERT INTO traces_fts (rowid, name, input, output, error)
-    VALUES (new.seq, new.name, new.input, new.output, new.error);
-END;
-CREATE TRIGGER traces_fts_delete AFTER DELETE ON traces BEGIN
+-- Indexing is deferred: ingest stores rows only, and the indexer (see
+-- `store::search`) adds rows past these marks to the index in batches, off
+-- the path of ingest requests. Changes and deletes of rows already indexed
+-- are applied to the index at once by the triggers; rows not yet indexed
+-- are picked up as they are by then.
+CREATE TABLE search_state (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    traces_seq  INTEGER NOT NULL,
+    spans_rid   INTEGER NOT NULL
+);
+INSERT INTO search_state (id, traces_seq, spans_rid) VALUES (
+    1,
+    coalesce((SELECT max(seq) FROM traces), 0),
+    coalesce((SELECT max(rid) FROM spans), 0)
+);
+
+CREATE TRIGGER traces_fts_delete AFTER DELETE ON traces
+WHEN old.seq <= (SELECT traces_seq FROM search_state)
+BEGIN
     INSERT INTO traces_fts (traces_fts, rowid, name, input, output, error)
     VALUES ('delete', old.seq, old.name, old.input, old.output, old.error);
 END;
 -- OTLP merges rewrite a trace's aggregates often; only a change of its
 -- text touches the index.
 CREATE TRIGGER traces_fts_update AFTER UPDATE OF name, input, output, error ON traces
-WHEN old.name IS NOT new.name OR old.input IS NOT new.input
-  OR old.output IS NOT new.output OR old.error IS NOT new.error
+WHEN old.seq <= (SELECT traces_seq FROM search_state)
+  AND (old.name IS NOT new.name OR old.input IS NOT new.input
+       OR old.output IS NOT new.output OR old.error IS NOT new.error)
 BEGIN
     INSERT INTO traces_fts (traces_fts, rowid, name, input, output, error)
     VALUES ('delete', old.seq, old.name, old.input, old.output, old.error);
@@ -68,17 +82,16 @@ BEGIN
     VALUES (new.seq, new.name, new.input, new.output, new.error);
 END;
 
-CREATE TRIGGER spans_fts_insert AFTER INSERT ON spans BEGIN
-    INSERT INTO spans_fts (rowid, name, input, output, error)
-    VALUES (new.rid, new.name, new.input, new.output, new.error);
-END;
-CREATE TRIGGER spans_fts_delete AFTER DELETE ON spans BEGIN
+CREATE TRIGGER spans_fts_delete AFTER DELETE ON spans
+WHEN old.rid <= (SELECT spans_rid FROM search_state)
+BEGIN
     INSERT INTO spans_fts (spans_fts, rowid, name, input, output, error)
     VALUES ('delete', old.rid, old.name, old.input, old.output, old.error);
 END;
 CREATE TRIGGER spans_fts_update AFTER UPDATE OF name, input, output, error ON spans
-WHEN old.name IS NOT new.name OR old.input IS NOT new.input
-  OR old.output IS NOT new.output OR old.error IS NOT new.error
+WHEN old.rid <= (SELECT spans_rid FROM search_state)
+  AND (old.name IS NOT new.name OR old.input IS NOT new.input
+       OR old.output IS NOT new.output OR old.error IS NOT new.error)
 BEGIN
     INSERT INTO spans_fts (spans_fts, rowid, name, input, output, error)
     VALUES ('delete', old.rid, old.name, old.input, old.output, old.error);

@@ -1,5 +1,11 @@
-//! Background upkeep of the data: retention per project, the cap on the
-//! database's size, and giving freed space back to the file system.
+//! Background upkeep of the data: the search indexer, retention per
+//! project, the cap on the database's size, and giving freed space back to
+//! the file system.
+//!
+//! The indexer adds newly stored traces and spans to the full-text index in
+//! batches. It runs whenever the writer has nothing queued, and at least
+//! once a second otherwise, so ingest keeps its pace under load while search
+//! catches up right after (a search itself first indexes a short backlog).
 //!
 //! Every `storage.purge_interval_s` (and once at start) each project loses
 //! the traces older than its retention: its override, else its plan's
@@ -73,6 +79,54 @@ pub fn retention_days(config: &Config, target: &RetentionTarget) -> Option<i64> 
     let plan = Plan::parse(&target.plan).unwrap_or(Plan::Enterprise);
     let days = config.plans.limits(plan).max_retention_days;
     (days > 0).then_some(i64::from(days))
+}
+
+/// Traces per indexing batch (a few milliseconds of writer time).
+const INDEX_BATCH: usize = 64;
+/// How often the indexer looks for work when idle.
+const INDEX_TICK: Duration = Duration::from_millis(50);
+/// How long nothing must be stored before the writer's cache is released.
+const RELEASE_AFTER: Duration = Duration::from_secs(5);
+/// The longest the indexer yields to queued ingest.
+const INDEX_MAX_WAIT: Duration = Duration::from_secs(1);
+
+/// Starts the search indexer; abort the handle to stop it.
+pub fn spawn_indexer(store: Arc<Store>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last_run = Instant::now();
+        let mut seen = u64::MAX;
+        let mut quiet_since: Option<Instant> = None;
+        loop {
+            let stored = store.stored_changes();
+            // Nothing stored for a while: the writer's page cache, filled by
+            // ingest and indexing, goes back to the system.
+            match quiet_since {
+                _ if stored != seen => quiet_since = None,
+                None => quiet_since = Some(Instant::now()),
+                Some(since) if since.elapsed() >= RELEASE_AFTER => {
+                    if let Err(e) = store.release_write_memory().await {
+                        tracing::warn!(error = %e, "releasing the writer's cache");
+                    }
+                    quiet_since = Some(Instant::now() + Duration::from_secs(3600));
+                }
+                Some(_) => {}
+            }
+            let idle = store.writer_stats().queued == 0;
+            if stored != seen && (idle || last_run.elapsed() >= INDEX_MAX_WAIT) {
+                last_run = Instant::now();
+                match store.index_search(INDEX_BATCH).await {
+                    // More may wait: look again at once.
+                    Ok(n) if n > 0 => {
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
+                    Ok(_) => seen = stored,
+                    Err(e) => tracing::warn!(error = %e, "indexing for search"),
+                }
+            }
+            tokio::time::sleep(INDEX_TICK).await;
+        }
+    })
 }
 
 /// Starts the upkeep task; abort the handle to stop it.
