@@ -119,6 +119,8 @@ pub struct Store {
     schema_version: i64,
     /// Counts writes that stored traces, for the search indexer.
     changes: std::sync::atomic::AtomicU64,
+    /// The value of `changes` when the index last had nothing left to add.
+    indexed: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -166,6 +168,7 @@ impl Store {
             path,
             schema_version,
             changes: Default::default(),
+            indexed: std::sync::atomic::AtomicU64::new(u64::MAX),
         })
     }
 
@@ -180,6 +183,16 @@ impl Store {
     /// A number that changes whenever traces or spans are stored.
     pub fn stored_changes(&self) -> u64 {
         self.changes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether nothing was stored since the search index last caught up.
+    pub(crate) fn index_current(&self) -> bool {
+        self.indexed.load(std::sync::atomic::Ordering::Relaxed) == self.stored_changes()
+    }
+
+    pub(crate) fn note_indexed(&self, stored: u64) {
+        self.indexed
+            .store(stored, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub(crate) fn note_stored(&self) {

@@ -153,14 +153,29 @@ const SPANS_PER_TRACE: usize = 16;
 impl Store {
     /// Spans of the tenant matching a search, the most recently stored first.
     pub async fn search_spans(&self, tenant_id: i64, search: SpanSearch) -> Result<SpanHits> {
-        self.index_search(CATCH_UP_TRACES).await?;
+        self.catch_up_search().await?;
         self.read(move |conn| spans(conn, tenant_id, &search)).await
     }
 
     /// Adds up to `traces` traces not yet indexed (and their share of spans)
     /// to the search index; returns how many rows it indexed.
     pub async fn index_search(&self, traces: usize) -> Result<usize> {
-        self.write(move |conn| index_batch(conn, traces)).await
+        let stored = self.stored_changes();
+        let indexed = self.write(move |conn| index_batch(conn, traces)).await?;
+        if indexed == 0 {
+            self.note_indexed(stored);
+        }
+        Ok(indexed)
+    }
+
+    /// Before a search: indexes a short backlog, or nothing at all (and
+    /// without a trip through the writer) when nothing was stored since the
+    /// index last caught up.
+    pub(super) async fn catch_up_search(&self) -> Result<()> {
+        if !self.index_current() {
+            self.index_search(CATCH_UP_TRACES).await?;
+        }
+        Ok(())
     }
 
     /// Lets the write connection give its page cache back to the system,

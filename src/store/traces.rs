@@ -131,7 +131,7 @@ impl Store {
     ) -> Result<TracePage> {
         let limit = limit.clamp(1, MAX_PAGE);
         if !filter.text.is_empty() {
-            self.index_search(super::search::CATCH_UP_TRACES).await?;
+            self.catch_up_search().await?;
         }
         self.read(move |conn| list(conn, tenant_id, &filter, after, limit))
             .await
