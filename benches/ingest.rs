@@ -928,7 +928,7 @@ async fn ingest_client(base: String, corpus: Arc<Corpus>, plan: Arc<IngestPlan>)
                 if plan.sample_every > 0 {
                     for t in &batch {
                         traces_seen += 1;
-                        if traces_seen % plan.sample_every == 0 {
+                        if traces_seen.is_multiple_of(plan.sample_every) {
                             out.samples.push((t.id, t.session));
                         }
                     }

@@ -34,6 +34,47 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Write a consistent copy of the database to a new file, also while
+    /// the server runs and ingests; prints one JSON line.
+    Backup {
+        /// TOML configuration file (for the data directory).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The file to write; it must not exist.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Replace the database with a backup (the server must be stopped);
+    /// the replaced database is kept under backups/ in the data directory.
+    Restore {
+        /// TOML configuration file (for the data directory).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The backup to restore.
+        #[arg(long)]
+        from: PathBuf,
+    },
+    /// Bring the database's schema up to this binary's (the server does
+    /// this at start too); with --dry-run, list what would run.
+    Migrate {
+        /// TOML configuration file (for the data directory).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Ask the running server whether it is ready (GET /ready): exit 0 when
+    /// it is, 1 when not or unreachable.
+    Healthcheck {
+        /// TOML configuration file (for the address).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// TLS helpers.
+    Tls {
+        #[command(subcommand)]
+        command: TlsCommand,
+    },
     /// Operator commands on the data directory (also while the server
     /// runs); each prints one JSON line.
     Admin {
@@ -106,6 +147,23 @@ fn parse_plan(name: &str) -> Result<Plan, String> {
 }
 
 #[derive(Subcommand)]
+enum TlsCommand {
+    /// Write a self-signed certificate and key (cert.pem, key.pem) for
+    /// evaluation; clients must be told to trust it.
+    SelfSigned {
+        /// Directory to write them to.
+        #[arg(long, default_value = ".")]
+        out_dir: PathBuf,
+        /// Host names and IP addresses the certificate is for.
+        #[arg(long, value_delimiter = ',', default_value = "localhost,127.0.0.1")]
+        hosts: Vec<String>,
+        /// Days of validity.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+}
+
+#[derive(Subcommand)]
 enum ConfigCommand {
     /// Print the commented default configuration.
     Default,
@@ -140,6 +198,103 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Admin { config, command } => admin(config, command),
+        Command::Backup { config, out } => with_config(config, |c| {
+            trulayer_server::ops::backup(&c.storage.data_dir, &out)
+        }),
+        Command::Restore { config, from } => with_config(config, |c| {
+            trulayer_server::ops::restore(&c.storage.data_dir, &from)
+        }),
+        Command::Migrate { config, dry_run } => with_config(config, |c| {
+            if dry_run {
+                return trulayer_server::ops::migration_plan(&c.storage.data_dir);
+            }
+            let _lock = trulayer_server::ops::DataLock::acquire(&c.storage.data_dir)?;
+            let before = trulayer_server::ops::migration_plan(&c.storage.data_dir)?;
+            let store =
+                trulayer_server::store::Store::open(&c.storage.data_dir, c.storage.synchronous, 1)?;
+            store.close();
+            Ok(serde_json::json!({
+                "applied": before["pending"],
+                "schema_version": store.schema_version(),
+            }))
+        }),
+        Command::Healthcheck { config } => healthcheck(config),
+        Command::Tls {
+            command:
+                TlsCommand::SelfSigned {
+                    out_dir,
+                    hosts,
+                    days,
+                },
+        } => match trulayer_server::ops::self_signed_certificate(&out_dir, &hosts, days) {
+            Ok(out) => {
+                println!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("trulayer-server tls self-signed: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// Loads the configuration and runs `f`, printing its JSON line: exit 0,
+/// or the error and exit 1 (2 for a bad configuration).
+fn with_config(
+    config: Option<PathBuf>,
+    f: impl FnOnce(&Config) -> anyhow::Result<serde_json::Value>,
+) -> ExitCode {
+    let config = match Config::load(config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match f(&config) {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("trulayer-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn healthcheck(config: Option<PathBuf>) -> ExitCode {
+    let config = match Config::load(config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(trulayer_server::ops::healthcheck(&config)) {
+        Ok((200, body)) => {
+            println!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            eprintln!("not ready (HTTP {status}): {body}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("trulayer-server healthcheck: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -234,38 +389,12 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(trulayer_server::server::run_until(
-        config,
-        shutdown_signal(),
-    )) {
+    match runtime.block_on(trulayer_server::server::run_service(config, config_path)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("trulayer-server: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = interrupt => {},
-                    _ = term.recv() => {},
-                }
-            }
-            Err(_) => {
-                let _ = interrupt.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
     }
 }

@@ -31,10 +31,14 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a client may take to finish a TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The TLS settings connections are accepted with; a reload swaps them.
+type SharedTls = Arc<std::sync::RwLock<TlsAcceptor>>;
+
 /// A started server. Dropping it does not stop it; call [`Running::stop`].
 pub struct Running {
     pub local_addr: SocketAddr,
     pub tls: bool,
+    acceptor: Option<SharedTls>,
     /// Set on the very first start of a data directory.
     pub credentials: Option<InitialCredentials>,
     store: Arc<Store>,
@@ -54,6 +58,28 @@ impl Running {
         &self.store
     }
 
+    /// Applies what can change while running: the TLS certificate and key
+    /// (read again from their files) and the log level. Nothing changes if
+    /// the new certificate cannot be used; the error says why. Returns what
+    /// was applied.
+    pub fn reload(&self, config: &Config) -> anyhow::Result<Vec<String>> {
+        let mut applied = Vec::new();
+        match (&self.acceptor, &config.server.tls) {
+            (Some(shared), Some(tls)) => {
+                let fresh = tls_acceptor(tls).context("keeping the current certificate")?;
+                *shared.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+                applied.push(format!("TLS certificate from {}", tls.cert.display()));
+            }
+            (None, Some(_)) | (Some(_), None) => {
+                tracing::warn!("turning TLS on or off needs a restart");
+            }
+            (None, None) => {}
+        }
+        crate::logging::set_level(&config.log.level)?;
+        applied.push(format!("log level {}", config.log.level));
+        Ok(applied)
+    }
+
     /// Stops accepting, finishes in-flight requests and writes, closes the store.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(tx) = self.shutdown.take() {
@@ -66,6 +92,7 @@ impl Running {
 /// Opens the store, initialises it on first start, binds the listener and
 /// starts serving in the background.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let lock = crate::ops::DataLock::acquire(&config.storage.data_dir)?;
     let storage = config.storage.clone();
     let store = tokio::task::spawn_blocking(move || {
         Store::open(
@@ -91,7 +118,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
     };
     let tls = match config.server.tls.as_ref().map(tls_acceptor).transpose() {
-        Ok(t) => t,
+        Ok(t) => t.map(|a| Arc::new(std::sync::RwLock::new(a))),
         Err(e) => {
             close_store(store).await;
             return Err(e);
@@ -112,16 +139,39 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         crate::upkeep::spawn(store.clone(), state.config.clone(), state.space.clone()),
         crate::upkeep::spawn_indexer(store.clone()),
     ];
+    let metrics_listener = match state.config.metrics.listen {
+        Some(addr) => match TcpListener::bind(addr).await {
+            Ok(l) => Some((l, crate::http::router::metrics_router(state.clone()))),
+            Err(e) => {
+                for task in &upkeep {
+                    task.abort();
+                }
+                close_store(store).await;
+                return Err(anyhow::Error::new(e).context(format!("binding metrics.listen {addr}")));
+            }
+        },
+        None => None,
+    };
     let app = router(state);
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
+    let metrics_server = metrics_listener.map(|(listener, app)| {
+        let (tx, rx) = oneshot::channel();
+        (tx, tokio::spawn(serve(listener, app, None, rx, grace)))
+    });
     let served_store = store.clone();
+    let acceptor = tls.clone();
     let task = tokio::spawn(async move {
         serve(listener, app, tls, shutdown_rx, grace).await;
+        if let Some((stop, task)) = metrics_server {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
         for task in upkeep {
             task.abort();
             let _ = task.await;
         }
         close_store(served_store).await;
+        drop(lock);
         Ok(())
     });
     tracing::info!(
@@ -134,6 +184,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     Ok(Running {
         local_addr,
         tls: is_tls,
+        acceptor,
         credentials,
         store,
         shutdown: Some(shutdown_tx),
@@ -151,6 +202,42 @@ pub async fn run_until(config: Config, signal: impl Future<Output = ()>) -> anyh
     Ok(())
 }
 
+/// Runs as a service: tells systemd when it is ready, reloads on SIGHUP
+/// (the configuration file is read again; see [`Running::reload`]), and
+/// stops gracefully on SIGTERM or SIGINT.
+pub async fn run_service(
+    config: Config,
+    config_path: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let running = start(config).await?;
+    crate::systemd::notify("READY=1");
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+            _ = hangup.recv() => {
+                crate::systemd::reloading();
+                match Config::load(config_path.as_deref()) {
+                    Ok(config) => match running.reload(&config) {
+                        Ok(applied) => tracing::info!(?applied, "reloaded"),
+                        Err(e) => tracing::error!("reload refused: {e:#}"),
+                    },
+                    Err(e) => tracing::error!("reload refused: {e}"),
+                }
+                crate::systemd::notify("READY=1");
+            }
+        }
+    }
+    crate::systemd::notify("STOPPING=1");
+    tracing::info!("shutting down");
+    running.stop().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
 async fn close_store(store: Arc<Store>) {
     // Stopping the writer blocks until queued writes commit.
     let _ = tokio::task::spawn_blocking(move || store.close()).await;
@@ -159,7 +246,7 @@ async fn close_store(store: Arc<Store>) {
 async fn serve(
     listener: TcpListener,
     app: axum::Router,
-    tls: Option<TlsAcceptor>,
+    tls: Option<SharedTls>,
     mut shutdown: oneshot::Receiver<()>,
     grace: Duration,
 ) {
@@ -184,7 +271,10 @@ async fn serve(
             axum::extract::ConnectInfo(peer),
         ));
         let watcher = graceful.watcher();
-        let tls = tls.clone();
+        // Each connection takes the settings current when it arrives.
+        let tls = tls
+            .as_ref()
+            .map(|t| t.read().unwrap_or_else(|e| e.into_inner()).clone());
         tokio::spawn(async move {
             match tls {
                 None => serve_connection(stream, service, watcher).await,

@@ -3,9 +3,9 @@
 //! the file system.
 //!
 //! The indexer adds newly stored traces and spans to the full-text index in
-//! batches. It runs whenever the writer has nothing queued, and at least
-//! once a second otherwise, so ingest keeps its pace under load while search
-//! catches up right after (a search itself first indexes a short backlog).
+//! batches: a tenth of the time while ingest runs, flat out once it pauses,
+//! so ingest keeps its pace under load and search catches up right after (a
+//! search itself first indexes a short backlog).
 //!
 //! Every `storage.purge_interval_s` (and once at start) each project loses
 //! the traces older than its retention: its override, else its plan's
@@ -87,41 +87,46 @@ const INDEX_BATCH: usize = 64;
 const INDEX_TICK: Duration = Duration::from_millis(50);
 /// How long nothing must be stored before the writer's cache is released.
 const RELEASE_AFTER: Duration = Duration::from_secs(5);
-/// The longest the indexer yields to queued ingest.
-const INDEX_MAX_WAIT: Duration = Duration::from_secs(1);
+/// Ingest counts as running for this long after its last write.
+const INGEST_ACTIVE: Duration = Duration::from_secs(1);
 
 /// Starts the search indexer; abort the handle to stop it.
 pub fn spawn_indexer(store: Arc<Store>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut last_run = Instant::now();
         let mut seen = u64::MAX;
-        let mut quiet_since: Option<Instant> = None;
+        let mut previous = store.stored_changes();
+        let mut last_store = Instant::now();
+        let mut released = false;
         loop {
             let stored = store.stored_changes();
-            // Nothing stored for a while: the writer's page cache, filled by
-            // ingest and indexing, goes back to the system.
-            match quiet_since {
-                _ if stored != seen => quiet_since = None,
-                None => quiet_since = Some(Instant::now()),
-                Some(since) if since.elapsed() >= RELEASE_AFTER => {
-                    if let Err(e) = store.release_write_memory().await {
-                        tracing::warn!(error = %e, "releasing the writer's cache");
-                    }
-                    quiet_since = Some(Instant::now() + Duration::from_secs(3600));
-                }
-                Some(_) => {}
+            if stored != previous {
+                previous = stored;
+                last_store = Instant::now();
+                released = false;
             }
-            let idle = store.writer_stats().queued == 0;
-            if stored != seen && (idle || last_run.elapsed() >= INDEX_MAX_WAIT) {
-                last_run = Instant::now();
+            let busy = last_store.elapsed() < INGEST_ACTIVE;
+            if stored != seen {
+                let started = Instant::now();
                 match store.index_search(INDEX_BATCH).await {
-                    // More may wait: look again at once.
                     Ok(n) if n > 0 => {
-                        tokio::task::yield_now().await;
+                        // While ingest runs, index a tenth of the time; once
+                        // it pauses, catch up at full speed.
+                        if busy {
+                            tokio::time::sleep((started.elapsed() * 9).max(INDEX_TICK)).await;
+                        } else {
+                            tokio::task::yield_now().await;
+                        }
                         continue;
                     }
                     Ok(_) => seen = stored,
                     Err(e) => tracing::warn!(error = %e, "indexing for search"),
+                }
+            } else if !released && last_store.elapsed() >= RELEASE_AFTER {
+                // Nothing stored for a while and the index is current: the
+                // writer's page cache goes back to the system.
+                released = true;
+                if let Err(e) = store.release_write_memory().await {
+                    tracing::warn!(error = %e, "releasing the writer's cache");
                 }
             }
             tokio::time::sleep(INDEX_TICK).await;

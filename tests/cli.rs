@@ -391,3 +391,137 @@ fn a_database_from_a_newer_version_is_refused() {
     let err = stderr(&out);
     assert!(err.contains("999") && err.contains("newer"), "{err}");
 }
+
+/// Reads one notification from systemd's side of the socket.
+fn next_notice(socket: &std::os::unix::net::UnixDatagram) -> String {
+    let mut buf = [0u8; 512];
+    let n = socket.recv(&mut buf).expect("a notification within 20 s");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn under_systemd_it_reports_ready_reloads_on_sighup_and_reports_stopping() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let notify = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&notify).expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let config = dir.path().join("trulayer.toml");
+    std::fs::write(&config, "[log]\nlevel = \"info\"\n").expect("write");
+    let mut server = spawn_server(
+        dir.path(),
+        &["serve", "--config", config.to_str().expect("utf8")],
+        &[("NOTIFY_SOCKET", notify.to_str().expect("utf8"))],
+    );
+    assert_eq!(next_notice(&socket), "READY=1", "after migrations and bind");
+
+    // A reload with a new level: systemd hears RELOADING=1 then READY=1.
+    std::fs::write(&config, "[log]\nlevel = \"debug\"\n").expect("write");
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let reloading = next_notice(&socket);
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading}"
+    );
+    assert_eq!(next_notice(&socket), "READY=1");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.log_text().contains("reloaded") {
+        assert!(Instant::now() < deadline, "{}", server.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        server.log_text().contains("log level debug"),
+        "{}",
+        server.log_text()
+    );
+
+    // A broken configuration is refused and the server keeps running.
+    std::fs::write(&config, "[log]\nlevel = \"shouty\"\n").expect("write");
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    assert!(next_notice(&socket).starts_with("RELOADING=1"));
+    assert_eq!(next_notice(&socket), "READY=1");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.log_text().contains("reload refused") {
+        assert!(Instant::now() < deadline, "{}", server.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let status = server.terminate();
+    assert!(status.success(), "{}", server.log_text());
+    assert_eq!(next_notice(&socket), "STOPPING=1");
+}
+
+#[test]
+fn a_self_signed_certificate_is_written_for_evaluation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = dir.path().join("tls");
+    let out = run(
+        &[
+            "tls",
+            "self-signed",
+            "--out-dir",
+            tls.to_str().expect("utf8"),
+            "--hosts",
+            "trulayer.internal,10.1.2.3",
+            "--days",
+            "30",
+        ],
+        &[],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    assert_eq!(
+        report["hosts"],
+        serde_json::json!(["trulayer.internal", "10.1.2.3"])
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let key_mode = std::fs::metadata(tls.join("key.pem"))
+        .expect("key")
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o777, 0o600, "the key is its owner's only");
+    let pem = std::fs::read_to_string(tls.join("cert.pem")).expect("cert");
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    // The server accepts the pair.
+    let config = dir.path().join("tls.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server.tls]\ncert = {:?}\nkey = {:?}\n",
+            tls.join("cert.pem").display().to_string(),
+            tls.join("key.pem").display().to_string()
+        ),
+    )
+    .expect("write");
+    let mut server = spawn_server(
+        dir.path(),
+        &["serve", "--config", config.to_str().expect("utf8")],
+        &[],
+    );
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    assert!(server.terminate().success());
+    // It never overwrites.
+    let again = run(
+        &[
+            "tls",
+            "self-signed",
+            "--out-dir",
+            tls.to_str().expect("utf8"),
+        ],
+        &[],
+        dir.path(),
+    );
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("exists"), "{}", stderr(&again));
+}

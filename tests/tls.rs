@@ -5,6 +5,8 @@ mod common;
 
 use std::path::Path;
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use trulayer_server::config::Config;
 
 /// Writes a self-signed certificate for 127.0.0.1 and its key; returns the PEM cert.
@@ -114,4 +116,89 @@ async fn an_unusable_certificate_is_refused_at_start() {
         Err(e) => format!("{e:#}"),
     };
     assert!(error.contains("server.tls.cert"), "{error}");
+}
+
+/// The DER of a PEM certificate.
+fn der_of(pem: &str) -> Vec<u8> {
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .expect("pem")
+        .to_vec()
+}
+
+#[tokio::test]
+async fn a_reload_swaps_the_certificate_under_load_without_a_failed_request() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = self_signed(dir.path());
+    let path = common::write_config(dir.path(), "");
+    let text = std::fs::read_to_string(&path).expect("read");
+    std::fs::write(&path, format!("{}\n{text}", tls_section(dir.path()))).expect("write");
+    let server = common::TestServer::start_in(dir, &path).await;
+    let health = format!("{}/health", server.url);
+    // Each request on a new connection, so each one makes a handshake.
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .pool_max_idle_per_host(0)
+        .tls_info(true)
+        .build()
+        .expect("client");
+    let served = |resp: &reqwest::Response| -> Vec<u8> {
+        resp.extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|i| i.peer_certificate())
+            .expect("peer certificate")
+            .to_vec()
+    };
+    let resp = client.get(&health).send().await.expect("request");
+    assert_eq!(served(&resp), der_of(&first));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (client, url) = (client.clone(), health.clone());
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match client.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // A new certificate and key in the same files, then the reload.
+    let second = self_signed(server.dir.path());
+    let config = Config::load(Some(&path)).expect("config");
+    let applied = server.running().reload(&config).expect("reload");
+    assert!(applied.iter().any(|a| a.contains("TLS")), "{applied:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let resp = client.get(&health).send().await.expect("request");
+    assert_eq!(
+        served(&resp),
+        der_of(&second),
+        "new connections get the new certificate"
+    );
+
+    // A broken certificate is refused and the working one stays.
+    std::fs::write(server.dir.path().join("cert.pem"), "not a certificate").expect("write");
+    let refused = server.running().reload(&config).expect_err("refused");
+    assert!(
+        format!("{refused:#}").contains("server.tls.cert"),
+        "{refused:#}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let resp = client.get(&health).send().await.expect("request");
+    assert_eq!(served(&resp), der_of(&second));
+
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.expect("load task");
+    }
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "failed requests");
+    assert!(ok.load(Ordering::Relaxed) > 20, "the load ran");
 }

@@ -14,7 +14,7 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 
 /// Sections a `TRULAYER_SECTION__KEY` variable may address.
 const SECTIONS: &[&str] = &[
-    "server", "storage", "limits", "log", "init", "plans", "pricing",
+    "server", "storage", "limits", "log", "init", "plans", "pricing", "metrics",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,6 +30,19 @@ pub struct Config {
     /// Prices over the built-in table: `[pricing."model-name"]`.
     #[serde(default)]
     pub pricing: std::collections::BTreeMap<String, crate::pricing::PriceConfig>,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// Where the Prometheus metrics are served; neither set: nowhere.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` on the main listener to scrapers sending this
+    /// bearer token.
+    pub token: Option<String>,
+    /// Serve `/metrics` without a token on this address, plain HTTP.
+    pub listen: Option<SocketAddr>,
 }
 
 /// The plans an organisation can be on, cheapest first.
@@ -375,6 +388,17 @@ impl Config {
             return Err(invalid(
                 "limits.json_body_max_bytes",
                 "must be between 1024 and 1073741824 bytes",
+            ));
+        }
+        if self
+            .metrics
+            .token
+            .as_ref()
+            .is_some_and(|t| t.len() < 16 || t.chars().any(char::is_whitespace))
+        {
+            return Err(invalid(
+                "metrics.token",
+                "must be at least 16 characters, without spaces",
             ));
         }
         if !valid_log_level(&self.log.level) {

@@ -116,10 +116,19 @@ async fn store_traces(
             (*project_id, event)
         })
         .collect();
+    let span_counts: Vec<u64> = traces.iter().map(|(_, t)| t.spans.len() as u64).collect();
     let outcomes = state
         .store
         .insert_traces(principal.tenant_id, traces)
         .await?;
+    let (mut new_traces, mut new_spans) = (0, 0);
+    for (outcome, spans) in outcomes.iter().zip(span_counts) {
+        if matches!(outcome, InsertOutcome::Created { .. }) {
+            new_traces += 1;
+            new_spans += spans;
+        }
+    }
+    state.metrics.record_ingest(new_traces, new_spans);
     for ((project_id, mut event), outcome) in summaries.into_iter().zip(&outcomes) {
         if let InsertOutcome::Created { created_at, .. } = outcome {
             event["created_at"] = json!(Timestamp(*created_at));

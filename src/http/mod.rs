@@ -17,6 +17,7 @@ mod projects;
 pub mod router;
 mod search;
 mod sessions;
+pub mod telemetry;
 mod traces;
 
 use std::sync::Arc;
@@ -43,11 +44,17 @@ pub struct AppState {
     pub live: Arc<live::LiveHub>,
     /// The database's size against `storage.max_db_size`.
     pub space: Arc<crate::upkeep::SpaceGauge>,
+    /// What `/metrics` reports.
+    pub metrics: Arc<telemetry::ServerMetrics>,
 }
 
 impl AppState {
     pub fn new(store: Arc<Store>, config: Arc<Config>, tls: bool) -> AppState {
         AppState {
+            metrics: Arc::new(telemetry::ServerMetrics::new(
+                store.clone(),
+                config.storage.data_dir.clone(),
+            )),
             pricing: Arc::new(Pricing::new(&config.pricing)),
             space: Arc::new(crate::upkeep::SpaceGauge::new(config.storage.max_db_size.0)),
             store,

@@ -124,6 +124,10 @@ pub async fn traces(
         traces.push((project_id, trace));
     }
     if !traces.is_empty() {
+        let spans: usize = traces.iter().map(|(_, t)| t.spans.len()).sum();
+        state
+            .metrics
+            .record_ingest(traces.len() as u64, spans as u64);
         let created = state
             .store
             .merge_otel_traces(principal.tenant_id, traces)

@@ -18,7 +18,7 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use super::{
     account, audit, export, feedback, health, ingest, limits, live, metrics, otlp, projects,
-    search, sessions, traces, AppState,
+    search, sessions, telemetry, traces, AppState,
 };
 use crate::error::{AppError, REQUEST_ID};
 
@@ -61,6 +61,11 @@ fn table(otlp_limit: DefaultBodyLimit) -> Vec<(RouteSpec, MethodRouter<AppState>
     };
     vec![
         (spec(Method::GET, "/health", Public), get(health::health)),
+        (spec(Method::GET, "/ready", Public), get(health::ready)),
+        (
+            spec(Method::GET, "/metrics", Public),
+            get(telemetry::main_listener),
+        ),
         (
             spec(Method::POST, "/v1/ingest", Key),
             post(ingest::ingest_one),
@@ -200,7 +205,18 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(limits::rate_headers))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
-        .layer(middleware::from_fn(request_context))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_context,
+        ))
+        .with_state(state)
+}
+
+/// The router of the separate metrics listener (`[metrics] listen`).
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(telemetry::own_listener))
+        .fallback(not_found)
         .with_state(state)
 }
 
@@ -216,7 +232,11 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Gives the request an id (the caller's, if it sent a sane one), makes it
 /// available to error bodies, sets the response header and logs the request.
-async fn request_context(req: Request, next: Next) -> Response {
+async fn request_context(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let id = req
         .headers()
@@ -232,7 +252,18 @@ async fn request_context(req: Request, next: Next) -> Response {
         .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_owned();
     let mut response = REQUEST_ID.scope(id.clone(), next.run(req)).await;
+    state.metrics.record_request(
+        method.as_str(),
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(X_REQUEST_ID.clone(), value);
     }

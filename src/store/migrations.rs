@@ -8,20 +8,35 @@ use rusqlite::Connection;
 
 use super::{Result, StoreError};
 
-/// Migrations in order; the schema version is the number of the last one.
-const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("migrations/0001_init.sql")),
-    (2, include_str!("migrations/0002_sessions.sql")),
-    (3, include_str!("migrations/0003_audit.sql")),
-    (4, include_str!("migrations/0004_usage.sql")),
-    (5, include_str!("migrations/0005_feedback.sql")),
-    (6, include_str!("migrations/0006_metrics.sql")),
-    (7, include_str!("migrations/0007_metrics_seconds.sql")),
-    (8, include_str!("migrations/0008_search.sql")),
+/// Migrations in order: number, name, SQL. The schema version is the
+/// number of the last one.
+macro_rules! migrations {
+    ($(($n:literal, $file:literal)),* $(,)?) => {
+        &[$(($n, $file, include_str!(concat!("migrations/", $file, ".sql")))),*]
+    };
+}
+const MIGRATIONS: &[(i64, &str, &str)] = migrations![
+    (1, "0001_init"),
+    (2, "0002_sessions"),
+    (3, "0003_audit"),
+    (4, "0004_usage"),
+    (5, "0005_feedback"),
+    (6, "0006_metrics"),
+    (7, "0007_metrics_seconds"),
+    (8, "0008_search"),
 ];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+/// The migrations a database at `version` still needs: number and name.
+pub fn pending(version: i64) -> Vec<(i64, &'static str)> {
+    MIGRATIONS
+        .iter()
+        .filter(|(n, _, _)| *n > version)
+        .map(|(n, name, _)| (*n, *name))
+        .collect()
+}
 
 /// Brings the database to [`SCHEMA_VERSION`]; returns the version.
 pub(super) fn migrate(conn: &mut Connection, data_dir: &Path) -> Result<i64> {
@@ -38,7 +53,7 @@ pub(super) fn migrate(conn: &mut Connection, data_dir: &Path) -> Result<i64> {
     if current > 0 {
         backup_before_upgrade(conn, data_dir, current)?;
     }
-    for (number, sql) in MIGRATIONS.iter().filter(|(n, _)| *n > current) {
+    for (number, _, sql) in MIGRATIONS.iter().filter(|(n, _, _)| *n > current) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", number)?;

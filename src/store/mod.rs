@@ -32,7 +32,7 @@ use crate::config::Synchronous;
 pub use accounts::{LoginCandidate, SessionRecord, UserRecord};
 pub use audit::{AuditEntry, AuditRecord, AuditVerdict};
 pub use metrics::{MetricsQuery, MetricsResult, Totals};
-pub use migrations::SCHEMA_VERSION;
+pub use migrations::{pending as pending_migrations, SCHEMA_VERSION};
 pub use otel::{CreatedTrace, ExportCursor, ExportPage, ExportRange};
 pub use purge::{RetentionTarget, Space};
 pub use search::{fts_query, fts_terms, SpanHit, SpanHits, SpanSearch, MAX_SPAN_RESULTS};
@@ -234,6 +234,16 @@ impl Store {
         F: FnMut(&Connection) -> Result<T> + Send + 'static,
     {
         self.writer.submit(f).await
+    }
+
+    /// Runs an empty job through the writer: it is alive and can begin a
+    /// transaction.
+    pub async fn ping_writer(&self) -> Result<()> {
+        self.write(|conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
     }
 
     /// Finishes queued writes, checkpoints the WAL and stops the writer.

@@ -18,5 +18,6 @@ mod pricing;
 mod retention;
 mod search;
 mod sessions;
+mod telemetry;
 mod tenancy;
 mod traces;

@@ -1,0 +1,232 @@
+//! The server's own metrics in the Prometheus text format (OpenMetrics), at
+//! `GET /metrics`: requests and their latency by route and status, traces
+//! and spans ingested, the writer's groups, jobs, commit time and queue,
+//! the search index's backlog, and the database's size.
+//!
+//! It is served on the main listener when `[metrics] token` is set (the
+//! scraper sends it as a bearer token), and on its own plain-HTTP listener,
+//! without a token, when `[metrics] listen` is set (keep that on loopback or
+//! a management network). With neither, `/metrics` is not served.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use super::AppState;
+use crate::error::AppError;
+use crate::store::Store;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+/// What the HTTP layer counts, and the registry that encodes it.
+#[derive(Debug)]
+pub struct ServerMetrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram>,
+    traces: Counter,
+    spans: Counter,
+}
+
+impl ServerMetrics {
+    pub fn new(store: Arc<Store>, data_dir: std::path::PathBuf) -> ServerMetrics {
+        let mut registry = Registry::with_prefix("trulayer");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by method, route and status",
+            requests.clone(),
+        );
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer a request (to the response head), by method and route",
+            latency.clone(),
+        );
+        let traces = Counter::default();
+        registry.register(
+            "ingested_traces",
+            "Traces stored by JSON and OTLP ingest (new or merged)",
+            traces.clone(),
+        );
+        let spans = Counter::default();
+        registry.register(
+            "ingested_spans",
+            "Spans stored by JSON and OTLP ingest",
+            spans.clone(),
+        );
+        registry.register_collector(Box::new(StoreCollector { store, data_dir }));
+        ServerMetrics {
+            registry,
+            requests,
+            latency,
+            traces,
+            spans,
+        }
+    }
+
+    /// Counts one answered request. `route` is the matched route pattern,
+    /// never the raw path, so ids do not make new series.
+    pub fn record_request(&self, method: &str, route: &str, status: u16, took: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts what one ingest request stored.
+    pub fn record_ingest(&self, traces: u64, spans: u64) {
+        self.traces.inc_by(traces);
+        self.spans.inc_by(spans);
+    }
+
+    fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::with_capacity(16 * 1024);
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+/// Reads the store's figures at each scrape.
+struct StoreCollector {
+    store: Arc<Store>,
+    data_dir: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for StoreCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreCollector")
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Collector for StoreCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let w = self.store.writer_stats();
+        let counters: [(&str, &str, u64); 4] = [
+            (
+                "writer_groups",
+                "Transactions the writer committed, each holding one or more requests' writes",
+                w.groups,
+            ),
+            ("writer_jobs", "Requests' writes the writer ran", w.jobs),
+            (
+                "writer_retried_groups",
+                "Groups run again one job at a time because a job failed",
+                w.retried_groups,
+            ),
+            (
+                "writer_commit_microseconds",
+                "Time spent committing, in microseconds",
+                w.commit_micros,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let metric = ConstCounter::new(value);
+            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+        }
+        let file = |name: &str| {
+            std::fs::metadata(self.data_dir.join(name))
+                .map(|m| m.len() as i64)
+                .unwrap_or(0)
+        };
+        let db = crate::store::DB_FILE;
+        let gauges: [(&str, &str, i64); 3] = [
+            (
+                "writer_queue",
+                "Writes waiting for the writer now",
+                w.queued as i64,
+            ),
+            ("database_bytes", "Size of the database file", file(db)),
+            (
+                "wal_bytes",
+                "Size of the write-ahead log beside the database",
+                file(&format!("{db}-wal")),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let metric = ConstGauge::new(value);
+            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
+/// `GET /metrics` on the main listener: only with `[metrics] token`, which
+/// the scraper must send as `Authorization: Bearer …`.
+pub async fn main_listener(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(expected) = state
+        .config
+        .metrics
+        .token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+    else {
+        return AppError::NotFound("route").into_response();
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let matches: bool = subtle::ConstantTimeEq::ct_eq(given.as_bytes(), expected.as_bytes()).into();
+    if !matches {
+        return AppError::Unauthorized("invalid_metrics_token").into_response();
+    }
+    exposition(&state)
+}
+
+/// `GET /metrics` on the metrics listener: no token.
+pub async fn own_listener(State(state): State<AppState>) -> Response {
+    exposition(&state)
+}
+
+fn exposition(state: &AppState) -> Response {
+    match state.metrics.encode() {
+        Ok(text) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => AppError::Internal("encoding the metrics failed".into()).into_response(),
+    }
+}
