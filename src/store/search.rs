@@ -6,7 +6,7 @@
 //! A word ending in `*` matches as a prefix.
 
 use rusqlite::types::Value as SqlValue;
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use super::{Result, Store};
 
@@ -60,50 +60,142 @@ pub fn fts_terms(text: &str) -> Vec<String> {
     terms
 }
 
-/// Above this many matching traces (or spans), a term is checked trace by
-/// trace as the list is read in its order; below, its matches are gathered
-/// first.
-const FEW_MATCHES: i64 = 20_000;
+/// A term matching at most this many traces and spans together is rare:
+/// the list is read from its matches. A query of common terms only is
+/// answered by checking the plain list against the index a batch at a time.
+pub(super) const FEW_MATCHES: i64 = 20_000;
 
-/// The SQL condition "trace `t` or one of its spans matches `term`", with
-/// its arguments. A trace matches a search when each term is in it or in one
-/// of its spans, not necessarily the same.
-///
-/// A rare term is best answered from the index: gather the traces it
-/// matches, then read those. A common one is best checked on each trace as
-/// the list is read newest first, since a page fills after a few traces;
-/// gathering its matches would read most of the index.
-pub(super) fn trace_matches(
-    conn: &Connection,
-    term: &str,
-) -> Result<(&'static str, Vec<SqlValue>)> {
-    let args = vec![
-        SqlValue::from(term.to_owned()),
-        SqlValue::from(term.to_owned()),
-    ];
-    let count = |table: &str| -> Result<i64> {
-        Ok(conn
+/// Traces checked per batch when every term is common.
+const CHECK_BATCH: usize = 256;
+
+/// How many traces and spans match `term`, counted up to just past
+/// [`FEW_MATCHES`].
+pub(super) fn matches(conn: &Connection, term: &str) -> Result<i64> {
+    let mut total = 0;
+    for table in ["traces_fts", "spans_fts"] {
+        total += conn
             .prepare_cached(&format!(
                 "SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {table} MATCH ?1 LIMIT ?2)"
             ))?
-            .query_row(rusqlite::params![term, FEW_MATCHES + 1], |r| r.get(0))?)
-    };
-    let rare = count("traces_fts")? <= FEW_MATCHES && count("spans_fts")? <= FEW_MATCHES;
-    Ok((term_condition(rare), args))
+            .query_row(rusqlite::params![term, FEW_MATCHES + 1], |r| {
+                r.get::<_, i64>(0)
+            })?;
+        if total > FEW_MATCHES {
+            break;
+        }
+    }
+    Ok(total)
 }
 
-/// The condition for a rare term (gather its matches) or a common one
-/// (check each trace); both select the same traces.
-fn term_condition(rare: bool) -> &'static str {
-    if rare {
+/// The traces `term` matches, itself or through a span, as a query of one
+/// column `seq`, with its arguments.
+pub(super) fn matching_seqs(term: &str) -> (&'static str, Vec<SqlValue>) {
+    (
+        "SELECT rowid AS seq FROM traces_fts WHERE traces_fts MATCH ? \
+         UNION SELECT s.trace_seq FROM spans_fts JOIN spans s ON s.rid = spans_fts.rowid \
+         WHERE spans_fts MATCH ?",
+        vec![term.to_owned().into(), term.to_owned().into()],
+    )
+}
+
+/// The SQL condition "trace `t` or one of its spans matches `term`", for a
+/// term beside the one that drives the query, with its arguments. A trace
+/// matches a search when each term is in it or in one of its spans, not
+/// necessarily the same.
+pub(super) fn trace_matches(term: &str) -> (&'static str, Vec<SqlValue>) {
+    let (_, args) = matching_seqs(term);
+    (
         "t.seq IN (SELECT rowid FROM traces_fts WHERE traces_fts MATCH ? \
          UNION SELECT s.trace_seq FROM spans_fts JOIN spans s ON s.rid = spans_fts.rowid \
-         WHERE spans_fts MATCH ?)"
-    } else {
-        "(EXISTS (SELECT 1 FROM traces_fts WHERE traces_fts MATCH ? AND traces_fts.rowid = t.seq) \
-         OR EXISTS (SELECT 1 FROM spans s CROSS JOIN spans_fts ON spans_fts.rowid = s.rid \
-         WHERE s.trace_seq = t.seq AND spans_fts MATCH ?))"
+         WHERE spans_fts MATCH ?)",
+        args,
+    )
+}
+
+/// A page of the list when every term is common: the list without the
+/// terms is read a batch at a time and each batch checked against the
+/// index over the range of keys it covers, until the page is full.
+pub(super) fn list_common(
+    conn: &Connection,
+    tenant_id: i64,
+    f: &super::TraceFilter,
+    mut after: Option<super::TraceCursor>,
+    limit: usize,
+) -> Result<super::TracePage> {
+    let plain = super::TraceFilter {
+        text: Vec::new(),
+        ..f.clone()
+    };
+    let mut traces = Vec::new();
+    let mut keys = Vec::new();
+    loop {
+        let batch = super::traces::list(conn, tenant_id, &plain, after, CHECK_BATCH)?;
+        let (Some(lo), Some(hi)) = (
+            batch.keys.iter().map(|k| k.seq).min(),
+            batch.keys.iter().map(|k| k.seq).max(),
+        ) else {
+            break;
+        };
+        let mut wanted: std::collections::HashSet<i64> = batch.keys.iter().map(|k| k.seq).collect();
+        for term in &f.text {
+            let found = matches_between(conn, term, lo, hi)?;
+            wanted.retain(|seq| found.contains(seq));
+            if wanted.is_empty() {
+                break;
+            }
+        }
+        for (trace, key) in batch.traces.into_iter().zip(batch.keys) {
+            if wanted.contains(&key.seq) {
+                traces.push(trace);
+                keys.push(key);
+            }
+        }
+        if traces.len() > limit || batch.next.is_none() {
+            break;
+        }
+        after = batch.next;
     }
+    let next = if traces.len() > limit {
+        traces.truncate(limit);
+        keys.truncate(limit);
+        keys.last().copied()
+    } else {
+        None
+    };
+    Ok(super::TracePage { traces, next, keys })
+}
+
+/// The traces with a seq in `lo..=hi` that `term` matches, itself or
+/// through a span.
+fn matches_between(
+    conn: &Connection,
+    term: &str,
+    lo: i64,
+    hi: i64,
+) -> Result<std::collections::HashSet<i64>> {
+    let mut found: std::collections::HashSet<i64> = conn
+        .prepare_cached(
+            "SELECT rowid FROM traces_fts WHERE traces_fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3",
+        )?
+        .query_map(rusqlite::params![term, lo, hi], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let span_range: (Option<i64>, Option<i64>) = conn
+        .prepare_cached("SELECT min(rid), max(rid) FROM spans WHERE trace_seq BETWEEN ?1 AND ?2")?
+        .query_row([lo, hi], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    if let (Some(rlo), Some(rhi)) = span_range {
+        let mut stmt = conn.prepare_cached(
+            "SELECT s.trace_seq FROM spans_fts CROSS JOIN spans s ON s.rid = spans_fts.rowid \
+             WHERE spans_fts MATCH ?1 AND spans_fts.rowid BETWEEN ?2 AND ?3",
+        )?;
+        let seqs = stmt.query_map(rusqlite::params![term, rlo, rhi], |r| r.get::<_, i64>(0))?;
+        for seq in seqs {
+            let seq = seq?;
+            if (lo..=hi).contains(&seq) {
+                found.insert(seq);
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// A span search: the FTS5 expression and what narrows it.
@@ -263,21 +355,27 @@ pub(super) fn clamp_marks(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Index entries read per step of a span search.
+const SPAN_CHUNK: i64 = 256;
+/// Entries one span search reads at most before it answers with what it has
+/// (and a cursor to go on from), so a search whose filters exclude nearly
+/// every match still answers promptly.
+const SPAN_SCAN_LIMIT: usize = 20_000;
+
 fn spans(conn: &Connection, tenant_id: i64, q: &SpanSearch) -> Result<SpanHits> {
     let limit = q.limit.clamp(1, MAX_SPAN_RESULTS);
-    // The index yields matches newest first, so a page costs the matches it
-    // shows (and those the filters pass over), not every match there is.
-    let mut sql = format!(
-        "SELECT spans_fts.rowid, s.id, t.id, p.uuid, s.name, s.type, s.created_at, \
-         bm25(spans_fts), snippet(spans_fts, -1, '{OPEN}', '{CLOSE}', '…', 24) \
-         FROM spans_fts JOIN spans s ON s.rid = spans_fts.rowid \
+    // The index yields matches newest first, a chunk at a time; each is
+    // checked against the filters by its key, so a page costs the matches
+    // it reads, not every match there is.
+    let mut check = String::from(
+        "SELECT s.id, t.id, p.uuid, s.name, s.type, s.created_at FROM spans s \
          JOIN traces t ON t.seq = s.trace_seq JOIN projects p ON p.id = t.project_id \
-         WHERE spans_fts MATCH ?1 AND t.tenant_id = ?2"
+         WHERE s.rid = ?1 AND t.tenant_id = ?2",
     );
-    let mut args: Vec<SqlValue> = vec![q.expression.clone().into(), tenant_id.into()];
+    let mut args: Vec<SqlValue> = vec![SqlValue::Null, tenant_id.into()];
     let mut clause = |condition: &str, value: i64| {
         args.push(value.into());
-        sql.push_str(&format!(" AND {condition} ?{}", args.len()));
+        check.push_str(&format!(" AND {condition} ?{}", args.len()));
     };
     if let Some(project) = q.project_id {
         clause("t.project_id =", project);
@@ -288,37 +386,77 @@ fn spans(conn: &Connection, tenant_id: i64, q: &SpanSearch) -> Result<SpanHits> 
     if let Some(to) = q.to {
         clause("s.created_at <=", to);
     }
-    if let Some(before) = q.before {
-        clause("spans_fts.rowid <", before);
+    let mut check = conn.prepare_cached(&check)?;
+    let mut newest = conn.prepare_cached(
+        "SELECT rowid FROM spans_fts WHERE spans_fts MATCH ?1 AND rowid < ?2 \
+         ORDER BY rowid DESC LIMIT ?3",
+    )?;
+    let mut hits: Vec<SpanHit> = Vec::new();
+    let mut below = q.before.unwrap_or(i64::MAX);
+    let mut read = 0;
+    let mut more = true;
+    while hits.len() <= limit {
+        let chunk: Vec<i64> = newest
+            .query_map(rusqlite::params![q.expression, below, SPAN_CHUNK], |r| {
+                r.get(0)
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        if chunk.is_empty() {
+            more = false;
+            break;
+        }
+        for rid in &chunk {
+            below = *rid;
+            read += 1;
+            args[0] = (*rid).into();
+            let found = check
+                .query_row(rusqlite::params_from_iter(args.iter()), |r| {
+                    Ok(SpanHit {
+                        position: *rid,
+                        span_id: r.get(0)?,
+                        trace_id: r.get(1)?,
+                        project_id: r.get(2)?,
+                        span_name: r.get(3)?,
+                        span_type: r.get(4)?,
+                        created_at: r.get(5)?,
+                        similarity: 0.0,
+                        snippet: String::new(),
+                    })
+                })
+                .optional()?;
+            if let Some(hit) = found {
+                hits.push(hit);
+                if hits.len() > limit {
+                    break;
+                }
+            }
+        }
+        if read >= SPAN_SCAN_LIMIT {
+            break;
+        }
     }
-    sql.push_str(&format!(
-        " ORDER BY spans_fts.rowid DESC LIMIT {}",
-        limit + 1
-    ));
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let mut hits = stmt
-        .query_map(rusqlite::params_from_iter(args), |r| {
-            let rank: f64 = r.get(7)?;
-            let snippet: String = r.get(8)?;
-            Ok(SpanHit {
-                position: r.get(0)?,
-                span_id: r.get(1)?,
-                trace_id: r.get(2)?,
-                project_id: r.get(3)?,
-                span_name: r.get(4)?,
-                span_type: r.get(5)?,
-                created_at: r.get(6)?,
-                similarity: similarity(rank),
-                snippet: highlight(&snippet),
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
     let next = if hits.len() > limit {
         hits.truncate(limit);
         hits.last().map(|h| h.position)
+    } else if more && read >= SPAN_SCAN_LIMIT {
+        // Stopped early: go on from the last entry read.
+        Some(below)
     } else {
         None
     };
+    // Relevance and snippets for the page only.
+    let mut detail = conn.prepare_cached(&format!(
+        "SELECT bm25(spans_fts), snippet(spans_fts, -1, '{OPEN}', '{CLOSE}', '…', 24) \
+         FROM spans_fts WHERE spans_fts MATCH ?1 AND rowid = ?2"
+    ))?;
+    for hit in &mut hits {
+        let (rank, snippet): (f64, String) = detail
+            .query_row(rusqlite::params![q.expression, hit.position], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        hit.similarity = similarity(rank);
+        hit.snippet = highlight(&snippet);
+    }
     Ok(SpanHits { hits, next })
 }
 
@@ -417,19 +555,27 @@ mod tests {
     }
 
     #[test]
-    fn rare_and_common_term_plans_select_the_same_traces() {
+    fn common_term_pages_equal_rare_term_pages() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut conn = Connection::open(dir.path().join("s.db")).expect("open");
         super::super::migrations::migrate(&mut conn, dir.path()).expect("migrate");
+        conn.execute_batch(
+            "INSERT INTO tenants (id, uuid, name, created_at) VALUES (1, 't', 't', 0);
+             INSERT INTO projects (id, uuid, tenant_id, name, slug, created_at)
+             VALUES (1, 'p', 1, 'p', 'p', 0);",
+        )
+        .expect("tenant");
         let words = ["alpha", "beta", "gamma", "delta"];
-        for i in 0..60_usize {
-            // Trace text and span text hold different words.
+        for i in 0..700_usize {
+            // Trace text and span text hold different words; start times
+            // run against insertion order in places.
             let trace_text = format!("{} trace {i}", words[i % 4]);
             let span_text = format!("{} span", words[(i / 4) % 4]);
+            let started = ((i * 7919) % 700) as i64;
             conn.execute(
                 "INSERT INTO traces (tenant_id, project_id, id, name, output, started_at, \
                  created_at, content_hash) VALUES (1, 1, ?1, 'n', ?2, ?3, ?3, x'00')",
-                rusqlite::params![format!("t{i}"), trace_text, i as i64],
+                rusqlite::params![format!("t{i}"), trace_text, started],
             )
             .expect("trace");
             let seq = conn.last_insert_rowid();
@@ -442,23 +588,28 @@ mod tests {
                 .expect("span");
             }
         }
-        index_batch(&conn, 1000).expect("index");
-        let select = |rare: bool, terms: &[&str]| -> Vec<i64> {
-            let mut sql = String::from("SELECT t.seq FROM traces t WHERE t.tenant_id = 1");
-            let mut args = Vec::new();
-            for term in terms {
-                sql.push_str(" AND ");
-                sql.push_str(term_condition(rare));
-                let quoted = fts_query(term).expect("term");
-                args.push(quoted.clone());
-                args.push(quoted);
+        index_batch(&conn, 10_000).expect("index");
+        let all_pages = |common: bool, terms: &[&str]| -> Vec<String> {
+            let filter = super::super::TraceFilter {
+                text: terms.iter().map(|t| fts_query(t).expect("term")).collect(),
+                ..Default::default()
+            };
+            let mut ids = Vec::new();
+            let mut after = None;
+            loop {
+                let page = if common {
+                    list_common(&conn, 1, &filter, after, 7)
+                } else {
+                    super::super::traces::list(&conn, 1, &filter, after, 7)
+                }
+                .expect("page");
+                ids.extend(page.traces.iter().map(|t| t.id.clone()));
+                match page.next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
             }
-            sql.push_str(" ORDER BY t.started_at DESC");
-            let mut stmt = conn.prepare(&sql).expect("sql");
-            stmt.query_map(rusqlite::params_from_iter(args), |r| r.get(0))
-                .expect("query")
-                .collect::<rusqlite::Result<Vec<i64>>>()
-                .expect("rows")
+            ids
         };
         for terms in [
             &["alpha"][..],
@@ -468,11 +619,11 @@ mod tests {
             &["trace", "delta"],
             &["nothing"],
         ] {
-            let rare = select(true, terms);
-            assert_eq!(rare, select(false, terms), "{terms:?}");
+            let rare = all_pages(false, terms);
+            assert_eq!(rare, all_pages(true, terms), "{terms:?}");
             assert!(
-                terms == ["nothing"] || !rare.is_empty(),
-                "{terms:?} matches something"
+                terms == ["nothing"] || rare.len() > 7,
+                "{terms:?} matches several pages"
             );
         }
     }

@@ -66,6 +66,8 @@ pub struct TraceFilter {
 pub struct TracePage {
     pub traces: Vec<Trace>,
     pub next: Option<TraceCursor>,
+    /// Where each trace of the page sorts.
+    pub(super) keys: Vec<TraceCursor>,
 }
 
 /// The most traces one page can hold, whatever the caller asks.
@@ -352,18 +354,46 @@ fn json_text<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".into())
 }
 
-fn list(
+pub(super) fn list(
     conn: &Connection,
     tenant_id: i64,
     f: &TraceFilter,
     after: Option<TraceCursor>,
     limit: usize,
 ) -> Result<TracePage> {
+    // Full-text terms: the rarest one, if few traces match it, drives the
+    // query from its matches; if every term is common, pages of the list
+    // without them are checked against the index a batch at a time.
+    let mut rare: Option<(i64, usize)> = None;
+    for (i, term) in f.text.iter().enumerate() {
+        let matches = super::search::matches(conn, term)?;
+        if matches <= super::search::FEW_MATCHES && rare.is_none_or(|(n, _)| matches < n) {
+            rare = Some((matches, i));
+        }
+    }
+    if !f.text.is_empty() && rare.is_none() {
+        return super::search::list_common(conn, tenant_id, f, after, limit);
+    }
+    let driver = rare.map(|(_, i)| i);
     // With a tag filter the tag index drives the query: it yields the
     // matching traces already in (started_at, seq) order, so a common tag
     // costs no more than an unfiltered page and a rare one no full scan.
-    let (mut sql, mut args, start, seq) = match &f.tag {
-        Some((key, value)) => (
+    let (mut sql, mut args, start, seq) = match (&f.tag, driver) {
+        (_, Some(i)) => {
+            let (source, values) = super::search::matching_seqs(&f.text[i]);
+            let mut args = values;
+            args.push(SqlValue::from(tenant_id));
+            (
+                format!(
+                    "SELECT {TRACE_COLUMNS} FROM ({source}) m CROSS JOIN traces t ON t.seq = m.seq \
+                     JOIN projects p ON p.id = t.project_id WHERE t.tenant_id = ?"
+                ),
+                args,
+                "t.started_at",
+                "t.seq",
+            )
+        }
+        (Some((key, value)), None) => (
             format!(
                 "SELECT {TRACE_COLUMNS} FROM trace_tags g CROSS JOIN traces t ON t.seq = g.trace_seq \
                  JOIN projects p ON p.id = t.project_id \
@@ -378,7 +408,7 @@ fn list(
             "g.started_at",
             "g.trace_seq",
         ),
-        None => (
+        (None, None) => (
             format!(
                 "SELECT {TRACE_COLUMNS} FROM traces t JOIN projects p ON p.id = t.project_id \
                  WHERE t.tenant_id = ?"
@@ -393,6 +423,13 @@ fn list(
         sql.push_str(condition);
         args.extend(values);
     };
+    if let (Some((key, value)), Some(_)) = (&f.tag, driver) {
+        clause(
+            "EXISTS (SELECT 1 FROM trace_tags g WHERE g.trace_seq = t.seq AND g.key = ? \
+             AND g.value = ?)",
+            vec![key.clone().into(), value.clone().into()],
+        );
+    }
     if let Some(project) = f.project_id {
         clause("t.project_id = ?", vec![project.into()]);
     }
@@ -431,9 +468,11 @@ fn list(
             vec![label.clone().into()],
         );
     }
-    for term in &f.text {
-        let (condition, values) = super::search::trace_matches(conn, term)?;
-        clause(condition, values);
+    for (i, term) in f.text.iter().enumerate() {
+        if Some(i) != driver {
+            let (condition, values) = super::search::trace_matches(term);
+            clause(condition, values);
+        }
     }
     if let Some(c) = after {
         clause(
@@ -457,11 +496,16 @@ fn list(
     }
     let next = if traces.len() > limit {
         traces.truncate(limit);
+        positions.truncate(limit);
         positions.get(limit - 1).copied()
     } else {
         None
     };
-    Ok(TracePage { traces, next })
+    Ok(TracePage {
+        traces,
+        next,
+        keys: positions,
+    })
 }
 
 pub(super) fn detail(conn: &Connection, tenant_id: i64, id: &str) -> Result<Option<Trace>> {
