@@ -566,12 +566,12 @@ mod tests {
         )
         .expect("tenant");
         let words = ["alpha", "beta", "gamma", "delta"];
-        for i in 0..700_usize {
+        for i in 0..300_usize {
             // Trace text and span text hold different words; start times
             // run against insertion order in places.
             let trace_text = format!("{} trace {i}", words[i % 4]);
             let span_text = format!("{} span", words[(i / 4) % 4]);
-            let started = ((i * 7919) % 700) as i64;
+            let started = ((i * 7919) % 300) as i64;
             conn.execute(
                 "INSERT INTO traces (tenant_id, project_id, id, name, output, started_at, \
                  created_at, content_hash) VALUES (1, 1, ?1, 'n', ?2, ?3, ?3, x'00')",
@@ -598,9 +598,9 @@ mod tests {
             let mut after = None;
             loop {
                 let page = if common {
-                    list_common(&conn, 1, &filter, after, 7)
+                    list_common(&conn, 1, &filter, after, 20)
                 } else {
-                    super::super::traces::list(&conn, 1, &filter, after, 7)
+                    super::super::traces::list(&conn, 1, &filter, after, 20)
                 }
                 .expect("page");
                 ids.extend(page.traces.iter().map(|t| t.id.clone()));
@@ -622,7 +622,7 @@ mod tests {
             let rare = all_pages(false, terms);
             assert_eq!(rare, all_pages(true, terms), "{terms:?}");
             assert!(
-                terms == ["nothing"] || rare.len() > 7,
+                terms == ["nothing"] || rare.len() > 20,
                 "{terms:?} matches several pages"
             );
         }
