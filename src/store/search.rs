@@ -444,18 +444,32 @@ fn spans(conn: &Connection, tenant_id: i64, q: &SpanSearch) -> Result<SpanHits> 
     } else {
         None
     };
-    // Relevance and snippets for the page only.
-    let mut detail = conn.prepare_cached(&format!(
-        "SELECT bm25(spans_fts), snippet(spans_fts, -1, '{OPEN}', '{CLOSE}', '…', 24) \
-         FROM spans_fts WHERE spans_fts MATCH ?1 AND rowid = ?2"
-    ))?;
-    for hit in &mut hits {
-        let (rank, snippet): (f64, String) = detail
-            .query_row(rusqlite::params![q.expression, hit.position], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-        hit.similarity = similarity(rank);
-        hit.snippet = highlight(&snippet);
+    // Relevance and snippets for the page only, in one pass over the range
+    // of the index the page covers (a lookup by a single key would read the
+    // term's whole list of matches each time).
+    if let (Some(lo), Some(hi)) = (
+        hits.iter().map(|h| h.position).min(),
+        hits.iter().map(|h| h.position).max(),
+    ) {
+        let mut detail = conn.prepare_cached(&format!(
+            "SELECT rowid, bm25(spans_fts), snippet(spans_fts, -1, '{OPEN}', '{CLOSE}', '…', 24) \
+             FROM spans_fts WHERE spans_fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3"
+        ))?;
+        let wanted: std::collections::HashSet<i64> = hits.iter().map(|h| h.position).collect();
+        let mut found = std::collections::HashMap::with_capacity(hits.len());
+        let mut rows = detail.query(rusqlite::params![q.expression, lo, hi])?;
+        while let Some(row) = rows.next()? {
+            let rid: i64 = row.get(0)?;
+            if wanted.contains(&rid) {
+                found.insert(rid, (row.get::<_, f64>(1)?, row.get::<_, String>(2)?));
+            }
+        }
+        for hit in &mut hits {
+            if let Some((rank, snippet)) = found.remove(&hit.position) {
+                hit.similarity = similarity(rank);
+                hit.snippet = highlight(&snippet);
+            }
+        }
     }
     Ok(SpanHits { hits, next })
 }
