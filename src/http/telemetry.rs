@@ -119,6 +119,18 @@ impl ServerMetrics {
     }
 }
 
+/// A histogram kept as counts per bucket of fixed bounds.
+struct Buckets<'a> {
+    name: &'static str,
+    help: &'static str,
+    bounds: &'a [u64],
+    /// Multiplies a bound into the histogram's unit.
+    scale: f64,
+    /// Per bucket, then one above every bound.
+    counts: &'a [u64],
+    sum: f64,
+}
+
 /// Reads the store's figures at each scrape.
 struct StoreCollector {
     store: Arc<Store>,
@@ -157,6 +169,46 @@ impl Collector for StoreCollector {
         for (name, help, value) in counters {
             let metric = ConstCounter::new(value);
             metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+        }
+        // Histograms of commit time (seconds) and group size (jobs).
+        let histograms = [
+            Buckets {
+                name: "writer_commit_seconds",
+                help: "Time each group's COMMIT took",
+                bounds: &crate::store::COMMIT_MICROS_BOUNDS,
+                scale: 1e-6,
+                counts: &w.commit_buckets,
+                sum: w.commit_micros as f64 * 1e-6,
+            },
+            Buckets {
+                name: "writer_group_jobs",
+                help: "Requests' writes committed together in one group",
+                bounds: &crate::store::GROUP_JOBS_BOUNDS,
+                scale: 1.0,
+                counts: &w.group_buckets,
+                sum: w.jobs as f64,
+            },
+        ];
+        for h in histograms {
+            let buckets: Vec<(f64, u64)> = h
+                .bounds
+                .iter()
+                .map(|b| *b as f64 * h.scale)
+                .chain(std::iter::once(f64::INFINITY))
+                .zip(h.counts.iter().copied())
+                .collect();
+            let mut metric = encoder.encode_descriptor(
+                h.name,
+                h.help,
+                None,
+                prometheus_client::metrics::MetricType::Histogram,
+            )?;
+            metric.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                h.sum,
+                h.counts.iter().sum(),
+                &buckets,
+                None,
+            )?;
         }
         let file = |name: &str| {
             std::fs::metadata(self.data_dir.join(name))

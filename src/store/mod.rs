@@ -42,7 +42,7 @@ pub use tenancy::{
 };
 pub use traces::{usage_month, InsertOutcome, NewFeedback, TraceCursor, TraceFilter, TracePage};
 use writer::Writer;
-pub use writer::WriterStats;
+pub use writer::{WriterStats, COMMIT_MICROS_BOUNDS, GROUP_JOBS_BOUNDS};
 
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "trulayer.db";

@@ -99,6 +99,13 @@ pub(super) struct Writer {
     stats: Arc<Counters>,
 }
 
+/// Upper bounds of the commit-time buckets, in microseconds.
+pub const COMMIT_MICROS_BOUNDS: [u64; 11] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+];
+/// Upper bounds of the group-size buckets, in jobs.
+pub const GROUP_JOBS_BOUNDS: [u64; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
+
 /// Running totals of the writer's work.
 #[derive(Default)]
 struct Counters {
@@ -106,6 +113,22 @@ struct Counters {
     retried_groups: AtomicU64,
     jobs: AtomicU64,
     commit_micros: AtomicU64,
+    /// Commits per time bucket; the last counts those above every bound.
+    commit_buckets: [AtomicU64; COMMIT_MICROS_BOUNDS.len() + 1],
+    /// Groups per size bucket; the last counts those above every bound.
+    group_buckets: [AtomicU64; GROUP_JOBS_BOUNDS.len() + 1],
+}
+
+/// The bucket of `value` among `bounds` (the last if above them all).
+fn bucket(bounds: &[u64], value: u64) -> usize {
+    bounds
+        .iter()
+        .position(|b| value <= *b)
+        .unwrap_or(bounds.len())
+}
+
+fn snapshot<const N: usize>(buckets: &[AtomicU64; N]) -> [u64; N] {
+    std::array::from_fn(|i| buckets[i].load(Ordering::Relaxed))
 }
 
 /// A snapshot of the writer's totals since start.
@@ -121,6 +144,10 @@ pub struct WriterStats {
     pub commit_micros: u64,
     /// Jobs waiting for the writer right now.
     pub queued: u64,
+    /// Commits per bucket of [`COMMIT_MICROS_BOUNDS`] (then above them all).
+    pub commit_buckets: [u64; COMMIT_MICROS_BOUNDS.len() + 1],
+    /// Groups per bucket of [`GROUP_JOBS_BOUNDS`] (then above them all).
+    pub group_buckets: [u64; GROUP_JOBS_BOUNDS.len() + 1],
 }
 
 impl Writer {
@@ -147,6 +174,8 @@ impl Writer {
             jobs: self.stats.jobs.load(Ordering::Relaxed),
             commit_micros: self.stats.commit_micros.load(Ordering::Relaxed),
             queued: (QUEUE_CAPACITY - self.queue.capacity()) as u64,
+            commit_buckets: snapshot(&self.stats.commit_buckets),
+            group_buckets: snapshot(&self.stats.group_buckets),
         }
     }
 
@@ -253,6 +282,8 @@ fn run_group(
     }
     stats.groups.fetch_add(1, Ordering::Relaxed);
     stats.jobs.fetch_add(group.len() as u64, Ordering::Relaxed);
+    stats.group_buckets[bucket(&GROUP_JOBS_BOUNDS, group.len() as u64)]
+        .fetch_add(1, Ordering::Relaxed);
     if !all_ok {
         // Undo the whole attempt and run every job again, each alone.
         stats.retried_groups.fetch_add(1, Ordering::Relaxed);
@@ -275,6 +306,7 @@ fn commit(conn: &Connection, group: Vec<Job>, stats: &Counters) {
     let committed = conn.execute_batch("COMMIT");
     let micros = started.elapsed().as_micros() as u64;
     stats.commit_micros.fetch_add(micros, Ordering::Relaxed);
+    stats.commit_buckets[bucket(&COMMIT_MICROS_BOUNDS, micros)].fetch_add(1, Ordering::Relaxed);
     match committed {
         Ok(()) => {
             tracing::trace!(jobs = group.len(), commit_us = micros, "group committed");

@@ -88,6 +88,25 @@ async fn metrics_count_requests_ingest_and_the_store_for_a_scraper_with_the_toke
     assert!(sample(&text, "trulayer_writer_jobs_total").is_some_and(|v| v >= 3.0));
     assert!(sample(&text, "trulayer_writer_groups_total").is_some_and(|v| v >= 1.0));
     assert!(sample(&text, "trulayer_database_bytes").is_some_and(|v| v > 0.0));
+    // The writer's histograms: every commit and every group lands in +Inf.
+    let groups = sample(&text, "trulayer_writer_groups_total").expect("groups");
+    assert_eq!(
+        sample(&text, r#"trulayer_writer_commit_seconds_bucket{le="+Inf"}"#),
+        Some(groups),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "trulayer_writer_commit_seconds_count"),
+        Some(groups)
+    );
+    assert_eq!(
+        sample(&text, r#"trulayer_writer_group_jobs_bucket{le="+Inf"}"#),
+        Some(groups)
+    );
+    assert_eq!(
+        sample(&text, "trulayer_writer_group_jobs_sum"),
+        sample(&text, "trulayer_writer_jobs_total")
+    );
     assert!(sample(&text, "trulayer_writer_queue").is_some());
 }
 
