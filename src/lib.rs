@@ -7,6 +7,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod error;
+pub mod eval;
 pub mod http;
 pub mod ingest;
 pub mod logging;
