@@ -2,6 +2,13 @@
 //!
 //! [`rules`] holds the deterministic, in-process rule evaluators. It is pure
 //! (no I/O, no clock, no store): the queue loads a trace, builds a
-//! [`rules::Subject`] from it and stores the [`rules::Verdict`].
+//! [`rules::Subject`] from it and stores the [`rules::Verdict`]. The `pii`
+//! and `refusal` rules live in their own modules, and `text` holds the
+//! helpers they share.
 
+mod pii;
+mod refusal;
 pub mod rules;
+#[cfg(test)]
+mod test_support;
+mod text;
