@@ -63,24 +63,29 @@ pub fn fts_terms(text: &str) -> Vec<String> {
 /// A term matching at most this many traces and spans together is rare:
 /// the list is read from its matches. A query of common terms only is
 /// answered by checking the plain list against the index a batch at a time.
-pub(super) const FEW_MATCHES: i64 = 20_000;
+///
+/// Gathering costs about 4 µs a match; checking costs about 25 µs a trace,
+/// and a page of 50 needs 50·N/M traces checked when M of N traces match.
+/// The two meet near M = √(300·N), which this follows within bounds.
+pub(super) fn few_matches(conn: &Connection) -> Result<i64> {
+    let traces: i64 =
+        conn.query_row("SELECT coalesce(max(seq), 0) FROM traces", [], |r| r.get(0))?;
+    Ok(((300.0 * traces.max(0) as f64).sqrt() as i64).clamp(1_000, 50_000))
+}
 
 /// Traces checked per batch when every term is common.
 const CHECK_BATCH: usize = 256;
 
-/// How many traces and spans match `term`, counted up to just past
-/// [`FEW_MATCHES`].
-pub(super) fn matches(conn: &Connection, term: &str) -> Result<i64> {
+/// How many traces and spans match `term`, counted up to just past `few`.
+pub(super) fn matches(conn: &Connection, term: &str, few: i64) -> Result<i64> {
     let mut total = 0;
     for table in ["traces_fts", "spans_fts"] {
         total += conn
             .prepare_cached(&format!(
                 "SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {table} MATCH ?1 LIMIT ?2)"
             ))?
-            .query_row(rusqlite::params![term, FEW_MATCHES + 1], |r| {
-                r.get::<_, i64>(0)
-            })?;
-        if total > FEW_MATCHES {
+            .query_row(rusqlite::params![term, few + 1], |r| r.get::<_, i64>(0))?;
+        if total > few {
             break;
         }
     }
@@ -387,26 +392,24 @@ fn spans(conn: &Connection, tenant_id: i64, q: &SpanSearch) -> Result<SpanHits> 
         clause("s.created_at <=", to);
     }
     let mut check = conn.prepare_cached(&check)?;
-    let mut newest = conn.prepare_cached(
-        "SELECT rowid FROM spans_fts WHERE spans_fts MATCH ?1 AND rowid < ?2 \
-         ORDER BY rowid DESC LIMIT ?3",
+    // Windows of keys below the cursor, read in ascending order (FTS5 seeks
+    // straight to a window's start; reading a long list of matches backwards
+    // is slow) and taken newest first. A window grows each time it finds too
+    // little, so a rare word costs a few steps, not one per key.
+    let mut window = conn.prepare_cached(
+        "SELECT rowid FROM spans_fts WHERE spans_fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3",
     )?;
+    let top: i64 = conn.query_row("SELECT coalesce(max(rid), 0) FROM spans", [], |r| r.get(0))?;
+    let mut hi = q.before.map_or(top, |b| (b - 1).min(top));
+    let mut width = SPAN_CHUNK * 4;
     let mut hits: Vec<SpanHit> = Vec::new();
-    let mut below = q.before.unwrap_or(i64::MAX);
     let mut read = 0;
-    let mut more = true;
-    while hits.len() <= limit {
-        let chunk: Vec<i64> = newest
-            .query_map(rusqlite::params![q.expression, below, SPAN_CHUNK], |r| {
-                r.get(0)
-            })?
+    'windows: while hi >= 1 {
+        let lo = hi.saturating_sub(width - 1).max(1);
+        let keys: Vec<i64> = window
+            .query_map(rusqlite::params![q.expression, lo, hi], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
-        if chunk.is_empty() {
-            more = false;
-            break;
-        }
-        for rid in &chunk {
-            below = *rid;
+        for rid in keys.iter().rev() {
             read += 1;
             args[0] = (*rid).into();
             let found = check
@@ -427,14 +430,18 @@ fn spans(conn: &Connection, tenant_id: i64, q: &SpanSearch) -> Result<SpanHits> 
             if let Some(hit) = found {
                 hits.push(hit);
                 if hits.len() > limit {
-                    break;
+                    break 'windows;
                 }
             }
         }
+        hi = lo - 1;
         if read >= SPAN_SCAN_LIMIT {
             break;
         }
+        width = (width * 4).min(1 << 22);
     }
+    let more = hi >= 1;
+    let below = hi + 1;
     let next = if hits.len() > limit {
         hits.truncate(limit);
         hits.last().map(|h| h.position)

@@ -365,9 +365,14 @@ pub(super) fn list(
     // query from its matches; if every term is common, pages of the list
     // without them are checked against the index a batch at a time.
     let mut rare: Option<(i64, usize)> = None;
+    let few = if f.text.is_empty() {
+        0
+    } else {
+        super::search::few_matches(conn)?
+    };
     for (i, term) in f.text.iter().enumerate() {
-        let matches = super::search::matches(conn, term)?;
-        if matches <= super::search::FEW_MATCHES && rare.is_none_or(|(n, _)| matches < n) {
+        let matches = super::search::matches(conn, term, few)?;
+        if matches <= few && rare.is_none_or(|(n, _)| matches < n) {
             rare = Some((matches, i));
         }
     }
