@@ -80,6 +80,8 @@ pub async fn detail(
 
 /// The longest search text accepted, in bytes.
 pub const MAX_SEARCH_TEXT: usize = 1024;
+/// The most words and phrases one search may hold.
+pub const MAX_SEARCH_TERMS: usize = 32;
 
 /// The full-text terms of the `q` parameter, refused when it is too long or
 /// holds no word to search for.
@@ -94,6 +96,12 @@ pub(super) fn search_terms(q: &str) -> Result<Vec<String>, AppError> {
         return Err(AppError::bad_request(
             "q: must contain a word or number to search for",
         ));
+    }
+    // Each term is its own index query: bound the work one request can ask for.
+    if terms.len() > MAX_SEARCH_TERMS {
+        return Err(AppError::bad_request(format!(
+            "q: at most {MAX_SEARCH_TERMS} words or phrases"
+        )));
     }
     Ok(terms)
 }

@@ -400,7 +400,7 @@ fn spans(conn: &Connection, tenant_id: i64, q: &SpanSearch) -> Result<SpanHits> 
         "SELECT rowid FROM spans_fts WHERE spans_fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3",
     )?;
     let top: i64 = conn.query_row("SELECT coalesce(max(rid), 0) FROM spans", [], |r| r.get(0))?;
-    let mut hi = q.before.map_or(top, |b| (b - 1).min(top));
+    let mut hi = q.before.map_or(top, |b| b.saturating_sub(1).min(top));
     let mut width = SPAN_CHUNK * 4;
     let mut hits: Vec<SpanHit> = Vec::new();
     let mut read = 0;

@@ -997,3 +997,44 @@ async fn the_index_catches_up_in_the_background_without_a_search() {
     let all = server.list_all("q=bulk", 200).await;
     assert_eq!(all.len(), 300);
 }
+
+#[tokio::test]
+async fn a_search_is_bounded_in_words_and_any_cursor_is_safe() {
+    use base64::Engine;
+    let server = TestServer::start().await;
+    server
+        .ingest(with_span(
+            "bounded",
+            "33333333-3333-4333-8333-333333333333",
+            "s",
+            "llm",
+            "w1 w2",
+        ))
+        .await;
+    let words: Vec<String> = (0..33).map(|i| format!("w{i}")).collect();
+    let many = query(&[("q", &words.join(" "))]);
+    let body = expect_error(server.get(&format!("/v1/traces?{many}")).await, 400).await;
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("at most 32")),
+        "{body}"
+    );
+    expect_error(server.get(&format!("/v1/search/spans?{many}")).await, 400).await;
+    let few = query(&[("q", &words[..32].join(" "))]);
+    assert_eq!(server.get(&format!("/v1/traces?{few}")).await.status(), 200);
+    // Cursors at the ends of the integer range find nothing, and fail nothing.
+    for position in [i64::MIN, -1, 0, i64::MAX] {
+        let cursor =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("s1:{position}"));
+        let page = server
+            .get_json(&format!("/v1/search/spans?q=w1&cursor={cursor}"))
+            .await;
+        let n = page["results"].as_array().map(Vec::len);
+        assert_eq!(
+            n,
+            Some(usize::from(position == i64::MAX)),
+            "{position}: {page}"
+        );
+    }
+}
