@@ -198,13 +198,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Admin { config, command } => admin(config, command),
-        Command::Backup { config, out } => with_config(config, |c| {
+        Command::Backup { config, out } => with_config("trulayer-server", config, |c| {
             trulayer_server::ops::backup(&c.storage.data_dir, &out)
         }),
-        Command::Restore { config, from } => with_config(config, |c| {
+        Command::Restore { config, from } => with_config("trulayer-server", config, |c| {
             trulayer_server::ops::restore(&c.storage.data_dir, &from)
         }),
-        Command::Migrate { config, dry_run } => with_config(config, |c| {
+        Command::Migrate { config, dry_run } => with_config("trulayer-server", config, |c| {
             if dry_run {
                 return trulayer_server::ops::migration_plan(&c.storage.data_dir);
             }
@@ -226,22 +226,17 @@ fn main() -> ExitCode {
                     hosts,
                     days,
                 },
-        } => match trulayer_server::ops::self_signed_certificate(&out_dir, &hosts, days) {
-            Ok(out) => {
-                println!("{out}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("trulayer-server tls self-signed: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        } => report(
+            "trulayer-server tls self-signed",
+            trulayer_server::ops::self_signed_certificate(&out_dir, &hosts, days),
+        ),
     }
 }
 
 /// Loads the configuration and runs `f`, printing its JSON line: exit 0,
-/// or the error and exit 1 (2 for a bad configuration).
+/// or the error (after `label`) and exit 1; 2 for a bad configuration.
 fn with_config(
+    label: &str,
     config: Option<PathBuf>,
     f: impl FnOnce(&Config) -> anyhow::Result<serde_json::Value>,
 ) -> ExitCode {
@@ -252,60 +247,42 @@ fn with_config(
             return ExitCode::from(2);
         }
     };
-    match f(&config) {
+    report(label, f(&config))
+}
+
+/// Prints a command's JSON line (exit 0) or its error after `label` (exit 1).
+fn report(label: &str, result: anyhow::Result<serde_json::Value>) -> ExitCode {
+    match result {
         Ok(out) => {
             println!("{out}");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("trulayer-server: {e:#}");
+            eprintln!("{label}: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs `work` to completion on a single-threaded runtime.
+fn block_on<T>(work: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?
+        .block_on(work)
 }
 
 fn healthcheck(config: Option<PathBuf>) -> ExitCode {
-    let config = match Config::load(config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
+    with_config("trulayer-server healthcheck", config, |c| {
+        match block_on(trulayer_server::ops::healthcheck(c))? {
+            (200, body) => Ok(body),
+            (status, body) => anyhow::bail!("not ready (HTTP {status}): {body}"),
         }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(trulayer_server::ops::healthcheck(&config)) {
-        Ok((200, body)) => {
-            println!("{body}");
-            ExitCode::SUCCESS
-        }
-        Ok((status, body)) => {
-            eprintln!("not ready (HTTP {status}): {body}");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("trulayer-server healthcheck: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }
 
 fn admin(config_path: Option<PathBuf>, command: AdminCli) -> ExitCode {
-    let config = match Config::load(config_path.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
     let command = match command {
         AdminCli::CreateOrg {
             name,
@@ -347,26 +324,9 @@ fn admin(config_path: Option<PathBuf>, command: AdminCli) -> ExitCode {
         },
         AdminCli::SetPlan { org, plan } => AdminCommand::SetPlan { org, plan },
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(trulayer_server::admin::run(&config, command)) {
-        Ok(out) => {
-            println!("{out}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("trulayer-server admin: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    with_config("trulayer-server admin", config_path, |c| {
+        block_on(trulayer_server::admin::run(c, command))
+    })
 }
 
 fn serve(config_path: Option<PathBuf>) -> ExitCode {
