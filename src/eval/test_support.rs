@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::rules::{compile, Label, Rule, Subject, Verdict};
+use super::rules::{compile, Label, Rule, RuleError, Subject, Verdict};
 
 static NO_METADATA: Value = Value::Null;
 
@@ -39,4 +39,23 @@ pub(super) fn expect(verdict: &Verdict, label: Label) {
         Label::Fail => 0.0,
     };
     assert_eq!(verdict.score, score);
+}
+
+pub(super) fn rejected(config: Value) -> RuleError {
+    match compile(&config) {
+        Ok(rule) => panic!("{config} should be rejected, compiled to {rule:?}"),
+        Err(err) => err,
+    }
+}
+
+#[track_caller]
+pub(super) fn expect_error(config: Value, key: &str, mentions: &str) {
+    let err = rejected(config);
+    let message = err.to_string();
+    assert_eq!(err.key(), Some(key), "{message}");
+    assert!(message.starts_with(&format!("config.{key}")), "{message}");
+    assert!(
+        message.contains(mentions),
+        "{message} should mention {mentions}"
+    );
 }
