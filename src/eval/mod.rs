@@ -7,8 +7,10 @@
 //! rule looks at, and `checks` scores it. The `pii` and `refusal` rules live
 //! in their own modules, and `text` holds the helpers they share.
 
+pub mod catalog;
 mod checks;
 mod field;
+pub mod judge;
 mod params;
 mod pii;
 mod refusal;
