@@ -50,6 +50,9 @@ pub enum AppError {
         message: String,
         required_plan: &'static str,
     },
+    /// 402: a plan's cap on evaluations or rules is reached.
+    #[error("{message}")]
+    QuotaExceeded { message: String, code: &'static str },
     /// 429: too many attempts; retry after the given seconds.
     #[error("{message}")]
     TooManyRequests {
@@ -98,7 +101,9 @@ impl AppError {
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Conflict(_) | AppError::Refused { .. } => StatusCode::CONFLICT,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::PlanUpgradeRequired { .. } => StatusCode::PAYMENT_REQUIRED,
+            AppError::PlanUpgradeRequired { .. } | AppError::QuotaExceeded { .. } => {
+                StatusCode::PAYMENT_REQUIRED
+            }
             AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -119,6 +124,7 @@ impl AppError {
             AppError::Refused { code, .. } => Some(code),
             AppError::TooManyRequests { code, .. } => Some(code),
             AppError::PlanUpgradeRequired { .. } => Some("plan_upgrade_required"),
+            AppError::QuotaExceeded { code, .. } => Some(code),
             AppError::PayloadTooLarge { .. } => Some("payload_too_large"),
             AppError::UnsupportedMediaType(_) => Some("unsupported_media_type"),
             AppError::Unprocessable(_) => Some("validation_error"),

@@ -173,6 +173,40 @@ pub struct Trace {
     /// Feedback on the trace, oldest first (detail only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub feedback: Option<Vec<Feedback>>,
+    /// Evaluations of the trace, oldest first (detail only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evaluations: Option<Vec<Evaluation>>,
+}
+
+/// An evaluation as the API shows it (the reference's `Evaluation`, plus
+/// when it was queued, run and finished, and how often it was tried).
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    pub id: String,
+    pub trace_id: String,
+    pub project_id: String,
+    pub metric_name: String,
+    pub evaluator_type: String,
+    pub status: String,
+    pub score: Option<f64>,
+    pub label: Option<String>,
+    pub reasoning: Option<String>,
+    /// Always `fresh`: this server does not re-score remediated traces.
+    pub context: &'static str,
+    pub source_action_id: Option<String>,
+    pub original_evaluation_id: Option<String>,
+    pub config: Box<RawValue>,
+    pub model_tier: Option<String>,
+    /// The auto-evaluation rule that queued it, if one did.
+    pub rule_id: Option<String>,
+    /// The judge model that gave the verdict (LLM evaluations).
+    pub judge_model: Option<String>,
+    pub attempts: i64,
+    /// Why the last attempt failed, while a retry is pending.
+    pub last_error: Option<String>,
+    pub created_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub completed_at: Option<Timestamp>,
 }
 
 /// One piece of feedback on a trace.

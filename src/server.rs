@@ -135,10 +135,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let grace = Duration::from_secs(config.server.shutdown_timeout_s);
     let is_tls = tls.is_some();
     let state = AppState::new(store.clone(), Arc::new(config), is_tls);
-    let upkeep = [
+    let evals =
+        match crate::eval::queue::start(store.clone(), state.config.clone(), state.evals.clone()) {
+            Ok(tasks) => tasks,
+            Err(e) => {
+                close_store(store).await;
+                return Err(e);
+            }
+        };
+    let mut upkeep = vec![
         crate::upkeep::spawn(store.clone(), state.config.clone(), state.space.clone()),
         crate::upkeep::spawn_indexer(store.clone()),
     ];
+    upkeep.extend(evals);
     let metrics_listener = match state.config.metrics.listen {
         Some(addr) => match TcpListener::bind(addr).await {
             Ok(l) => Some((l, crate::http::router::metrics_router(state.clone()))),

@@ -135,6 +135,31 @@ async fn the_python_sdk_round_trips_traces_and_latches_on_a_bad_key() {
     let session = server.list_all("session_id=session-42", 50).await;
     assert_eq!(session, [id("failing"), id("rag")]);
 
+    // `client.eval` got the queued evaluations' ids, which run to the end:
+    // the rule preset on the RAG answer, and the LLM preset, which fails
+    // plainly as no judge is configured. A trace never stored gives None.
+    assert_eq!(report["evals"]["unknown"], Value::Null, "{report}");
+    for (name, status, label) in [("pii", "complete", Some("pass")), ("judge", "failed", None)] {
+        let eval_id = report["evals"][name]
+            .as_str()
+            .unwrap_or_else(|| panic!("client.eval gave no id for {name}: {report}"));
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        let eval = loop {
+            let eval = server.get_json(&format!("/v1/eval/{eval_id}")).await;
+            if eval["status"] == "complete" || eval["status"] == "failed" {
+                break eval;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{eval}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        assert_eq!(eval["status"], status, "{eval}");
+        assert_eq!(eval["label"].as_str(), label, "{eval}");
+    }
+    let rag_evals = server
+        .get_json(&format!("/v1/eval?trace_id={}", id("rag")))
+        .await;
+    assert_eq!(rag_evals["evals"][0]["metric_name"], "pii_leakage");
+
     // The client with the wrong key disabled itself and stored nothing.
     assert_eq!(report["bad_disabled"], true, "{report}");
     assert_eq!(report["bad_error"], "InvalidAPIKeyError", "{report}");

@@ -14,7 +14,7 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 
 /// Sections a `TRULAYER_SECTION__KEY` variable may address.
 const SECTIONS: &[&str] = &[
-    "server", "storage", "limits", "log", "init", "plans", "pricing", "metrics",
+    "server", "storage", "limits", "log", "init", "plans", "pricing", "metrics", "eval",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,6 +32,26 @@ pub struct Config {
     pub pricing: std::collections::BTreeMap<String, crate::pricing::PriceConfig>,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    pub eval: EvalConfig,
+}
+
+/// The evaluation queue, `[eval]`, and its LLM judge, `[eval.judge]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Evaluations run at once.
+    pub workers: usize,
+    /// The longest one attempt at an evaluation may take, in seconds.
+    pub timeout_s: u64,
+    /// Attempts before a judge that keeps answering 429 or 5xx, or keeps
+    /// timing out, fails the evaluation.
+    pub max_attempts: u32,
+    /// The wait before the first retry, in milliseconds; it doubles with each
+    /// attempt, up to five minutes.
+    pub retry_base_ms: u64,
+    /// Where LLM evaluations are sent; none: they fail, and nothing is sent.
+    #[serde(default)]
+    pub judge: Option<crate::eval::judge::JudgeConfig>,
 }
 
 /// Where the Prometheus metrics are served; neither set: nowhere.
@@ -110,8 +130,13 @@ pub struct PlanLimits {
     /// The longest retention a project may be given, in days, and the
     /// retention of projects that set none; 0 means unlimited.
     pub max_retention_days: u32,
-    /// Rows per `GET /v1/traces/export`; 0 means unlimited.
+    /// Rows per `GET /v1/traces/export` and `GET /v1/eval/export`; 0 means unlimited.
     pub export_max_rows: u64,
+    /// Evaluations queued per calendar month (UTC), by hand and by rules;
+    /// 0 means unlimited.
+    pub evals_per_month: u64,
+    /// Auto-evaluation rules an organisation may have; 0 means unlimited.
+    pub max_eval_rules: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -400,6 +425,30 @@ impl Config {
                 "metrics.token",
                 "must be at least 16 characters, without spaces",
             ));
+        }
+        if !(1..=256).contains(&self.eval.workers) {
+            return Err(invalid("eval.workers", "must be between 1 and 256"));
+        }
+        if !(1..=3600).contains(&self.eval.timeout_s) {
+            return Err(invalid(
+                "eval.timeout_s",
+                "must be between 1 and 3600 seconds",
+            ));
+        }
+        if !(1..=20).contains(&self.eval.max_attempts) {
+            return Err(invalid("eval.max_attempts", "must be between 1 and 20"));
+        }
+        if !(1..=300_000).contains(&self.eval.retry_base_ms) {
+            return Err(invalid(
+                "eval.retry_base_ms",
+                "must be between 1 and 300000 milliseconds",
+            ));
+        }
+        if let Some(judge) = &self.eval.judge {
+            judge.validate().map_err(|reason| {
+                let reason = reason.strip_prefix("eval.judge.").unwrap_or(&reason);
+                invalid("eval.judge", reason)
+            })?;
         }
         if !valid_log_level(&self.log.level) {
             return Err(invalid(

@@ -1,5 +1,11 @@
 //! Evaluations: turning stored traces into scores.
 //!
+//! [`evaluator`] decides what an evaluation runs (a rule, or the LLM judge
+//! with a rubric) from its type, metric and config; [`catalog`] holds the
+//! presets; [`judge`] talks to the operator's judge endpoint; [`queue`]
+//! runs the durable queue and [`auto`] queues the auto-evaluation rules'
+//! evaluations for new traces.
+//!
 //! [`rules`] holds the deterministic, in-process rule evaluators. It is pure
 //! (no I/O, no clock, no store): the queue loads a trace, builds a
 //! [`rules::Subject`] from it and stores the [`rules::Verdict`]. `params`
@@ -7,12 +13,15 @@
 //! rule looks at, and `checks` scores it. The `pii` and `refusal` rules live
 //! in their own modules, and `text` holds the helpers they share.
 
+pub mod auto;
 pub mod catalog;
 mod checks;
+pub mod evaluator;
 mod field;
 pub mod judge;
 mod params;
 mod pii;
+pub mod queue;
 mod refusal;
 pub mod rules;
 #[cfg(test)]

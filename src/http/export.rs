@@ -36,10 +36,22 @@ const PAGE: usize = 500;
 
 static TRUNCATED: HeaderName = HeaderName::from_static("x-trulayer-truncated");
 
+/// The format of an export.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Format {
+pub(super) enum Format {
     Csv,
     Jsonl,
+}
+
+impl Format {
+    /// The `format` parameter: `csv` (the default) or `jsonl`.
+    pub(super) fn of(params: &HashMap<String, String>) -> Result<Format, AppError> {
+        match params.get("format").map(String::as_str) {
+            None | Some("csv") => Ok(Format::Csv),
+            Some("jsonl") => Ok(Format::Jsonl),
+            Some(_) => Err(AppError::bad_request("format: must be csv or jsonl")),
+        }
+    }
 }
 
 pub async fn export(
@@ -47,11 +59,7 @@ pub async fn export(
     principal: Principal,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, AppError> {
-    let format = match params.get("format").map(String::as_str) {
-        None | Some("csv") => Format::Csv,
-        Some("jsonl") => Format::Jsonl,
-        Some(_) => return Err(AppError::bad_request("format: must be csv or jsonl")),
-    };
+    let format = Format::of(&params)?;
     let query = ListQuery::parse(&params)?;
     let mut filter = query.filter;
     if let Some(reference) = query.project {
@@ -125,6 +133,18 @@ pub async fn export(
             }
         }
     });
+    Ok(streamed(rx, format, "traces", truncated))
+}
+
+/// The response of an export whose chunks arrive on `rx`: its type, a
+/// dated file name (`<stem>-YYYY-MM-DD.<csv|jsonl>`) and, when the plan's
+/// cap cut it, `X-TruLayer-Truncated: true`.
+pub(super) fn streamed(
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    format: Format,
+    stem: &str,
+    truncated: bool,
+) -> Response {
     let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
@@ -137,7 +157,7 @@ pub async fn export(
     let day = chrono::DateTime::from_timestamp_micros(now_micros())
         .map(|t| t.format("%Y-%m-%d").to_string())
         .unwrap_or_default();
-    let disposition = format!("attachment; filename=\"traces-{day}.{extension}\"");
+    let disposition = format!("attachment; filename=\"{stem}-{day}.{extension}\"");
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -147,7 +167,7 @@ pub async fn export(
     if truncated {
         headers.insert(TRUNCATED.clone(), HeaderValue::from_static("true"));
     }
-    Ok(response)
+    response
 }
 
 /// The trace's environment: its `env` or `environment` tag, else the same
@@ -212,7 +232,7 @@ fn write_row(out: &mut String, t: &Trace, format: Format) {
 }
 
 /// A CSV field, quoted when it holds a comma, quote or line break.
-fn csv_field(out: &mut String, field: &str) {
+pub(super) fn csv_field(out: &mut String, field: &str) {
     if field.contains([',', '"', '\n', '\r']) {
         out.push('"');
         out.push_str(&field.replace('"', "\"\""));

@@ -1,4 +1,5 @@
-//! `GET /health`: liveness, answered without touching the database.
+//! `GET /health`: liveness, answered without touching the database, with
+//! the evaluation queue's depth as last measured.
 //! `GET /ready`: whether the server can take traffic: the writer commits,
 //! the schema is current, the disk has room and the size cap is not reached.
 
@@ -15,11 +16,19 @@ use crate::model::Timestamp;
 use crate::store::now_micros;
 
 pub async fn health(State(state): State<AppState>) -> Json<Value> {
+    use std::sync::atomic::Ordering::Relaxed;
+    // As the runner last measured it: no database read here.
+    let queue = &state.evals.stats;
     Json(json!({
         "status": "ok",
         "time": Timestamp(now_micros()),
         "version": env!("CARGO_PKG_VERSION"),
         "schema_version": state.store.schema_version(),
+        "eval_queue": {
+            "pending": queue.pending.load(Relaxed),
+            "running": queue.running.load(Relaxed),
+            "oldest_pending_seconds": queue.oldest_pending_ms.load(Relaxed) as f64 / 1000.0,
+        },
     }))
 }
 

@@ -31,7 +31,7 @@ impl Family {
             || path == "/v1/otlp/v1/traces";
         if ingest && method == Method::POST {
             Family::Ingest
-        } else if path.starts_with("/v1/feedback") || path.starts_with("/v1/eval") {
+        } else if (path == "/v1/feedback" || path == "/v1/eval") && method == Method::POST {
             Family::Feedback
         } else {
             Family::Read

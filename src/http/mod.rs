@@ -3,6 +3,8 @@
 
 mod account;
 mod audit;
+mod eval_rules;
+mod evals;
 mod export;
 mod extract;
 mod feedback;
@@ -46,15 +48,20 @@ pub struct AppState {
     pub space: Arc<crate::upkeep::SpaceGauge>,
     /// What `/metrics` reports.
     pub metrics: Arc<telemetry::ServerMetrics>,
+    /// The evaluation queue's runner and figures.
+    pub evals: Arc<crate::eval::queue::EvalQueue>,
 }
 
 impl AppState {
     pub fn new(store: Arc<Store>, config: Arc<Config>, tls: bool) -> AppState {
+        let evals = Arc::new(crate::eval::queue::EvalQueue::default());
         AppState {
             metrics: Arc::new(telemetry::ServerMetrics::new(
                 store.clone(),
                 config.storage.data_dir.clone(),
+                evals.clone(),
             )),
+            evals,
             pricing: Arc::new(Pricing::new(&config.pricing)),
             space: Arc::new(crate::upkeep::SpaceGauge::new(config.storage.max_db_size.0)),
             store,

@@ -17,8 +17,8 @@ use axum::Router;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use super::{
-    account, audit, export, feedback, health, ingest, limits, live, metrics, otlp, projects,
-    search, sessions, telemetry, traces, AppState,
+    account, audit, eval_rules, evals, export, feedback, health, ingest, limits, live, metrics,
+    otlp, projects, search, sessions, telemetry, traces, AppState,
 };
 use crate::error::{AppError, REQUEST_ID};
 
@@ -159,6 +159,49 @@ fn table(otlp_limit: DefaultBodyLimit) -> Vec<(RouteSpec, MethodRouter<AppState>
         (
             spec(Method::POST, "/v1/feedback", Key),
             post(feedback::create),
+        ),
+        (spec(Method::POST, "/v1/eval", Key), post(evals::trigger)),
+        (spec(Method::GET, "/v1/eval", Key), get(evals::list)),
+        (
+            spec(Method::GET, "/v1/eval/export", Key),
+            get(evals::export),
+        ),
+        (
+            spec(Method::GET, "/v1/eval/trends", Key),
+            get(evals::trends),
+        ),
+        (
+            spec(Method::GET, "/v1/eval/histogram", Key),
+            get(evals::histogram),
+        ),
+        (
+            spec(Method::GET, "/v1/eval/compare", Key),
+            get(evals::compare),
+        ),
+        (
+            spec(Method::GET, "/v1/eval/agreement", Key),
+            get(evals::agreement),
+        ),
+        (spec(Method::GET, "/v1/eval/{id}", Key), get(evals::detail)),
+        (
+            spec(Method::GET, "/v1/eval-catalog", Public),
+            get(evals::catalog),
+        ),
+        (
+            spec(Method::GET, "/v1/eval-rules", Key),
+            get(eval_rules::list),
+        ),
+        (
+            spec(Method::POST, "/v1/eval-rules", Key),
+            post(eval_rules::create),
+        ),
+        (
+            spec(Method::PATCH, "/v1/eval-rules/{id}", Key),
+            patch(eval_rules::update),
+        ),
+        (
+            spec(Method::DELETE, "/v1/eval-rules/{id}", Key),
+            delete(eval_rules::delete),
         ),
         (spec(Method::GET, "/v1/metrics", Key), get(metrics::metrics)),
         (

@@ -50,7 +50,11 @@ pub struct ServerMetrics {
 }
 
 impl ServerMetrics {
-    pub fn new(store: Arc<Store>, data_dir: std::path::PathBuf) -> ServerMetrics {
+    pub fn new(
+        store: Arc<Store>,
+        data_dir: std::path::PathBuf,
+        evals: Arc<crate::eval::queue::EvalQueue>,
+    ) -> ServerMetrics {
         let mut registry = Registry::with_prefix("trulayer");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -79,6 +83,7 @@ impl ServerMetrics {
             spans.clone(),
         );
         registry.register_collector(Box::new(StoreCollector { store, data_dir }));
+        registry.register_collector(Box::new(EvalCollector(evals)));
         ServerMetrics {
             registry,
             requests,
@@ -227,6 +232,82 @@ impl Collector for StoreCollector {
                 "wal_bytes",
                 "Size of the write-ahead log beside the database",
                 file(&format!("{db}-wal")),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let metric = ConstGauge::new(value);
+            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the evaluation queue's figures at each scrape.
+#[derive(Debug)]
+struct EvalCollector(Arc<crate::eval::queue::EvalQueue>);
+
+impl Collector for EvalCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.0.stats;
+        let counters: [(&str, &str, u64); 6] = [
+            (
+                "evaluations_completed",
+                "Evaluations that finished with a score",
+                s.completed.load(Relaxed),
+            ),
+            (
+                "evaluations_failed",
+                "Evaluations that failed (the reason is on the evaluation)",
+                s.failed.load(Relaxed),
+            ),
+            (
+                "evaluation_retries",
+                "Attempts the judge's 429, 5xx or timeouts put off to retry",
+                s.retried.load(Relaxed),
+            ),
+            (
+                "auto_evaluations_queued",
+                "Evaluations queued by auto-evaluation rules",
+                s.auto_queued.load(Relaxed),
+            ),
+            (
+                "auto_evaluations_over_quota",
+                "Auto-evaluations not queued because a monthly cap was reached",
+                s.auto_over_quota.load(Relaxed),
+            ),
+            (
+                "judge_requests",
+                "Requests sent to the LLM judge",
+                s.judge_calls.load(Relaxed),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let metric = ConstCounter::new(value);
+            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+        }
+        let judge_seconds = ConstCounter::new(s.judge_micros.load(Relaxed) as f64 / 1e6);
+        judge_seconds.encode(encoder.encode_descriptor(
+            "judge_request_seconds",
+            "Time spent waiting for the LLM judge",
+            None,
+            judge_seconds.metric_type(),
+        )?)?;
+        let gauges: [(&str, &str, f64); 3] = [
+            (
+                "eval_queue_pending",
+                "Evaluations waiting to run (including retries not yet due)",
+                s.pending.load(Relaxed) as f64,
+            ),
+            (
+                "eval_queue_running",
+                "Evaluations running now",
+                s.running.load(Relaxed) as f64,
+            ),
+            (
+                "eval_queue_oldest_pending_seconds",
+                "Age of the oldest waiting evaluation",
+                s.oldest_pending_ms.load(Relaxed) as f64 / 1000.0,
             ),
         ];
         for (name, help, value) in gauges {

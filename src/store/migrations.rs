@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = migrations![
     (6, "0006_metrics"),
     (7, "0007_metrics_seconds"),
     (8, "0008_search"),
+    (9, "0009_evals"),
 ];
 
 /// The schema version this binary writes.

@@ -8,6 +8,7 @@
 mod accounts;
 mod audit;
 mod checkpoint;
+mod evals;
 mod metrics;
 mod migrations;
 mod otel;
@@ -31,6 +32,11 @@ use crate::config::Synchronous;
 
 pub use accounts::{LoginCandidate, SessionRecord, UserRecord};
 pub use audit::{AuditEntry, AuditRecord, AuditVerdict};
+pub use evals::{
+    ActiveRule, AgreementPair, ClaimedEval, EvalFilter, EvalOutcome, EvalRule, EvalRuleChange,
+    EvalSpan, EvalTrace, NewEvalRule, NewEvaluation, NewTraceInfo, QueueDepth, Queued, RuleCreated,
+    RuleMatcher, Scheduled, TrendBucket, WindowStats,
+};
 pub use metrics::{MetricsQuery, MetricsResult, Totals};
 pub use migrations::{pending as pending_migrations, SCHEMA_VERSION};
 pub use otel::{CreatedTrace, ExportCursor, ExportPage, ExportRange};

@@ -597,6 +597,7 @@ pub(super) fn detail(conn: &Connection, tenant_id: i64, id: &str) -> Result<Opti
     trace.spans = Some(spans);
     trace.events = Some(events);
     trace.feedback = Some(feedback);
+    trace.evaluations = Some(super::evals::of_trace(conn, seq)?);
     Ok(Some(trace))
 }
 
@@ -626,6 +627,7 @@ pub(super) fn trace_from_row(r: &Row<'_>) -> Result<Trace> {
         spans: None,
         events: None,
         feedback: None,
+        evaluations: None,
     })
 }
 

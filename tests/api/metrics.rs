@@ -311,7 +311,9 @@ async fn a_database_from_before_the_rollups_gets_them_built_on_upgrade() {
         }
         let conn = rusqlite::Connection::open(&db).expect("open");
         conn.execute_batch(
-            "DROP TABLE metrics_minute; DROP TABLE metrics_second; DROP INDEX feedback_by_tenant;
+            "DROP TABLE evaluations; DROP TABLE eval_rule_state; DROP TABLE eval_rules;
+             ALTER TABLE usage DROP COLUMN evals;
+             DROP TABLE metrics_minute; DROP TABLE metrics_second; DROP INDEX feedback_by_tenant;
              DROP TRIGGER traces_fts_delete; DROP TRIGGER traces_fts_update;
              DROP TABLE traces_fts; DROP TABLE spans_fts; DROP TABLE search_state;
              PRAGMA user_version = 5;",

@@ -1,8 +1,8 @@
 """Drives the real `trulayer` SDK against a TruLayer Server.
 
 Usage: send_traces.py ENDPOINT API_KEY PROJECT BAD_KEY
-Prints one JSON object: the ids of the traces it sent and what the client
-with the bad key ended up as.
+Prints one JSON object: the ids of the traces it sent, of the evaluations
+it triggered, and what the client with the bad key ended up as.
 """
 
 import json
@@ -60,6 +60,14 @@ except ZeroDivisionError:
 
 client.flush()
 
+# Evaluations of stored traces: the client gets each one's id back, or None
+# (with a warning) when the server refuses, as for a trace it never stored.
+evals = {
+    "pii": client.eval(ids["rag"], "rule", "pii_leakage"),
+    "judge": client.eval(ids["tagged"], "llm", "toxicity"),
+    "unknown": client.eval("00000000-0000-4000-8000-000000000000", "rule", "not_empty"),
+}
+
 bad = TruLayerClient(
     api_key=bad_key, project_name=project, endpoint=endpoint, flush_interval=0.2
 )
@@ -73,6 +81,7 @@ print(
     json.dumps(
         {
             "ids": ids,
+            "evals": evals,
             "bad_disabled": sender.disabled,
             "bad_error": type(fatal).__name__ if fatal else None,
             "bad_code": getattr(fatal, "code", None),

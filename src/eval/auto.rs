@@ -1,0 +1,295 @@
+//! Auto-evaluation rules: each trace stored in a rule's project after the
+//! rule was made queues the rule's evaluation, when it passes the rule's
+//! filter and its sample.
+//!
+//! A rule's `config` is an evaluation config (see [`super::evaluator`])
+//! that may add:
+//! - `sample_rate`: the share of matching traces to evaluate, 0 to 1
+//!   (default 1). The choice is a hash of the rule and the trace id, so it
+//!   is stable: a trace is either in a rule's sample or not.
+//! - `filter`: `name`, `model` (exact, or a prefix ending in `*`), `tags`
+//!   (an object of key → value, all of which must match) and `error`
+//!   (`true`: only traces with an error; `false`: only those without).
+//!
+//! The scheduler runs beside ingest, never inside it: it reads the traces
+//! stored since its last pass (its place is kept in the database) and
+//! queues their evaluations in a write of its own.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::queue::{EvalQueue, SCHEDULE_BATCH, SCHEDULE_EVERY};
+use crate::config::{Config, Plan};
+use crate::store::{ActiveRule, NewTraceInfo, Store};
+
+/// The longest filter value, in characters.
+const MAX_FILTER_CHARS: usize = 256;
+/// The most tags a filter may require.
+const MAX_FILTER_TAGS: usize = 20;
+
+/// Which traces a rule applies to.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RuleFilter {
+    pub sample_rate: f64,
+    pub name: Option<String>,
+    pub model: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    pub error: Option<bool>,
+}
+
+impl RuleFilter {
+    /// Reads `sample_rate` and `filter` from a rule's config; the error
+    /// names the field.
+    pub fn parse(config: &Value) -> Result<RuleFilter, String> {
+        let mut parsed = RuleFilter {
+            sample_rate: 1.0,
+            ..RuleFilter::default()
+        };
+        match config.get("sample_rate") {
+            None | Some(Value::Null) => {}
+            Some(rate) => match rate.as_f64() {
+                Some(r) if (0.0..=1.0).contains(&r) => parsed.sample_rate = r,
+                _ => return Err("config.sample_rate: must be a number from 0 to 1".into()),
+            },
+        }
+        let filter = match config.get("filter") {
+            None | Some(Value::Null) => return Ok(parsed),
+            Some(Value::Object(filter)) => filter,
+            Some(_) => return Err("config.filter: must be an object".into()),
+        };
+        for (key, value) in filter {
+            match (key.as_str(), value) {
+                ("name" | "model", Value::String(s)) => {
+                    if s.is_empty() || s.chars().count() > MAX_FILTER_CHARS {
+                        return Err(format!(
+                            "config.filter.{key}: must be 1 to {MAX_FILTER_CHARS} characters"
+                        ));
+                    }
+                    if key == "name" {
+                        parsed.name = Some(s.clone());
+                    } else {
+                        parsed.model = Some(s.clone());
+                    }
+                }
+                ("error", Value::Bool(b)) => parsed.error = Some(*b),
+                ("tags", Value::Object(tags)) => {
+                    if tags.len() > MAX_FILTER_TAGS {
+                        return Err(format!(
+                            "config.filter.tags: at most {MAX_FILTER_TAGS} tags"
+                        ));
+                    }
+                    for (k, v) in tags {
+                        let Some(v) = v.as_str() else {
+                            return Err(format!("config.filter.tags.{k}: must be a string"));
+                        };
+                        parsed.tags.insert(k.clone(), v.to_owned());
+                    }
+                }
+                ("name" | "model", _) => {
+                    return Err(format!("config.filter.{key}: must be a string"))
+                }
+                ("error", _) => return Err("config.filter.error: must be true or false".into()),
+                ("tags", _) => return Err("config.filter.tags: must be an object".into()),
+                (other, _) => {
+                    return Err(format!(
+                        "config.filter.{other}: unknown; use name, model, tags or error"
+                    ))
+                }
+            }
+        }
+        Ok(parsed)
+    }
+
+    /// Whether the trace passes the filter and falls in the rule's sample.
+    pub fn admits(&self, rule_id: &str, trace: &NewTraceInfo) -> bool {
+        let matches = |pattern: &Option<String>, value: &Option<String>| match pattern {
+            None => true,
+            Some(p) => value.as_deref().is_some_and(|v| match p.strip_suffix('*') {
+                Some(prefix) => v.starts_with(prefix),
+                None => v == p,
+            }),
+        };
+        matches(&self.name, &trace.name)
+            && matches(&self.model, &trace.model)
+            && self.error.is_none_or(|e| e == trace.error)
+            && self
+                .tags
+                .iter()
+                .all(|(k, v)| trace.tags.get(k).is_some_and(|have| have == v))
+            && in_sample(self.sample_rate, rule_id, &trace.id)
+    }
+}
+
+/// A stable draw in [0, 1) from the rule and the trace, below `rate`.
+fn in_sample(rate: f64, rule_id: &str, trace_id: &str) -> bool {
+    if rate >= 1.0 {
+        return true;
+    }
+    let digest = Sha256::new()
+        .chain_update(rule_id.as_bytes())
+        .chain_update([0])
+        .chain_update(trace_id.as_bytes())
+        .finalize();
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&digest[..8]);
+    ((u64::from_be_bytes(head) >> 11) as f64 / (1u64 << 53) as f64) < rate
+}
+
+fn applies(rule: &ActiveRule, trace: &NewTraceInfo) -> bool {
+    let config: Value = serde_json::from_str(&rule.config).unwrap_or(Value::Null);
+    // A rule's config was checked when it was saved; one that no longer
+    // reads applies to nothing rather than to everything.
+    RuleFilter::parse(&config).is_ok_and(|f| f.admits(&rule.uuid, trace))
+}
+
+/// Looks for new traces every [`SCHEDULE_EVERY`] and queues their rules'
+/// evaluations, waking the runner when it queued any.
+pub(super) async fn schedule(store: Arc<Store>, config: Arc<Config>, queue: Arc<EvalQueue>) {
+    let quota_config = config.clone();
+    let quota_of: Arc<dyn Fn(&str) -> u64 + Send + Sync> = Arc::new(move |plan: &str| {
+        let plan = Plan::parse(plan).unwrap_or(Plan::Enterprise);
+        quota_config.plans.limits(plan).evals_per_month
+    });
+    let applies: Arc<crate::store::RuleMatcher> = Arc::new(applies);
+    let mut seen = u64::MAX;
+    let mut tick = tokio::time::interval(SCHEDULE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let stored = store.stored_changes();
+        // Traces were stored since the last pass, or a rule may have been
+        // made (checked every pass: a cheap read).
+        match store.auto_eval_work().await {
+            Ok((_, false)) => {
+                seen = stored;
+                continue;
+            }
+            Ok((false, true)) if stored == seen => continue,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "auto-evaluation: reading the rules failed");
+                continue;
+            }
+        }
+        seen = stored;
+        loop {
+            match store
+                .schedule_auto_evals(SCHEDULE_BATCH, applies.clone(), quota_of.clone())
+                .await
+            {
+                Ok(done) => {
+                    let stats = &queue.stats;
+                    stats
+                        .auto_queued
+                        .fetch_add(done.queued as u64, std::sync::atomic::Ordering::Relaxed);
+                    stats
+                        .auto_over_quota
+                        .fetch_add(done.over_quota as u64, std::sync::atomic::Ordering::Relaxed);
+                    if done.queued > 0 {
+                        queue.wake();
+                    }
+                    if !done.more {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "auto-evaluation: queuing failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn trace(id: &str, name: Option<&str>, model: Option<&str>, error: bool) -> NewTraceInfo {
+        NewTraceInfo {
+            seq: 1,
+            tenant_id: 1,
+            project_id: 1,
+            id: id.into(),
+            name: name.map(str::to_owned),
+            model: model.map(str::to_owned),
+            error,
+            tags: HashMap::from([("env".to_string(), "prod".to_string())]),
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn filters_match_name_model_tags_and_error() {
+        let filter = RuleFilter::parse(&json!({"filter": {
+            "name": "chat*", "model": "gpt-4o", "tags": {"env": "prod"}, "error": false
+        }}))
+        .expect("parses");
+        assert!(filter.admits("r", &trace("t", Some("chat.reply"), Some("gpt-4o"), false)));
+        assert!(!filter.admits("r", &trace("t", Some("search"), Some("gpt-4o"), false)));
+        assert!(!filter.admits("r", &trace("t", Some("chat"), Some("gpt-4o-mini"), false)));
+        assert!(!filter.admits("r", &trace("t", Some("chat"), None, false)));
+        assert!(!filter.admits("r", &trace("t", Some("chat"), Some("gpt-4o"), true)));
+        let staging =
+            RuleFilter::parse(&json!({"filter": {"tags": {"env": "staging"}}})).expect("parses");
+        assert!(!staging.admits("r", &trace("t", None, None, false)));
+        let all = RuleFilter::parse(&json!({})).expect("parses");
+        assert!(all.admits("r", &trace("t", None, None, true)));
+    }
+
+    #[test]
+    fn sampling_is_stable_and_near_its_rate() {
+        let filter = RuleFilter::parse(&json!({"sample_rate": 0.3})).expect("parses");
+        let ids: Vec<String> = (0..4000).map(|i| format!("trace-{i}")).collect();
+        let picked = ids
+            .iter()
+            .filter(|id| filter.admits("rule-a", &trace(id, None, None, false)))
+            .count();
+        assert!((1000..1400).contains(&picked), "{picked} of 4000 at 0.3");
+        // The same rule picks the same traces; another rule picks others.
+        let again = ids
+            .iter()
+            .filter(|id| filter.admits("rule-a", &trace(id, None, None, false)))
+            .count();
+        assert_eq!(picked, again);
+        let differ = ids
+            .iter()
+            .filter(|id| {
+                filter.admits("rule-a", &trace(id, None, None, false))
+                    != filter.admits("rule-b", &trace(id, None, None, false))
+            })
+            .count();
+        assert!(differ > 500, "rules sample independently ({differ})");
+        let none = RuleFilter::parse(&json!({"sample_rate": 0})).expect("parses");
+        assert!(!ids
+            .iter()
+            .any(|id| none.admits("r", &trace(id, None, None, false))));
+    }
+
+    #[test]
+    fn bad_filters_are_refused_with_the_field_named() {
+        for (config, field) in [
+            (json!({"sample_rate": 1.5}), "config.sample_rate"),
+            (json!({"sample_rate": "half"}), "config.sample_rate"),
+            (json!({"filter": []}), "config.filter"),
+            (json!({"filter": {"name": ""}}), "config.filter.name"),
+            (json!({"filter": {"model": 4}}), "config.filter.model"),
+            (json!({"filter": {"error": "yes"}}), "config.filter.error"),
+            (
+                json!({"filter": {"tags": {"a": 1}}}),
+                "config.filter.tags.a",
+            ),
+            (json!({"filter": {"colour": "red"}}), "config.filter.colour"),
+        ] {
+            let err = RuleFilter::parse(&config).expect_err("refused");
+            assert!(err.starts_with(field), "{config}: {err}");
+        }
+    }
+}

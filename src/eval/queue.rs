@@ -1,0 +1,425 @@
+//! The evaluation runner: takes due evaluations from the durable queue in
+//! the store, runs them (rules in-process, LLM evaluations on the judge) at
+//! most `eval.workers` at a time, each attempt within `eval.timeout_s`, and
+//! records the outcome. A judge's 429, 5xx or timeout is retried after a
+//! growing wait (or what its Retry-After asks), up to `eval.max_attempts`.
+//!
+//! Beside it, the scheduler looks at each newly stored trace once and
+//! queues the evaluations of the enabled auto-evaluation rules that match
+//! it (see [`super::auto`]). Both keep their place in the database, so a
+//! restart loses nothing: evaluations cut off while running are run again.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::evaluator::{resolve, Evaluator};
+use super::judge::{Judge, JudgeError, JudgeRequest};
+use super::rules::{Label, SpanSubject, Subject, Verdict};
+use crate::config::{Config, EvalConfig};
+use crate::store::{now_micros, ClaimedEval, EvalOutcome, EvalTrace, Store};
+
+/// What a failed LLM evaluation says when no judge is configured.
+pub const NO_JUDGE: &str = "no judge configured: an LLM evaluation needs [eval.judge] in the \
+    server's configuration; nothing was sent anywhere";
+/// The longest wait between attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Outcomes recorded in one write, at most.
+const FINISH_BATCH: usize = 256;
+/// Traces the scheduler looks at per write.
+pub(super) const SCHEDULE_BATCH: usize = 512;
+/// How often the scheduler looks for new traces.
+pub(super) const SCHEDULE_EVERY: Duration = Duration::from_millis(250);
+/// How long the runner sleeps with nothing due, unless woken.
+const IDLE_WAIT: Duration = Duration::from_secs(5);
+/// How often the queue's depth is measured for `/health` and `/metrics`.
+const MEASURE_EVERY: Duration = Duration::from_millis(500);
+
+/// The queue's handle: wakes the runner and holds its figures.
+#[derive(Debug, Default)]
+pub struct EvalQueue {
+    wake: Notify,
+    pub stats: QueueStats,
+}
+
+/// Running totals, and the queue's depth as last measured.
+#[derive(Debug, Default)]
+pub struct QueueStats {
+    pub pending: AtomicU64,
+    pub running: AtomicU64,
+    /// Age of the oldest pending evaluation, in milliseconds.
+    pub oldest_pending_ms: AtomicU64,
+    pub completed: AtomicU64,
+    pub failed: AtomicU64,
+    pub retried: AtomicU64,
+    /// Evaluations queued by auto-evaluation rules.
+    pub auto_queued: AtomicU64,
+    /// Rule evaluations not queued because a monthly cap was reached.
+    pub auto_over_quota: AtomicU64,
+    pub judge_calls: AtomicU64,
+    pub judge_micros: AtomicU64,
+}
+
+impl EvalQueue {
+    /// Something was queued: run it now rather than at the next poll.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+/// Starts the runner and the scheduler. Fails when the judge cannot be set
+/// up (a missing key variable, an unreadable CA file).
+pub fn start(
+    store: Arc<Store>,
+    config: Arc<Config>,
+    queue: Arc<EvalQueue>,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let judge = match &config.eval.judge {
+        Some(judge) => Some(Arc::new(
+            Judge::new(judge).map_err(|e| anyhow::anyhow!("eval.judge: {e}"))?,
+        )),
+        None => None,
+    };
+    let runner = Runner {
+        store: store.clone(),
+        config: config.eval.clone(),
+        judge,
+        queue: queue.clone(),
+    };
+    Ok(vec![
+        tokio::spawn(runner.run()),
+        tokio::spawn(super::auto::schedule(store, config, queue)),
+    ])
+}
+
+struct Runner {
+    store: Arc<Store>,
+    config: EvalConfig,
+    judge: Option<Arc<Judge>>,
+    queue: Arc<EvalQueue>,
+}
+
+impl Runner {
+    async fn run(self) {
+        match self.store.requeue_running_evals().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(evaluations = n, "resuming evaluations cut off by a stop"),
+            Err(e) => tracing::warn!(error = %e, "could not resume interrupted evaluations"),
+        }
+        let this = Arc::new(self);
+        let slots = Arc::new(Semaphore::new(this.config.workers));
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        // Aborting the runner drops the set, which aborts every evaluation
+        // in flight; they stay `running` and are resumed at the next start.
+        let mut tasks = JoinSet::new();
+        tasks.spawn(record(this.store.clone(), this.queue.clone(), done_rx));
+        let mut measured: Option<std::time::Instant> = None;
+        loop {
+            while tasks.try_join_next().is_some() {}
+            if measured.is_none_or(|at| at.elapsed() >= MEASURE_EVERY) {
+                this.measure().await;
+                measured = Some(std::time::Instant::now());
+            }
+            let free = slots.available_permits();
+            if free == 0 {
+                if let Ok(permit) = slots.clone().acquire_owned().await {
+                    drop(permit);
+                }
+                continue;
+            }
+            let claimed = match this.store.claim_evals(free).await {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming evaluations failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if claimed.is_empty() {
+                let wait = match this.store.next_eval_due().await {
+                    Ok(Some(due)) => {
+                        Duration::from_micros((due - now_micros()).max(1_000) as u64).min(IDLE_WAIT)
+                    }
+                    _ => IDLE_WAIT,
+                };
+                tokio::select! {
+                    _ = this.queue.wake.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                continue;
+            }
+            for job in claimed {
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let (runner, done) = (this.clone(), done_tx.clone());
+                tasks.spawn(async move {
+                    let outcome = runner.attempt(&job).await;
+                    let _ = done.send((job.id, outcome));
+                    drop(permit);
+                });
+            }
+        }
+    }
+
+    /// Refreshes the queue's depth for `/health` and `/metrics`.
+    async fn measure(&self) {
+        if let Ok(depth) = self.store.eval_queue_depth().await {
+            let stats = &self.queue.stats;
+            stats.pending.store(depth.pending, Ordering::Relaxed);
+            stats.running.store(depth.running, Ordering::Relaxed);
+            stats
+                .oldest_pending_ms
+                .store((depth.oldest_pending_s * 1000.0) as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// One attempt, within the time limit.
+    async fn attempt(&self, job: &ClaimedEval) -> EvalOutcome {
+        let limit = Duration::from_secs(self.config.timeout_s);
+        match tokio::time::timeout(limit, self.evaluate(job)).await {
+            Ok(Ok(verdict)) => verdict,
+            Ok(Err(JudgeError::Failed(reason))) => EvalOutcome::Failed { reason },
+            Ok(Err(JudgeError::Retryable {
+                reason,
+                retry_after,
+            })) => self.retry(job, reason, retry_after),
+            Err(_) => self.retry(
+                job,
+                format!("the evaluation took longer than {}s", limit.as_secs()),
+                None,
+            ),
+        }
+    }
+
+    fn retry(
+        &self,
+        job: &ClaimedEval,
+        reason: String,
+        retry_after: Option<Duration>,
+    ) -> EvalOutcome {
+        if job.attempts >= self.config.max_attempts {
+            return EvalOutcome::Failed {
+                reason: format!("gave up after {} attempts: {reason}", job.attempts),
+            };
+        }
+        self.queue.stats.retried.fetch_add(1, Ordering::Relaxed);
+        let wait = retry_after.unwrap_or_else(|| backoff(self.config.retry_base_ms, job.attempts));
+        EvalOutcome::Retry {
+            reason,
+            run_after: now_micros() + wait.min(MAX_BACKOFF).as_micros() as i64,
+        }
+    }
+
+    async fn evaluate(&self, job: &ClaimedEval) -> Result<EvalOutcome, JudgeError> {
+        let config: Value = serde_json::from_str(&job.config).unwrap_or(Value::Null);
+        let evaluator = match resolve(&job.evaluator_type, &job.metric_name, &config) {
+            Ok(evaluator) => evaluator,
+            Err(reason) => return Err(JudgeError::Failed(reason)),
+        };
+        let trace = match self.store.eval_trace(job.trace_seq).await {
+            Ok(Some(trace)) => trace,
+            Ok(None) => return Err(JudgeError::Failed("the trace no longer exists".into())),
+            Err(e) => {
+                return Err(JudgeError::Retryable {
+                    reason: format!("reading the trace failed: {e}"),
+                    retry_after: None,
+                })
+            }
+        };
+        match evaluator {
+            Evaluator::Rule(rule) => {
+                // Rules are CPU work (a regex over up to a MiB): off the runtime.
+                let verdict = tokio::task::spawn_blocking(move || {
+                    let spans = span_subjects(&trace);
+                    rule.evaluate(&subject(&trace, &spans))
+                })
+                .await
+                .map_err(|e| JudgeError::Failed(format!("the rule evaluator failed: {e}")))?;
+                Ok(complete(verdict, None))
+            }
+            Evaluator::Judge {
+                rubric,
+                needs_context,
+                model,
+            } => {
+                let Some(judge) = &self.judge else {
+                    return Err(JudgeError::Failed(NO_JUDGE.into()));
+                };
+                let context = needs_context.then(|| retrieved_context(&trace)).flatten();
+                let request = JudgeRequest {
+                    metric: &job.metric_name,
+                    rubric: &rubric,
+                    input: trace.input.as_deref(),
+                    output: trace.output.as_deref(),
+                    context: context.as_deref(),
+                    model: model.as_deref(),
+                };
+                let started = std::time::Instant::now();
+                let verdict = judge.judge(&request).await;
+                let stats = &self.queue.stats;
+                stats.judge_calls.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .judge_micros
+                    .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                let used = model.unwrap_or_else(|| judge.model().to_owned());
+                Ok(complete(verdict?, Some(used)))
+            }
+        }
+    }
+}
+
+/// `base`, doubled for each attempt after the first, with up to a quarter
+/// more at random so that retries of many evaluations spread out.
+fn backoff(base_ms: u64, attempts: u32) -> Duration {
+    let doubled = base_ms.saturating_mul(1u64 << attempts.saturating_sub(1).min(20));
+    let jitter = rand::random_range(0..=doubled / 4);
+    Duration::from_millis(doubled.saturating_add(jitter)).min(MAX_BACKOFF)
+}
+
+fn complete(verdict: Verdict, judge_model: Option<String>) -> EvalOutcome {
+    EvalOutcome::Complete {
+        score: verdict.score,
+        label: match verdict.label {
+            Label::Pass => "pass",
+            Label::Fail => "fail",
+            Label::Warn => "warn",
+        }
+        .into(),
+        reasoning: verdict.reasoning,
+        judge_model,
+    }
+}
+
+fn span_subjects(trace: &EvalTrace) -> Vec<SpanSubject<'_>> {
+    trace
+        .spans
+        .iter()
+        .map(|s| SpanSubject {
+            name: &s.name,
+            span_type: &s.span_type,
+            input: s.input.as_deref(),
+            output: s.output.as_deref(),
+            error: s.error.as_deref(),
+        })
+        .collect()
+}
+
+fn subject<'a>(trace: &'a EvalTrace, spans: &'a [SpanSubject<'a>]) -> Subject<'a> {
+    Subject {
+        input: trace.input.as_deref(),
+        output: trace.output.as_deref(),
+        error: trace.error.as_deref(),
+        latency_ms: trace.latency_ms,
+        cost: trace.cost,
+        total_tokens: trace.total_tokens,
+        metadata: &trace.metadata,
+        spans,
+    }
+}
+
+/// What the trace's retrieval spans returned, numbered, for judges that
+/// check an answer against its sources.
+fn retrieved_context(trace: &EvalTrace) -> Option<String> {
+    let parts: Vec<String> = trace
+        .spans
+        .iter()
+        .filter(|s| s.span_type == "retrieval")
+        .filter_map(|s| s.output.as_deref().filter(|o| !o.trim().is_empty()))
+        .enumerate()
+        .map(|(i, text)| format!("[{}] {text}", i + 1))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("\n\n"))
+}
+
+/// Writes outcomes as they come, many to a transaction.
+async fn record(
+    store: Arc<Store>,
+    queue: Arc<EvalQueue>,
+    mut done: mpsc::UnboundedReceiver<(i64, EvalOutcome)>,
+) {
+    while let Some(first) = done.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < FINISH_BATCH {
+            match done.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let stats = &queue.stats;
+        for (_, outcome) in &batch {
+            match outcome {
+                EvalOutcome::Complete { .. } => stats.completed.fetch_add(1, Ordering::Relaxed),
+                EvalOutcome::Failed { .. } => stats.failed.fetch_add(1, Ordering::Relaxed),
+                EvalOutcome::Retry { .. } => 0,
+            };
+        }
+        let retries = batch
+            .iter()
+            .any(|(_, o)| matches!(o, EvalOutcome::Retry { .. }));
+        if let Err(e) = store.finish_evals(batch).await {
+            // They stay `running` and are run again at the next start.
+            tracing::warn!(error = %e, "recording evaluation results failed");
+        }
+        if retries {
+            queue.wake();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        for attempt in 1..=4u32 {
+            let wait = backoff(1000, attempt).as_millis() as u64;
+            let base = 1000 << (attempt - 1);
+            assert!(
+                (base..=base + base / 4).contains(&wait),
+                "attempt {attempt}: {wait} ms"
+            );
+        }
+        assert_eq!(backoff(1000, 30), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn retrieved_context_numbers_the_retrieval_spans_outputs() {
+        let span = |t: &str, out: Option<&str>| crate::store::EvalSpan {
+            name: "s".into(),
+            span_type: t.into(),
+            input: None,
+            output: out.map(str::to_owned),
+            error: None,
+        };
+        let trace = EvalTrace {
+            input: None,
+            output: None,
+            error: None,
+            latency_ms: None,
+            cost: None,
+            total_tokens: None,
+            metadata: Value::Null,
+            spans: vec![
+                span("retrieval", Some("Paris is in France.")),
+                span("llm", Some("not context")),
+                span("retrieval", Some("  ")),
+                span("retrieval", Some("The Seine flows through Paris.")),
+            ],
+        };
+        assert_eq!(
+            retrieved_context(&trace).as_deref(),
+            Some("[1] Paris is in France.\n\n[2] The Seine flows through Paris.")
+        );
+        let none = EvalTrace {
+            spans: vec![span("llm", Some("x"))],
+            ..trace
+        };
+        assert_eq!(retrieved_context(&none), None);
+    }
+}

@@ -1,0 +1,226 @@
+//! `/v1/eval-rules`: auto-evaluation rules (the reference's `EvalRule`).
+//! Each trace stored in a rule's project after the rule was made queues the
+//! rule's evaluation, filtered and sampled by its `config` (see
+//! `eval::auto`). A plan may cap how many rules an organisation has.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::audit;
+use super::evals::check_eval;
+use super::extract::JsonBody;
+use super::{project_param, AppState, Principal};
+use crate::error::AppError;
+use crate::eval::auto::RuleFilter;
+use crate::store::{EvalRuleChange, NewEvalRule, RuleCreated};
+
+/// The reference's `CreateEvalRuleRequest`.
+#[derive(Deserialize)]
+pub struct CreateRule {
+    project_id: String,
+    metric_name: String,
+    evaluator_type: String,
+    #[serde(default)]
+    config: Option<Value>,
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    model_tier: Option<String>,
+}
+
+/// The reference's `UpdateEvalRuleRequest`: absent or null leaves a field
+/// as it is, except `config`, which null clears.
+#[derive(Deserialize)]
+pub struct UpdateRule {
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    metric_name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    config: Option<Option<Value>>,
+    #[serde(default)]
+    model_tier: Option<String>,
+}
+
+/// Tells a field sent as `null` (`Some(None)`) from one left out (`None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Value>>, D::Error> {
+    Option::<Value>::deserialize(d).map(Some)
+}
+
+/// A rule's config: what any evaluation accepts, plus its filter and
+/// sample rate. Returns the JSON to store (none for an empty config).
+fn check_rule(
+    evaluator_type: &str,
+    metric_name: &str,
+    config: Option<&Value>,
+) -> Result<Option<String>, AppError> {
+    let config: Map<String, Value> =
+        check_eval(evaluator_type, metric_name, config).map_err(AppError::bad_request)?;
+    let value = Value::Object(config);
+    RuleFilter::parse(&value).map_err(AppError::bad_request)?;
+    Ok(value
+        .as_object()
+        .is_some_and(|m| !m.is_empty())
+        .then(|| value.to_string()))
+}
+
+fn check_tier(tier: Option<&str>) -> Result<String, AppError> {
+    match tier {
+        None => Ok("cheap".into()),
+        Some(t @ ("cheap" | "premium")) => Ok(t.into()),
+        Some(_) => Err(AppError::bad_request(
+            "model_tier: must be cheap or premium",
+        )),
+    }
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, AppError> {
+    let project_id = project_param(&state, &principal, &params).await?;
+    let items = state
+        .store
+        .list_eval_rules(principal.tenant_id, project_id)
+        .await?;
+    Ok(Json(json!({ "items": items })))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    JsonBody(body): JsonBody<CreateRule>,
+) -> Result<Response, AppError> {
+    let config = check_rule(
+        &body.evaluator_type,
+        &body.metric_name,
+        body.config.as_ref(),
+    )?;
+    let model_tier = check_tier(body.model_tier.as_deref())?;
+    let project = state
+        .store
+        .find_project(principal.tenant_id, body.project_id)
+        .await?
+        .ok_or(AppError::NotFound("project"))?;
+    let max_rules = state.config.plans.limits(principal.plan).max_eval_rules;
+    let created = state
+        .store
+        .create_eval_rule(
+            principal.tenant_id,
+            NewEvalRule {
+                project_id: project.id,
+                metric_name: body.metric_name,
+                evaluator_type: body.evaluator_type,
+                config,
+                enabled: body.enabled.unwrap_or(true),
+                model_tier,
+            },
+            max_rules,
+        )
+        .await?;
+    let rule = match created {
+        RuleCreated::Created(rule) => rule,
+        RuleCreated::OverQuota { count } => {
+            return Err(AppError::QuotaExceeded {
+                message: format!(
+                    "the {} plan allows {max_rules} evaluation rules and this organisation \
+                     has {count}; delete one or upgrade",
+                    principal.plan.as_str()
+                ),
+                code: "eval_rules_quota_exceeded",
+            })
+        }
+    };
+    audit::by(
+        &state,
+        &principal,
+        "eval_rule.create",
+        Some(rule.id.clone()),
+        json!({"metric_name": rule.metric_name, "project_id": rule.project_id}),
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(rule)).into_response())
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<UpdateRule>,
+) -> Result<Json<crate::store::EvalRule>, AppError> {
+    let id = canonical(&id)?;
+    let current = state
+        .store
+        .get_eval_rule(principal.tenant_id, id.clone())
+        .await?
+        .ok_or(AppError::NotFound("eval rule"))?;
+    let metric_name = body
+        .metric_name
+        .clone()
+        .unwrap_or_else(|| current.metric_name.clone());
+    // The rule as it will be must still run: check the config it ends with.
+    let kept: Option<Value> = current
+        .config
+        .as_ref()
+        .and_then(|c| serde_json::from_str(c.get()).ok());
+    let config = match &body.config {
+        Some(new) => new.as_ref(),
+        None => kept.as_ref(),
+    };
+    let checked = check_rule(&current.evaluator_type, &metric_name, config)?;
+    let model_tier = body
+        .model_tier
+        .as_deref()
+        .map(|t| check_tier(Some(t)))
+        .transpose()?;
+    let change = EvalRuleChange {
+        enabled: body.enabled,
+        metric_name: body.metric_name,
+        config: body.config.is_some().then_some(checked),
+        model_tier,
+    };
+    let rule = state
+        .store
+        .update_eval_rule(principal.tenant_id, id, change)
+        .await?
+        .ok_or(AppError::NotFound("eval rule"))?;
+    audit::by(
+        &state,
+        &principal,
+        "eval_rule.update",
+        Some(rule.id.clone()),
+        json!({"metric_name": rule.metric_name, "enabled": rule.enabled}),
+    )
+    .await;
+    Ok(Json(rule))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    let id = canonical(&id)?;
+    if !state
+        .store
+        .delete_eval_rule(principal.tenant_id, id.clone())
+        .await?
+    {
+        return Err(AppError::NotFound("eval rule"));
+    }
+    audit::by(&state, &principal, "eval_rule.delete", Some(id), json!({})).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn canonical(id: &str) -> Result<String, AppError> {
+    uuid::Uuid::parse_str(id)
+        .map(|u| u.hyphenated().to_string())
+        .map_err(|_| AppError::NotFound("eval rule"))
+}
