@@ -39,7 +39,7 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvalConfig {
-    /// Evaluations run at once.
+    /// Calls to the LLM judge made at once.
     pub workers: usize,
     /// The longest one attempt at an evaluation may take, in seconds.
     pub timeout_s: u64,

@@ -1,7 +1,8 @@
 //! The evaluation runner: takes due evaluations from the durable queue in
-//! the store, runs them (rules in-process, LLM evaluations on the judge) at
-//! most `eval.workers` at a time, each attempt within `eval.timeout_s`, and
-//! records the outcome. A judge's 429, 5xx or timeout is retried after a
+//! the store, runs them (rules in-process, LLM evaluations on the judge,
+//! at most `eval.workers` judge calls at a time, so slow judge calls do not
+//! hold up the rules queued behind them), each attempt within
+//! `eval.timeout_s`, and records the outcome. A judge's 429, 5xx or timeout is retried after a
 //! growing wait (or what its Retry-After asks), up to `eval.max_attempts`.
 //!
 //! Beside it, the scheduler looks at each newly stored trace once and
@@ -36,6 +37,9 @@ pub(super) const SCHEDULE_BATCH: usize = 512;
 pub(super) const SCHEDULE_EVERY: Duration = Duration::from_millis(250);
 /// How long the runner sleeps with nothing due, unless woken.
 const IDLE_WAIT: Duration = Duration::from_secs(5);
+/// Evaluations claimed and in flight at once, at most (rules and judge
+/// calls together; judge calls are further held to `eval.workers`).
+const IN_FLIGHT: usize = 64;
 /// How often the queue's depth is measured for `/health` and `/metrics`.
 const MEASURE_EVERY: Duration = Duration::from_millis(500);
 
@@ -88,6 +92,7 @@ pub fn start(
         store: store.clone(),
         config: config.eval.clone(),
         judge,
+        judge_slots: Semaphore::new(config.eval.workers),
         queue: queue.clone(),
     };
     Ok(vec![
@@ -100,6 +105,8 @@ struct Runner {
     store: Arc<Store>,
     config: EvalConfig,
     judge: Option<Arc<Judge>>,
+    /// One permit per judge call that may run at once.
+    judge_slots: Semaphore,
     queue: Arc<EvalQueue>,
 }
 
@@ -111,7 +118,7 @@ impl Runner {
             Err(e) => tracing::warn!(error = %e, "could not resume interrupted evaluations"),
         }
         let this = Arc::new(self);
-        let slots = Arc::new(Semaphore::new(this.config.workers));
+        let slots = Arc::new(Semaphore::new(IN_FLIGHT.max(this.config.workers)));
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         // Aborting the runner drops the set, which aborts every evaluation
         // in flight; they stay `running` and are resumed at the next start.
@@ -178,22 +185,30 @@ impl Runner {
         }
     }
 
-    /// One attempt, within the time limit.
+    /// One attempt.
     async fn attempt(&self, job: &ClaimedEval) -> EvalOutcome {
-        let limit = Duration::from_secs(self.config.timeout_s);
-        match tokio::time::timeout(limit, self.evaluate(job)).await {
-            Ok(Ok(verdict)) => verdict,
-            Ok(Err(JudgeError::Failed(reason))) => EvalOutcome::Failed { reason },
-            Ok(Err(JudgeError::Retryable {
+        match self.evaluate(job).await {
+            Ok(verdict) => verdict,
+            Err(JudgeError::Failed(reason)) => EvalOutcome::Failed { reason },
+            Err(JudgeError::Retryable {
                 reason,
                 retry_after,
-            })) => self.retry(job, reason, retry_after),
-            Err(_) => self.retry(
-                job,
-                format!("the evaluation took longer than {}s", limit.as_secs()),
-                None,
-            ),
+            }) => self.retry(job, reason, retry_after),
         }
+    }
+
+    /// Runs `work` within `eval.timeout_s`; running out is worth a retry.
+    async fn limited<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, JudgeError>>,
+    ) -> Result<T, JudgeError> {
+        let limit = Duration::from_secs(self.config.timeout_s);
+        tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+            Err(JudgeError::Retryable {
+                reason: format!("the evaluation took longer than {}s", limit.as_secs()),
+                retry_after: None,
+            })
+        })
     }
 
     fn retry(
@@ -234,12 +249,16 @@ impl Runner {
         match evaluator {
             Evaluator::Rule(rule) => {
                 // Rules are CPU work (a regex over up to a MiB): off the runtime.
-                let verdict = tokio::task::spawn_blocking(move || {
-                    let spans = span_subjects(&trace);
-                    rule.evaluate(&subject(&trace, &spans))
-                })
-                .await
-                .map_err(|e| JudgeError::Failed(format!("the rule evaluator failed: {e}")))?;
+                let verdict = self
+                    .limited(async move {
+                        tokio::task::spawn_blocking(move || {
+                            let spans = span_subjects(&trace);
+                            rule.evaluate(&subject(&trace, &spans))
+                        })
+                        .await
+                        .map_err(|e| JudgeError::Failed(format!("the rule evaluator failed: {e}")))
+                    })
+                    .await?;
                 Ok(complete(verdict, None))
             }
             Evaluator::Judge {
@@ -259,8 +278,11 @@ impl Runner {
                     context: context.as_deref(),
                     model: model.as_deref(),
                 };
+                let Ok(_slot) = self.judge_slots.acquire().await else {
+                    return Err(JudgeError::Failed("the runner is stopping".into()));
+                };
                 let started = std::time::Instant::now();
-                let verdict = judge.judge(&request).await;
+                let verdict = self.limited(judge.judge(&request)).await;
                 let stats = &self.queue.stats;
                 stats.judge_calls.fetch_add(1, Ordering::Relaxed);
                 stats

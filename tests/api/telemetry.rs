@@ -154,3 +154,56 @@ async fn a_metrics_listener_of_its_own_needs_no_token() {
     server.stop().await;
     std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port is free again");
 }
+
+#[tokio::test]
+async fn the_evaluation_queue_shows_in_health_and_metrics() {
+    let server = TestServer::start_with(&format!("[metrics]\ntoken = {TOKEN:?}\n")).await;
+    let health = server.get_json("/health").await;
+    assert_eq!(health["eval_queue"]["pending"], 0, "{health}");
+    assert_eq!(health["eval_queue"]["running"], 0, "{health}");
+    let trace_id = server.ingest(sample_trace("evaluated")).await;
+    // Two rules that complete, and an LLM evaluation that fails (no judge).
+    for (kind, metric) in [
+        ("rule", "not_empty"),
+        ("rule", "pii_leakage"),
+        ("llm", "toxicity"),
+    ] {
+        let resp = server
+            .post(
+                "/v1/eval",
+                &json!({"trace_id": trace_id, "evaluator_type": kind, "metric_name": metric}),
+            )
+            .await;
+        assert_eq!(resp.status().as_u16(), 202);
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let text = loop {
+        let text = server
+            .client
+            .get(server.url("/metrics"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("sent")
+            .text()
+            .await
+            .expect("text");
+        if sample(&text, "trulayer_evaluations_completed_total") == Some(2.0)
+            && sample(&text, "trulayer_evaluations_failed_total") == Some(1.0)
+        {
+            break text;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    for series in [
+        "trulayer_eval_queue_pending",
+        "trulayer_eval_queue_running",
+        "trulayer_eval_queue_oldest_pending_seconds",
+        "trulayer_evaluation_retries_total",
+        "trulayer_judge_requests_total",
+    ] {
+        assert!(sample(&text, series).is_some(), "{series} missing:\n{text}");
+    }
+    assert_eq!(sample(&text, "trulayer_judge_requests_total"), Some(0.0));
+}
