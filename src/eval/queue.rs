@@ -1,7 +1,7 @@
 //! The evaluation runner: takes due evaluations from the durable queue in
-//! the store, runs them (rules in-process, LLM evaluations on the judge,
-//! at most `eval.workers` judge calls at a time, so slow judge calls do not
-//! hold up the rules queued behind them), each attempt within
+//! the store, runs them (rule evaluations in-process, up to 64 at once; LLM
+//! evaluations on the judge, `eval.workers` at once, so slow judge calls do
+//! not hold up the rules queued behind them), each attempt within
 //! `eval.timeout_s`, and records the outcome. A judge's 429, 5xx or timeout is retried after a
 //! growing wait (or what its Retry-After asks), up to `eval.max_attempts`.
 //!
@@ -37,8 +37,7 @@ pub(super) const SCHEDULE_BATCH: usize = 512;
 pub(super) const SCHEDULE_EVERY: Duration = Duration::from_millis(250);
 /// How long the runner sleeps with nothing due, unless woken.
 const IDLE_WAIT: Duration = Duration::from_secs(5);
-/// Evaluations claimed and in flight at once, at most (rules and judge
-/// calls together; judge calls are further held to `eval.workers`).
+/// Rule evaluations in flight at once, at most.
 const IN_FLIGHT: usize = 64;
 /// How often the queue's depth is measured for `/health` and `/metrics`.
 const MEASURE_EVERY: Duration = Duration::from_millis(500);
@@ -83,16 +82,14 @@ pub fn start(
     queue: Arc<EvalQueue>,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let judge = match &config.eval.judge {
-        Some(judge) => Some(Arc::new(
-            Judge::new(judge).map_err(|e| anyhow::anyhow!("eval.judge: {e}"))?,
-        )),
+        // The judge's errors name their key (`eval.judge.<key>: …`).
+        Some(judge) => Some(Arc::new(Judge::new(judge).map_err(anyhow::Error::msg)?)),
         None => None,
     };
     let runner = Runner {
         store: store.clone(),
         config: config.eval.clone(),
         judge,
-        judge_slots: Semaphore::new(config.eval.workers),
         queue: queue.clone(),
     };
     Ok(vec![
@@ -105,8 +102,6 @@ struct Runner {
     store: Arc<Store>,
     config: EvalConfig,
     judge: Option<Arc<Judge>>,
-    /// One permit per judge call that may run at once.
-    judge_slots: Semaphore,
     queue: Arc<EvalQueue>,
 }
 
@@ -118,7 +113,14 @@ impl Runner {
             Err(e) => tracing::warn!(error = %e, "could not resume interrupted evaluations"),
         }
         let this = Arc::new(self);
-        let slots = Arc::new(Semaphore::new(IN_FLIGHT.max(this.config.workers)));
+        // Two pools: rule evaluations (fast, in-process) and LLM evaluations
+        // (one judge call each, `eval.workers` at once), so a slow judge
+        // never holds up the rules. Only what a pool can start is claimed,
+        // so `running` means running.
+        let pools = [
+            ("rule", Arc::new(Semaphore::new(IN_FLIGHT))),
+            ("llm", Arc::new(Semaphore::new(this.config.workers))),
+        ];
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         // Aborting the runner drops the set, which aborts every evaluation
         // in flight; they stay `running` and are resumed at the next start.
@@ -131,44 +133,49 @@ impl Runner {
                 this.measure().await;
                 measured = Some(std::time::Instant::now());
             }
-            let free = slots.available_permits();
-            if free == 0 {
-                if let Ok(permit) = slots.clone().acquire_owned().await {
-                    drop(permit);
-                }
-                continue;
-            }
-            let claimed = match this.store.claim_evals(free).await {
-                Ok(claimed) => claimed,
-                Err(e) => {
-                    tracing::warn!(error = %e, "claiming evaluations failed");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+            let mut claimed_any = false;
+            let mut wait = IDLE_WAIT;
+            for (kind, slots) in &pools {
+                let free = slots.available_permits();
+                if free == 0 {
+                    // A finishing evaluation wakes the loop.
                     continue;
                 }
-            };
-            if claimed.is_empty() {
-                let wait = match this.store.next_eval_due().await {
-                    Ok(Some(due)) => {
-                        Duration::from_micros((due - now_micros()).max(1_000) as u64).min(IDLE_WAIT)
+                let claimed = match this.store.claim_evals(kind, free).await {
+                    Ok(claimed) => claimed,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "claiming evaluations failed");
+                        wait = wait.min(Duration::from_secs(1));
+                        continue;
                     }
-                    _ => IDLE_WAIT,
                 };
-                tokio::select! {
-                    _ = this.queue.wake.notified() => {}
-                    _ = tokio::time::sleep(wait) => {}
+                if claimed.is_empty() {
+                    if let Ok(Some(due)) = this.store.next_eval_due(kind).await {
+                        let until = Duration::from_micros((due - now_micros()).max(1_000) as u64);
+                        wait = wait.min(until);
+                    }
+                    continue;
                 }
+                claimed_any = true;
+                for job in claimed {
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        break;
+                    };
+                    let (runner, done) = (this.clone(), done_tx.clone());
+                    tasks.spawn(async move {
+                        let outcome = runner.attempt(&job).await;
+                        let _ = done.send((job.id, outcome));
+                        drop(permit);
+                        runner.queue.wake();
+                    });
+                }
+            }
+            if claimed_any {
                 continue;
             }
-            for job in claimed {
-                let Ok(permit) = slots.clone().acquire_owned().await else {
-                    return;
-                };
-                let (runner, done) = (this.clone(), done_tx.clone());
-                tasks.spawn(async move {
-                    let outcome = runner.attempt(&job).await;
-                    let _ = done.send((job.id, outcome));
-                    drop(permit);
-                });
+            tokio::select! {
+                _ = this.queue.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }
@@ -270,6 +277,15 @@ impl Runner {
                     return Err(JudgeError::Failed(NO_JUDGE.into()));
                 };
                 let context = needs_context.then(|| retrieved_context(&trace)).flatten();
+                if needs_context && context.is_none() {
+                    // Judging faithfulness or grounding without the sources
+                    // would only measure the judge's own beliefs.
+                    return Err(JudgeError::Failed(format!(
+                        "{} is judged against retrieved context, and the trace has no \
+                         retrieval span with output",
+                        job.metric_name
+                    )));
+                }
                 let request = JudgeRequest {
                     metric: &job.metric_name,
                     rubric: &rubric,
@@ -277,9 +293,6 @@ impl Runner {
                     output: trace.output.as_deref(),
                     context: context.as_deref(),
                     model: model.as_deref(),
-                };
-                let Ok(_slot) = self.judge_slots.acquire().await else {
-                    return Err(JudgeError::Failed("the runner is stopping".into()));
                 };
                 let started = std::time::Instant::now();
                 let verdict = self.limited(judge.judge(&request)).await;

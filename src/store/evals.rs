@@ -346,19 +346,24 @@ impl Store {
         self.read(move |conn| list(conn, tenant_id, &filter)).await
     }
 
-    /// Claims up to `limit` due evaluations: each becomes `running` with one
-    /// more attempt.
-    pub async fn claim_evals(&self, limit: usize) -> Result<Vec<ClaimedEval>> {
+    /// Claims up to `limit` due evaluations of `evaluator_type`: each
+    /// becomes `running` with one more attempt.
+    pub async fn claim_evals(
+        &self,
+        evaluator_type: &'static str,
+        limit: usize,
+    ) -> Result<Vec<ClaimedEval>> {
         self.write(move |conn| {
             let now = now_micros();
             let mut claimed = Vec::new();
             let mut stmt = conn.prepare_cached(
                 "UPDATE evaluations SET status = 'running', attempts = attempts + 1, \
                  started_at = ?2 WHERE id IN (SELECT id FROM evaluations \
-                 WHERE status = 'pending' AND run_after <= ?2 ORDER BY run_after, id LIMIT ?1) \
+                 WHERE status = 'pending' AND run_after <= ?2 AND evaluator_type = ?3 \
+                 ORDER BY run_after, id LIMIT ?1) \
                  RETURNING id, uuid, tenant_id, trace_seq, metric_name, evaluator_type, config, attempts",
             )?;
-            let rows = stmt.query_map(params![limit as i64, now], |r| {
+            let rows = stmt.query_map(params![limit as i64, now, evaluator_type], |r| {
                 Ok(ClaimedEval {
                     id: r.get(0)?,
                     uuid: r.get(1)?,
@@ -379,12 +384,16 @@ impl Store {
         .await
     }
 
-    /// When the next pending evaluation is due (microseconds), if any is.
-    pub async fn next_eval_due(&self) -> Result<Option<i64>> {
-        self.read(|conn| {
+    /// When the next pending evaluation of `evaluator_type` is due
+    /// (microseconds), if any is.
+    pub async fn next_eval_due(&self, evaluator_type: &'static str) -> Result<Option<i64>> {
+        self.read(move |conn| {
             Ok(conn
-                .prepare_cached("SELECT min(run_after) FROM evaluations WHERE status = 'pending'")?
-                .query_row([], |r| r.get(0))?)
+                .prepare_cached(
+                    "SELECT min(run_after) FROM evaluations \
+                     WHERE status = 'pending' AND evaluator_type = ?1",
+                )?
+                .query_row([evaluator_type], |r| r.get(0))?)
         })
         .await
     }

@@ -12,6 +12,7 @@ mod export;
 mod feedback;
 mod ingest;
 mod isolation;
+mod judges;
 mod live;
 mod metrics;
 mod plans;

@@ -41,7 +41,7 @@ CREATE TABLE evaluations (
     started_at      INTEGER,
     finished_at     INTEGER
 );
-CREATE INDEX evaluations_queue ON evaluations(run_after, id) WHERE status = 'pending';
+CREATE INDEX evaluations_queue ON evaluations(evaluator_type, run_after, id) WHERE status = 'pending';
 CREATE INDEX evaluations_running ON evaluations(id) WHERE status = 'running';
 CREATE INDEX evaluations_by_trace ON evaluations(trace_seq);
 CREATE INDEX evaluations_by_rule ON evaluations(rule_id) WHERE rule_id IS NOT NULL;
