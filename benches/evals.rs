@@ -153,33 +153,44 @@ async fn health(base: &str) -> Value {
         .expect("JSON")
 }
 
-/// Waits until the queue is empty; returns how long that took.
+/// Waits until the queue is empty; returns how long that took. `/health`
+/// shows the queue as the runner last measured it (every half second), so
+/// an empty queue counts once it has been seen twice, a measurement apart.
 async fn drained(base: &str) -> Duration {
     let started = Instant::now();
+    let mut empty_since: Option<Instant> = None;
     loop {
         let h = health(base).await;
         if h["eval_queue"]["pending"] == 0 && h["eval_queue"]["running"] == 0 {
-            return started.elapsed();
+            let since = *empty_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= Duration::from_millis(600) {
+                return since.duration_since(started);
+            }
+        } else {
+            empty_since = None;
         }
         assert!(
             started.elapsed() < Duration::from_secs(600),
             "the queue did not drain"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-async fn count_evals(base: &str, query: &str) -> usize {
-    let body: Value = client()
-        .get(format!("{base}/v1/eval?limit=1000&{query}"))
+/// Evaluations complete, counted over the JSONL export.
+async fn complete_evals(base: &str) -> usize {
+    let text = client()
+        .get(format!("{base}/v1/eval/export?format=jsonl"))
         .bearer_auth(API_KEY)
         .send()
         .await
-        .expect("list")
-        .json()
+        .expect("export")
+        .text()
         .await
-        .expect("JSON");
-    body["evals"].as_array().map_or(0, Vec::len)
+        .expect("text");
+    text.lines()
+        .filter(|l| l.contains("\"status\":\"complete\""))
+        .count()
 }
 
 async fn ingest_phase(root: &Path, window: Duration) {
@@ -216,6 +227,12 @@ async fn ingest_phase(root: &Path, window: Duration) {
         if with_rule {
             let behind = health(&base).await["eval_queue"]["pending"].clone();
             let lag = drained(&base).await;
+            let complete = complete_evals(&base).await;
+            assert_eq!(
+                complete as u64,
+                warm + stored,
+                "every trace is evaluated once"
+            );
             let total = started.elapsed();
             println!(
                 "; evaluations pending at the end of ingest: {behind}; all done {:.1} s later \
@@ -281,8 +298,11 @@ async fn trigger_phase(root: &Path, n: usize) {
         latencies.extend(t.await.expect("client"));
     }
     let accepted = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(600)).await;
     drained(&base).await;
     let done = started.elapsed();
+    let complete = complete_evals(&base).await;
+    assert_eq!(complete, n, "every triggered evaluation completes");
     latencies.sort_by(f64::total_cmp);
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
     println!(
@@ -341,9 +361,10 @@ async fn judge_phase(root: &Path, n: usize, delay: Duration) {
             .expect("trigger");
         assert_eq!(resp.status().as_u16(), 202);
     }
+    tokio::time::sleep(Duration::from_millis(600)).await;
     drained(&base).await;
     let took = started.elapsed();
-    let complete = count_evals(&base, "score_min=0").await;
+    let complete = complete_evals(&base).await;
     println!(
         "LLM evaluations on a judge answering in {} ms, 4 calls at once: {n} in {:.1} s \
          ({:.1}/s; {complete} complete)",

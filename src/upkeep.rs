@@ -88,7 +88,7 @@ const INDEX_TICK: Duration = Duration::from_millis(50);
 /// How long nothing must be stored before the writer's cache is released.
 const RELEASE_AFTER: Duration = Duration::from_secs(5);
 /// Ingest counts as running for this long after its last write.
-const INGEST_ACTIVE: Duration = Duration::from_secs(1);
+pub(crate) const INGEST_ACTIVE: Duration = Duration::from_secs(1);
 
 /// Starts the search indexer; abort the handle to stop it.
 pub fn spawn_indexer(store: Arc<Store>) -> JoinHandle<()> {

@@ -13,7 +13,9 @@
 //!
 //! The scheduler runs beside ingest, never inside it: it reads the traces
 //! stored since its last pass (its place is kept in the database) and
-//! queues their evaluations in a write of its own.
+//! queues their evaluations in a write of its own. While ingest runs it
+//! works a tenth of the time, so under sustained load the rules' results
+//! trail behind and catch up when the load eases.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,6 +27,9 @@ use super::queue::{EvalQueue, SCHEDULE_BATCH, SCHEDULE_EVERY};
 use crate::config::{Config, Plan};
 use crate::store::{ActiveRule, NewTraceInfo, Store};
 
+/// While ingest runs, the scheduler waits this many times as long as each
+/// batch took (the batch's evaluations cost about as much again).
+const AUTO_SHARE: u32 = 9;
 /// The longest filter value, in characters.
 const MAX_FILTER_CHARS: usize = 256;
 /// The most tags a filter may require.
@@ -157,9 +162,13 @@ pub(super) async fn schedule(store: Arc<Store>, config: Arc<Config>, queue: Arc<
     let mut seen = u64::MAX;
     let mut tick = tokio::time::interval(SCHEDULE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut previous, mut last_store) = (store.stored_changes(), std::time::Instant::now());
     loop {
         tick.tick().await;
         let stored = store.stored_changes();
+        if stored != previous {
+            (previous, last_store) = (stored, std::time::Instant::now());
+        }
         // Traces were stored since the last pass, or a rule may have been
         // made (checked every pass: a cheap read).
         match store.auto_eval_work().await {
@@ -176,6 +185,7 @@ pub(super) async fn schedule(store: Arc<Store>, config: Arc<Config>, queue: Arc<
         }
         seen = stored;
         loop {
+            let started = std::time::Instant::now();
             match store
                 .schedule_auto_evals(SCHEDULE_BATCH, applies.clone(), quota_of.clone())
                 .await
@@ -193,6 +203,16 @@ pub(super) async fn schedule(store: Arc<Store>, config: Arc<Config>, queue: Arc<
                     }
                     if !done.more {
                         break;
+                    }
+                    // While ingest runs, queue (and so evaluate) in a tenth
+                    // of the time: ingest comes first, and the rules catch
+                    // up once it pauses.
+                    let now_stored = store.stored_changes();
+                    if now_stored != previous {
+                        (previous, last_store) = (now_stored, std::time::Instant::now());
+                    }
+                    if last_store.elapsed() < crate::upkeep::INGEST_ACTIVE {
+                        tokio::time::sleep(started.elapsed() * AUTO_SHARE).await;
                     }
                 }
                 Err(e) => {

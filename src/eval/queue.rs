@@ -36,11 +36,13 @@ pub(super) const SCHEDULE_BATCH: usize = 512;
 /// How often the scheduler looks for new traces.
 pub(super) const SCHEDULE_EVERY: Duration = Duration::from_millis(250);
 /// How long the runner sleeps with nothing due, unless woken.
-const IDLE_WAIT: Duration = Duration::from_secs(5);
+const IDLE_WAIT: Duration = Duration::from_secs(1);
 /// Rule evaluations in flight at once, at most.
 const IN_FLIGHT: usize = 64;
 /// How often the queue's depth is measured for `/health` and `/metrics`.
 const MEASURE_EVERY: Duration = Duration::from_millis(500);
+/// Before the runner waits, the depth is measured if older than this.
+const MEASURE_IDLE: Duration = Duration::from_millis(50);
 
 /// The queue's handle: wakes the runner and holds its figures.
 #[derive(Debug, Default)]
@@ -117,9 +119,10 @@ impl Runner {
         // (one judge call each, `eval.workers` at once), so a slow judge
         // never holds up the rules. Only what a pool can start is claimed,
         // so `running` means running.
+        let workers = this.config.workers;
         let pools = [
-            ("rule", Arc::new(Semaphore::new(IN_FLIGHT))),
-            ("llm", Arc::new(Semaphore::new(this.config.workers))),
+            ("rule", Arc::new(Semaphore::new(IN_FLIGHT)), IN_FLIGHT),
+            ("llm", Arc::new(Semaphore::new(workers)), workers),
         ];
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         // Aborting the runner drops the set, which aborts every evaluation
@@ -135,11 +138,29 @@ impl Runner {
             }
             let mut claimed_any = false;
             let mut wait = IDLE_WAIT;
-            for (kind, slots) in &pools {
+            for (kind, slots, size) in &pools {
                 let free = slots.available_permits();
-                if free == 0 {
-                    // A finishing evaluation wakes the loop.
+                // Claim in batches: each claim is a write, so while the pool
+                // is busy, wait until a quarter of it is free (a finishing
+                // evaluation wakes the loop).
+                if free == 0 || (free < *size && free < size.div_ceil(4)) {
                     continue;
+                }
+                // A read says whether anything is due; only then is it
+                // claimed, as claiming is a write.
+                match this.store.next_eval_due(kind).await {
+                    Ok(Some(due)) if due <= now_micros() => {}
+                    Ok(Some(due)) => {
+                        let until = Duration::from_micros((due - now_micros()).max(1_000) as u64);
+                        wait = wait.min(until);
+                        continue;
+                    }
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading the evaluation queue failed");
+                        wait = wait.min(Duration::from_secs(1));
+                        continue;
+                    }
                 }
                 let claimed = match this.store.claim_evals(kind, free).await {
                     Ok(claimed) => claimed,
@@ -150,10 +171,6 @@ impl Runner {
                     }
                 };
                 if claimed.is_empty() {
-                    if let Ok(Some(due)) = this.store.next_eval_due(kind).await {
-                        let until = Duration::from_micros((due - now_micros()).max(1_000) as u64);
-                        wait = wait.min(until);
-                    }
                     continue;
                 }
                 claimed_any = true;
@@ -172,6 +189,11 @@ impl Runner {
             }
             if claimed_any {
                 continue;
+            }
+            // About to wait: let `/health` see the queue as it is now.
+            if measured.is_none_or(|at| at.elapsed() >= MEASURE_IDLE) {
+                this.measure().await;
+                measured = Some(std::time::Instant::now());
             }
             tokio::select! {
                 _ = this.queue.wake.notified() => {}

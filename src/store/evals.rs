@@ -152,10 +152,8 @@ pub struct EvalSpan {
 pub struct QueueDepth {
     pub pending: u64,
     pub running: u64,
-    /// Age of the oldest pending evaluation, in seconds.
+    /// How long the longest-waiting due evaluation has waited, in seconds.
     pub oldest_pending_s: f64,
-    pub complete: u64,
-    pub failed: u64,
 }
 
 /// One bucket of `GET /v1/eval/trends`.
@@ -744,13 +742,16 @@ impl Store {
 fn list(conn: &Connection, tenant_id: i64, f: &EvalFilter) -> Result<Vec<(i64, Evaluation)>> {
     let mut sql = format!("SELECT {EVAL_COLUMNS} FROM {EVAL_FROM} WHERE e.tenant_id = ?");
     let mut args: Vec<SqlValue> = vec![tenant_id.into()];
+    if let Some(trace_id) = &f.trace_id {
+        // Through the trace's key, so the evaluations index finds its rows.
+        sql.push_str(" AND e.trace_seq = (SELECT seq FROM traces WHERE tenant_id = ? AND id = ?)");
+        args.push(tenant_id.into());
+        args.push(trace_id.clone().into());
+    }
     let mut add = |clause: &str, value: SqlValue| {
         sql.push_str(clause);
         args.push(value);
     };
-    if let Some(trace_id) = &f.trace_id {
-        add(" AND t.id = ?", trace_id.clone().into());
-    }
     if let Some(project_id) = f.project_id {
         add(" AND e.project_id = ?", project_id.into());
     }
@@ -883,26 +884,31 @@ fn eval_trace(conn: &Connection, seq: i64) -> Result<Option<EvalTrace>> {
 }
 
 fn queue_depth(conn: &Connection) -> Result<QueueDepth> {
-    let mut depth = QueueDepth::default();
-    let mut stmt =
-        conn.prepare_cached("SELECT status, count(*) FROM evaluations GROUP BY status")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-    for row in rows {
-        let (status, count) = row?;
-        let count = count.max(0) as u64;
-        match status.as_str() {
-            "pending" => depth.pending = count,
-            "running" => depth.running = count,
-            "complete" => depth.complete = count,
-            "failed" => depth.failed = count,
-            _ => {}
+    // Both counts read the partial indexes, never the whole table.
+    let count = |sql: &str| -> Result<u64> {
+        Ok(conn
+            .prepare_cached(sql)?
+            .query_row([], |r| r.get::<_, i64>(0))?
+            .max(0) as u64)
+    };
+    let mut depth = QueueDepth {
+        pending: count("SELECT count(*) FROM evaluations WHERE status = 'pending'")?,
+        running: count("SELECT count(*) FROM evaluations WHERE status = 'running'")?,
+        oldest_pending_s: 0.0,
+    };
+    // The longest an evaluation has been due and not started (a retry
+    // waiting for its time is not late).
+    let now = now_micros();
+    for kind in ["rule", "llm"] {
+        let due: Option<i64> = conn
+            .prepare_cached(
+                "SELECT min(run_after) FROM evaluations \
+                 WHERE status = 'pending' AND evaluator_type = ?1",
+            )?
+            .query_row([kind], |r| r.get(0))?;
+        if let Some(due) = due {
+            depth.oldest_pending_s = depth.oldest_pending_s.max((now - due).max(0) as f64 / 1e6);
         }
-    }
-    let oldest: Option<i64> = conn
-        .prepare_cached("SELECT min(created_at) FROM evaluations WHERE status = 'pending'")?
-        .query_row([], |r| r.get(0))?;
-    if let Some(oldest) = oldest {
-        depth.oldest_pending_s = ((now_micros() - oldest).max(0) as f64) / 1e6;
     }
     Ok(depth)
 }

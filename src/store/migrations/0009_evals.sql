@@ -45,8 +45,10 @@ CREATE INDEX evaluations_queue ON evaluations(evaluator_type, run_after, id) WHE
 CREATE INDEX evaluations_running ON evaluations(id) WHERE status = 'running';
 CREATE INDEX evaluations_by_trace ON evaluations(trace_seq);
 CREATE INDEX evaluations_by_rule ON evaluations(rule_id) WHERE rule_id IS NOT NULL;
-CREATE INDEX evaluations_by_time ON evaluations(tenant_id, created_at, id);
-CREATE INDEX evaluations_by_metric ON evaluations(tenant_id, metric_name, created_at);
+-- Lists and exports page newest first by id; summaries read one metric's
+-- window in a project.
+CREATE INDEX evaluations_by_tenant ON evaluations(tenant_id, id);
+CREATE INDEX evaluations_by_metric ON evaluations(tenant_id, project_id, metric_name, created_at);
 
 -- How far the auto-evaluation scheduler has looked through `traces.seq`.
 -- Traces stored before this migration are not evaluated by rules.
