@@ -176,6 +176,12 @@ pub struct Trace {
     /// Evaluations of the trace, oldest first (detail only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evaluations: Option<Vec<Evaluation>>,
+    /// Feedback counts by label (`good`, `bad`, `neutral`), when there is any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback_summary: Option<BTreeMap<String, i64>>,
+    /// The mean score of each metric's complete evaluations, when there are any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval_scores: Option<BTreeMap<String, f64>>,
 }
 
 /// An evaluation as the API shows it (the reference's `Evaluation`, plus

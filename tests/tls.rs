@@ -64,6 +64,13 @@ async fn serves_https_with_tls_12_and_13() {
         .await
         .expect("request");
     assert_eq!(resp.status(), 200);
+    // Under TLS, browsers are told to keep to HTTPS.
+    assert_eq!(
+        resp.headers()
+            .get("strict-transport-security")
+            .and_then(|v| v.to_str().ok()),
+        Some("max-age=31536000")
+    );
     // Under TLS the session cookie is Secure.
     let login = client
         .post(format!("{}/v1/auth/login", server.url))

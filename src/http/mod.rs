@@ -1,5 +1,6 @@
-//! The HTTP API. `router` lists every route and layer; each resource has its
-//! own file; handlers take the `Principal` extractor and call the store.
+//! The HTTP API and the admin page (`ui`). `router` lists every route and
+//! layer; each resource has its own file; handlers take the `Principal`
+//! extractor and call the store.
 
 mod account;
 mod audit;
@@ -21,6 +22,7 @@ mod search;
 mod sessions;
 pub mod telemetry;
 mod traces;
+mod ui;
 
 use std::sync::Arc;
 

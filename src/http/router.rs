@@ -18,7 +18,7 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use super::{
     account, audit, eval_rules, evals, export, feedback, health, ingest, limits, live, metrics,
-    otlp, projects, search, sessions, telemetry, traces, AppState,
+    otlp, projects, search, sessions, telemetry, traces, ui, AppState,
 };
 use crate::error::{AppError, REQUEST_ID};
 
@@ -60,6 +60,8 @@ fn table(otlp_limit: DefaultBodyLimit) -> Vec<(RouteSpec, MethodRouter<AppState>
         access,
     };
     vec![
+        (spec(Method::GET, "/", Public), get(ui::index)),
+        (spec(Method::GET, "/assets/{*path}", Public), get(ui::asset)),
         (spec(Method::GET, "/health", Public), get(health::health)),
         (spec(Method::GET, "/ready", Public), get(health::ready)),
         (
@@ -246,6 +248,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(limits::rate_headers))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            ui::security_headers,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
         .layer(middleware::from_fn_with_state(

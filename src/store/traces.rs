@@ -76,7 +76,12 @@ const MAX_PAGE: usize = 1000;
 pub(super) const TRACE_COLUMNS: &str =
     "t.seq, t.id, p.uuid, t.session_id, t.external_id, t.name, t.input, \
     t.output, t.model, t.latency_ms, t.cost, t.total_token_count, t.error, t.tags, t.tag_map, \
-    t.metadata, t.span_count, t.started_at, t.ended_at, t.created_at";
+    t.metadata, t.span_count, t.started_at, t.ended_at, t.created_at, \
+    (SELECT json_group_object(label, n) FROM (SELECT label, count(*) AS n FROM feedback \
+     WHERE trace_seq = t.seq GROUP BY label)), \
+    (SELECT json_group_object(metric_name, s) FROM (SELECT metric_name, avg(score) AS s \
+     FROM evaluations WHERE trace_seq = t.seq AND status = 'complete' AND score IS NOT NULL \
+     GROUP BY metric_name))";
 
 impl Store {
     /// Stores `traces` for `tenant_id` atomically: either every trace is
@@ -522,7 +527,7 @@ pub(super) fn detail(conn: &Connection, tenant_id: i64, id: &str) -> Result<Opti
         .prepare_cached(&sql)?
         .query_row(params![tenant_id, id], |row| {
             let seq: i64 = row.get(0)?;
-            let tenant_uuid: String = row.get(20)?;
+            let tenant_uuid: String = row.get(22)?;
             Ok((seq, tenant_uuid, trace_from_row(row)))
         })
         .optional()?;
@@ -628,7 +633,16 @@ pub(super) fn trace_from_row(r: &Row<'_>) -> Result<Trace> {
         events: None,
         feedback: None,
         evaluations: None,
+        feedback_summary: summary(r.get(20)?)?,
+        eval_scores: summary(r.get(21)?)?,
     })
+}
+
+/// A JSON object of counts or scores; none when it is empty.
+fn summary<T: serde::de::DeserializeOwned>(
+    text: Option<String>,
+) -> Result<Option<BTreeMap<String, T>>> {
+    Ok(parse_stored::<BTreeMap<String, T>>(text)?.filter(|m| !m.is_empty()))
 }
 
 fn parse_stored<T: serde::de::DeserializeOwned>(text: Option<String>) -> Result<Option<T>> {

@@ -491,6 +491,31 @@ async fn summaries_trend_spread_compare_export_and_agree_with_people() {
             .await;
         assert_eq!(resp.status().as_u16(), 201);
     }
+    // The trace list shows each trace's feedback counts and mean scores.
+    let list = server.get_json("/v1/traces?limit=10").await;
+    let row = |id: &str| {
+        list["traces"]
+            .as_array()
+            .expect("traces")
+            .iter()
+            .find(|t| t["id"] == id)
+            .cloned()
+            .expect("listed")
+    };
+    assert_eq!(row(&traces[0])["eval_scores"], json!({"answered": 1.0}));
+    assert_eq!(row(&traces[0])["feedback_summary"], json!({"good": 1}));
+    assert_eq!(row(&traces[3])["eval_scores"], json!({"answered": 0.0}));
+    let bare = server.ingest(sample_trace("unrated")).await;
+    let list = server.get_json("/v1/traces?limit=10").await;
+    let unrated = list["traces"]
+        .as_array()
+        .expect("traces")
+        .iter()
+        .find(|t| t["id"] == bare.as_str())
+        .cloned()
+        .expect("listed");
+    assert!(unrated.get("eval_scores").is_none() && unrated.get("feedback_summary").is_none());
+
     let trends = server
         .get_json("/v1/eval/trends?project_id=default&metric=answered&bucket=1d")
         .await;

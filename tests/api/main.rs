@@ -15,6 +15,7 @@ mod isolation;
 mod judges;
 mod live;
 mod metrics;
+mod page;
 mod plans;
 mod pricing;
 mod retention;

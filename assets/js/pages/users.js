@@ -1,0 +1,140 @@
+// Users of the organisation: create, change role, delete (owners).
+// PATCH /v1/users/{id} takes only `role`; another user's password is reset
+// with `trulayer-server admin reset-password`, one's own from the sidebar.
+
+import { el, replace, add } from '../dom.js';
+import { api, isAbort, errorText } from '../api.js';
+import { state, isOwner } from '../state.js';
+import { loading, errorBox, empty, pageHeader, table, td, timeEl, badge, field, select, busy, toast, toastError, confirmModal, section } from '../ui.js';
+
+const ROLES = [
+  { value: 'owner', label: 'Owner' },
+  { value: 'member', label: 'Member' },
+  { value: 'viewer', label: 'Viewer' },
+];
+
+export function render(root, ctx) {
+  const owner = isOwner();
+  const body = el('div', { class: 'list-body' });
+  const createBox = el('div', {});
+  add(root, pageHeader('Users'),
+    el('p', { class: 'muted page-sub' }, 'Owners manage users, keys and projects; members send and label data; viewers only read (and may read the audit log).'),
+    owner ? null : el('p', { class: 'notice' }, 'Only owners can change users.'),
+    createBox, section('Members of the organisation', body));
+
+  let generation = 0;
+  const load = async () => {
+    const mine = ++generation;
+    if (!body.firstChild) replace(body, loading());
+    try {
+      const data = await api('/v1/users', { signal: ctx.signal });
+      if (mine !== generation) return;
+      const list = Array.isArray(data?.users) ? data.users : [];
+      list.sort((a, b) => String(a.email).localeCompare(String(b.email)));
+      replace(body, usersTable(list, load), list.length ? null : empty('No users.'),
+        el('p', { class: 'muted small' }, 'To reset another user\'s password, run ', el('code', {}, 'trulayer-server admin reset-password --email … --password …'),
+          ' on the server; it ends their sessions. Your own password: “Change password” in the sidebar.'));
+    } catch (err) {
+      if (isAbort(err) || mine !== generation) return;
+      replace(body, errorBox(err, load));
+    }
+  };
+  if (owner) createBox.appendChild(createForm(load));
+  load();
+}
+
+function createForm(reload) {
+  const email = el('input', { type: 'email', name: 'email', required: true, autocomplete: 'off', placeholder: 'name@example.com' });
+  const password = el('input', { type: 'password', name: 'password', required: true, minlength: '8', autocomplete: 'new-password' });
+  const role = select({ name: 'role' }, ROLES, 'member');
+  const error = el('p', { class: 'form-error', role: 'alert', hidden: true });
+  const submit = el('button', { type: 'submit', class: 'btn btn-primary' }, 'Add user');
+  const form = el('form', { class: 'stack form-card', 'data-testid': 'user-create' },
+    el('h3', { class: 'form-title' }, 'New user'),
+    el('div', { class: 'form-grid' },
+      field('Email', email),
+      field('Initial password', password, 'At least 8 characters; share it safely.'),
+      field('Role', role)),
+    error,
+    el('div', {}, submit));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    error.hidden = true;
+    try {
+      const created = await busy(submit, () => api('/v1/users', {
+        method: 'POST', body: { email: email.value.trim(), password: password.value, role: role.value },
+      }));
+      form.reset();
+      role.value = 'member';
+      toast(`${created?.email || 'User'} added`, 'success');
+      reload();
+    } catch (err) {
+      error.textContent = errorText(err);
+      error.hidden = false;
+    }
+  });
+  return form;
+}
+
+function usersTable(list, reload) {
+  const owner = isOwner();
+  const rows = list.map((u) => {
+    const self = state.user && u.id === state.user.id;
+    let roleCell;
+    if (owner) {
+      const roleSelect = select({ name: 'role', 'data-testid': 'user-role', 'aria-label': `Role of ${u.email}` }, ROLES, u.role);
+      roleSelect.addEventListener('change', async () => {
+        const next = roleSelect.value;
+        roleSelect.disabled = true;
+        try {
+          const updated = await api(`/v1/users/${encodeURIComponent(u.id)}`, { method: 'PATCH', body: { role: next } });
+          u.role = updated?.role || next;
+          toast(`${u.email} is now ${u.role}`, 'success');
+          if (self && u.role !== 'owner') {
+            toast('You are no longer an owner; the page reloads with your new role.', 'info');
+            setTimeout(() => window.location.reload(), 1200);
+          }
+        } catch (err) {
+          roleSelect.value = u.role;
+          toastError(err);
+        } finally {
+          roleSelect.disabled = false;
+        }
+      });
+      roleCell = roleSelect;
+    } else {
+      roleCell = badge(u.role, 'neutral');
+    }
+    const actions = el('div', { class: 'row-actions' });
+    if (owner && !self) {
+      const del = el('button', { type: 'button', class: 'btn btn-small btn-danger-ghost', 'data-testid': 'user-delete' }, 'Delete');
+      del.addEventListener('click', async () => {
+        const yes = await confirmModal({
+          title: `Delete ${u.email}?`,
+          message: 'They are signed out and can no longer sign in. Their past actions stay in the audit log.',
+          confirmLabel: 'Delete user', danger: true,
+        });
+        if (!yes) return;
+        try {
+          await busy(del, () => api(`/v1/users/${encodeURIComponent(u.id)}`, { method: 'DELETE' }));
+          toast(`${u.email} deleted`, 'success');
+          reload();
+        } catch (err) {
+          toastError(err);
+        }
+      });
+      actions.append(del);
+    }
+    return el('tr', { 'data-testid': 'user-row', 'data-user-email': u.email, 'data-user-id': u.id },
+      td(el('span', { class: 'cell-text' }, u.email, self ? el('span', { class: 'muted small' }, ' (you)') : null)),
+      td(roleCell),
+      td(timeEl(u.created_at), 'nowrap'),
+      td(el('code', { class: 'small' }, u.id)),
+      td(actions));
+  });
+  return table({
+    testid: 'users-table', caption: 'Users',
+    columns: [{ label: 'Email' }, { label: 'Role' }, { label: 'Created' }, { label: 'Id' }, { label: '' }],
+    rows,
+  }).wrap;
+}
