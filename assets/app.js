@@ -4,7 +4,7 @@
 import { el, icon, ICONS, replace } from './js/dom.js';
 import { api, onUnauthorized } from './js/api.js';
 import { state, loadProjects, refreshProjects, setProject, applyTheme, toggleTheme, currentTheme, isOwner, canReadAudit } from './js/state.js';
-import { loading, errorBox, toast, toastError, field, openDialog, busy } from './js/ui.js';
+import { loading, errorBox, toast, toastError, field, openDialog, busy, clearToasts } from './js/ui.js';
 import * as login from './js/pages/login.js';
 import * as overview from './js/pages/overview.js';
 import * as traces from './js/pages/traces.js';
@@ -95,6 +95,7 @@ async function route() {
   }
   const def = PAGES[r.name];
   stopPage();
+  clearToasts();
   ensureShell();
   const navId = def ? (def.nav || r.name) : null;
   for (const [id, link] of Object.entries(shell.navLinks)) {
@@ -211,7 +212,10 @@ function ensureShell() {
     }
     state.user = null;
     stopPage();
+    // Start afresh: nothing of this user's (filters, searches, pages) is
+    // left in memory for whoever logs in next.
     location.hash = '#/login';
+    location.reload();
   });
 
   const passwordButton = el('button', { type: 'button', class: 'btn btn-link btn-small', 'data-testid': 'change-password' }, 'Change password');

@@ -36,6 +36,14 @@ function region() {
   return toastRegion;
 }
 
+/** Clears the messages about what was done on the page being left. */
+export function clearToasts() {
+  if (!toastRegion) return;
+  for (const node of [...toastRegion.children]) {
+    if (!node.classList.contains('toast-error')) node.remove();
+  }
+}
+
 /** Shows a short message; kind: info | success | error. */
 export function toast(message, kind = 'info', timeoutMs) {
   const ms = timeoutMs ?? (kind === 'error' ? 12000 : 5000);

@@ -43,7 +43,7 @@ export function render(root, ctx) {
       const list = Array.isArray(data?.api_keys) ? data.api_keys : [];
       const order = { active: 0, expired: 1, revoked: 2 };
       list.sort((a, b) => order[keyStatus(a)] - order[keyStatus(b)] || String(b.created_at).localeCompare(String(a.created_at)));
-      replace(body, keysTable(list, { reload: load, showSecret }), list.length ? null : empty('No API keys.', 'Create one to send traces.'));
+      replace(body, keysTable(list, { reload: load, showSecret, clearSecret: () => replace(secretBox) }), list.length ? null : empty('No API keys.', 'Create one to send traces.'));
     } catch (err) {
       if (isAbort(err) || mine !== generation) return;
       replace(body, errorBox(err, load));
@@ -110,7 +110,7 @@ function createForm({ reload, showSecret }) {
   return form;
 }
 
-function keysTable(list, { reload, showSecret }) {
+function keysTable(list, { reload, showSecret, clearSecret }) {
   const owner = isOwner();
   const rows = list.map((k) => {
     const status = keyStatus(k);
@@ -143,6 +143,8 @@ function keysTable(list, { reload, showSecret }) {
         try {
           await busy(revoke, () => api(`/v1/apikeys/${encodeURIComponent(k.id)}`, { method: 'DELETE' }));
           toast(`Key "${k.name}" revoked`, 'success');
+          // A secret still on screen may be this key's: it is dead now.
+          clearSecret();
           reload();
         } catch (err) {
           toastError(err);
