@@ -265,6 +265,9 @@ async fn an_operator_goes_through_every_page_of_the_admin_ui() {
     assert_eq!(facts["session_trace_rows"], sorted(vec![rag.clone(), xss]));
     assert!(text(facts, "users_table").contains(EMAIL));
     assert!(text(facts, "new_user_row").contains(text(names, "user")));
+    // The password reset from the users page took: old refused, new accepted.
+    assert_eq!(facts["reset_old_login"], 401, "{facts}");
+    assert_eq!(facts["reset_new_login"], 200, "{facts}");
     let users = server.get_json_as(&token, "/v1/users").await;
     assert!(users.to_string().contains(text(names, "user")), "{users}");
     let audit = text(facts, "audit_table");

@@ -341,9 +341,14 @@ fn check_role(role: &str) -> Result<(), AppError> {
 
 #[derive(Deserialize)]
 pub struct UserChange {
-    role: String,
+    #[serde(default)]
+    role: Option<String>,
+    /// An owner setting a new password for the user (ends their sessions).
+    #[serde(default)]
+    password: Option<String>,
 }
 
+/// `PATCH /v1/users/{id}`: `role`, and/or `password` to reset it.
 pub async fn update_user(
     State(state): State<AppState>,
     principal: Principal,
@@ -351,20 +356,59 @@ pub async fn update_user(
     JsonBody(body): JsonBody<UserChange>,
 ) -> Result<Json<Value>, AppError> {
     principal.require_role(Role::Owner)?;
-    check_role(&body.role)?;
-    let user = state
-        .store
-        .set_user_role(principal.tenant_id, id, body.role)
-        .await?
-        .ok_or(AppError::NotFound("user"))?;
-    audit::by(
-        &state,
-        &principal,
-        "user.update",
-        Some(user.uuid.clone()),
-        json!({"role": user.role}),
-    )
-    .await;
+    if body.role.is_none() && body.password.is_none() {
+        return Err(AppError::unprocessable("give role, password or both"));
+    }
+    if let Some(role) = &body.role {
+        check_role(role)?;
+    }
+    let hash = match body.password {
+        Some(password) => {
+            check_password(&password)?;
+            let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
+                .await
+                .map_err(|e| AppError::Internal(format!("password hashing failed: {e}")))?
+                .map_err(|e| AppError::Internal(format!("hashing the password failed: {e}")))?;
+            Some(hash)
+        }
+        None => None,
+    };
+    let mut user = None;
+    if let Some(role) = body.role {
+        user = Some(
+            state
+                .store
+                .set_user_role(principal.tenant_id, id.clone(), role)
+                .await?
+                .ok_or(AppError::NotFound("user"))?,
+        );
+        let changed = user.as_ref().map(|u| u.uuid.clone());
+        audit::by(
+            &state,
+            &principal,
+            "user.update",
+            changed,
+            json!({"role": user.as_ref().map(|u| u.role.clone())}),
+        )
+        .await;
+    }
+    if let Some(hash) = hash {
+        let reset = state
+            .store
+            .reset_user_password(principal.tenant_id, id, hash)
+            .await?
+            .ok_or(AppError::NotFound("user"))?;
+        audit::by(
+            &state,
+            &principal,
+            "user.password_reset",
+            Some(reset.uuid.clone()),
+            json!({}),
+        )
+        .await;
+        user = user.or(Some(reset));
+    }
+    let user = user.ok_or(AppError::NotFound("user"))?;
     Ok(Json(user_json(&user)))
 }
 

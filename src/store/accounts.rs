@@ -219,6 +219,29 @@ impl Store {
     }
 
     /// Sets a user's password hash and ends all of their sessions.
+    /// Sets the password of the tenant's user `uuid` (an owner resetting
+    /// it) and ends the user's sessions; `None` when there is no such user.
+    pub async fn reset_user_password(
+        &self,
+        tenant_id: i64,
+        uuid: String,
+        password_hash: String,
+    ) -> Result<Option<UserRecord>> {
+        self.write(move |conn| {
+            let Some(user) = find_user(conn, tenant_id, &uuid)? else {
+                return Ok(None);
+            };
+            conn.prepare_cached("UPDATE users SET password_hash = ?2 WHERE id = ?1")?
+                .execute(params![user.id, password_hash])?;
+            conn.prepare_cached(
+                "UPDATE sessions SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL",
+            )?
+            .execute(params![user.id, now_micros()])?;
+            Ok(Some(user))
+        })
+        .await
+    }
+
     pub async fn set_password(&self, user_id: i64, password_hash: String) -> Result<()> {
         self.write(move |conn| {
             conn.prepare_cached("UPDATE users SET password_hash = ?2 WHERE id = ?1")?

@@ -2005,3 +2005,87 @@ async fn a_keys_use_shows_as_last_used_at() {
     assert!(at.ends_with('Z'), "{at}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_owner_resets_a_users_password_which_ends_their_sessions() {
+    let server = TestServer::start().await;
+    let owner = owner_session(&server).await;
+    let (member, member_token) =
+        user_session(&server, &owner, "member@example.com", "member").await;
+    let path = format!("/v1/users/{}", member["id"].as_str().expect("id"));
+    // Only owners reset, and only to a password long enough.
+    expect_failure(
+        patch(
+            &server,
+            &member_token,
+            &path,
+            &json!({"password": "another-secret"}),
+        )
+        .await,
+        403,
+        "member resets",
+    )
+    .await;
+    expect_failure(
+        patch(&server, &owner, &path, &json!({"password": "short"})).await,
+        422,
+        "short password",
+    )
+    .await;
+    expect_failure(
+        patch(&server, &owner, &path, &json!({})).await,
+        422,
+        "nothing to change",
+    )
+    .await;
+    expect_failure(
+        patch(
+            &server,
+            &owner,
+            &format!("/v1/users/{}", uuid::Uuid::new_v4()),
+            &json!({"password": "another-secret"}),
+        )
+        .await,
+        404,
+        "unknown user",
+    )
+    .await;
+
+    let body = expect_status(
+        patch(
+            &server,
+            &owner,
+            &path,
+            &json!({"password": "another-secret"}),
+        )
+        .await,
+        200,
+        "reset",
+    )
+    .await;
+    assert_eq!(body["role"], "member");
+    // The member's session ended; the old password no longer works.
+    assert_eq!(me_status(&server, As::Bearer(&member_token)).await, 401);
+    expect_failure(
+        login(&server, "member@example.com", USER_PASSWORD).await,
+        401,
+        "old password",
+    )
+    .await;
+    session(&server, "member@example.com", "another-secret").await;
+    // Role and password together.
+    let body = expect_status(
+        patch(
+            &server,
+            &owner,
+            &path,
+            &json!({"role": "viewer", "password": "third-secret-x"}),
+        )
+        .await,
+        200,
+        "both",
+    )
+    .await;
+    assert_eq!(body["role"], "viewer");
+    session(&server, "member@example.com", "third-secret-x").await;
+}

@@ -665,10 +665,21 @@ async function flows(page, context) {
     await form.locator('input[name=password]').fill(`${password}-viewer`);
     await chooseOption(form.locator('select[name=role]'), 'viewer', (o) => o.value === 'viewer');
     await form.locator('button[type=submit], input[type=submit]').first().click();
-    facts.new_user_row = await text(
-      await visible(page, `table${tid('users-table')} tr:has-text("${names.user}")`),
-    );
+    const row = await visible(page, `table${tid('users-table')} tr:has-text("${names.user}")`);
+    facts.new_user_row = await text(row);
     await shoot(page, 'users');
+    // The owner resets the new user's password: the old one stops working.
+    await row.locator(`button${tid('user-reset-password')}`).click();
+    const reset = await visible(page, `form${tid('reset-password-form')}`);
+    await reset.locator('input[name=password]').fill(`${password}-reset`);
+    await reset.locator('button[type=submit]').click();
+    await page.locator(`form${tid('reset-password-form')}`).waitFor({ state: 'detached', timeout: WAIT });
+    facts.reset_old_login = (await api('POST', '/v1/auth/login', {
+      body: { email: names.user, password: `${password}-viewer` },
+    })).status;
+    facts.reset_new_login = (await api('POST', '/v1/auth/login', {
+      body: { email: names.user, password: `${password}-reset` },
+    })).status;
   });
 
   await step('audit log', async () => {

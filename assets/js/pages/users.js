@@ -1,11 +1,10 @@
-// Users of the organisation: create, change role, delete (owners).
-// PATCH /v1/users/{id} takes only `role`; another user's password is reset
-// with `trulayer-server admin reset-password`, one's own from the sidebar.
+// Users of the organisation: create, change role, reset password, delete
+// (owners). One's own password is changed from the sidebar.
 
 import { el, replace, add } from '../dom.js';
 import { api, isAbort, errorText } from '../api.js';
 import { state, isOwner } from '../state.js';
-import { loading, errorBox, empty, pageHeader, table, td, timeEl, badge, field, select, busy, toast, toastError, confirmModal, section } from '../ui.js';
+import { loading, errorBox, empty, pageHeader, table, td, timeEl, badge, field, select, busy, toast, toastError, confirmModal, section, openDialog } from '../ui.js';
 
 const ROLES = [
   { value: 'owner', label: 'Owner' },
@@ -31,9 +30,7 @@ export function render(root, ctx) {
       if (mine !== generation) return;
       const list = Array.isArray(data?.users) ? data.users : [];
       list.sort((a, b) => String(a.email).localeCompare(String(b.email)));
-      replace(body, usersTable(list, load), list.length ? null : empty('No users.'),
-        el('p', { class: 'muted small' }, 'To reset another user\'s password, run ', el('code', {}, 'trulayer-server admin reset-password --email … --password …'),
-          ' on the server; it ends their sessions. Your own password: “Change password” in the sidebar.'));
+      replace(body, usersTable(list, load), list.length ? null : empty('No users.'));
     } catch (err) {
       if (isAbort(err) || mine !== generation) return;
       replace(body, errorBox(err, load));
@@ -123,7 +120,9 @@ function usersTable(list, reload) {
           toastError(err);
         }
       });
-      actions.append(del);
+      const reset = el('button', { type: 'button', class: 'btn btn-small', 'data-testid': 'user-reset-password' }, 'Reset password');
+      reset.addEventListener('click', () => resetPasswordDialog(u));
+      actions.append(reset, del);
     }
     return el('tr', { 'data-testid': 'user-row', 'data-user-email': u.email, 'data-user-id': u.id },
       td(el('span', { class: 'cell-text' }, u.email, self ? el('span', { class: 'muted small' }, ' (you)') : null)),
@@ -137,4 +136,37 @@ function usersTable(list, reload) {
     columns: [{ label: 'Email' }, { label: 'Role' }, { label: 'Created' }, { label: 'Id' }, { label: '' }],
     rows,
   }).wrap;
+}
+
+/** An owner sets a new password for `u`; their sessions end. */
+function resetPasswordDialog(u) {
+  const next = el('input', { type: 'password', name: 'password', autocomplete: 'new-password', required: true, minlength: '8' });
+  const errorLine = el('p', { class: 'form-error', 'data-testid': 'reset-password-error', hidden: true, role: 'alert' });
+  const submit = el('button', { type: 'submit', class: 'btn btn-primary' }, 'Set password');
+  const cancel = el('button', { type: 'button', class: 'btn' }, 'Cancel');
+  const form = el('form', { class: 'stack', 'data-testid': 'reset-password-form' },
+    el('h2', { class: 'modal-title' }, `New password for ${u.email}`),
+    el('p', { class: 'muted' }, 'They are signed out everywhere and sign in with this password. Share it safely.'),
+    field('New password', next, 'At least 8 characters.'),
+    errorLine,
+    el('div', { class: 'modal-actions' }, cancel, submit));
+  const dialog = el('dialog', { class: 'modal' }, form);
+  const close = () => { if (dialog.open && typeof dialog.close === 'function') dialog.close(); dialog.remove(); };
+  cancel.addEventListener('click', close);
+  dialog.addEventListener('cancel', (e) => { e.preventDefault(); close(); });
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    errorLine.hidden = true;
+    try {
+      await busy(submit, () => api(`/v1/users/${encodeURIComponent(u.id)}`, { method: 'PATCH', body: { password: next.value } }));
+      close();
+      toast(`Password of ${u.email} reset`, 'success');
+    } catch (err) {
+      errorLine.textContent = errorText(err);
+      errorLine.hidden = false;
+    }
+  });
+  document.body.appendChild(dialog);
+  openDialog(dialog);
+  next.focus();
 }
