@@ -30,6 +30,9 @@ const SCREENSHOTS: &[&str] = &[
     "users",
     "audit",
     "overview-dark",
+    "overview-narrow",
+    "traces-narrow",
+    "keys-narrow",
 ];
 
 /// The directory holding playwright-core, installed once (with Chromium,
@@ -265,6 +268,13 @@ async fn an_operator_goes_through_every_page_of_the_admin_ui() {
     assert_eq!(facts["session_trace_rows"], sorted(vec![rag.clone(), xss]));
     assert!(text(facts, "users_table").contains(EMAIL));
     assert!(text(facts, "new_user_row").contains(text(names, "user")));
+    // Nothing is wider than a narrow window (tables scroll in their box).
+    for (page, overflow) in facts["narrow_overflow"].as_object().expect("narrow") {
+        assert!(
+            overflow.as_i64().is_some_and(|o| o <= 0),
+            "{page} overflows: {overflow}"
+        );
+    }
     // The password reset from the users page took: old refused, new accepted.
     assert_eq!(facts["reset_old_login"], 401, "{facts}");
     assert_eq!(facts["reset_new_login"], 200, "{facts}");

@@ -714,6 +714,24 @@ async function flows(page, context) {
     facts.theme_after_reload = await look();
   });
 
+  await step('a narrow window', async () => {
+    // From 1280 px down to a phone-sized window: nothing is wider than it.
+    await page.setViewportSize({ width: 420, height: 900 });
+    const overflow = () =>
+      page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    facts.narrow_overflow = {};
+    for (const [hash, selector] of [
+      ['overview', tid('card-traces')],
+      ['traces', `table${tid('traces-table')}`],
+      ['keys', `table${tid('keys-table')}`],
+    ]) {
+      await go(page, hash, selector);
+      facts.narrow_overflow[hash] = await overflow();
+      await shoot(page, `${hash}-narrow`);
+    }
+    await page.setViewportSize({ width: 1280, height: 860 });
+  });
+
   await step('log out', async () => {
     const cookies = await context.cookies(origin);
     const cookie = cookies.map((c) => `${c.name}=${c.value}`).join('; ');
