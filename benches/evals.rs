@@ -161,7 +161,8 @@ async fn drained(base: &str) -> Duration {
     let mut empty_since: Option<Instant> = None;
     loop {
         let h = health(base).await;
-        if h["eval_queue"]["pending"] == 0 && h["eval_queue"]["running"] == 0 {
+        let queue = &h["eval_queue"];
+        if queue["pending"] == 0 && queue["running"] == 0 && queue["auto_backlog_traces"] == 0 {
             let since = *empty_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= Duration::from_millis(600) {
                 return since.duration_since(started);
@@ -225,7 +226,7 @@ async fn ingest_phase(root: &Path, window: Duration) {
             stored as f64 / took.as_secs_f64()
         );
         if with_rule {
-            let behind = health(&base).await["eval_queue"]["pending"].clone();
+            let behind = health(&base).await["eval_queue"]["auto_backlog_traces"].clone();
             let lag = drained(&base).await;
             let complete = complete_evals(&base).await;
             assert_eq!(
@@ -235,7 +236,7 @@ async fn ingest_phase(root: &Path, window: Duration) {
             );
             let total = started.elapsed();
             println!(
-                "; evaluations pending at the end of ingest: {behind}; all done {:.1} s later \
+                "; traces not yet evaluated at the end of ingest: {behind}; all done {:.1} s later \
                  ({} evaluations, {:.0}/s from the start of the window)",
                 lag.as_secs_f64(),
                 warm + stored,

@@ -12,20 +12,22 @@
 //!   (`true`: only traces with an error; `false`: only those without).
 //!
 //! The scheduler runs beside ingest, never inside it: it reads the traces
-//! stored since its last pass (its place is kept in the database) and
-//! queues their evaluations in a write of its own. While ingest runs it
+//! stored since its last pass (its place is kept in the database), runs the
+//! matching rule evaluators itself, and stores their results, and queues the
+//! LLM evaluations, in one write of its own. While ingest runs it
 //! works a tenth of the time, so under sustained load the rules' results
 //! trail behind and catch up when the load eases.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::queue::{EvalQueue, SCHEDULE_BATCH, SCHEDULE_EVERY};
+use super::evaluator::{resolve, Evaluator};
+use super::queue::{label, span_subjects, subject, EvalQueue, SCHEDULE_BATCH, SCHEDULE_EVERY};
 use crate::config::{Config, Plan};
-use crate::store::{ActiveRule, NewTraceInfo, Store};
+use crate::store::{ActiveRule, AutoEval, NewTraceInfo, Store};
 
 /// While ingest runs, the scheduler waits this many times as long as each
 /// batch took (the batch's evaluations cost about as much again).
@@ -150,15 +152,15 @@ fn applies(rule: &ActiveRule, trace: &NewTraceInfo) -> bool {
     RuleFilter::parse(&config).is_ok_and(|f| f.admits(&rule.uuid, trace))
 }
 
-/// Looks for new traces every [`SCHEDULE_EVERY`] and queues their rules'
-/// evaluations, waking the runner when it queued any.
+/// Looks for new traces every [`SCHEDULE_EVERY`]: the rules that match them
+/// are run on the spot when they are rule evaluators, and queued (waking
+/// the runner) when they need the judge.
 pub(super) async fn schedule(store: Arc<Store>, config: Arc<Config>, queue: Arc<EvalQueue>) {
     let quota_config = config.clone();
     let quota_of: Arc<dyn Fn(&str) -> u64 + Send + Sync> = Arc::new(move |plan: &str| {
         let plan = Plan::parse(plan).unwrap_or(Plan::Enterprise);
         quota_config.plans.limits(plan).evals_per_month
     });
-    let applies: Arc<crate::store::RuleMatcher> = Arc::new(applies);
     let mut seen = u64::MAX;
     let mut tick = tokio::time::interval(SCHEDULE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -186,42 +188,135 @@ pub(super) async fn schedule(store: Arc<Store>, config: Arc<Config>, queue: Arc<
         seen = stored;
         loop {
             let started = std::time::Instant::now();
-            match store
-                .schedule_auto_evals(SCHEDULE_BATCH, applies.clone(), quota_of.clone())
-                .await
-            {
-                Ok(done) => {
-                    let stats = &queue.stats;
-                    stats
-                        .auto_queued
-                        .fetch_add(done.queued as u64, std::sync::atomic::Ordering::Relaxed);
-                    stats
-                        .auto_over_quota
-                        .fetch_add(done.over_quota as u64, std::sync::atomic::Ordering::Relaxed);
-                    if done.queued > 0 {
-                        queue.wake();
-                    }
-                    if !done.more {
-                        break;
-                    }
-                    // While ingest runs, queue (and so evaluate) in a tenth
-                    // of the time: ingest comes first, and the rules catch
-                    // up once it pauses.
-                    let now_stored = store.stored_changes();
-                    if now_stored != previous {
-                        (previous, last_store) = (now_stored, std::time::Instant::now());
-                    }
-                    if last_store.elapsed() < crate::upkeep::INGEST_ACTIVE {
-                        tokio::time::sleep(started.elapsed() * AUTO_SHARE).await;
-                    }
-                }
+            let more = match pass(&store, &queue, &quota_of).await {
+                Ok(more) => more,
                 Err(e) => {
-                    tracing::warn!(error = %e, "auto-evaluation: queuing failed");
-                    break;
+                    tracing::warn!(error = %e, "auto-evaluation failed");
+                    false
                 }
+            };
+            if !more {
+                break;
+            }
+            // While ingest runs, work a tenth of the time: ingest comes
+            // first, and the rules catch up once it pauses.
+            let now_stored = store.stored_changes();
+            if now_stored != previous {
+                (previous, last_store) = (now_stored, std::time::Instant::now());
+            }
+            if last_store.elapsed() < crate::upkeep::INGEST_ACTIVE {
+                tokio::time::sleep(started.elapsed() * AUTO_SHARE).await;
             }
         }
     }
+}
+
+/// One batch of new traces; says whether more wait.
+async fn pass(
+    store: &Arc<Store>,
+    queue: &Arc<EvalQueue>,
+    quota_of: &Arc<dyn Fn(&str) -> u64 + Send + Sync>,
+) -> Result<bool, crate::store::StoreError> {
+    let Some(batch) = store.auto_eval_candidates(SCHEDULE_BATCH).await? else {
+        store.skip_auto_evals().await?;
+        return Ok(false);
+    };
+    let Some(through) = batch.traces.last().map(|t| t.seq) else {
+        return Ok(false);
+    };
+    // What each rule runs, decided once per pass.
+    let mut by_project: HashMap<(i64, i64), Vec<(&ActiveRule, bool)>> = HashMap::new();
+    let mut inline: HashMap<i64, Arc<Evaluator>> = HashMap::new();
+    for rule in &batch.rules {
+        let config: Value = serde_json::from_str(&rule.config).unwrap_or(Value::Null);
+        let runs_here = match resolve(&rule.evaluator_type, &rule.metric_name, &config) {
+            Ok(evaluator @ Evaluator::Rule(_)) => {
+                inline.insert(rule.id, Arc::new(evaluator));
+                true
+            }
+            _ => false,
+        };
+        by_project
+            .entry((rule.tenant_id, rule.project_id))
+            .or_default()
+            .push((rule, runs_here));
+    }
+    // A rule evaluates the traces stored after it was made that it admits.
+    let mut picked: Vec<(&NewTraceInfo, &ActiveRule, bool)> = Vec::new();
+    for trace in &batch.traces {
+        for (rule, runs_here) in by_project
+            .get(&(trace.tenant_id, trace.project_id))
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            if trace.created_at >= rule.created_at && applies(rule, trace) {
+                picked.push((trace, rule, *runs_here));
+            }
+        }
+    }
+    let mut seqs: Vec<i64> = picked
+        .iter()
+        .filter(|(_, _, here)| *here)
+        .map(|(t, _, _)| t.seq)
+        .collect();
+    seqs.dedup();
+    let contents = if seqs.is_empty() {
+        HashMap::new()
+    } else {
+        store.eval_traces(seqs).await?
+    };
+    let jobs: Vec<(AutoEval, Option<Arc<Evaluator>>)> = picked
+        .iter()
+        .map(|(t, r, here)| {
+            let eval = AutoEval {
+                trace_seq: t.seq,
+                tenant_id: t.tenant_id,
+                project_id: t.project_id,
+                rule: (*r).clone(),
+                verdict: None,
+            };
+            (eval, here.then(|| inline.get(&r.id).cloned()).flatten())
+        })
+        .collect();
+    // Rules are CPU work: off the runtime.
+    let evals = tokio::task::spawn_blocking(move || {
+        jobs.into_iter()
+            .filter_map(|(mut eval, evaluator)| {
+                if let Some(Evaluator::Rule(check)) = evaluator.as_deref() {
+                    // A trace deleted since it was read is not evaluated.
+                    let trace = contents.get(&eval.trace_seq)?;
+                    let spans = span_subjects(trace);
+                    let verdict = check.evaluate(&subject(trace, &spans));
+                    eval.verdict = Some((
+                        verdict.score,
+                        label(verdict.label).to_owned(),
+                        verdict.reasoning,
+                    ));
+                }
+                Some(eval)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| crate::store::StoreError::Task(e.to_string()))?;
+    let done = store
+        .record_auto_evals(batch.mark, through, evals, batch.plans, quota_of.clone())
+        .await?;
+    let stats = &queue.stats;
+    stats.auto_queued.fetch_add(
+        (done.queued + done.completed) as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    stats
+        .completed
+        .fetch_add(done.completed as u64, std::sync::atomic::Ordering::Relaxed);
+    stats
+        .auto_over_quota
+        .fetch_add(done.over_quota as u64, std::sync::atomic::Ordering::Relaxed);
+    if done.queued > 0 {
+        queue.wake();
+    }
+    Ok(batch.more)
 }
 
 #[cfg(test)]

@@ -58,6 +58,8 @@ pub struct QueueStats {
     pub running: AtomicU64,
     /// Age of the oldest pending evaluation, in milliseconds.
     pub oldest_pending_ms: AtomicU64,
+    /// Traces the auto-evaluation rules have yet to look at.
+    pub auto_backlog: AtomicU64,
     pub completed: AtomicU64,
     pub failed: AtomicU64,
     pub retried: AtomicU64,
@@ -209,6 +211,9 @@ impl Runner {
             stats.pending.store(depth.pending, Ordering::Relaxed);
             stats.running.store(depth.running, Ordering::Relaxed);
             stats
+                .auto_backlog
+                .store(depth.auto_backlog, Ordering::Relaxed);
+            stats
                 .oldest_pending_ms
                 .store((depth.oldest_pending_s * 1000.0) as u64, Ordering::Relaxed);
         }
@@ -338,21 +343,25 @@ fn backoff(base_ms: u64, attempts: u32) -> Duration {
     Duration::from_millis(doubled.saturating_add(jitter)).min(MAX_BACKOFF)
 }
 
+/// A label as stored.
+pub(super) fn label(label: Label) -> &'static str {
+    match label {
+        Label::Pass => "pass",
+        Label::Fail => "fail",
+        Label::Warn => "warn",
+    }
+}
+
 fn complete(verdict: Verdict, judge_model: Option<String>) -> EvalOutcome {
     EvalOutcome::Complete {
         score: verdict.score,
-        label: match verdict.label {
-            Label::Pass => "pass",
-            Label::Fail => "fail",
-            Label::Warn => "warn",
-        }
-        .into(),
+        label: label(verdict.label).into(),
         reasoning: verdict.reasoning,
         judge_model,
     }
 }
 
-fn span_subjects(trace: &EvalTrace) -> Vec<SpanSubject<'_>> {
+pub(super) fn span_subjects(trace: &EvalTrace) -> Vec<SpanSubject<'_>> {
     trace
         .spans
         .iter()
@@ -366,7 +375,7 @@ fn span_subjects(trace: &EvalTrace) -> Vec<SpanSubject<'_>> {
         .collect()
 }
 
-fn subject<'a>(trace: &'a EvalTrace, spans: &'a [SpanSubject<'a>]) -> Subject<'a> {
+pub(super) fn subject<'a>(trace: &'a EvalTrace, spans: &'a [SpanSubject<'a>]) -> Subject<'a> {
     Subject {
         input: trace.input.as_deref(),
         output: trace.output.as_deref(),

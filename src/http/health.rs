@@ -28,6 +28,7 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
             "pending": queue.pending.load(Relaxed),
             "running": queue.running.load(Relaxed),
             "oldest_pending_seconds": queue.oldest_pending_ms.load(Relaxed) as f64 / 1000.0,
+            "auto_backlog_traces": queue.auto_backlog.load(Relaxed),
         },
     }))
 }

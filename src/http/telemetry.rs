@@ -293,7 +293,12 @@ impl Collector for EvalCollector {
             None,
             judge_seconds.metric_type(),
         )?)?;
-        let gauges: [(&str, &str, f64); 3] = [
+        let gauges: [(&str, &str, f64); 4] = [
+            (
+                "eval_auto_backlog_traces",
+                "Traces stored that the auto-evaluation rules have not looked at yet",
+                s.auto_backlog.load(Relaxed) as f64,
+            ),
             (
                 "eval_queue_pending",
                 "Evaluations waiting to run (including retries not yet due)",

@@ -154,6 +154,9 @@ pub struct QueueDepth {
     pub running: u64,
     /// How long the longest-waiting due evaluation has waited, in seconds.
     pub oldest_pending_s: f64,
+    /// Traces stored that the auto-evaluation rules have not looked at yet
+    /// (at most; keys a purge freed count too).
+    pub auto_backlog: u64,
 }
 
 /// One bucket of `GET /v1/eval/trends`.
@@ -256,21 +259,42 @@ pub struct NewTraceInfo {
     pub created_at: i64,
 }
 
-/// A verdict on whether `rule` applies to `trace` (filter and sampling),
-/// given by the scheduler's caller.
-pub type RuleMatcher = dyn Fn(&ActiveRule, &NewTraceInfo) -> bool + Send + Sync;
+/// What the auto-evaluation scheduler looks at in one pass: the enabled
+/// rules (with their organisations' plans) and the traces stored since its
+/// mark.
+#[derive(Debug, Clone)]
+pub struct AutoCandidates {
+    /// The mark the traces follow; the pass is recorded only if it still holds.
+    pub mark: i64,
+    pub rules: Vec<ActiveRule>,
+    /// Plan per tenant with a rule.
+    pub plans: HashMap<i64, String>,
+    pub traces: Vec<NewTraceInfo>,
+    /// More traces wait after these.
+    pub more: bool,
+}
 
-/// What one scheduling pass did.
+/// One evaluation an auto-rule asks for: already decided (a rule run by
+/// the scheduler) or to be queued (`verdict: None`).
+#[derive(Debug, Clone)]
+pub struct AutoEval {
+    pub trace_seq: i64,
+    pub tenant_id: i64,
+    pub project_id: i64,
+    pub rule: ActiveRule,
+    /// Score, label and reasoning of a rule evaluated on the spot.
+    pub verdict: Option<(f64, String, String)>,
+}
+
+/// What one scheduling pass stored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Scheduled {
-    /// Traces looked at.
-    pub traces: usize,
-    /// Evaluations queued.
+    /// Evaluations queued (LLM evaluations).
     pub queued: usize,
+    /// Rule evaluations run by the scheduler and stored complete.
+    pub completed: usize,
     /// Evaluations not queued because a monthly cap was reached.
     pub over_quota: usize,
-    /// More traces wait.
-    pub more: bool,
 }
 
 impl Store {
@@ -725,16 +749,52 @@ impl Store {
         .await
     }
 
-    /// Looks at up to `batch` traces stored since the last pass and queues
-    /// the evaluations of the enabled rules that `applies` says match,
-    /// within each tenant's monthly cap (`quota_of(tenant plan)`, 0: none).
-    pub async fn schedule_auto_evals(
+    /// The enabled rules and up to `batch` traces stored after the
+    /// scheduler's mark; `None` when no rule is enabled.
+    pub async fn auto_eval_candidates(&self, batch: usize) -> Result<Option<AutoCandidates>> {
+        self.read(move |conn| candidates(conn, batch)).await
+    }
+
+    /// With no rule enabled, the traces stored so far are done with.
+    pub async fn skip_auto_evals(&self) -> Result<()> {
+        self.write(|conn| {
+            conn.prepare_cached(
+                "UPDATE eval_rule_state SET traces_seq = max(traces_seq, \
+                 coalesce((SELECT max(seq) FROM traces), 0)) WHERE id = 1",
+            )?
+            .execute([])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The traces (and spans) evaluations look at, by key.
+    pub async fn eval_traces(&self, seqs: Vec<i64>) -> Result<HashMap<i64, EvalTrace>> {
+        self.read(move |conn| {
+            let mut found = HashMap::new();
+            for seq in seqs {
+                if let Some(trace) = eval_trace(conn, seq)? {
+                    found.insert(seq, trace);
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    /// Stores a pass's evaluations (within each tenant's monthly cap,
+    /// `quota_of(plan)`, 0: none) and moves the mark past `through`, if the
+    /// mark is still `mark` (a purge may have lowered it: then nothing is
+    /// stored and the next pass starts again).
+    pub async fn record_auto_evals(
         &self,
-        batch: usize,
-        applies: std::sync::Arc<RuleMatcher>,
+        mark: i64,
+        through: i64,
+        evals: Vec<AutoEval>,
+        plans: HashMap<i64, String>,
         quota_of: std::sync::Arc<dyn Fn(&str) -> u64 + Send + Sync>,
     ) -> Result<Scheduled> {
-        self.write(move |conn| schedule(conn, batch, &*applies, &*quota_of))
+        self.write(move |conn| record(conn, mark, through, &evals, &plans, &*quota_of))
             .await
     }
 }
@@ -895,6 +955,10 @@ fn queue_depth(conn: &Connection) -> Result<QueueDepth> {
         pending: count("SELECT count(*) FROM evaluations WHERE status = 'pending'")?,
         running: count("SELECT count(*) FROM evaluations WHERE status = 'running'")?,
         oldest_pending_s: 0.0,
+        auto_backlog: count(
+            "SELECT max(0, coalesce((SELECT max(seq) FROM traces), 0) - \
+             (SELECT traces_seq FROM eval_rule_state WHERE id = 1))",
+        )?,
     };
     // The longest an evaluation has been due and not started (a retry
     // waiting for its time is not late).
@@ -944,12 +1008,7 @@ fn rule_by_uuid(conn: &Connection, tenant_id: i64, id: &str) -> Result<Option<Ev
         .optional()?)
 }
 
-fn schedule(
-    conn: &Connection,
-    batch: usize,
-    applies: &RuleMatcher,
-    quota_of: &(dyn Fn(&str) -> u64 + Send + Sync),
-) -> Result<Scheduled> {
+fn candidates(conn: &Connection, batch: usize) -> Result<Option<AutoCandidates>> {
     let mark: i64 = conn
         .prepare_cached("SELECT traces_seq FROM eval_rule_state WHERE id = 1")?
         .query_row([], |r| r.get(0))?;
@@ -958,8 +1017,8 @@ fn schedule(
          coalesce(r.config, '{}'), r.model_tier, r.created_at, ten.plan \
          FROM eval_rules r JOIN tenants ten ON ten.id = r.tenant_id WHERE r.enabled ORDER BY r.id",
     )?;
-    let mut rules: HashMap<(i64, i64), Vec<ActiveRule>> = HashMap::new();
-    let mut plans: HashMap<i64, String> = HashMap::new();
+    let mut rules = Vec::new();
+    let mut plans = HashMap::new();
     let rows = stmt.query_map([], |r| {
         Ok((
             ActiveRule {
@@ -979,25 +1038,16 @@ fn schedule(
     for row in rows {
         let (rule, plan) = row?;
         plans.insert(rule.tenant_id, plan);
-        rules
-            .entry((rule.tenant_id, rule.project_id))
-            .or_default()
-            .push(rule);
+        rules.push(rule);
     }
     if rules.is_empty() {
-        // Nothing to queue: the traces stored so far are done with.
-        conn.prepare_cached(
-            "UPDATE eval_rule_state SET traces_seq = max(traces_seq, \
-             coalesce((SELECT max(seq) FROM traces), 0)) WHERE id = 1",
-        )?
-        .execute([])?;
-        return Ok(Scheduled::default());
+        return Ok(None);
     }
     let mut stmt = conn.prepare_cached(
         "SELECT seq, tenant_id, project_id, id, name, model, error IS NOT NULL, tag_map, created_at \
          FROM traces WHERE seq > ?1 ORDER BY seq LIMIT ?2",
     )?;
-    let traces = stmt
+    let mut traces = stmt
         .query_map(params![mark, batch as i64 + 1], |r| {
             let tags: Option<String> = r.get(7)?;
             Ok(NewTraceInfo {
@@ -1016,62 +1066,101 @@ fn schedule(
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let more = traces.len() > batch;
-    let mut done = Scheduled {
+    traces.truncate(batch);
+    Ok(Some(AutoCandidates {
+        mark,
+        rules,
+        plans,
+        traces,
         more,
-        ..Scheduled::default()
-    };
+    }))
+}
+
+fn record(
+    conn: &Connection,
+    mark: i64,
+    through: i64,
+    evals: &[AutoEval],
+    plans: &HashMap<i64, String>,
+    quota_of: &(dyn Fn(&str) -> u64 + Send + Sync),
+) -> Result<Scheduled> {
+    let current: i64 = conn
+        .prepare_cached("SELECT traces_seq FROM eval_rule_state WHERE id = 1")?
+        .query_row([], |r| r.get(0))?;
+    if current != mark {
+        return Ok(Scheduled::default());
+    }
+    let mut done = Scheduled::default();
     let mut room: HashMap<i64, Option<u64>> = HashMap::new();
     let now = now_micros();
-    let mut last = mark;
-    for trace in traces.iter().take(batch) {
-        last = trace.seq;
-        done.traces += 1;
-        let Some(candidates) = rules.get(&(trace.tenant_id, trace.project_id)) else {
-            continue;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO evaluations (uuid, tenant_id, project_id, trace_seq, rule_id, metric_name, \
+         evaluator_type, config, model_tier, status, score, label, reasoning, attempts, \
+         run_after, created_at, started_at, finished_at) \
+         SELECT ?1, ?2, ?3, seq, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16, ?16 \
+         FROM traces WHERE seq = ?4",
+    )?;
+    for eval in evals {
+        let tenant_id = eval.tenant_id;
+        let left = match room.get(&tenant_id) {
+            Some(left) => *left,
+            None => {
+                let quota = plans.get(&tenant_id).map_or(0, |p| quota_of(p));
+                let left = (quota > 0).then(|| {
+                    quota.saturating_sub(evals_this_month(conn, tenant_id, now).unwrap_or(quota))
+                });
+                room.insert(tenant_id, left);
+                left
+            }
         };
-        for rule in candidates {
-            // A rule evaluates the traces stored after it was made.
-            if trace.created_at < rule.created_at || !applies(rule, trace) {
-                continue;
-            }
-            let left = match room.get(&trace.tenant_id) {
-                Some(left) => *left,
-                None => {
-                    let quota = plans.get(&trace.tenant_id).map_or(0, |p| quota_of(p));
-                    let left = (quota > 0).then(|| {
-                        quota.saturating_sub(
-                            evals_this_month(conn, trace.tenant_id, now).unwrap_or(quota),
-                        )
-                    });
-                    room.insert(trace.tenant_id, left);
-                    left
-                }
-            };
-            if left == Some(0) {
-                done.over_quota += 1;
-                continue;
-            }
-            let uuid = uuid::Uuid::now_v7().hyphenated().to_string();
-            insert_eval(
-                conn,
-                &uuid,
-                trace.tenant_id,
-                trace.project_id,
-                trace.seq,
-                Some(rule.id),
-                &rule.metric_name,
-                &rule.evaluator_type,
-                &rule.config,
-                Some(&rule.model_tier),
-                now,
-            )?;
-            count_evals(conn, trace.tenant_id, now, 1)?;
-            room.insert(trace.tenant_id, left.map(|l| l - 1));
+        if left == Some(0) {
+            done.over_quota += 1;
+            continue;
+        }
+        let rule = &eval.rule;
+        let (status, score, label, reasoning, attempts, finished) = match &eval.verdict {
+            Some((score, label, reasoning)) => (
+                "complete",
+                Some(*score),
+                Some(label.as_str()),
+                Some(reasoning.as_str()),
+                1,
+                Some(now),
+            ),
+            None => ("pending", None, None, None, 0, None),
+        };
+        let inserted = insert.execute(params![
+            uuid::Uuid::now_v7().hyphenated().to_string(),
+            tenant_id,
+            eval.project_id,
+            eval.trace_seq,
+            rule.id,
+            rule.metric_name,
+            rule.evaluator_type,
+            rule.config,
+            rule.model_tier,
+            status,
+            score,
+            label,
+            reasoning,
+            attempts,
+            now,
+            finished,
+        ])?;
+        if inserted == 0 {
+            // The trace was deleted meanwhile.
+            continue;
+        }
+        count_evals(conn, tenant_id, now, 1)?;
+        room.insert(tenant_id, left.map(|l| l - 1));
+        if eval.verdict.is_some() {
+            done.completed += 1;
+        } else {
             done.queued += 1;
         }
     }
     conn.prepare_cached("UPDATE eval_rule_state SET traces_seq = ?1 WHERE id = 1")?
-        .execute([last])?;
+        .execute([through])?;
     Ok(done)
 }
 

@@ -33,9 +33,9 @@ use crate::config::Synchronous;
 pub use accounts::{LoginCandidate, SessionRecord, UserRecord};
 pub use audit::{AuditEntry, AuditRecord, AuditVerdict};
 pub use evals::{
-    ActiveRule, AgreementPair, ClaimedEval, EvalFilter, EvalOutcome, EvalRule, EvalRuleChange,
-    EvalSpan, EvalTrace, NewEvalRule, NewEvaluation, NewTraceInfo, QueueDepth, Queued, RuleCreated,
-    RuleMatcher, Scheduled, TrendBucket, WindowStats,
+    ActiveRule, AgreementPair, AutoCandidates, AutoEval, ClaimedEval, EvalFilter, EvalOutcome,
+    EvalRule, EvalRuleChange, EvalSpan, EvalTrace, NewEvalRule, NewEvaluation, NewTraceInfo,
+    QueueDepth, Queued, RuleCreated, Scheduled, TrendBucket, WindowStats,
 };
 pub use metrics::{MetricsQuery, MetricsResult, Totals};
 pub use migrations::{pending as pending_migrations, SCHEMA_VERSION};

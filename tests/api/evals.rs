@@ -893,3 +893,40 @@ async fn rules_evaluate_new_matching_traces_sampled() {
     let list = server.get_json("/v1/eval?limit=1000").await;
     assert_eq!(list["evals"].as_array().expect("evals").len(), evals.len());
 }
+
+#[tokio::test]
+async fn rules_that_need_the_judge_are_queued_for_it() {
+    let server = TestServer::start().await;
+    let resp = server
+        .post(
+            "/v1/eval-rules",
+            &json!({"project_id": "default", "metric_name": "toxicity",
+                    "evaluator_type": "llm", "config": {"preset": "toxicity"}}),
+        )
+        .await;
+    assert_eq!(resp.status().as_u16(), 201);
+    let rule: Value = resp.json().await.expect("JSON");
+    let trace_id = server.ingest(sample_trace("judged by a rule")).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let eval = loop {
+        let list = server
+            .get_json(&format!("/v1/eval?trace_id={trace_id}"))
+            .await;
+        if let Some(eval) = list["evals"]
+            .as_array()
+            .and_then(|e| e.first())
+            .filter(|e| e["status"] == "failed")
+        {
+            break eval.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // It went through the queue to the (missing) judge.
+    assert_eq!(eval["rule_id"], rule["id"]);
+    assert_eq!(eval["evaluator_type"], "llm");
+    assert_eq!(eval["attempts"], 1);
+    assert!(eval["reasoning"]
+        .as_str()
+        .is_some_and(|r| r.contains("no judge configured")));
+}

@@ -161,6 +161,7 @@ async fn the_evaluation_queue_shows_in_health_and_metrics() {
     let health = server.get_json("/health").await;
     assert_eq!(health["eval_queue"]["pending"], 0, "{health}");
     assert_eq!(health["eval_queue"]["running"], 0, "{health}");
+    assert_eq!(health["eval_queue"]["auto_backlog_traces"], 0, "{health}");
     let trace_id = server.ingest(sample_trace("evaluated")).await;
     // Two rules that complete, and an LLM evaluation that fails (no judge).
     for (kind, metric) in [
@@ -200,6 +201,7 @@ async fn the_evaluation_queue_shows_in_health_and_metrics() {
         "trulayer_eval_queue_pending",
         "trulayer_eval_queue_running",
         "trulayer_eval_queue_oldest_pending_seconds",
+        "trulayer_eval_auto_backlog_traces",
         "trulayer_evaluation_retries_total",
         "trulayer_judge_requests_total",
     ] {
