@@ -2,13 +2,15 @@
 //! the store, runs them (rule evaluations in-process, up to 64 at once; LLM
 //! evaluations on the judge, `eval.workers` at once, so slow judge calls do
 //! not hold up the rules queued behind them), each attempt within
-//! `eval.timeout_s`, and records the outcome. A judge's 429, 5xx or timeout is retried after a
-//! growing wait (or what its Retry-After asks), up to `eval.max_attempts`.
+//! `eval.timeout_s`, and records the outcome. A judge's 429, 5xx or timeout
+//! is retried after a growing wait (or what its Retry-After asks), up to
+//! `eval.max_attempts`.
 //!
-//! Beside it, the scheduler looks at each newly stored trace once and
-//! queues the evaluations of the enabled auto-evaluation rules that match
-//! it (see [`super::auto`]). Both keep their place in the database, so a
-//! restart loses nothing: evaluations cut off while running are run again.
+//! Beside it, the scheduler looks at each newly stored trace once, runs the
+//! matching auto-evaluation rules that are rule evaluators itself, and
+//! queues those that need the judge (see [`super::auto`]). Both keep their
+//! place in the database, so a restart loses nothing: evaluations cut off
+//! while running are run again.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
