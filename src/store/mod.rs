@@ -8,6 +8,8 @@
 mod accounts;
 mod audit;
 mod checkpoint;
+mod eval_rules;
+mod eval_stats;
 mod evals;
 mod metrics;
 mod migrations;
@@ -32,10 +34,13 @@ use crate::config::Synchronous;
 
 pub use accounts::{LoginCandidate, SessionRecord, UserRecord};
 pub use audit::{AuditEntry, AuditRecord, AuditVerdict};
+pub use eval_rules::{
+    ActiveRule, AutoCandidates, AutoEval, EvalRule, EvalRuleChange, NewEvalRule, NewTraceInfo,
+    RuleCreated, Scheduled,
+};
+pub use eval_stats::{AgreementPair, TrendBucket, WindowStats};
 pub use evals::{
-    ActiveRule, AgreementPair, AutoCandidates, AutoEval, ClaimedEval, EvalFilter, EvalOutcome,
-    EvalRule, EvalRuleChange, EvalSpan, EvalTrace, NewEvalRule, NewEvaluation, NewTraceInfo,
-    QueueDepth, Queued, RuleCreated, Scheduled, TrendBucket, WindowStats,
+    ClaimedEval, EvalFilter, EvalOutcome, EvalSpan, EvalTrace, NewEvaluation, QueueDepth, Queued,
 };
 pub use metrics::{MetricsQuery, MetricsResult, Totals};
 pub use migrations::{pending as pending_migrations, SCHEMA_VERSION};

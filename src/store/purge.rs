@@ -194,7 +194,7 @@ fn delete(conn: &Connection, victims: Vec<Victim>) -> Result<usize> {
         count += items.len();
     }
     super::search::clamp_marks(conn)?;
-    super::evals::clamp_mark(conn)?;
+    super::eval_rules::clamp_mark(conn)?;
     Ok(count)
 }
 
