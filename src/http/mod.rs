@@ -5,6 +5,7 @@
 mod account;
 mod audit;
 mod eval_rules;
+mod eval_summaries;
 mod evals;
 mod export;
 mod extract;

@@ -17,8 +17,8 @@ use axum::Router;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use super::{
-    account, audit, eval_rules, evals, export, feedback, health, ingest, limits, live, metrics,
-    otlp, projects, search, sessions, telemetry, traces, ui, AppState,
+    account, audit, eval_rules, eval_summaries, evals, export, feedback, health, ingest, limits,
+    live, metrics, otlp, projects, search, sessions, telemetry, traces, ui, AppState,
 };
 use crate::error::{AppError, REQUEST_ID};
 
@@ -170,19 +170,19 @@ fn table(otlp_limit: DefaultBodyLimit) -> Vec<(RouteSpec, MethodRouter<AppState>
         ),
         (
             spec(Method::GET, "/v1/eval/trends", Key),
-            get(evals::trends),
+            get(eval_summaries::trends),
         ),
         (
             spec(Method::GET, "/v1/eval/histogram", Key),
-            get(evals::histogram),
+            get(eval_summaries::histogram),
         ),
         (
             spec(Method::GET, "/v1/eval/compare", Key),
-            get(evals::compare),
+            get(eval_summaries::compare),
         ),
         (
             spec(Method::GET, "/v1/eval/agreement", Key),
-            get(evals::agreement),
+            get(eval_summaries::agreement),
         ),
         (spec(Method::GET, "/v1/eval/{id}", Key), get(evals::detail)),
         (
