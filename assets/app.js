@@ -4,7 +4,7 @@
 import { el, icon, ICONS, replace } from './js/dom.js';
 import { api, onUnauthorized } from './js/api.js';
 import { state, loadProjects, refreshProjects, setProject, applyTheme, toggleTheme, currentTheme, isOwner, canReadAudit } from './js/state.js';
-import { loading, errorBox, toast, toastError, field, openDialog, busy, clearToasts } from './js/ui.js';
+import { loading, errorBox, toast, toastError, clearToasts, formDialog } from './js/ui.js';
 import * as login from './js/pages/login.js';
 import * as overview from './js/pages/overview.js';
 import * as traces from './js/pages/traces.js';
@@ -277,40 +277,24 @@ window.addEventListener('trulayer:projects-loaded', () => refreshPicker());
 function openPasswordDialog() {
   const current = el('input', { type: 'password', name: 'current_password', autocomplete: 'current-password', required: true });
   const next = el('input', { type: 'password', name: 'new_password', autocomplete: 'new-password', required: true, minlength: '8' });
-  const errorLine = el('p', { class: 'form-error', 'data-testid': 'password-error', hidden: true, role: 'alert' });
-  const submit = el('button', { type: 'submit', class: 'btn btn-primary' }, 'Change password');
-  const cancel = el('button', { type: 'button', class: 'btn' }, 'Cancel');
-  const form = el('form', { class: 'stack', 'data-testid': 'password-form' },
-    el('h2', { class: 'modal-title' }, 'Change your password'),
-    el('p', { class: 'muted' }, 'Changing it signs you out everywhere, including here.'),
-    field('Current password', current),
-    field('New password', next, 'At least 8 characters.'),
-    errorLine,
-    el('div', { class: 'modal-actions' }, cancel, submit));
-  const dialog = el('dialog', { class: 'modal' }, form);
-  const close = () => { if (dialog.open && typeof dialog.close === 'function') dialog.close(); dialog.remove(); };
-  cancel.addEventListener('click', close);
-  dialog.addEventListener('cancel', (e) => { e.preventDefault(); close(); });
-  form.addEventListener('submit', async (e) => {
-    e.preventDefault();
-    errorLine.hidden = true;
-    try {
-      await busy(submit, () => api('/v1/auth/password', {
+  formDialog({
+    testid: 'password-form',
+    errorTestid: 'password-error',
+    title: 'Change your password',
+    intro: 'Changing it signs you out everywhere, including here.',
+    fields: [['Current password', current], ['New password', next, 'At least 8 characters.']],
+    submitLabel: 'Change password',
+    submit: async () => {
+      await api('/v1/auth/password', {
         method: 'POST', allow401: true, body: { current_password: current.value, new_password: next.value },
-      }));
-      close();
+      });
       state.user = null;
       stopPage();
       toast('Password changed. Sign in with the new one.', 'success');
       location.hash = '#/login';
-    } catch (err) {
-      errorLine.textContent = err.status === 401 ? 'The current password is not right.' : err.message;
-      errorLine.hidden = false;
-    }
+    },
+    describe: (err) => (err.status === 401 ? 'The current password is not right.' : err.message),
   });
-  document.body.appendChild(dialog);
-  openDialog(dialog);
-  current.focus();
 }
 
 // ----------------------------------------------------------------- start --

@@ -268,6 +268,11 @@ async fn an_operator_goes_through_every_page_of_the_admin_ui() {
     assert_eq!(facts["session_trace_rows"], sorted(vec![rag.clone(), xss]));
     assert!(text(facts, "users_table").contains(EMAIL));
     assert!(text(facts, "new_user_row").contains(text(names, "user")));
+    // A wrong current password is refused in the dialog, nothing changed.
+    assert!(
+        text(facts, "password_error").contains("not right"),
+        "{facts}"
+    );
     // Nothing is wider than a narrow window (tables scroll in their box).
     for (page, overflow) in facts["narrow_overflow"].as_object().expect("narrow") {
         assert!(

@@ -109,6 +109,41 @@ export function openDialog(dialog) {
   dialog.classList.add('modal-fallback');
 }
 
+/**
+ * A modal form: `fields` ([label, input, hint?]) under a title and an
+ * intro, Cancel and a submit button. `submit` runs on submit; the dialog
+ * closes when it resolves, and shows `describe(err)` when it throws.
+ */
+export function formDialog({ testid, errorTestid, title, intro, fields, submitLabel, submit, describe }) {
+  const errorLine = el('p', { class: 'form-error', 'data-testid': errorTestid, hidden: true, role: 'alert' });
+  const ok = el('button', { type: 'submit', class: 'btn btn-primary' }, submitLabel);
+  const cancel = el('button', { type: 'button', class: 'btn' }, 'Cancel');
+  const form = el('form', { class: 'stack', 'data-testid': testid },
+    el('h2', { class: 'modal-title' }, title),
+    el('p', { class: 'muted' }, intro),
+    fields.map(([label, input, hint]) => field(label, input, hint)),
+    errorLine,
+    el('div', { class: 'modal-actions' }, cancel, ok));
+  const dialog = el('dialog', { class: 'modal' }, form);
+  const close = () => { if (dialog.open && typeof dialog.close === 'function') dialog.close(); dialog.remove(); };
+  cancel.addEventListener('click', close);
+  dialog.addEventListener('cancel', (e) => { e.preventDefault(); close(); });
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    errorLine.hidden = true;
+    try {
+      await busy(ok, submit);
+      close();
+    } catch (err) {
+      errorLine.textContent = describe(err);
+      errorLine.hidden = false;
+    }
+  });
+  document.body.appendChild(dialog);
+  openDialog(dialog);
+  if (fields.length) fields[0][1].focus();
+}
+
 // ----------------------------------------------------------- text blocks --
 
 const FOLD_CHARS = 600;

@@ -4,7 +4,7 @@
 import { el, replace, add } from '../dom.js';
 import { api, isAbort, errorText } from '../api.js';
 import { state, isOwner } from '../state.js';
-import { loading, errorBox, empty, pageHeader, table, td, timeEl, badge, field, select, busy, toast, toastError, confirmModal, section, openDialog } from '../ui.js';
+import { loading, errorBox, empty, pageHeader, table, td, timeEl, badge, field, select, busy, toast, toastError, confirmModal, section, formDialog } from '../ui.js';
 
 const ROLES = [
   { value: 'owner', label: 'Owner' },
@@ -141,32 +141,17 @@ function usersTable(list, reload) {
 /** An owner sets a new password for `u`; their sessions end. */
 function resetPasswordDialog(u) {
   const next = el('input', { type: 'password', name: 'password', autocomplete: 'new-password', required: true, minlength: '8' });
-  const errorLine = el('p', { class: 'form-error', 'data-testid': 'reset-password-error', hidden: true, role: 'alert' });
-  const submit = el('button', { type: 'submit', class: 'btn btn-primary' }, 'Set password');
-  const cancel = el('button', { type: 'button', class: 'btn' }, 'Cancel');
-  const form = el('form', { class: 'stack', 'data-testid': 'reset-password-form' },
-    el('h2', { class: 'modal-title' }, `New password for ${u.email}`),
-    el('p', { class: 'muted' }, 'They are signed out everywhere and sign in with this password. Share it safely.'),
-    field('New password', next, 'At least 8 characters.'),
-    errorLine,
-    el('div', { class: 'modal-actions' }, cancel, submit));
-  const dialog = el('dialog', { class: 'modal' }, form);
-  const close = () => { if (dialog.open && typeof dialog.close === 'function') dialog.close(); dialog.remove(); };
-  cancel.addEventListener('click', close);
-  dialog.addEventListener('cancel', (e) => { e.preventDefault(); close(); });
-  form.addEventListener('submit', async (e) => {
-    e.preventDefault();
-    errorLine.hidden = true;
-    try {
-      await busy(submit, () => api(`/v1/users/${encodeURIComponent(u.id)}`, { method: 'PATCH', body: { password: next.value } }));
-      close();
+  formDialog({
+    testid: 'reset-password-form',
+    errorTestid: 'reset-password-error',
+    title: `New password for ${u.email}`,
+    intro: 'They are signed out everywhere and sign in with this password. Share it safely.',
+    fields: [['New password', next, 'At least 8 characters.']],
+    submitLabel: 'Set password',
+    submit: async () => {
+      await api(`/v1/users/${encodeURIComponent(u.id)}`, { method: 'PATCH', body: { password: next.value } });
       toast(`Password of ${u.email} reset`, 'success');
-    } catch (err) {
-      errorLine.textContent = errorText(err);
-      errorLine.hidden = false;
-    }
+    },
+    describe: errorText,
   });
-  document.body.appendChild(dialog);
-  openDialog(dialog);
-  next.focus();
 }
