@@ -124,6 +124,17 @@ impl ServerMetrics {
     }
 }
 
+/// Encodes each `(name, help, metric)`.
+fn encode_all<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    metrics: impl IntoIterator<Item = (&'static str, &'static str, M)>,
+) -> Result<(), std::fmt::Error> {
+    for (name, help, metric) in metrics {
+        metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+    }
+    Ok(())
+}
+
 /// A histogram kept as counts per bucket of fixed bounds.
 struct Buckets<'a> {
     name: &'static str,
@@ -171,10 +182,10 @@ impl Collector for StoreCollector {
                 w.commit_micros,
             ),
         ];
-        for (name, help, value) in counters {
-            let metric = ConstCounter::new(value);
-            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
-        }
+        encode_all(
+            &mut encoder,
+            counters.map(|(name, help, v)| (name, help, ConstCounter::new(v))),
+        )?;
         // Histograms of commit time (seconds) and group size (jobs).
         let histograms = [
             Buckets {
@@ -234,10 +245,10 @@ impl Collector for StoreCollector {
                 file(&format!("{db}-wal")),
             ),
         ];
-        for (name, help, value) in gauges {
-            let metric = ConstGauge::new(value);
-            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
-        }
+        encode_all(
+            &mut encoder,
+            gauges.map(|(name, help, v)| (name, help, ConstGauge::new(v))),
+        )?;
         Ok(())
     }
 }
@@ -282,17 +293,18 @@ impl Collector for EvalCollector {
                 s.judge_calls.load(Relaxed),
             ),
         ];
-        for (name, help, value) in counters {
-            let metric = ConstCounter::new(value);
-            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
-        }
-        let judge_seconds = ConstCounter::new(s.judge_micros.load(Relaxed) as f64 / 1e6);
-        judge_seconds.encode(encoder.encode_descriptor(
-            "judge_request_seconds",
-            "Time spent waiting for the LLM judge",
-            None,
-            judge_seconds.metric_type(),
-        )?)?;
+        encode_all(
+            &mut encoder,
+            counters.map(|(name, help, v)| (name, help, ConstCounter::new(v))),
+        )?;
+        encode_all(
+            &mut encoder,
+            [(
+                "judge_request_seconds",
+                "Time spent waiting for the LLM judge",
+                ConstCounter::new(s.judge_micros.load(Relaxed) as f64 / 1e6),
+            )],
+        )?;
         let gauges: [(&str, &str, f64); 4] = [
             (
                 "eval_auto_backlog_traces",
@@ -315,10 +327,10 @@ impl Collector for EvalCollector {
                 s.oldest_pending_ms.load(Relaxed) as f64 / 1000.0,
             ),
         ];
-        for (name, help, value) in gauges {
-            let metric = ConstGauge::new(value);
-            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
-        }
+        encode_all(
+            &mut encoder,
+            gauges.map(|(name, help, v)| (name, help, ConstGauge::new(v))),
+        )?;
         Ok(())
     }
 }
