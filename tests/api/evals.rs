@@ -6,9 +6,6 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use trulayer_server::auth::{hash_api_key, visible_prefix};
-use trulayer_server::store::NewApiKey;
-
 use crate::common::{expect_error, expect_error_naming, sample_trace, TestServer};
 
 /// Polls an evaluation until it is complete or failed.
@@ -243,26 +240,8 @@ async fn triggers_that_cannot_run_are_refused() {
         404,
     )
     .await;
-    let store = server.running().store().clone();
-    let (tenant, project) = store
-        .create_tenant("other org".into(), "default".into())
-        .await
-        .expect("tenant");
     let other_key = "tl_other_evals_0123456789abcd";
-    store
-        .create_api_key(
-            tenant,
-            NewApiKey {
-                project_id: project,
-                name: "other".into(),
-                prefix: visible_prefix(other_key).to_owned(),
-                key_hash: hash_api_key(other_key),
-                expires_at: None,
-                scopes: Vec::new(),
-            },
-        )
-        .await
-        .expect("key");
+    server.other_tenant(other_key).await;
     expect_error(
         server
             .post_as(

@@ -2,9 +2,6 @@
 
 use serde_json::{json, Value};
 
-use trulayer_server::auth::{hash_api_key, visible_prefix};
-use trulayer_server::store::NewApiKey;
-
 use crate::common::{expect_error, expect_error_naming, sample_trace, TestServer};
 
 #[tokio::test]
@@ -71,26 +68,8 @@ async fn bad_feedback_is_refused_and_other_tenants_traces_are_not_found() {
     )
     .await;
     // Another tenant cannot rate this tenant's trace, nor learn it exists.
-    let store = server.running().store().clone();
-    let (tenant, project) = store
-        .create_tenant("other".into(), "p".into())
-        .await
-        .expect("tenant");
     let other = "tl_feedback_other_0123456789abcd";
-    store
-        .create_api_key(
-            tenant,
-            NewApiKey {
-                project_id: project,
-                name: "other".into(),
-                prefix: visible_prefix(other).into(),
-                key_hash: hash_api_key(other),
-                expires_at: None,
-                scopes: Vec::new(),
-            },
-        )
-        .await
-        .expect("key");
+    server.other_tenant(other).await;
     let body = expect_error(
         server
             .post_as(

@@ -5,9 +5,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use trulayer_server::auth::{hash_api_key, visible_prefix};
-use trulayer_server::store::NewApiKey;
-
 use crate::common::{sample_trace, TestServer};
 
 /// Reads SSE `data:` payloads until one arrives or `within` passes.
@@ -36,26 +33,8 @@ async fn next_event(
 #[tokio::test]
 async fn a_client_sees_its_new_traces_within_a_second_and_no_one_elses() {
     let server = TestServer::start().await;
-    let store = server.running().store().clone();
-    let (tenant, project) = store
-        .create_tenant("other".into(), "p".into())
-        .await
-        .expect("tenant");
     let other = "tl_live_other_tenant_0123456789";
-    store
-        .create_api_key(
-            tenant,
-            NewApiKey {
-                project_id: project,
-                name: "other".into(),
-                prefix: visible_prefix(other).into(),
-                key_hash: hash_api_key(other),
-                expires_at: None,
-                scopes: Vec::new(),
-            },
-        )
-        .await
-        .expect("key");
+    server.other_tenant(other).await;
 
     let mut resp = server
         .client

@@ -5,9 +5,6 @@ use std::collections::HashSet;
 
 use serde_json::{json, Value};
 
-use trulayer_server::auth::{hash_api_key, visible_prefix};
-use trulayer_server::store::NewApiKey;
-
 use crate::common::{expect_error, expect_error_naming, sample_trace, TestServer};
 
 /// A query string with every value percent-encoded.
@@ -78,26 +75,7 @@ fn span_ids(results: &[Value]) -> Vec<String> {
 
 /// Creates a second tenant with `key` as its API key; returns its project.
 async fn other_tenant(server: &TestServer, key: &str) -> i64 {
-    let store = server.running().store().clone();
-    let (tenant, project) = store
-        .create_tenant("other org".into(), "default".into())
-        .await
-        .expect("tenant");
-    store
-        .create_api_key(
-            tenant,
-            NewApiKey {
-                project_id: project,
-                name: "other".into(),
-                prefix: visible_prefix(key).into(),
-                key_hash: hash_api_key(key),
-                expires_at: None,
-                scopes: Vec::new(),
-            },
-        )
-        .await
-        .expect("key");
-    project
+    server.other_tenant(key).await
 }
 
 /// A trace whose one span has the given id, name, type and output.

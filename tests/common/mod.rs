@@ -151,6 +151,31 @@ impl TestServer {
         body
     }
 
+    /// A second organisation with one project and the API key `key`;
+    /// returns the project's internal id.
+    pub async fn other_tenant(&self, key: &str) -> i64 {
+        let store = self.running().store().clone();
+        let (tenant, project) = store
+            .create_tenant("other org".into(), "default".into())
+            .await
+            .expect("tenant");
+        store
+            .create_api_key(
+                tenant,
+                trulayer_server::store::NewApiKey {
+                    project_id: project,
+                    name: "other".into(),
+                    prefix: trulayer_server::auth::visible_prefix(key).into(),
+                    key_hash: trulayer_server::auth::hash_api_key(key),
+                    expires_at: None,
+                    scopes: Vec::new(),
+                },
+            )
+            .await
+            .expect("key");
+        project
+    }
+
     /// Ingests one trace, which must be created; returns its id.
     pub async fn ingest(&self, trace: Value) -> String {
         let resp = self.post("/v1/ingest", &trace).await;
