@@ -145,13 +145,6 @@ fn in_sample(rate: f64, rule_id: &str, trace_id: &str) -> bool {
     ((u64::from_be_bytes(head) >> 11) as f64 / (1u64 << 53) as f64) < rate
 }
 
-fn applies(rule: &ActiveRule, trace: &NewTraceInfo) -> bool {
-    let config: Value = serde_json::from_str(&rule.config).unwrap_or(Value::Null);
-    // A rule's config was checked when it was saved; one that no longer
-    // reads applies to nothing rather than to everything.
-    RuleFilter::parse(&config).is_ok_and(|f| f.admits(&rule.uuid, trace))
-}
-
 /// Looks for new traces every [`SCHEDULE_EVERY`]: the rules that match them
 /// are run on the spot when they are rule evaluators, and queued (waking
 /// the runner) when they need the judge.
@@ -224,39 +217,42 @@ async fn pass(
     let Some(through) = batch.traces.last().map(|t| t.seq) else {
         return Ok(false);
     };
-    // What each rule runs, decided once per pass.
-    let mut by_project: HashMap<(i64, i64), Vec<(&ActiveRule, bool)>> = HashMap::new();
-    let mut inline: HashMap<i64, Arc<Evaluator>> = HashMap::new();
+    // What each rule admits and runs, decided once per pass: a rule
+    // evaluator is run here, anything else is queued for the judge.
+    type Plan<'b> = (&'b ActiveRule, RuleFilter, Option<Arc<Evaluator>>);
+    let mut by_project: HashMap<(i64, i64), Vec<Plan<'_>>> = HashMap::new();
     for rule in &batch.rules {
         let config: Value = serde_json::from_str(&rule.config).unwrap_or(Value::Null);
-        let runs_here = match resolve(&rule.evaluator_type, &rule.metric_name, &config) {
-            Ok(evaluator @ Evaluator::Rule(_)) => {
-                inline.insert(rule.id, Arc::new(evaluator));
-                true
-            }
-            _ => false,
+        // A rule's config was checked when it was saved; one that no longer
+        // reads applies to nothing rather than to everything.
+        let Ok(filter) = RuleFilter::parse(&config) else {
+            continue;
+        };
+        let here = match resolve(&rule.evaluator_type, &rule.metric_name, &config) {
+            Ok(evaluator @ Evaluator::Rule(_)) => Some(Arc::new(evaluator)),
+            _ => None,
         };
         by_project
             .entry((rule.tenant_id, rule.project_id))
             .or_default()
-            .push((rule, runs_here));
+            .push((rule, filter, here));
     }
     // A rule evaluates the traces stored after it was made that it admits.
-    let mut picked: Vec<(&NewTraceInfo, &ActiveRule, bool)> = Vec::new();
+    let mut picked: Vec<(&NewTraceInfo, &ActiveRule, Option<Arc<Evaluator>>)> = Vec::new();
     for trace in &batch.traces {
-        for (rule, runs_here) in by_project
+        for (rule, filter, here) in by_project
             .get(&(trace.tenant_id, trace.project_id))
             .map(Vec::as_slice)
             .unwrap_or_default()
         {
-            if trace.created_at >= rule.created_at && applies(rule, trace) {
-                picked.push((trace, rule, *runs_here));
+            if trace.created_at >= rule.created_at && filter.admits(&rule.uuid, trace) {
+                picked.push((trace, rule, here.clone()));
             }
         }
     }
     let mut seqs: Vec<i64> = picked
         .iter()
-        .filter(|(_, _, here)| *here)
+        .filter(|(_, _, here)| here.is_some())
         .map(|(t, _, _)| t.seq)
         .collect();
     seqs.dedup();
@@ -266,16 +262,16 @@ async fn pass(
         store.eval_traces(seqs).await?
     };
     let jobs: Vec<(AutoEval, Option<Arc<Evaluator>>)> = picked
-        .iter()
+        .into_iter()
         .map(|(t, r, here)| {
             let eval = AutoEval {
                 trace_seq: t.seq,
                 tenant_id: t.tenant_id,
                 project_id: t.project_id,
-                rule: (*r).clone(),
+                rule: r.clone(),
                 verdict: None,
             };
-            (eval, here.then(|| inline.get(&r.id).cloned()).flatten())
+            (eval, here)
         })
         .collect();
     // Rules are CPU work: off the runtime.
