@@ -82,8 +82,13 @@ async fn csv_and_jsonl_hold_the_filtered_traces_in_the_reference_columns() {
 
 #[tokio::test]
 async fn a_capped_plan_cuts_the_export_and_says_so() {
-    let server =
-        TestServer::start_with("plan = \"starter\"\n[plans.starter]\nexport_max_rows = 3\n").await;
+    // Starter keeps traces 30 days and the sample traces are older: without
+    // a retention of its own, the pass at start could delete them under
+    // the test.
+    let server = TestServer::start_with(
+        "plan = \"starter\"\n[plans.starter]\nexport_max_rows = 3\nmax_retention_days = 0\n",
+    )
+    .await;
     for i in 0..3 {
         server.ingest(sample_trace(&format!("t{i}"))).await;
     }
