@@ -82,36 +82,35 @@ fn merge(
             // come from them, by the same rules as the UPDATE below.
             let agg = Aggregates::of(&trace.spans);
             // No JSON content hash: a JSON ingest of this id is a conflict.
-            let seq: i64 = conn
-                .prepare_cached(
-                    "INSERT INTO traces (tenant_id, project_id, id, session_id, metadata, \
+            conn.prepare_cached(
+                "INSERT INTO traces (tenant_id, project_id, id, session_id, metadata, \
                      started_at, ended_at, latency_ms, total_token_count, cost, span_count, \
                      name, input, output, model, error, created_at, content_hash) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
-                     ?15, ?16, ?17, zeroblob(32)) RETURNING seq",
-                )?
-                .query_row(
-                    params![
-                        tenant_id,
-                        project_id,
-                        trace.id,
-                        trace.session_id,
-                        trace.metadata,
-                        agg.started.unwrap_or(now),
-                        agg.ended,
-                        agg.latency_ms(),
-                        agg.tokens,
-                        agg.cost,
-                        agg.count,
-                        agg.root.map(|r| r.name.as_str()),
-                        agg.root.and_then(|r| r.input.as_deref()),
-                        agg.root.and_then(|r| r.output.as_deref()),
-                        agg.model,
-                        agg.error,
-                        now
-                    ],
-                    |r| r.get(0),
-                )?;
+                     ?15, ?16, ?17, zeroblob(32))",
+            )?
+            .execute(params![
+                tenant_id,
+                project_id,
+                trace.id,
+                trace.session_id,
+                trace.metadata,
+                agg.started.unwrap_or(now),
+                agg.ended,
+                agg.latency_ms(),
+                agg.tokens,
+                agg.cost,
+                agg.count,
+                agg.root.map(|r| r.name.as_str()),
+                agg.root.and_then(|r| r.input.as_deref()),
+                agg.root.and_then(|r| r.output.as_deref()),
+                agg.model,
+                agg.error,
+                now
+            ])?;
+            // Not RETURNING, which would make the insert keep a statement
+            // journal (see `traces::insert_one`).
+            let seq = conn.last_insert_rowid();
             write_spans(conn, seq, &trace.spans, now, true)?;
             write_events(conn, seq, &trace.events)?;
             if let Some(f) = &trace.fields {

@@ -194,42 +194,40 @@ fn insert_one(
     let tags = (!t.tags.is_empty()).then(|| json_text(&t.tags));
     let tag_map = (!t.tag_map.is_empty()).then(|| json_text(&t.tag_map));
     // The common case, a new trace, costs one index probe: the insert itself.
-    let inserted: Option<i64> = conn
+    // No RETURNING: SQLite runs it as a trigger, which makes the insert keep
+    // a statement journal, a copy of every page it touches.
+    let inserted = conn
         .prepare_cached(
             "INSERT INTO traces (tenant_id, project_id, id, session_id, external_id, name, input, \
              output, model, latency_ms, cost, error, tags, tag_map, metadata, total_token_count, \
              span_count, started_at, ended_at, created_at, content_hash) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-             ?18, ?19, ?20, ?21) ON CONFLICT (tenant_id, id) DO NOTHING RETURNING seq",
+             ?18, ?19, ?20, ?21) ON CONFLICT (tenant_id, id) DO NOTHING",
         )?
-        .query_row(
-            params![
-                tenant_id,
-                project_id,
-                t.id,
-                t.session_id,
-                t.external_id,
-                t.name,
-                t.input,
-                t.output,
-                t.model,
-                t.latency_ms,
-                t.cost,
-                t.error,
-                tags,
-                tag_map,
-                t.metadata,
-                t.total_token_count,
-                t.spans.len() as i64,
-                t.started_at,
-                t.ended_at,
-                created_at,
-                &t.content_hash[..],
-            ],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let Some(seq) = inserted else {
+        .execute(params![
+            tenant_id,
+            project_id,
+            t.id,
+            t.session_id,
+            t.external_id,
+            t.name,
+            t.input,
+            t.output,
+            t.model,
+            t.latency_ms,
+            t.cost,
+            t.error,
+            tags,
+            tag_map,
+            t.metadata,
+            t.total_token_count,
+            t.spans.len() as i64,
+            t.started_at,
+            t.ended_at,
+            created_at,
+            &t.content_hash[..],
+        ])?;
+    if inserted == 0 {
         let stored: Vec<u8> = conn
             .prepare_cached("SELECT content_hash FROM traces WHERE tenant_id = ?1 AND id = ?2")?
             .query_row(params![tenant_id, t.id], |r| r.get(0))?;
@@ -241,7 +239,8 @@ fn insert_one(
                 t.id
             )))
         };
-    };
+    }
+    let seq = conn.last_insert_rowid();
     if !t.tag_map.is_empty() {
         let mut stmt = conn.prepare_cached(
             "INSERT INTO trace_tags (trace_seq, tenant_id, key, value, started_at) \
