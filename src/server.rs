@@ -94,21 +94,29 @@ impl Running {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let lock = crate::ops::DataLock::acquire(&config.storage.data_dir)?;
     let storage = config.storage.clone();
-    let store = tokio::task::spawn_blocking(move || {
-        Store::open(
-            &storage.data_dir,
-            storage.synchronous,
-            storage.read_connections,
-        )
-    })
-    .await
-    .context("opening the store")?
-    .with_context(|| {
-        format!(
-            "opening the database in {}",
-            config.storage.data_dir.display()
-        )
-    })?;
+    // A thread of its own rather than the blocking pool: the writer and
+    // checkpoint threads the store starts inherit this thread's priority,
+    // and the pool's threads have lowered theirs (`lower_worker_priority`).
+    let (opened, open_result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("trulayer-open".into())
+        .spawn(move || {
+            let _ = opened.send(Store::open(
+                &storage.data_dir,
+                storage.synchronous,
+                storage.read_connections,
+            ));
+        })
+        .context("starting the store")?;
+    let store = open_result
+        .await
+        .context("opening the store")?
+        .with_context(|| {
+            format!(
+                "opening the database in {}",
+                config.storage.data_dir.display()
+            )
+        })?;
     let store = Arc::new(store);
     let credentials = match bootstrap::first_start(&store, &config).await {
         Ok(c) => c,
@@ -349,6 +357,24 @@ async fn handshake(
 }
 
 /// Builds the TLS acceptor from PEM files (TLS 1.2 and 1.3; h2 and http/1.1).
+/// How much lower the async runtime's threads run than the storage threads,
+/// in nice steps.
+pub const WORKER_NICE_OFFSET: i32 = 5;
+
+/// Run at the start of each async-runtime thread: under load those threads
+/// (HTTP, JSON parsing, reads) yield the CPU to the writer and checkpoint
+/// threads, which every write waits on. Any thread may lower its own
+/// priority, so this needs no privilege; it is best effort.
+pub fn lower_worker_priority() {
+    let tid = Some(rustix::thread::gettid());
+    let lowered = rustix::process::getpriority_process(tid).and_then(|nice| {
+        rustix::process::setpriority_process(tid, (nice + WORKER_NICE_OFFSET).min(19))
+    });
+    if let Err(e) = lowered {
+        tracing::debug!(error = %e, "cannot lower the priority of a worker thread");
+    }
+}
+
 pub fn tls_acceptor(tls: &TlsConfig) -> anyhow::Result<TlsAcceptor> {
     let certs = CertificateDer::pem_file_iter(&tls.cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())

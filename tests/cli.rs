@@ -267,6 +267,50 @@ impl Drop for ServerProcess {
     }
 }
 
+/// The nice value of each of a process's threads, by thread name.
+fn thread_priorities(pid: u32) -> Vec<(String, i32)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
+        let stat = std::fs::read_to_string(task.expect("task").path().join("stat")).expect("stat");
+        // "tid (name) state ppid ...": the name may hold spaces; field 19 is nice.
+        let (head, rest) = stat.rsplit_once(')').expect("stat format");
+        let name = head.split_once('(').expect("stat format").1.to_string();
+        let nice = rest.split_whitespace().nth(16).expect("nice field");
+        threads.push((name, nice.parse().expect("nice number")));
+    }
+    threads
+}
+
+#[test]
+fn request_threads_yield_the_cpu_to_the_writer_and_checkpoint_threads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = spawn_server(dir.path(), &["serve"], &[]);
+    let threads = thread_priorities(server.child.id());
+    let nice_of = |prefix: &str| -> Vec<i32> {
+        threads
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(_, nice)| *nice)
+            .collect()
+    };
+    let base = nice_of("trulayer-server");
+    assert_eq!(base.len(), 1, "{threads:?}");
+    let base = base[0];
+    let lowered = (base + trulayer_server::server::WORKER_NICE_OFFSET).min(19);
+    for (prefix, want) in [
+        ("trulayer-worker", lowered),
+        ("trulayer-writer", base),
+        ("trulayer-checkp", base),
+    ] {
+        let found = nice_of(prefix);
+        assert!(!found.is_empty(), "no {prefix} thread in {threads:?}");
+        assert!(
+            found.iter().all(|n| *n == want),
+            "{prefix} threads run at {found:?}, not {want}: {threads:?}"
+        );
+    }
+}
+
 fn credentials_value(text: &str, key: &str) -> Option<String> {
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{key} = ")))
