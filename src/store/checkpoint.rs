@@ -9,10 +9,12 @@
 //! thread asks the writer, which between two groups holds no lock, to run
 //! the restart itself, and the next group writes the WAL from its beginning.
 //! Requests wait while the writer copies the tail not yet copied and syncs
-//! the database file, so before asking, this thread catches up (passes back
-//! to back until one is quick) and syncs what it copied. If the disk cannot
-//! keep up, the WAL reaches twice the limit and the writer is asked anyway:
-//! back-pressure, not a growing file.
+//! the database file, so this thread copies continuously while the WAL grows
+//! and asks only after a quick pass (the tail is short). Restarts are what
+//! stall ingest, so after one the next waits `restart_every`: under heavy
+//! ingest the WAL grows longer (up to `force_frames`, where the writer is
+//! asked anyway: back-pressure, not a growing file) and restarts seldom;
+//! under light ingest it starts over at `restart_frames`.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,8 +31,14 @@ use super::Result;
 pub(super) struct Tuning {
     /// How often to look for committed pages to copy.
     pub interval: Duration,
-    /// WAL frames (pages) past which the WAL is made to start over.
+    /// WAL frames (pages) past which the WAL is made to start over once the
+    /// checkpoint has caught up.
     pub restart_frames: i64,
+    /// WAL frames past which it is made to start over even if not.
+    pub force_frames: i64,
+    /// Restarts stall writes, so a caught-up WAL waits this long after the
+    /// last one: under heavy ingest the WAL grows longer and restarts seldom.
+    pub restart_every: Duration,
     /// A checkpoint pass at least this short shows the uncopied tail is
     /// short (it was written during the pass); only then is the writer,
     /// which copies the tail while requests wait, asked to restart.
@@ -41,8 +49,10 @@ impl Default for Tuning {
     fn default() -> Self {
         Tuning {
             interval: Duration::from_millis(100),
-            // 64 MiB of 4 KiB pages.
+            // 64 MiB and 1 GiB of 4 KiB pages.
             restart_frames: 16 * 1024,
+            force_frames: 256 * 1024,
+            restart_every: Duration::from_secs(5),
             restart_lag: Duration::from_millis(10),
         }
     }
@@ -104,6 +114,7 @@ fn run(
 ) {
     let mut hurry = false;
     let mut last = Progress::default();
+    let mut last_restart = Instant::now();
     loop {
         {
             let Ok(stop) = signal.stop.lock() else { return };
@@ -125,6 +136,7 @@ fn run(
             hurry = false;
             continue;
         }
+        let before = last;
         let started = Instant::now();
         let result = checkpoint(conn);
         let pass = started.elapsed();
@@ -139,21 +151,25 @@ fn run(
             }
             last = progress;
         }
+        // More was written since the last pass: keep copying, so the tail a
+        // restart must copy stays short.
+        let grew = result.as_ref().is_ok_and(|p| p.frames > before.frames);
         hurry = match result {
             Ok(Progress { frames, .. }) if frames > tuning.restart_frames => {
                 // What this pass copied was written while the previous pass
                 // ran: a quick pass means the uncopied tail is short now.
                 let caught_up = pass <= tuning.restart_lag;
-                if caught_up || frames > 2 * tuning.restart_frames {
+                let due = last_restart.elapsed() >= tuning.restart_every;
+                if (caught_up && due) || frames > tuning.force_frames {
+                    last_restart = Instant::now();
                     tracing::debug!(frames, caught_up, "asking the writer to restart the WAL");
                     restart_wanted.store(true, Ordering::Relaxed);
                     false
                 } else {
-                    // Catch up first, so the writer's restart stays short.
-                    true
+                    grew
                 }
             }
-            Ok(_) => false,
+            Ok(_) => grew,
             Err(e) => {
                 tracing::warn!(error = %e, "WAL checkpoint failed");
                 false

@@ -93,12 +93,11 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// No mmap: mapped pages would count towards the process's resident memory.
 const WRITER_CACHE_KIB: u32 = 32 * 1024;
 const READER_CACHE_KIB: u32 = 8 * 1024;
-/// The WAL file is cut back to this size when it starts over. It is twice
-/// the size at which the WAL is asked to start over (64 MiB, see
-/// `checkpoint`), so in normal running the file is reused as it is: cutting
-/// it and growing it again each time would cost the writer tens of
-/// milliseconds of file-system work per restart.
-const WAL_KEEP_BYTES: u64 = 128 * 1024 * 1024;
+/// The WAL file is cut back to this size when it starts over: the most it
+/// reaches under heavy ingest (see `checkpoint`), so in running the file is
+/// reused as it is. Cutting it and growing it again each time would cost the
+/// writer tens of milliseconds of file-system work per restart.
+const WAL_KEEP_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// Applies the write connection's settings. It never checkpoints on its own;
 /// the checkpoint thread does (see `checkpoint`).
