@@ -26,6 +26,9 @@ use rusqlite::Connection;
 
 use super::Result;
 
+/// How long the checkpoint connection waits for a lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// When to checkpoint and when to ask for the WAL to start over.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Tuning {
@@ -39,6 +42,9 @@ pub(super) struct Tuning {
     /// Restarts stall writes, so a caught-up WAL waits this long after the
     /// last one: under heavy ingest the WAL grows longer and restarts seldom.
     pub restart_every: Duration,
+    /// A WAL that has not grown for this long and is all copied is cut to
+    /// nothing, so its file shrinks back once heavy ingest stops.
+    pub idle_truncate: Duration,
     /// A checkpoint pass at least this short shows the uncopied tail is
     /// short (it was written during the pass); only then is the writer,
     /// which copies the tail while requests wait, asked to restart.
@@ -54,6 +60,7 @@ impl Default for Tuning {
             force_frames: 256 * 1024,
             restart_every: Duration::from_secs(5),
             restart_lag: Duration::from_millis(10),
+            idle_truncate: Duration::from_secs(30),
         }
     }
 }
@@ -77,7 +84,7 @@ impl Checkpointer {
         tuning: Tuning,
     ) -> Result<Checkpointer> {
         let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         let db_file = std::fs::File::open(path)?;
         let signal = Arc::new(Signal::default());
         let shared = signal.clone();
@@ -115,6 +122,7 @@ fn run(
     let mut hurry = false;
     let mut last = Progress::default();
     let mut last_restart = Instant::now();
+    let mut quiet_since: Option<Instant> = None;
     loop {
         {
             let Ok(stop) = signal.stop.lock() else { return };
@@ -154,6 +162,15 @@ fn run(
         // More was written since the last pass: keep copying, so the tail a
         // restart must copy stays short.
         let grew = result.as_ref().is_ok_and(|p| p.frames > before.frames);
+        let idle = result
+            .as_ref()
+            .is_ok_and(|p| p.frames > 0 && p.copied == p.frames && p.frames == before.frames);
+        if !idle {
+            quiet_since = None;
+        } else if quiet_since.get_or_insert_with(Instant::now).elapsed() >= tuning.idle_truncate {
+            quiet_since = None;
+            truncate(conn);
+        }
         hurry = match result {
             Ok(Progress { frames, .. }) if frames > tuning.restart_frames => {
                 // What this pass copied was written while the previous pass
@@ -195,6 +212,25 @@ fn checkpoint(conn: &Connection) -> rusqlite::Result<Progress> {
             copied: r.get(2)?,
         })
     })
+}
+
+/// Cuts an idle WAL to nothing. Writers wait while this runs, so it gives
+/// up at once if a reader or the writer is busy; it is tried again later.
+fn truncate(conn: &Connection) {
+    let quick = Duration::from_millis(20);
+    let result = conn.busy_timeout(quick).and_then(|()| {
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
+        })
+    });
+    if let Err(e) = conn.busy_timeout(BUSY_TIMEOUT) {
+        tracing::warn!(error = %e, "cannot reset the checkpoint's busy timeout");
+    }
+    match result {
+        Ok(0) => tracing::debug!("cut the idle WAL back"),
+        Ok(_) => tracing::debug!("the idle WAL was in use; cutting it back later"),
+        Err(e) => tracing::debug!(error = %e, "cutting the idle WAL back failed"),
+    }
 }
 
 /// Called by the writer between groups: copies what is left and makes the

@@ -470,9 +470,16 @@ mod tests {
         stop(&writer).await;
     }
 
-    /// The largest the WAL grows while eight writers keep the queue full
-    /// with 4,000 jobs of 8 KiB, 32 MiB in all.
-    async fn largest_wal(tuning: super::super::checkpoint::Tuning) -> u64 {
+    /// A writer and a checkpoint thread on a fresh WAL database of one
+    /// table; the WAL file's path.
+    fn with_checkpoints(
+        tuning: super::super::checkpoint::Tuning,
+    ) -> (
+        tempfile::TempDir,
+        Arc<Writer>,
+        super::super::checkpoint::Checkpointer,
+        std::path::PathBuf,
+    ) {
         use super::super::checkpoint::Checkpointer;
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("w.db");
@@ -486,12 +493,27 @@ mod tests {
         let writer = Arc::new(Writer::start(conn, restart.clone()).expect("writer"));
         let checkpointer = Checkpointer::start(&path, restart, tuning).expect("checkpointer");
         let wal = dir.path().join("w.db-wal");
+        (dir, writer, checkpointer, wal)
+    }
+
+    fn wal_len(wal: &std::path::Path) -> u64 {
+        std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// `writers` tasks each write `jobs` rows of 8 KiB; returns the largest
+    /// the WAL grew meanwhile.
+    async fn write_rows(
+        writer: &Arc<Writer>,
+        wal: &std::path::Path,
+        writers: usize,
+        jobs: usize,
+    ) -> u64 {
         let mut largest = 0;
         let mut tasks = Vec::new();
-        for _ in 0..8 {
+        for _ in 0..writers {
             let w = writer.clone();
             tasks.push(tokio::spawn(async move {
-                for _ in 0..500 {
+                for _ in 0..jobs {
                     w.submit(|c| Ok(c.execute("INSERT INTO t VALUES (zeroblob(8192))", [])?))
                         .await
                         .expect("write");
@@ -499,12 +521,20 @@ mod tests {
             }));
         }
         while tasks.iter().any(|t| !t.is_finished()) {
-            largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+            largest = largest.max(wal_len(wal));
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         for t in tasks {
             t.await.expect("task");
         }
+        largest
+    }
+
+    /// The largest the WAL grows while eight writers keep the queue full
+    /// with 4,000 jobs of 8 KiB, 32 MiB in all.
+    async fn largest_wal(tuning: super::super::checkpoint::Tuning) -> u64 {
+        let (_dir, writer, checkpointer, wal) = with_checkpoints(tuning);
+        let largest = write_rows(&writer, &wal, 8, 500).await;
         checkpointer.stop();
         stop(&writer).await;
         assert!(largest > 0, "the WAL was observed");
@@ -519,6 +549,7 @@ mod tests {
             force_frames: 512,
             restart_every: Duration::ZERO,
             restart_lag: Duration::from_millis(5),
+            idle_truncate: Duration::from_secs(3600),
         })
         .await;
         assert!(
@@ -538,6 +569,7 @@ mod tests {
             force_frames: 2048,
             restart_every: Duration::from_secs(3600),
             restart_lag: Duration::from_millis(5),
+            idle_truncate: Duration::from_secs(3600),
         })
         .await;
         assert!(
@@ -548,6 +580,38 @@ mod tests {
             largest < 20 * 1024 * 1024,
             "the WAL grew to {largest} bytes while 32 MiB were written"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_wal_is_cut_back() {
+        let (_dir, writer, checkpointer, wal) =
+            with_checkpoints(super::super::checkpoint::Tuning {
+                interval: Duration::from_millis(5),
+                restart_frames: 16 * 1024,
+                force_frames: 64 * 1024,
+                restart_every: Duration::from_secs(3600),
+                restart_lag: Duration::from_millis(5),
+                idle_truncate: Duration::from_millis(200),
+            });
+        write_rows(&writer, &wal, 2, 200).await;
+        assert!(
+            wal_len(&wal) > 2 * 1024 * 1024,
+            "3 MiB went through the WAL"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while wal_len(&wal) > 0 {
+            assert!(Instant::now() < deadline, "the idle WAL was not cut back");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Writing goes on as before.
+        write_rows(&writer, &wal, 1, 10).await;
+        checkpointer.stop();
+        stop(&writer).await;
+        let reader = Connection::open(wal.with_file_name("w.db")).expect("reader");
+        let rows: i64 = reader
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(rows, 410);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
