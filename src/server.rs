@@ -356,7 +356,6 @@ async fn handshake(
     }
 }
 
-/// Builds the TLS acceptor from PEM files (TLS 1.2 and 1.3; h2 and http/1.1).
 /// How much lower the async runtime's threads run than the storage threads,
 /// in nice steps.
 pub const WORKER_NICE_OFFSET: i32 = 5;
@@ -375,6 +374,7 @@ pub fn lower_worker_priority() {
     }
 }
 
+/// Builds the TLS acceptor from PEM files (TLS 1.2 and 1.3; h2 and http/1.1).
 pub fn tls_acceptor(tls: &TlsConfig) -> anyhow::Result<TlsAcceptor> {
     let certs = CertificateDer::pem_file_iter(&tls.cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
