@@ -372,16 +372,18 @@ if [ -n "$STRACE" ]; then
                 case $name in @*) expand "$name" ;; *) echo "$name" ;; esac
             done
     }
-    # SystemCallFilter=@system-service then ~@privileged @resources.
+    # SystemCallFilter=@system-service, then ~@privileged @resources, then
+    # setpriority allowed again.
     expand @system-service | sort -u >"$WORK/strace/service"
     { expand @privileged; expand @resources; } | sort -u >"$WORK/strace/denied"
-    comm -23 "$WORK/strace/service" "$WORK/strace/denied" >"$WORK/strace/allowed"
+    { comm -23 "$WORK/strace/service" "$WORK/strace/denied"; echo setpriority; } |
+        sort -u >"$WORK/strace/allowed"
     # Lines: "PID name(args..." or "PID <... name resumed>...".
     sed -nE 's/^[0-9]+ +(<\.\.\. )?([a-z0-9_]+)[( ].*/\2/p' "$WORK/strace/serve" "$WORK/strace/check-config" |
         grep -vxE 'execve' | sort -u >"$WORK/strace/used"
     outside=$(comm -23 "$WORK/strace/used" "$WORK/strace/allowed")
     [ -z "$outside" ] || fail "system calls the unit's SystemCallFilter= refuses: $(tr '\n' ' ' <<<"$outside")"
-    ok "all $(wc -l <"$WORK/strace/used") system calls used are allowed by SystemCallFilter=@system-service ~@privileged @resources"
+    ok "all $(wc -l <"$WORK/strace/used") system calls used are allowed by SystemCallFilter=@system-service ~@privileged @resources, setpriority"
     ! grep -E '(mmap|mprotect|pkey_mprotect)\(.*(PROT_WRITE\|PROT_EXEC|PROT_EXEC\|PROT_WRITE|PROT_READ\|PROT_WRITE\|PROT_EXEC)' \
         "$WORK/strace/serve" || fail "a writable and executable mapping: MemoryDenyWriteExecute= would refuse it"
     ok "no writable+executable memory (MemoryDenyWriteExecute=yes)"
