@@ -42,6 +42,10 @@ pub(super) struct Tuning {
     /// Restarts stall writes, so a caught-up WAL waits this long after the
     /// last one: under heavy ingest the WAL grows longer and restarts seldom.
     pub restart_every: Duration,
+    /// A WAL that grew by at least this many frames since the last pass is
+    /// copied again at once; below that, passes keep to `interval`, so light
+    /// ingest does not cost a pass (and its syncs) per commit.
+    pub hurry_frames: i64,
     /// A WAL that has not grown for this long and is all copied is cut to
     /// nothing, so its file shrinks back once heavy ingest stops.
     pub idle_truncate: Duration,
@@ -60,6 +64,8 @@ impl Default for Tuning {
             force_frames: 256 * 1024,
             restart_every: Duration::from_secs(5),
             restart_lag: Duration::from_millis(10),
+            // 1 MiB.
+            hurry_frames: 256,
             idle_truncate: Duration::from_secs(30),
         }
     }
@@ -159,9 +165,11 @@ fn run(
             }
             last = progress;
         }
-        // More was written since the last pass: keep copying, so the tail a
+        // Much was written since the last pass: keep copying, so the tail a
         // restart must copy stays short.
-        let grew = result.as_ref().is_ok_and(|p| p.frames > before.frames);
+        let grew = result
+            .as_ref()
+            .is_ok_and(|p| p.frames >= before.frames + tuning.hurry_frames);
         let idle = result
             .as_ref()
             .is_ok_and(|p| p.frames > 0 && p.copied == p.frames && p.frames == before.frames);

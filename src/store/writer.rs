@@ -549,6 +549,7 @@ mod tests {
             force_frames: 512,
             restart_every: Duration::ZERO,
             restart_lag: Duration::from_millis(5),
+            hurry_frames: 1,
             idle_truncate: Duration::from_secs(3600),
         })
         .await;
@@ -569,6 +570,7 @@ mod tests {
             force_frames: 2048,
             restart_every: Duration::from_secs(3600),
             restart_lag: Duration::from_millis(5),
+            hurry_frames: 1,
             idle_truncate: Duration::from_secs(3600),
         })
         .await;
@@ -591,6 +593,7 @@ mod tests {
                 force_frames: 64 * 1024,
                 restart_every: Duration::from_secs(3600),
                 restart_lag: Duration::from_millis(5),
+                hurry_frames: 1,
                 idle_truncate: Duration::from_millis(200),
             });
         write_rows(&writer, &wal, 2, 200).await;
