@@ -24,20 +24,20 @@
 
 mod config;
 mod prompt;
+mod reply;
 mod verdict;
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, RETRY_AFTER};
-use reqwest::StatusCode;
-use serde_json::{json, Value};
+use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use serde_json::json;
 
 use super::rules::Verdict;
 use config::{bad, read_ca};
 pub use config::{JudgeConfig, Provider};
 use prompt::prompt;
+use reply::{reply_text, retry_after, status_error};
 pub use verdict::{parse_verdict, MAX_REASONING_CHARS};
-use verdict::{quote, REPLY_QUOTE_CHARS};
 
 const USER_AGENT: &str = concat!("trulayer-server/", env!("CARGO_PKG_VERSION"));
 const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -45,8 +45,6 @@ const ANTHROPIC_VERSION: &str = "2023-06-01";
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 /// A judge's reply body beyond this many bytes is refused.
 const MAX_REPLY_BYTES: usize = 4 << 20;
-// How much of an error body an error message quotes.
-const ERROR_BODY_CHARS: usize = 300;
 
 #[derive(Debug)]
 pub struct Judge {
@@ -258,105 +256,14 @@ impl Judge {
     }
 }
 
-/// `Retry-After` in seconds, capped; an HTTP date is ignored.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let seconds: u64 = headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
-}
-
-fn status_error(
-    status: StatusCode,
-    retry_after: Option<Duration>,
-    location: Option<HeaderValue>,
-    body: &str,
-) -> JudgeError {
-    let reason = format!(
-        "judge endpoint answered {status}: {}",
-        quote(body, ERROR_BODY_CHARS)
-    );
-    if status == StatusCode::TOO_MANY_REQUESTS
-        || status == StatusCode::REQUEST_TIMEOUT
-        || status.is_server_error()
-    {
-        return JudgeError::Retryable {
-            reason,
-            retry_after,
-        };
-    }
-    if status.is_redirection() {
-        let target = location
-            .as_ref()
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("elsewhere");
-        return JudgeError::Failed(format!(
-            "judge endpoint answered {status}, redirecting to {}; redirects are not \
-             followed, so set eval.judge.base_url to the final address",
-            quote(target, ERROR_BODY_CHARS)
-        ));
-    }
-    JudgeError::Failed(reason)
-}
-
-/// The reply's text, and whether the judge stopped at its token budget.
-fn reply_text(provider: Provider, body: &str) -> Result<(String, bool), JudgeError> {
-    let shape = match provider {
-        Provider::Openai => "a chat completion with choices[0].message.content",
-        Provider::Anthropic => "a Messages reply with text content",
-    };
-    let not_a_reply = || {
-        JudgeError::Failed(format!(
-            "judge reply is not {shape}: {}",
-            quote(body, REPLY_QUOTE_CHARS)
-        ))
-    };
-    let value: Value = serde_json::from_str(body).map_err(|_| not_a_reply())?;
-    let (text, cut_short) = match provider {
-        Provider::Openai => {
-            let choice = value.pointer("/choices/0");
-            let text = match choice.and_then(|c| c.pointer("/message/content")) {
-                Some(Value::String(text)) => Some(text.clone()),
-                // Some servers answer with content parts.
-                Some(Value::Array(parts)) => Some(text_parts(parts)),
-                _ => None,
-            };
-            let finish = choice.and_then(|c| c.get("finish_reason"));
-            (text, finish.and_then(Value::as_str) == Some("length"))
-        }
-        Provider::Anthropic => {
-            let text = value
-                .get("content")
-                .and_then(Value::as_array)
-                .map(|c| text_parts(c));
-            let stop = value.get("stop_reason").and_then(Value::as_str);
-            (text, stop == Some("max_tokens"))
-        }
-    };
-    match text {
-        Some(text) if !text.trim().is_empty() => Ok((text, cut_short)),
-        _ => Err(not_a_reply()),
-    }
-}
-
-/// The `text` of every `{"type": "text"}` block, concatenated.
-fn text_parts(blocks: &[Value]) -> String {
-    blocks
-        .iter()
-        .filter(|block| block.get("type").and_then(Value::as_str) == Some("text"))
-        .filter_map(|block| block.get("text").and_then(Value::as_str))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::config::test_config as config;
     use super::*;
     use crate::eval::rules::Label;
+    use reqwest::header::HeaderMap;
+    use reqwest::StatusCode;
+    use serde_json::Value;
 
     fn parsed(reply: &str) -> Verdict {
         match parse_verdict(reply) {
