@@ -224,8 +224,7 @@ impl TraceRequest {
         // by piece, the many small writes cost more than the hashing.
         let canonical =
             serde_json::to_vec(&self).map_err(|e| invalid(format!("{at}body"), e.to_string()))?;
-        let content_hash: [u8; 32] = Sha256::digest(&canonical).into();
-        drop(canonical);
+        let content_hash: [u8; 32] = Sha256::digest(canonical).into();
         let id = match &self.id {
             Some(raw) => uuid::Uuid::parse_str(raw)
                 .map_err(|_| invalid(format!("{at}id"), "must be a UUID"))?
