@@ -364,9 +364,14 @@ pub const WORKER_NICE_OFFSET: i32 = 5;
 /// (HTTP, JSON parsing, reads) yield the CPU to the writer and checkpoint
 /// threads, which every write waits on. Any thread may lower its own
 /// priority, so this needs no privilege; it is best effort.
+///
+/// The offset is taken from the main thread's priority, not this thread's:
+/// a thread started by a worker (the blocking pool's) inherits the worker's
+/// lowered priority and must not lower it twice.
 pub fn lower_worker_priority() {
     let tid = Some(rustix::thread::gettid());
-    let lowered = rustix::process::getpriority_process(tid).and_then(|nice| {
+    let main = Some(rustix::process::getpid());
+    let lowered = rustix::process::getpriority_process(main).and_then(|nice| {
         rustix::process::setpriority_process(tid, (nice + WORKER_NICE_OFFSET).min(19))
     });
     if let Err(e) = lowered {
