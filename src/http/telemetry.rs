@@ -164,7 +164,7 @@ impl std::fmt::Debug for StoreCollector {
 impl Collector for StoreCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let w = self.store.writer_stats();
-        let counters: [(&str, &str, u64); 4] = [
+        let counters: [(&str, &str, u64); 5] = [
             (
                 "writer_groups",
                 "Transactions the writer committed, each holding one or more requests' writes",
@@ -180,6 +180,11 @@ impl Collector for StoreCollector {
                 "writer_commit_microseconds",
                 "Time spent committing, in microseconds",
                 w.commit_micros,
+            ),
+            (
+                "checkpoint_passes",
+                "WAL checkpoint passes copying committed pages into the database file",
+                self.store.checkpoint_passes(),
             ),
         ];
         encode_all(

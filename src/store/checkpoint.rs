@@ -3,21 +3,28 @@
 //! the database file in the background, so the writer's commits never wait
 //! for that I/O.
 //!
+//! Passes keep to an interval rather than running back to back: under heavy
+//! ingest the same index pages are rewritten by commit after commit, and a
+//! pass copies only each page's latest version, so copying a tenth of a
+//! second at a time copies far fewer pages (and syncs far less often) than
+//! chasing every commit.
+//!
 //! Under constant writing a passive checkpoint never reaches the WAL's end,
 //! so the WAL would never start over; and a restarting checkpoint from this
 //! thread would wait forever for the writer's lock. So past a size limit this
 //! thread asks the writer, which between two groups holds no lock, to run
 //! the restart itself, and the next group writes the WAL from its beginning.
 //! Requests wait while the writer copies the tail not yet copied and syncs
-//! the database file, so this thread copies continuously while the WAL grows
-//! and asks only after a quick pass (the tail is short). Restarts are what
-//! stall ingest, so after one the next waits `restart_every`: under heavy
-//! ingest the WAL grows longer (up to `force_frames`, where the writer is
-//! asked anyway: back-pressure, not a growing file) and restarts seldom;
-//! under light ingest it starts over at `restart_frames`.
+//! the database file, so once a restart is due this thread first catches up
+//! with passes back to back, and asks after a quick one (the tail is short)
+//! or after `catch_up_passes` of them. Restarts are what stall ingest, so
+//! after one the next waits `restart_every`, or until the WAL is three
+//! quarters of `force_frames` (where the writer is asked anyway:
+//! back-pressure, not a growing file); under light ingest it starts over at
+//! `restart_frames`.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -42,10 +49,11 @@ pub(super) struct Tuning {
     /// Restarts stall writes, so a caught-up WAL waits this long after the
     /// last one: under heavy ingest the WAL grows longer and restarts seldom.
     pub restart_every: Duration,
-    /// A WAL that grew by at least this many frames since the last pass is
-    /// copied again at once; below that, passes keep to `interval`, so light
-    /// ingest does not cost a pass (and its syncs) per commit.
-    pub hurry_frames: i64,
+    /// Passes run back to back once a restart is due, so the tail the
+    /// writer copies is short; after this many the writer is asked even if
+    /// none was quick (under heavy ingest none is: each copies what was
+    /// written during the one before).
+    pub catch_up_passes: u32,
     /// A WAL that has not grown for this long and is all copied is cut to
     /// nothing, so its file shrinks back once heavy ingest stops.
     pub idle_truncate: Duration,
@@ -64,8 +72,7 @@ impl Default for Tuning {
             force_frames: 256 * 1024,
             restart_every: Duration::from_secs(5),
             restart_lag: Duration::from_millis(10),
-            // 1 MiB.
-            hurry_frames: 256,
+            catch_up_passes: 2,
             idle_truncate: Duration::from_secs(30),
         }
     }
@@ -80,6 +87,8 @@ struct Signal {
 pub(super) struct Checkpointer {
     signal: Arc<Signal>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Checkpoint passes run so far.
+    passes: Arc<AtomicU64>,
 }
 
 impl Checkpointer {
@@ -94,13 +103,21 @@ impl Checkpointer {
         let db_file = std::fs::File::open(path)?;
         let signal = Arc::new(Signal::default());
         let shared = signal.clone();
+        let passes = Arc::new(AtomicU64::new(0));
+        let counted = passes.clone();
         let thread = std::thread::Builder::new()
             .name("trulayer-checkpoint".into())
-            .spawn(move || run(&conn, &db_file, &shared, &restart_wanted, tuning))?;
+            .spawn(move || run(&conn, &db_file, &shared, &restart_wanted, &counted, tuning))?;
         Ok(Checkpointer {
             signal,
             thread: Mutex::new(Some(thread)),
+            passes,
         })
+    }
+
+    /// Checkpoint passes run so far.
+    pub(super) fn passes(&self) -> u64 {
+        self.passes.load(Ordering::Relaxed)
     }
 
     pub(super) fn stop(&self) {
@@ -123,9 +140,12 @@ fn run(
     db_file: &std::fs::File,
     signal: &Signal,
     restart_wanted: &AtomicBool,
+    passes: &AtomicU64,
     tuning: Tuning,
 ) {
     let mut hurry = false;
+    // Passes run back to back since the restart became due.
+    let mut catching_up = 0;
     let mut last = Progress::default();
     let mut last_restart = Instant::now();
     let mut quiet_since: Option<Instant> = None;
@@ -154,6 +174,7 @@ fn run(
         let started = Instant::now();
         let result = checkpoint(conn);
         let pass = started.elapsed();
+        passes.fetch_add(1, Ordering::Relaxed);
         if let Ok(progress) = result {
             // A pass that does not reach the WAL's end leaves the pages it
             // copied unsynced (the WAL still holds them). Sync them here, so
@@ -165,11 +186,6 @@ fn run(
             }
             last = progress;
         }
-        // Much was written since the last pass: keep copying, so the tail a
-        // restart must copy stays short.
-        let grew = result
-            .as_ref()
-            .is_ok_and(|p| p.frames >= before.frames + tuning.hurry_frames);
         let idle = result
             .as_ref()
             .is_ok_and(|p| p.frames > 0 && p.copied == p.frames && p.frames == before.frames);
@@ -184,17 +200,24 @@ fn run(
                 // What this pass copied was written while the previous pass
                 // ran: a quick pass means the uncopied tail is short now.
                 let caught_up = pass <= tuning.restart_lag;
-                let due = last_restart.elapsed() >= tuning.restart_every;
-                if (caught_up && due) || frames > tuning.force_frames {
+                let due = last_restart.elapsed() >= tuning.restart_every
+                    || frames > tuning.force_frames / 4 * 3;
+                if frames > tuning.force_frames
+                    || (due && (caught_up || catching_up >= tuning.catch_up_passes))
+                {
                     last_restart = Instant::now();
+                    catching_up = 0;
                     tracing::debug!(frames, caught_up, "asking the writer to restart the WAL");
                     restart_wanted.store(true, Ordering::Relaxed);
                     false
+                } else if due {
+                    catching_up += 1;
+                    true
                 } else {
-                    grew
+                    false
                 }
             }
-            Ok(_) => grew,
+            Ok(_) => false,
             Err(e) => {
                 tracing::warn!(error = %e, "WAL checkpoint failed");
                 false

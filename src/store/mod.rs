@@ -210,6 +210,11 @@ impl Store {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// WAL checkpoint passes the checkpoint thread has run.
+    pub fn checkpoint_passes(&self) -> u64 {
+        self.checkpointer.passes()
+    }
+
     /// The writer's totals: groups committed, jobs run, commit time, queue depth.
     pub fn writer_stats(&self) -> WriterStats {
         self.writer.stats()

@@ -108,6 +108,10 @@ async fn metrics_count_requests_ingest_and_the_store_for_a_scraper_with_the_toke
         sample(&text, "trulayer_writer_jobs_total")
     );
     assert!(sample(&text, "trulayer_writer_queue").is_some());
+    assert!(
+        sample(&text, "trulayer_checkpoint_passes_total").is_some(),
+        "{text}"
+    );
 }
 
 #[tokio::test]
