@@ -58,8 +58,9 @@ pub(super) struct Tuning {
     /// nothing, so its file shrinks back once heavy ingest stops.
     pub idle_truncate: Duration,
     /// A checkpoint pass at least this short shows the uncopied tail is
-    /// short (it was written during the pass); only then is the writer,
-    /// which copies the tail while requests wait, asked to restart.
+    /// short (it was written during the pass); then the writer, which copies
+    /// the tail while requests wait, is asked to restart at once rather than
+    /// after `catch_up_passes`.
     pub restart_lag: Duration,
 }
 
