@@ -84,10 +84,10 @@ fn merge(
             // No JSON content hash: a JSON ingest of this id is a conflict.
             conn.prepare_cached(
                 "INSERT INTO traces (tenant_id, project_id, id, session_id, metadata, \
-                     started_at, ended_at, latency_ms, total_token_count, cost, span_count, \
-                     name, input, output, model, error, created_at, content_hash) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
-                     ?15, ?16, ?17, zeroblob(32))",
+                 started_at, ended_at, latency_ms, total_token_count, cost, span_count, \
+                 name, input, output, model, error, created_at, content_hash) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
+                 ?15, ?16, ?17, zeroblob(32))",
             )?
             .execute(params![
                 tenant_id,

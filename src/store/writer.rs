@@ -470,6 +470,20 @@ mod tests {
         stop(&writer).await;
     }
 
+    /// Checkpoint settings for the tests: passes every 5 ms, restarts only
+    /// when a test says, and no idle truncation.
+    fn quick_tuning() -> super::super::checkpoint::Tuning {
+        super::super::checkpoint::Tuning {
+            interval: Duration::from_millis(5),
+            restart_frames: 256,
+            force_frames: 2048,
+            restart_every: Duration::from_secs(3600),
+            restart_lag: Duration::from_millis(5),
+            catch_up_passes: 2,
+            idle_truncate: Duration::from_secs(3600),
+        }
+    }
+
     /// A writer and a checkpoint thread on a fresh WAL database of one
     /// table; the WAL file's path.
     fn with_checkpoints(
@@ -544,13 +558,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_wal_stays_bounded_under_constant_writing() {
         let largest = largest_wal(super::super::checkpoint::Tuning {
-            interval: Duration::from_millis(5),
-            restart_frames: 256,
             force_frames: 512,
             restart_every: Duration::ZERO,
-            restart_lag: Duration::from_millis(5),
-            catch_up_passes: 2,
-            idle_truncate: Duration::from_secs(3600),
+            ..quick_tuning()
         })
         .await;
         assert!(
@@ -564,16 +574,7 @@ mod tests {
         // A caught-up WAL is never due to restart here before three
         // quarters of the forced limit of 2,048 frames (8 MiB). Restarting
         // when caught up, it stays under about 2 MiB (see the test above).
-        let largest = largest_wal(super::super::checkpoint::Tuning {
-            interval: Duration::from_millis(5),
-            restart_frames: 256,
-            force_frames: 2048,
-            restart_every: Duration::from_secs(3600),
-            restart_lag: Duration::from_millis(5),
-            catch_up_passes: 2,
-            idle_truncate: Duration::from_secs(3600),
-        })
-        .await;
+        let largest = largest_wal(quick_tuning()).await;
         assert!(
             largest > 5 * 1024 * 1024,
             "the WAL restarted at {largest} bytes, before its turn"
@@ -593,10 +594,7 @@ mod tests {
             interval,
             restart_frames: 1 << 30,
             force_frames: 1 << 31,
-            restart_every: Duration::from_secs(3600),
-            restart_lag: Duration::from_millis(5),
-            catch_up_passes: 2,
-            idle_truncate: Duration::from_secs(3600),
+            ..quick_tuning()
         });
         let started = std::time::Instant::now();
         write_rows(&writer, &wal, 8, 250).await;
@@ -617,13 +615,10 @@ mod tests {
     async fn an_idle_wal_is_cut_back() {
         let (_dir, writer, checkpointer, wal) =
             with_checkpoints(super::super::checkpoint::Tuning {
-                interval: Duration::from_millis(5),
                 restart_frames: 16 * 1024,
                 force_frames: 64 * 1024,
-                restart_every: Duration::from_secs(3600),
-                restart_lag: Duration::from_millis(5),
-                catch_up_passes: 2,
                 idle_truncate: Duration::from_millis(200),
+                ..quick_tuning()
             });
         write_rows(&writer, &wal, 2, 200).await;
         assert!(
