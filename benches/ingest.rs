@@ -38,6 +38,7 @@
 //! | `BENCH_SHAPE`             | sdk     | `sdk`: ids are UUIDv7 and traces start seconds before they are sent, as the `trulayer` SDK makes them; `random`: UUIDv4 ids and start times spread over the last 24 h, the worst case for the indexes |
 //! | `BENCH_OTLP`              | 1       | 0 skips phase 2b, the same load over OTLP protobuf        |
 //! | `BENCH_LOG_LEVEL`         | warn    | the servers' log level (logs are `server-*.log` in the data root) |
+//! | `BENCH_SERVER`            | unset   | run this server binary instead of this build's (to compare two builds on one machine) |
 //!
 //! Every loop is bounded by a count and a deadline; servers are stopped with
 //! SIGTERM (SIGKILL after a grace period) even when the bench panics.
@@ -615,12 +616,20 @@ struct Server {
     stopped: bool,
 }
 
+/// The server binary under test: this build's, or `BENCH_SERVER`'s.
+fn server_binary() -> PathBuf {
+    std::env::var_os("BENCH_SERVER").map_or_else(
+        || env!("CARGO_BIN_EXE_trulayer-server").into(),
+        PathBuf::from,
+    )
+}
+
 impl Server {
     /// Spawns the server on `data_dir` and waits for `/health` to answer 200.
     fn start(data_dir: &Path, log: PathBuf) -> Server {
         let port = free_port();
         let log_file = File::create(&log).expect("create the server log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_trulayer-server"));
+        let mut command = Command::new(server_binary());
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("TRULAYER_") {
                 command.env_remove(key);
@@ -1590,7 +1599,7 @@ fn main() {
     println!("TruLayer Server ingest/query benchmark");
     println!(
         "  binary {}\n  data under {}\n  {} CPUs; clients {}; warm-up {:?}; load {:?}; ceiling {:?}; query DB {} traces",
-        env!("CARGO_BIN_EXE_trulayer-server"),
+        server_binary().display(),
         root.display(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         knobs.clients,

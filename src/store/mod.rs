@@ -46,7 +46,9 @@ pub use metrics::{MetricsQuery, MetricsResult, Totals};
 pub use migrations::{pending as pending_migrations, SCHEMA_VERSION};
 pub use otel::{CreatedTrace, ExportCursor, ExportPage, ExportRange};
 pub use purge::{RetentionTarget, Space};
-pub use search::{fts_query, fts_terms, SpanHit, SpanHits, SpanSearch, MAX_SPAN_RESULTS};
+pub use search::{
+    fts_query, fts_terms, IndexBatch, SpanHit, SpanHits, SpanSearch, MAX_SPAN_RESULTS,
+};
 pub use sessions::{SessionPage, SessionSummary, MAX_SESSION_TRACES};
 pub use tenancy::{
     ApiKeyInfo, ApiKeyRecord, Bootstrap, BootstrapResult, NewApiKey, ProjectChange, ProjectRecord,

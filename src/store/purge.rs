@@ -239,7 +239,14 @@ mod tests {
             .expect("span");
             tx.commit().expect("commit");
         }
-        let indexed = super::super::search::index_batch(&conn, 1000).expect("index");
+        let indexed = super::super::search::index_batch(
+            &conn,
+            super::super::search::IndexBatch {
+                traces: 1000,
+                spans: 16_000,
+            },
+        )
+        .expect("index");
         assert_eq!(indexed, 80, "40 traces and their 40 spans");
         let full = used_bytes(&conn);
         let victims = select(&conn, "ORDER BY seq LIMIT ?1", [1000]).expect("select");

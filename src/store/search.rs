@@ -240,12 +240,22 @@ pub struct SpanHits {
     pub next: Option<i64>,
 }
 
-/// Traces a search indexes before it runs, so that a search right after
+/// How many rows one indexing job adds at most, of each kind. A row costs
+/// the writer some 10-20 µs (its words are split and stored), so the size
+/// of a batch is how long the requests queued behind it wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexBatch {
+    pub traces: usize,
+    pub spans: usize,
+}
+
+/// What a search indexes before it runs, so that a search right after
 /// ingest finds what was just stored; a longer backlog (sustained heavy
 /// ingest) is left to the indexer and the search sees the index as it is.
-pub const CATCH_UP_TRACES: usize = 256;
-/// Spans indexed per trace of a batch, at most (the rest follow next batch).
-const SPANS_PER_TRACE: usize = 16;
+pub const CATCH_UP: IndexBatch = IndexBatch {
+    traces: 256,
+    spans: 4096,
+};
 
 impl Store {
     /// Spans of the tenant matching a search, the most recently stored first.
@@ -254,11 +264,11 @@ impl Store {
         self.read(move |conn| spans(conn, tenant_id, &search)).await
     }
 
-    /// Adds up to `traces` traces not yet indexed (and their share of spans)
-    /// to the search index; returns how many rows it indexed.
-    pub async fn index_search(&self, traces: usize) -> Result<usize> {
+    /// Adds up to a batch of the traces and spans not yet indexed to the
+    /// search index; returns how many rows it indexed.
+    pub async fn index_search(&self, batch: IndexBatch) -> Result<usize> {
         let stored = self.stored_changes();
-        let indexed = self.write(move |conn| index_batch(conn, traces)).await?;
+        let indexed = self.write(move |conn| index_batch(conn, batch)).await?;
         if indexed == 0 {
             self.note_indexed(stored);
         }
@@ -270,7 +280,7 @@ impl Store {
     /// index last caught up.
     pub(super) async fn catch_up_search(&self) -> Result<()> {
         if !self.index_current() {
-            self.index_search(CATCH_UP_TRACES).await?;
+            self.index_search(CATCH_UP).await?;
         }
         Ok(())
     }
@@ -299,7 +309,7 @@ impl Store {
 }
 
 /// One batch of deferred indexing, in the writer's transaction.
-pub(super) fn index_batch(conn: &Connection, traces: usize) -> Result<usize> {
+pub(super) fn index_batch(conn: &Connection, batch: IndexBatch) -> Result<usize> {
     let (done_seq, done_rid): (i64, i64) = conn
         .prepare_cached("SELECT traces_seq, spans_rid FROM search_state")?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -311,7 +321,7 @@ pub(super) fn index_batch(conn: &Connection, traces: usize) -> Result<usize> {
             "traces_fts",
             "seq",
             done_seq,
-            traces,
+            batch.traces,
             &mut marks.0,
         ),
         (
@@ -319,7 +329,7 @@ pub(super) fn index_batch(conn: &Connection, traces: usize) -> Result<usize> {
             "spans_fts",
             "rid",
             done_rid,
-            traces * SPANS_PER_TRACE,
+            batch.spans,
             &mut marks.1,
         ),
     ] {
@@ -609,7 +619,14 @@ mod tests {
                 .expect("span");
             }
         }
-        index_batch(&conn, 10_000).expect("index");
+        index_batch(
+            &conn,
+            IndexBatch {
+                traces: 10_000,
+                spans: 160_000,
+            },
+        )
+        .expect("index");
         let all_pages = |common: bool, terms: &[&str]| -> Vec<String> {
             let filter = super::super::TraceFilter {
                 text: terms.iter().map(|t| fts_query(t).expect("term")).collect(),
@@ -647,6 +664,62 @@ mod tests {
                 "{terms:?} matches several pages"
             );
         }
+    }
+
+    #[test]
+    fn a_batch_indexes_at_most_its_traces_and_spans_and_the_next_goes_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut conn = Connection::open(dir.path().join("s.db")).expect("open");
+        super::super::migrations::migrate(&mut conn, dir.path()).expect("migrate");
+        conn.execute_batch(
+            "INSERT INTO tenants (id, uuid, name, created_at) VALUES (1, 't', 't', 0);
+             INSERT INTO projects (id, uuid, tenant_id, name, slug, created_at)
+             VALUES (1, 'p', 1, 'p', 'p', 0);",
+        )
+        .expect("tenant");
+        // Ten traces of twenty spans each: the spans far outnumber the
+        // traces, as in agent runs.
+        for i in 0..10 {
+            conn.execute(
+                "INSERT INTO traces (tenant_id, project_id, id, name, started_at, created_at, \
+                 content_hash) VALUES (1, 1, ?1, 'refund', 0, 0, x'00')",
+                [format!("t{i}")],
+            )
+            .expect("trace");
+            let seq = conn.last_insert_rowid();
+            for k in 0..20 {
+                conn.execute(
+                    "INSERT INTO spans (trace_seq, id, name, type, created_at) \
+                     VALUES (?1, ?2, 'refund', 'tool', 0)",
+                    rusqlite::params![seq, format!("s{k}")],
+                )
+                .expect("span");
+            }
+        }
+        let indexed = |table: &str| -> i64 {
+            conn.query_row(
+                &format!("SELECT count(*) FROM {table} WHERE {table} MATCH 'refund'"),
+                [],
+                |r| r.get(0),
+            )
+            .expect("count")
+        };
+        let small = IndexBatch {
+            traces: 2,
+            spans: 8,
+        };
+        assert_eq!(index_batch(&conn, small).expect("index"), 10);
+        assert_eq!((indexed("traces_fts"), indexed("spans_fts")), (2, 8));
+        assert_eq!(index_batch(&conn, small).expect("index"), 10);
+        assert_eq!((indexed("traces_fts"), indexed("spans_fts")), (4, 16));
+        // Then the rest, each row once.
+        let rest = IndexBatch {
+            traces: 100,
+            spans: 1000,
+        };
+        assert_eq!(index_batch(&conn, rest).expect("index"), 6 + 184);
+        assert_eq!((indexed("traces_fts"), indexed("spans_fts")), (10, 200));
+        assert_eq!(index_batch(&conn, rest).expect("index"), 0);
     }
 
     #[test]
