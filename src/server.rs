@@ -154,6 +154,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mut upkeep = vec![
         crate::upkeep::spawn(store.clone(), state.config.clone(), state.space.clone()),
         crate::upkeep::spawn_indexer(store.clone()),
+        crate::upkeep::spawn_tag_merger(store.clone()),
     ];
     upkeep.extend(evals);
     let metrics_listener = match state.config.metrics.listen {

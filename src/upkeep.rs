@@ -147,6 +147,54 @@ pub fn spawn_indexer(store: Arc<Store>) -> JoinHandle<()> {
     })
 }
 
+/// While ingest runs, the tag index waits for this many traces before a
+/// merge: the larger the batch, the more entries share each page written.
+const TAG_MERGE_MIN: i64 = 8 * 1024;
+/// A smaller backlog is merged anyway once it has waited this long.
+const TAG_MERGE_EVERY: Duration = Duration::from_secs(5);
+/// How often the tag merger looks at the backlog.
+const TAG_TICK: Duration = Duration::from_millis(250);
+
+/// Starts merging stored tags into the tag index (see `store::lookup`);
+/// abort the handle to stop it.
+pub fn spawn_tag_merger(store: Arc<Store>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut previous = store.stored_changes();
+        let mut last_store = Instant::now();
+        let mut last_merge = Instant::now();
+        loop {
+            tokio::time::sleep(TAG_TICK).await;
+            let stored = store.stored_changes();
+            if stored != previous {
+                previous = stored;
+                last_store = Instant::now();
+            }
+            let backlog = match store.tag_backlog().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the tag index's backlog");
+                    continue;
+                }
+            };
+            let busy = last_store.elapsed() < INGEST_ACTIVE;
+            if backlog == 0
+                || (busy && backlog < TAG_MERGE_MIN && last_merge.elapsed() < TAG_MERGE_EVERY)
+            {
+                continue;
+            }
+            last_merge = Instant::now();
+            match store.merge_tags(crate::store::MERGE_MAX_TRACES).await {
+                Ok(n) => tracing::debug!(
+                    traces = n,
+                    elapsed_ms = last_merge.elapsed().as_secs_f64() * 1000.0,
+                    "merged tags into the tag index"
+                ),
+                Err(e) => tracing::warn!(error = %e, "merging the tag index"),
+            }
+        }
+    })
+}
+
 /// Starts the upkeep task; abort the handle to stop it.
 pub fn spawn(store: Arc<Store>, config: Arc<Config>, gauge: Arc<SpaceGauge>) -> JoinHandle<()> {
     tokio::spawn(async move {

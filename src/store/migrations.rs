@@ -15,7 +15,7 @@ macro_rules! migrations {
         &[$(($n, $file, include_str!(concat!("migrations/", $file, ".sql")))),*]
     };
 }
-const MIGRATIONS: &[(i64, &str, &str)] = migrations![
+pub(super) const MIGRATIONS: &[(i64, &str, &str)] = migrations![
     (1, "0001_init"),
     (2, "0002_sessions"),
     (3, "0003_audit"),
@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = migrations![
     (7, "0007_metrics_seconds"),
     (8, "0008_search"),
     (9, "0009_evals"),
+    (10, "0010_tag_lookup"),
 ];
 
 /// The schema version this binary writes.

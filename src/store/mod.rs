@@ -11,6 +11,7 @@ mod checkpoint;
 mod eval_rules;
 mod eval_stats;
 mod evals;
+mod lookup;
 mod metrics;
 mod migrations;
 mod otel;
@@ -42,6 +43,7 @@ pub use eval_stats::{AgreementPair, TrendBucket, WindowStats};
 pub use evals::{
     ClaimedEval, EvalFilter, EvalOutcome, EvalSpan, EvalTrace, NewEvaluation, QueueDepth, Queued,
 };
+pub use lookup::MERGE_MAX_TRACES;
 pub use metrics::{MetricsQuery, MetricsResult, Totals};
 pub use migrations::{pending as pending_migrations, SCHEMA_VERSION};
 pub use otel::{CreatedTrace, ExportCursor, ExportPage, ExportRange};

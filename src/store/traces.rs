@@ -387,6 +387,10 @@ pub(super) fn list(
     // With a tag filter the tag index drives the query: it yields the
     // matching traces already in (started_at, seq) order, so a common tag
     // costs no more than an unfiltered page and a rare one no full scan.
+    // The index holds the traces up to a mark (see `lookup`); the query is
+    // built once with `@SOURCE@` and `@MERGED@` in it, then run as two arms,
+    // one over the index and one over the tags stored after the mark.
+    let tag_driven = f.tag.is_some() && driver.is_none();
     let (mut sql, mut args, start, seq) = match (&f.tag, driver) {
         (_, Some(i)) => {
             let (source, values) = super::search::matching_seqs(&f.text[i]);
@@ -404,9 +408,11 @@ pub(super) fn list(
         }
         (Some((key, value)), None) => (
             format!(
-                "SELECT {TRACE_COLUMNS} FROM trace_tags g CROSS JOIN traces t ON t.seq = g.trace_seq \
+                "SELECT {TRACE_COLUMNS}, g.started_at AS k_start, g.trace_seq AS k_seq \
+                 FROM @SOURCE@ g CROSS JOIN traces t ON t.seq = g.trace_seq \
                  JOIN projects p ON p.id = t.project_id \
-                 WHERE g.tenant_id = ? AND g.key = ? AND g.value = ? AND t.tenant_id = ?"
+                 WHERE g.trace_seq @MERGED@ (SELECT tags_seq FROM lookup_state) \
+                 AND g.tenant_id = ? AND g.key = ? AND g.value = ? AND t.tenant_id = ?"
             ),
             vec![
                 SqlValue::from(tenant_id),
@@ -491,6 +497,19 @@ pub(super) fn list(
     }
     sql.push_str(&format!(" ORDER BY {start} DESC, {seq} DESC LIMIT ?"));
     args.push((limit as i64 + 1).into());
+    if tag_driven {
+        let arm = |source: &str, merged: &str| {
+            sql.replace("@SOURCE@", source).replace("@MERGED@", merged)
+        };
+        sql = format!(
+            "SELECT * FROM ({}) UNION ALL SELECT * FROM ({}) \
+             ORDER BY k_start DESC, k_seq DESC LIMIT ?",
+            arm("tag_lookup", "<="),
+            arm("trace_tags", ">")
+        );
+        args.extend_from_within(..);
+        args.push((limit as i64 + 1).into());
+    }
 
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(rusqlite::params_from_iter(args))?;

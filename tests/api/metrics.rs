@@ -311,7 +311,10 @@ async fn a_database_from_before_the_rollups_gets_them_built_on_upgrade() {
         }
         let conn = rusqlite::Connection::open(&db).expect("open");
         conn.execute_batch(
-            "DROP TABLE evaluations; DROP TABLE eval_rule_state; DROP TABLE eval_rules;
+            "DROP TRIGGER tag_lookup_insert; DROP TRIGGER tag_lookup_update;
+             DROP TRIGGER tag_lookup_delete; DROP TABLE tag_lookup; DROP TABLE lookup_state;
+             CREATE INDEX trace_tags_lookup ON trace_tags(tenant_id, key, value, started_at, trace_seq);
+             DROP TABLE evaluations; DROP TABLE eval_rule_state; DROP TABLE eval_rules;
              ALTER TABLE usage DROP COLUMN evals;
              DROP TABLE metrics_minute; DROP TABLE metrics_second; DROP INDEX feedback_by_tenant;
              DROP TRIGGER traces_fts_delete; DROP TRIGGER traces_fts_update;

@@ -217,25 +217,51 @@ async fn tag_filtered_pages_combine_with_other_filters_and_cursors() {
             t
         })
         .collect();
-    let resp = server
-        .post("/v1/ingest/batch", &json!({ "traces": traces }))
-        .await;
-    assert_eq!(resp.status(), 201);
-    let prod = server.list_all("tag_key=env&tag_value=prod", 7).await;
+    // The tag index is merged in the background (see `store::lookup`): the
+    // first half is merged before the second is sent, so pages run across
+    // the index and the tags stored after it; then all of it is merged.
+    let store = server.running().store().clone();
+    let merged = || async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while store.tag_backlog().await.expect("backlog") > 0 {
+            assert!(std::time::Instant::now() < deadline, "tags never merged");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    for half in traces.chunks(30) {
+        let resp = server
+            .post("/v1/ingest/batch", &json!({ "traces": half }))
+            .await;
+        assert_eq!(resp.status(), 201);
+        if half[0]["id"] == traces[0]["id"] {
+            merged().await;
+        }
+    }
     let mut newest_first = expected_prod.clone();
     newest_first.reverse();
-    assert_eq!(prod, newest_first);
-    let prod_errors = server
-        .list_all("tag_key=env&tag_value=prod&error=true", 4)
-        .await;
-    assert_eq!(prod_errors.len(), 15);
-    let window = server
-        .list_all(
-            "tag_key=env&tag_value=prod&from=2026-03-01T10:05:00Z&to=2026-03-01T10:09:00Z",
-            2,
-        )
-        .await;
-    assert_eq!(window.len(), 5, "minutes 5 to 9, one prod trace each");
-    assert_eq!(server.list_all("tag_key=n&tag_value=17", 50).await.len(), 1);
+    for round in ["partly merged", "merged"] {
+        if round == "merged" {
+            merged().await;
+        }
+        let prod = server.list_all("tag_key=env&tag_value=prod", 7).await;
+        assert_eq!(prod, newest_first, "{round}");
+        let prod_errors = server
+            .list_all("tag_key=env&tag_value=prod&error=true", 4)
+            .await;
+        assert_eq!(prod_errors.len(), 15, "{round}");
+        let window = server
+            .list_all(
+                "tag_key=env&tag_value=prod&from=2026-03-01T10:05:00Z&to=2026-03-01T10:09:00Z",
+                2,
+            )
+            .await;
+        assert_eq!(
+            window.len(),
+            5,
+            "minutes 5 to 9, one prod trace each ({round})"
+        );
+        assert_eq!(server.list_all("tag_key=n&tag_value=17", 50).await.len(), 1);
+        assert_eq!(server.list_all("tag_key=n&tag_value=45", 50).await.len(), 1);
+    }
     server.stop().await;
 }
