@@ -188,6 +188,22 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             task.abort();
             let _ = task.await;
         }
+        // The tags still waiting for the tag index (a few thousand traces
+        // under load) go in now, so that a restart starts with nothing to
+        // merge; a stop that cannot leaves them for the next start.
+        let merging = async {
+            while served_store
+                .merge_tags(crate::store::MERGE_MAX_TRACES)
+                .await?
+                > 0
+            {}
+            Ok::<_, crate::store::StoreError>(())
+        };
+        match tokio::time::timeout(STOP_MERGE_LIMIT, merging).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "merging the tag index at stop"),
+            Err(_) => tracing::warn!("the tag index is merged at the next start"),
+        }
         close_store(served_store).await;
         drop(lock);
         Ok(())
@@ -255,6 +271,9 @@ pub async fn run_service(
     tracing::info!("stopped");
     Ok(())
 }
+
+/// How long a stop may spend merging the tag index.
+const STOP_MERGE_LIMIT: Duration = Duration::from_secs(5);
 
 async fn close_store(store: Arc<Store>) {
     // Stopping the writer blocks until queued writes commit.

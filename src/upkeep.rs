@@ -1,11 +1,15 @@
-//! Background upkeep of the data: the search indexer, retention per
-//! project, the cap on the database's size, and giving freed space back to
-//! the file system.
+//! Background upkeep of the data: the search indexer, the tag-index merge,
+//! retention per project, the cap on the database's size, and giving freed
+//! space back to the file system.
 //!
 //! The indexer adds newly stored traces and spans to the full-text index in
 //! batches: a tenth of the time while ingest runs, flat out once it pauses,
 //! so ingest keeps its pace under load and search catches up right after (a
 //! search itself first indexes a short backlog).
+//!
+//! The tag merger moves newly stored tags into the tag index in large
+//! sorted batches (see `store::lookup`): at once when ingest pauses, and
+//! while it runs once thousands of traces wait or a few seconds have passed.
 //!
 //! Every `storage.purge_interval_s` (and once at start) each project loses
 //! the traces older than its retention: its override, else its plan's

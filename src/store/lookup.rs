@@ -28,19 +28,56 @@ use rusqlite::{params, Connection};
 
 use super::{Result, Store};
 
-/// The most traces one merge takes.
-pub const MERGE_MAX_TRACES: i64 = 32 * 1024;
+/// The most traces one merge takes. A trace has at most 20 tags of at most
+/// 64 characters a key or value, so a batch holds at most 320k entries and
+/// 40 MiB of text; common tags make it a few MiB.
+pub const MERGE_MAX_TRACES: i64 = 16 * 1024;
 /// Index entries added per writer job (a few milliseconds).
 const MERGE_SLICE: usize = 512;
 
-/// One tag of one trace, as the index orders them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One tag of one trace, as the index orders them; its key and value are
+/// ranges of the batch's text.
+#[derive(Debug, Clone, Copy)]
 struct Entry {
     tenant_id: i64,
-    key: String,
-    value: String,
     started_at: i64,
     trace_seq: i64,
+    key: (u32, u32),
+    value: (u32, u32),
+}
+
+/// A merge's tags, read in the index's order. Two allocations in all, not
+/// two per tag: a merge reads tens of thousands, and small allocations
+/// freed on another thread leave the allocator's arenas fragmented.
+#[derive(Debug, Default)]
+struct Batch {
+    text: String,
+    entries: Vec<Entry>,
+}
+
+impl Batch {
+    fn push(&mut self, tenant_id: i64, key: &str, value: &str, started_at: i64, trace_seq: i64) {
+        let mut add = |s: &str| {
+            let start = self.text.len() as u32;
+            self.text.push_str(s);
+            (start, self.text.len() as u32)
+        };
+        let key = add(key);
+        let value = add(value);
+        self.entries.push(Entry {
+            tenant_id,
+            started_at,
+            trace_seq,
+            key,
+            value,
+        });
+    }
+
+    fn text(&self, (start, end): (u32, u32)) -> &str {
+        self.text
+            .get(start as usize..end as usize)
+            .unwrap_or_default()
+    }
 }
 
 impl Store {
@@ -66,12 +103,12 @@ impl Store {
         if upto <= from {
             return Ok(0);
         }
-        let entries = Arc::new(self.read(move |conn| read_batch(conn, from, upto)).await?);
+        let batch = Arc::new(self.read(move |conn| read_batch(conn, from, upto)).await?);
         let mut at = 0;
-        while at < entries.len() {
-            let end = (at + MERGE_SLICE).min(entries.len());
-            let slice = entries.clone();
-            self.write(move |conn| add_entries(conn, &slice[at..end]))
+        while at < batch.entries.len() {
+            let end = (at + MERGE_SLICE).min(batch.entries.len());
+            let slice = batch.clone();
+            self.write(move |conn| add_entries(conn, &slice, at..end))
                 .await?;
             at = end;
             tokio::task::yield_now().await;
@@ -100,22 +137,37 @@ fn begin_merge(conn: &Connection, max_traces: i64) -> Result<(i64, i64)> {
 }
 
 /// Step 2, on a reader: the batch's tags in the index's order.
-fn read_batch(conn: &Connection, from: i64, upto: i64) -> Result<Vec<Entry>> {
+fn read_batch(conn: &Connection, from: i64, upto: i64) -> Result<Batch> {
+    // Read in the table's order and sorted here: SQLite's sorter would hold
+    // as much again in its own memory.
     let mut stmt = conn.prepare_cached(
         "SELECT tenant_id, key, value, started_at, trace_seq FROM trace_tags \
-         WHERE trace_seq > ?1 AND trace_seq <= ?2 \
-         ORDER BY tenant_id, key, value, started_at, trace_seq",
+         WHERE trace_seq > ?1 AND trace_seq <= ?2",
     )?;
-    let rows = stmt.query_map([from, upto], |r| {
-        Ok(Entry {
-            tenant_id: r.get(0)?,
-            key: r.get(1)?,
-            value: r.get(2)?,
-            started_at: r.get(3)?,
-            trace_seq: r.get(4)?,
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    let mut rows = stmt.query([from, upto])?;
+    let mut batch = Batch::default();
+    while let Some(r) = rows.next()? {
+        batch.push(
+            r.get(0)?,
+            r.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?,
+            r.get_ref(2)?.as_str().map_err(rusqlite::Error::from)?,
+            r.get(3)?,
+            r.get(4)?,
+        );
+    }
+    let Batch { text, entries } = &mut batch;
+    let order = |e: &Entry| {
+        let text = |(start, end): (u32, u32)| text.get(start as usize..end as usize);
+        (
+            e.tenant_id,
+            text(e.key),
+            text(e.value),
+            e.started_at,
+            e.trace_seq,
+        )
+    };
+    entries.sort_unstable_by(|a, b| order(a).cmp(&order(b)));
+    Ok(batch)
 }
 
 /// Step 4: the batch is in the index.
@@ -127,18 +179,18 @@ fn finish_merge(conn: &Connection, upto: i64) -> Result<()> {
 
 /// Step 3: adds entries read from `trace_tags`, each only if its row still
 /// holds it: a row changed or deleted since was dealt with by the triggers.
-fn add_entries(conn: &Connection, entries: &[Entry]) -> Result<()> {
+fn add_entries(conn: &Connection, batch: &Batch, range: std::ops::Range<usize>) -> Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT OR IGNORE INTO tag_lookup (tenant_id, key, value, started_at, trace_seq) \
          SELECT tenant_id, key, value, started_at, trace_seq FROM trace_tags \
          WHERE trace_seq = ?1 AND key = ?2 AND tenant_id = ?3 AND value = ?4 AND started_at = ?5",
     )?;
-    for e in entries {
+    for e in batch.entries.get(range).unwrap_or_default() {
         stmt.execute(params![
             e.trace_seq,
-            e.key,
+            batch.text(e.key),
             e.tenant_id,
-            e.value,
+            batch.text(e.value),
             e.started_at
         ])?;
     }
@@ -241,8 +293,8 @@ mod tests {
         // tag and a delete in between.
         assert_eq!(begin_merge(&conn, 6).expect("begin"), (0, 6));
         let batch = read_batch(&conn, 0, 6).expect("read");
-        assert_eq!(batch.len(), 12);
-        add_entries(&conn, &batch[..5]).expect("add");
+        assert_eq!(batch.entries.len(), 12);
+        add_entries(&conn, &batch, 0..5).expect("add");
         assert_eq!(tagged(&conn, "env", "prod", 3), all);
         assert_eq!(tagged(&conn, "env", "prod", 50), all);
         store(&conn, "t11", 11, &[("env", "prod")]);
@@ -253,7 +305,7 @@ mod tests {
         .expect("change a tag");
         conn.execute("DELETE FROM traces WHERE seq = 3", [])
             .expect("delete a trace");
-        add_entries(&conn, &batch[5..]).expect("add");
+        add_entries(&conn, &batch, 5..12).expect("add");
         let prod = ids([1, 4, 5, 6, 7, 8, 9, 10, 11].into_iter());
         assert_eq!(tagged(&conn, "env", "prod", 4), prod);
         finish_merge(&conn, 6).expect("finish");
@@ -281,7 +333,7 @@ mod tests {
         // The next merge takes the rest; the answers stay the same.
         assert_eq!(begin_merge(&conn, 100).expect("begin"), (6, 11));
         let rest = read_batch(&conn, 6, 11).expect("read");
-        add_entries(&conn, &rest).expect("add");
+        add_entries(&conn, &rest, 0..rest.entries.len()).expect("add");
         finish_merge(&conn, 11).expect("finish");
         assert_eq!(tagged(&conn, "env", "prod", 4), prod);
         // Nine traces of two tags, t11 of one.
@@ -342,7 +394,7 @@ mod tests {
         }
         assert_eq!(begin_merge(&conn, 3).expect("begin"), (0, 3));
         let batch = read_batch(&conn, 0, 3).expect("read");
-        add_entries(&conn, &batch[..2]).expect("add");
+        add_entries(&conn, &batch, 0..2).expect("add");
         // Stopped here. Meanwhile a trace of the batch gets a new tag.
         conn.execute(
             "INSERT INTO trace_tags (trace_seq, tenant_id, key, value, started_at) \
@@ -353,8 +405,8 @@ mod tests {
         // Started again: the same batch, whatever the new limit.
         assert_eq!(begin_merge(&conn, 1).expect("begin"), (0, 3));
         let batch = read_batch(&conn, 0, 3).expect("read");
-        assert_eq!(batch.len(), 4);
-        add_entries(&conn, &batch).expect("add");
+        assert_eq!(batch.entries.len(), 4);
+        add_entries(&conn, &batch, 0..4).expect("add");
         finish_merge(&conn, 3).expect("finish");
         let seqs: Vec<i64> = indexed(&conn).into_iter().map(|(_, _, seq)| seq).collect();
         assert_eq!(seqs, [1, 2, 3, 3]);

@@ -200,6 +200,40 @@ async fn cursor_paging_neither_skips_nor_repeats_during_concurrent_ingest() {
 }
 
 #[tokio::test]
+async fn a_stop_merges_the_tags_still_waiting_for_the_tag_index() {
+    let server = TestServer::start().await;
+    let traces: Vec<Value> = (0..50)
+        .map(|i| {
+            let mut t = at_minute(&format!("s{i}"), i);
+            t["tags"] = json!({"env": "prod", "n": i.to_string()});
+            t
+        })
+        .collect();
+    let resp = server
+        .post("/v1/ingest/batch", &json!({ "traces": traces }))
+        .await;
+    assert_eq!(resp.status(), 201);
+    // While ingest runs the merge waits for thousands of traces, so these
+    // are still waiting when the stop comes.
+    let TestServer { running, dir, .. } = server;
+    running.expect("running").stop().await.expect("clean stop");
+    let db = dir
+        .path()
+        .join("data")
+        .join(trulayer_server::store::DB_FILE);
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    let (merged, last, entries): (i64, i64, i64) = conn
+        .query_row(
+            "SELECT tags_seq, (SELECT max(seq) FROM traces), (SELECT count(*) FROM tag_lookup) \
+             FROM lookup_state",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("state");
+    assert_eq!((merged, entries), (last, 100));
+}
+
+#[tokio::test]
 async fn tag_filtered_pages_combine_with_other_filters_and_cursors() {
     let server = TestServer::start().await;
     let mut expected_prod = Vec::new();
