@@ -32,8 +32,9 @@ use super::{Result, Store};
 /// 64 characters a key or value, so a batch holds at most 320k entries and
 /// 40 MiB of text; common tags make it a few MiB.
 pub const MERGE_MAX_TRACES: i64 = 16 * 1024;
-/// Index entries added per writer job (a few milliseconds).
-const MERGE_SLICE: usize = 512;
+/// Index entries added per writer job: about as long as one ingest request
+/// of 100 traces takes the writer (some 3 µs an entry).
+const MERGE_SLICE: usize = 2048;
 
 /// One tag of one trace, as the index orders them; its key and value are
 /// ranges of the batch's text.
@@ -104,14 +105,27 @@ impl Store {
             return Ok(0);
         }
         let batch = Arc::new(self.read(move |conn| read_batch(conn, from, upto)).await?);
-        let mut at = 0;
-        while at < batch.entries.len() {
-            let end = (at + MERGE_SLICE).min(batch.entries.len());
-            let slice = batch.clone();
-            self.write(move |conn| add_entries(conn, &slice, at..end))
-                .await?;
-            at = end;
-            tokio::task::yield_now().await;
+        // Two slices in the writer's queue at a time: under load each waits
+        // its turn behind the requests, and one at a time the merge fell
+        // behind ingest (6,000 traces/s against 16,000).
+        let slices: Vec<std::ops::Range<usize>> = (0..batch.entries.len())
+            .step_by(MERGE_SLICE)
+            .map(|at| at..(at + MERGE_SLICE).min(batch.entries.len()))
+            .collect();
+        for pair in slices.chunks(2) {
+            let add = |range: std::ops::Range<usize>| {
+                let batch = batch.clone();
+                self.write(move |conn| add_entries(conn, &batch, range.clone()))
+            };
+            match pair {
+                [one] => add(one.clone()).await?,
+                [one, two] => {
+                    let (a, b) = tokio::join!(add(one.clone()), add(two.clone()));
+                    a?;
+                    b?;
+                }
+                _ => {}
+            }
         }
         self.write(move |conn| finish_merge(conn, upto)).await?;
         Ok(upto - from)
