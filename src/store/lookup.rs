@@ -4,8 +4,8 @@
 //! index that finds traces by tag (`tag_lookup`, by tenant, key, value and
 //! time) is filled later: an entry added the moment its trace arrives lands
 //! at a random place in the index, so every group commit rewrote hundreds
-//! of its pages. Merged tens of thousands at a time and in key order, many
-//! entries share each page, and the pages are written far less often.
+//! of its pages. Merged thousands at a time and in key order, many entries
+//! share each page, and the pages are written far less often.
 //!
 //! A merge runs in steps, each a short writer job, so ingest commits between
 //! them:
@@ -47,7 +47,7 @@ struct Entry {
     value: (u32, u32),
 }
 
-/// A merge's tags, read in the index's order. Two allocations in all, not
+/// A merge's tags, sorted in the index's order. Two allocations in all, not
 /// two per tag: a merge reads tens of thousands, and small allocations
 /// freed on another thread leave the allocator's arenas fragmented.
 #[derive(Debug, Default)]
