@@ -216,21 +216,6 @@ mod tests {
     use super::*;
     use crate::store::traces::{list, TraceFilter};
 
-    fn database() -> (tempfile::TempDir, Connection) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut conn = Connection::open(dir.path().join("l.db")).expect("open");
-        conn.execute_batch("PRAGMA foreign_keys = ON")
-            .expect("pragma");
-        super::super::migrations::migrate(&mut conn, dir.path()).expect("migrate");
-        conn.execute_batch(
-            "INSERT INTO tenants (id, uuid, name, created_at) VALUES (1, 't', 't', 0);
-             INSERT INTO projects (id, uuid, tenant_id, name, slug, created_at)
-             VALUES (1, 'p', 1, 'p', 'p', 0);",
-        )
-        .expect("tenant");
-        (dir, conn)
-    }
-
     /// Stores a trace as ingest does (the trace, then its tags); its seq.
     fn store(conn: &Connection, id: &str, started_at: i64, tags: &[(&str, &str)]) -> i64 {
         conn.execute(
@@ -288,7 +273,7 @@ mod tests {
 
     #[test]
     fn tag_queries_find_every_trace_once_whatever_step_a_merge_is_at() {
-        let (_dir, conn) = database();
+        let (_dir, conn) = super::super::test_database();
         for i in 1..=10 {
             let customer = if i % 2 == 0 { "even" } else { "odd" };
             store(
@@ -378,12 +363,7 @@ mod tests {
             conn.pragma_update(None, "user_version", number)
                 .expect("version");
         }
-        conn.execute_batch(
-            "INSERT INTO tenants (id, uuid, name, created_at) VALUES (1, 't', 't', 0);
-             INSERT INTO projects (id, uuid, tenant_id, name, slug, created_at)
-             VALUES (1, 'p', 1, 'p', 'p', 0);",
-        )
-        .expect("tenant");
+        super::super::add_test_tenant(&conn);
         for i in 1..=3 {
             store(&conn, &format!("t{i}"), i, &[("env", "prod")]);
         }
@@ -402,7 +382,7 @@ mod tests {
 
     #[test]
     fn a_merge_cut_short_is_run_again_to_the_same_end() {
-        let (_dir, conn) = database();
+        let (_dir, conn) = super::super::test_database();
         for i in 1..=4 {
             store(&conn, &format!("t{i}"), i, &[("env", "prod")]);
         }

@@ -18,6 +18,7 @@ mod otel;
 mod purge;
 mod rollups;
 mod search;
+mod search_index;
 mod sessions;
 mod tenancy;
 mod traces;
@@ -48,9 +49,8 @@ pub use metrics::{MetricsQuery, MetricsResult, Totals};
 pub use migrations::{pending as pending_migrations, SCHEMA_VERSION};
 pub use otel::{CreatedTrace, ExportCursor, ExportPage, ExportRange};
 pub use purge::{RetentionTarget, Space};
-pub use search::{
-    fts_query, fts_terms, IndexBatch, SpanHit, SpanHits, SpanSearch, MAX_SPAN_RESULTS,
-};
+pub use search::{fts_query, fts_terms, SpanHit, SpanHits, SpanSearch, MAX_SPAN_RESULTS};
+pub use search_index::IndexBatch;
 pub use sessions::{SessionPage, SessionSummary, MAX_SESSION_TRACES};
 pub use tenancy::{
     ApiKeyInfo, ApiKeyRecord, Bootstrap, BootstrapResult, NewApiKey, ProjectChange, ProjectRecord,
@@ -296,6 +296,30 @@ fn apply_pragmas_reader(conn: &Connection) -> rusqlite::Result<()> {
 /// Microseconds since the Unix epoch, the unit every stored time uses.
 pub fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
+}
+
+/// A migrated database in a temporary directory, with foreign keys on and
+/// tenant 1 owning project 1: the start of the store's SQL-level tests.
+#[cfg(test)]
+pub(crate) fn test_database() -> (tempfile::TempDir, Connection) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut conn = Connection::open(dir.path().join("test.db")).expect("open");
+    conn.execute_batch("PRAGMA foreign_keys = ON")
+        .expect("pragma");
+    migrations::migrate(&mut conn, dir.path()).expect("migrate");
+    add_test_tenant(&conn);
+    (dir, conn)
+}
+
+/// Tenant 1 and its project 1, for tests.
+#[cfg(test)]
+pub(crate) fn add_test_tenant(conn: &Connection) {
+    conn.execute_batch(
+        "INSERT INTO tenants (id, uuid, name, created_at) VALUES (1, 't', 't', 0);
+         INSERT INTO projects (id, uuid, tenant_id, name, slug, created_at)
+         VALUES (1, 'p', 1, 'p', 'p', 0);",
+    )
+    .expect("tenant");
 }
 
 #[cfg(test)]

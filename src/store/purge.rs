@@ -193,7 +193,7 @@ fn delete(conn: &Connection, victims: Vec<Victim>) -> Result<usize> {
         rollups::apply(conn, tenant_id, &items)?;
         count += items.len();
     }
-    super::search::clamp_marks(conn)?;
+    super::search_index::clamp_marks(conn)?;
     super::eval_rules::clamp_mark(conn)?;
     Ok(count)
 }
@@ -239,9 +239,9 @@ mod tests {
             .expect("span");
             tx.commit().expect("commit");
         }
-        let indexed = super::super::search::index_batch(
+        let indexed = super::super::search_index::index_batch(
             &conn,
-            super::super::search::IndexBatch {
+            super::super::search_index::IndexBatch {
                 traces: 1000,
                 spans: 16_000,
             },
