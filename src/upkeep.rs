@@ -166,12 +166,18 @@ pub fn spawn_tag_merger(store: Arc<Store>) -> JoinHandle<()> {
         let mut previous = store.stored_changes();
         let mut last_store = Instant::now();
         let mut last_merge = Instant::now();
+        // The store's change count when the index was last seen current:
+        // until something is stored, there is nothing to look at.
+        let mut current_at = None;
         loop {
             tokio::time::sleep(TAG_TICK).await;
             let stored = store.stored_changes();
             if stored != previous {
                 previous = stored;
                 last_store = Instant::now();
+            }
+            if current_at == Some(stored) {
+                continue;
             }
             let backlog = match store.tag_backlog().await {
                 Ok(n) => n,
@@ -180,10 +186,12 @@ pub fn spawn_tag_merger(store: Arc<Store>) -> JoinHandle<()> {
                     continue;
                 }
             };
+            if backlog == 0 {
+                current_at = Some(stored);
+                continue;
+            }
             let busy = last_store.elapsed() < INGEST_ACTIVE;
-            if backlog == 0
-                || (busy && backlog < TAG_MERGE_MIN && last_merge.elapsed() < TAG_MERGE_EVERY)
-            {
+            if busy && backlog < TAG_MERGE_MIN && last_merge.elapsed() < TAG_MERGE_EVERY {
                 continue;
             }
             last_merge = Instant::now();
