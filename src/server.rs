@@ -154,7 +154,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mut upkeep = vec![
         crate::upkeep::spawn(store.clone(), state.config.clone(), state.space.clone()),
         crate::upkeep::spawn_indexer(store.clone()),
-        crate::upkeep::spawn_tag_merger(store.clone()),
+        crate::upkeep::spawn_index_merger(store.clone()),
     ];
     upkeep.extend(evals);
     let metrics_listener = match state.config.metrics.listen {
@@ -188,21 +188,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             task.abort();
             let _ = task.await;
         }
-        // The tags still waiting for the tag index (a few thousand traces
-        // under load) go in now, so that a restart starts with nothing to
-        // merge; a stop that cannot leaves them for the next start.
+        // The tags and sessions still waiting for their indexes (a few
+        // thousand traces under load) go in now, so that a restart starts
+        // with nothing to merge; a stop that cannot leaves them for the
+        // next start.
         let merging = async {
-            while served_store
-                .merge_tags(crate::store::MERGE_MAX_TRACES)
-                .await?
-                > 0
-            {}
+            while served_store.merge_indexes().await? != (0, 0) {}
             Ok::<_, crate::store::StoreError>(())
         };
         match tokio::time::timeout(STOP_MERGE_LIMIT, merging).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "merging the tag index at stop"),
-            Err(_) => tracing::warn!("the tag index is merged at the next start"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "merging the tag and session indexes at stop"),
+            Err(_) => tracing::warn!("the tag and session indexes are merged at the next start"),
         }
         close_store(served_store).await;
         drop(lock);

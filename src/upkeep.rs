@@ -1,4 +1,5 @@
-//! Background upkeep of the data: the search indexer, the tag-index merge,
+//! Background upkeep of the data: the search indexer, the tag- and
+//! session-index merges,
 //! retention per project, the cap on the database's size, and giving freed
 //! space back to the file system.
 //!
@@ -7,9 +8,10 @@
 //! so ingest keeps its pace under load and search catches up right after (a
 //! search itself first indexes a short backlog).
 //!
-//! The tag merger moves newly stored tags into the tag index in large
-//! sorted batches (see `store::lookup`): at once when ingest pauses, and
-//! while it runs once thousands of traces wait or a few seconds have passed.
+//! The index merger moves newly stored tags and sessions into their indexes
+//! in large sorted batches (see `store::lookup` and `store::session_lookup`):
+//! at once when ingest pauses, and while it runs once thousands of traces
+//! wait or a few seconds have passed.
 //!
 //! Every `storage.purge_interval_s` (and once at start) each project loses
 //! the traces older than its retention: its override, else its plan's
@@ -151,26 +153,27 @@ pub fn spawn_indexer(store: Arc<Store>) -> JoinHandle<()> {
     })
 }
 
-/// While ingest runs, the tag index waits for this many traces before a
-/// merge: the larger the batch, the more entries share each page written.
-const TAG_MERGE_MIN: i64 = 8 * 1024;
+/// While ingest runs, the tag and session indexes wait for this many traces
+/// before a merge: the larger the batch, the more entries share each page
+/// written.
+const MERGE_MIN: i64 = 8 * 1024;
 /// A smaller backlog is merged anyway once it has waited this long.
-const TAG_MERGE_EVERY: Duration = Duration::from_secs(5);
-/// How often the tag merger looks at the backlog.
-const TAG_TICK: Duration = Duration::from_millis(250);
+const MERGE_EVERY: Duration = Duration::from_secs(5);
+/// How often the index merger looks at the backlog.
+const MERGE_TICK: Duration = Duration::from_millis(250);
 
-/// Starts merging stored tags into the tag index (see `store::lookup`);
-/// abort the handle to stop it.
-pub fn spawn_tag_merger(store: Arc<Store>) -> JoinHandle<()> {
+/// Starts merging stored tags and sessions into their indexes (see
+/// `store::lookup` and `store::session_lookup`); abort the handle to stop it.
+pub fn spawn_index_merger(store: Arc<Store>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut previous = store.stored_changes();
         let mut last_store = Instant::now();
         let mut last_merge = Instant::now();
-        // The store's change count when the index was last seen current:
+        // The store's change count when the indexes were last seen current:
         // until something is stored, there is nothing to look at.
         let mut current_at = None;
         loop {
-            tokio::time::sleep(TAG_TICK).await;
+            tokio::time::sleep(MERGE_TICK).await;
             let stored = store.stored_changes();
             if stored != previous {
                 previous = stored;
@@ -179,10 +182,10 @@ pub fn spawn_tag_merger(store: Arc<Store>) -> JoinHandle<()> {
             if current_at == Some(stored) {
                 continue;
             }
-            let backlog = match store.tag_backlog().await {
+            let backlog = match store.index_backlog().await {
                 Ok(n) => n,
                 Err(e) => {
-                    tracing::warn!(error = %e, "reading the tag index's backlog");
+                    tracing::warn!(error = %e, "reading the indexes' backlog");
                     continue;
                 }
             };
@@ -191,17 +194,18 @@ pub fn spawn_tag_merger(store: Arc<Store>) -> JoinHandle<()> {
                 continue;
             }
             let busy = last_store.elapsed() < INGEST_ACTIVE;
-            if busy && backlog < TAG_MERGE_MIN && last_merge.elapsed() < TAG_MERGE_EVERY {
+            if busy && backlog < MERGE_MIN && last_merge.elapsed() < MERGE_EVERY {
                 continue;
             }
             last_merge = Instant::now();
-            match store.merge_tags(crate::store::MERGE_MAX_TRACES).await {
-                Ok(n) => tracing::debug!(
-                    traces = n,
+            match store.merge_indexes().await {
+                Ok((tags, sessions)) => tracing::debug!(
+                    tags,
+                    sessions,
                     elapsed_ms = last_merge.elapsed().as_secs_f64() * 1000.0,
-                    "merged tags into the tag index"
+                    "merged tags and sessions into their indexes"
                 ),
-                Err(e) => tracing::warn!(error = %e, "merging the tag index"),
+                Err(e) => tracing::warn!(error = %e, "merging the tag and session indexes"),
             }
         }
     })

@@ -22,6 +22,7 @@
 //! whatever step a merge is at. A merge cut short by a stop is simply run
 //! again: adding an entry twice is a no-op.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use rusqlite::{params, Connection};
@@ -31,7 +32,7 @@ use super::{Result, Store};
 /// The most traces one merge takes. A trace has at most 20 tags of at most
 /// 64 characters a key or value, so a batch holds at most 320k entries and
 /// 40 MiB of text; common tags make it a few MiB.
-pub const MERGE_MAX_TRACES: i64 = 16 * 1024;
+pub(super) const MERGE_MAX_TRACES: i64 = 16 * 1024;
 /// Index entries added per writer job: about as long as one ingest request
 /// of 100 traces takes the writer (some 3 µs an entry).
 const MERGE_SLICE: usize = 2048;
@@ -105,31 +106,45 @@ impl Store {
             return Ok(0);
         }
         let batch = Arc::new(self.read(move |conn| read_batch(conn, from, upto)).await?);
-        // Two slices in the writer's queue at a time: under load each waits
-        // its turn behind the requests, and one at a time the merge fell
-        // behind ingest (6,000 traces/s against 16,000).
-        let slices: Vec<std::ops::Range<usize>> = (0..batch.entries.len())
-            .step_by(MERGE_SLICE)
-            .map(|at| at..(at + MERGE_SLICE).min(batch.entries.len()))
-            .collect();
-        for pair in slices.chunks(2) {
-            let add = |range: std::ops::Range<usize>| {
-                let batch = batch.clone();
-                self.write(move |conn| add_entries(conn, &batch, range.clone()))
-            };
-            match pair {
-                [one] => add(one.clone()).await?,
-                [one, two] => {
-                    let (a, b) = tokio::join!(add(one.clone()), add(two.clone()));
-                    a?;
-                    b?;
-                }
-                _ => {}
-            }
-        }
+        let len = batch.entries.len();
+        write_in_slices(self, batch, len, MERGE_SLICE, add_entries).await?;
         self.write(move |conn| finish_merge(conn, upto)).await?;
         Ok(upto - from)
     }
+}
+
+/// Runs `apply` over a merge's `len` entries, `slice` at a time, each slice
+/// a writer job of its own so that ingest commits between them.
+pub(super) async fn write_in_slices<B: Send + Sync + 'static>(
+    store: &Store,
+    batch: Arc<B>,
+    len: usize,
+    slice: usize,
+    apply: fn(&Connection, &B, Range<usize>) -> Result<()>,
+) -> Result<()> {
+    // Two slices in the writer's queue at a time: under load each waits its
+    // turn behind the requests, and one at a time the merge fell behind
+    // ingest (6,000 traces/s against 16,000).
+    let slices: Vec<Range<usize>> = (0..len)
+        .step_by(slice.max(1))
+        .map(|at| at..(at + slice).min(len))
+        .collect();
+    for pair in slices.chunks(2) {
+        let add = |range: Range<usize>| {
+            let batch = batch.clone();
+            store.write(move |conn| apply(conn, &batch, range.clone()))
+        };
+        match pair {
+            [one] => add(one.clone()).await?,
+            [one, two] => {
+                let (a, b) = tokio::join!(add(one.clone()), add(two.clone()));
+                a?;
+                b?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Step 1: fixes the batch; returns its bounds (`from`, `upto`].
@@ -193,7 +208,7 @@ fn finish_merge(conn: &Connection, upto: i64) -> Result<()> {
 
 /// Step 3: adds entries read from `trace_tags`, each only if its row still
 /// holds it: a row changed or deleted since was dealt with by the triggers.
-fn add_entries(conn: &Connection, batch: &Batch, range: std::ops::Range<usize>) -> Result<()> {
+fn add_entries(conn: &Connection, batch: &Batch, range: Range<usize>) -> Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT OR IGNORE INTO tag_lookup (tenant_id, key, value, started_at, trace_seq) \
          SELECT tenant_id, key, value, started_at, trace_seq FROM trace_tags \

@@ -26,6 +26,7 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = migrations![
     (8, "0008_search"),
     (9, "0009_evals"),
     (10, "0010_tag_lookup"),
+    (11, "0011_session_lookup"),
 ];
 
 /// The schema version this binary writes.

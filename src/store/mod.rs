@@ -19,6 +19,7 @@ mod purge;
 mod rollups;
 mod search;
 mod search_index;
+mod session_lookup;
 mod sessions;
 mod tenancy;
 mod traces;
@@ -44,7 +45,6 @@ pub use eval_stats::{AgreementPair, TrendBucket, WindowStats};
 pub use evals::{
     ClaimedEval, EvalFilter, EvalOutcome, EvalSpan, EvalTrace, NewEvaluation, QueueDepth, Queued,
 };
-pub use lookup::MERGE_MAX_TRACES;
 pub use metrics::{MetricsQuery, MetricsResult, Totals};
 pub use migrations::{pending as pending_migrations, SCHEMA_VERSION};
 pub use otel::{CreatedTrace, ExportCursor, ExportPage, ExportRange};

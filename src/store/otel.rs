@@ -111,6 +111,14 @@ fn merge(
             // Not RETURNING, which would make the insert keep a statement
             // journal (see `traces::insert_one`).
             let seq = conn.last_insert_rowid();
+            super::session_lookup::queue(
+                conn,
+                seq,
+                tenant_id,
+                project_id,
+                trace.session_id.as_deref(),
+                agg.started.unwrap_or(now),
+            )?;
             write_spans(conn, seq, &trace.spans, now, true)?;
             write_events(conn, seq, &trace.events)?;
             if let Some(f) = &trace.fields {

@@ -241,6 +241,14 @@ fn insert_one(
         };
     }
     let seq = conn.last_insert_rowid();
+    super::session_lookup::queue(
+        conn,
+        seq,
+        tenant_id,
+        project_id,
+        t.session_id.as_deref(),
+        t.started_at,
+    )?;
     if !t.tag_map.is_empty() {
         let mut stmt = conn.prepare_cached(
             "INSERT INTO trace_tags (trace_seq, tenant_id, key, value, started_at) \
@@ -384,15 +392,37 @@ pub(super) fn list(
         return super::search::list_common(conn, tenant_id, f, after, limit);
     }
     let driver = rare.map(|(_, i)| i);
-    // With a tag filter the tag index drives the query: it yields the
-    // matching traces already in (started_at, seq) order, so a common tag
-    // costs no more than an unfiltered page and a rare one no full scan.
-    // The index holds the traces up to a mark (see `lookup`); the query is
-    // built once with `@SOURCE@` and `@MERGED@` in it, then run as two arms,
-    // one over the index and one over the tags stored after the mark.
-    let tag_driven = f.tag.is_some() && driver.is_none();
-    let (mut sql, mut args, start, seq) = match (&f.tag, driver) {
-        (_, Some(i)) => {
+    // Otherwise a session or tag filter drives the query from its index,
+    // which yields the matching traces already in (started_at, seq) order:
+    // a common tag costs no more than an unfiltered page, a rare one or a
+    // session no full scan. Each index is merged in the background, so the
+    // query is built once with `@SOURCE@` (and `@MERGED@`) in it and run as
+    // two arms: the index, and the entries not in it yet (see `lookup` and
+    // `session_lookup`).
+    let keyed = match (driver, &f.session_id, &f.tag) {
+        (Some(_), _, _) => None,
+        (None, Some(session), _) => Some((
+            "g.tenant_id = ? AND g.session_id = ?",
+            vec![SqlValue::from(tenant_id), session.clone().into()],
+            [
+                (super::session_lookup::ARMS[0], ""),
+                (super::session_lookup::ARMS[1], ""),
+            ],
+        )),
+        (None, None, Some((key, value))) => Some((
+            "g.trace_seq @MERGED@ (SELECT tags_seq FROM lookup_state) \
+             AND g.tenant_id = ? AND g.key = ? AND g.value = ?",
+            vec![
+                SqlValue::from(tenant_id),
+                key.clone().into(),
+                value.clone().into(),
+            ],
+            [("tag_lookup", "<="), ("trace_tags", ">")],
+        )),
+        (None, None, None) => None,
+    };
+    let (mut sql, mut args, start, seq) = match (driver, &keyed) {
+        (Some(i), _) => {
             let (source, values) = super::search::matching_seqs(&f.text[i]);
             let mut args = values;
             args.push(SqlValue::from(tenant_id));
@@ -406,23 +436,21 @@ pub(super) fn list(
                 "t.seq",
             )
         }
-        (Some((key, value)), None) => (
-            format!(
-                "SELECT {TRACE_COLUMNS}, g.started_at AS k_start, g.trace_seq AS k_seq \
-                 FROM @SOURCE@ g CROSS JOIN traces t ON t.seq = g.trace_seq \
-                 JOIN projects p ON p.id = t.project_id \
-                 WHERE g.trace_seq @MERGED@ (SELECT tags_seq FROM lookup_state) \
-                 AND g.tenant_id = ? AND g.key = ? AND g.value = ? AND t.tenant_id = ?"
-            ),
-            vec![
-                SqlValue::from(tenant_id),
-                key.clone().into(),
-                value.clone().into(),
-                tenant_id.into(),
-            ],
-            "g.started_at",
-            "g.trace_seq",
-        ),
+        (None, Some((condition, values, _))) => {
+            let mut args = values.clone();
+            args.push(SqlValue::from(tenant_id));
+            (
+                format!(
+                    "SELECT {TRACE_COLUMNS}, g.started_at AS k_start, g.trace_seq AS k_seq \
+                     FROM @SOURCE@ g CROSS JOIN traces t ON t.seq = g.trace_seq \
+                     JOIN projects p ON p.id = t.project_id \
+                     WHERE {condition} AND t.tenant_id = ?"
+                ),
+                args,
+                "g.started_at",
+                "g.trace_seq",
+            )
+        }
         (None, None) => (
             format!(
                 "SELECT {TRACE_COLUMNS} FROM traces t JOIN projects p ON p.id = t.project_id \
@@ -438,10 +466,12 @@ pub(super) fn list(
         sql.push_str(condition);
         args.extend(values);
     };
-    if let (Some((key, value)), Some(_)) = (&f.tag, driver) {
+    // The filters the driving index does not apply.
+    let session_driven = driver.is_none() && f.session_id.is_some();
+    if let (Some((key, value)), true) = (&f.tag, driver.is_some() || session_driven) {
         clause(
-            "EXISTS (SELECT 1 FROM trace_tags g WHERE g.trace_seq = t.seq AND g.key = ? \
-             AND g.value = ?)",
+            "EXISTS (SELECT 1 FROM trace_tags tg WHERE tg.trace_seq = t.seq AND tg.key = ? \
+             AND tg.value = ?)",
             vec![key.clone().into(), value.clone().into()],
         );
     }
@@ -474,7 +504,7 @@ pub(super) fn list(
     if let Some(v) = f.token_count_max {
         clause("t.total_token_count <= ?", vec![v.into()]);
     }
-    if let Some(session) = &f.session_id {
+    if let (Some(session), Some(_)) = (&f.session_id, driver) {
         clause("t.session_id = ?", vec![session.clone().into()]);
     }
     if let Some(label) = &f.feedback {
@@ -497,15 +527,15 @@ pub(super) fn list(
     }
     sql.push_str(&format!(" ORDER BY {start} DESC, {seq} DESC LIMIT ?"));
     args.push((limit as i64 + 1).into());
-    if tag_driven {
-        let arm = |source: &str, merged: &str| {
+    if let Some((_, _, [index, rest])) = keyed {
+        let arm = |(source, merged): (&str, &str)| {
             sql.replace("@SOURCE@", source).replace("@MERGED@", merged)
         };
         sql = format!(
             "SELECT * FROM ({}) UNION ALL SELECT * FROM ({}) \
              ORDER BY k_start DESC, k_seq DESC LIMIT ?",
-            arm("tag_lookup", "<="),
-            arm("trace_tags", ">")
+            arm(index),
+            arm(rest)
         );
         args.extend_from_within(..);
         args.push((limit as i64 + 1).into());

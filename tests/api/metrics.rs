@@ -311,7 +311,11 @@ async fn a_database_from_before_the_rollups_gets_them_built_on_upgrade() {
         }
         let conn = rusqlite::Connection::open(&db).expect("open");
         conn.execute_batch(
-            "DROP TRIGGER tag_lookup_insert; DROP TRIGGER tag_lookup_update;
+            "DROP TRIGGER session_lookup_update; DROP TRIGGER session_lookup_delete;
+             DROP TABLE session_lookup; DROP TABLE session_pending;
+             CREATE INDEX traces_session ON traces(tenant_id, session_id, started_at)
+                 WHERE session_id IS NOT NULL;
+             DROP TRIGGER tag_lookup_insert; DROP TRIGGER tag_lookup_update;
              DROP TRIGGER tag_lookup_delete; DROP TABLE tag_lookup; DROP TABLE lookup_state;
              CREATE INDEX trace_tags_lookup ON trace_tags(tenant_id, key, value, started_at, trace_seq);
              DROP TABLE evaluations; DROP TABLE eval_rule_state; DROP TABLE eval_rules;

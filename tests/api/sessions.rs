@@ -37,13 +37,40 @@ async fn sessions_are_listed_by_last_activity_with_their_totals() {
     server.ingest(trace(Some("s3"), 10, false, "default")).await;
     server.ingest(trace(None, 20, false, "default")).await;
 
+    // Sessions are merged into their index in the background (see
+    // `store::session_lookup`): the same answers as stored, and once merged.
+    for round in ["waiting", "merged"] {
+        if round == "merged" {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while store.session_backlog().await.expect("backlog") > 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "sessions never merged"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        } else {
+            assert!(store.session_backlog().await.expect("backlog") > 0);
+        }
+        check_sessions(&server, &s1, round).await;
+    }
+    expect_error(server.get("/v1/sessions/nope").await, 404).await;
+    expect_error(server.get("/v1/sessions?limit=0").await, 400).await;
+}
+
+/// The sessions of the test above, listed, paged, filtered and opened.
+async fn check_sessions(server: &TestServer, s1: &[String], round: &str) {
     let page = server.get_json("/v1/sessions").await;
     let sessions = page["sessions"].as_array().expect("sessions");
     let order: Vec<&str> = sessions
         .iter()
         .map(|s| s["session_id"].as_str().expect("id"))
         .collect();
-    assert_eq!(order, ["s3", "s1", "s2"], "most recently active first");
+    assert_eq!(
+        order,
+        ["s3", "s1", "s2"],
+        "most recently active first ({round})"
+    );
     let one = &sessions[1];
     assert_eq!(one["trace_count"], 3);
     assert_eq!(one["error_count"], 1);
@@ -70,7 +97,7 @@ async fn sessions_are_listed_by_last_activity_with_their_totals() {
             break;
         }
     }
-    assert_eq!(seen, ["s3", "s1", "s2"]);
+    assert_eq!(seen, ["s3", "s1", "s2"], "{round}");
 
     // One project's sessions.
     let page = server.get_json("/v1/sessions?project_id=second").await;
@@ -85,7 +112,16 @@ async fn sessions_are_listed_by_last_activity_with_their_totals() {
         .iter()
         .map(|t| t["id"].as_str().expect("id"))
         .collect();
-    assert_eq!(ids, [s1[0].as_str(), s1[2].as_str(), s1[1].as_str()]);
-    expect_error(server.get("/v1/sessions/nope").await, 404).await;
-    expect_error(server.get("/v1/sessions?limit=0").await, 400).await;
+    assert_eq!(
+        ids,
+        [s1[0].as_str(), s1[2].as_str(), s1[1].as_str()],
+        "{round}"
+    );
+    // The trace list's session filter, newest first, in pages of two.
+    let listed = server.list_all("session_id=s1", 2).await;
+    assert_eq!(
+        listed,
+        [s1[1].clone(), s1[2].clone(), s1[0].clone()],
+        "{round}"
+    );
 }

@@ -200,12 +200,15 @@ async fn cursor_paging_neither_skips_nor_repeats_during_concurrent_ingest() {
 }
 
 #[tokio::test]
-async fn a_stop_merges_the_tags_still_waiting_for_the_tag_index() {
+async fn a_stop_merges_the_tags_and_sessions_still_waiting_for_their_indexes() {
     let server = TestServer::start().await;
     let traces: Vec<Value> = (0..50)
         .map(|i| {
             let mut t = at_minute(&format!("s{i}"), i);
             t["tags"] = json!({"env": "prod", "n": i.to_string()});
+            if i % 5 != 0 {
+                t["session_id"] = json!(format!("session-{}", i % 3));
+            }
             t
         })
         .collect();
@@ -231,22 +234,35 @@ async fn a_stop_merges_the_tags_still_waiting_for_the_tag_index() {
         )
         .expect("state");
     assert_eq!((merged, entries), (last, 100));
+    let (sessions, waiting): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM session_lookup), (SELECT count(*) FROM session_pending)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("sessions");
+    assert_eq!((sessions, waiting), (40, 0));
 }
 
 #[tokio::test]
 async fn tag_filtered_pages_combine_with_other_filters_and_cursors() {
     let server = TestServer::start().await;
     let mut expected_prod = Vec::new();
+    let mut in_session_0 = Vec::new();
     let traces: Vec<Value> = (0..60)
         .map(|i| {
             let mut t = at_minute(&format!("t{i}"), i / 2);
             let env = if i % 2 == 0 { "prod" } else { "dev" };
             t["tags"] = json!({"env": env, "n": i.to_string()});
+            t["session_id"] = json!(format!("session-{}", i % 3));
             if i % 4 == 0 {
                 t["error"] = json!("failed");
             }
             if env == "prod" {
                 expected_prod.push(t["id"].as_str().expect("id").to_string());
+            }
+            if i % 3 == 0 {
+                in_session_0.push(t["id"].as_str().expect("id").to_string());
             }
             t
         })
@@ -257,7 +273,7 @@ async fn tag_filtered_pages_combine_with_other_filters_and_cursors() {
     let store = server.running().store().clone();
     let merged = || async {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while store.tag_backlog().await.expect("backlog") > 0 {
+        while store.index_backlog().await.expect("backlog") > 0 {
             assert!(std::time::Instant::now() < deadline, "tags never merged");
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
@@ -296,6 +312,21 @@ async fn tag_filtered_pages_combine_with_other_filters_and_cursors() {
         );
         assert_eq!(server.list_all("tag_key=n&tag_value=17", 50).await.len(), 1);
         assert_eq!(server.list_all("tag_key=n&tag_value=45", 50).await.len(), 1);
+        // With a session too, the session's index drives and the tag is
+        // checked on each of its traces: traces 54, 48, ..., 0.
+        let prod_in_session: Vec<String> = newest_first
+            .iter()
+            .filter(|id| in_session_0.contains(id))
+            .cloned()
+            .collect();
+        assert_eq!(prod_in_session.len(), 10);
+        assert_eq!(
+            server
+                .list_all("tag_key=env&tag_value=prod&session_id=session-0", 3)
+                .await,
+            prod_in_session,
+            "{round}"
+        );
     }
     server.stop().await;
 }
