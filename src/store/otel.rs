@@ -111,8 +111,9 @@ fn merge(
             // Not RETURNING, which would make the insert keep a statement
             // journal (see `traces::insert_one`).
             let seq = conn.last_insert_rowid();
+            let mut queue = conn.prepare_cached(super::session_lookup::QUEUE)?;
             super::session_lookup::queue(
-                conn,
+                &mut queue,
                 seq,
                 tenant_id,
                 project_id,

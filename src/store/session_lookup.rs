@@ -35,9 +35,15 @@ pub(super) const ARMS: [&str; 2] = ["session_lookup", "session_pending"];
 /// so about as long as one ingest request takes the writer.
 const MERGE_SLICE: usize = 1024;
 
-/// Queues a newly stored trace's session entry for the index.
+/// Queues a newly stored trace's session entry for the index: run with
+/// (trace_seq, tenant_id, project_id, session_id, started_at), see [`queue`].
+pub(super) const QUEUE: &str = "INSERT OR REPLACE INTO session_pending \
+     (trace_seq, tenant_id, project_id, session_id, started_at) VALUES (?1, ?2, ?3, ?4, ?5)";
+
+/// Queues a newly stored trace's session entry for the index, with `stmt`
+/// prepared from [`QUEUE`]; a trace without a session has none.
 pub(super) fn queue(
-    conn: &Connection,
+    stmt: &mut rusqlite::Statement<'_>,
     trace_seq: i64,
     tenant_id: i64,
     project_id: i64,
@@ -45,12 +51,7 @@ pub(super) fn queue(
     started_at: i64,
 ) -> Result<()> {
     if let Some(session) = session_id {
-        conn.prepare_cached(
-            "INSERT OR REPLACE INTO session_pending \
-             (trace_seq, tenant_id, project_id, session_id, started_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
-        .execute(params![
+        stmt.execute(params![
             trace_seq, tenant_id, project_id, session, started_at
         ])?;
     }
@@ -219,7 +220,8 @@ mod tests {
         )
         .expect("trace");
         let seq = conn.last_insert_rowid();
-        queue(conn, seq, 1, 1, session, started_at).expect("queue");
+        let mut stmt = conn.prepare_cached(QUEUE).expect("prepare");
+        queue(&mut stmt, seq, 1, 1, session, started_at).expect("queue");
         seq
     }
 

@@ -96,10 +96,18 @@ impl Store {
         let outcomes = self
             .write(move |conn| {
                 let created_at = now_micros();
+                let mut statements = InsertStatements::prepare(conn)?;
                 let outcomes = traces
                     .iter()
                     .map(|(project_id, trace)| {
-                        insert_one(conn, tenant_id, *project_id, trace, created_at)
+                        insert_one(
+                            conn,
+                            &mut statements,
+                            tenant_id,
+                            *project_id,
+                            trace,
+                            created_at,
+                        )
                     })
                     .collect::<Result<Vec<_>>>()?;
                 let added: Vec<(Contribution, i64)> = traces
@@ -184,8 +192,40 @@ impl Store {
     }
 }
 
+/// The statements a batch of traces is stored with, prepared once for the
+/// batch rather than looked up in the statement cache for every trace.
+struct InsertStatements<'c> {
+    trace: rusqlite::CachedStatement<'c>,
+    tag: rusqlite::CachedStatement<'c>,
+    span: rusqlite::CachedStatement<'c>,
+    session: rusqlite::CachedStatement<'c>,
+}
+
+impl<'c> InsertStatements<'c> {
+    fn prepare(conn: &'c Connection) -> Result<Self> {
+        Ok(InsertStatements {
+            // No RETURNING: SQLite runs it as a trigger, which makes the
+            // insert keep a statement journal, a copy of every page it touches.
+            trace: conn.prepare_cached(
+                "INSERT INTO traces (tenant_id, project_id, id, session_id, external_id, name, \
+                 input, output, model, latency_ms, cost, error, tags, tag_map, metadata, \
+                 total_token_count, span_count, started_at, ended_at, created_at, content_hash) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
+                 ?17, ?18, ?19, ?20, ?21) ON CONFLICT (tenant_id, id) DO NOTHING",
+            )?,
+            tag: conn.prepare_cached(
+                "INSERT INTO trace_tags (trace_seq, tenant_id, key, value, started_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?,
+            span: conn.prepare_cached(SPAN_INSERT)?,
+            session: conn.prepare_cached(super::session_lookup::QUEUE)?,
+        })
+    }
+}
+
 fn insert_one(
     conn: &Connection,
+    statements: &mut InsertStatements<'_>,
     tenant_id: i64,
     project_id: i64,
     t: &NewTrace,
@@ -194,39 +234,29 @@ fn insert_one(
     let tags = (!t.tags.is_empty()).then(|| json_text(&t.tags));
     let tag_map = (!t.tag_map.is_empty()).then(|| json_text(&t.tag_map));
     // The common case, a new trace, costs one index probe: the insert itself.
-    // No RETURNING: SQLite runs it as a trigger, which makes the insert keep
-    // a statement journal, a copy of every page it touches.
-    let inserted = conn
-        .prepare_cached(
-            "INSERT INTO traces (tenant_id, project_id, id, session_id, external_id, name, input, \
-             output, model, latency_ms, cost, error, tags, tag_map, metadata, total_token_count, \
-             span_count, started_at, ended_at, created_at, content_hash) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-             ?18, ?19, ?20, ?21) ON CONFLICT (tenant_id, id) DO NOTHING",
-        )?
-        .execute(params![
-            tenant_id,
-            project_id,
-            t.id,
-            t.session_id,
-            t.external_id,
-            t.name,
-            t.input,
-            t.output,
-            t.model,
-            t.latency_ms,
-            t.cost,
-            t.error,
-            tags,
-            tag_map,
-            t.metadata,
-            t.total_token_count,
-            t.spans.len() as i64,
-            t.started_at,
-            t.ended_at,
-            created_at,
-            &t.content_hash[..],
-        ])?;
+    let inserted = statements.trace.execute(params![
+        tenant_id,
+        project_id,
+        t.id,
+        t.session_id,
+        t.external_id,
+        t.name,
+        t.input,
+        t.output,
+        t.model,
+        t.latency_ms,
+        t.cost,
+        t.error,
+        tags,
+        tag_map,
+        t.metadata,
+        t.total_token_count,
+        t.spans.len() as i64,
+        t.started_at,
+        t.ended_at,
+        created_at,
+        &t.content_hash[..],
+    ])?;
     if inserted == 0 {
         let stored: Vec<u8> = conn
             .prepare_cached("SELECT content_hash FROM traces WHERE tenant_id = ?1 AND id = ?2")?
@@ -242,23 +272,19 @@ fn insert_one(
     }
     let seq = conn.last_insert_rowid();
     super::session_lookup::queue(
-        conn,
+        &mut statements.session,
         seq,
         tenant_id,
         project_id,
         t.session_id.as_deref(),
         t.started_at,
     )?;
-    if !t.tag_map.is_empty() {
-        let mut stmt = conn.prepare_cached(
-            "INSERT INTO trace_tags (trace_seq, tenant_id, key, value, started_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        for (key, value) in &t.tag_map {
-            stmt.execute(params![seq, tenant_id, key, value, t.started_at])?;
-        }
+    for (key, value) in &t.tag_map {
+        statements
+            .tag
+            .execute(params![seq, tenant_id, key, value, t.started_at])?;
     }
-    write_spans(conn, seq, &t.spans, created_at, false)?;
+    insert_spans(&mut statements.span, seq, &t.spans, created_at)?;
     write_events(conn, seq, &t.events)?;
     Ok(InsertOutcome::Created {
         id: t.id.clone(),
@@ -314,6 +340,16 @@ pub(super) fn write_spans(
     replace: bool,
 ) -> Result<()> {
     let mut stmt = conn.prepare_cached(if replace { SPAN_UPSERT } else { SPAN_INSERT })?;
+    insert_spans(&mut stmt, seq, spans, created_at)
+}
+
+/// Runs `stmt`, one of [`SPAN_INSERT`] and [`SPAN_UPSERT`], for each span.
+fn insert_spans(
+    stmt: &mut rusqlite::Statement<'_>,
+    seq: i64,
+    spans: &[NewSpan],
+    created_at: i64,
+) -> Result<()> {
     for s in spans {
         stmt.execute(params![
             seq,
