@@ -269,7 +269,7 @@ pub async fn run_service(
     Ok(())
 }
 
-/// How long a stop may spend merging the tag index.
+/// How long a stop may spend merging the tag and session indexes.
 const STOP_MERGE_LIMIT: Duration = Duration::from_secs(5);
 
 async fn close_store(store: Arc<Store>) {
