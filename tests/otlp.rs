@@ -1274,3 +1274,28 @@ async fn an_export_of_times_beyond_otlps_range_does_not_fail() {
     assert_eq!(spans.len(), 2, "the span and the trace's root: {data}");
     assert!(data.to_string().contains(&u64::MAX.to_string()), "{data}");
 }
+
+#[tokio::test]
+async fn tags_given_later_to_a_trace_already_in_the_tag_index_are_found() {
+    let server = TestServer::start().await;
+    let trace_hex = "5b8efff798038103d269b633813fc60c";
+    let span = json_span(trace_hex, "00f067aa0ba902b8", "llm", 0, 100);
+    export_json(&server, "/v1/otlp/traces", &json_request(vec![span])).await;
+    // The tag index merges in the background; wait until it covers the trace.
+    let store = server.running().store().clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while store.index_backlog().await.expect("backlog") > 0 {
+        assert!(std::time::Instant::now() < deadline, "never merged");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Then the trace's root span arrives with the trace's tags (as an export
+    // from another server sends them).
+    let mut root = json_span(trace_hex, "00f067aa0ba902b9", "agent", 0, 200);
+    root["attributes"] = json!([
+        attr("trulayer.trace", json!({"boolValue": true})),
+        text("trulayer.trace.tag_map", r#"{"team":"search"}"#)
+    ]);
+    export_json(&server, "/v1/otlp/traces", &json_request(vec![root])).await;
+    let tagged = server.list_all("tag_key=team&tag_value=search", 50).await;
+    assert_eq!(tagged, [trace_uuid(trace_hex)]);
+}
