@@ -100,7 +100,7 @@ impl Store {
     /// returns how many traces the merge covered (0: the index is current).
     pub async fn merge_tags(&self, max_traces: i64) -> Result<i64> {
         let (from, upto) = self
-            .write_background(move |conn| begin_merge(conn, max_traces))
+            .write(move |conn| begin_merge(conn, max_traces))
             .await?;
         if upto <= from {
             return Ok(0);
@@ -108,8 +108,7 @@ impl Store {
         let batch = Arc::new(self.read(move |conn| read_batch(conn, from, upto)).await?);
         let len = batch.entries.len();
         write_in_slices(self, batch, len, MERGE_SLICE, add_entries).await?;
-        self.write_background(move |conn| finish_merge(conn, upto))
-            .await?;
+        self.write(move |conn| finish_merge(conn, upto)).await?;
         Ok(upto - from)
     }
 }
@@ -133,7 +132,7 @@ pub(super) async fn write_in_slices<B: Send + Sync + 'static>(
     for pair in slices.chunks(2) {
         let add = |range: Range<usize>| {
             let batch = batch.clone();
-            store.write_background(move |conn| apply(conn, &batch, range.clone()))
+            store.write(move |conn| apply(conn, &batch, range.clone()))
         };
         match pair {
             [one] => add(one.clone()).await?,

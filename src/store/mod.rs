@@ -252,17 +252,7 @@ impl Store {
         T: Send + 'static,
         F: FnMut(&Connection) -> Result<T> + Send + 'static,
     {
-        self.writer.submit(f, false).await
-    }
-
-    /// Runs `f` on the writer as background work: it waits while requests'
-    /// jobs are queued, up to a limit (see `writer`).
-    pub(crate) async fn write_background<T, F>(&self, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnMut(&Connection) -> Result<T> + Send + 'static,
-    {
-        self.writer.submit(f, true).await
+        self.writer.submit(f).await
     }
 
     /// Runs an empty job through the writer: it is alive and can begin a

@@ -7,10 +7,6 @@
 //! otherwise wait for all the others, and the WAL tail a restart must copy
 //! (see `checkpoint`) is one group.
 //!
-//! Background work (the index merges) goes in the same queue but waits
-//! while requests' jobs are queued, for at most `BACKGROUND_WAIT`: under
-//! load it runs in the writer's gaps between requests, not ahead of them.
-//!
 //! A failing job must roll back alone. Savepoints would give that, but each
 //! one copies every page it touches into a sub-journal, about a fifth of the
 //! writer's time under ingest load. So a group first runs without them; only
@@ -94,67 +90,7 @@ where
 
 enum Message {
     Job(Job),
-    /// Background work (index merges): it runs when no request's job is
-    /// waiting, or once it has waited [`BACKGROUND_WAIT`].
-    Background(Job),
     Stop,
-}
-
-/// The longest a background job waits behind requests' jobs.
-const BACKGROUND_WAIT: Duration = Duration::from_millis(50);
-
-/// The writer's side of the queue: requests' jobs in order, background jobs
-/// set aside until the writer has a gap (or they have waited long enough).
-struct Queue {
-    rx: mpsc::Receiver<Message>,
-    /// [`BACKGROUND_WAIT`], but for tests.
-    background_wait: Duration,
-    ready: std::collections::VecDeque<Job>,
-    deferred: std::collections::VecDeque<(Instant, Job)>,
-    stop: bool,
-}
-
-impl Queue {
-    fn take(&mut self, message: Message) {
-        match message {
-            Message::Job(job) => self.ready.push_back(job),
-            Message::Background(job) => self.deferred.push_back((Instant::now(), job)),
-            Message::Stop => self.stop = true,
-        }
-    }
-
-    /// The next job to run, without waiting for one.
-    fn next(&mut self) -> Option<Job> {
-        while let Ok(message) = self.rx.try_recv() {
-            self.take(message);
-        }
-        let overdue = self
-            .deferred
-            .front()
-            .is_some_and(|(since, _)| since.elapsed() >= self.background_wait);
-        if overdue || self.ready.is_empty() {
-            if let Some((_, job)) = self.deferred.pop_front() {
-                return Some(job);
-            }
-        }
-        self.ready.pop_front()
-    }
-
-    /// The next job, waiting for one; `None` once stopped and drained.
-    fn next_blocking(&mut self) -> Option<Job> {
-        loop {
-            if let Some(job) = self.next() {
-                return Some(job);
-            }
-            if self.stop {
-                return None;
-            }
-            match self.rx.blocking_recv() {
-                Some(message) => self.take(message),
-                None => self.stop = true,
-            }
-        }
-    }
 }
 
 pub(super) struct Writer {
@@ -218,27 +154,12 @@ impl Writer {
     /// Starts the writer thread; when `restart_wal` is set it restarts the
     /// WAL between two groups (see `checkpoint`).
     pub(super) fn start(conn: Connection, restart_wal: Arc<AtomicBool>) -> Result<Writer> {
-        Self::start_with(conn, restart_wal, BACKGROUND_WAIT)
-    }
-
-    fn start_with(
-        conn: Connection,
-        restart_wal: Arc<AtomicBool>,
-        background_wait: Duration,
-    ) -> Result<Writer> {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let stats = Arc::new(Counters::default());
         let counters = stats.clone();
-        let queue_side = Queue {
-            rx,
-            background_wait,
-            ready: Default::default(),
-            deferred: Default::default(),
-            stop: false,
-        };
         let thread = std::thread::Builder::new()
             .name("trulayer-writer".into())
-            .spawn(move || run(conn, queue_side, &counters, &restart_wal))?;
+            .spawn(move || run(conn, rx, &counters, &restart_wal))?;
         Ok(Writer {
             queue,
             thread: Mutex::new(Some(thread)),
@@ -258,7 +179,7 @@ impl Writer {
         }
     }
 
-    pub(super) async fn submit<T, F>(&self, f: F, background: bool) -> Result<T>
+    pub(super) async fn submit<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnMut(&Connection) -> Result<T> + Send + 'static,
@@ -269,28 +190,13 @@ impl Writer {
             outcome: None,
             reply,
         });
-        let message = if background {
-            Message::Background(job)
-        } else {
-            Message::Job(job)
-        };
         self.queue
-            .send(message)
+            .send(Message::Job(job))
             .await
             .map_err(|_| StoreError::ShuttingDown)?;
         let (answer, work) = rx.await.map_err(|_| StoreError::ShuttingDown)?;
         drop(work);
         answer
-    }
-
-    /// A request's job (see [`Writer::submit`]).
-    #[cfg(test)]
-    async fn submit_request<T, F>(&self, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnMut(&Connection) -> Result<T> + Send + 'static,
-    {
-        self.submit(f, false).await
     }
 
     /// Lets queued jobs finish, checkpoints, and joins the thread.
@@ -307,12 +213,17 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, mut queue: Queue, stats: &Counters, restart_wal: &AtomicBool) {
+fn run(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Message>,
+    stats: &Counters,
+    restart_wal: &AtomicBool,
+) {
     // True between a restart and the next group, whose first write is what
     // starts the WAL over.
     let mut restarted = false;
-    while let Some(first) = queue.next_blocking() {
-        run_group(&conn, first, &mut queue, stats);
+    while let Some(Message::Job(first)) = rx.blocking_recv() {
+        let stop = run_group(&conn, first, &mut rx, stats);
         // The flag is cleared only once the WAL has started over, so the
         // checkpoint thread stays out of the way until then (and does not
         // take the old WAL's length for a new request to restart).
@@ -322,11 +233,16 @@ fn run(conn: Connection, mut queue: Queue, stats: &Counters, restart_wal: &Atomi
         } else if restart_wal.load(Ordering::Relaxed) {
             restarted = super::checkpoint::restart_wal(&conn);
         }
+        if stop {
+            break;
+        }
     }
     // Answer anything that raced with Stop, then leave a compact WAL behind.
-    queue.rx.close();
-    while let Some(job) = queue.next() {
-        run_group(&conn, job, &mut queue, stats);
+    rx.close();
+    while let Ok(message) = rx.try_recv() {
+        if let Message::Job(job) = message {
+            run_group(&conn, job, &mut rx, stats);
+        }
     }
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
         tracing::warn!(error = %e, "WAL checkpoint at shutdown failed");
@@ -335,23 +251,33 @@ fn run(conn: Connection, mut queue: Queue, stats: &Counters, restart_wal: &Atomi
 }
 
 /// Runs `first` and the jobs waiting behind it, until the group's budget is
-/// spent, in one transaction, and commits.
-fn run_group(conn: &Connection, mut first: Job, queue: &mut Queue, stats: &Counters) {
+/// spent, in one transaction, and commits. True if the queue said Stop.
+fn run_group(
+    conn: &Connection,
+    mut first: Job,
+    rx: &mut mpsc::Receiver<Message>,
+    stats: &Counters,
+) -> bool {
     let started = Instant::now();
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         tracing::error!(error = %e, "cannot begin a write transaction");
         first.abort(StoreError::Commit(e.to_string()));
-        return;
+        return false;
     }
     let mut all_ok = first.run(conn);
     let mut group = vec![first];
+    let mut stop = false;
     while all_ok && group.len() < MAX_GROUP && started.elapsed() < GROUP_BUDGET {
-        match queue.next() {
-            Some(mut job) => {
+        match rx.try_recv() {
+            Ok(Message::Job(mut job)) => {
                 all_ok = job.run(conn);
                 group.push(job);
             }
-            None => break,
+            Ok(Message::Stop) => {
+                stop = true;
+                break;
+            }
+            Err(_) => break,
         }
     }
     stats.groups.fetch_add(1, Ordering::Relaxed);
@@ -367,11 +293,12 @@ fn run_group(conn: &Connection, mut first: Job, queue: &mut Queue, stats: &Count
             for job in group {
                 job.finish(Some(&error));
             }
-            return;
+            return stop;
         }
         group = run_each_in_savepoint(conn, group);
     }
     commit(conn, group, stats);
+    stop
 }
 
 fn commit(conn: &Connection, group: Vec<Job>, stats: &Counters) {
@@ -428,68 +355,13 @@ mod tests {
     use super::*;
 
     fn open() -> (tempfile::TempDir, Arc<Writer>, std::path::PathBuf) {
-        open_with(BACKGROUND_WAIT)
-    }
-
-    fn open_with(
-        background_wait: Duration,
-    ) -> (tempfile::TempDir, Arc<Writer>, std::path::PathBuf) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("w.db");
         let conn = Connection::open(&path).expect("open");
         conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x INTEGER UNIQUE);")
             .expect("schema");
-        let writer = Writer::start_with(conn, Arc::new(AtomicBool::new(false)), background_wait)
-            .expect("writer");
+        let writer = Writer::start(conn, Arc::new(AtomicBool::new(false))).expect("writer");
         (dir, Arc::new(writer), path)
-    }
-
-    /// Runs, while the writer is held, one background job and then two
-    /// requests' jobs; returns the order they ran in.
-    async fn order_after_a_hold(background_wait: Duration) -> Vec<&'static str> {
-        let (_dir, writer, _path) = open_with(background_wait);
-        let ran = Arc::new(Mutex::new(Vec::new()));
-        let (release, blocked) = block_writer(&writer).await;
-        let mut tasks = Vec::new();
-        for (i, (name, background)) in [("merge", true), ("request 1", false), ("request 2", false)]
-            .into_iter()
-            .enumerate()
-        {
-            let (w, ran) = (writer.clone(), ran.clone());
-            tasks.push(tokio::spawn(async move {
-                let job = move |_: &Connection| {
-                    if let Ok(mut ran) = ran.lock() {
-                        ran.push(name);
-                    }
-                    Ok(())
-                };
-                w.submit(job, background).await
-            }));
-            let w = writer.clone();
-            wait_until(move || w.stats().queued == i as u64 + 1).await;
-        }
-        drop(release);
-        blocked.await.expect("join").expect("held job");
-        for task in tasks {
-            task.await.expect("join").expect("job");
-        }
-        stop(&writer).await;
-        let ran = ran.lock().expect("lock").clone();
-        ran
-    }
-
-    #[tokio::test]
-    async fn background_work_waits_behind_requests_until_it_has_waited_its_limit() {
-        assert_eq!(
-            order_after_a_hold(Duration::from_secs(60)).await,
-            ["request 1", "request 2", "merge"],
-            "requests first while the merge has waited less than its limit"
-        );
-        assert_eq!(
-            order_after_a_hold(Duration::ZERO).await,
-            ["merge", "request 1", "request 2"],
-            "a merge past its limit goes first"
-        );
     }
 
     fn rows(path: &std::path::Path) -> i64 {
@@ -525,7 +397,7 @@ mod tests {
         let w = writer.clone();
         let blocked = tokio::spawn(async move {
             let mut started_tx = Some(started_tx);
-            w.submit_request(move |c| {
+            w.submit(move |c| {
                 c.execute("INSERT INTO t VALUES (0)", [])?;
                 if let Some(started) = started_tx.take() {
                     let _ = started.send(());
@@ -547,7 +419,7 @@ mod tests {
         for i in 1..=10 {
             let w = writer.clone();
             jobs.push(tokio::spawn(async move {
-                w.submit_request(move |c| {
+                w.submit(move |c| {
                     // Job 5 breaks the unique constraint: only it must fail.
                     let x = if i == 5 { 0 } else { i };
                     c.execute("INSERT INTO t VALUES (?1)", [x])?;
@@ -656,11 +528,9 @@ mod tests {
             let w = writer.clone();
             tasks.push(tokio::spawn(async move {
                 for _ in 0..jobs {
-                    w.submit_request(|c| {
-                        Ok(c.execute("INSERT INTO t VALUES (zeroblob(8192))", [])?)
-                    })
-                    .await
-                    .expect("write");
+                    w.submit(|c| Ok(c.execute("INSERT INTO t VALUES (zeroblob(8192))", [])?))
+                        .await
+                        .expect("write");
                 }
             }));
         }
@@ -777,7 +647,7 @@ mod tests {
         let (release, blocked) = block_writer(&writer).await;
         let w = writer.clone();
         let queued = tokio::spawn(async move {
-            w.submit_request(|c| Ok(c.execute("INSERT INTO t VALUES (1)", [])?))
+            w.submit(|c| Ok(c.execute("INSERT INTO t VALUES (1)", [])?))
                 .await
         });
         wait_until(|| writer.stats().queued == 1).await;
@@ -790,7 +660,7 @@ mod tests {
             .await
             .expect("task")
             .expect("queued job commits before stop");
-        let late = writer.submit_request(|_| Ok(())).await;
+        let late = writer.submit(|_| Ok(())).await;
         assert!(matches!(late, Err(StoreError::ShuttingDown)), "{late:?}");
         let count = rows(&path);
         assert_eq!(count, 2);
