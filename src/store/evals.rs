@@ -12,7 +12,7 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::traces::usage_month;
+use super::trace_insert::usage_month;
 use super::{now_micros, Result, Store};
 use crate::model::{Evaluation, Timestamp};
 

@@ -22,6 +22,7 @@ mod search_index;
 mod session_lookup;
 mod sessions;
 mod tenancy;
+mod trace_insert;
 mod traces;
 mod writer;
 
@@ -55,7 +56,8 @@ pub use sessions::{SessionPage, SessionSummary, MAX_SESSION_TRACES};
 pub use tenancy::{
     ApiKeyInfo, ApiKeyRecord, Bootstrap, BootstrapResult, NewApiKey, ProjectChange, ProjectRecord,
 };
-pub use traces::{usage_month, InsertOutcome, NewFeedback, TraceCursor, TraceFilter, TracePage};
+pub use trace_insert::{usage_month, InsertOutcome};
+pub use traces::{NewFeedback, TraceCursor, TraceFilter, TracePage};
 use writer::Writer;
 pub use writer::{WriterStats, COMMIT_MICROS_BOUNDS, GROUP_JOBS_BOUNDS};
 

@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::rollups;
-use super::traces::{count_usage, detail, write_events, write_spans};
+use super::trace_insert::{count_usage, write_events, write_spans};
+use super::traces::detail;
 use super::{now_micros, Result, Store};
 use crate::model::{NewOtelTrace, NewSpan, SpanType, Trace, TraceFields};
 
