@@ -365,20 +365,8 @@ mod tests {
 
     #[test]
     fn an_upgraded_database_finds_its_tags_in_the_index() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut conn = Connection::open(dir.path().join("old.db")).expect("open");
-        conn.execute_batch("PRAGMA foreign_keys = ON")
-            .expect("pragma");
         // A database of the schema before the tag index moved.
-        for (number, _, sql) in super::super::migrations::MIGRATIONS
-            .iter()
-            .filter(|(n, _, _)| *n < 10)
-        {
-            conn.execute_batch(sql).expect("old migration");
-            conn.pragma_update(None, "user_version", number)
-                .expect("version");
-        }
-        super::super::add_test_tenant(&conn);
+        let (dir, mut conn) = super::super::test_database_at(9);
         for i in 1..=3 {
             store(&conn, &format!("t{i}"), i, &[("env", "prod")]);
         }

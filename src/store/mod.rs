@@ -313,6 +313,26 @@ pub(crate) fn test_database() -> (tempfile::TempDir, Connection) {
     (dir, conn)
 }
 
+/// A database at schema `version`, before the migrations after it, with
+/// tenant 1 owning project 1: the start of the upgrade tests.
+#[cfg(test)]
+pub(crate) fn test_database_at(version: i64) -> (tempfile::TempDir, Connection) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conn = Connection::open(dir.path().join("old.db")).expect("open");
+    conn.execute_batch("PRAGMA foreign_keys = ON")
+        .expect("pragma");
+    for (number, _, sql) in migrations::MIGRATIONS
+        .iter()
+        .filter(|(n, _, _)| *n <= version)
+    {
+        conn.execute_batch(sql).expect("old migration");
+        conn.pragma_update(None, "user_version", number)
+            .expect("version");
+    }
+    add_test_tenant(&conn);
+    (dir, conn)
+}
+
 /// Tenant 1 and its project 1, for tests.
 #[cfg(test)]
 pub(crate) fn add_test_tenant(conn: &Connection) {

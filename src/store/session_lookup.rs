@@ -404,20 +404,8 @@ mod tests {
 
     #[test]
     fn an_upgraded_database_finds_its_sessions_in_the_index() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut conn = Connection::open(dir.path().join("old.db")).expect("open");
-        conn.execute_batch("PRAGMA foreign_keys = ON")
-            .expect("pragma");
         // A database of the schema before the session index moved.
-        for (number, _, sql) in crate::store::migrations::MIGRATIONS
-            .iter()
-            .filter(|(n, _, _)| *n < 11)
-        {
-            conn.execute_batch(sql).expect("old migration");
-            conn.pragma_update(None, "user_version", number)
-                .expect("version");
-        }
-        crate::store::add_test_tenant(&conn);
+        let (dir, mut conn) = crate::store::test_database_at(10);
         for i in 1..=4 {
             let session = (i != 3).then_some(if i == 4 { "y" } else { "x" });
             conn.execute(
