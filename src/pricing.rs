@@ -6,6 +6,7 @@
 //! `gpt-4o-2024-08-06`, `openai/gpt-4o` and `GPT-4o` all price as `gpt-4o`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::RwLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -93,11 +94,22 @@ const BUILT_IN_ALIASES: &[(&str, &str)] = &[
 ];
 
 /// The price table in force.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Pricing {
     /// Normalised name → price.
     prices: HashMap<String, Price>,
+    /// Names as sent → their price (or none), for the names seen so far.
+    seen: Seen,
 }
+
+/// Most spans name one of a few models, and normalising a name costs more
+/// than looking it up: each name's answer is kept, for up to `SEEN_MAX`
+/// names of at most `SEEN_NAME_MAX` bytes (names are request input).
+#[derive(Debug, Default)]
+struct Seen(RwLock<HashMap<String, Option<Price>>>);
+
+const SEEN_MAX: usize = 1024;
+const SEEN_NAME_MAX: usize = 128;
 
 impl Pricing {
     /// The built-in table with the configuration's entries over it.
@@ -129,13 +141,37 @@ impl Pricing {
                 prices.insert(normalise(alias), price);
             }
         }
-        Pricing { prices }
+        Pricing {
+            prices,
+            seen: Seen::default(),
+        }
     }
 
     /// The price of `model`: an exact match after normalising, else the
     /// longest known model its name extends (`gpt-4o-mini-audio` →
     /// `gpt-4o-mini`).
     pub fn price(&self, model: &str) -> Option<Price> {
+        if let Some(price) = self
+            .seen
+            .0
+            .read()
+            .ok()
+            .and_then(|seen| seen.get(model).copied())
+        {
+            return price;
+        }
+        let price = self.look_up(model);
+        if model.len() <= SEEN_NAME_MAX {
+            if let Ok(mut seen) = self.seen.0.write() {
+                if seen.len() < SEEN_MAX {
+                    seen.insert(model.to_owned(), price);
+                }
+            }
+        }
+        price
+    }
+
+    fn look_up(&self, model: &str) -> Option<Price> {
         let name = normalise(model);
         if let Some(price) = self.prices.get(&name) {
             return Some(*price);
@@ -229,6 +265,38 @@ mod tests {
 
     fn table() -> Pricing {
         Pricing::new(&BTreeMap::new())
+    }
+
+    #[test]
+    fn names_seen_before_get_the_same_answer_and_the_memory_is_bounded() {
+        let p = table();
+        let names = [
+            "gpt-4o-2024-08-06",
+            "GPT-4o",
+            "claude-3.5-sonnet",
+            "my-own-model",
+        ];
+        let first: Vec<_> = names.iter().map(|n| p.price(n)).collect();
+        let again: Vec<_> = names.iter().map(|n| p.price(n)).collect();
+        let fresh: Vec<_> = names.iter().map(|n| p.look_up(n)).collect();
+        assert_eq!(first, fresh);
+        assert_eq!(again, fresh, "a remembered answer is the table's answer");
+        assert!(first[0].is_some() && first[3].is_none());
+        let seen = |p: &Pricing| p.seen.0.read().map(|s| s.len()).unwrap_or_default();
+        assert_eq!(seen(&p), names.len());
+
+        let long = format!("gpt-4o-{}", "x".repeat(SEEN_NAME_MAX));
+        assert_eq!(p.price(&long), p.price("gpt-4o"));
+        assert_eq!(seen(&p), names.len() + 1, "a long name is not kept");
+        for i in 0..2 * SEEN_MAX {
+            assert_eq!(p.price(&format!("model-{i}")), None);
+        }
+        assert_eq!(
+            seen(&p),
+            SEEN_MAX,
+            "request names cannot grow it without end"
+        );
+        assert_eq!(p.price("gpt-4o-mini"), p.look_up("gpt-4o-mini"));
     }
 
     #[test]
