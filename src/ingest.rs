@@ -171,6 +171,24 @@ impl std::fmt::Display for Invalid {
     }
 }
 
+/// Where a field sits in the request, written out only for an error: most
+/// requests are valid, and a path per span would cost an allocation each.
+enum Path<'a> {
+    /// A trace: `""` or `"traces[3]."`.
+    Trace(&'a str),
+    /// An item of one of a trace's lists: `"traces[3].spans[0]."`.
+    Item(&'a str, &'static str, usize),
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Path::Trace(at) => f.write_str(at),
+            Path::Item(at, list, i) => write!(f, "{at}{list}[{i}]."),
+        }
+    }
+}
+
 fn invalid(field: String, reason: impl Into<String>) -> Invalid {
     Invalid {
         field,
@@ -210,6 +228,31 @@ fn millis_between(start: i64, end: i64) -> i64 {
     (end.saturating_sub(start) / 1000).max(0)
 }
 
+thread_local! {
+    /// Each request thread's buffer for serializing a trace to hash it.
+    static CANONICAL: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A buffer larger than this is not kept for the next trace.
+const CANONICAL_KEEP: usize = 1 << 20;
+
+/// The SHA-256 of the trace's canonical JSON, which decides whether a trace
+/// sent again is the same. It is serialized whole, then hashed in one call
+/// (fed to the digest piece by piece, the many small writes cost more than
+/// the hashing), into a buffer each thread keeps, so that growing it costs
+/// no copies once it has grown.
+fn content_hash(trace: &TraceRequest) -> serde_json::Result<[u8; 32]> {
+    CANONICAL.with_borrow_mut(|buffer| {
+        buffer.clear();
+        let written = serde_json::to_writer(&mut *buffer, trace);
+        let hash = written.map(|()| Sha256::digest(&buffer[..]).into());
+        if buffer.capacity() > CANONICAL_KEEP {
+            *buffer = Vec::new();
+        }
+        hash
+    })
+}
+
 impl TraceRequest {
     /// Validates the request and derives what the sender left out. `at` names
     /// the trace in error messages (`""` or `"traces[3]."`); `now` is used
@@ -220,11 +263,9 @@ impl TraceRequest {
         now: i64,
         pricing: &Pricing,
     ) -> Result<NewTrace, Invalid> {
-        // Serialized whole, then hashed in one call: fed to the digest piece
-        // by piece, the many small writes cost more than the hashing.
-        let canonical =
-            serde_json::to_vec(&self).map_err(|e| invalid(format!("{at}body"), e.to_string()))?;
-        let content_hash: [u8; 32] = Sha256::digest(canonical).into();
+        let path = Path::Trace(at);
+        let content_hash =
+            content_hash(&self).map_err(|e| invalid(format!("{at}body"), e.to_string()))?;
         let id = match &self.id {
             Some(raw) => uuid::Uuid::parse_str(raw)
                 .map_err(|_| invalid(format!("{at}id"), "must be a UUID"))?
@@ -232,15 +273,15 @@ impl TraceRequest {
                 .to_string(),
             None => uuid::Uuid::now_v7().hyphenated().to_string(),
         };
-        check_len(at, "name", &self.name, MAX_NAME_CHARS)?;
-        check_len(at, "model", &self.model, MAX_NAME_CHARS)?;
-        check_len(at, "session_id", &self.session_id, MAX_ID_CHARS)?;
-        check_len(at, "external_id", &self.external_id, MAX_ID_CHARS)?;
-        let latency_ms = check_latency(at, "latency_ms", self.latency_ms)?;
-        let cost = check_cost(at, "cost", self.cost)?;
+        check_len(&path, "name", &self.name, MAX_NAME_CHARS)?;
+        check_len(&path, "model", &self.model, MAX_NAME_CHARS)?;
+        check_len(&path, "session_id", &self.session_id, MAX_ID_CHARS)?;
+        check_len(&path, "external_id", &self.external_id, MAX_ID_CHARS)?;
+        let latency_ms = check_latency(&path, "latency_ms", self.latency_ms)?;
+        let cost = check_cost(&path, "cost", self.cost)?;
         let (tags, tag_map) = check_tags(at, self.tags)?;
-        let started_at = opt_time(at, "started_at", &self.started_at)?;
-        let ended_at = opt_time(at, "ended_at", &self.ended_at)?;
+        let started_at = opt_time(&path, "started_at", &self.started_at)?;
+        let ended_at = opt_time(&path, "ended_at", &self.ended_at)?;
 
         let span_requests = self.spans.unwrap_or_default();
         if span_requests.len() > MAX_SPANS {
@@ -255,7 +296,7 @@ impl TraceRequest {
         let mut seen = HashSet::with_capacity(span_requests.len());
         let mut spans = Vec::with_capacity(span_requests.len());
         for (i, span) in span_requests.into_iter().enumerate() {
-            let span = span.into_new_span(&format!("{at}spans[{i}].",), pricing)?;
+            let span = span.into_new_span(&Path::Item(at, "spans", i), pricing)?;
             if !seen.insert(span.id.clone()) {
                 return Err(invalid(
                     format!("{at}spans[{i}].id"),
@@ -282,7 +323,7 @@ impl TraceRequest {
         let events = event_requests
             .into_iter()
             .enumerate()
-            .map(|(i, e)| e.into_new_event(&format!("{at}events[{i}]."), started_at))
+            .map(|(i, e)| e.into_new_event(&Path::Item(at, "events", i), started_at))
             .collect::<Result<Vec<_>, _>>()?;
         let latency_ms = latency_ms.or_else(|| ended_at.map(|end| millis_between(started_at, end)));
         let total_token_count = spans
@@ -319,7 +360,7 @@ impl TraceRequest {
 }
 
 impl SpanRequest {
-    fn into_new_span(self, at: &str, pricing: &Pricing) -> Result<NewSpan, Invalid> {
+    fn into_new_span(self, at: &Path, pricing: &Pricing) -> Result<NewSpan, Invalid> {
         let id = match self.id {
             Some(id) if id.is_empty() || id.chars().count() > MAX_ID_CHARS => {
                 return Err(invalid(
@@ -385,7 +426,7 @@ impl SpanRequest {
 }
 
 impl EventRequest {
-    fn into_new_event(self, at: &str, default_time: i64) -> Result<NewEvent, Invalid> {
+    fn into_new_event(self, at: &Path, default_time: i64) -> Result<NewEvent, Invalid> {
         let level = match self.level.as_deref().unwrap_or("info") {
             "info" => "info",
             "warn" | "warning" => "warn",
@@ -417,7 +458,7 @@ fn metadata_json(metadata: Option<Map<String, Value>>) -> String {
     Value::Object(metadata.unwrap_or_default()).to_string()
 }
 
-fn check_len(at: &str, field: &str, value: &Option<String>, max: usize) -> Result<(), Invalid> {
+fn check_len(at: &Path, field: &str, value: &Option<String>, max: usize) -> Result<(), Invalid> {
     match value {
         Some(v) if v.chars().count() > max => Err(invalid(
             format!("{at}{field}"),
@@ -427,7 +468,7 @@ fn check_len(at: &str, field: &str, value: &Option<String>, max: usize) -> Resul
     }
 }
 
-fn check_latency(at: &str, field: &str, value: Option<u64>) -> Result<Option<i64>, Invalid> {
+fn check_latency(at: &Path, field: &str, value: Option<u64>) -> Result<Option<i64>, Invalid> {
     value
         .map(|v| i64::try_from(v).map_err(|_| invalid(format!("{at}{field}"), "is too large")))
         .transpose()
@@ -446,7 +487,7 @@ pub fn metadata_cost(metadata: &str) -> Option<f64> {
         .filter(|c| c.is_finite() && *c >= 0.0)
 }
 
-fn check_cost(at: &str, field: &str, value: Option<f64>) -> Result<Option<f64>, Invalid> {
+fn check_cost(at: &Path, field: &str, value: Option<f64>) -> Result<Option<f64>, Invalid> {
     match value {
         Some(c) if !c.is_finite() || c < 0.0 => Err(invalid(
             format!("{at}{field}"),
@@ -456,7 +497,7 @@ fn check_cost(at: &str, field: &str, value: Option<f64>) -> Result<Option<f64>, 
     }
 }
 
-fn opt_time(at: &str, field: &str, value: &Option<String>) -> Result<Option<i64>, Invalid> {
+fn opt_time(at: &Path, field: &str, value: &Option<String>) -> Result<Option<i64>, Invalid> {
     value
         .as_deref()
         .map(|raw| {
@@ -579,6 +620,48 @@ mod tests {
             .into_new_trace("", 0, &Pricing::default())
             .expect("valid");
         assert_ne!(a.content_hash, c.content_hash);
+    }
+
+    #[test]
+    fn the_hash_is_that_of_the_canonical_json_whatever_was_hashed_before() {
+        let small = r#"{"id":"0190a8c4-5f7e-7cc1-9a3b-4d2e8f6a1b2c","name":"a"}"#;
+        // The hash stored with every trace so far: SHA-256 of the JSON.
+        let expected: [u8; 32] =
+            Sha256::digest(serde_json::to_vec(&parse(small)).expect("json")).into();
+        let hash = |body: &str| {
+            parse(body)
+                .into_new_trace("", 0, &Pricing::default())
+                .expect("valid")
+                .content_hash
+        };
+        assert_eq!(hash(small), expected);
+        // A trace larger than the kept buffer, then the small one again: the
+        // thread's buffer holds nothing of the one before.
+        let big = format!(
+            r#"{{"name":"a","input":"{}"}}"#,
+            "x".repeat(2 * CANONICAL_KEEP)
+        );
+        hash(&big);
+        assert_eq!(hash(small), expected);
+        let medium = format!(r#"{{"name":"a","input":"{}"}}"#, "y".repeat(1000));
+        hash(&medium);
+        assert_eq!(hash(small), expected);
+    }
+
+    #[test]
+    fn fields_of_spans_and_events_are_named_by_their_path_in_the_batch() {
+        let err = parse(r#"{"spans":[{"name":"a","type":"llm"},{"name":"","type":"llm"}]}"#)
+            .into_new_trace("traces[2].", 0, &Pricing::default())
+            .expect_err("empty span name");
+        assert_eq!(err.field, "traces[2].spans[1].name");
+        let err = parse(r#"{"events":[{"message":"m","level":"loud"}]}"#)
+            .into_new_trace("traces[0].", 0, &Pricing::default())
+            .expect_err("bad level");
+        assert_eq!(err.field, "traces[0].events[0].level");
+        let err = parse(r#"{"events":[{"message":"m","timestamp":"noon"}]}"#)
+            .into_new_trace("", 0, &Pricing::default())
+            .expect_err("bad time");
+        assert_eq!(err.field, "events[0].timestamp");
     }
 
     #[test]
