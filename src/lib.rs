@@ -15,6 +15,7 @@ pub mod model;
 pub mod ops;
 pub mod otlp;
 pub mod pricing;
+pub mod priority;
 pub mod server;
 pub mod sketch;
 pub mod store;

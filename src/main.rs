@@ -341,7 +341,7 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("trulayer-worker")
-        .on_thread_start(trulayer_server::server::lower_worker_priority)
+        .on_thread_start(trulayer_server::priority::lower_this_thread)
         .build()
     {
         Ok(r) => r,

@@ -94,9 +94,9 @@ impl Running {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let lock = crate::ops::DataLock::acquire(&config.storage.data_dir)?;
     let storage = config.storage.clone();
-    // A thread of its own rather than the blocking pool: the writer and
-    // checkpoint threads the store starts inherit this thread's priority,
-    // and the pool's threads have lowered theirs (`lower_worker_priority`).
+    // A thread of its own rather than the blocking pool: the writer thread
+    // the store starts inherits this thread's priority, and the pool's
+    // threads have lowered theirs (`priority`).
     let (opened, open_result) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("trulayer-open".into())
@@ -370,29 +370,6 @@ async fn handshake(
             tracing::debug!("TLS handshake timed out");
             None
         }
-    }
-}
-
-/// How much lower the async runtime's threads run than the storage threads,
-/// in nice steps.
-pub const WORKER_NICE_OFFSET: i32 = 5;
-
-/// Run at the start of each async-runtime thread: under load those threads
-/// (HTTP, JSON parsing, reads) yield the CPU to the writer and checkpoint
-/// threads, which every write waits on. Any thread may lower its own
-/// priority, so this needs no privilege; it is best effort.
-///
-/// The offset is taken from the main thread's priority, not this thread's:
-/// a thread started by a worker (the blocking pool's) inherits the worker's
-/// lowered priority and must not lower it twice.
-pub fn lower_worker_priority() {
-    let tid = Some(rustix::thread::gettid());
-    let main = Some(rustix::process::getpid());
-    let lowered = rustix::process::getpriority_process(main).and_then(|nice| {
-        rustix::process::setpriority_process(tid, (nice + WORKER_NICE_OFFSET).min(19))
-    });
-    if let Err(e) = lowered {
-        tracing::debug!(error = %e, "cannot lower the priority of a worker thread");
     }
 }
 

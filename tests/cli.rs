@@ -282,7 +282,7 @@ fn thread_priorities(pid: u32) -> Vec<(String, i32)> {
 }
 
 #[test]
-fn request_threads_yield_the_cpu_to_the_writer_and_checkpoint_threads() {
+fn request_and_checkpoint_threads_yield_the_cpu_to_the_writer() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = spawn_server(dir.path(), &["serve"], &[]);
     // A thread lowers its own priority as it starts, so one started a moment
@@ -299,7 +299,7 @@ fn request_threads_yield_the_cpu_to_the_writer_and_checkpoint_threads() {
 }
 
 /// What is wrong with the threads' priorities: nothing when the request
-/// threads run below the process and the writer and checkpoint threads at it.
+/// and checkpoint threads run below the process and the writer thread at it.
 fn priority_problems(threads: &[(String, i32)]) -> Vec<String> {
     let nice_of = |prefix: &str| -> Vec<i32> {
         threads
@@ -312,12 +312,12 @@ fn priority_problems(threads: &[(String, i32)]) -> Vec<String> {
     let [base] = base[..] else {
         return vec![format!("not one main thread: {threads:?}")];
     };
-    let lowered = (base + trulayer_server::server::WORKER_NICE_OFFSET).min(19);
+    let lowered = (base + trulayer_server::priority::LOWERED_BY).min(19);
     let mut problems = Vec::new();
     for (prefix, want) in [
         ("trulayer-worker", lowered),
         ("trulayer-writer", base),
-        ("trulayer-checkp", base),
+        ("trulayer-checkp", lowered),
     ] {
         let found = nice_of(prefix);
         if found.is_empty() {

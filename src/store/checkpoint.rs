@@ -108,7 +108,10 @@ impl Checkpointer {
         let counted = passes.clone();
         let thread = std::thread::Builder::new()
             .name("trulayer-checkpoint".into())
-            .spawn(move || run(&conn, &db_file, &shared, &restart_wanted, &counted, tuning))?;
+            .spawn(move || {
+                crate::priority::lower_this_thread();
+                run(&conn, &db_file, &shared, &restart_wanted, &counted, tuning)
+            })?;
         Ok(Checkpointer {
             signal,
             thread: Mutex::new(Some(thread)),
