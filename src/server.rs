@@ -24,7 +24,7 @@ use crate::bootstrap::{self, InitialCredentials};
 use crate::config::{Config, TlsConfig};
 use crate::http::router::router;
 use crate::http::AppState;
-use crate::store::Store;
+use crate::store::{MergePace, Store};
 
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -193,7 +193,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         // with nothing to merge; a stop that cannot leaves them for the
         // next start.
         let merging = async {
-            while served_store.merge_indexes().await? != (0, 0) {}
+            while served_store.merge_indexes(MergePace::CatchUp).await? != (0, 0) {}
             Ok::<_, crate::store::StoreError>(())
         };
         match tokio::time::timeout(STOP_MERGE_LIMIT, merging).await {

@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, Plan, WhenFull};
 use crate::error::AppError;
-use crate::store::{now_micros, IndexBatch, RetentionTarget, Store};
+use crate::store::{now_micros, IndexBatch, MergePace, RetentionTarget, Store};
 
 /// Traces deleted per writer job.
 pub const PURGE_BATCH: usize = 256;
@@ -159,6 +159,9 @@ pub fn spawn_indexer(store: Arc<Store>) -> JoinHandle<()> {
 const MERGE_MIN: i64 = 8 * 1024;
 /// A smaller backlog is merged anyway once it has waited this long.
 const MERGE_EVERY: Duration = Duration::from_secs(5);
+/// A backlog over this (two merges' worth) means the merger has fallen
+/// behind ingest: it then merges at `MergePace::CatchUp` until it is not.
+const MERGE_BEHIND: i64 = 32 * 1024;
 /// How often the index merger looks at the backlog.
 const MERGE_TICK: Duration = Duration::from_millis(250);
 
@@ -198,10 +201,17 @@ pub fn spawn_index_merger(store: Arc<Store>) -> JoinHandle<()> {
                 continue;
             }
             last_merge = Instant::now();
-            match store.merge_indexes().await {
+            let pace = if backlog > MERGE_BEHIND {
+                MergePace::CatchUp
+            } else {
+                MergePace::Steady
+            };
+            match store.merge_indexes(pace).await {
                 Ok((tags, sessions)) => tracing::debug!(
                     tags,
                     sessions,
+                    backlog,
+                    ?pace,
                     elapsed_ms = last_merge.elapsed().as_secs_f64() * 1000.0,
                     "merged tags and sessions into their indexes"
                 ),

@@ -37,6 +37,25 @@ pub(super) const MERGE_MAX_TRACES: i64 = 16 * 1024;
 /// of 100 traces takes the writer (some 3 µs an entry).
 const MERGE_SLICE: usize = 2048;
 
+/// How many of a merge's slices wait in the writer's queue at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MergePace {
+    /// Two: under load each waits its turn behind the requests.
+    Steady,
+    /// Four, for a merger that has fallen behind ingest: it takes a larger
+    /// share of the writer until it has caught up.
+    CatchUp,
+}
+
+impl MergePace {
+    fn in_flight(self) -> usize {
+        match self {
+            MergePace::Steady => 2,
+            MergePace::CatchUp => 4,
+        }
+    }
+}
+
 /// One tag of one trace, as the index orders them; its key and value are
 /// ranges of the batch's text.
 #[derive(Debug, Clone, Copy)]
@@ -98,7 +117,7 @@ impl Store {
 
     /// Merges the tags of up to `max_traces` traces into the tag index;
     /// returns how many traces the merge covered (0: the index is current).
-    pub async fn merge_tags(&self, max_traces: i64) -> Result<i64> {
+    pub async fn merge_tags(&self, max_traces: i64, pace: MergePace) -> Result<i64> {
         let (from, upto) = self
             .write(move |conn| begin_merge(conn, max_traces))
             .await?;
@@ -107,42 +126,34 @@ impl Store {
         }
         let batch = Arc::new(self.read(move |conn| read_batch(conn, from, upto)).await?);
         let len = batch.entries.len();
-        write_in_slices(self, batch, len, MERGE_SLICE, add_entries).await?;
+        write_in_slices(self, batch, len, MERGE_SLICE, pace, add_entries).await?;
         self.write(move |conn| finish_merge(conn, upto)).await?;
         Ok(upto - from)
     }
 }
 
 /// Runs `apply` over a merge's `len` entries, `slice` at a time, each slice
-/// a writer job of its own so that ingest commits between them.
+/// a writer job of its own so that ingest commits between them; `pace` says
+/// how many wait in the writer's queue at a time. One at a time, the merge
+/// fell behind ingest (6,000 traces/s against 16,000).
 pub(super) async fn write_in_slices<B: Send + Sync + 'static>(
     store: &Store,
     batch: Arc<B>,
     len: usize,
     slice: usize,
+    pace: MergePace,
     apply: fn(&Connection, &B, Range<usize>) -> Result<()>,
 ) -> Result<()> {
-    // Two slices in the writer's queue at a time: under load each waits its
-    // turn behind the requests, and one at a time the merge fell behind
-    // ingest (6,000 traces/s against 16,000).
     let slices: Vec<Range<usize>> = (0..len)
         .step_by(slice.max(1))
         .map(|at| at..(at + slice).min(len))
         .collect();
-    for pair in slices.chunks(2) {
-        let add = |range: Range<usize>| {
-            let batch = batch.clone();
+    for together in slices.chunks(pace.in_flight()) {
+        let jobs = together.iter().map(|range| {
+            let (batch, range) = (batch.clone(), range.clone());
             store.write(move |conn| apply(conn, &batch, range.clone()))
-        };
-        match pair {
-            [one] => add(one.clone()).await?,
-            [one, two] => {
-                let (a, b) = tokio::join!(add(one.clone()), add(two.clone()));
-                a?;
-                b?;
-            }
-            _ => {}
-        }
+        });
+        futures_util::future::try_join_all(jobs).await?;
     }
     Ok(())
 }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection};
 
-use super::lookup::{write_in_slices, MERGE_MAX_TRACES};
+use super::lookup::{write_in_slices, MergePace, MERGE_MAX_TRACES};
 use super::{Result, Store};
 
 /// The two tables a query by session reads: the index, then the queue.
@@ -102,18 +102,18 @@ impl Store {
 
     /// One merge of each index, of at most [`MERGE_MAX_TRACES`] traces;
     /// returns how many traces each covered.
-    pub async fn merge_indexes(&self) -> Result<(i64, i64)> {
-        let tags = self.merge_tags(MERGE_MAX_TRACES).await?;
-        let sessions = self.merge_sessions(MERGE_MAX_TRACES).await?;
+    pub async fn merge_indexes(&self, pace: MergePace) -> Result<(i64, i64)> {
+        let tags = self.merge_tags(MERGE_MAX_TRACES, pace).await?;
+        let sessions = self.merge_sessions(MERGE_MAX_TRACES, pace).await?;
         Ok((tags, sessions))
     }
 
     /// Moves up to `max` queued session entries into the session index, the
     /// oldest first; returns how many it read (0: the index is current).
-    pub async fn merge_sessions(&self, max: i64) -> Result<i64> {
+    pub async fn merge_sessions(&self, max: i64, pace: MergePace) -> Result<i64> {
         let batch = Arc::new(self.read(move |conn| read_batch(conn, max)).await?);
         let len = batch.entries.len();
-        write_in_slices(self, batch, len, MERGE_SLICE, move_entries).await?;
+        write_in_slices(self, batch, len, MERGE_SLICE, pace, move_entries).await?;
         Ok(len as i64)
     }
 }
