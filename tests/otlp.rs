@@ -1299,3 +1299,63 @@ async fn tags_given_later_to_a_trace_already_in_the_tag_index_are_found() {
     let tagged = server.list_all("tag_key=team&tag_value=search", 50).await;
     assert_eq!(tagged, [trace_uuid(trace_hex)]);
 }
+
+#[tokio::test]
+async fn a_root_span_sent_again_with_fewer_tags_leaves_no_tag_behind() {
+    let server = TestServer::start().await;
+    let trace_hex = "6c9f00a8a9149214e37ac744924fd71d";
+    let root = |tag_map: &str| {
+        let mut root = json_span(trace_hex, "00f067aa0ba902c1", "agent", 0, 200);
+        root["attributes"] = json!([
+            attr("trulayer.trace", json!({"boolValue": true})),
+            text("trulayer.trace.tag_map", tag_map)
+        ]);
+        root
+    };
+    let store = server.running().store().clone();
+    let merged = || async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while store.index_backlog().await.expect("backlog") > 0 {
+            assert!(std::time::Instant::now() < deadline, "never merged");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    export_json(
+        &server,
+        "/v1/otlp/traces",
+        &json_request(vec![root(r#"{"team":"search","tier":"gold"}"#)]),
+    )
+    .await;
+    merged().await;
+    let id = trace_uuid(trace_hex);
+    assert_eq!(
+        server.list_all("tag_key=tier&tag_value=gold", 50).await,
+        vec![id.clone()]
+    );
+
+    // The same root again (as a later export sends it), now without `tier`
+    // and with `team` changed: the trace's tags are the new ones alone.
+    export_json(
+        &server,
+        "/v1/otlp/traces",
+        &json_request(vec![root(r#"{"team":"ads"}"#)]),
+    )
+    .await;
+    for _ in 0..2 {
+        assert!(server
+            .list_all("tag_key=tier&tag_value=gold", 50)
+            .await
+            .is_empty());
+        assert!(server
+            .list_all("tag_key=team&tag_value=search", 50)
+            .await
+            .is_empty());
+        assert_eq!(
+            server.list_all("tag_key=team&tag_value=ads", 50).await,
+            vec![id.clone()]
+        );
+        merged().await;
+    }
+    let detail = server.get_json(&format!("/v1/traces/{id}")).await;
+    assert_eq!(detail["tag_map"], json!({"team": "ads"}), "{detail}");
+}

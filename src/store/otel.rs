@@ -270,6 +270,14 @@ fn apply_fields(conn: &Connection, tenant_id: i64, seq: i64, f: &TraceFields) ->
         f.started_at,
         f.ended_at
     ])?;
+    // The root's tags replace the trace's: a key it no longer has leaves the
+    // tag rows (and, through their trigger, the tag index) too.
+    let keys = serde_json::Value::from(f.tag_map.keys().cloned().collect::<Vec<_>>()).to_string();
+    conn.prepare_cached(
+        "DELETE FROM trace_tags WHERE trace_seq = ?1 \
+         AND key NOT IN (SELECT value FROM json_each(?2))",
+    )?
+    .execute(params![seq, keys])?;
     let mut tag = conn.prepare_cached(
         "INSERT INTO trace_tags (trace_seq, tenant_id, key, value, started_at) \
          VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (trace_seq, key) DO UPDATE \
