@@ -56,6 +56,28 @@ impl MergePace {
     }
 }
 
+/// The text of a merge's entries, in one buffer: an entry holds ranges of
+/// it, so a batch of tens of thousands is two allocations, not two per
+/// entry (small allocations freed on another thread leave the allocator's
+/// arenas fragmented). Shared with the session merge.
+#[derive(Debug, Default)]
+pub(super) struct Texts(String);
+
+/// A range of a batch's `Texts`.
+pub(super) type TextRange = (u32, u32);
+
+impl Texts {
+    pub(super) fn push(&mut self, s: &str) -> TextRange {
+        let start = self.0.len() as u32;
+        self.0.push_str(s);
+        (start, self.0.len() as u32)
+    }
+
+    pub(super) fn get(&self, (start, end): TextRange) -> &str {
+        self.0.get(start as usize..end as usize).unwrap_or_default()
+    }
+}
+
 /// One tag of one trace, as the index orders them; its key and value are
 /// ranges of the batch's text.
 #[derive(Debug, Clone, Copy)]
@@ -63,28 +85,21 @@ struct Entry {
     tenant_id: i64,
     started_at: i64,
     trace_seq: i64,
-    key: (u32, u32),
-    value: (u32, u32),
+    key: TextRange,
+    value: TextRange,
 }
 
-/// A merge's tags, sorted in the index's order. Two allocations in all, not
-/// two per tag: a merge reads tens of thousands, and small allocations
-/// freed on another thread leave the allocator's arenas fragmented.
+/// A merge's tags, sorted in the index's order.
 #[derive(Debug, Default)]
 struct Batch {
-    text: String,
+    text: Texts,
     entries: Vec<Entry>,
 }
 
 impl Batch {
     fn push(&mut self, tenant_id: i64, key: &str, value: &str, started_at: i64, trace_seq: i64) {
-        let mut add = |s: &str| {
-            let start = self.text.len() as u32;
-            self.text.push_str(s);
-            (start, self.text.len() as u32)
-        };
-        let key = add(key);
-        let value = add(value);
+        let key = self.text.push(key);
+        let value = self.text.push(value);
         self.entries.push(Entry {
             tenant_id,
             started_at,
@@ -92,12 +107,6 @@ impl Batch {
             key,
             value,
         });
-    }
-
-    fn text(&self, (start, end): (u32, u32)) -> &str {
-        self.text
-            .get(start as usize..end as usize)
-            .unwrap_or_default()
     }
 }
 
@@ -197,11 +206,10 @@ fn read_batch(conn: &Connection, from: i64, upto: i64) -> Result<Batch> {
     }
     let Batch { text, entries } = &mut batch;
     let order = |e: &Entry| {
-        let text = |(start, end): (u32, u32)| text.get(start as usize..end as usize);
         (
             e.tenant_id,
-            text(e.key),
-            text(e.value),
+            text.get(e.key),
+            text.get(e.value),
             e.started_at,
             e.trace_seq,
         )
@@ -228,9 +236,9 @@ fn add_entries(conn: &Connection, batch: &Batch, range: Range<usize>) -> Result<
     for e in batch.entries.get(range).unwrap_or_default() {
         stmt.execute(params![
             e.trace_seq,
-            batch.text(e.key),
+            batch.text.get(e.key),
             e.tenant_id,
-            batch.text(e.value),
+            batch.text.get(e.value),
             e.started_at
         ])?;
     }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection};
 
-use super::lookup::{write_in_slices, MergePace, MERGE_MAX_TRACES};
+use super::lookup::{write_in_slices, MergePace, TextRange, Texts, MERGE_MAX_TRACES};
 use super::{Result, Store};
 
 /// The two tables a query by session reads: the index, then the queue.
@@ -62,25 +62,16 @@ pub(super) fn queue(
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     tenant_id: i64,
-    session: (u32, u32),
+    session: TextRange,
     started_at: i64,
     trace_seq: i64,
 }
 
-/// A merge's entries in the index's order: one text buffer and one vector,
-/// as in the tag merge (`lookup::Batch`), not an allocation per entry.
+/// A merge's entries in the index's order.
 #[derive(Debug, Default)]
 struct Batch {
-    text: String,
+    text: Texts,
     entries: Vec<Entry>,
-}
-
-impl Batch {
-    fn session(&self, (start, end): (u32, u32)) -> &str {
-        self.text
-            .get(start as usize..end as usize)
-            .unwrap_or_default()
-    }
 }
 
 impl Store {
@@ -128,25 +119,16 @@ fn read_batch(conn: &Connection, max: i64) -> Result<Batch> {
     let mut batch = Batch::default();
     while let Some(r) = rows.next()? {
         let session = r.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
-        let start = batch.text.len() as u32;
-        batch.text.push_str(session);
+        let session = batch.text.push(session);
         batch.entries.push(Entry {
             tenant_id: r.get(0)?,
-            session: (start, batch.text.len() as u32),
+            session,
             started_at: r.get(2)?,
             trace_seq: r.get(3)?,
         });
     }
     let Batch { text, entries } = &mut batch;
-    let order = |e: &Entry| {
-        let (start, end) = e.session;
-        (
-            e.tenant_id,
-            text.get(start as usize..end as usize),
-            e.started_at,
-            e.trace_seq,
-        )
-    };
+    let order = |e: &Entry| (e.tenant_id, text.get(e.session), e.started_at, e.trace_seq);
     entries.sort_unstable_by(|a, b| order(a).cmp(&order(b)));
     Ok(batch)
 }
@@ -165,7 +147,7 @@ fn move_entries(conn: &Connection, batch: &Batch, range: Range<usize>) -> Result
         "DELETE FROM session_pending WHERE trace_seq = ?1 AND session_id = ?2 AND started_at = ?3",
     )?;
     for e in batch.entries.get(range).unwrap_or_default() {
-        let session = batch.session(e.session);
+        let session = batch.text.get(e.session);
         add.execute(params![e.trace_seq, session, e.started_at])?;
         take.execute(params![e.trace_seq, session, e.started_at])?;
     }
