@@ -1,7 +1,6 @@
 //! Background upkeep of the data: the search indexer, the tag- and
-//! session-index merges,
-//! retention per project, the cap on the database's size, and giving freed
-//! space back to the file system.
+//! session-index merges, retention per project, the cap on the database's
+//! size, and giving freed space back to the file system.
 //!
 //! The indexer adds newly stored traces and spans to the full-text index in
 //! batches: a tenth of the time while ingest runs, flat out once it pauses,
