@@ -9,7 +9,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::model::{NewEvent, NewSpan, NewTrace, SpanType};
+use crate::model::{
+    NewEvent, NewSpan, NewTrace, SpanType, MAX_COST_USD, MAX_LATENCY_MS, MAX_TOKENS,
+};
 use crate::pricing::Pricing;
 
 pub const MAX_BATCH: usize = 100;
@@ -387,20 +389,21 @@ impl SpanRequest {
                 .map(|(start, end)| millis_between(start, end))
         });
         let metadata = metadata_json(self.metadata);
+        let prompt_tokens = check_tokens(at, "prompt_tokens", self.prompt_tokens)?;
+        let completion_tokens = check_tokens(at, "completion_tokens", self.completion_tokens)?;
         // The span's own cost, else `metadata.cost_usd`, else the price of
         // its tokens, fixed now so later price changes leave history alone.
         let cost = check_cost(at, "cost", self.cost)?
             .or_else(|| metadata_cost(&metadata))
             .or_else(|| {
                 let model = self.model.as_deref()?;
-                let (input, output) = (self.prompt_tokens, self.completion_tokens);
-                if input.is_none() && output.is_none() {
+                if prompt_tokens.is_none() && completion_tokens.is_none() {
                     return None;
                 }
                 pricing.cost(
                     model,
-                    input.map_or(0, i64::from),
-                    output.map_or(0, i64::from),
+                    prompt_tokens.unwrap_or(0),
+                    completion_tokens.unwrap_or(0),
                 )
             });
         Ok(NewSpan {
@@ -414,8 +417,8 @@ impl SpanRequest {
             latency_ms,
             cost,
             error: self.error,
-            prompt_tokens: self.prompt_tokens.map(i64::from),
-            completion_tokens: self.completion_tokens.map(i64::from),
+            prompt_tokens,
+            completion_tokens,
             metadata,
             start_time,
             end_time,
@@ -470,8 +473,28 @@ fn check_len(at: &Path, field: &str, value: &Option<String>, max: usize) -> Resu
 
 fn check_latency(at: &Path, field: &str, value: Option<u64>) -> Result<Option<i64>, Invalid> {
     value
-        .map(|v| i64::try_from(v).map_err(|_| invalid(format!("{at}{field}"), "is too large")))
+        .map(|v| {
+            i64::try_from(v)
+                .ok()
+                .filter(|ms| *ms <= MAX_LATENCY_MS)
+                .ok_or_else(|| {
+                    invalid(
+                        format!("{at}{field}"),
+                        format!("must be at most {MAX_LATENCY_MS} (a year in milliseconds)"),
+                    )
+                })
+        })
         .transpose()
+}
+
+fn check_tokens(at: &Path, field: &str, value: Option<u32>) -> Result<Option<i64>, Invalid> {
+    match value.map(i64::from) {
+        Some(n) if n > MAX_TOKENS => Err(invalid(
+            format!("{at}{field}"),
+            format!("must be at most {MAX_TOKENS}"),
+        )),
+        other => Ok(other),
+    }
 }
 
 /// `cost_usd` from a metadata object's JSON text, when it is a sane number.
@@ -484,14 +507,14 @@ pub fn metadata_cost(metadata: &str) -> Option<f64> {
         .ok()?
         .cost_usd?
         .as_f64()
-        .filter(|c| c.is_finite() && *c >= 0.0)
+        .filter(|c| c.is_finite() && (0.0..=MAX_COST_USD).contains(c))
 }
 
 fn check_cost(at: &Path, field: &str, value: Option<f64>) -> Result<Option<f64>, Invalid> {
     match value {
-        Some(c) if !c.is_finite() || c < 0.0 => Err(invalid(
+        Some(c) if !c.is_finite() || !(0.0..=MAX_COST_USD).contains(&c) => Err(invalid(
             format!("{at}{field}"),
-            "must be a non-negative number",
+            format!("must be a number from 0 to {MAX_COST_USD} (USD)"),
         )),
         other => Ok(other),
     }

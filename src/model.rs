@@ -8,6 +8,23 @@ use std::collections::BTreeMap;
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
+/// The largest cost (USD) one trace or span may carry. Past it a number is
+/// a bug or an attack, and sums of many such would leave the finite range
+/// and poison every total they enter.
+pub const MAX_COST_USD: f64 = 1_000_000.0;
+/// The most prompt or completion tokens one span may count.
+pub const MAX_TOKENS: i64 = 100_000_000;
+/// The longest latency one trace or span may report: a year, in ms.
+pub const MAX_LATENCY_MS: i64 = 366 * 86_400_000;
+
+/// A cost as it may enter a sum: finite and not negative. Ingest holds
+/// every cost within [`MAX_COST_USD`]; a row stored before it did, with an
+/// infinite cost, adds nothing rather than turning every total it enters
+/// infinite (and `null` in JSON).
+pub fn summable_cost(cost: Option<f64>) -> f64 {
+    cost.filter(|c| c.is_finite() && *c >= 0.0).unwrap_or(0.0)
+}
+
 /// A point in time, kept as microseconds since the Unix epoch (UTC) and
 /// written as RFC 3339 with microseconds, e.g. `2026-01-02T03:04:05.678901Z`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -189,10 +189,11 @@ impl Pricing {
     /// The cost in USD of the tokens, when the model is known.
     pub fn cost(&self, model: &str, input_tokens: i64, output_tokens: i64) -> Option<f64> {
         let price = self.price(model)?;
-        Some(
-            (input_tokens.max(0) as f64 * price.input + output_tokens.max(0) as f64 * price.output)
-                / 1_000_000.0,
-        )
+        let cost = (input_tokens.max(0) as f64 * price.input
+            + output_tokens.max(0) as f64 * price.output)
+            / 1_000_000.0;
+        // Within the bounds of a reported cost, whatever the tokens and prices.
+        Some(cost.min(crate::model::MAX_COST_USD))
     }
 }
 

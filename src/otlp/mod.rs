@@ -17,7 +17,10 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::Span as OtelSpan;
 use serde_json::{Map, Value};
 
-use crate::model::{NewEvent, NewOtelTrace, NewSpan, SpanType, TraceFields};
+use crate::model::{
+    NewEvent, NewOtelTrace, NewSpan, SpanType, TraceFields, MAX_COST_USD, MAX_LATENCY_MS,
+    MAX_TOKENS,
+};
 use crate::pricing::Pricing;
 
 mod attrs;
@@ -64,7 +67,10 @@ pub fn map_request(request: ExportTraceServiceRequest, pricing: &Pricing) -> Map
         for scope_spans in resource_spans.scope_spans {
             let scope = scope_json(scope_spans.scope.as_ref());
             for span in scope_spans.spans {
-                let trace_id = match valid_ids(&span) {
+                let trace_id = match valid_ids(&span).and_then(|id| {
+                    sane_numbers(&span)?;
+                    Ok(id)
+                }) {
                     Ok(id) => id,
                     Err(reason) => {
                         mapped.rejected += 1;
@@ -163,6 +169,45 @@ fn valid_ids(span: &OtelSpan) -> Result<[u8; 16], String> {
         return Err(format!("span {:?}: ends before it starts", span.name));
     }
     Ok(trace_id)
+}
+
+/// Token counts, costs and latencies within the bounds JSON ingest holds
+/// them to (`model::MAX_*`): a span reporting a cost of 1e308 or a negative
+/// token count is refused by name, not summed into every total.
+fn sane_numbers(span: &OtelSpan) -> Result<(), String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Kind;
+    let attrs = Attrs(&span.attributes);
+    const TOKENS: f64 = MAX_TOKENS as f64;
+    for (key, max) in [
+        ("gen_ai.usage.input_tokens", TOKENS),
+        ("gen_ai.usage.output_tokens", TOKENS),
+        ("gen_ai.usage.prompt_tokens", TOKENS),
+        ("gen_ai.usage.completion_tokens", TOKENS),
+        ("llm.token_count.prompt", TOKENS),
+        ("llm.token_count.completion", TOKENS),
+        ("gen_ai.usage.cost", MAX_COST_USD),
+        (TRACE_COST_ATTR, MAX_COST_USD),
+        (TRACE_LATENCY_ATTR, MAX_LATENCY_MS as f64),
+    ] {
+        // A value that is no number at all is ignored, as before; a number
+        // out of bounds (NaN and infinities included) refuses the span.
+        let number = match attrs.get(key).and_then(|v| v.value.as_ref()) {
+            Some(Kind::IntValue(i)) => *i as f64,
+            Some(Kind::DoubleValue(d)) => *d,
+            Some(Kind::StringValue(s)) => match s.trim().parse::<f64>() {
+                Ok(n) => n,
+                Err(_) => continue,
+            },
+            _ => continue,
+        };
+        if !(0.0..=max).contains(&number) {
+            return Err(format!(
+                "span {:?}: {key} must be a number from 0 to {max} (got {number})",
+                span.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The native id of an OTel span: the trace id's first 8 bytes and the span

@@ -11,6 +11,7 @@ use rusqlite::Connection;
 
 use super::rollups::TABLES;
 use super::{Result, Store};
+use crate::model::summable_cost;
 use crate::sketch::Sketch;
 
 /// Totals of a set of traces.
@@ -104,7 +105,7 @@ fn metrics(conn: &Connection, tenant_id: i64, q: MetricsQuery) -> Result<Metrics
                 let t = Totals {
                     traces: r.get(2)?,
                     errors: r.get(3)?,
-                    cost: r.get(4)?,
+                    cost: summable_cost(r.get(4)?),
                     tokens: r.get(5)?,
                     latency: Sketch::from_bytes(&blob),
                 };
@@ -136,7 +137,7 @@ fn metrics(conn: &Connection, tenant_id: i64, q: MetricsQuery) -> Result<Metrics
             let t = Totals {
                 traces: 1,
                 errors: i64::from(r.get::<_, bool>(2)?),
-                cost: r.get(3)?,
+                cost: summable_cost(r.get(3)?),
                 tokens: r.get(4)?,
                 latency,
             };

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::Result;
+use crate::model::summable_cost;
 use crate::sketch::Sketch;
 
 /// Microseconds in a minute.
@@ -74,7 +75,7 @@ fn apply_to(
         let d = deltas.entry(key).or_default();
         d.traces += sign;
         d.errors += sign * i64::from(c.error);
-        d.cost += *sign as f64 * c.cost.unwrap_or(0.0);
+        d.cost += *sign as f64 * summable_cost(c.cost);
         d.tokens += sign * c.tokens;
         if let Some(latency) = c.latency_ms {
             if *sign > 0 {
@@ -104,7 +105,7 @@ fn apply_to(
             })
             .optional()?;
         let (traces, errors, cost, tokens, mut sketch) = match old {
-            Some((t, e, c, k, s)) => (t, e, c, k, Sketch::from_bytes(&s)),
+            Some((t, e, c, k, s)) => (t, e, summable_cost(Some(c)), k, Sketch::from_bytes(&s)),
             None => (0, 0, 0.0, 0, Sketch::default()),
         };
         for v in &d.added {
@@ -125,7 +126,8 @@ fn apply_to(
             model,
             traces,
             errors + d.errors,
-            cost + d.cost,
+            // Never below zero: removing what rounding left adds no debt.
+            (cost + d.cost).max(0.0),
             tokens + d.tokens,
             sketch.to_bytes()
         ])?;

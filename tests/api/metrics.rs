@@ -341,3 +341,70 @@ async fn a_database_from_before_the_rollups_gets_them_built_on_upgrade() {
     let want: Vec<&Value> = all.iter().collect();
     assert_agrees(&got, &expected(&want), "rollups rebuilt on upgrade");
 }
+
+#[tokio::test]
+async fn absurd_numbers_are_refused_by_name_and_never_poison_the_totals() {
+    let server = TestServer::start().await;
+    let span = |field: &str, value: Value| {
+        let mut s = json!({"name": "llm", "type": "llm", "model": "gpt-4o"});
+        s[field] = value;
+        s
+    };
+    for (field, value, named) in [
+        ("cost", json!(1e308), "traces[0].spans[1].cost"),
+        ("cost", json!(-0.5), "traces[0].spans[1].cost"),
+        (
+            "prompt_tokens",
+            json!(4_000_000_000u64),
+            "traces[0].spans[1].prompt_tokens",
+        ),
+        (
+            "latency_ms",
+            json!(1u64 << 62),
+            "traces[0].spans[1].latency_ms",
+        ),
+    ] {
+        let mut trace = crate::common::sample_trace("absurd");
+        trace["spans"] = json!([span("cost", json!(0.25)), span(field, value)]);
+        let resp = server
+            .post("/v1/ingest/batch", &json!({"traces": [trace]}))
+            .await;
+        crate::common::expect_error_naming(resp, 422, &[named]).await;
+    }
+    let mut trace = crate::common::sample_trace("absurd trace cost");
+    trace["cost"] = json!(1e308);
+    let resp = server.post("/v1/ingest", &trace).await;
+    crate::common::expect_error_naming(resp, 422, &["cost"]).await;
+
+    // Two sane traces, then one made infinite behind the server's back, as
+    // a database written before these bounds could hold.
+    let mut costly = crate::common::sample_trace("costly");
+    costly["spans"] = json!([span("cost", json!(1.5)), span("cost", json!(2.0))]);
+    costly["started_at"] = json!("2026-03-01T11:00:00Z");
+    costly["ended_at"] = json!("2026-03-01T11:00:02Z");
+    server.ingest(costly).await;
+    let poisoned = server.ingest(crate::common::sample_trace("poisoned")).await;
+    let db = server.dir.path().join("data").join("trulayer.db");
+    let conn = rusqlite::Connection::open(&db).expect("open the database");
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .expect("busy timeout");
+    conn.execute("UPDATE traces SET cost = 1e999 WHERE id = ?1", [&poisoned])
+        .expect("poison the trace");
+    for table in ["metrics_minute", "metrics_second"] {
+        conn.execute(
+            &format!("UPDATE {table} SET cost = 1e999 WHERE cost < 1"),
+            [],
+        )
+        .expect("poison the poisoned trace's rollups");
+    }
+    drop(conn);
+    let metrics = server
+        .get_json("/v1/metrics?from=2026-03-01T00:00:00Z&to=2026-03-02T00:00:00Z")
+        .await;
+    assert_eq!(metrics["total_cost"], json!(3.5), "{metrics}");
+    let minute = server
+        .get_json("/v1/metrics?from=2026-03-01T10:00:00.5Z&to=2026-03-01T10:00:01Z&interval=1m")
+        .await;
+    assert!(minute["total_cost"].is_number(), "{minute}");
+    server.stop().await;
+}
