@@ -63,6 +63,9 @@ pub enum AppError {
     /// 413: the body exceeds the named limit.
     #[error("request body exceeds the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// 413: the request holds more spans than one request may.
+    #[error("a request may hold at most {limit} spans (this one holds {got}); send them in smaller requests")]
+    TooManySpans { limit: usize, got: usize },
     /// 415: the body is not of a supported media type.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -75,9 +78,17 @@ pub enum AppError {
     /// 503: the server is shutting down or overloaded; retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// 503: the server holds as much request data as it may; retry after
+    /// the given seconds.
+    #[error("{message}")]
+    Busy { message: String, retry_after: u64 },
     /// 500: logged in full, reported to the client only by request id.
     #[error("internal error")]
     Internal(String),
+    /// Any other status, with the text of whatever refused the request (an
+    /// extractor's or the router's own rejection); see [`json_errors`].
+    #[error("{message}")]
+    Status { status: StatusCode, message: String },
 }
 
 impl AppError {
@@ -92,7 +103,15 @@ impl AppError {
         AppError::Unprocessable(message.into())
     }
 
-    fn status(&self) -> StatusCode {
+    /// 400 for a body that is not the JSON it claims to be.
+    pub fn malformed_json(message: impl Into<String>) -> Self {
+        AppError::BadRequest {
+            message: message.into(),
+            code: Some("malformed_json"),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
         match self {
             AppError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -104,18 +123,21 @@ impl AppError {
             AppError::PlanUpgradeRequired { .. } | AppError::QuotaExceeded { .. } => {
                 StatusCode::PAYMENT_REQUIRED
             }
-            AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::PayloadTooLarge { .. } | AppError::TooManySpans { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
-            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Unavailable(_) | AppError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AppError::Status { status, .. } => *status,
         }
     }
 
-    fn code(&self) -> Option<&'static str> {
+    pub fn code(&self) -> Option<&'static str> {
         match self {
-            AppError::BadRequest { code, .. } => *code,
+            AppError::BadRequest { code, .. } => code.or(Some("bad_request")),
             AppError::Unauthorized(code) => Some(code),
             AppError::Forbidden { code, .. } => Some(code),
             AppError::NotFound(_) => Some("not_found"),
@@ -126,11 +148,26 @@ impl AppError {
             AppError::PlanUpgradeRequired { .. } => Some("plan_upgrade_required"),
             AppError::QuotaExceeded { code, .. } => Some(code),
             AppError::PayloadTooLarge { .. } => Some("payload_too_large"),
+            AppError::TooManySpans { .. } => Some("too_many_spans"),
             AppError::UnsupportedMediaType(_) => Some("unsupported_media_type"),
             AppError::Unprocessable(_) => Some("validation_error"),
             AppError::StorageFull(_) => Some("storage_full"),
             AppError::Unavailable(_) => Some("unavailable"),
+            AppError::Busy { .. } => Some("server_busy"),
             AppError::Internal(_) => Some("internal_error"),
+            AppError::Status { status, .. } => Some(match status.as_u16() {
+                400 => "bad_request",
+                404 => "not_found",
+                405 => "method_not_allowed",
+                408 => "request_timeout",
+                413 => "payload_too_large",
+                415 => "unsupported_media_type",
+                422 => "validation_error",
+                429 => "rate_limited",
+                503 => "unavailable",
+                s if s >= 500 => "internal_error",
+                _ => "request_refused",
+            }),
         }
     }
 }
@@ -150,7 +187,9 @@ impl IntoResponse for AppError {
             body["required_plan"] = json!(required_plan);
         }
         let mut response = (status, Json(body)).into_response();
-        if let AppError::TooManyRequests { retry_after, .. } = &self {
+        if let AppError::TooManyRequests { retry_after, .. } | AppError::Busy { retry_after, .. } =
+            &self
+        {
             response
                 .headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, (*retry_after).into());
@@ -170,4 +209,44 @@ impl From<StoreError> for AppError {
             other => AppError::Internal(other.to_string()),
         }
     }
+}
+
+/// Gives every error response the JSON error shape with a code, whatever
+/// produced it: a rejection of axum's own extractors (a path segment that
+/// is not UTF-8, a query it cannot read) or of a layer answers in plain
+/// text, which this turns into `{"error", "code", "request_id"}` with the
+/// same status and headers. Responses that are JSON already pass untouched.
+pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    /// Rejection texts are a line or two; more is not read.
+    const MAX_TEXT: usize = 16 * 1024;
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_TEXT)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_ascii_lowercase()
+    } else {
+        text
+    };
+    let mut fixed = AppError::Status { status, message }.into_response();
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            fixed.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    fixed
 }

@@ -54,7 +54,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
         Some(b'[' | b'"' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') => {
             return Err(AppError::unprocessable("the body must be a JSON object"))
         }
-        _ => return Err(AppError::bad_request("malformed JSON: expected an object")),
+        _ => {
+            return Err(AppError::malformed_json(
+                "malformed JSON: expected an object",
+            ))
+        }
     }
     // Most bodies are valid: read them directly, and only for one that fails
     // read it again tracking the path, which costs as much as the parse.
@@ -77,12 +81,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
                 }
             }
             Category::Syntax | Category::Eof | Category::Io => {
-                AppError::bad_request(format!("malformed JSON: {inner}"))
+                AppError::malformed_json(format!("malformed JSON: {inner}"))
             }
         }
     })?;
     de.end()
-        .map_err(|e| AppError::bad_request(format!("malformed JSON: {e}")))?;
+        .map_err(|e| AppError::malformed_json(format!("malformed JSON: {e}")))?;
     Ok(value)
 }
 

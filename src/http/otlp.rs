@@ -102,7 +102,10 @@ pub async fn traces(
     .map_err(|e| AppError::Internal(format!("OTLP decoding task failed: {e}")))?
     .map_err(|e| match e {
         DecodeError::TooLarge(limit) => AppError::PayloadTooLarge { limit },
-        DecodeError::Invalid(message) => AppError::bad_request(message),
+        DecodeError::Invalid(message) => AppError::BadRequest {
+            message,
+            code: Some("invalid_otlp"),
+        },
     })?;
 
     if !mapped.traces.is_empty() {

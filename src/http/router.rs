@@ -20,7 +20,7 @@ use super::{
     account, audit, eval_rules, eval_summaries, evals, export, feedback, health, ingest, limits,
     live, metrics, otlp, projects, search, sessions, telemetry, traces, ui, AppState,
 };
-use crate::error::{AppError, REQUEST_ID};
+use crate::error::{json_errors, AppError, REQUEST_ID};
 
 /// How long a client may take to send a request body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -254,6 +254,7 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
+        .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             request_context,

@@ -157,3 +157,76 @@ async fn first_start_secrets_can_come_from_files() {
     );
     server.stop().await;
 }
+
+/// Every refusal carries the JSON error shape with a machine-readable code,
+/// also those of the router and of its extractors, which answer plain text
+/// by themselves.
+#[tokio::test]
+async fn every_error_has_the_json_shape_with_a_code() {
+    let server = TestServer::start().await;
+    let raw = |method: reqwest::Method, path: &str, content_type: &str, body: &'static [u8]| {
+        server
+            .client
+            .request(method, server.url(path))
+            .bearer_auth(&server.key)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let cases: Vec<(reqwest::Response, u16, &str)> = vec![
+        (
+            raw(
+                reqwest::Method::POST,
+                "/v1/ingest",
+                "application/json",
+                b"{\"name\": ",
+            )
+            .await
+            .expect("sent"),
+            400,
+            "malformed_json",
+        ),
+        (server.get("/v1/traces?limit=abc").await, 400, "bad_request"),
+        (
+            raw(
+                reqwest::Method::POST,
+                "/v1/otlp/traces",
+                "application/x-protobuf",
+                b"\xff\xff\xff",
+            )
+            .await
+            .expect("sent"),
+            400,
+            "invalid_otlp",
+        ),
+        (server.get("/v1/sessions/%ff").await, 400, "bad_request"),
+        (server.get("/v1/traces/%ff%fe").await, 400, "bad_request"),
+        (server.get("/v1/traces?limit=%ff").await, 400, "bad_request"),
+        (server.get("/v1/nothing-here").await, 404, "not_found"),
+        (
+            raw(
+                reqwest::Method::PUT,
+                "/v1/traces",
+                "application/json",
+                b"{}",
+            )
+            .await
+            .expect("sent"),
+            405,
+            "method_not_allowed",
+        ),
+    ];
+    for (resp, status, code) in cases {
+        let url = resp.url().to_string();
+        let media = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(media.starts_with("application/json"), "{url}: {media}");
+        let body = expect_error(resp, status).await;
+        assert_eq!(body["code"], code, "{url}: {body}");
+    }
+    server.stop().await;
+}
