@@ -6,6 +6,7 @@ pub mod admin;
 pub mod auth;
 pub mod bootstrap;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod eval;
 pub mod http;

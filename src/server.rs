@@ -8,31 +8,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
-use tower_http::add_extension::AddExtension;
 
 use crate::bootstrap::{self, InitialCredentials};
 use crate::config::{Config, TlsConfig};
+use crate::connections::{serve, ConnectionLimits, SharedTls};
 use crate::http::router::router;
 use crate::http::AppState;
 use crate::store::{MergePace, Store};
-
-/// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a client may take to finish a TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The TLS settings connections are accepted with; a reload swaps them.
-type SharedTls = Arc<std::sync::RwLock<TlsAcceptor>>;
 
 /// A started server. Dropping it does not stop it; call [`Running::stop`].
 pub struct Running {
@@ -42,7 +30,7 @@ pub struct Running {
     /// Set on the very first start of a data directory.
     pub credentials: Option<InitialCredentials>,
     store: Arc<Store>,
-    shutdown: Option<oneshot::Sender<()>>,
+    shutdown: watch::Sender<bool>,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
@@ -81,10 +69,8 @@ impl Running {
     }
 
     /// Stops accepting, finishes in-flight requests and writes, closes the store.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.send_replace(true);
         self.task.await.context("server task")?
     }
 }
@@ -170,18 +156,47 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         },
         None => None,
     };
+    let limits = ConnectionLimits::new(
+        state.config.server.max_connections,
+        state.config.server.idle_timeout_s,
+        state.config.storage.read_connections,
+    );
+    let connection_metrics = state.metrics.connections.clone();
     let app = router(state);
-    let (shutdown_tx, shutdown_rx) = oneshot::channel();
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let metrics_server = metrics_listener.map(|(listener, app)| {
-        let (tx, rx) = oneshot::channel();
-        (tx, tokio::spawn(serve(listener, app, None, rx, grace)))
+        let scrapers = ConnectionLimits {
+            max_connections: METRICS_CONNECTIONS,
+            ..limits
+        };
+        let stop = shutdown_rx.clone();
+        tokio::spawn(async move {
+            serve(
+                listener,
+                app,
+                None,
+                stop,
+                grace,
+                scrapers,
+                Default::default(),
+            )
+            .await
+        })
     });
     let served_store = store.clone();
     let acceptor = tls.clone();
     let task = tokio::spawn(async move {
-        serve(listener, app, tls, shutdown_rx, grace).await;
-        if let Some((stop, task)) = metrics_server {
-            let _ = stop.send(());
+        serve(
+            listener,
+            app,
+            tls,
+            shutdown_rx,
+            grace,
+            limits,
+            connection_metrics,
+        )
+        .await;
+        if let Some(task) = metrics_server {
             let _ = task.await;
         }
         for task in upkeep {
@@ -218,7 +233,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         acceptor,
         credentials,
         store,
-        shutdown: Some(shutdown_tx),
+        shutdown: shutdown_tx,
         task,
     })
 }
@@ -269,108 +284,15 @@ pub async fn run_service(
     Ok(())
 }
 
+/// Connections the separate metrics listener takes at once: scrapers.
+const METRICS_CONNECTIONS: usize = 64;
+
 /// How long a stop may spend merging the tag and session indexes.
 const STOP_MERGE_LIMIT: Duration = Duration::from_secs(5);
 
 async fn close_store(store: Arc<Store>) {
     // Stopping the writer blocks until queued writes commit.
     let _ = tokio::task::spawn_blocking(move || store.close()).await;
-}
-
-async fn serve(
-    listener: TcpListener,
-    app: axum::Router,
-    tls: Option<SharedTls>,
-    mut shutdown: oneshot::Receiver<()>,
-    grace: Duration,
-) {
-    let graceful = GracefulShutdown::new();
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let (stream, peer) = stream;
-        let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(AddExtension::new(
-            app.clone(),
-            axum::extract::ConnectInfo(peer),
-        ));
-        let watcher = graceful.watcher();
-        // Each connection takes the settings current when it arrives.
-        let tls = tls
-            .as_ref()
-            .map(|t| t.read().unwrap_or_else(|e| e.into_inner()).clone());
-        tokio::spawn(async move {
-            match tls {
-                None => serve_connection(stream, service, watcher).await,
-                Some(acceptor) => {
-                    if let Some(tls_stream) = handshake(acceptor, stream).await {
-                        serve_connection(tls_stream, service, watcher).await;
-                    }
-                }
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            grace_s = grace.as_secs(),
-            "in-flight requests still running at the end of the grace period"
-        );
-    }
-}
-
-/// The router, told the peer's address (for `ConnectInfo`).
-type AppService =
-    TowerToHyperService<AddExtension<axum::Router, axum::extract::ConnectInfo<SocketAddr>>>;
-
-/// Serves HTTP/1.1 or HTTP/2 on one connection until it ends or shutdown
-/// drains it.
-async fn serve_connection<I>(io: I, service: AppService, watcher: Watcher)
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // A client that never finishes its headers is dropped.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    let connection = builder
-        .serve_connection(TokioIo::new(io), service)
-        .into_owned();
-    if let Err(e) = watcher.watch(connection).await {
-        tracing::debug!(error = %e, "connection ended with an error");
-    }
-}
-
-async fn handshake(
-    acceptor: TlsAcceptor,
-    stream: TcpStream,
-) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
-    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(s)) => Some(s),
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "TLS handshake failed");
-            None
-        }
-        Err(_) => {
-            tracing::debug!("TLS handshake timed out");
-            None
-        }
-    }
 }
 
 /// Builds the TLS acceptor from PEM files (TLS 1.2 and 1.3; h2 and http/1.1).

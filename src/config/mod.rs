@@ -144,6 +144,11 @@ pub struct PlanLimits {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub shutdown_timeout_s: u64,
+    /// Connections open at once; 0: the open-file limit less what the
+    /// server needs for itself.
+    pub max_connections: usize,
+    /// Seconds a connection may stay open with no request in progress.
+    pub idle_timeout_s: u64,
     #[serde(default)]
     pub tls: Option<TlsConfig>,
 }
@@ -402,6 +407,18 @@ impl Config {
                     ),
                 ));
             }
+        }
+        if !(1..=3600).contains(&self.server.idle_timeout_s) {
+            return Err(invalid(
+                "server.idle_timeout_s",
+                "must be between 1 and 3600 seconds",
+            ));
+        }
+        if !(self.server.max_connections == 0 || self.server.max_connections >= 8) {
+            return Err(invalid(
+                "server.max_connections",
+                "must be 0 (from the open-file limit) or at least 8",
+            ));
         }
         if !(1024..=1 << 30).contains(&self.limits.otlp_body_max_bytes) {
             return Err(invalid(

@@ -18,7 +18,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -47,6 +47,17 @@ pub struct ServerMetrics {
     latency: Family<RouteLabels, Histogram>,
     traces: Counter,
     spans: Counter,
+    /// What the listener counts of connections.
+    pub connections: ConnectionMetrics,
+}
+
+/// Connections: open now, closed at once past `server.max_connections`,
+/// and accepts that failed (out of file descriptors and the like).
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionMetrics {
+    pub open: Gauge,
+    pub refused: Counter,
+    pub accept_errors: Counter,
 }
 
 impl ServerMetrics {
@@ -82,6 +93,22 @@ impl ServerMetrics {
             "Spans stored by JSON and OTLP ingest",
             spans.clone(),
         );
+        let connections = ConnectionMetrics::default();
+        registry.register(
+            "connections_open",
+            "Client connections open now",
+            connections.open.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed as they arrived because server.max_connections were open",
+            connections.refused.clone(),
+        );
+        registry.register(
+            "accept_errors",
+            "Connections the listener failed to accept (out of file descriptors and the like)",
+            connections.accept_errors.clone(),
+        );
         registry.register_collector(Box::new(StoreCollector { store, data_dir }));
         registry.register_collector(Box::new(EvalCollector(evals)));
         ServerMetrics {
@@ -90,6 +117,7 @@ impl ServerMetrics {
             latency,
             traces,
             spans,
+            connections,
         }
     }
 

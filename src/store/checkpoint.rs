@@ -153,6 +153,10 @@ fn run(
     let mut last = Progress::default();
     let mut last_restart = Instant::now();
     let mut quiet_since: Option<Instant> = None;
+    // A failure that repeats every pass (a full disk, no file descriptors
+    // left) is logged every few seconds, not ten times a second.
+    let mut failures_unlogged = 0u64;
+    let mut failure_logged: Option<Instant> = None;
     loop {
         {
             let Ok(stop) = signal.stop.lock() else { return };
@@ -223,12 +227,25 @@ fn run(
             }
             Ok(_) => false,
             Err(e) => {
-                tracing::warn!(error = %e, "WAL checkpoint failed");
+                if failure_logged.is_some_and(|at| at.elapsed() < FAILURE_LOG_EVERY) {
+                    failures_unlogged += 1;
+                } else {
+                    tracing::warn!(
+                        error = %e,
+                        failures_since_last_report = failures_unlogged,
+                        "WAL checkpoint failed"
+                    );
+                    failure_logged = Some(Instant::now());
+                    failures_unlogged = 0;
+                }
                 false
             }
         };
     }
 }
+
+/// How often a checkpoint failure that keeps happening is logged.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// What a checkpoint pass reports.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

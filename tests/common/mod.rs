@@ -27,9 +27,15 @@ pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
 
 /// A config file with `storage` lines added to its `[storage]` section.
 pub fn write_config_with_storage(dir: &Path, storage: &str, extra: &str) -> PathBuf {
+    write_config_with_sections(dir, "", storage, extra)
+}
+
+/// A config file with `server` lines in `[server]` and `storage` lines in
+/// `[storage]`, and `extra` TOML after `[init]`.
+pub fn write_config_with_sections(dir: &Path, server: &str, storage: &str, extra: &str) -> PathBuf {
     let path = dir.join("trulayer.toml");
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout_s = 5\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout_s = 5\n{server}\n\
          [storage]\ndata_dir = {data:?}\n{storage}\n\
          [log]\nlevel = \"warn\"\n\
          [init]\napi_key = {KEY:?}\nadmin_password = {PASSWORD:?}\nadmin_email = \"owner@example.com\"\n\
@@ -49,6 +55,13 @@ impl TestServer {
     pub async fn start_with(extra: &str) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = write_config(dir.path(), extra);
+        Self::start_in(dir, &path).await
+    }
+
+    /// Starts with `server` lines in `[server]` and `extra` TOML after `[init]`.
+    pub async fn start_with_server(server: &str, extra: &str) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write_config_with_sections(dir.path(), server, "", extra);
         Self::start_in(dir, &path).await
     }
 
