@@ -7,6 +7,12 @@ use clap::{Parser, Subcommand};
 use trulayer_server::admin::AdminCommand;
 use trulayer_server::config::{Config, Plan, DEFAULT_TOML};
 
+/// jemalloc, whose background thread gives the memory a burst of large
+/// requests freed back to the operating system within seconds; glibc's
+/// malloc keeps most of it for good (see BENCHMARKS.md, memory).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// TruLayer Server: self-hosted LLM observability speaking the TruLayer v1 API.
 #[derive(Parser)]
 #[command(name = "trulayer-server", version)]

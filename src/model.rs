@@ -199,6 +199,10 @@ pub struct Trace {
     /// The mean score of each metric's complete evaluations, when there are any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eval_scores: Option<BTreeMap<String, f64>>,
+    /// In a list: the fields cut for size (`input`, `output`, `error`,
+    /// `metadata`); the trace's detail has them whole.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub truncated: Vec<&'static str>,
 }
 
 /// An evaluation as the API shows it (the reference's `Evaluation`, plus

@@ -1087,7 +1087,7 @@ async fn an_export_reingested_into_a_fresh_server_reproduces_the_traces() {
 }
 
 #[tokio::test]
-async fn an_export_page_holds_at_most_10000_spans_and_the_cursor_continues() {
+async fn export_pages_hold_at_most_10000_spans_and_the_cursor_continues() {
     let server = TestServer::start().await;
     // Three traces of 4,000 spans: the first page ends inside the third.
     let mut sent = HashSet::new();
@@ -1108,19 +1108,31 @@ async fn an_export_page_holds_at_most_10000_spans_and_the_cursor_continues() {
             .collect();
         export_json(&server, "/v1/otlp/traces", &json_request(spans)).await;
     }
-    let (first, cursor) = export_page(&server, None).await;
-    let first = exported_spans(&first);
-    assert_eq!(first.len(), 10_000);
-    let cursor = cursor.expect("X-Next-Cursor on a full page");
-    let (second, after) = export_page(&server, Some(&cursor)).await;
-    let second = exported_spans(&second);
-    assert_eq!(second.len(), 2_000);
-    assert_eq!(after, None, "no cursor on the last page");
-    let got: HashSet<(String, String)> = first
-        .into_iter()
-        .chain(second)
-        .map(|(t, s, _)| (t, s))
-        .collect();
+    // Pages of small spans end at 10,000 spans or at their size budget,
+    // whichever comes first; the cursor carries on to the end.
+    let mut got = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let (page, next) = export_page(&server, cursor.as_deref()).await;
+        let spans = exported_spans(&page);
+        assert!(
+            !spans.is_empty() && spans.len() <= 10_000,
+            "{}",
+            spans.len()
+        );
+        assert!(page.to_string().len() <= 4 << 20);
+        got.extend(spans.into_iter().map(|(t, s, _)| (t, s)));
+        pages += 1;
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+        assert!(pages < 10, "the cursor does not move on");
+    }
+    assert!(pages >= 2);
+    assert_eq!(got.len(), 12_000, "no span twice");
+    let got: HashSet<(String, String)> = got.into_iter().collect();
     assert_eq!(got, sent, "every span exactly once across the pages");
 
     let session = server.session_token().await;
@@ -1358,4 +1370,163 @@ async fn a_root_span_sent_again_with_fewer_tags_leaves_no_tag_behind() {
     }
     let detail = server.get_json(&format!("/v1/traces/{id}")).await;
     assert_eq!(detail["tag_map"], json!({"team": "ads"}), "{detail}");
+}
+
+/// `spans` minimal spans, each in a trace of its own: the shape that costs
+/// the most memory per byte on the wire.
+fn minimal_spans(spans: u64) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: (0..spans)
+                    .map(|i| Span {
+                        trace_id: [i.to_be_bytes(), 7u64.to_be_bytes()].concat(),
+                        span_id: (i + 1).to_be_bytes().to_vec(),
+                        name: "s".into(),
+                        start_time_unix_nano: T0 + i,
+                        end_time_unix_nano: T0 + i + 1_000,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+#[tokio::test]
+async fn a_request_of_more_spans_than_the_limit_is_refused_whole_with_413() {
+    let server = TestServer::start_with("[limits]\notlp_max_spans = 100\n").await;
+    for gzip in [false, true] {
+        let mut body = minimal_spans(101).encode_to_vec();
+        if gzip {
+            let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+            gz.write_all(&body).expect("compress");
+            body = gz.finish().expect("compress");
+        }
+        let resp = send(&server, "application/x-protobuf", gzip, body).await;
+        let body = expect_error(resp, 413).await;
+        assert_eq!(body["code"], "too_many_spans");
+        let text = body["error"].as_str().unwrap_or_default();
+        assert!(text.contains("100") && text.contains("101"), "{text}");
+    }
+    let json_body = serde_json::to_vec(&minimal_spans(101)).expect("JSON");
+    let resp = send(&server, "application/json", false, json_body).await;
+    expect_error(resp, 413).await;
+    assert!(server.list_all("", 200).await.is_empty(), "nothing stored");
+
+    let resp = send(
+        &server,
+        "application/x-protobuf",
+        false,
+        minimal_spans(100).encode_to_vec(),
+    )
+    .await;
+    let answer = protobuf_answer(resp).await;
+    assert_eq!(answer.partial_success, None);
+    assert_eq!(server.list_all("", 200).await.len(), 100);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn spans_with_absurd_numbers_are_refused_by_name_and_the_rest_stored() {
+    let server = TestServer::start().await;
+    let number = |key: &str, value: any_value::Value| KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    };
+    let mut request = minimal_spans(4);
+    let spans = &mut request.resource_spans[0].scope_spans[0].spans;
+    spans[0].attributes = vec![number(
+        "gen_ai.usage.cost",
+        any_value::Value::DoubleValue(1e308),
+    )];
+    spans[1].attributes = vec![number(
+        "gen_ai.usage.input_tokens",
+        any_value::Value::IntValue(-5),
+    )];
+    spans[2].attributes = vec![number(
+        "gen_ai.usage.output_tokens",
+        any_value::Value::StringValue("12".into()),
+    )];
+    let resp = send(
+        &server,
+        "application/x-protobuf",
+        false,
+        request.encode_to_vec(),
+    )
+    .await;
+    let answer = protobuf_answer(resp).await;
+    let partial = answer.partial_success.expect("partial success");
+    assert_eq!(partial.rejected_spans, 2);
+    assert!(
+        partial.error_message.contains("gen_ai.usage.cost"),
+        "{}",
+        partial.error_message
+    );
+    assert_eq!(server.list_all("", 50).await.len(), 2);
+    let metrics = server
+        .get_json("/v1/metrics?from=2026-01-01T00:00:00Z&to=2026-12-31T00:00:00Z")
+        .await;
+    assert_eq!(metrics["total_tokens"], 12, "{metrics}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_export_page_holds_about_4_mib_and_every_span_comes_out_once() {
+    let server = TestServer::start().await;
+    let text = |n: usize, tag: &str| format!("{tag} ").repeat(n / (tag.len() + 1));
+    let spans: Vec<Value> = (0..6)
+        .map(|i| {
+            json!({"name": format!("step {i}"), "type": "llm",
+                   "input": text(1_000_000, &format!("input{i}")), "output": "ok",
+                   "start_time": format!("2026-03-01T10:00:0{i}Z")})
+        })
+        .collect();
+    let traces = json!({"traces": [
+        {"name": "six large spans", "input": "q", "spans": spans,
+         "started_at": "2026-03-01T10:00:00Z"},
+        {"name": "large input", "input": text(1_500_000, "head"),
+         "spans": [{"name": "small", "type": "tool"}], "started_at": "2026-03-01T10:01:00Z"},
+        {"name": "small", "input": "hello", "started_at": "2026-03-01T10:02:00Z"},
+    ]});
+    let resp = server.post("/v1/ingest/batch", &traces).await;
+    assert_eq!(resp.status(), 201);
+
+    let session = server.session_token().await;
+    let mut cursor: Option<String> = None;
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let mut path =
+            "/v1/otlp/export?from=2026-03-01T00:00:00Z&to=2026-03-02T00:00:00Z".to_string();
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let resp = server.get_as(&session, &path).await;
+        assert_eq!(resp.status(), 200);
+        let next = resp
+            .headers()
+            .get("x-next-cursor")
+            .map(|v| v.to_str().expect("ascii").to_owned());
+        let body = resp.text().await.expect("body");
+        assert!(body.len() <= 4 << 20, "a page of {} bytes", body.len());
+        let data: Value = serde_json::from_str(&body).expect("JSON");
+        seen.extend(exported_spans(&data));
+        pages += 1;
+        assert!(pages < 20, "the cursor does not move on");
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert!(pages >= 2, "pages end early: {pages}");
+    let unique: HashSet<_> = seen.iter().map(|(t, s, _)| (t, s)).collect();
+    assert_eq!(unique.len(), seen.len(), "a span exported twice");
+    // Six spans and a root for the first trace, a span and a root for the
+    // second, a root for the third.
+    assert_eq!(seen.len(), 10);
+    server.stop().await;
 }

@@ -173,3 +173,54 @@ async fn the_python_sdk_round_trips_traces_and_latches_on_a_bad_key() {
     assert_eq!(server.list_all("", 50).await.len(), 3);
     server.stop().await;
 }
+
+/// The SDK drains its whole queue into one batch when it flushes and drops
+/// the batch if the server refuses it: a burst of traces created in a tight
+/// loop must all be stored.
+#[tokio::test]
+async fn a_burst_of_five_thousand_traces_through_the_sdk_is_stored_whole() {
+    const BURST: usize = 5_000;
+    let python = tokio::task::spawn_blocking(sdk_python).await.expect("venv");
+    let server = TestServer::start().await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/burst.py");
+    let (url, key) = (server.url.clone(), server.key.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .args([&url, &key, "default", &BURST.to_string()])
+            .output()
+            .expect("script runs")
+    })
+    .await
+    .expect("script task");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "SDK script failed: {stderr}");
+    let report: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("SDK script output is not JSON ({e}): {stderr}"));
+    assert_eq!(report["warnings"], json!([]), "the SDK dropped something");
+    let mut sent: Vec<String> = report["ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|id| id.as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(sent.len(), BURST);
+    let mut stored = server.list_all("", 200).await;
+    sent.sort();
+    stored.sort();
+    assert_eq!(stored.len(), BURST, "traces stored of the {BURST} sent");
+    assert_eq!(stored, sent);
+    // Each is whole: its input with the repeated system prompt, and its span.
+    let last = server
+        .get_json(&format!(
+            "/v1/traces/{}",
+            report["ids"][BURST - 1].as_str().expect("id")
+        ))
+        .await;
+    assert!(last["input"]
+        .as_str()
+        .is_some_and(|i| i.ends_with(&format!("Where is my order {}?", BURST - 1))));
+    assert_eq!(last["span_count"], 1);
+    assert_eq!(last["total_token_count"], 192);
+    server.stop().await;
+}

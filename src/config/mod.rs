@@ -250,7 +250,17 @@ impl<'de> Deserialize<'de> for ByteSize {
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     pub json_body_max_bytes: usize,
+    /// The largest body of `POST /v1/ingest/batch`, which the SDK fills
+    /// with its whole queue.
+    pub batch_body_max_bytes: usize,
     pub otlp_body_max_bytes: usize,
+    /// The most spans one OTLP request may hold.
+    pub otlp_max_spans: usize,
+    /// The most spans one JSON ingest request may hold, all its traces together.
+    pub batch_max_spans: usize,
+    /// Memory that request bodies and their decoding may take at once, all
+    /// requests together.
+    pub request_memory_max_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -430,6 +440,34 @@ impl Config {
             return Err(invalid(
                 "limits.json_body_max_bytes",
                 "must be between 1024 and 1073741824 bytes",
+            ));
+        }
+        if !(1024..=1 << 30).contains(&self.limits.batch_body_max_bytes) {
+            return Err(invalid(
+                "limits.batch_body_max_bytes",
+                "must be between 1024 and 1073741824 bytes",
+            ));
+        }
+        for (key, value) in [
+            ("limits.otlp_max_spans", self.limits.otlp_max_spans),
+            ("limits.batch_max_spans", self.limits.batch_max_spans),
+        ] {
+            if !(1..=10_000_000).contains(&value) {
+                return Err(invalid(key, "must be between 1 and 10000000"));
+            }
+        }
+        let largest = self
+            .limits
+            .json_body_max_bytes
+            .max(self.limits.batch_body_max_bytes)
+            .max(self.limits.otlp_body_max_bytes);
+        if !(largest..=1 << 40).contains(&self.limits.request_memory_max_bytes) {
+            return Err(invalid(
+                "limits.request_memory_max_bytes",
+                format!(
+                    "must be at least the largest body limit ({largest} bytes), \
+                     or no body that large could ever be taken"
+                ),
             ));
         }
         if self

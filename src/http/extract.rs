@@ -1,16 +1,73 @@
 //! Request body extraction with the product's error shapes: a body over the
 //! limit is a 413 naming the limit, a non-JSON content type a 415, broken
-//! JSON a 400, and a missing or mistyped field a 422 naming its path.
+//! JSON a 400, and a missing or mistyped field a 422 naming its path. Every
+//! body is charged against the server's budget of request memory (`budget`)
+//! before and while it is read.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::header::CONTENT_TYPE;
-use axum::http::StatusCode;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
 
+use super::budget::Charges;
 use super::AppState;
 use crate::error::AppError;
+
+/// The largest body a route takes, when it is not `limits.json_body_max_bytes`;
+/// set by the route table.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// What a chunked body is charged up front, and at least for each piece
+/// after that, so that a body of many small pieces is not charged per piece.
+const CHUNKED_STEP: usize = 256 * 1024;
+
+/// Reads the whole body, up to the route's limit (413 naming it), charged
+/// against the budget of bodies in flight (503 when it has no room). The
+/// charge is held with the request's, until its response is ready.
+pub async fn read_body(req: Request, state: &AppState) -> Result<Bytes, AppError> {
+    let limit = req
+        .extensions()
+        .get::<BodyLimit>()
+        .map_or(state.config.limits.json_body_max_bytes, |l| l.0);
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(AppError::PayloadTooLarge { limit });
+    }
+    let charges = req
+        .extensions()
+        .get::<Charges>()
+        .cloned()
+        .unwrap_or_default();
+    let mut charged = declared.unwrap_or(CHUNKED_STEP).min(limit);
+    state.bodies.charge(&charges, charged).await?;
+    let mut buffer = Vec::with_capacity(declared.unwrap_or(0));
+    let mut body = req.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| AppError::bad_request(format!("cannot read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let size = buffer.len() + data.len();
+        if size > limit {
+            return Err(AppError::PayloadTooLarge { limit });
+        }
+        if size > charged {
+            let more = (size - charged).max(CHUNKED_STEP).min(limit - charged);
+            state.bodies.charge_now(&charges, more)?;
+            charged += more;
+        }
+        buffer.extend_from_slice(&data);
+    }
+    Ok(Bytes::from(buffer))
+}
 
 /// A JSON body deserialized into `T`.
 pub struct JsonBody<T>(pub T);
@@ -19,30 +76,29 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, AppError> {
-        let is_json = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|mime| {
-                let mime = mime.trim();
-                mime.eq_ignore_ascii_case("application/json")
-                    || mime.to_ascii_lowercase().ends_with("+json")
-            });
-        if !is_json {
-            return Err(AppError::UnsupportedMediaType(
-                "the body must be JSON, sent with Content-Type: application/json".into(),
-            ));
-        }
-        let limit = state.config.limits.json_body_max_bytes;
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                AppError::PayloadTooLarge { limit }
-            } else {
-                AppError::bad_request(rejection.body_text())
-            }
-        })?;
+        require_json(req.headers())?;
+        let bytes = read_body(req, state).await?;
         parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// 415 unless the body is declared JSON.
+pub fn require_json(headers: &axum::http::HeaderMap) -> Result<(), AppError> {
+    let is_json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| {
+            let mime = mime.trim();
+            mime.eq_ignore_ascii_case("application/json")
+                || mime.to_ascii_lowercase().ends_with("+json")
+        });
+    if is_json {
+        Ok(())
+    } else {
+        Err(AppError::UnsupportedMediaType(
+            "the body must be JSON, sent with Content-Type: application/json".into(),
+        ))
     }
 }
 

@@ -2,25 +2,95 @@
 
 use std::collections::HashMap;
 
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use super::extract::JsonBody;
+use super::budget::Charges;
+use super::extract::{parse_json, read_body, require_json};
 use super::limits::check_monthly_quota;
 use super::live::LiveTrace;
-use super::{AppState, Principal};
+use super::{blocking, AppState, Principal};
 use crate::error::AppError;
-use crate::ingest::{check_batch_size, BatchRequest, TraceRequest};
+use crate::ingest::{check_batch_size, BatchRequest, BatchShape, Counts, TraceRequest, TraceShape};
+
+/// An ingest body (`T`, whose lists `T::Shape` reads): counted before it is
+/// decoded, refused past the request's span limit, and charged against the
+/// request memory budget for what decoding it takes.
+pub struct IngestBody<T>(pub T);
+
+/// A body whose items can be counted without decoding it.
+pub trait Shaped {
+    type Shape: DeserializeOwned + Default + Send;
+    fn counts(shape: &Self::Shape) -> Counts;
+    /// Refuses counts the request type does not allow.
+    fn check(_counts: &Counts) -> Result<(), AppError> {
+        Ok(())
+    }
+}
+
+impl Shaped for TraceRequest {
+    type Shape = TraceShape;
+    fn counts(shape: &TraceShape) -> Counts {
+        Counts::from(shape)
+    }
+}
+
+impl Shaped for BatchRequest {
+    type Shape = BatchShape;
+    fn counts(shape: &BatchShape) -> Counts {
+        Counts::from(shape)
+    }
+    fn check(counts: &Counts) -> Result<(), AppError> {
+        check_batch_size(counts.traces).map_err(|e| AppError::unprocessable(e.to_string()))
+    }
+}
+
+impl<T: DeserializeOwned + Shaped + Send + 'static> FromRequest<AppState> for IngestBody<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, AppError> {
+        require_json(req.headers())?;
+        let charges = req
+            .extensions()
+            .get::<Charges>()
+            .cloned()
+            .unwrap_or_default();
+        let bytes = read_body(req, state).await?;
+        // A body that does not even have the shape is refused here, with the
+        // same errors the full decoding would give. Reading up to 64 MiB of
+        // JSON is CPU work: off the async threads, which answer `/health`.
+        let (bytes, counts) = blocking(move || {
+            let counts = T::counts(&parse_json::<T::Shape>(&bytes)?);
+            Ok((bytes, counts))
+        })
+        .await?;
+        T::check(&counts)?;
+        let limit = state.config.limits.batch_max_spans;
+        if counts.spans > limit {
+            return Err(AppError::TooManySpans {
+                limit,
+                got: counts.spans,
+            });
+        }
+        state
+            .bodies
+            .charge(&charges, counts.decoded_bytes(bytes.len()))
+            .await?;
+        blocking(move || parse_json(&bytes)).await.map(IngestBody)
+    }
+}
+
 use crate::model::{NewTrace, Timestamp};
 use crate::store::{now_micros, InsertOutcome};
 
 pub async fn ingest_one(
     State(state): State<AppState>,
     principal: Principal,
-    JsonBody(trace): JsonBody<TraceRequest>,
+    IngestBody(trace): IngestBody<TraceRequest>,
 ) -> Result<Response, AppError> {
     let stored = store_traces(&state, &principal, vec![trace], false).await?;
     Ok(match stored.into_iter().next() {
@@ -41,9 +111,8 @@ pub async fn ingest_one(
 pub async fn ingest_batch(
     State(state): State<AppState>,
     principal: Principal,
-    JsonBody(batch): JsonBody<BatchRequest>,
+    IngestBody(batch): IngestBody<BatchRequest>,
 ) -> Result<Response, AppError> {
-    check_batch_size(batch.traces.len()).map_err(|e| AppError::unprocessable(e.to_string()))?;
     let stored = store_traces(&state, &principal, batch.traces, true).await?;
     let ingested = stored
         .iter()
@@ -79,18 +148,30 @@ async fn store_traces(
     state.space.check()?;
     check_monthly_quota(state, principal, requests.len() as u64).await?;
     let now = now_micros();
+    // Validating and hashing up to 10,000 traces is CPU work.
+    let pricing = state.pricing.clone();
+    let validated = blocking(move || {
+        requests
+            .into_iter()
+            .enumerate()
+            .map(|(i, request)| {
+                let reference = request.project_id.clone();
+                let at = if batch {
+                    format!("traces[{i}].")
+                } else {
+                    String::new()
+                };
+                let trace = request
+                    .into_new_trace(&at, now, &pricing)
+                    .map_err(|e| AppError::unprocessable(e.to_string()))?;
+                Ok((reference, trace))
+            })
+            .collect::<Result<Vec<_>, AppError>>()
+    })
+    .await?;
     let mut projects: HashMap<Option<String>, i64> = HashMap::new();
-    let mut traces: Vec<(i64, NewTrace)> = Vec::with_capacity(requests.len());
-    for (i, request) in requests.into_iter().enumerate() {
-        let reference = request.project_id.clone();
-        let at = if batch {
-            format!("traces[{i}].")
-        } else {
-            String::new()
-        };
-        let trace = request
-            .into_new_trace(&at, now, &state.pricing)
-            .map_err(|e| AppError::unprocessable(e.to_string()))?;
+    let mut traces: Vec<(i64, NewTrace)> = Vec::with_capacity(validated.len());
+    for (reference, trace) in validated {
         let project_id = match projects.get(&reference) {
             Some(id) => *id,
             None => {

@@ -4,6 +4,7 @@
 
 mod account;
 mod audit;
+pub mod budget;
 mod eval_rules;
 mod eval_summaries;
 mod evals;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub metrics: Arc<telemetry::ServerMetrics>,
     /// The evaluation queue's runner and figures.
     pub evals: Arc<crate::eval::queue::EvalQueue>,
+    /// Request bodies in memory, against `limits.request_memory_max_bytes`.
+    pub bodies: Arc<budget::BodyBudget>,
 }
 
 impl AppState {
@@ -65,6 +68,9 @@ impl AppState {
                 evals.clone(),
             )),
             evals,
+            bodies: Arc::new(budget::BodyBudget::new(
+                config.limits.request_memory_max_bytes,
+            )),
             pricing: Arc::new(Pricing::new(&config.pricing)),
             space: Arc::new(crate::upkeep::SpaceGauge::new(config.storage.max_db_size.0)),
             store,
@@ -95,4 +101,14 @@ pub(crate) async fn project_param(
         .await?
         .ok_or(crate::error::AppError::NotFound("project"))?;
     Ok(Some(project.id))
+}
+
+/// Runs CPU-bound request work (decoding or encoding megabytes of JSON) on
+/// the blocking pool, so the async threads stay free to answer.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, crate::error::AppError> + Send + 'static,
+) -> Result<T, crate::error::AppError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| crate::error::AppError::Internal(format!("request task failed: {e}")))?
 }

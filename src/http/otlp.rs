@@ -3,6 +3,7 @@
 //! OTLP/HTTP trace ingest, protobuf or JSON, gzip or identity; and
 //! `GET /v1/otlp/export`, the stored traces as OTLP JSON.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use axum::body::Bytes;
@@ -13,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
+use super::budget::Charges;
 use super::ingest::resolve_project;
 use super::limits::check_monthly_quota;
 use super::live::LiveTrace;
@@ -28,6 +30,8 @@ pub struct OtlpBody {
     encoding: Encoding,
     gzip: bool,
     bytes: Bytes,
+    /// Where the charges for decoding the body are held.
+    charges: Charges,
 }
 
 impl FromRequest<AppState> for OtlpBody {
@@ -64,18 +68,17 @@ impl FromRequest<AppState> for OtlpBody {
                 )))
             }
         };
-        let limit = state.config.limits.otlp_body_max_bytes;
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                AppError::PayloadTooLarge { limit }
-            } else {
-                AppError::bad_request(format!("cannot read the request body: {rejection}"))
-            }
-        })?;
+        let charges = req
+            .extensions()
+            .get::<Charges>()
+            .cloned()
+            .unwrap_or_default();
+        let bytes = super::extract::read_body(req, state).await?;
         Ok(OtlpBody {
             encoding,
             gzip,
             bytes,
+            charges,
         })
     }
 }
@@ -90,23 +93,52 @@ pub async fn traces(
         encoding,
         gzip,
         bytes,
+        charges,
     } = body;
-    // Inflating and decoding up to 20 MiB is CPU work: off the async threads.
-    let pricing = state.pricing.clone();
-    let mapped = tokio::task::spawn_blocking(move || {
-        let body = otlp::inflate(&bytes, gzip, limit)?;
-        let request = otlp::decode(&body, encoding)?;
-        Ok::<_, DecodeError>(otlp::map_request(request, &pricing))
-    })
-    .await
-    .map_err(|e| AppError::Internal(format!("OTLP decoding task failed: {e}")))?
-    .map_err(|e| match e {
+    let decode_error = |e| match e {
         DecodeError::TooLarge(limit) => AppError::PayloadTooLarge { limit },
         DecodeError::Invalid(message) => AppError::BadRequest {
             message,
             code: Some("invalid_otlp"),
         },
-    })?;
+    };
+    // Inflating, counting and decoding up to 20 MiB is CPU work: off the
+    // async threads.
+    let (body, spans) = tokio::task::spawn_blocking(move || {
+        // A body sent uncompressed is used as it is, not copied.
+        let body = match otlp::inflate(&bytes, gzip, limit)? {
+            Cow::Owned(inflated) => Bytes::from(inflated),
+            Cow::Borrowed(_) => bytes.clone(),
+        };
+        let spans = otlp::count_spans(&body, encoding);
+        Ok::<_, DecodeError>((body, spans))
+    })
+    .await
+    .map_err(|e| AppError::Internal(format!("OTLP decoding task failed: {e}")))?
+    .map_err(decode_error)?;
+    // A malformed body has no count; decoding it says what is wrong.
+    if let Some(spans) = spans {
+        let max_spans = state.config.limits.otlp_max_spans;
+        if spans > max_spans {
+            return Err(AppError::TooManySpans {
+                limit: max_spans,
+                got: spans,
+            });
+        }
+        state
+            .bodies
+            .charge(&charges, otlp::decoded_bytes(body.len(), gzip, spans))
+            .await?;
+    }
+    let pricing = state.pricing.clone();
+    let mapped = tokio::task::spawn_blocking(move || {
+        let request = otlp::decode(&body, encoding)?;
+        drop(body);
+        Ok::<_, DecodeError>(otlp::map_request(request, &pricing))
+    })
+    .await
+    .map_err(|e| AppError::Internal(format!("OTLP decoding task failed: {e}")))?
+    .map_err(decode_error)?;
 
     if !mapped.traces.is_empty() {
         state.space.check()?;
@@ -198,14 +230,21 @@ pub async fn export(
         .store
         .export_page(principal.tenant_id, range, cursor, EXPORT_MAX_SPANS)
         .await?;
-    let body = otlp::traces_data(&page.traces).to_string();
+    // Building a few MiB of JSON is CPU work: off the async threads.
+    let (body, next) = super::blocking(move || {
+        Ok((
+            otlp::traces_data(&page.traces, page.continues_first).to_string(),
+            page.next,
+        ))
+    })
+    .await?;
     let mut response = (
         StatusCode::OK,
         [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
         body,
     )
         .into_response();
-    if let Some(next) = page.next {
+    if let Some(next) = next {
         if let Ok(value) = HeaderValue::from_str(&encode_export_cursor(next)) {
             response.headers_mut().insert(NEXT_CURSOR.clone(), value);
         }

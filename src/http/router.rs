@@ -16,9 +16,10 @@ use axum::routing::{delete, get, patch, post, MethodRouter};
 use axum::Router;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
+use super::extract::BodyLimit;
 use super::{
-    account, audit, eval_rules, eval_summaries, evals, export, feedback, health, ingest, limits,
-    live, metrics, otlp, projects, search, sessions, telemetry, traces, ui, AppState,
+    account, audit, budget, eval_rules, eval_summaries, evals, export, feedback, health, ingest,
+    limits, live, metrics, otlp, projects, search, sessions, telemetry, traces, ui, AppState,
 };
 use crate::error::{json_errors, AppError, REQUEST_ID};
 
@@ -51,8 +52,21 @@ pub struct RouteSpec {
     pub access: Access,
 }
 
+/// The body limit of a route that takes more than `limits.json_body_max_bytes`:
+/// hyper's own limit, and the figure the route's 413 names.
+#[derive(Clone, Copy)]
+struct LargeBody(usize);
+
+impl LargeBody {
+    fn on(self, route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+        route
+            .layer::<_, std::convert::Infallible>(DefaultBodyLimit::max(self.0))
+            .layer::<_, std::convert::Infallible>(axum::Extension(BodyLimit(self.0)))
+    }
+}
+
 /// Every route with its handler.
-fn table(otlp_limit: DefaultBodyLimit) -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+fn table(batch: LargeBody, otlp: LargeBody) -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     use Access::*;
     let spec = |method: Method, path: &'static str, access: Access| RouteSpec {
         method,
@@ -74,15 +88,15 @@ fn table(otlp_limit: DefaultBodyLimit) -> Vec<(RouteSpec, MethodRouter<AppState>
         ),
         (
             spec(Method::POST, "/v1/ingest/batch", Key),
-            post(ingest::ingest_batch),
+            batch.on(post(ingest::ingest_batch)),
         ),
         (
             spec(Method::POST, "/v1/otlp/traces", Key),
-            post(otlp::traces).layer(otlp_limit),
+            otlp.on(post(otlp::traces)),
         ),
         (
             spec(Method::POST, "/v1/otlp/v1/traces", Key),
-            post(otlp::traces).layer(otlp_limit),
+            otlp.on(post(otlp::traces)),
         ),
         (
             spec(Method::GET, "/v1/otlp/export", Session),
@@ -230,36 +244,40 @@ fn table(otlp_limit: DefaultBodyLimit) -> Vec<(RouteSpec, MethodRouter<AppState>
 
 /// Every route the server serves, with who may call it.
 pub fn routes() -> Vec<RouteSpec> {
-    table(DefaultBodyLimit::disable())
+    table(LargeBody(0), LargeBody(0))
         .into_iter()
         .map(|(spec, _)| spec)
         .collect()
 }
 
 pub fn router(state: AppState) -> Router {
-    let body_limit = state.config.limits.json_body_max_bytes;
-    let otlp_limit = DefaultBodyLimit::max(state.config.limits.otlp_body_max_bytes);
-    table(otlp_limit)
-        .into_iter()
-        // Routes on one path with different methods merge.
-        .fold(Router::new(), |router, (spec, handler)| {
-            router.route(spec.path, handler)
-        })
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(limits::rate_headers))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            ui::security_headers,
-        ))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
-        .layer(middleware::from_fn(json_errors))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            request_context,
-        ))
-        .with_state(state)
+    let limits = &state.config.limits;
+    let body_limit = limits.json_body_max_bytes;
+    table(
+        LargeBody(limits.batch_body_max_bytes),
+        LargeBody(limits.otlp_body_max_bytes),
+    )
+    .into_iter()
+    // Routes on one path with different methods merge.
+    .fold(Router::new(), |router, (spec, handler)| {
+        router.route(spec.path, handler)
+    })
+    .fallback(not_found)
+    .method_not_allowed_fallback(method_not_allowed)
+    .layer(middleware::from_fn(limits::rate_headers))
+    .layer(middleware::from_fn(budget::hold_charges))
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
+        ui::security_headers,
+    ))
+    .layer(DefaultBodyLimit::max(body_limit))
+    .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
+    .layer(middleware::from_fn(json_errors))
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
+        request_context,
+    ))
+    .with_state(state)
 }
 
 /// The router of the separate metrics listener (`[metrics] listen`).

@@ -66,12 +66,14 @@ pub async fn detail(
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, AppError> {
-    let traces = state
+    let (traces, has_more) = state
         .store
         .session_traces(principal.tenant_id, id.clone())
         .await?;
     if traces.is_empty() {
         return Err(AppError::NotFound("session"));
     }
-    Ok(Json(json!({ "session_id": id, "traces": traces })))
+    Ok(Json(
+        json!({ "session_id": id, "traces": traces, "has_more": has_more }),
+    ))
 }

@@ -18,10 +18,12 @@ use super::{
 use crate::model::Trace;
 
 /// OTLP `TracesData` JSON for `traces` (each with the spans to send), with
-/// spans grouped by the resource and scope they were received with.
-pub fn traces_data(traces: &[Trace]) -> Value {
+/// spans grouped by the resource and scope they were received with. When
+/// `continues_first`, the first trace began on an earlier page, which
+/// carried the root span standing for it.
+pub fn traces_data(traces: &[Trace], continues_first: bool) -> Value {
     let mut groups: Vec<(Value, Value, Vec<Value>)> = Vec::new();
-    for trace in traces {
+    for (i, trace) in traces.iter().enumerate() {
         let trace_bytes = uuid_bytes(&trace.id);
         let events = trace.events.as_deref().unwrap_or_default();
         let spans = trace.spans.as_deref().unwrap_or_default();
@@ -38,8 +40,11 @@ pub fn traces_data(traces: &[Trace]) -> Value {
             .collect();
         let native = spans.iter().all(|s| s.otel_span_id.is_none());
         let root = native.then(|| hex(&short_id(&format!("trace:{}", trace.id))));
+        // A trace continued from the previous page had its root span there;
+        // its spans still name it as their parent.
+        let continued = i == 0 && continues_first;
         let mut exported: Vec<(Value, Value, Value)> = Vec::new();
-        if let Some(root) = &root {
+        if let Some(root) = root.as_ref().filter(|_| !continued) {
             exported.push((
                 trace_resource(trace),
                 serde_json::json!({}),

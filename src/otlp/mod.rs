@@ -30,12 +30,28 @@ mod wire;
 use attrs::{any_to_json, attributes_json, bounded_json, scope_json, truncate_chars, Attrs};
 
 pub use export::traces_data;
-pub use wire::{decode, gunzip, inflate, response_body, DecodeError, Encoding};
+pub use wire::{count_spans, decode, gunzip, inflate, response_body, DecodeError, Encoding};
 
 /// The most bytes a span's metadata (its unmapped attributes) may take.
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 /// Span names are cut to this many characters, as JSON ingest allows.
 const MAX_NAME_CHARS: usize = 1024;
+
+/// Memory a decoded span takes besides its text, at most: a minimal span
+/// alone in its trace becomes a trace and a span of its own (measured on
+/// 390,000 of them; see BENCHMARKS.md).
+const DECODED_SPAN_BYTES: usize = 2_560;
+
+/// About the memory decoding a request takes beyond the body as received:
+/// the inflated body when it came compressed, its text twice more (the
+/// decoded request, then the traces mapped from it), and each span's own
+/// structures.
+pub fn decoded_bytes(decompressed: usize, gzip: bool, spans: usize) -> usize {
+    let inflated = if gzip { decompressed } else { 0 };
+    inflated
+        .saturating_add(decompressed.saturating_mul(2))
+        .saturating_add(spans.saturating_mul(DECODED_SPAN_BYTES))
+}
 
 /// The request's spans grouped into traces, and what had to be refused.
 #[derive(Debug, Default)]

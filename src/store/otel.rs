@@ -8,9 +8,10 @@ use std::collections::HashMap;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::page::{span_json_size, trace_head_json_size, EXPORT_PAGE_MAX_BYTES};
 use super::rollups;
 use super::trace_insert::{count_usage, write_events, write_spans};
-use super::traces::detail;
+use super::traces::detail_part;
 use super::{now_micros, Result, Store};
 use crate::model::{NewOtelTrace, NewSpan, SpanType, Trace, TraceFields};
 
@@ -302,6 +303,9 @@ pub struct ExportCursor {
 pub struct ExportPage {
     pub traces: Vec<Trace>,
     pub next: Option<ExportCursor>,
+    /// The first trace continues one the previous page began: its own
+    /// fields went out there.
+    pub continues_first: bool,
 }
 
 /// Filters of an export; times are microseconds, `to` exclusive.
@@ -313,8 +317,9 @@ pub struct ExportRange {
 }
 
 impl Store {
-    /// One page of at most `max_spans` spans; a trace larger than what is
-    /// left of the page continues on the next one.
+    /// One page of at most `max_spans` spans and about
+    /// [`EXPORT_PAGE_MAX_BYTES`] of JSON; a trace larger than what is left
+    /// of the page continues on the next one.
     pub async fn export_page(
         &self,
         tenant_id: i64,
@@ -339,7 +344,9 @@ fn export(
         seq: 0,
         span_offset: 0,
     });
+    let mut continues_first = false;
     let mut budget = max_spans.max(1);
+    let mut bytes_left = EXPORT_PAGE_MAX_BYTES;
     let mut traces = Vec::new();
     let mut stmt = conn.prepare_cached(
         "SELECT seq, id, started_at FROM traces \
@@ -362,7 +369,11 @@ fn export(
             )?
             .collect::<rusqlite::Result<_>>()?;
         if batch.is_empty() {
-            return Ok(ExportPage { traces, next: None });
+            return Ok(ExportPage {
+                traces,
+                next: None,
+                continues_first,
+            });
         }
         for (seq, id, started_at) in batch {
             let offset = if (started_at, seq) == (position.started_at, position.seq) {
@@ -378,23 +389,65 @@ fn export(
                         seq,
                         span_offset: offset,
                     }),
+                    continues_first,
                 });
             }
-            let Some(mut trace) = detail(conn, tenant_id, &id)? else {
+            // Spans are read only while the page has room for them.
+            let page_was_empty = traces.is_empty();
+            let bytes_before = bytes_left;
+            let mut taken = 0;
+            let found = detail_part(conn, tenant_id, &id, offset, |span| {
+                let size = span_json_size(span);
+                let first = page_was_empty && taken == 0;
+                if taken >= budget || (!first && size > bytes_left) {
+                    return false;
+                }
+                bytes_left = bytes_left.saturating_sub(size);
+                taken += 1;
+                true
+            })?;
+            let Some((mut trace, more_in_trace)) = found else {
                 continue;
             };
-            let spans = trace.spans.take().unwrap_or_default();
+            if taken == 0 && more_in_trace {
+                // Not one more span fits: the trace starts the next page.
+                return Ok(ExportPage {
+                    traces,
+                    next: Some(ExportCursor {
+                        started_at,
+                        seq,
+                        span_offset: offset,
+                    }),
+                    continues_first,
+                });
+            }
+            if offset == 0 {
+                let head = trace_head_json_size(&trace);
+                if !page_was_empty && head > bytes_before {
+                    // The trace's own fields do not fit: it starts the next page.
+                    return Ok(ExportPage {
+                        traces,
+                        next: Some(ExportCursor {
+                            started_at,
+                            seq,
+                            span_offset: 0,
+                        }),
+                        continues_first,
+                    });
+                }
+                bytes_left = bytes_left.saturating_sub(head);
+            }
+            let spans = trace.spans.as_deref().unwrap_or_default();
             // A trace not received over OTLP is exported under a root span
             // standing for it (see `otlp::traces_data`): it counts too.
             if offset == 0 && spans.iter().all(|s| s.otel_span_id.is_none()) {
                 budget = budget.saturating_sub(1);
             }
-            let remaining: Vec<_> = spans.into_iter().skip(offset).collect();
-            let take = remaining.len().min(budget);
-            let more_in_trace = remaining.len() > take;
-            let page_spans: Vec<_> = remaining.into_iter().take(take).collect();
-            budget -= take;
-            trace.spans = Some(page_spans);
+            budget = budget.saturating_sub(taken);
+            trace.spans.get_or_insert_with(Vec::new);
+            if traces.is_empty() {
+                continues_first = offset > 0;
+            }
             traces.push(trace);
             if more_in_trace {
                 return Ok(ExportPage {
@@ -402,9 +455,13 @@ fn export(
                     next: Some(ExportCursor {
                         started_at,
                         seq,
-                        span_offset: offset + take,
+                        span_offset: offset + taken,
                     }),
+                    continues_first,
                 });
+            }
+            if bytes_left == 0 {
+                budget = 0;
             }
             position = ExportCursor {
                 started_at,

@@ -133,6 +133,7 @@ pub(super) fn list_common(
     };
     let mut traces = Vec::new();
     let mut keys = Vec::new();
+    let mut page = super::page::PageBytes::default();
     loop {
         let batch = super::traces::list(conn, tenant_id, &plain, after, CHECK_BATCH)?;
         let (Some(lo), Some(hi)) = (
@@ -151,6 +152,14 @@ pub(super) fn list_common(
         }
         for (trace, key) in batch.traces.into_iter().zip(batch.keys) {
             if wanted.contains(&key.seq) {
+                if !page.admit(&trace) {
+                    // Full: the page ends at the last trace it holds.
+                    return Ok(super::TracePage {
+                        next: keys.last().copied(),
+                        traces,
+                        keys,
+                    });
+                }
                 traces.push(trace);
                 keys.push(key);
             }

@@ -258,6 +258,7 @@ mod tests {
             }
             let detail: Vec<String> = crate::store::sessions::traces_of(conn, 1, session)
                 .expect("detail")
+                .0
                 .into_iter()
                 .map(|t| t.id)
                 .collect();

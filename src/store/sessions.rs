@@ -7,8 +7,9 @@
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection};
 
+use super::page::PageBytes;
 use super::session_lookup::{pending_by_session, ARMS};
-use super::traces::{trace_from_row, TraceCursor, TRACE_COLUMNS};
+use super::traces::{listed_trace_from_row, TraceCursor, TRACE_COLUMNS};
 use super::{Result, Store};
 use crate::model::Trace;
 
@@ -52,38 +53,55 @@ impl Store {
         .await
     }
 
-    /// The session's traces in the order they started.
-    pub async fn session_traces(&self, tenant_id: i64, session_id: String) -> Result<Vec<Trace>> {
+    /// The session's traces in the order they started, as many as one page
+    /// holds (see `page`); true when more were left out.
+    pub async fn session_traces(
+        &self,
+        tenant_id: i64,
+        session_id: String,
+    ) -> Result<(Vec<Trace>, bool)> {
         self.read(move |conn| traces_of(conn, tenant_id, &session_id))
             .await
     }
 }
 
 /// A session's first [`MAX_SESSION_TRACES`] traces in the order they
-/// started: from the session index and the entries not merged into it yet.
-pub(super) fn traces_of(conn: &Connection, tenant_id: i64, session_id: &str) -> Result<Vec<Trace>> {
+/// started, as many as one page holds: from the session index and the
+/// entries not merged into it yet. True when more were left out.
+pub(super) fn traces_of(
+    conn: &Connection,
+    tenant_id: i64,
+    session_id: &str,
+) -> Result<(Vec<Trace>, bool)> {
     let arm = |source: &str| {
         format!(
             "SELECT {TRACE_COLUMNS}, g.started_at AS k_start, g.trace_seq AS k_seq \
              FROM {source} g CROSS JOIN traces t ON t.seq = g.trace_seq \
              JOIN projects p ON p.id = t.project_id \
              WHERE g.tenant_id = ?1 AND g.session_id = ?2 AND t.tenant_id = ?1 \
-             ORDER BY g.started_at, g.trace_seq LIMIT {MAX_SESSION_TRACES}"
+             ORDER BY g.started_at, g.trace_seq LIMIT {MAX_SESSION_TRACES} + 1"
         )
     };
     let [index, rest] = ARMS;
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT * FROM ({}) UNION ALL SELECT * FROM ({}) \
-         ORDER BY k_start, k_seq LIMIT {MAX_SESSION_TRACES}",
+         ORDER BY k_start, k_seq LIMIT {MAX_SESSION_TRACES} + 1",
         arm(index),
         arm(rest)
     ))?;
     let mut rows = stmt.query(params![tenant_id, session_id])?;
     let mut traces = Vec::new();
+    let mut page = PageBytes::default();
     while let Some(r) = rows.next()? {
-        traces.push(trace_from_row(r)?);
+        let trace = listed_trace_from_row(r)?;
+        if !page.admit(&trace) {
+            return Ok((traces, true));
+        }
+        traces.push(trace);
     }
-    Ok(traces)
+    let more = traces.len() > MAX_SESSION_TRACES;
+    traces.truncate(MAX_SESSION_TRACES);
+    Ok((traces, more))
 }
 
 pub(super) fn list(

@@ -8,6 +8,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::value::RawValue;
 
+use super::page::{capped_text, PageBytes, VALUE_MAX_BYTES};
 use super::{now_micros, Result, Store, StoreError};
 use crate::model::{Event, Feedback, Span, Timestamp, Trace};
 
@@ -307,12 +308,23 @@ pub(super) fn list(
     let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
     let mut traces = Vec::with_capacity(limit.min(256));
     let mut positions = Vec::with_capacity(limit.min(256));
+    let mut page = PageBytes::default();
     while let Some(row) = rows.next()? {
+        let trace = listed_trace_from_row(row)?;
+        if !page.admit(&trace) {
+            // The page is full: it ends here, and its cursor continues
+            // from the last trace it holds.
+            return Ok(TracePage {
+                next: positions.last().copied(),
+                traces,
+                keys: positions,
+            });
+        }
         positions.push(TraceCursor {
             seq: row.get(0)?,
             started_at: row.get(17)?,
         });
-        traces.push(trace_from_row(row)?);
+        traces.push(trace);
     }
     let next = if traces.len() > limit {
         traces.truncate(limit);
@@ -329,6 +341,19 @@ pub(super) fn list(
 }
 
 pub(super) fn detail(conn: &Connection, tenant_id: i64, id: &str) -> Result<Option<Trace>> {
+    Ok(detail_part(conn, tenant_id, id, 0, |_| true)?.map(|(trace, _)| trace))
+}
+
+/// The trace with its spans from the `skip`th on (by start time), for as
+/// long as `take` accepts them: it sees each span before it is kept. True
+/// when `take` left spans out.
+pub(super) fn detail_part(
+    conn: &Connection,
+    tenant_id: i64,
+    id: &str,
+    skip: usize,
+    mut take: impl FnMut(&Span) -> bool,
+) -> Result<Option<(Trace, bool)>> {
     let sql = format!(
         "SELECT {TRACE_COLUMNS}, ten.uuid FROM traces t JOIN projects p ON p.id = t.project_id \
          JOIN tenants ten ON ten.id = t.tenant_id WHERE t.tenant_id = ?1 AND t.id = ?2"
@@ -349,34 +374,41 @@ pub(super) fn detail(conn: &Connection, tenant_id: i64, id: &str) -> Result<Opti
         "SELECT id, parent_span_id, name, type, input, output, model, latency_ms, cost, error, \
          prompt_tokens, completion_tokens, metadata, start_time, end_time, otel_trace_id, \
          otel_span_id, created_at FROM spans WHERE trace_seq = ?1 \
-         ORDER BY start_time IS NULL, start_time, rowid",
+         ORDER BY start_time IS NULL, start_time, rowid LIMIT -1 OFFSET ?2",
     )?;
-    let spans = stmt
-        .query_map([seq], |r| {
-            Ok(Span {
-                id: r.get(0)?,
-                tenant_id: tenant_uuid.clone(),
-                trace_id: trace.id.clone(),
-                parent_span_id: r.get(1)?,
-                name: r.get(2)?,
-                span_type: r.get(3)?,
-                input: r.get(4)?,
-                output: r.get(5)?,
-                model: r.get(6)?,
-                latency_ms: r.get(7)?,
-                cost: r.get(8)?,
-                error: r.get(9)?,
-                prompt_tokens: r.get(10)?,
-                completion_tokens: r.get(11)?,
-                metadata: raw_json(r.get(12)?),
-                start_time: r.get::<_, Option<i64>>(13)?.map(Timestamp),
-                end_time: r.get::<_, Option<i64>>(14)?.map(Timestamp),
-                otel_trace_id: r.get(15)?,
-                otel_span_id: r.get(16)?,
-                created_at: Timestamp(r.get(17)?),
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut rows = stmt.query(params![seq, i64::try_from(skip).unwrap_or(i64::MAX)])?;
+    let mut spans = Vec::new();
+    let mut left_out = false;
+    while let Some(r) = rows.next()? {
+        let span = Span {
+            id: r.get(0)?,
+            tenant_id: tenant_uuid.clone(),
+            trace_id: trace.id.clone(),
+            parent_span_id: r.get(1)?,
+            name: r.get(2)?,
+            span_type: r.get(3)?,
+            input: r.get(4)?,
+            output: r.get(5)?,
+            model: r.get(6)?,
+            latency_ms: r.get(7)?,
+            cost: r.get(8)?,
+            error: r.get(9)?,
+            prompt_tokens: r.get(10)?,
+            completion_tokens: r.get(11)?,
+            metadata: raw_json(r.get(12)?),
+            start_time: r.get::<_, Option<i64>>(13)?.map(Timestamp),
+            end_time: r.get::<_, Option<i64>>(14)?.map(Timestamp),
+            otel_trace_id: r.get(15)?,
+            otel_span_id: r.get(16)?,
+            created_at: Timestamp(r.get(17)?),
+        };
+        if !take(&span) {
+            left_out = true;
+            break;
+        }
+        spans.push(span);
+    }
+    drop(rows);
     let mut stmt = conn.prepare_cached(
         "SELECT id, span_id, level, message, metadata, timestamp FROM events \
          WHERE trace_seq = ?1 ORDER BY timestamp, rowid",
@@ -413,10 +445,42 @@ pub(super) fn detail(conn: &Connection, tenant_id: i64, id: &str) -> Result<Opti
     trace.events = Some(events);
     trace.feedback = Some(feedback);
     trace.evaluations = Some(super::evals::of_trace(conn, seq)?);
-    Ok(Some(trace))
+    Ok(Some((trace, left_out)))
 }
 
+/// A trace from a row of [`TRACE_COLUMNS`], whole.
 pub(super) fn trace_from_row(r: &Row<'_>) -> Result<Trace> {
+    trace_from_columns(r, None)
+}
+
+/// A trace from a row of [`TRACE_COLUMNS`] as a list shows it: its large
+/// values cut to [`VALUE_MAX_BYTES`] (see `page`).
+pub(super) fn listed_trace_from_row(r: &Row<'_>) -> Result<Trace> {
+    trace_from_columns(r, Some(VALUE_MAX_BYTES))
+}
+
+fn trace_from_columns(r: &Row<'_>, cap: Option<usize>) -> Result<Trace> {
+    let mut truncated = Vec::new();
+    let mut text = |i: usize, name: &'static str| -> Result<Option<String>> {
+        let Some(cap) = cap else {
+            return Ok(r.get(i)?);
+        };
+        let (value, cut) = capped_text(r, i, cap)?;
+        if cut {
+            truncated.push(name);
+        }
+        Ok(value)
+    };
+    let input = text(6, "input")?;
+    let output = text(7, "output")?;
+    let error = text(12, "error")?;
+    let metadata: String = match cap {
+        Some(cap) if r.get_ref(15)?.as_bytes().map_or(0, <[u8]>::len) > cap => {
+            truncated.push("metadata");
+            "null".into()
+        }
+        _ => r.get(15)?,
+    };
     let tags: Option<String> = r.get(13)?;
     let tag_map: Option<String> = r.get(14)?;
     Ok(Trace {
@@ -425,16 +489,16 @@ pub(super) fn trace_from_row(r: &Row<'_>) -> Result<Trace> {
         session_id: r.get(3)?,
         external_id: r.get(4)?,
         name: r.get(5)?,
-        input: r.get(6)?,
-        output: r.get(7)?,
+        input,
+        output,
         model: r.get(8)?,
         latency_ms: r.get(9)?,
         cost: r.get(10)?,
         total_token_count: r.get(11)?,
-        error: r.get(12)?,
+        error,
         tags: parse_stored(tags)?.unwrap_or_default(),
         tag_map: parse_stored::<BTreeMap<String, String>>(tag_map)?.unwrap_or_default(),
-        metadata: raw_json(r.get(15)?),
+        metadata: raw_json(metadata),
         span_count: r.get(16)?,
         started_at: Timestamp(r.get(17)?),
         ended_at: r.get::<_, Option<i64>>(18)?.map(Timestamp),
@@ -445,6 +509,7 @@ pub(super) fn trace_from_row(r: &Row<'_>) -> Result<Trace> {
         evaluations: None,
         feedback_summary: summary(r.get(20)?)?,
         eval_scores: summary(r.get(21)?)?,
+        truncated,
     })
 }
 

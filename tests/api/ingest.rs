@@ -220,18 +220,21 @@ async fn batch_sizes_are_enforced() {
             .post("/v1/ingest/batch", &json!({"traces": []}))
             .await,
         422,
-        &["traces", "100"],
+        &["traces", "10000"],
     )
     .await;
-    let many: Vec<Value> = (0..101).map(|i| sample_trace(&format!("t{i}"))).collect();
+    let many: Vec<Value> = (0..10_001)
+        .map(|i| sample_trace(&format!("t{i}")))
+        .collect();
     expect_error_naming(
         server
             .post("/v1/ingest/batch", &json!({"traces": many}))
             .await,
         422,
-        &["got 101"],
+        &["got 10001"],
     )
     .await;
+    assert_eq!(server.list_all("", 200).await.len(), 0);
     expect_error(
         server.post("/v1/ingest/batch", &json!({"nope": []})).await,
         422,

@@ -14,6 +14,7 @@ mod ingest;
 mod isolation;
 mod judges;
 mod live;
+mod memory;
 mod metrics;
 mod page;
 mod plans;
