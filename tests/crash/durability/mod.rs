@@ -15,6 +15,7 @@
 //! `duplicate`, never a 409. After the last kill the server starts once more
 //! and `verify` checks what it serves.
 
+mod client;
 mod server;
 mod traffic;
 mod verify;
@@ -29,9 +30,9 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
-use serde::Deserialize;
 use uuid::Uuid;
 
+use client::{client, ClientJob, ClientOut};
 use server::Server;
 use traffic::{Batch, Generator, Sent};
 
@@ -89,9 +90,10 @@ pub struct Report {
     pub details_checked: usize,
     pub filter_queries: usize,
     pub db_bytes: u64,
-    pub ingest_time: Duration,
-    pub verify_time: Duration,
-    pub total_time: Duration,
+    /// The WAL file's size as each kill left it.
+    pub wal_at_kill: Vec<u64>,
+    /// Where the time went, in order.
+    pub times: Vec<(&'static str, Duration)>,
     /// Every broken promise; the run passes when this is empty.
     pub problems: Vec<String>,
     problems_unlisted: usize,
@@ -107,12 +109,8 @@ impl Report {
     }
 
     pub fn summary(&self) -> String {
-        let mut ready: Vec<f64> = self.ready_after_kill.iter().map(ms).collect();
-        ready.sort_by(f64::total_cmp);
-        let rank = |p: f64| match ready.len() {
-            0 => 0.0,
-            n => ready[((p * n as f64).ceil() as usize).clamp(1, n) - 1],
-        };
+        let ready = Ranks::of(self.ready_after_kill.iter().map(ms).collect());
+        let wal = Ranks::of(self.wal_at_kill.iter().map(|b| *b as f64 / 1e6).collect());
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -143,12 +141,15 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "ready after a kill: p50 {:.1} / p95 {:.1} / max {:.1} ms (n={}); final start {:.1} ms",
-            rank(0.5),
-            rank(0.95),
-            rank(1.0),
-            ready.len(),
-            ms(&self.ready_final)
+            "ready after a kill: p50 {:.1} / p95 {:.1} / max {:.1} ms (n={}); final start {:.1} ms; \
+             WAL file left by a kill: p50 {:.0} / max {:.0} MB",
+            ready.at(0.5),
+            ready.at(0.95),
+            ready.at(1.0),
+            ready.0.len(),
+            ms(&self.ready_final),
+            wal.at(0.5),
+            wal.at(1.0)
         );
         let _ = writeln!(
             s,
@@ -158,13 +159,12 @@ impl Report {
             self.db_bytes as f64 / 1e6
         );
         let _ = writeln!(s, "at the last kill: {}", self.index_at_last_kill);
-        let _ = writeln!(
-            s,
-            "time: ingest and kills {:.1} s, checks {:.1} s, all {:.1} s",
-            self.ingest_time.as_secs_f64(),
-            self.verify_time.as_secs_f64(),
-            self.total_time.as_secs_f64()
-        );
+        let times: Vec<String> = self
+            .times
+            .iter()
+            .map(|(what, d)| format!("{what} {:.1} s", d.as_secs_f64()))
+            .collect();
+        let _ = writeln!(s, "time: {}", times.join(", "));
         if self.problems.is_empty() {
             s.push_str("no problems");
         } else {
@@ -186,6 +186,23 @@ impl Report {
 
 fn ms(d: &Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// Sorted samples, for percentiles.
+struct Ranks(Vec<f64>);
+
+impl Ranks {
+    fn of(mut samples: Vec<f64>) -> Ranks {
+        samples.sort_by(f64::total_cmp);
+        Ranks(samples)
+    }
+
+    fn at(&self, p: f64) -> f64 {
+        match self.0.len() {
+            0 => 0.0,
+            n => self.0[((p * n as f64).ceil() as usize).clamp(1, n) - 1],
+        }
+    }
 }
 
 /// Every trace the run sent, whether it was acknowledged, and the batches
@@ -239,6 +256,8 @@ async fn run_cycles(plan: &Plan) -> Report {
     let mut cut_off: Vec<Option<Batch>> = (0..plan.clients).map(|_| None).collect();
     let mut final_server = None;
     let mut acknowledged_so_far = 0;
+    let mut integrity_time = Duration::ZERO;
+    let mut wal_left: Option<u64> = None;
     for cycle in 0..=plan.kills {
         let log = plan.root.join(format!("server-{cycle:03}.log"));
         let server = match Server::start(&plan.binary, &config, log).await {
@@ -288,6 +307,8 @@ async fn run_cycles(plan: &Plan) -> Report {
         killed.store(true, Ordering::SeqCst);
         server.kill();
         report.kills += 1;
+        let wal = std::fs::metadata(data_dir.join("trulayer.db-wal")).map_or(0, |m| m.len());
+        report.wal_at_kill.push(wal);
         if report.kills == plan.kills {
             report.index_at_last_kill = server::index_state(&db);
         }
@@ -298,28 +319,16 @@ async fn run_cycles(plan: &Plan) -> Report {
                 Ok(Err(e)) => panic!("client {i} panicked: {e}"),
                 Err(_) => panic!("client {i} still running 60 s after the kill"),
             };
-            for traces in &out.acknowledged {
-                ledger.acknowledge(traces);
-                report.batches_acknowledged += 1;
-                cycle_traces += traces.len();
-            }
-            for traces in &out.refused {
-                ledger.leave_unacknowledged(traces);
-            }
-            report.batches_cut_off += usize::from(out.cut_off.is_some());
-            report.cut_off_were_stored += out.retry_was_stored;
-            report.cut_off_were_not_stored += out.retry_was_not_stored;
-            report.duplicates_sent += out.duplicates;
-            for p in out.problems {
-                report.problem(format!("cycle {cycle}, client {i}: {p}"));
-            }
+            cycle_traces += take_in(&out, &mut ledger, &mut report, cycle, i);
             cut_off[i] = out.cut_off;
             generators[i] = Some(out.generator);
         }
         acknowledged_so_far += cycle_traces;
         let kill = cycle + 1;
+        let checking = Instant::now();
         let integrity = (kill % plan.integrity_every.max(1) == 0 || kill == plan.kills)
             .then(|| server::integrity_check(&db));
+        integrity_time += checking.elapsed();
         if let Some(result) = &integrity {
             report.integrity_checks += 1;
             if result != "ok" {
@@ -329,33 +338,49 @@ async fn run_cycles(plan: &Plan) -> Report {
         if plan.progress {
             eprintln!(
                 "kill {kill:>3}/{} after {:>5.0} ms: {cycle_traces:>6} traces acknowledged \
-                 this run, {:>8} in all; it started in {:.1} ms{}",
+                 this run, {:>8} in all; it started in {:.1} ms{}{}",
                 plan.kills,
                 ms(&delay),
                 acknowledged_so_far,
                 ms(&ready),
+                wal_left.map_or(String::new(), |b| format!(
+                    " on the {:.0} MB WAL the last kill left",
+                    b as f64 / 1e6
+                )),
                 integrity.map_or(String::new(), |r| format!("; integrity_check {r}")),
             );
         }
+        wal_left = Some(wal);
     }
     // The batches cut off by the last kill are never sent again: the
     // check finds each either whole or not at all.
     for batch in cut_off.into_iter().flatten() {
         ledger.leave_unacknowledged(&batch.traces);
     }
-    report.ingest_time = started.elapsed();
+    report.times.push((
+        "ingest, kills and restarts",
+        started.elapsed() - integrity_time,
+    ));
+    report
+        .times
+        .push(("integrity_check of crashed states", integrity_time));
     report.traces_sent = ledger.traces.len();
     report.traces_acknowledged = ledger.traces.values().filter(|(_, a)| *a).count();
     let Some(server) = final_server else {
-        report.total_time = started.elapsed();
+        report.times.push(("all", started.elapsed()));
         return report;
     };
-    let checking = Instant::now();
     verify::check(&server.base, &ledger, plan, &mut rng, &mut report).await;
+    let stopping = Instant::now();
     if let Err(e) = server.stop().await {
         report.problem(format!("final stop: {e}"));
     }
+    report.times.push(("clean stop", stopping.elapsed()));
+    let checking = Instant::now();
     report.integrity_final = server::integrity_check(&db);
+    report
+        .times
+        .push(("integrity_check after it", checking.elapsed()));
     if report.integrity_final != "ok" {
         report.problem(format!(
             "integrity_check after the final stop: {}",
@@ -367,154 +392,34 @@ async fn run_cycles(plan: &Plan) -> Report {
         .filter_map(|f| std::fs::metadata(data_dir.join(f)).ok())
         .map(|m| m.len())
         .sum();
-    report.verify_time = checking.elapsed();
-    report.total_time = started.elapsed();
+    report.times.push(("all", started.elapsed()));
     report
 }
 
-struct ClientJob {
-    url: String,
-    cycle: u32,
-    sizes: RangeInclusive<usize>,
-    /// The batch this client had in flight at the last kill.
-    retry: Option<Batch>,
-    killed: Arc<AtomicBool>,
-    acknowledged: Arc<AtomicUsize>,
-}
-
-struct ClientOut {
-    acknowledged: Vec<Vec<Sent>>,
-    /// Batches answered with something other than an acknowledgement.
-    refused: Vec<Vec<Sent>>,
-    cut_off: Option<Batch>,
-    retry_was_stored: usize,
-    retry_was_not_stored: usize,
-    duplicates: usize,
-    problems: Vec<String>,
-    /// Handed back for the client's next cycle.
-    generator: Generator,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Send {
-    New,
-    /// Cut off by the last kill: stored whole or not at all.
-    Retry,
-    /// Acknowledged before: must be a duplicate.
-    Again,
-}
-
-#[derive(Deserialize)]
-struct BatchAnswer {
-    ingested: Option<usize>,
-    status: Option<String>,
-    #[serde(default)]
-    ids: Vec<String>,
-}
-
-async fn client(mut job: ClientJob, generator: Generator) -> ClientOut {
-    let mut out = ClientOut {
-        acknowledged: Vec::new(),
-        refused: Vec::new(),
-        cut_off: None,
-        retry_was_stored: 0,
-        retry_was_not_stored: 0,
-        duplicates: 0,
-        problems: Vec::new(),
-        generator,
-    };
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("build the HTTP client");
-    let mut again: Option<Batch> = None;
-    let mut sent_again = false;
-    while !job.killed.load(Ordering::SeqCst) {
-        let (batch, kind) = if let Some(b) = job.retry.take() {
-            (b, Send::Retry)
-        } else if let Some(b) = again.take() {
-            (b, Send::Again)
-        } else {
-            (out.generator.batch(job.cycle, &job.sizes), Send::New)
-        };
-        let answer = async {
-            let response = http
-                .post(&job.url)
-                .bearer_auth(server::KEY)
-                .header("content-type", "application/json")
-                .body(batch.body.clone())
-                .send()
-                .await?;
-            let status = response.status().as_u16();
-            let body = response.bytes().await?;
-            Ok::<_, reqwest::Error>((status, body))
-        }
-        .await;
-        let (status, body) = match answer {
-            Ok(answer) => answer,
-            Err(e) => {
-                if !job.killed.load(Ordering::SeqCst) {
-                    out.problems
-                        .push(format!("a request failed while the server ran: {e}"));
-                }
-                if kind != Send::Again {
-                    out.cut_off = Some(batch);
-                }
-                break;
-            }
-        };
-        let parsed: Option<BatchAnswer> = serde_json::from_slice(&body).ok();
-        let n = batch.traces.len();
-        let names_every_id = parsed.as_ref().is_some_and(|a| {
-            a.ids.len() == n
-                && a.ids
-                    .iter()
-                    .zip(&batch.traces)
-                    .all(|(id, t)| *id == t.id.to_string())
-        });
-        let ingested = parsed.as_ref().and_then(|a| a.ingested);
-        let duplicate = parsed
-            .as_ref()
-            .is_some_and(|a| a.status.as_deref() == Some("duplicate"));
-        let created = status == 201 && ingested == Some(n) && names_every_id;
-        let was_stored = status == 200 && duplicate && ingested == Some(0) && names_every_id;
-        let accepted = match kind {
-            Send::New => created,
-            Send::Retry => {
-                out.retry_was_stored += usize::from(was_stored);
-                out.retry_was_not_stored += usize::from(created);
-                created || was_stored
-            }
-            Send::Again => {
-                out.duplicates += usize::from(was_stored);
-                was_stored
-            }
-        };
-        if !accepted {
-            let what = match kind {
-                Send::New => "a new batch",
-                Send::Retry => "a batch cut off by the last kill, sent again",
-                Send::Again => "an acknowledged batch, sent again",
-            };
-            out.problems.push(format!(
-                "{what} of {n} traces got {status}: {}",
-                String::from_utf8_lossy(&body[..body.len().min(300)])
-            ));
-            if kind != Send::Again {
-                out.refused.push(batch.traces);
-            }
-            continue;
-        }
-        if kind == Send::Again {
-            continue;
-        }
-        out.acknowledged.push(batch.traces.clone());
-        job.acknowledged.fetch_add(1, Ordering::SeqCst);
-        if kind == Send::New && !sent_again {
-            sent_again = true;
-            again = Some(batch);
-        }
+/// Adds what a client saw in a cycle to the ledger and the report; returns
+/// the traces it had acknowledged.
+fn take_in(
+    out: &ClientOut,
+    ledger: &mut Ledger,
+    report: &mut Report,
+    cycle: usize,
+    client: usize,
+) -> usize {
+    let mut traces_acknowledged = 0;
+    for traces in &out.acknowledged {
+        ledger.acknowledge(traces);
+        report.batches_acknowledged += 1;
+        traces_acknowledged += traces.len();
     }
-    out
+    for traces in &out.refused {
+        ledger.leave_unacknowledged(traces);
+    }
+    report.batches_cut_off += usize::from(out.cut_off.is_some());
+    report.cut_off_were_stored += out.retry_was_stored;
+    report.cut_off_were_not_stored += out.retry_was_not_stored;
+    report.duplicates_sent += out.duplicates;
+    for p in &out.problems {
+        report.problem(format!("cycle {cycle}, client {client}: {p}"));
+    }
+    traces_acknowledged
 }

@@ -4,6 +4,7 @@
 //! session filters return exactly the stored traces that carry them.
 
 use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom as _;
@@ -114,11 +115,12 @@ pub(super) async fn check(
     let api = Api {
         http: reqwest::Client::builder()
             .no_proxy()
-            .timeout(std::time::Duration::from_secs(60))
+            .timeout(Duration::from_secs(60))
             .build()
             .expect("build the HTTP client"),
         base: base.to_owned(),
     };
+    let listing = Instant::now();
     let found = match api.list_ids("", ledger.traces.len()).await {
         Ok(found) => found,
         Err(e) => {
@@ -128,8 +130,15 @@ pub(super) async fn check(
     };
     report.traces_found = found.len();
     check_stored(ledger, &found, report);
+    report
+        .times
+        .push(("listing every trace", listing.elapsed()));
+    let reading = Instant::now();
     check_details(&api, ledger, plan, rng, report).await;
+    report.times.push(("reading details", reading.elapsed()));
+    let filtering = Instant::now();
     check_filters(&api, ledger, &found, plan, rng, report).await;
+    report.times.push(("filters", filtering.elapsed()));
 }
 
 /// Acknowledged ⊆ found ⊆ sent, and no batch stored in part.
