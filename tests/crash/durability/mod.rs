@@ -90,8 +90,6 @@ pub struct Report {
     pub details_checked: usize,
     pub filter_queries: usize,
     pub db_bytes: u64,
-    /// The WAL file's size as each kill left it.
-    pub wal_at_kill: Vec<u64>,
     /// Where the time went, in order.
     pub times: Vec<(&'static str, Duration)>,
     /// Every broken promise; the run passes when this is empty.
@@ -110,7 +108,6 @@ impl Report {
 
     pub fn summary(&self) -> String {
         let ready = Ranks::of(self.ready_after_kill.iter().map(ms).collect());
-        let wal = Ranks::of(self.wal_at_kill.iter().map(|b| *b as f64 / 1e6).collect());
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -141,15 +138,12 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "ready after a kill: p50 {:.1} / p95 {:.1} / max {:.1} ms (n={}); final start {:.1} ms; \
-             WAL file left by a kill: p50 {:.0} / max {:.0} MB",
+            "ready after a kill: p50 {:.1} / p95 {:.1} / max {:.1} ms (n={}); final start {:.1} ms",
             ready.at(0.5),
             ready.at(0.95),
             ready.at(1.0),
             ready.0.len(),
-            ms(&self.ready_final),
-            wal.at(0.5),
-            wal.at(1.0)
+            ms(&self.ready_final)
         );
         let _ = writeln!(
             s,
@@ -257,7 +251,9 @@ async fn run_cycles(plan: &Plan) -> Report {
     let mut final_server = None;
     let mut acknowledged_so_far = 0;
     let mut integrity_time = Duration::ZERO;
-    let mut wal_left: Option<u64> = None;
+    // A kill's progress line waits for the restart after it, whose time
+    // to ready grows with what the killed run wrote.
+    let mut kill_line: Option<String> = None;
     for cycle in 0..=plan.kills {
         let log = plan.root.join(format!("server-{cycle:03}.log"));
         let server = match Server::start(&plan.binary, &config, log).await {
@@ -267,9 +263,11 @@ async fn run_cycles(plan: &Plan) -> Report {
                 break;
             }
         };
-        let ready = server.ready_after;
         if cycle > 0 {
-            report.ready_after_kill.push(ready);
+            report.ready_after_kill.push(server.ready_after);
+        }
+        if let Some(line) = kill_line.take() {
+            eprintln!("{line}; ready again in {:.1} ms", ms(&server.ready_after));
         }
         if cycle == plan.kills {
             report.ready_final = server.ready_after;
@@ -307,8 +305,6 @@ async fn run_cycles(plan: &Plan) -> Report {
         killed.store(true, Ordering::SeqCst);
         server.kill();
         report.kills += 1;
-        let wal = std::fs::metadata(data_dir.join("trulayer.db-wal")).map_or(0, |m| m.len());
-        report.wal_at_kill.push(wal);
         if report.kills == plan.kills {
             report.index_at_last_kill = server::index_state(&db);
         }
@@ -336,21 +332,14 @@ async fn run_cycles(plan: &Plan) -> Report {
             }
         }
         if plan.progress {
-            eprintln!(
+            kill_line = Some(format!(
                 "kill {kill:>3}/{} after {:>5.0} ms: {cycle_traces:>6} traces acknowledged \
-                 this run, {:>8} in all; it started in {:.1} ms{}{}",
+                 in this run, {acknowledged_so_far:>8} in all{}",
                 plan.kills,
                 ms(&delay),
-                acknowledged_so_far,
-                ms(&ready),
-                wal_left.map_or(String::new(), |b| format!(
-                    " on the {:.0} MB WAL the last kill left",
-                    b as f64 / 1e6
-                )),
                 integrity.map_or(String::new(), |r| format!("; integrity_check {r}")),
-            );
+            ));
         }
-        wal_left = Some(wal);
     }
     // The batches cut off by the last kill are never sent again: the
     // check finds each either whole or not at all.
