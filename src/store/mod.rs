@@ -149,9 +149,13 @@ impl Store {
         std::fs::create_dir_all(data_dir)?;
         let path = data_dir.join(DB_FILE);
         let mut conn = Connection::open(&path)?;
+        // Automatic checkpoints are off before anything writes: on a
+        // database a crash left with a long WAL, the next statement would
+        // otherwise copy all of it into the database before the server
+        // listens (hundreds of milliseconds after a kill under load).
+        apply_pragmas(&conn, synchronous)?;
         // Takes effect on a new database only; see `reclaimable` below.
         conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
-        apply_pragmas(&conn, synchronous)?;
         let before: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let schema_version = migrations::migrate(&mut conn, data_dir)?;
         if before > 0 && before < 7 {
