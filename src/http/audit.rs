@@ -9,7 +9,6 @@ use axum::http::request::Parts;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::principal::Role;
 use super::{AppState, Credential, Principal};
 use crate::error::AppError;
 use crate::model::Timestamp;
@@ -85,18 +84,6 @@ pub async fn by(
     .await;
 }
 
-/// Owners and viewers (auditors) read the log; members do not.
-fn may_read(principal: &Principal) -> Result<(), AppError> {
-    let user = principal.require_role(Role::Viewer)?;
-    if user.role == "member" {
-        return Err(AppError::Forbidden {
-            message: "the audit log is for owners and viewers".into(),
-            code: "forbidden_role",
-        });
-    }
-    Ok(())
-}
-
 const MAX_PAGE: usize = 200;
 
 /// `GET /v1/audit-log`: newest first, `limit` (1–200, default 50), `cursor`.
@@ -105,7 +92,6 @@ pub async fn list(
     principal: Principal,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, AppError> {
-    may_read(&principal)?;
     let limit = match params.get("limit") {
         None => 50,
         Some(l) => l
@@ -160,7 +146,6 @@ pub async fn verify(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<Value>, AppError> {
-    may_read(&principal)?;
     let verdict = state.store.verify_audit(principal.tenant_id).await?;
     Ok(Json(json!({
         "intact": verdict.broken_at.is_none(),

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::Request;
-use axum::http::{HeaderName, HeaderValue, Method};
+use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 
@@ -24,20 +24,6 @@ pub enum Family {
 }
 
 impl Family {
-    pub fn of(method: &Method, path: &str) -> Family {
-        let ingest = path == "/v1/ingest"
-            || path == "/v1/ingest/batch"
-            || path == "/v1/otlp/traces"
-            || path == "/v1/otlp/v1/traces";
-        if ingest && method == Method::POST {
-            Family::Ingest
-        } else if (path == "/v1/feedback" || path == "/v1/eval") && method == Method::POST {
-            Family::Feedback
-        } else {
-            Family::Read
-        }
-    }
-
     fn limit(self, plan: Plan, state: &AppState) -> u64 {
         let limits = state.config.plans.limits(plan);
         match self {
@@ -114,14 +100,14 @@ impl RateSlot {
     }
 }
 
-/// Applies the tenant's request rate for this request's family.
+/// Applies the tenant's request rate for the route's family.
 pub fn check_rate(
     state: &AppState,
     parts: &axum::http::request::Parts,
+    family: Family,
     tenant_id: i64,
     plan: Plan,
 ) -> Result<(), AppError> {
-    let family = Family::of(&parts.method, parts.uri.path());
     let outcome = state
         .rates
         .hit(tenant_id, family, family.limit(plan, state));

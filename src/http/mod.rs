@@ -32,7 +32,7 @@ use crate::config::Config;
 use crate::pricing::Pricing;
 use crate::store::Store;
 
-pub use principal::{Credential, Principal};
+pub use principal::{Credential, Principal, Role};
 
 /// What every handler can reach.
 #[derive(Clone)]

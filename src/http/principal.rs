@@ -17,6 +17,7 @@ use axum::http::request::Parts;
 use axum::http::Method;
 
 use super::limits::check_rate;
+use super::router::{Access, Auth, KeyScope};
 use super::AppState;
 use crate::auth;
 use crate::config::Plan;
@@ -73,7 +74,8 @@ impl Role {
 }
 
 impl Principal {
-    /// The session's user; an API key gets 403 `session_required`.
+    /// The session's user, its session id and organisation name, on a route
+    /// the table keeps to sessions; an API key gets 403 `session_required`.
     pub fn session(&self) -> Result<(&UserRecord, i64, &str), AppError> {
         match &self.credential {
             Credential::Session {
@@ -82,22 +84,10 @@ impl Principal {
                 org_name,
             } => Ok((user, *session_id, org_name)),
             Credential::ApiKey { .. } => Err(AppError::Forbidden {
-                message: "this route needs a user session (log in); API keys cannot use it".into(),
+                message: SESSION_REQUIRED.into(),
                 code: "session_required",
             }),
         }
-    }
-
-    /// A session whose user has at least `minimum`.
-    pub fn require_role(&self, minimum: Role) -> Result<&UserRecord, AppError> {
-        let (user, _, _) = self.session()?;
-        if Role::parse(&user.role).unwrap_or(Role::Viewer) < minimum {
-            return Err(AppError::Forbidden {
-                message: format!("the {} role cannot do this", user.role),
-                code: "forbidden_role",
-            });
-        }
-        Ok(user)
     }
 }
 
@@ -172,22 +162,6 @@ fn presented(parts: &Parts) -> Option<Presented<'_>> {
         })
 }
 
-/// Routes that manage the organisation (the reference's dashboard routes):
-/// users only, whatever a key's scopes. Listing projects stays open to keys.
-fn session_only(method: &Method, path: &str) -> bool {
-    let under = |prefix: &str| {
-        path.strip_prefix(prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-    };
-    under("/v1/auth")
-        || under("/v1/users")
-        || under("/v1/apikeys")
-        || under("/v1/otlp/export")
-        || under("/v1/audit-log")
-        || under("/v1/audit")
-        || (under("/v1/projects") && !is_safe(method))
-}
-
 fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
@@ -210,21 +184,38 @@ fn same_origin(parts: &Parts) -> bool {
         .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
 }
 
+const SESSION_REQUIRED: &str = "this route needs a user session (log in); API keys cannot use it";
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = AppError;
 
+    /// Authenticates the caller and holds it to the route's row of the
+    /// table (`router::Access`): credential kind, key scope, session role,
+    /// and the request rate of the route's family.
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        // Every route of the table carries its row; one without is refused,
+        // not let through.
+        let access = parts
+            .extensions
+            .get::<Access>()
+            .copied()
+            .ok_or(AppError::Internal("a route without an access rule".into()))?;
         match presented(parts).ok_or(INVALID_KEY)? {
-            Presented::Key(token) => api_key(parts, state, token).await,
+            Presented::Key(token) => api_key(parts, state, token, access).await,
             Presented::Session { token, cookie } => {
                 let token = token.to_owned();
-                session(parts, state, &token, cookie).await
+                session(parts, state, &token, cookie, access).await
             }
         }
     }
 }
 
-async fn api_key(parts: &Parts, state: &AppState, token: &str) -> Result<Principal, AppError> {
+async fn api_key(
+    parts: &Parts,
+    state: &AppState,
+    token: &str,
+    access: Access,
+) -> Result<Principal, AppError> {
     if !token.starts_with(auth::KEY_PREFIX) {
         return Err(INVALID_KEY);
     }
@@ -242,29 +233,28 @@ async fn api_key(parts: &Parts, state: &AppState, token: &str) -> Result<Princip
     if key.expires_at.is_some_and(|at| at <= now_micros()) {
         return Err(EXPIRED_KEY);
     }
-    if session_only(&parts.method, parts.uri.path()) {
+    let Some(scope) = access.scope.filter(|_| access.auth == Auth::KeyOrSession) else {
         return Err(AppError::Forbidden {
-            message: "this route needs a user session (log in); API keys cannot use it".into(),
+            message: SESSION_REQUIRED.into(),
             code: "session_required",
         });
-    }
-    // A key with scopes may only do what they name: `query` reads,
-    // `ingest` writes telemetry. No scopes: everything a key may do.
-    if !key.scopes.is_empty() {
-        let needed = if is_safe(&parts.method) {
-            "query"
-        } else {
-            "ingest"
+    };
+    if !scope.allows(&key.scopes) {
+        let needed = match scope {
+            KeyScope::Query => "the \"query\" scope",
+            KeyScope::Ingest => "the \"ingest\" scope",
+            KeyScope::Unscoped => "a key without scopes (or a session)",
         };
-        if !key.scopes.iter().any(|s| s == needed) {
-            return Err(AppError::Forbidden {
-                message: format!("this API key lacks the {needed:?} scope"),
-                code: "scope_forbidden",
-            });
-        }
+        return Err(AppError::Forbidden {
+            message: format!(
+                "this API key's scopes {:?} do not allow this route: it needs {needed}",
+                key.scopes
+            ),
+            code: "scope_forbidden",
+        });
     }
     let plan = Plan::parse(&key.plan).unwrap_or(Plan::Enterprise);
-    check_rate(state, parts, key.tenant_id, plan)?;
+    check_rate(state, parts, access.family, key.tenant_id, plan)?;
     if state.key_touches.due(key.id) {
         let store = state.store.clone();
         let key_id = key.id;
@@ -291,6 +281,7 @@ async fn session(
     state: &AppState,
     token: &str,
     cookie: bool,
+    access: Access,
 ) -> Result<Principal, AppError> {
     if !token.starts_with(auth::SESSION_PREFIX) {
         return Err(INVALID_SESSION);
@@ -309,15 +300,15 @@ async fn session(
             code: "csrf_rejected",
         });
     }
-    // Viewers read; they may still manage their own login.
-    if unsafe_method && found.user.role == "viewer" && !parts.uri.path().starts_with("/v1/auth/") {
+    let role = Role::parse(&found.user.role).unwrap_or(Role::Viewer);
+    if !access.roles.allows(role) {
         return Err(AppError::Forbidden {
-            message: "the viewer role is read-only".into(),
+            message: format!("the {} role cannot do this", found.user.role),
             code: "forbidden_role",
         });
     }
     let plan = Plan::parse(&found.plan).unwrap_or(Plan::Enterprise);
-    check_rate(state, parts, found.user.tenant_id, plan)?;
+    check_rate(state, parts, access.family, found.user.tenant_id, plan)?;
     let project = state
         .store
         .default_project(found.user.tenant_id)

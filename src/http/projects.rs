@@ -14,7 +14,6 @@ use serde_json::{json, Value};
 use super::audit;
 use super::extract::JsonBody;
 use super::limits::plan_gate;
-use super::principal::Role;
 use super::{AppState, Principal};
 use crate::auth;
 use crate::error::AppError;
@@ -121,7 +120,6 @@ pub async fn create(
     principal: Principal,
     JsonBody(body): JsonBody<NewProject>,
 ) -> Result<Response, AppError> {
-    principal.require_role(Role::Member)?;
     let project = state
         .store
         .create_project(principal.tenant_id, check_name(&body.name)?)
@@ -144,7 +142,6 @@ pub async fn update(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<serde_json::Map<String, Value>>,
 ) -> Result<Json<Value>, AppError> {
-    principal.require_role(Role::Member)?;
     let mut change = ProjectChange::default();
     if let Some(name) = body.get("name") {
         let name = name
@@ -212,7 +209,6 @@ async fn set_archived(
     id: String,
     archived: bool,
 ) -> Result<Json<Value>, AppError> {
-    principal.require_role(Role::Owner)?;
     let project = state
         .store
         .set_project_archived(principal.tenant_id, id, archived)
@@ -257,7 +253,6 @@ pub async fn list_keys(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<Value>, AppError> {
-    principal.session()?;
     let keys = state.store.list_api_keys(principal.tenant_id).await?;
     Ok(Json(
         json!({ "api_keys": keys.iter().map(key_json).collect::<Vec<_>>() }),
@@ -278,7 +273,6 @@ pub async fn create_key(
     principal: Principal,
     JsonBody(body): JsonBody<NewKey>,
 ) -> Result<Response, AppError> {
-    principal.require_role(Role::Member)?;
     let name = check_name(&body.name)?;
     if let Some(bad) = body.scopes.iter().find(|s| !SCOPES.contains(&s.as_str())) {
         return Err(AppError::unprocessable(format!(
@@ -350,7 +344,6 @@ pub async fn revoke_key(
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
-    principal.require_role(Role::Owner)?;
     let key_id = key_id(&state, &principal, id.clone()).await?;
     state
         .store
@@ -365,7 +358,6 @@ pub async fn rotate_key(
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, AppError> {
-    principal.require_role(Role::Owner)?;
     let key_id = key_id(&state, &principal, id).await?;
     let key = auth::generate_api_key();
     let rotated = state

@@ -1,10 +1,14 @@
 //! Every route and every layer of the server, on one screen. The route
-//! table says who may call each route; the access tests are generated from
-//! it, so a new route cannot escape them.
+//! table says who may call each route (credential, key scope, session
+//! roles) and which rate family it counts against; each row is handed to
+//! the `Principal` extractor, which enforces it, and the access tests are
+//! generated from it, so a new route cannot escape them.
 //!
 //! Layers, outermost first: request context (request id, task-local id for
-//! error bodies, one log line per request) → body limit and body timeout →
-//! route handler, whose `Principal` extractor authenticates.
+//! error bodies, one log line per request) → JSON error bodies for any
+//! refusal → body limit and body timeout → security headers → the request's
+//! memory charges → rate-limit headers → route handler, whose `Principal`
+//! extractor authenticates and authorizes.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +21,8 @@ use axum::Router;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use super::extract::BodyLimit;
+use super::limits::Family;
+use super::principal::Role;
 use super::{
     account, audit, budget, eval_rules, eval_summaries, evals, export, feedback, health, ingest,
     limits, live, metrics, otlp, projects, search, sessions, telemetry, traces, ui, AppState,
@@ -26,22 +32,76 @@ use crate::error::{json_errors, AppError, REQUEST_ID};
 /// How long a client may take to send a request body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Who may call a route; the route table states it for every route and
-/// the access tests are generated from it.
+/// How a caller authenticates for a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
+pub enum Auth {
     /// No credentials needed.
     Public,
-    /// An API key (within its scopes) or a session.
-    Key,
-    /// A session of any role.
+    /// An API key (within its scopes) or a user session.
+    KeyOrSession,
+    /// A user session only; a key gets 403 `session_required`.
     Session,
-    /// A session of a member or owner.
+}
+
+/// What an API key's scopes must allow for a route. A key without scopes
+/// may do all that keys may; one with scopes only what they name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyScope {
+    /// Keys with the `query` scope: reads.
+    Query,
+    /// Keys with the `ingest` scope: sending telemetry, feedback, evaluations.
+    Ingest,
+    /// Keys without scopes only (configuration a key may change).
+    Unscoped,
+}
+
+impl KeyScope {
+    /// Whether a key with `scopes` may call a route needing this.
+    pub fn allows(self, scopes: &[String]) -> bool {
+        let has = |name: &str| scopes.iter().any(|s| s == name);
+        scopes.is_empty()
+            || match self {
+                KeyScope::Query => has("query"),
+                KeyScope::Ingest => has("ingest"),
+                KeyScope::Unscoped => false,
+            }
+    }
+}
+
+/// Which user roles a session needs for a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Roles {
+    /// Every role, viewers included.
+    Any,
+    /// Members and owners.
     Member,
-    /// A session of an owner.
+    /// Owners.
     Owner,
-    /// A session of an owner or viewer (the audit log).
-    AuditReader,
+    /// Owners and viewers (the audit log: oversight, not operation).
+    Auditor,
+}
+
+impl Roles {
+    pub fn allows(self, role: Role) -> bool {
+        match self {
+            Roles::Any => true,
+            Roles::Member => role >= Role::Member,
+            Roles::Owner => role == Role::Owner,
+            Roles::Auditor => matches!(role, Role::Owner | Role::Viewer),
+        }
+    }
+}
+
+/// Who may call a route and how it is counted: its row of the table,
+/// given to the `Principal` extractor, which enforces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    pub auth: Auth,
+    /// What a key needs; `None`: keys may not call it.
+    pub scope: Option<KeyScope>,
+    pub roles: Roles,
+    /// The family of endpoints whose request rate it counts against.
+    pub family: Family,
 }
 
 /// One route: method, path, and who may call it.
@@ -65,181 +125,92 @@ impl LargeBody {
     }
 }
 
-/// Every route with its handler.
+/// Every route with its handler: method, path, who may call it (credential,
+/// key scope, session roles) and its rate family.
 fn table(batch: LargeBody, otlp: LargeBody) -> Vec<(RouteSpec, MethodRouter<AppState>)> {
-    use Access::*;
-    let spec = |method: Method, path: &'static str, access: Access| RouteSpec {
-        method,
-        path,
-        access,
+    use Auth::{KeyOrSession as Either, Public, Session};
+    use Family::{Feedback, Ingest, Read};
+    use KeyScope::{Ingest as Sends, Query as Reads, Unscoped};
+    use Method as M;
+    use Roles::{Any, Auditor, Member, Owner};
+    let row = |method: Method,
+               path: &'static str,
+               auth: Auth,
+               scope: Option<KeyScope>,
+               roles: Roles,
+               family: Family,
+               handler: MethodRouter<AppState>| {
+        let access = Access {
+            auth,
+            scope,
+            roles,
+            family,
+        };
+        (
+            RouteSpec {
+                method,
+                path,
+                access,
+            },
+            handler.layer::<_, std::convert::Infallible>(axum::Extension(access)),
+        )
     };
-    vec![
-        (spec(Method::GET, "/", Public), get(ui::index)),
-        (spec(Method::GET, "/assets/{*path}", Public), get(ui::asset)),
-        (spec(Method::GET, "/health", Public), get(health::health)),
-        (spec(Method::GET, "/ready", Public), get(health::ready)),
-        (
-            spec(Method::GET, "/metrics", Public),
-            get(telemetry::main_listener),
-        ),
-        (
-            spec(Method::POST, "/v1/ingest", Key),
-            post(ingest::ingest_one),
-        ),
-        (
-            spec(Method::POST, "/v1/ingest/batch", Key),
-            batch.on(post(ingest::ingest_batch)),
-        ),
-        (
-            spec(Method::POST, "/v1/otlp/traces", Key),
-            otlp.on(post(otlp::traces)),
-        ),
-        (
-            spec(Method::POST, "/v1/otlp/v1/traces", Key),
-            otlp.on(post(otlp::traces)),
-        ),
-        (
-            spec(Method::GET, "/v1/otlp/export", Session),
-            get(otlp::export),
-        ),
-        (
-            spec(Method::POST, "/v1/auth/login", Public),
-            post(account::login),
-        ),
-        (
-            spec(Method::POST, "/v1/auth/logout", Session),
-            post(account::logout),
-        ),
-        (spec(Method::GET, "/v1/auth/me", Session), get(account::me)),
-        (
-            spec(Method::POST, "/v1/auth/password", Session),
-            post(account::change_password),
-        ),
-        (
-            spec(Method::GET, "/v1/users", Session),
-            get(account::list_users),
-        ),
-        (
-            spec(Method::POST, "/v1/users", Owner),
-            post(account::create_user),
-        ),
-        (
-            spec(Method::PATCH, "/v1/users/{id}", Owner),
-            patch(account::update_user),
-        ),
-        (
-            spec(Method::DELETE, "/v1/users/{id}", Owner),
-            delete(account::delete_user),
-        ),
-        (spec(Method::GET, "/v1/projects", Key), get(projects::list)),
-        (
-            spec(Method::POST, "/v1/projects", Member),
-            post(projects::create),
-        ),
-        (
-            spec(Method::PATCH, "/v1/projects/{id}", Member),
-            patch(projects::update),
-        ),
-        (
-            spec(Method::POST, "/v1/projects/{id}/archive", Owner),
-            post(projects::archive),
-        ),
-        (
-            spec(Method::POST, "/v1/projects/{id}/unarchive", Owner),
-            post(projects::unarchive),
-        ),
-        (
-            spec(Method::GET, "/v1/apikeys", Session),
-            get(projects::list_keys),
-        ),
-        (
-            spec(Method::POST, "/v1/apikeys", Member),
-            post(projects::create_key),
-        ),
-        (
-            spec(Method::DELETE, "/v1/apikeys/{id}", Owner),
-            delete(projects::revoke_key),
-        ),
-        (
-            spec(Method::POST, "/v1/apikeys/{id}/rotate", Owner),
-            post(projects::rotate_key),
-        ),
-        (
-            spec(Method::GET, "/v1/audit-log", AuditReader),
-            get(audit::list),
-        ),
-        (
-            spec(Method::GET, "/v1/audit/verify", AuditReader),
-            get(audit::verify),
-        ),
-        (
-            spec(Method::POST, "/v1/feedback", Key),
-            post(feedback::create),
-        ),
-        (spec(Method::POST, "/v1/eval", Key), post(evals::trigger)),
-        (spec(Method::GET, "/v1/eval", Key), get(evals::list)),
-        (
-            spec(Method::GET, "/v1/eval/export", Key),
-            get(evals::export),
-        ),
-        (
-            spec(Method::GET, "/v1/eval/trends", Key),
-            get(eval_summaries::trends),
-        ),
-        (
-            spec(Method::GET, "/v1/eval/histogram", Key),
-            get(eval_summaries::histogram),
-        ),
-        (
-            spec(Method::GET, "/v1/eval/compare", Key),
-            get(eval_summaries::compare),
-        ),
-        (
-            spec(Method::GET, "/v1/eval/agreement", Key),
-            get(eval_summaries::agreement),
-        ),
-        (spec(Method::GET, "/v1/eval/{id}", Key), get(evals::detail)),
-        (
-            spec(Method::GET, "/v1/eval-catalog", Public),
-            get(evals::catalog),
-        ),
-        (
-            spec(Method::GET, "/v1/eval-rules", Key),
-            get(eval_rules::list),
-        ),
-        (
-            spec(Method::POST, "/v1/eval-rules", Key),
-            post(eval_rules::create),
-        ),
-        (
-            spec(Method::PATCH, "/v1/eval-rules/{id}", Key),
-            patch(eval_rules::update),
-        ),
-        (
-            spec(Method::DELETE, "/v1/eval-rules/{id}", Key),
-            delete(eval_rules::delete),
-        ),
-        (spec(Method::GET, "/v1/metrics", Key), get(metrics::metrics)),
-        (
-            spec(Method::GET, "/v1/search/spans", Key),
-            get(search::spans),
-        ),
-        (spec(Method::GET, "/v1/sessions", Key), get(sessions::list)),
-        (
-            spec(Method::GET, "/v1/sessions/{id}", Key),
-            get(sessions::detail),
-        ),
-        (spec(Method::GET, "/v1/traces", Key), get(traces::list)),
-        (
-            spec(Method::GET, "/v1/traces/export", Key),
-            get(export::export),
-        ),
-        (spec(Method::GET, "/v1/traces/live", Key), get(live::live)),
-        (
-            spec(Method::GET, "/v1/traces/{id}", Key),
-            get(traces::detail),
-        ),
-    ]
+    #[rustfmt::skip]
+    let rows = vec![
+        row(M::GET, "/", Public, None, Any, Read, get(ui::index)),
+        row(M::GET, "/assets/{*path}", Public, None, Any, Read, get(ui::asset)),
+        row(M::GET, "/health", Public, None, Any, Read, get(health::health)),
+        row(M::GET, "/ready", Public, None, Any, Read, get(health::ready)),
+        row(M::GET, "/metrics", Public, None, Any, Read, get(telemetry::main_listener)),
+        row(M::POST, "/v1/ingest", Either, Some(Sends), Member, Ingest, post(ingest::ingest_one)),
+        row(M::POST, "/v1/ingest/batch", Either, Some(Sends), Member, Ingest, batch.on(post(ingest::ingest_batch))),
+        row(M::POST, "/v1/otlp/traces", Either, Some(Sends), Member, Ingest, otlp.on(post(otlp::traces))),
+        row(M::POST, "/v1/otlp/v1/traces", Either, Some(Sends), Member, Ingest, otlp.on(post(otlp::traces))),
+        row(M::GET, "/v1/otlp/export", Session, None, Any, Read, get(otlp::export)),
+        row(M::POST, "/v1/auth/login", Public, None, Any, Read, post(account::login)),
+        // Viewers read; they may still manage their own login.
+        row(M::POST, "/v1/auth/logout", Session, None, Any, Read, post(account::logout)),
+        row(M::GET, "/v1/auth/me", Session, None, Any, Read, get(account::me)),
+        row(M::POST, "/v1/auth/password", Session, None, Any, Read, post(account::change_password)),
+        row(M::GET, "/v1/users", Session, None, Any, Read, get(account::list_users)),
+        row(M::POST, "/v1/users", Session, None, Owner, Read, post(account::create_user)),
+        row(M::PATCH, "/v1/users/{id}", Session, None, Owner, Read, patch(account::update_user)),
+        row(M::DELETE, "/v1/users/{id}", Session, None, Owner, Read, delete(account::delete_user)),
+        row(M::GET, "/v1/projects", Either, Some(Reads), Any, Read, get(projects::list)),
+        row(M::POST, "/v1/projects", Session, None, Member, Read, post(projects::create)),
+        row(M::PATCH, "/v1/projects/{id}", Session, None, Member, Read, patch(projects::update)),
+        row(M::POST, "/v1/projects/{id}/archive", Session, None, Owner, Read, post(projects::archive)),
+        row(M::POST, "/v1/projects/{id}/unarchive", Session, None, Owner, Read, post(projects::unarchive)),
+        row(M::GET, "/v1/apikeys", Session, None, Any, Read, get(projects::list_keys)),
+        row(M::POST, "/v1/apikeys", Session, None, Member, Read, post(projects::create_key)),
+        row(M::DELETE, "/v1/apikeys/{id}", Session, None, Owner, Read, delete(projects::revoke_key)),
+        row(M::POST, "/v1/apikeys/{id}/rotate", Session, None, Owner, Read, post(projects::rotate_key)),
+        row(M::GET, "/v1/audit-log", Session, None, Auditor, Read, get(audit::list)),
+        row(M::GET, "/v1/audit/verify", Session, None, Auditor, Read, get(audit::verify)),
+        row(M::POST, "/v1/feedback", Either, Some(Sends), Member, Feedback, post(feedback::create)),
+        row(M::POST, "/v1/eval", Either, Some(Sends), Member, Feedback, post(evals::trigger)),
+        row(M::GET, "/v1/eval", Either, Some(Reads), Any, Read, get(evals::list)),
+        row(M::GET, "/v1/eval/export", Either, Some(Reads), Any, Read, get(evals::export)),
+        row(M::GET, "/v1/eval/trends", Either, Some(Reads), Any, Read, get(eval_summaries::trends)),
+        row(M::GET, "/v1/eval/histogram", Either, Some(Reads), Any, Read, get(eval_summaries::histogram)),
+        row(M::GET, "/v1/eval/compare", Either, Some(Reads), Any, Read, get(eval_summaries::compare)),
+        row(M::GET, "/v1/eval/agreement", Either, Some(Reads), Any, Read, get(eval_summaries::agreement)),
+        row(M::GET, "/v1/eval/{id}", Either, Some(Reads), Any, Read, get(evals::detail)),
+        row(M::GET, "/v1/eval-catalog", Public, None, Any, Read, get(evals::catalog)),
+        row(M::GET, "/v1/eval-rules", Either, Some(Reads), Any, Read, get(eval_rules::list)),
+        row(M::POST, "/v1/eval-rules", Either, Some(Unscoped), Member, Read, post(eval_rules::create)),
+        row(M::PATCH, "/v1/eval-rules/{id}", Either, Some(Unscoped), Member, Read, patch(eval_rules::update)),
+        row(M::DELETE, "/v1/eval-rules/{id}", Either, Some(Unscoped), Member, Read, delete(eval_rules::delete)),
+        row(M::GET, "/v1/metrics", Either, Some(Reads), Any, Read, get(metrics::metrics)),
+        row(M::GET, "/v1/search/spans", Either, Some(Reads), Any, Read, get(search::spans)),
+        row(M::GET, "/v1/sessions", Either, Some(Reads), Any, Read, get(sessions::list)),
+        row(M::GET, "/v1/sessions/{id}", Either, Some(Reads), Any, Read, get(sessions::detail)),
+        row(M::GET, "/v1/traces", Either, Some(Reads), Any, Read, get(traces::list)),
+        row(M::GET, "/v1/traces/export", Either, Some(Reads), Any, Read, get(export::export)),
+        row(M::GET, "/v1/traces/live", Either, Some(Reads), Any, Read, get(live::live)),
+        row(M::GET, "/v1/traces/{id}", Either, Some(Reads), Any, Read, get(traces::detail)),
+    ];
+    rows
 }
 
 /// Every route the server serves, with who may call it.

@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use trulayer_server::auth::{hash_api_key, hash_password, visible_prefix};
-use trulayer_server::http::router::{routes, Access, RouteSpec};
+use trulayer_server::http::router::{routes, Auth, RouteSpec};
 use trulayer_server::store::NewApiKey;
 
 use crate::common::{sample_trace, TestServer, PASSWORD};
@@ -15,6 +15,7 @@ use crate::common::{sample_trace, TestServer, PASSWORD};
 const EXPIRED_KEY: &str = "tl_expired_key_0123456789abcdef";
 const OTHER_KEY: &str = "tl_other_tenant_key_0123456789ab";
 const VIEWER: (&str, &str) = ("viewer@example.com", "viewer password");
+const MEMBER: (&str, &str) = ("member@example.com", "member password");
 const OTHER_OWNER: (&str, &str) = ("other-owner@example.com", "other password");
 
 /// A credential to try, and what it is.
@@ -24,8 +25,14 @@ enum Caller {
     BadToken,
     RevokedKey,
     ExpiredKey,
+    /// Keys of this tenant: scoped to `query`, to `ingest`, and without scopes.
     QueryKey,
+    IngestKey,
+    FullKey,
+    /// Sessions of this tenant, one per role.
     Viewer,
+    Member,
+    Owner,
     OtherTenantKey,
     OtherTenantOwner,
 }
@@ -34,6 +41,7 @@ struct World {
     server: TestServer,
     revoked_key: String,
     query_key: String,
+    ingest_key: String,
     /// Tenant A's ids, by the path they fill.
     ids: Vec<(&'static str, String)>,
 }
@@ -69,9 +77,29 @@ async fn world() -> World {
             .await,
     )
     .await;
+    created(
+        server
+            .post_as(
+                &owner,
+                "/v1/users",
+                &json!({"email": MEMBER.0, "password": MEMBER.1, "role": "member"}),
+            )
+            .await,
+    )
+    .await;
     let project = created(
         server
             .post_as(&owner, "/v1/projects", &json!({"name": "second"}))
+            .await,
+    )
+    .await;
+    let ingest = created(
+        server
+            .post_as(
+                &owner,
+                "/v1/apikeys",
+                &json!({"name": "i", "scopes": ["ingest"]}),
+            )
             .await,
     )
     .await;
@@ -141,6 +169,7 @@ async fn world() -> World {
     World {
         revoked_key: doomed["key"].as_str().expect("key").to_owned(),
         query_key: query["key"].as_str().expect("key").to_owned(),
+        ingest_key: ingest["key"].as_str().expect("key").to_owned(),
         ids: vec![
             ("/v1/traces/", trace),
             ("/v1/users/", viewer["id"].as_str().expect("id").to_owned()),
@@ -189,8 +218,12 @@ impl World {
             Caller::RevokedKey => Some(self.revoked_key.clone()),
             Caller::ExpiredKey => Some(EXPIRED_KEY.into()),
             Caller::QueryKey => Some(self.query_key.clone()),
+            Caller::IngestKey => Some(self.ingest_key.clone()),
+            Caller::FullKey => Some(self.server.key.clone()),
             // Fresh sessions each time: logout is one of the routes.
             Caller::Viewer => Some(login(&self.server, VIEWER).await),
+            Caller::Member => Some(login(&self.server, MEMBER).await),
+            Caller::Owner => Some(login(&self.server, ("owner@example.com", PASSWORD)).await),
             Caller::OtherTenantKey => Some(OTHER_KEY.into()),
             Caller::OtherTenantOwner => Some(login(&self.server, OTHER_OWNER).await),
         }
@@ -223,29 +256,47 @@ fn is_stream(resp: &reqwest::Response) -> bool {
         .is_some_and(|t| t.starts_with("text/event-stream"))
 }
 
-/// What `caller` must get from `route`: a status and, for refusals, a code.
+/// What `caller` must get from `route`: a status and, for refusals, a
+/// code, from nothing but the route's row of the table.
 fn expected(route: &RouteSpec, caller: Caller) -> Expect {
-    use Access::*;
     use Caller::*;
-    let safe = route.method == Method::GET;
+    let access = route.access;
     let has_id = route.path.contains("{id}");
-    match (route.access, caller) {
-        (Public, _) => Expect::Through,
-        (_, Nobody | BadToken | RevokedKey) => Expect::Refused(401, "invalid_api_key"),
-        (_, ExpiredKey) => Expect::Refused(401, "api_key_expired"),
-        (Key, QueryKey) if safe => Expect::Through,
-        (Key, QueryKey) => Expect::Refused(403, "scope_forbidden"),
-        (_, QueryKey | OtherTenantKey) if route.access != Key => {
-            Expect::Refused(403, "session_required")
+    if access.auth == Auth::Public {
+        return Expect::Through;
+    }
+    let key = |scopes: &[&str]| {
+        let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+        match access.scope {
+            Some(_) if access.auth == Auth::Session => Expect::Refused(403, "session_required"),
+            None => Expect::Refused(403, "session_required"),
+            Some(scope) if !scope.allows(&scopes) => Expect::Refused(403, "scope_forbidden"),
+            Some(_) => Expect::Through,
         }
-        (Key, OtherTenantKey) if has_id => Expect::Refused(404, "not_found"),
-        (Key, OtherTenantKey) => Expect::Through,
-        (Member | Owner, Viewer) => Expect::Refused(403, "forbidden_role"),
-        (Key, Viewer) if !safe => Expect::Refused(403, "forbidden_role"),
-        (_, Viewer) => Expect::Through,
-        (_, OtherTenantOwner) if has_id => Expect::Refused(404, "not_found"),
-        (_, OtherTenantOwner) => Expect::Through,
-        (_, _) => Expect::Through,
+    };
+    let session = |role| {
+        if access.roles.allows(role) {
+            Expect::Through
+        } else {
+            Expect::Refused(403, "forbidden_role")
+        }
+    };
+    use trulayer_server::http::Role;
+    match caller {
+        Nobody | BadToken | RevokedKey => Expect::Refused(401, "invalid_api_key"),
+        ExpiredKey => Expect::Refused(401, "api_key_expired"),
+        QueryKey => key(&["query"]),
+        IngestKey => key(&["ingest"]),
+        FullKey => key(&[]),
+        Viewer => session(Role::Viewer),
+        Member => session(Role::Member),
+        Owner => session(Role::Owner),
+        OtherTenantKey => match key(&[]) {
+            Expect::Through if has_id => Expect::Refused(404, "not_found"),
+            other => other,
+        },
+        OtherTenantOwner if has_id => Expect::Refused(404, "not_found"),
+        OtherTenantOwner => Expect::Through,
     }
 }
 
@@ -267,13 +318,20 @@ async fn every_route_answers_every_credential_as_documented() {
         Caller::RevokedKey,
         Caller::ExpiredKey,
         Caller::QueryKey,
+        Caller::IngestKey,
+        Caller::FullKey,
         Caller::Viewer,
+        Caller::Member,
         Caller::OtherTenantKey,
         Caller::OtherTenantOwner,
+        Caller::Owner,
     ];
     let mut wrong = Vec::new();
-    for route in &table {
-        for caller in callers {
+    // Caller by caller, the owner last: its calls get through, and some
+    // (deleting the viewer, revoking the query key) would change what the
+    // others are.
+    for caller in callers {
+        for route in &table {
             let (status, body) = world.call(route, caller).await;
             let ok = match expected(route, caller) {
                 Expect::Through => status != 401 && status != 403,
@@ -304,7 +362,7 @@ async fn another_tenants_lists_never_show_this_tenants_ids() {
     for route in routes()
         .iter()
         .filter(|r| r.method == Method::GET && !r.path.contains("{id}"))
-        .filter(|r| r.access != Access::Public)
+        .filter(|r| r.access.auth != Auth::Public)
     {
         for token in [OTHER_KEY.to_owned(), other_owner.clone()] {
             let resp = world.server.get_as(&token, route.path).await;
@@ -325,4 +383,42 @@ async fn another_tenants_lists_never_show_this_tenants_ids() {
     let owner = login(&world.server, ("owner@example.com", PASSWORD)).await;
     let users = world.server.get_json_as(&owner, "/v1/users").await;
     assert!(users.to_string().contains(world.ids[1].1.as_str()));
+}
+
+/// A key's scopes follow the route, not the HTTP method: a key that may
+/// send telemetry may not change the organisation's evaluation rules.
+#[tokio::test]
+async fn an_ingest_key_cannot_change_an_eval_rule() {
+    let world = world().await;
+    let server = &world.server;
+    let resp = server
+        .post(
+            "/v1/eval-rules",
+            &json!({"project_id": "default", "metric_name": "not_empty",
+                    "evaluator_type": "rule", "config": {"rule": "not_empty"}}),
+        )
+        .await;
+    let status = resp.status();
+    let rule: Value = resp.json().await.expect("rule");
+    assert_eq!(status, 201, "{rule}");
+    let path = format!("/v1/eval-rules/{}", rule["id"].as_str().expect("id"));
+    let resp = server
+        .client
+        .delete(server.url(&path))
+        .bearer_auth(&world.ingest_key)
+        .send()
+        .await
+        .expect("sent");
+    let body = crate::common::expect_error(resp, 403).await;
+    assert_eq!(body["code"], "scope_forbidden");
+    let rules = server.get_json("/v1/eval-rules").await;
+    assert!(rules.to_string().contains(rule["id"].as_str().expect("id")));
+    // Sending telemetry is what it may do.
+    assert_eq!(
+        server
+            .post_as(&world.ingest_key, "/v1/ingest", &sample_trace("ok"))
+            .await
+            .status(),
+        201
+    );
 }
