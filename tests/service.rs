@@ -1,10 +1,12 @@
 //! The binary as a service manager runs it: `trulayer-server reload` (what
-//! the unit's ExecReload= runs) against a running server.
+//! the unit's ExecReload= runs) against a running server; and the first
+//! start's credentials, shown on a terminal only (tests/cli.rs checks that a
+//! pipe, like the journal, gets the file's path and no secret).
 
 mod common;
 
 use std::os::unix::net::UnixDatagram;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -190,4 +192,86 @@ fn reload_needs_a_process_id() {
         assert_eq!(out.status.code(), Some(2), "--pid {pid}");
         assert!(text(&out.stderr).contains("--pid"), "{}", text(&out.stderr));
     }
+}
+
+fn credentials_file(dir: &Path) -> PathBuf {
+    dir.join("trulayer-data/initial-credentials")
+}
+
+/// The generated `(password, api_key)` in the first start's file.
+fn generated_secrets(file: &Path) -> (String, String) {
+    let text = std::fs::read_to_string(file).expect("credentials file");
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key} = ")))
+            .map(|v| v.trim_matches('"').to_owned())
+            .unwrap_or_else(|| panic!("no {key} in {text}"))
+    };
+    (value("admin_password"), value("api_key"))
+}
+
+#[test]
+fn first_start_on_a_terminal_prints_the_credentials() {
+    use rustix::fs::{Mode, OFlags};
+    use std::io::Read;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let terminal =
+        rustix::pty::openpt(rustix::pty::OpenptFlags::RDWR | rustix::pty::OpenptFlags::NOCTTY)
+            .expect("a pseudo-terminal");
+    rustix::pty::grantpt(&terminal).expect("grantpt");
+    rustix::pty::unlockpt(&terminal).expect("unlockpt");
+    let name = rustix::pty::ptsname(&terminal, Vec::new()).expect("ptsname");
+    let stderr = rustix::fs::open(
+        name.as_c_str(),
+        OFlags::RDWR | OFlags::NOCTTY,
+        Mode::empty(),
+    )
+    .expect("open the terminal");
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .env("TRULAYER_SERVER__LISTEN", "127.0.0.1:0")
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(stderr))
+        .spawn()
+        .expect("spawn server");
+    let mut screen = std::fs::File::from(terminal);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        // Ends with EIO once the server, the terminal's last user, exits.
+        while let Ok(n @ 1..) = screen.read(&mut buf) {
+            if tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut printed = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !printed.contains("listening on") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(bytes) => printed.push_str(&text(&bytes)),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the server did not start: {printed}");
+            }
+        }
+    }
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::TERM,
+    )
+    .expect("SIGTERM");
+    assert!(child.wait().expect("wait").success(), "{printed}");
+    let (password, key) = generated_secrets(&credentials_file(dir.path()));
+    assert!(
+        printed.contains(&format!("admin_password = \"{password}\"")),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(&format!("api_key = \"{key}\"")),
+        "{printed}"
+    );
 }
