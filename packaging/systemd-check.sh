@@ -143,10 +143,12 @@ inside() {
 
 boot() { # NAME
     # systemd-nspawn keeps per-container state there, on a tmpfs on a host
-    # booted by systemd; where /run is not one, a tmpfs of its own lets
-    # nothing of a killed run outlive it (it is unmounted at the end).
+    # booted by systemd; where /run is not one (a container or VM whose
+    # PID 1 is something else), a tmpfs of its own lets nothing of a killed
+    # run outlive it (it is unmounted at the end). On a systemd host it is
+    # left alone: other containers' state lives there.
     mkdir -p /run/systemd/nspawn
-    if ! mountpoint -q /run/systemd/nspawn; then
+    if [ "$(stat -f -c %T /run)" != tmpfs ] && ! mountpoint -q /run/systemd/nspawn; then
         mount -t tmpfs -o mode=0755 tmpfs /run/systemd/nspawn
         MOUNTED_NSPAWN_RUN=yes
     fi
