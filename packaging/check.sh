@@ -9,14 +9,17 @@
 #    the service enabled but not started, the unit (systemd-analyze verify
 #    with nothing on stderr, systemd-analyze security at the "OK" level);
 # 4. runs the installed binary as trulayer with the installed configuration
-#    and a test certificate, ingests a trace over HTTPS, reloads (SIGHUP),
-#    stops it (SIGTERM);
+#    and a test certificate, ingests a trace over HTTPS, reloads
+#    (trulayer-server reload, as ExecReload= does), stops it (SIGTERM);
 # 5. upgrades to a newer build of the package and checks that an edit to
 #    the configuration and the data survived;
-# 6. purges, and checks that /etc/trulayer is gone and /var/lib/trulayer is not.
+# 6. purges, and checks that /etc/trulayer is gone and /var/lib/trulayer is not;
+# 7. boots a minimal Debian with systemd as PID 1 and takes the .deb and the
+#    .rpm through install, start, ingest, reload, restart, stop, upgrade and
+#    removal under it (packaging/systemd-check.sh).
 #
-# It changes this machine (package trulayer-server, account trulayer,
-# /etc/trulayer, /var/lib/trulayer) and undoes all of it at the end, also on
+# Steps 3 to 6 change this machine (package trulayer-server, account trulayer,
+# /etc/trulayer, /var/lib/trulayer) and undo all of it at the end, also on
 # failure, so it can run again. It refuses to start where trulayer-server is
 # in use by something else than an earlier run of this check.
 set -euo pipefail
@@ -124,6 +127,18 @@ BIN=$TARGET_DIR/$TARGET/release/trulayer-server
 DEB=$(ls "$TARGET_DIR/$TARGET"/debian/trulayer-server_*_amd64.deb)
 RPM=$(ls "$TARGET_DIR/$TARGET"/generate-rpm/trulayer-server-*.x86_64.rpm)
 VERSION=$(dpkg-deb -f "$DEB" Version)
+
+step "newer builds of both packages, for the upgrades"
+NEW_VERSION=$VERSION+check1
+mkdir "$WORK/upgrade"
+cargo deb --no-build --no-strip --locked --target "$TARGET" --deb-version "$NEW_VERSION" --output "$WORK/upgrade/" >/dev/null
+NEW_DEB=$(ls "$WORK/upgrade"/trulayer-server_*.deb)
+dpkg --compare-versions "$NEW_VERSION" gt "$VERSION" || fail "$NEW_VERSION is not newer than $VERSION"
+ok "$NEW_DEB"
+cargo generate-rpm --target "$TARGET" --set-metadata 'release = "2"' --output "$WORK/upgrade/" >/dev/null
+NEW_RPM=$(ls "$WORK/upgrade"/trulayer-server-*.rpm)
+[ "$(rpm -qp --qf '%{RELEASE}' "$NEW_RPM")" = 2 ] || fail "$NEW_RPM is not release 2"
+ok "$NEW_RPM"
 
 step "the .deb: metadata (dpkg-deb -I)"
 info=$(dpkg-deb -I "$DEB")
@@ -342,6 +357,9 @@ mode_is "$DATA/initial-credentials" "600 trulayer:trulayer"
 KEY=$(sed -n 's/^api_key = "\(.*\)"$/\1/p' "$DATA/initial-credentials")
 [ -n "$KEY" ] || fail "no api_key in $DATA/initial-credentials"
 ok "first start wrote the API key to $DATA/initial-credentials"
+! grep -qF "${KEY#tl_}" "$WORK/serve1.log" || fail "the API key is in the server's output"
+grep -qF "$DATA/initial-credentials" "$WORK/serve1.log" || fail "the server's output does not name $DATA/initial-credentials"
+ok "the server's output (not a terminal) names the file and holds no API key"
 ingest=$(curl_api /v1/ingest -H 'Content-Type: application/json' \
     -d '{"name":"packaging-check","input":"hi","output":"hello","tags":{"env":"packaging"},"spans":[{"name":"llm","type":"llm","model":"gpt-4o","prompt_tokens":3,"completion_tokens":5}]}') ||
     fail "ingest over HTTPS failed"
@@ -351,17 +369,23 @@ ok "ingested trace $TRACE_ID over HTTPS (certificate verified against /etc/trula
 trace=$(curl_api "/v1/traces/$TRACE_ID") || fail "GET /v1/traces/$TRACE_ID failed"
 grep -q packaging-check <<<"$trace" || fail "trace $TRACE_ID: $trace"
 ok "GET /v1/traces/$TRACE_ID"
-kill -HUP "$SERVER_PID"
-sleep 1
-kill -0 "$SERVER_PID" 2>/dev/null || fail "SIGHUP (what ExecReload sends) killed the server"
-as_trulayer /usr/bin/trulayer-server healthcheck --config "$CONF" >/dev/null || fail "not ready after SIGHUP"
-ok "SIGHUP reload: still serving"
+# What ExecReload= runs, as trulayer (traced with the rest).
+reload=(/usr/bin/trulayer-server reload --config "$CONF" --pid "$SERVER_PID")
+[ -z "$STRACE" ] || reload=(strace -f -qq -o "$WORK/strace/reload" "${reload[@]}")
+runuser -u trulayer -- "${reload[@]}" >/dev/null || fail "trulayer-server reload"
+for _ in $(seq 100); do
+    grep -q '"reloaded"' "$WORK/serve1.log" && break
+    sleep 0.1
+done
+grep -q '"reloaded"' "$WORK/serve1.log" || fail "the server did not log the reload: $(tail -n 3 "$WORK/serve1.log")"
+as_trulayer /usr/bin/trulayer-server healthcheck --config "$CONF" >/dev/null || fail "not ready after the reload"
+ok "trulayer-server reload (as ExecReload= runs it): reloaded, still serving"
 stop_server_checked "$WORK/serve1.log"
 ls -l "$DATA"
 
 if [ -n "$STRACE" ]; then
     step "the first run against the unit's sandbox (strace)"
-    # What ExecStartPre= and ExecReload= run, traced too.
+    # What ExecStartPre= runs, traced too (ExecReload='s was, above).
     runuser -u trulayer -- strace -f -qq -o "$WORK/strace/check-config" \
         /usr/bin/trulayer-server check-config --config "$CONF" >/dev/null
     # Expands a system call group of systemd-analyze syscall-filter.
@@ -379,7 +403,7 @@ if [ -n "$STRACE" ]; then
     { comm -23 "$WORK/strace/service" "$WORK/strace/denied"; echo setpriority; } |
         sort -u >"$WORK/strace/allowed"
     # Lines: "PID name(args..." or "PID <... name resumed>...".
-    sed -nE 's/^[0-9]+ +(<\.\.\. )?([a-z0-9_]+)[( ].*/\2/p' "$WORK/strace/serve" "$WORK/strace/check-config" |
+    sed -nE 's/^[0-9]+ +(<\.\.\. )?([a-z0-9_]+)[( ].*/\2/p' "$WORK/strace/serve" "$WORK/strace/check-config" "$WORK/strace/reload" |
         grep -vxE 'execve' | sort -u >"$WORK/strace/used"
     outside=$(comm -23 "$WORK/strace/used" "$WORK/strace/allowed")
     [ -z "$outside" ] || fail "system calls the unit's SystemCallFilter= refuses: $(tr '\n' ' ' <<<"$outside")"
@@ -387,18 +411,13 @@ if [ -n "$STRACE" ]; then
     ! grep -E '(mmap|mprotect|pkey_mprotect)\(.*(PROT_WRITE\|PROT_EXEC|PROT_EXEC\|PROT_WRITE|PROT_READ\|PROT_WRITE\|PROT_EXEC)' \
         "$WORK/strace/serve" || fail "a writable and executable mapping: MemoryDenyWriteExecute= would refuse it"
     ok "no writable+executable memory (MemoryDenyWriteExecute=yes)"
-    proc=$( (grep -hoE '"/proc/[^"]*"' "$WORK/strace/serve" "$WORK/strace/check-config" || true) | sort -u | tr '\n' ' ')
-    ! grep -oE '"/proc/[^"]*"' "$WORK/strace/serve" "$WORK/strace/check-config" | grep -vE '"/proc/(self|thread-self|[0-9]+)(/|")' ||
+    proc=$( (grep -hoE '"/proc/[^"]*"' "$WORK/strace/serve" "$WORK/strace/check-config" "$WORK/strace/reload" || true) | sort -u | tr '\n' ' ')
+    ! grep -oE '"/proc/[^"]*"' "$WORK/strace/serve" "$WORK/strace/check-config" "$WORK/strace/reload" | grep -vE '"/proc/(self|thread-self|[0-9]+)(/|")' ||
         fail "reads /proc beyond its own process: ProcSubset=pid would hide it"
     ok "/proc: only its own process (ProcSubset=pid, ProtectProc=invisible): ${proc:-none}"
 fi
 
 step "upgrade to a newer build of the package (config edits and data kept)"
-NEW_VERSION=$VERSION+check1
-mkdir "$WORK/upgrade"
-cargo deb --no-build --no-strip --locked --target "$TARGET" --deb-version "$NEW_VERSION" --output "$WORK/upgrade/" >/dev/null
-NEW_DEB=$(ls "$WORK/upgrade"/trulayer-server_*.deb)
-dpkg --compare-versions "$NEW_VERSION" gt "$VERSION" || fail "$NEW_VERSION is not newer than $VERSION"
 EDIT="# packaging check: an operator's edit, $(date -u +%FT%TZ)"
 printf '%s\n' "$EDIT" >>"$CONF"
 conf_before=$(sha256sum "$CONF")
@@ -438,3 +457,6 @@ ok "/etc/trulayer and the binary are gone"
 ok "no enablement left behind"
 [ -f "$DATA/trulayer.db" ] || fail "the data in $DATA was deleted"
 ok "the data in $DATA is kept: $(cd "$DATA" && echo *)"
+
+step "under a real systemd (packaging/systemd-check.sh)"
+packaging/systemd-check.sh "$DEB" "$NEW_DEB" "$RPM" "$NEW_RPM"

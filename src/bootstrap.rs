@@ -1,8 +1,10 @@
 //! First start: an empty data directory gets an organisation, a project, an
 //! owner login and an API key. What `[init]` fixes is used as given; what it
-//! leaves out is generated, printed once to stderr and written to a 0600 file.
+//! leaves out is generated and written to a 0600 file, and printed once to
+//! stderr when that is a terminal. Elsewhere stderr is kept where others may
+//! read it (systemd's journal, a log file), so only the file's path is.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -86,8 +88,12 @@ pub async fn first_start(
         .await?;
     match result {
         BootstrapResult::Created { .. } => {
-            if generated {
-                eprintln!("{}", credentials_text(&credentials));
+            if let Some(path) = &credentials.file {
+                if std::io::stderr().is_terminal() {
+                    eprintln!("{}", credentials_text(&credentials));
+                } else {
+                    eprintln!("{}", credentials_notice(&credentials, path));
+                }
             }
             Ok(Some(credentials))
         }
@@ -113,6 +119,28 @@ fn credentials_text(c: &InitialCredentials) -> String {
         text.push_str(&format!("api_key = {k:?}\n"));
     }
     text
+}
+
+fn credentials_notice(c: &InitialCredentials, path: &Path) -> String {
+    let mut generated = Vec::new();
+    if c.generated_password.is_some() {
+        generated.push(format!("the password of {}", c.admin_email));
+    }
+    if c.generated_api_key.is_some() {
+        generated.push("an API key".to_owned());
+    }
+    let verb = if generated.len() > 1 { "were" } else { "was" };
+    format!(
+        "First start: {} {verb} generated and written to {} (readable by this account \
+         only; not shown here). Store them safely, then delete the file.",
+        generated.join(" and "),
+        // The operator reads this elsewhere (the journal), not where the
+        // server was started.
+        std::path::absolute(path)
+            .as_deref()
+            .unwrap_or(path)
+            .display()
+    )
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {

@@ -35,6 +35,23 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Apply a changed configuration to a running server (what `systemctl
+    /// reload` runs).
+    ///
+    /// Checks the file as check-config does, and reads the TLS certificate
+    /// and key it names as the server will, then sends SIGHUP to --pid; the
+    /// server applies the certificate and key and log.level, and logs
+    /// `reloaded` with what it applied. A file the server would refuse is
+    /// not sent (exit 2, or 1 for an unusable certificate), so the server
+    /// keeps its configuration. Returns once the signal is sent.
+    Reload {
+        /// TOML configuration file: the one the server was started with.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The server's process id ($MAINPID in a systemd unit).
+        #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
+        pid: i32,
+    },
     /// Work with configuration files.
     Config {
         #[command(subcommand)]
@@ -197,6 +214,18 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Reload { config, pid } => {
+            match Config::load(config.as_deref()) {
+                Ok(c) => report(
+                    "trulayer-server reload",
+                    trulayer_server::ops::signal_reload(&c, pid),
+                ),
+                Err(e) => {
+                    eprintln!("{e}\ntrulayer-server reload: not reloaded; the server keeps its configuration");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Config {
             command: ConfigCommand::Default,
         } => {

@@ -1,6 +1,7 @@
 //! Operations on a data directory from the command line: online backup,
 //! restore, schema migration, and the lock that keeps two servers (or a
-//! server and a restore) off one directory.
+//! server and a restore) off one directory; asking a running server to
+//! reload its configuration.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -308,6 +309,26 @@ fn tls_connector() -> anyhow::Result<tokio_rustls::TlsConnector> {
     Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
         config,
     )))
+}
+
+/// Asks the server running as process `pid` to reload its configuration
+/// (SIGHUP), once `config` has passed the checks the server makes on a
+/// reload: loaded and validated by the caller, and here its TLS
+/// certificate and key read and paired as the server will. A configuration
+/// that would be refused is never sent, so the server keeps its own.
+///
+/// It returns when the signal is sent: the server applies the reload at once
+/// and logs `reloaded` with what it applied (or `reload refused` if a file
+/// changed in between), telling systemd `RELOADING=1` then `READY=1`.
+pub fn signal_reload(config: &crate::config::Config, pid: i32) -> anyhow::Result<Value> {
+    if let Some(tls) = &config.server.tls {
+        crate::server::tls_acceptor(tls).context("not reloaded")?;
+    }
+    let process = rustix::process::Pid::from_raw(pid)
+        .with_context(|| format!("--pid {pid}: not a process id"))?;
+    rustix::process::kill_process(process, rustix::process::Signal::HUP)
+        .with_context(|| format!("sending SIGHUP to process {pid}"))?;
+    Ok(json!({ "reload_sent_to": pid }))
 }
 
 /// Writes a self-signed certificate and its key (`cert.pem`, `key.pem`,

@@ -2,6 +2,8 @@
 //! temporary data directory, configured through a real TOML file.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::path::{Path, PathBuf};
 
 use reqwest::{Client, Response};
