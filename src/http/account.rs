@@ -1,9 +1,7 @@
 //! Logins and users: `POST /v1/auth/login`, `POST /v1/auth/logout`,
 //! `GET /v1/auth/me`, `POST /v1/auth/password`, and `/v1/users`.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::header::SET_COOKIE;
@@ -24,61 +22,6 @@ use crate::store::{now_micros, UserRecord};
 
 /// How long a session lasts.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-/// Failed logins for one email within `FAILURE_WINDOW` before 429.
-const MAX_FAILURES: usize = 5;
-/// Failed logins from one client address (any emails) before 429.
-const MAX_ADDRESS_FAILURES: usize = 20;
-const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
-
-/// Recent failed logins per email (lowercased).
-#[derive(Default)]
-pub struct LoginGuard(Mutex<HashMap<String, VecDeque<Instant>>>);
-
-impl LoginGuard {
-    /// Seconds until another attempt is allowed, if the key is locked.
-    fn locked_for(&self, key: &str, max: usize) -> Option<u64> {
-        let mut map = self.0.lock().ok()?;
-        let now = Instant::now();
-        let failures = map.get_mut(key)?;
-        while failures
-            .front()
-            .is_some_and(|at| now.duration_since(*at) >= FAILURE_WINDOW)
-        {
-            failures.pop_front();
-        }
-        if failures.len() < max {
-            return None;
-        }
-        let oldest = *failures.front()?;
-        Some(
-            (FAILURE_WINDOW - now.duration_since(oldest))
-                .as_secs()
-                .max(1),
-        )
-    }
-
-    fn failed(&self, email: &str) {
-        if let Ok(mut map) = self.0.lock() {
-            if map.len() > 100_000 {
-                let now = Instant::now();
-                map.retain(|_, f| {
-                    f.back()
-                        .is_some_and(|at| now.duration_since(*at) < FAILURE_WINDOW)
-                });
-            }
-            map.entry(email.to_owned())
-                .or_default()
-                .push_back(Instant::now());
-        }
-    }
-
-    fn succeeded(&self, email: &str) {
-        if let Ok(mut map) = self.0.lock() {
-            map.remove(email);
-        }
-    }
-}
-
 #[derive(Deserialize)]
 pub struct Login {
     email: String,
@@ -102,19 +45,15 @@ pub async fn login(
     JsonBody(body): JsonBody<Login>,
 ) -> Result<Response, AppError> {
     let email = body.email.trim().to_lowercase();
-    let address = source.as_ref().map(|a| format!("address:{a}"));
-    let locked = state.logins.locked_for(&email, MAX_FAILURES).or_else(|| {
-        address
-            .as_deref()
-            .and_then(|a| state.logins.locked_for(a, MAX_ADDRESS_FAILURES))
-    });
-    if let Some(retry_after) = locked {
-        return Err(AppError::TooManyRequests {
+    // Counted before the password is checked: see `login_guard`.
+    let attempt = state
+        .logins
+        .begin(&email, source.as_deref())
+        .map_err(|refused| AppError::TooManyRequests {
             message: "too many failed logins for this account or address; try again later".into(),
             code: "too_many_attempts",
-            retry_after,
-        });
-    }
+            retry_after: refused.retry_after,
+        })?;
     let candidate = state.store.user_for_login(email.clone()).await?;
     // Verify against a real hash even for an unknown email, so the answer
     // takes as long either way.
@@ -129,10 +68,7 @@ pub async fn login(
     let candidate = match candidate {
         Some(c) if ok => c,
         known => {
-            state.logins.failed(&email);
-            if let Some(address) = &address {
-                state.logins.failed(address);
-            }
+            state.logins.failed(attempt);
             // Only a known account has a tenant whose log can hold the attempt.
             if let Some(c) = &known {
                 let actor = format!("user:{}", c.user.email);
@@ -150,7 +86,7 @@ pub async fn login(
             return Err(BAD_CREDENTIALS);
         }
     };
-    state.logins.succeeded(&email);
+    state.logins.succeeded(attempt, source.as_deref());
     let actor = format!("user:{}", candidate.user.email);
     audit::record(
         &state,

@@ -15,6 +15,7 @@ mod health;
 mod ingest;
 mod limits;
 mod live;
+mod login_guard;
 mod metrics;
 mod otlp;
 mod principal;
@@ -41,7 +42,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Served over TLS: session cookies are `Secure`.
     pub tls: bool,
-    pub logins: Arc<account::LoginGuard>,
+    pub logins: Arc<login_guard::LoginGuard>,
     pub key_touches: Arc<principal::KeyTouches>,
     pub rates: Arc<limits::RateLimiter>,
     /// Model prices, for spans with tokens but no cost.

@@ -14,6 +14,7 @@ mod ingest;
 mod isolation;
 mod judges;
 mod live;
+mod logins;
 mod memory;
 mod metrics;
 mod page;
