@@ -79,8 +79,9 @@ fn email_key(email: &str) -> String {
     format!("email:{email}")
 }
 
+/// Whole seconds, rounded up: a client that waits them is let through.
 fn seconds(d: Duration) -> u64 {
-    d.as_secs().max(1)
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
 }
 
 impl Books {
