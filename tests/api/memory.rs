@@ -22,16 +22,8 @@ fn trace_with_input(i: usize, input_bytes: usize) -> Value {
     trace
 }
 
-#[tokio::test]
-async fn a_batch_of_ten_thousand_traces_near_64_mib_is_stored_whole() {
-    let server = TestServer::start().await;
-    let traces: Vec<Value> = (0..10_000).map(|i| trace_with_input(i, 6_350)).collect();
+async fn post_batch(server: &TestServer, traces: &[Value]) -> (u16, Value) {
     let body = serde_json::to_vec(&json!({ "traces": traces })).expect("JSON");
-    assert!(
-        body.len() > 63 << 20 && body.len() <= 64 << 20,
-        "{} bytes",
-        body.len()
-    );
     let resp = server
         .client
         .post(server.url("/v1/ingest/batch"))
@@ -41,14 +33,38 @@ async fn a_batch_of_ten_thousand_traces_near_64_mib_is_stored_whole() {
         .send()
         .await
         .expect("sent");
-    let status = resp.status();
-    let answer: Value = resp.json().await.expect("JSON answer");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("JSON answer"))
+}
+
+#[tokio::test]
+async fn batches_of_ten_thousand_traces_and_of_64_mib_are_stored_whole() {
+    let server = TestServer::start().await;
+    // Ten thousand traces, as the SDK sends a burst's queue in one batch.
+    let many: Vec<Value> = (0..10_000)
+        .map(|i| sample_trace(&format!("burst {i}")))
+        .collect();
+    let (status, answer) = post_batch(&server, &many).await;
     assert_eq!(status, 201, "{answer}");
     assert_eq!(answer["ingested"], 10_000);
-    assert_eq!(server.list_all("", 200).await.len(), 10_000);
-    let last = traces[9_999]["id"].as_str().expect("id");
+    assert_eq!(answer["ids"].as_array().map(Vec::len), Some(10_000));
+    let metrics = server
+        .get_json("/v1/metrics?from=2026-03-01T00:00:00Z&to=2026-03-02T00:00:00Z")
+        .await;
+    assert_eq!(metrics["total_traces"], 10_000);
+
+    // A body just under 64 MiB: a hundred traces of large inputs.
+    let large: Vec<Value> = (0..100).map(|i| trace_with_input(i, 668_000)).collect();
+    let size = serde_json::to_vec(&json!({ "traces": &large }))
+        .expect("JSON")
+        .len();
+    assert!(size > 63 << 20 && size <= 64 << 20, "{size} bytes");
+    let (status, answer) = post_batch(&server, &large).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["ingested"], 100);
+    let last = large[99]["id"].as_str().expect("id");
     let stored = server.get_json(&format!("/v1/traces/{last}")).await;
-    assert_eq!(stored["input"], traces[9_999]["input"]);
+    assert_eq!(stored["input"], large[99]["input"]);
 
     // One byte over 64 MiB is refused for its size, naming the limit.
     let mut over = br#"{"traces": [], "pad": ""#.to_vec();
