@@ -16,9 +16,10 @@
 //!
 //! Throughout, `/health` is asked every 20 ms on a fresh connection and its
 //! latency kept; the server's RSS is sampled every 10 ms and its peak read
-//! from `VmHWM` (reset before each kind). After the last kind the bench
-//! waits `MEM_SETTLE_SECONDS` and reads RSS again, against its level just
-//! before the first burst.
+//! from `VmHWM` (reset before each burst). Each kind starts once RSS is back
+//! within 1.5× of its level before the first burst (or after 30 s). After
+//! the last kind the bench waits `MEM_SETTLE_SECONDS` and reads RSS again,
+//! against that level.
 //!
 //! | variable             | default | meaning                                         |
 //! |----------------------|---------|-------------------------------------------------|
@@ -376,6 +377,13 @@ fn main() {
     );
     let mut worst_peak = 0;
     for kind in &kinds {
+        // Each kind starts from a settled process: what the previous kind
+        // freed has gone back to the system, or 30 s have passed.
+        let settling = Instant::now();
+        while server.mem().rss_kb > before * 3 / 2 && settling.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        probe.take();
         for round in 0..rounds {
             let requests: Vec<Request> = (0..concurrency)
                 .map(|i| {

@@ -24,9 +24,10 @@ pub struct BodyLimit(pub usize);
 /// after that, so that a body of many small pieces is not charged per piece.
 const CHUNKED_STEP: usize = 256 * 1024;
 
-/// Reads the whole body, up to the route's limit (413 naming it), charged
-/// against the budget of bodies in flight (503 when it has no room). The
-/// charge is held with the request's, until its response is ready.
+/// Reads the whole body, up to the route's limit (413 naming it, before
+/// reading when `Content-Length` says so), charged against the request
+/// memory budget (503 when it has no room). The charge is held with the
+/// request's others, until its response is ready.
 pub async fn read_body(req: Request, state: &AppState) -> Result<Bytes, AppError> {
     let limit = req
         .extensions()

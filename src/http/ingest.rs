@@ -24,7 +24,7 @@ pub struct IngestBody<T>(pub T);
 
 /// A body whose items can be counted without decoding it.
 pub trait Shaped {
-    type Shape: DeserializeOwned + Default + Send;
+    type Shape: DeserializeOwned + Send;
     fn counts(shape: &Self::Shape) -> Counts;
     /// Refuses counts the request type does not allow.
     fn check(_counts: &Counts) -> Result<(), AppError> {

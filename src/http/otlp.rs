@@ -18,7 +18,7 @@ use super::budget::Charges;
 use super::ingest::resolve_project;
 use super::limits::check_monthly_quota;
 use super::live::LiveTrace;
-use super::{project_param, AppState, Principal};
+use super::{blocking, project_param, AppState, Principal};
 use crate::error::AppError;
 use crate::ingest::parse_time;
 use crate::otlp::{self, DecodeError, Encoding};
@@ -104,18 +104,16 @@ pub async fn traces(
     };
     // Inflating, counting and decoding up to 20 MiB is CPU work: off the
     // async threads.
-    let (body, spans) = tokio::task::spawn_blocking(move || {
+    let (body, spans) = blocking(move || {
         // A body sent uncompressed is used as it is, not copied.
-        let body = match otlp::inflate(&bytes, gzip, limit)? {
+        let body = match otlp::inflate(&bytes, gzip, limit).map_err(decode_error)? {
             Cow::Owned(inflated) => Bytes::from(inflated),
             Cow::Borrowed(_) => bytes.clone(),
         };
         let spans = otlp::count_spans(&body, encoding);
-        Ok::<_, DecodeError>((body, spans))
+        Ok((body, spans))
     })
-    .await
-    .map_err(|e| AppError::Internal(format!("OTLP decoding task failed: {e}")))?
-    .map_err(decode_error)?;
+    .await?;
     // A malformed body has no count; decoding it says what is wrong.
     if let Some(spans) = spans {
         let max_spans = state.config.limits.otlp_max_spans;
@@ -131,14 +129,12 @@ pub async fn traces(
             .await?;
     }
     let pricing = state.pricing.clone();
-    let mapped = tokio::task::spawn_blocking(move || {
-        let request = otlp::decode(&body, encoding)?;
+    let mapped = blocking(move || {
+        let request = otlp::decode(&body, encoding).map_err(decode_error)?;
         drop(body);
-        Ok::<_, DecodeError>(otlp::map_request(request, &pricing))
+        Ok(otlp::map_request(request, &pricing))
     })
-    .await
-    .map_err(|e| AppError::Internal(format!("OTLP decoding task failed: {e}")))?
-    .map_err(decode_error)?;
+    .await?;
 
     if !mapped.traces.is_empty() {
         state.space.check()?;
@@ -229,7 +225,7 @@ pub async fn export(
         .export_page(principal.tenant_id, range, cursor, EXPORT_MAX_SPANS)
         .await?;
     // Building a few MiB of JSON is CPU work: off the async threads.
-    let (body, next) = super::blocking(move || {
+    let (body, next) = blocking(move || {
         Ok((
             otlp::traces_data(&page.traces, page.continues_first).to_string(),
             page.next,

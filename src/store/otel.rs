@@ -396,10 +396,17 @@ fn export(
             let page_was_empty = traces.is_empty();
             let bytes_before = bytes_left;
             let mut taken = 0;
+            // Room for the root span standing for a trace not received over
+            // OTLP, which only its first part carries.
+            let room = if offset == 0 {
+                budget.saturating_sub(1)
+            } else {
+                budget
+            };
             let found = detail_part(conn, tenant_id, &id, offset, |span| {
                 let size = span_json_size(span);
                 let first = page_was_empty && taken == 0;
-                if taken >= budget || (!first && size > bytes_left) {
+                if !first && (taken >= room || size > bytes_left) {
                     return false;
                 }
                 bytes_left = bytes_left.saturating_sub(size);
