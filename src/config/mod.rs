@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Data, Env, Format, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
@@ -329,16 +329,16 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
 impl Config {
     /// Loads defaults, then `file` (if any), then the process environment.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
-        if let Some(path) = file {
-            if !path.is_file() {
+        let file = match file {
+            Some(path) if !path.is_file() => {
                 return Err(invalid(
                     "--config",
                     format!("{} is not a readable file", path.display()),
-                ));
+                ))
             }
-            figment = figment.merge(Toml::file_exact(path));
-        }
+            Some(path) => Some(Toml::file_exact(path)),
+            None => None,
+        };
         // Variables without `__` (such as the SDK's own TRULAYER_MODE) are not
         // ours; one with `__` that names no known section is a typo.
         // vars_os: one non-UTF-8 variable in the environment must not panic.
@@ -360,8 +360,26 @@ impl Config {
             })
             .split("__")
             .map(|key| key.as_str().to_ascii_lowercase().into());
+        Config::layered(file, Some(env))
+    }
+
+    /// The defaults with `toml`, the text of a config file, over them: what
+    /// `load` makes of a file with that text, leaving out the environment.
+    /// Pure, so the loader can be fuzzed and tested without files.
+    pub fn from_toml_str(toml: &str) -> Result<Config, ConfigError> {
+        Config::layered(Some(Toml::string(toml)), None)
+    }
+
+    /// Defaults, then the file, then the environment; extracted and validated.
+    fn layered(file: Option<Data<Toml>>, env: Option<Env>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(file) = file {
+            figment = figment.merge(file);
+        }
+        if let Some(env) = env {
+            figment = figment.merge(env);
+        }
         let config: Config = figment
-            .merge(env)
             .extract()
             .map_err(|e| ConfigError::Load(Box::new(e)))?;
         config.validate()?;
@@ -563,7 +581,43 @@ fn secret(
 
 #[cfg(test)]
 mod tests {
-    use super::ByteSize;
+    use super::{ByteSize, Config, ConfigError};
+
+    #[test]
+    fn a_files_text_is_read_as_load_reads_the_file() {
+        let text = "[storage]\ndata_dir = \"/srv/trulayer\"\nmax_db_size = \"2GiB\"\n";
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("trulayer.toml");
+        std::fs::write(&path, text).expect("write");
+        let from_text = Config::from_toml_str(text).expect("valid");
+        let from_file = Config::load(Some(&path)).expect("valid");
+        assert_eq!(from_text.storage.data_dir, from_file.storage.data_dir);
+        assert_eq!(from_text.storage.max_db_size, ByteSize(2 << 30));
+        assert_eq!(
+            serde_json::to_value(&from_text).expect("json"),
+            serde_json::to_value(&from_file).expect("json")
+        );
+    }
+
+    #[test]
+    fn text_is_checked_as_a_file_is() {
+        let unknown = Config::from_toml_str("[storage]\ndata_dirr = \"/srv\"\n");
+        assert!(
+            matches!(&unknown, Err(ConfigError::Load(e)) if e.to_string().contains("data_dirr")),
+            "{unknown:?}"
+        );
+        let invalid = Config::from_toml_str("[storage]\nread_connections = 0\n");
+        assert!(
+            matches!(
+                invalid,
+                Err(ConfigError::Invalid {
+                    key: "storage.read_connections",
+                    ..
+                })
+            ),
+            "{invalid:?}"
+        );
+    }
 
     #[test]
     fn sizes_are_bytes_or_a_number_with_a_unit() {
