@@ -411,12 +411,14 @@ impl Config {
             ));
         }
         for (model, price) in &self.pricing {
-            let usable = |usd: f64| usd.is_finite() && usd >= 0.0;
+            // Bounded, so that no token count a span can carry, times its
+            // price, makes a cost too large to be a finite number.
+            let usable = |usd: f64| (0.0..=MAX_PRICE_USD).contains(&usd);
             if !usable(price.input) || !usable(price.output) {
                 return Err(invalid(
                     "pricing",
                     format!(
-                        "{model:?}: input and output must be USD per million tokens, 0 or more"
+                        "{model:?}: input and output must be USD per million tokens, from 0 to {MAX_PRICE_USD}"
                     ),
                 ));
             }
@@ -490,6 +492,9 @@ impl Config {
         self.init.validate()
     }
 }
+
+/// The highest price per million tokens a config may set: a dollar a token.
+pub const MAX_PRICE_USD: f64 = 1_000_000.0;
 
 const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
 
@@ -597,6 +602,25 @@ mod tests {
             serde_json::to_value(&from_text).expect("json"),
             serde_json::to_value(&from_file).expect("json")
         );
+    }
+
+    #[test]
+    fn prices_beyond_a_dollar_a_token_are_refused() {
+        let price = |usd: &str| {
+            Config::from_toml_str(&format!("[pricing.\"m\"]\ninput = {usd}\noutput = 0\n"))
+        };
+        assert!(price("1000000").is_ok());
+        for usd in ["1e308", "1000000.5", "-1", "inf", "nan"] {
+            assert!(
+                matches!(price(usd), Err(ConfigError::Invalid { key: "pricing", .. })),
+                "{usd}"
+            );
+        }
+        // The costs of the largest token counts at the highest price stay finite.
+        let config = price("1000000").expect("valid");
+        let pricing = crate::pricing::Pricing::new(&config.pricing);
+        let cost = pricing.cost("m", i64::MAX, i64::MAX).expect("priced");
+        assert!(cost.is_finite());
     }
 
     #[test]
