@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Data, Env, Format, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
@@ -344,16 +344,16 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
 impl Config {
     /// Loads defaults, then `file` (if any), then the process environment.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
-        if let Some(path) = file {
-            if !path.is_file() {
+        let file = match file {
+            Some(path) if !path.is_file() => {
                 return Err(invalid(
                     "--config",
                     format!("{} is not a readable file", path.display()),
-                ));
+                ))
             }
-            figment = figment.merge(Toml::file_exact(path));
-        }
+            Some(path) => Some(Toml::file_exact(path)),
+            None => None,
+        };
         // Variables without `__` (such as the SDK's own TRULAYER_MODE) are not
         // ours; one with `__` that names no known section is a typo.
         // vars_os: one non-UTF-8 variable in the environment must not panic.
@@ -375,8 +375,26 @@ impl Config {
             })
             .split("__")
             .map(|key| key.as_str().to_ascii_lowercase().into());
+        Config::layered(file, Some(env))
+    }
+
+    /// The defaults with `toml`, the text of a config file, over them: what
+    /// `load` makes of a file with that text, leaving out the environment.
+    /// Pure, so the loader can be fuzzed and tested without files.
+    pub fn from_toml_str(toml: &str) -> Result<Config, ConfigError> {
+        Config::layered(Some(Toml::string(toml)), None)
+    }
+
+    /// Defaults, then the file, then the environment; extracted and validated.
+    fn layered(file: Option<Data<Toml>>, env: Option<Env>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(file) = file {
+            figment = figment.merge(file);
+        }
+        if let Some(env) = env {
+            figment = figment.merge(env);
+        }
         let config: Config = figment
-            .merge(env)
             .extract()
             .map_err(|e| ConfigError::Load(Box::new(e)))?;
         config.validate()?;
@@ -408,12 +426,14 @@ impl Config {
             ));
         }
         for (model, price) in &self.pricing {
-            let usable = |usd: f64| usd.is_finite() && usd >= 0.0;
+            // Bounded, so that no token count a span can carry, times its
+            // price, makes a cost too large to be a finite number.
+            let usable = |usd: f64| (0.0..=MAX_PRICE_USD).contains(&usd);
             if !usable(price.input) || !usable(price.output) {
                 return Err(invalid(
                     "pricing",
                     format!(
-                        "{model:?}: input and output must be USD per million tokens, 0 or more"
+                        "{model:?}: input and output must be USD per million tokens, from 0 to {MAX_PRICE_USD}"
                     ),
                 ));
             }
@@ -528,6 +548,9 @@ impl Config {
     }
 }
 
+/// The highest price per million tokens a config may set: a dollar a token.
+pub const MAX_PRICE_USD: f64 = 1_000_000.0;
+
 const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
 
 /// A level name, or comma-separated directives such as `info,trulayer_server=debug`
@@ -618,7 +641,62 @@ fn secret(
 
 #[cfg(test)]
 mod tests {
-    use super::ByteSize;
+    use super::{ByteSize, Config, ConfigError};
+
+    #[test]
+    fn a_files_text_is_read_as_load_reads_the_file() {
+        let text = "[storage]\ndata_dir = \"/srv/trulayer\"\nmax_db_size = \"2GiB\"\n";
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("trulayer.toml");
+        std::fs::write(&path, text).expect("write");
+        let from_text = Config::from_toml_str(text).expect("valid");
+        let from_file = Config::load(Some(&path)).expect("valid");
+        assert_eq!(from_text.storage.data_dir, from_file.storage.data_dir);
+        assert_eq!(from_text.storage.max_db_size, ByteSize(2 << 30));
+        assert_eq!(
+            serde_json::to_value(&from_text).expect("json"),
+            serde_json::to_value(&from_file).expect("json")
+        );
+    }
+
+    #[test]
+    fn prices_beyond_a_dollar_a_token_are_refused() {
+        let price = |usd: &str| {
+            Config::from_toml_str(&format!("[pricing.\"m\"]\ninput = {usd}\noutput = 0\n"))
+        };
+        assert!(price("1000000").is_ok());
+        for usd in ["1e308", "1000000.5", "-1", "inf", "nan"] {
+            assert!(
+                matches!(price(usd), Err(ConfigError::Invalid { key: "pricing", .. })),
+                "{usd}"
+            );
+        }
+        // The costs of the largest token counts at the highest price stay finite.
+        let config = price("1000000").expect("valid");
+        let pricing = crate::pricing::Pricing::new(&config.pricing);
+        let cost = pricing.cost("m", i64::MAX, i64::MAX).expect("priced");
+        assert!(cost.is_finite());
+    }
+
+    #[test]
+    fn text_is_checked_as_a_file_is() {
+        let unknown = Config::from_toml_str("[storage]\ndata_dirr = \"/srv\"\n");
+        assert!(
+            matches!(&unknown, Err(ConfigError::Load(e)) if e.to_string().contains("data_dirr")),
+            "{unknown:?}"
+        );
+        let invalid = Config::from_toml_str("[storage]\nread_connections = 0\n");
+        assert!(
+            matches!(
+                invalid,
+                Err(ConfigError::Invalid {
+                    key: "storage.read_connections",
+                    ..
+                })
+            ),
+            "{invalid:?}"
+        );
+    }
 
     #[test]
     fn sizes_are_bytes_or_a_number_with_a_unit() {

@@ -33,7 +33,9 @@ use crate::config::Config;
 use crate::pricing::Pricing;
 use crate::store::Store;
 
+pub use extract::parse_json;
 pub use principal::{Credential, Principal, Role};
+pub use traces::ListQuery;
 
 /// What every handler can reach.
 #[derive(Clone)]

@@ -106,16 +106,18 @@ pub(super) fn search_terms(q: &str) -> Result<Vec<String>, AppError> {
     Ok(terms)
 }
 
-/// The list parameters, each checked with an error naming it.
-pub(super) struct ListQuery {
-    pub(super) filter: TraceFilter,
-    pub(super) project: Option<String>,
-    cursor: Option<TraceCursor>,
-    limit: usize,
+/// The list parameters, each checked with an error naming it. Public so
+/// that the parser can be fuzzed; nothing outside the API builds one.
+pub struct ListQuery {
+    pub filter: TraceFilter,
+    /// The project reference (id, slug or name), resolved by the handler.
+    pub project: Option<String>,
+    pub cursor: Option<TraceCursor>,
+    pub limit: usize,
 }
 
 impl ListQuery {
-    pub(super) fn parse(params: &HashMap<String, String>) -> Result<ListQuery, AppError> {
+    pub fn parse(params: &HashMap<String, String>) -> Result<ListQuery, AppError> {
         let text = |name: &str| params.get(name).filter(|v| !v.is_empty()).cloned();
         let count = |name: &'static str| -> Result<Option<i64>, AppError> {
             text(name)
