@@ -38,7 +38,7 @@ use rusqlite::Connection;
 use crate::config::Synchronous;
 
 pub use accounts::{LoginCandidate, SessionRecord, UserRecord};
-pub use audit::{AuditEntry, AuditRecord, AuditVerdict};
+pub use audit::{Actor, AuditRecord, AuditVerdict};
 pub use eval_rules::{
     ActiveRule, AutoCandidates, AutoEval, EvalRule, EvalRuleChange, NewEvalRule, NewTraceInfo,
     RuleCreated, Scheduled,
@@ -57,7 +57,7 @@ pub use search::{fts_query, fts_terms, SpanHit, SpanHits, SpanSearch, MAX_SPAN_R
 pub use search_index::IndexBatch;
 pub use sessions::{SessionPage, SessionSummary, MAX_SESSION_TRACES};
 pub use tenancy::{
-    ApiKeyInfo, ApiKeyRecord, Bootstrap, BootstrapResult, NewApiKey, ProjectChange, ProjectRecord,
+    ApiKeyInfo, ApiKeyRecord, BootstrapResult, NewApiKey, NewOrg, ProjectChange, ProjectRecord,
 };
 pub use trace_insert::{usage_month, InsertOutcome};
 pub use traces::{NewFeedback, TraceCursor, TraceFilter, TracePage};

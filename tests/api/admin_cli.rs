@@ -201,7 +201,7 @@ async fn operator_commands_work_on_a_running_servers_data() {
         operator,
         [
             "apikey.create",
-            "auth.password_reset",
+            "user.password_reset",
             "user.create",
             "org.set_plan",
             "org.create"
