@@ -2,14 +2,14 @@
 //! They work on the data directory directly, also while the server runs
 //! (SQLite lets a second process write; each command is a short
 //! transaction), print one JSON line, and are recorded in the audit log with
-//! the actor `operator`.
+//! the actor `operator`, in the same transaction as the change they make.
 
 use anyhow::{anyhow, bail, Context};
 use serde_json::{json, Value};
 
 use crate::auth;
 use crate::config::{Config, Plan};
-use crate::store::{AuditEntry, NewApiKey, Store};
+use crate::store::{Actor, NewApiKey, NewOrg, Store};
 
 /// What an operator can do.
 #[derive(Debug, Clone)]
@@ -66,42 +66,24 @@ async fn execute(store: &Store, command: AdminCommand) -> anyhow::Result<Value> 
             plan,
         } => {
             let email = checked_email(&admin_email)?;
-            // Checked first, so a taken email leaves no half-made organisation.
-            if store.user_for_login(email.clone()).await?.is_some() {
-                bail!("a user with email {email} exists");
-            }
-            let hash = password_hash(admin_password).await?;
-            let (tenant_id, project_id) = store.create_tenant(name.clone(), project).await?;
-            store.set_plan(tenant_id, plan.as_str().into()).await?;
-            store
-                .create_user(tenant_id, email.clone(), hash, "owner".into())
-                .await?;
+            let password_hash = password_hash(admin_password).await?;
             let key = auth::generate_api_key();
-            store
-                .create_api_key(
-                    tenant_id,
-                    new_key(&key, project_id, "operator key", Vec::new()),
+            // One transaction: a taken email leaves no half-made organisation.
+            let (org_id, project_id) = store
+                .create_org(
+                    NewOrg {
+                        org: name,
+                        project,
+                        admin_email: email,
+                        password_hash,
+                        key_prefix: auth::visible_prefix(&key).to_owned(),
+                        key_hash: auth::hash_api_key(&key),
+                        plan: plan.as_str().into(),
+                    },
+                    Actor::operator(),
                 )
                 .await?;
-            let org_id = store
-                .tenant_uuid(tenant_id)
-                .await?
-                .ok_or_else(|| anyhow!("the new organisation vanished"))?;
-            let project_uuid = store
-                .list_projects(tenant_id, true, None, 1)
-                .await?
-                .first()
-                .map(|p| p.uuid.clone())
-                .ok_or_else(|| anyhow!("the new project vanished"))?;
-            audit(
-                store,
-                tenant_id,
-                "org.create",
-                Some(org_id.clone()),
-                json!({"name": name, "admin_email": email, "plan": plan.as_str()}),
-            )
-            .await?;
-            Ok(json!({"org_id": org_id, "project_id": project_uuid, "api_key": key}))
+            Ok(json!({"org_id": org_id, "project_id": project_id, "api_key": key}))
         }
         AdminCommand::CreateUser {
             org,
@@ -115,15 +97,9 @@ async fn execute(store: &Store, command: AdminCommand) -> anyhow::Result<Value> 
             }
             let email = checked_email(&email)?;
             let hash = password_hash(password).await?;
-            let user = store.create_user(tenant_id, email, hash, role).await?;
-            audit(
-                store,
-                tenant_id,
-                "user.create",
-                Some(user.uuid.clone()),
-                json!({"email": user.email, "role": user.role}),
-            )
-            .await?;
+            let user = store
+                .create_user(tenant_id, email, hash, role, Actor::operator())
+                .await?;
             Ok(
                 json!({"user_id": user.uuid, "org_id": org_id, "email": user.email, "role": user.role}),
             )
@@ -136,15 +112,10 @@ async fn execute(store: &Store, command: AdminCommand) -> anyhow::Result<Value> 
                 .ok_or_else(|| anyhow!("no user with email {email}"))?
                 .user;
             let hash = password_hash(password).await?;
-            store.set_password(user.id, hash).await?;
-            audit(
-                store,
-                user.tenant_id,
-                "auth.password_reset",
-                Some(user.uuid.clone()),
-                json!({"email": user.email}),
-            )
-            .await?;
+            store
+                .reset_user_password(user.tenant_id, user.uuid.clone(), hash, Actor::operator())
+                .await?
+                .ok_or_else(|| anyhow!("no user with email {email}"))?;
             Ok(json!({"user_id": user.uuid, "sessions_revoked": true}))
         }
         AdminCommand::CreateKey {
@@ -172,35 +143,28 @@ async fn execute(store: &Store, command: AdminCommand) -> anyhow::Result<Value> 
             };
             let key = auth::generate_api_key();
             let id = store
-                .create_api_key(tenant_id, new_key(&key, project.id, &name, scopes))
+                .create_api_key(
+                    tenant_id,
+                    new_key(&key, project.id, &name, scopes),
+                    Actor::operator(),
+                )
                 .await?;
             let info = store
                 .api_key_info(tenant_id, id)
                 .await?
                 .ok_or_else(|| anyhow!("the new key vanished"))?;
-            audit(
-                store,
-                tenant_id,
-                "apikey.create",
-                Some(info.uuid.clone()),
-                json!({"name": info.name, "scopes": info.scopes}),
-            )
-            .await?;
             Ok(
                 json!({"key_id": info.uuid, "api_key": key, "project_id": project.uuid, "scopes": info.scopes}),
             )
         }
         AdminCommand::SetPlan { org, plan } => {
             let (tenant_id, org_id, _) = tenant(store, &org).await?;
-            store.set_plan(tenant_id, plan.as_str().into()).await?;
-            audit(
-                store,
-                tenant_id,
-                "org.set_plan",
-                Some(org_id.clone()),
-                json!({"plan": plan.as_str()}),
-            )
-            .await?;
+            if !store
+                .set_plan(tenant_id, plan.as_str().into(), Actor::operator())
+                .await?
+            {
+                bail!("the organisation {org:?} vanished");
+            }
             Ok(json!({"org_id": org_id, "plan": plan.as_str()}))
         }
     }
@@ -242,24 +206,4 @@ fn new_key(key: &str, project_id: i64, name: &str, scopes: Vec<String>) -> NewAp
         expires_at: None,
         scopes,
     }
-}
-
-async fn audit(
-    store: &Store,
-    tenant_id: i64,
-    action: &'static str,
-    target: Option<String>,
-    details: Value,
-) -> anyhow::Result<()> {
-    store
-        .audit(AuditEntry {
-            tenant_id,
-            actor: "operator".into(),
-            action,
-            target,
-            source: None,
-            details,
-        })
-        .await?;
-    Ok(())
 }

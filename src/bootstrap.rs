@@ -11,7 +11,7 @@ use anyhow::Context;
 
 use crate::auth;
 use crate::config::Config;
-use crate::store::{Bootstrap, BootstrapResult, Store};
+use crate::store::{BootstrapResult, NewOrg, Store};
 
 /// The file, inside the data directory, holding generated first credentials.
 pub const CREDENTIALS_FILE: &str = "initial-credentials";
@@ -71,7 +71,7 @@ pub async fn first_start(
         credentials.file = Some(path);
     }
     let result = store
-        .bootstrap(Bootstrap {
+        .bootstrap(NewOrg {
             org: credentials.org.clone(),
             project: credentials.project.clone(),
             admin_email: credentials.admin_email.clone(),

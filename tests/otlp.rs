@@ -1164,7 +1164,11 @@ async fn genai_events_messages_and_openinference_attributes_are_mapped() {
     let server = TestServer::start().await;
     let store = server.running().store().clone();
     let rag = store
-        .create_project(1, "RAG App".into())
+        .create_project(
+            1,
+            "RAG App".into(),
+            trulayer_server::store::Actor::operator(),
+        )
         .await
         .expect("project");
     let trace_hex = "4bf92f3577b34da6a3ce929d0e0e4736";

@@ -18,7 +18,7 @@ use super::{AppState, Principal};
 use crate::auth;
 use crate::error::AppError;
 use crate::model::Timestamp;
-use crate::store::{now_micros, UserRecord};
+use crate::store::{now_micros, Actor, UserRecord};
 
 /// How long a session lasts.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
@@ -69,40 +69,29 @@ pub async fn login(
         Some(c) if ok => c,
         known => {
             state.logins.failed(attempt);
-            // Only a known account has a tenant whose log can hold the attempt.
+            // Only a known account has a tenant whose log can hold the
+            // attempt. A refused login changes nothing that could stand
+            // without its record, and its answer must not depend on whether
+            // the email exists: were a failure to record it answered with an
+            // error, a stranger could tell known emails from unknown ones
+            // whenever the store cannot write. So it is still 401, and the
+            // limiter above has counted the attempt either way.
             if let Some(c) = &known {
-                let actor = format!("user:{}", c.user.email);
-                audit::record(
-                    &state,
-                    c.user.tenant_id,
-                    actor,
-                    source,
-                    "auth.login_failed",
-                    Some(c.user.uuid.clone()),
-                    json!({}),
-                )
-                .await;
+                let by = Actor::user(&c.user.email, source);
+                if let Err(e) = state.store.record_failed_login(&c.user, by).await {
+                    tracing::error!(error = %e, user = %c.user.uuid, "recording a failed login failed");
+                }
             }
             return Err(BAD_CREDENTIALS);
         }
     };
     state.logins.succeeded(attempt, source.as_deref());
-    let actor = format!("user:{}", candidate.user.email);
-    audit::record(
-        &state,
-        candidate.user.tenant_id,
-        actor,
-        source,
-        "auth.login",
-        Some(candidate.user.uuid.clone()),
-        json!({}),
-    )
-    .await;
     let token = auth::generate_session_token();
     let expires_at = now_micros() + SESSION_TTL.as_micros() as i64;
+    let by = Actor::user(&candidate.user.email, source);
     state
         .store
-        .create_session(&candidate.user, auth::hash_api_key(&token), expires_at)
+        .create_session(&candidate.user, auth::hash_api_key(&token), expires_at, by)
         .await?;
     let secure = if state.tls { "; Secure" } else { "" };
     let cookie = format!(
@@ -142,8 +131,10 @@ pub async fn logout(
     principal: Principal,
 ) -> Result<Response, AppError> {
     let (_, session_id, _) = principal.session()?;
-    state.store.revoke_session(session_id).await?;
-    audit::by(&state, &principal, "auth.logout", None, json!({})).await;
+    state
+        .store
+        .revoke_session(principal.tenant_id, session_id, audit::actor(&principal))
+        .await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(
         SET_COOKIE,
@@ -197,15 +188,10 @@ pub async fn change_password(
     .map_err(|e| AppError::Internal(format!("password check failed: {e}")))?
     .ok_or(BAD_CREDENTIALS)?
     .map_err(|e| AppError::Internal(format!("hashing the password failed: {e}")))?;
-    state.store.set_password(user.id, hash).await?;
-    audit::by(
-        &state,
-        &principal,
-        "auth.password_change",
-        Some(user.uuid.clone()),
-        json!({}),
-    )
-    .await;
+    state
+        .store
+        .change_password(user, hash, audit::actor(&principal))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -254,16 +240,14 @@ pub async fn create_user(
         .map_err(|e| AppError::Internal(format!("hashing the password failed: {e}")))?;
     let user = state
         .store
-        .create_user(principal.tenant_id, email, hash, body.role)
+        .create_user(
+            principal.tenant_id,
+            email,
+            hash,
+            body.role,
+            audit::actor(&principal),
+        )
         .await?;
-    audit::by(
-        &state,
-        &principal,
-        "user.create",
-        Some(user.uuid.clone()),
-        json!({"email": user.email, "role": user.role}),
-    )
-    .await;
     Ok((StatusCode::CREATED, Json(user_json(&user))).into_response())
 }
 
@@ -311,34 +295,22 @@ pub async fn update_user(
         user = Some(
             state
                 .store
-                .set_user_role(principal.tenant_id, id.clone(), role)
+                .set_user_role(
+                    principal.tenant_id,
+                    id.clone(),
+                    role,
+                    audit::actor(&principal),
+                )
                 .await?
                 .ok_or(AppError::NotFound("user"))?,
         );
-        let changed = user.as_ref().map(|u| u.uuid.clone());
-        audit::by(
-            &state,
-            &principal,
-            "user.update",
-            changed,
-            json!({"role": user.as_ref().map(|u| u.role.clone())}),
-        )
-        .await;
     }
     if let Some(hash) = hash {
         let reset = state
             .store
-            .reset_user_password(principal.tenant_id, id, hash)
+            .reset_user_password(principal.tenant_id, id, hash, audit::actor(&principal))
             .await?
             .ok_or(AppError::NotFound("user"))?;
-        audit::by(
-            &state,
-            &principal,
-            "user.password_reset",
-            Some(reset.uuid.clone()),
-            json!({}),
-        )
-        .await;
         user = user.or(Some(reset));
     }
     let user = user.ok_or(AppError::NotFound("user"))?;
@@ -352,10 +324,9 @@ pub async fn delete_user(
 ) -> Result<StatusCode, AppError> {
     if state
         .store
-        .delete_user(principal.tenant_id, id.clone())
+        .delete_user(principal.tenant_id, id, audit::actor(&principal))
         .await?
     {
-        audit::by(&state, &principal, "user.delete", Some(id), json!({})).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::NotFound("user"))

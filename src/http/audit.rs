@@ -1,4 +1,5 @@
-//! The audit log over HTTP: recording administrative actions, and
+//! The audit log over HTTP: who acts (the actor every audited store change
+//! takes and records in the change's own transaction), and
 //! `GET /v1/audit-log` and `GET /v1/audit/verify`.
 
 use std::collections::HashMap;
@@ -12,7 +13,7 @@ use serde_json::{json, Value};
 use super::{AppState, Credential, Principal};
 use crate::error::AppError;
 use crate::model::Timestamp;
-use crate::store::AuditEntry;
+use crate::store::Actor;
 
 /// The client's address, when the connection has one.
 pub struct ClientAddr(pub Option<String>);
@@ -32,56 +33,14 @@ pub fn client_addr(parts: &Parts) -> Option<String> {
         .map(|ConnectInfo(addr)| addr.ip().to_string())
 }
 
-/// Who a principal is, as the audit log names actors.
-pub fn actor(principal: &Principal) -> String {
+/// Who a principal is, as the audit log names actors: what every audited
+/// store change is given, so that it records itself in its own transaction.
+pub fn actor(principal: &Principal) -> Actor {
+    let source = principal.source.clone();
     match &principal.credential {
-        Credential::Session { user, .. } => format!("user:{}", user.email),
-        Credential::ApiKey { key_id, .. } => format!("key:{key_id}"),
+        Credential::Session { user, .. } => Actor::user(&user.email, source),
+        Credential::ApiKey { key_id, .. } => Actor::api_key(*key_id, source),
     }
-}
-
-/// Records an action; a failure to record is logged, not returned: the
-/// action itself has happened.
-pub async fn record(
-    state: &AppState,
-    tenant_id: i64,
-    actor: String,
-    source: Option<String>,
-    action: &'static str,
-    target: Option<String>,
-    details: Value,
-) {
-    let entry = AuditEntry {
-        tenant_id,
-        actor,
-        action,
-        target,
-        source,
-        details,
-    };
-    if let Err(e) = state.store.audit(entry).await {
-        tracing::error!(error = %e, action, "writing the audit log failed");
-    }
-}
-
-/// Records an action taken by `principal`.
-pub async fn by(
-    state: &AppState,
-    principal: &Principal,
-    action: &'static str,
-    target: Option<String>,
-    details: Value,
-) {
-    record(
-        state,
-        principal.tenant_id,
-        actor(principal),
-        principal.source.clone(),
-        action,
-        target,
-        details,
-    )
-    .await;
 }
 
 const MAX_PAGE: usize = 200;

@@ -123,6 +123,7 @@ pub async fn create(
                 model_tier,
             },
             max_rules,
+            audit::actor(&principal),
         )
         .await?;
     let rule = match created {
@@ -138,14 +139,6 @@ pub async fn create(
             })
         }
     };
-    audit::by(
-        &state,
-        &principal,
-        "eval_rule.create",
-        Some(rule.id.clone()),
-        json!({"metric_name": rule.metric_name, "project_id": rule.project_id}),
-    )
-    .await;
     Ok((StatusCode::CREATED, Json(rule)).into_response())
 }
 
@@ -188,17 +181,9 @@ pub async fn update(
     };
     let rule = state
         .store
-        .update_eval_rule(principal.tenant_id, id, change)
+        .update_eval_rule(principal.tenant_id, id, change, audit::actor(&principal))
         .await?
         .ok_or(AppError::NotFound("eval rule"))?;
-    audit::by(
-        &state,
-        &principal,
-        "eval_rule.update",
-        Some(rule.id.clone()),
-        json!({"metric_name": rule.metric_name, "enabled": rule.enabled}),
-    )
-    .await;
     Ok(Json(rule))
 }
 
@@ -210,12 +195,11 @@ pub async fn delete(
     let id = canonical(&id)?;
     if !state
         .store
-        .delete_eval_rule(principal.tenant_id, id.clone())
+        .delete_eval_rule(principal.tenant_id, id, audit::actor(&principal))
         .await?
     {
         return Err(AppError::NotFound("eval rule"));
     }
-    audit::by(&state, &principal, "eval_rule.delete", Some(id), json!({})).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

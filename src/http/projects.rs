@@ -122,16 +122,12 @@ pub async fn create(
 ) -> Result<Response, AppError> {
     let project = state
         .store
-        .create_project(principal.tenant_id, check_name(&body.name)?)
+        .create_project(
+            principal.tenant_id,
+            check_name(&body.name)?,
+            audit::actor(&principal),
+        )
         .await?;
-    audit::by(
-        &state,
-        &principal,
-        "project.create",
-        Some(project.uuid.clone()),
-        json!({"name": project.name}),
-    )
-    .await;
     Ok((StatusCode::CREATED, Json(project_json(&project))).into_response())
 }
 
@@ -173,17 +169,9 @@ pub async fn update(
     }
     let project = state
         .store
-        .update_project(principal.tenant_id, id, change)
+        .update_project(principal.tenant_id, id, change, audit::actor(&principal))
         .await?
         .ok_or(AppError::NotFound("project"))?;
-    audit::by(
-        &state,
-        &principal,
-        "project.update",
-        Some(project.uuid.clone()),
-        Value::Object(body),
-    )
-    .await;
     Ok(Json(project_json(&project)))
 }
 
@@ -211,22 +199,9 @@ async fn set_archived(
 ) -> Result<Json<Value>, AppError> {
     let project = state
         .store
-        .set_project_archived(principal.tenant_id, id, archived)
+        .set_project_archived(principal.tenant_id, id, archived, audit::actor(&principal))
         .await?
         .ok_or(AppError::NotFound("project"))?;
-    let action = if archived {
-        "project.archive"
-    } else {
-        "project.unarchive"
-    };
-    audit::by(
-        &state,
-        &principal,
-        action,
-        Some(project.uuid.clone()),
-        json!({}),
-    )
-    .await;
     Ok(Json(project_json(&project)))
 }
 
@@ -311,6 +286,7 @@ pub async fn create_key(
                 expires_at,
                 scopes: body.scopes,
             },
+            audit::actor(&principal),
         )
         .await?;
     let info = state
@@ -318,14 +294,6 @@ pub async fn create_key(
         .api_key_info(principal.tenant_id, id)
         .await?
         .ok_or(AppError::Internal("the new key vanished".into()))?;
-    audit::by(
-        &state,
-        &principal,
-        "apikey.create",
-        Some(info.uuid.clone()),
-        json!({"name": info.name, "scopes": info.scopes}),
-    )
-    .await;
     let mut out = key_json(&info);
     out["key"] = key.into();
     Ok((StatusCode::CREATED, Json(out)).into_response())
@@ -344,12 +312,11 @@ pub async fn revoke_key(
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
-    let key_id = key_id(&state, &principal, id.clone()).await?;
+    let key_id = key_id(&state, &principal, id).await?;
     state
         .store
-        .revoke_api_key(principal.tenant_id, key_id)
+        .revoke_api_key(principal.tenant_id, key_id, audit::actor(&principal))
         .await?;
-    audit::by(&state, &principal, "apikey.revoke", Some(id), json!({})).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -367,6 +334,7 @@ pub async fn rotate_key(
             key_id,
             auth::visible_prefix(&key).to_owned(),
             auth::hash_api_key(&key),
+            audit::actor(&principal),
         )
         .await?;
     if !rotated {
@@ -377,14 +345,6 @@ pub async fn rotate_key(
         .api_key_info(principal.tenant_id, key_id)
         .await?
         .ok_or(AppError::NotFound("API key"))?;
-    audit::by(
-        &state,
-        &principal,
-        "apikey.rotate",
-        Some(info.uuid.clone()),
-        json!({}),
-    )
-    .await;
     let mut out = key_json(&info);
     out["key"] = key.into();
     Ok(Json(out))

@@ -1,9 +1,12 @@
 //! Users of an organisation and their login sessions. Passwords arrive
 //! already hashed (argon2id) and session tokens as SHA-256 digests: the
-//! store never sees a secret.
+//! store never sees a secret. Each change is recorded in the audit log in
+//! its own transaction (see `audit`).
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde_json::json;
 
+use super::audit::{self, Actor};
 use super::{now_micros, Result, Store, StoreError};
 
 /// A user as the API shows it.
@@ -66,14 +69,15 @@ impl Store {
         .await
     }
 
-    /// Starts a session; returns its id.
+    /// Starts a session (a login, by `by`); returns its id.
     pub async fn create_session(
         &self,
         user: &UserRecord,
         token_hash: [u8; 32],
         expires_at: i64,
+        by: Actor,
     ) -> Result<i64> {
-        let (user_id, tenant_id) = (user.id, user.tenant_id);
+        let (user_id, tenant_id, uuid) = (user.id, user.tenant_id, user.uuid.clone());
         self.write(move |conn| {
             conn.prepare_cached(
                 "INSERT INTO sessions (user_id, tenant_id, token_hash, created_at, expires_at) \
@@ -86,7 +90,26 @@ impl Store {
                 now_micros(),
                 expires_at
             ])?;
-            Ok(conn.last_insert_rowid())
+            let session_id = conn.last_insert_rowid();
+            audit::record(conn, tenant_id, &by, "auth.login", Some(&uuid), json!({}))?;
+            Ok(session_id)
+        })
+        .await
+    }
+
+    /// Records a refused login for a known account. It changes nothing
+    /// else, so it is an entry of its own.
+    pub async fn record_failed_login(&self, user: &UserRecord, by: Actor) -> Result<()> {
+        let (tenant_id, uuid) = (user.tenant_id, user.uuid.clone());
+        self.write(move |conn| {
+            audit::record(
+                conn,
+                tenant_id,
+                &by,
+                "auth.login_failed",
+                Some(&uuid),
+                json!({}),
+            )
         })
         .await
     }
@@ -114,13 +137,15 @@ impl Store {
         .await
     }
 
-    pub async fn revoke_session(&self, session_id: i64) -> Result<()> {
+    /// Ends a session (a logout, by `by`).
+    pub async fn revoke_session(&self, tenant_id: i64, session_id: i64, by: Actor) -> Result<()> {
         self.write(move |conn| {
             conn.prepare_cached(
-                "UPDATE sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                "UPDATE sessions SET revoked_at = ?3 \
+                 WHERE id = ?1 AND tenant_id = ?2 AND revoked_at IS NULL",
             )?
-            .execute(params![session_id, now_micros()])?;
-            Ok(())
+            .execute(params![session_id, tenant_id, now_micros()])?;
+            audit::record(conn, tenant_id, &by, "auth.logout", None, json!({}))
         })
         .await
     }
@@ -150,6 +175,7 @@ impl Store {
         email: String,
         password_hash: String,
         role: String,
+        by: Actor,
     ) -> Result<UserRecord> {
         self.write(move |conn| {
             let taken = conn
@@ -173,8 +199,17 @@ impl Store {
                 role,
                 now_micros()
             ])?;
-            find_user(conn, tenant_id, &uuid)?
-                .ok_or_else(|| StoreError::Conflict("the new user vanished".into()))
+            let user = find_user(conn, tenant_id, &uuid)?
+                .ok_or_else(|| StoreError::Conflict("the new user vanished".into()))?;
+            audit::record(
+                conn,
+                tenant_id,
+                &by,
+                "user.create",
+                Some(&user.uuid),
+                json!({"email": user.email, "role": user.role}),
+            )?;
+            Ok(user)
         })
         .await
     }
@@ -185,6 +220,7 @@ impl Store {
         tenant_id: i64,
         uuid: String,
         role: String,
+        by: Actor,
     ) -> Result<Option<UserRecord>> {
         self.write(move |conn| {
             let Some(user) = find_user(conn, tenant_id, &uuid)? else {
@@ -195,13 +231,21 @@ impl Store {
             }
             conn.prepare_cached("UPDATE users SET role = ?2 WHERE id = ?1")?
                 .execute(params![user.id, role])?;
+            audit::record(
+                conn,
+                tenant_id,
+                &by,
+                "user.update",
+                Some(&uuid),
+                json!({"role": role}),
+            )?;
             find_user(conn, tenant_id, &uuid)
         })
         .await
     }
 
     /// Deletes a user and their sessions; false when there is no such user.
-    pub async fn delete_user(&self, tenant_id: i64, uuid: String) -> Result<bool> {
+    pub async fn delete_user(&self, tenant_id: i64, uuid: String, by: Actor) -> Result<bool> {
         self.write(move |conn| {
             let Some(user) = find_user(conn, tenant_id, &uuid)? else {
                 return Ok(false);
@@ -213,19 +257,21 @@ impl Store {
                 .execute([user.id])?;
             conn.prepare_cached("DELETE FROM users WHERE id = ?1")?
                 .execute([user.id])?;
+            audit::record(conn, tenant_id, &by, "user.delete", Some(&uuid), json!({}))?;
             Ok(true)
         })
         .await
     }
 
-    /// Sets a user's password hash and ends all of their sessions.
-    /// Sets the password of the tenant's user `uuid` (an owner resetting
-    /// it) and ends the user's sessions; `None` when there is no such user.
+    /// Sets the password of the tenant's user `uuid` (an owner or the
+    /// operator resetting it) and ends the user's sessions; `None` when
+    /// there is no such user.
     pub async fn reset_user_password(
         &self,
         tenant_id: i64,
         uuid: String,
         password_hash: String,
+        by: Actor,
     ) -> Result<Option<UserRecord>> {
         self.write(move |conn| {
             let Some(user) = find_user(conn, tenant_id, &uuid)? else {
@@ -237,12 +283,27 @@ impl Store {
                 "UPDATE sessions SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL",
             )?
             .execute(params![user.id, now_micros()])?;
+            audit::record(
+                conn,
+                tenant_id,
+                &by,
+                "user.password_reset",
+                Some(&uuid),
+                json!({"email": user.email}),
+            )?;
             Ok(Some(user))
         })
         .await
     }
 
-    pub async fn set_password(&self, user_id: i64, password_hash: String) -> Result<()> {
+    /// A user changing their own password; ends all of their sessions.
+    pub async fn change_password(
+        &self,
+        user: &UserRecord,
+        password_hash: String,
+        by: Actor,
+    ) -> Result<()> {
+        let (user_id, tenant_id, uuid) = (user.id, user.tenant_id, user.uuid.clone());
         self.write(move |conn| {
             conn.prepare_cached("UPDATE users SET password_hash = ?2 WHERE id = ?1")?
                 .execute(params![user_id, password_hash])?;
@@ -250,7 +311,14 @@ impl Store {
                 "UPDATE sessions SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL",
             )?
             .execute(params![user_id, now_micros()])?;
-            Ok(())
+            audit::record(
+                conn,
+                tenant_id,
+                &by,
+                "auth.password_change",
+                Some(&uuid),
+                json!({}),
+            )
         })
         .await
     }

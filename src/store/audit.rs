@@ -1,26 +1,47 @@
-//! The audit log. Entries are appended by the writer thread, which alone
-//! knows the last hash of each tenant's chain, so the chain has no gaps
-//! and no forks.
+//! The audit log. Every audited change appends its entry with `record`, on
+//! the connection and inside the transaction that makes the change, so the
+//! two commit or roll back together: the log cannot lack a change that
+//! happened, nor hold one that did not. The previous hash is read from the
+//! table inside that transaction, so entries appended by several jobs of one
+//! group commit, or by an operator command in another process (its own
+//! `BEGIN IMMEDIATE`), chain in the order they were written: no gaps, no forks.
 
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
 use super::{now_micros, Result, Store};
 
-/// One administrative action to record.
-#[derive(Debug, Clone)]
-pub struct AuditEntry {
-    pub tenant_id: i64,
-    /// Who: `user:<email>`, `operator`, …
-    pub actor: String,
-    /// What: `auth.login`, `user.create`, `apikey.revoke`, …
-    pub action: &'static str,
-    /// On what: an id or an email.
-    pub target: Option<String>,
-    /// From where: the client's address.
+/// Who makes a change, and from where: the author of its audit entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// `user:<email>`, `key:<id>` or `operator`.
+    pub name: String,
+    /// The client's address, when the change came over the network.
     pub source: Option<String>,
-    /// Anything else worth keeping, as a JSON object.
-    pub details: serde_json::Value,
+}
+
+impl Actor {
+    /// Someone at the server's command line (`trulayer-server admin …`).
+    pub fn operator() -> Actor {
+        Actor {
+            name: "operator".into(),
+            source: None,
+        }
+    }
+
+    pub fn user(email: &str, source: Option<String>) -> Actor {
+        Actor {
+            name: format!("user:{email}"),
+            source,
+        }
+    }
+
+    pub fn api_key(key_id: i64, source: Option<String>) -> Actor {
+        Actor {
+            name: format!("key:{key_id}"),
+            source,
+        }
+    }
 }
 
 /// A stored entry.
@@ -44,10 +65,6 @@ pub struct AuditVerdict {
 }
 
 impl Store {
-    pub async fn audit(&self, entry: AuditEntry) -> Result<()> {
-        self.write(move |conn| append(conn, &entry)).await
-    }
-
     /// Entries newest first, before entry `before` when paging.
     pub async fn audit_page(
         &self,
@@ -123,35 +140,39 @@ impl Store {
     }
 }
 
-fn append(conn: &Connection, e: &AuditEntry) -> Result<()> {
+/// Appends what `by` did to the tenant's chain, on `conn`: the connection
+/// (and so the transaction) of the change itself. Called after the change's
+/// statements succeeded, so a refused change leaves no entry.
+pub(super) fn record(
+    conn: &Connection,
+    tenant_id: i64,
+    by: &Actor,
+    action: &'static str,
+    target: Option<&str>,
+    details: serde_json::Value,
+) -> Result<()> {
     let prev: Vec<u8> = conn
         .prepare_cached("SELECT hash FROM audit_log WHERE tenant_id = ?1 ORDER BY id DESC LIMIT 1")?
-        .query_row([e.tenant_id], |r| r.get(0))
+        .query_row([tenant_id], |r| r.get(0))
         .optional()?
         .unwrap_or_else(|| vec![0u8; 32]);
     let at = now_micros();
-    let details = e.details.to_string();
+    let details = details.to_string();
+    let source = by.source.as_deref();
     let hash = entry_hash(
-        &prev,
-        e.tenant_id,
-        at,
-        &e.actor,
-        e.action,
-        e.target.as_deref(),
-        e.source.as_deref(),
-        &details,
+        &prev, tenant_id, at, &by.name, action, target, source, &details,
     );
     conn.prepare_cached(
         "INSERT INTO audit_log (tenant_id, at, actor, action, target, source, details, \
          prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
-        e.tenant_id,
+        tenant_id,
         at,
-        e.actor,
-        e.action,
-        e.target,
-        e.source,
+        by.name,
+        action,
+        target,
+        source,
         details,
         prev,
         &hash[..]
@@ -187,4 +208,199 @@ fn entry_hash(
         }
     }
     h.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::super::NewApiKey;
+    use super::*;
+    use crate::config::Synchronous;
+
+    /// A store on a real file, with one organisation (its `org.create`
+    /// is the chain's first entry).
+    async fn store_with_org() -> (tempfile::TempDir, Arc<Store>, i64) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(dir.path(), Synchronous::Normal, 2).expect("open"));
+        let (tenant, _) = store
+            .create_tenant("acme".into(), "default".into(), Actor::operator())
+            .await
+            .expect("tenant");
+        (dir, store, tenant)
+    }
+
+    async fn close(store: Arc<Store>) {
+        tokio::task::spawn_blocking(move || store.close())
+            .await
+            .expect("close");
+    }
+
+    /// Makes the audit log refuse entries whose details mention `marker`,
+    /// from a second connection as anyone with the file could.
+    fn refuse_entries_mentioning(dir: &tempfile::TempDir, marker: &str) {
+        let conn = Connection::open(dir.path().join(super::super::DB_FILE)).expect("open");
+        conn.execute_batch(&format!(
+            "CREATE TRIGGER refuse_marked BEFORE INSERT ON audit_log \
+             WHEN instr(NEW.details, '{marker}') > 0 \
+             BEGIN SELECT RAISE(ABORT, 'the audit log refuses this entry'); END;"
+        ))
+        .expect("trigger");
+    }
+
+    async fn project_names(store: &Store, tenant: i64) -> Vec<String> {
+        store
+            .list_projects(tenant, true, None, 1000)
+            .await
+            .expect("projects")
+            .into_iter()
+            .map(|p| p.name)
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_change_whose_entry_cannot_be_written_does_not_happen() {
+        let (dir, store, tenant) = store_with_org().await;
+        refuse_entries_mentioning(&dir, "doomed");
+
+        let refused = store
+            .create_project(tenant, "doomed".into(), Actor::operator())
+            .await;
+        assert!(refused.is_err(), "{refused:?}");
+        let project = store
+            .create_project(tenant, "kept".into(), Actor::operator())
+            .await
+            .expect("an entry that may be written");
+        let key = NewApiKey {
+            project_id: project.id,
+            name: "doomed key".into(),
+            prefix: "tl_doomed".into(),
+            key_hash: [7; 32],
+            expires_at: None,
+            scopes: Vec::new(),
+        };
+        let refused = store.create_api_key(tenant, key, Actor::operator()).await;
+        assert!(refused.is_err(), "{refused:?}");
+
+        assert_eq!(project_names(&store, tenant).await, ["default", "kept"]);
+        assert!(store
+            .api_keys_by_prefix("tl_doomed".into())
+            .await
+            .expect("keys")
+            .is_empty());
+        let actions: Vec<String> = store
+            .audit_page(tenant, None, 100)
+            .await
+            .expect("log")
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
+        assert_eq!(actions, ["project.create", "org.create"]);
+        assert_eq!(
+            store.verify_audit(tenant).await.expect("verify"),
+            AuditVerdict {
+                entries: 2,
+                broken_at: None
+            }
+        );
+        close(store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn entries_of_one_group_commit_chain_in_order_and_a_failed_change_leaves_none() {
+        const CHANGES: usize = 24;
+        let (_dir, store, tenant) = store_with_org().await;
+        let before = store.writer_stats();
+
+        // Hold the writer so that every change below waits for the same group.
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (started, writer_held) = tokio::sync::oneshot::channel::<()>();
+        let mut started = Some(started);
+        let holder = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(move |_| {
+                        if let Some(started) = started.take() {
+                            let _ = started.send(());
+                        }
+                        let _ = released.recv();
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        writer_held.await.expect("the writer is held");
+
+        let mut changes = Vec::new();
+        for i in 0..CHANGES {
+            let store = store.clone();
+            // One of them repeats a name: it fails inside the group, which
+            // then runs again with a savepoint per job.
+            let name = if i == CHANGES / 2 {
+                "p0".to_string()
+            } else {
+                format!("p{i}")
+            };
+            changes.push(tokio::spawn(async move {
+                let by = Actor::user(&format!("u{i}@example.com"), Some("127.0.0.1".into()));
+                store.create_project(tenant, name, by).await
+            }));
+        }
+        for _ in 0..2000 {
+            if store.writer_stats().queued as usize == CHANGES {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(store.writer_stats().queued as usize, CHANGES);
+        drop(release);
+        holder.await.expect("task").expect("holder");
+        let mut failed = 0;
+        for change in changes {
+            if change.await.expect("task").is_err() {
+                failed += 1;
+            }
+        }
+        assert_eq!(failed, 1, "only the repeated name is refused");
+
+        let after = store.writer_stats();
+        assert!(
+            after.groups - before.groups < CHANGES as u64,
+            "changes shared transactions: {} groups for {} changes",
+            after.groups - before.groups,
+            CHANGES + 1
+        );
+        assert!(after.retried_groups > before.retried_groups);
+        let verdict = store.verify_audit(tenant).await.expect("verify");
+        assert_eq!(
+            verdict,
+            AuditVerdict {
+                entries: CHANGES as i64,
+                broken_at: None
+            },
+            "the org's entry and one per project made"
+        );
+        let logged: Vec<String> = store
+            .audit_page(tenant, None, 100)
+            .await
+            .expect("log")
+            .into_iter()
+            .filter(|e| e.action == "project.create")
+            .map(|e| e.details)
+            .collect();
+        let mut made = project_names(&store, tenant).await;
+        made.retain(|n| n != "default");
+        assert_eq!(logged.len(), made.len());
+        for name in made {
+            let details = json_name(&name);
+            assert!(logged.contains(&details), "{name} has no entry");
+        }
+        close(store).await;
+    }
+
+    fn json_name(name: &str) -> String {
+        serde_json::json!({ "name": name }).to_string()
+    }
 }

@@ -8,6 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::audit::{self, Actor};
 use super::evals::{count_evals, eval_trace, evals_this_month, EvalTrace};
 use super::{now_micros, Result, Store, StoreError};
 use crate::model::Timestamp;
@@ -131,6 +132,7 @@ impl Store {
         tenant_id: i64,
         rule: NewEvalRule,
         max_rules: u64,
+        by: Actor,
     ) -> Result<RuleCreated> {
         self.write(move |conn| {
             if max_rules > 0 {
@@ -161,9 +163,20 @@ impl Store {
                 rule.model_tier,
                 now
             ])?;
-            rule_by_uuid(conn, tenant_id, &uuid)?
-                .map(RuleCreated::Created)
-                .ok_or_else(|| StoreError::Corrupt("a created rule vanished".into()))
+            let created = rule_by_uuid(conn, tenant_id, &uuid)?
+                .ok_or_else(|| StoreError::Corrupt("a created rule vanished".into()))?;
+            audit::record(
+                conn,
+                tenant_id,
+                &by,
+                "eval_rule.create",
+                Some(&created.id),
+                serde_json::json!({
+                    "metric_name": created.metric_name,
+                    "project_id": created.project_id,
+                }),
+            )?;
+            Ok(RuleCreated::Created(created))
         })
         .await
     }
@@ -195,6 +208,7 @@ impl Store {
         tenant_id: i64,
         id: String,
         change: EvalRuleChange,
+        by: Actor,
     ) -> Result<Option<EvalRule>> {
         self.write(move |conn| {
             let Some(current) = rule_by_uuid(conn, tenant_id, &id)? else {
@@ -217,18 +231,40 @@ impl Store {
                 change.model_tier.as_ref().unwrap_or(&current.model_tier),
                 now_micros()
             ])?;
-            rule_by_uuid(conn, tenant_id, &id)
+            let Some(updated) = rule_by_uuid(conn, tenant_id, &id)? else {
+                return Ok(None);
+            };
+            audit::record(
+                conn,
+                tenant_id,
+                &by,
+                "eval_rule.update",
+                Some(&updated.id),
+                serde_json::json!({"metric_name": updated.metric_name, "enabled": updated.enabled}),
+            )?;
+            Ok(Some(updated))
         })
         .await
     }
 
     /// Deletes a rule; its evaluations stay. Returns whether it existed.
-    pub async fn delete_eval_rule(&self, tenant_id: i64, id: String) -> Result<bool> {
+    pub async fn delete_eval_rule(&self, tenant_id: i64, id: String, by: Actor) -> Result<bool> {
         self.write(move |conn| {
-            Ok(conn
+            let deleted = conn
                 .prepare_cached("DELETE FROM eval_rules WHERE uuid = ?1 AND tenant_id = ?2")?
                 .execute(params![id, tenant_id])?
-                > 0)
+                > 0;
+            if deleted {
+                audit::record(
+                    conn,
+                    tenant_id,
+                    &by,
+                    "eval_rule.delete",
+                    Some(&id),
+                    serde_json::json!({}),
+                )?;
+            }
+            Ok(deleted)
         })
         .await
     }

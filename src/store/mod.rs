@@ -6,6 +6,7 @@
 //! connections, which WAL mode lets proceed while the writer commits.
 
 mod accounts;
+mod api_keys;
 mod audit;
 mod checkpoint;
 mod eval_rules;
@@ -38,7 +39,8 @@ use rusqlite::Connection;
 use crate::config::Synchronous;
 
 pub use accounts::{LoginCandidate, SessionRecord, UserRecord};
-pub use audit::{AuditEntry, AuditRecord, AuditVerdict};
+pub use api_keys::{ApiKeyInfo, ApiKeyRecord, NewApiKey};
+pub use audit::{Actor, AuditRecord, AuditVerdict};
 pub use eval_rules::{
     ActiveRule, AutoCandidates, AutoEval, EvalRule, EvalRuleChange, NewEvalRule, NewTraceInfo,
     RuleCreated, Scheduled,
@@ -56,9 +58,7 @@ pub use purge::{RetentionTarget, Space};
 pub use search::{fts_query, fts_terms, SpanHit, SpanHits, SpanSearch, MAX_SPAN_RESULTS};
 pub use search_index::IndexBatch;
 pub use sessions::{SessionPage, SessionSummary, MAX_SESSION_TRACES};
-pub use tenancy::{
-    ApiKeyInfo, ApiKeyRecord, Bootstrap, BootstrapResult, NewApiKey, ProjectChange, ProjectRecord,
-};
+pub use tenancy::{BootstrapResult, NewOrg, ProjectChange, ProjectRecord};
 pub use trace_insert::{usage_month, InsertOutcome};
 pub use traces::{NewFeedback, TraceCursor, TraceFilter, TracePage};
 use writer::Writer;

@@ -1,13 +1,19 @@
-//! Tenants (organisations), projects, users and API keys.
+//! Tenants (organisations) and their projects. Each change made
+//! on someone's behalf is recorded in the audit log in its own transaction
+//! (see `audit`).
 
 use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::json;
 
+use super::api_keys::{insert_api_key, NewApiKey};
+use super::audit::{self, Actor};
 use super::{now_micros, Result, Store, StoreError};
 
-/// What an empty database is given on first start. Secrets arrive already
-/// hashed; the store never sees a plaintext password or key.
+/// An organisation with its first project, owner and API key: what an empty
+/// database is given on first start, and what an operator creates. Secrets
+/// arrive already hashed; the store never sees a plaintext password or key.
 #[derive(Debug, Clone)]
-pub struct Bootstrap {
+pub struct NewOrg {
     pub org: String,
     pub project: String,
     pub admin_email: String,
@@ -48,49 +54,8 @@ pub struct ProjectChange {
     pub retention_days: Option<Option<i64>>,
 }
 
-/// An API key as listed: never its secret.
-#[derive(Debug, Clone)]
-pub struct ApiKeyInfo {
-    pub id: i64,
-    pub uuid: String,
-    pub name: String,
-    pub prefix: String,
-    pub scopes: Vec<String>,
-    pub project_uuid: String,
-    pub created_at: i64,
-    pub expires_at: Option<i64>,
-    pub last_used_at: Option<i64>,
-    pub revoked_at: Option<i64>,
-}
-
 const PROJECT_COLUMNS: &str =
     "id, uuid, tenant_id, name, slug, archived_at, retention_days, created_at";
-
-/// A key to store: its project, a label, and the key as prefix and digest.
-#[derive(Debug, Clone)]
-pub struct NewApiKey {
-    pub project_id: i64,
-    pub name: String,
-    pub prefix: String,
-    pub key_hash: [u8; 32],
-    /// Microseconds since the epoch after which the key answers `api_key_expired`.
-    pub expires_at: Option<i64>,
-    pub scopes: Vec<String>,
-}
-
-/// A candidate API key found by prefix; the caller compares the hash.
-#[derive(Debug, Clone)]
-pub struct ApiKeyRecord {
-    pub id: i64,
-    pub tenant_id: i64,
-    pub project_id: i64,
-    pub key_hash: Vec<u8>,
-    pub scopes: Vec<String>,
-    pub expires_at: Option<i64>,
-    pub revoked: bool,
-    /// The tenant's plan name.
-    pub plan: String,
-}
 
 impl Store {
     pub async fn is_initialised(&self) -> Result<bool> {
@@ -99,44 +64,58 @@ impl Store {
 
     /// Creates the first organisation, project, owner and API key, unless
     /// any organisation exists already (then changes nothing).
-    pub async fn bootstrap(&self, b: Bootstrap) -> Result<BootstrapResult> {
+    pub async fn bootstrap(&self, org: NewOrg) -> Result<BootstrapResult> {
         self.write(move |conn| {
             if has_tenant(conn)? {
                 return Ok(BootstrapResult::AlreadyInitialised);
             }
-            let now = now_micros();
-            let (tenant_id, tenant_uuid) = insert_tenant(conn, &b.org, now)?;
-            conn.prepare_cached("UPDATE tenants SET plan = ?2 WHERE id = ?1")?
-                .execute(params![tenant_id, b.plan])?;
-            let (project_id, project_uuid) = insert_project(conn, tenant_id, &b.project, now)?;
-            conn.execute(
-                "INSERT INTO users (uuid, tenant_id, email, password_hash, role, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, 'owner', ?5)",
-                params![new_uuid(), tenant_id, b.admin_email, b.password_hash, now],
-            )?;
-            let key = NewApiKey {
-                project_id,
-                name: "initial key".into(),
-                prefix: b.key_prefix.clone(),
-                key_hash: b.key_hash,
-                expires_at: None,
-                scopes: Vec::new(),
-            };
-            insert_api_key(conn, tenant_id, &key, now)?;
+            let created = insert_org(conn, &org, "initial key")?;
             Ok(BootstrapResult::Created {
-                tenant_uuid,
-                project_uuid,
+                tenant_uuid: created.tenant_uuid,
+                project_uuid: created.project_uuid,
             })
         })
         .await
     }
 
-    /// Creates an organisation with its first project; returns their ids.
-    pub async fn create_tenant(&self, org: String, project: String) -> Result<(i64, i64)> {
+    /// Creates an organisation with its project, owner and API key, all or
+    /// nothing; an owner email used by any user is a conflict. Returns the
+    /// organisation's and the project's UUIDs.
+    pub async fn create_org(&self, org: NewOrg, by: Actor) -> Result<(String, String)> {
+        self.write(move |conn| {
+            let created = insert_org(conn, &org, "operator key")?;
+            audit::record(
+                conn,
+                created.tenant_id,
+                &by,
+                "org.create",
+                Some(&created.tenant_uuid),
+                json!({"name": org.org, "admin_email": org.admin_email, "plan": org.plan}),
+            )?;
+            Ok((created.tenant_uuid, created.project_uuid))
+        })
+        .await
+    }
+
+    /// Creates an organisation with its first project only; returns their ids.
+    pub async fn create_tenant(
+        &self,
+        org: String,
+        project: String,
+        by: Actor,
+    ) -> Result<(i64, i64)> {
         self.write(move |conn| {
             let now = now_micros();
-            let (tenant_id, _) = insert_tenant(conn, &org, now)?;
+            let (tenant_id, tenant_uuid) = insert_tenant(conn, &org, now)?;
             let (project_id, _) = insert_project(conn, tenant_id, &project, now)?;
+            audit::record(
+                conn,
+                tenant_id,
+                &by,
+                "org.create",
+                Some(&tenant_uuid),
+                json!({"name": org}),
+            )?;
             Ok((tenant_id, project_id))
         })
         .await
@@ -157,9 +136,22 @@ impl Store {
     }
 
     /// Adds a project to a tenant; a name already used in the tenant conflicts.
-    pub async fn create_project(&self, tenant_id: i64, name: String) -> Result<ProjectRecord> {
+    pub async fn create_project(
+        &self,
+        tenant_id: i64,
+        name: String,
+        by: Actor,
+    ) -> Result<ProjectRecord> {
         self.write(move |conn| {
-            let (id, _) = insert_project(conn, tenant_id, &name, now_micros())?;
+            let (id, uuid) = insert_project(conn, tenant_id, &name, now_micros())?;
+            audit::record(
+                conn,
+                tenant_id,
+                &by,
+                "project.create",
+                Some(&uuid),
+                json!({"name": name}),
+            )?;
             project_by_id(conn, id)
         })
         .await
@@ -201,6 +193,7 @@ impl Store {
         tenant_id: i64,
         uuid: String,
         change: ProjectChange,
+        by: Actor,
     ) -> Result<Option<ProjectRecord>> {
         self.write(move |conn| {
             let Some(project) = project_by_uuid(conn, tenant_id, &uuid)? else {
@@ -226,6 +219,22 @@ impl Store {
                 conn.prepare_cached("UPDATE projects SET retention_days = ?2 WHERE id = ?1")?
                     .execute(params![project.id, days])?;
             }
+            // Named as the API names them; only what the change sets.
+            let mut details = serde_json::Map::new();
+            if let Some(name) = &change.name {
+                details.insert("name".into(), name.as_str().into());
+            }
+            if let Some(days) = change.retention_days {
+                details.insert("retention_days_override".into(), days.into());
+            }
+            audit::record(
+                conn,
+                tenant_id,
+                &by,
+                "project.update",
+                Some(&uuid),
+                details.into(),
+            )?;
             project_by_id(conn, project.id).map(Some)
         })
         .await
@@ -238,6 +247,7 @@ impl Store {
         tenant_id: i64,
         uuid: String,
         archived: bool,
+        by: Actor,
     ) -> Result<Option<ProjectRecord>> {
         self.write(move |conn| {
             let Some(project) = project_by_uuid(conn, tenant_id, &uuid)? else {
@@ -264,6 +274,12 @@ impl Store {
                 conn.prepare_cached("UPDATE projects SET archived_at = ?2 WHERE id = ?1")?
                     .execute(params![project.id, at])?;
             }
+            let action = if archived {
+                "project.archive"
+            } else {
+                "project.unarchive"
+            };
+            audit::record(conn, tenant_id, &by, action, Some(&uuid), json!({}))?;
             project_by_id(conn, project.id).map(Some)
         })
         .await
@@ -284,12 +300,24 @@ impl Store {
     }
 
     /// Puts an organisation on a plan; false when there is no such tenant.
-    pub async fn set_plan(&self, tenant_id: i64, plan: String) -> Result<bool> {
+    pub async fn set_plan(&self, tenant_id: i64, plan: String, by: Actor) -> Result<bool> {
         self.write(move |conn| {
-            let changed = conn
-                .prepare_cached("UPDATE tenants SET plan = ?2 WHERE id = ?1")?
-                .execute(params![tenant_id, plan])?;
-            Ok(changed == 1)
+            let Some(tenant_uuid) = conn
+                .prepare_cached("UPDATE tenants SET plan = ?2 WHERE id = ?1 RETURNING uuid")?
+                .query_row(params![tenant_id, plan], |r| r.get::<_, String>(0))
+                .optional()?
+            else {
+                return Ok(false);
+            };
+            audit::record(
+                conn,
+                tenant_id,
+                &by,
+                "org.set_plan",
+                Some(&tenant_uuid),
+                json!({"plan": plan}),
+            )?;
+            Ok(true)
         })
         .await
     }
@@ -313,111 +341,6 @@ impl Store {
                 .prepare_cached("SELECT uuid FROM tenants WHERE id = ?1")?
                 .query_row([tenant_id], |r| r.get(0))
                 .optional()?)
-        })
-        .await
-    }
-
-    pub async fn list_api_keys(&self, tenant_id: i64) -> Result<Vec<ApiKeyInfo>> {
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "{API_KEY_INFO} WHERE k.tenant_id = ?1 ORDER BY k.id"
-            ))?;
-            let rows = stmt
-                .query_map([tenant_id], api_key_info_from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows)
-        })
-        .await
-    }
-
-    pub async fn api_key_info(&self, tenant_id: i64, key_id: i64) -> Result<Option<ApiKeyInfo>> {
-        self.read(move |conn| key_info(conn, tenant_id, key_id))
-            .await
-    }
-
-    /// The tenant's key with this public id.
-    pub async fn api_key_id(&self, tenant_id: i64, uuid: String) -> Result<Option<i64>> {
-        self.read(move |conn| {
-            Ok(conn
-                .prepare_cached("SELECT id FROM api_keys WHERE tenant_id = ?1 AND uuid = ?2")?
-                .query_row(params![tenant_id, uuid], |r| r.get(0))
-                .optional()?)
-        })
-        .await
-    }
-
-    /// Gives an unrevoked key a new secret; the old one stops working at once.
-    pub async fn rotate_api_key(
-        &self,
-        tenant_id: i64,
-        key_id: i64,
-        prefix: String,
-        key_hash: [u8; 32],
-    ) -> Result<bool> {
-        self.write(move |conn| {
-            let changed = conn
-                .prepare_cached(
-                    "UPDATE api_keys SET prefix = ?3, key_hash = ?4 \
-                     WHERE tenant_id = ?1 AND id = ?2 AND revoked_at IS NULL",
-                )?
-                .execute(params![tenant_id, key_id, prefix, &key_hash[..]])?;
-            Ok(changed == 1)
-        })
-        .await
-    }
-
-    /// Records that a key was used now.
-    pub async fn touch_api_key(&self, key_id: i64) -> Result<()> {
-        self.write(move |conn| {
-            conn.prepare_cached("UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1")?
-                .execute(params![key_id, now_micros()])?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// Stores a new API key, given as its visible prefix and digest.
-    pub async fn create_api_key(&self, tenant_id: i64, key: NewApiKey) -> Result<i64> {
-        self.write(move |conn| insert_api_key(conn, tenant_id, &key, now_micros()))
-            .await
-    }
-
-    /// Revokes one of the tenant's keys; false when the tenant has no such key.
-    pub async fn revoke_api_key(&self, tenant_id: i64, key_id: i64) -> Result<bool> {
-        self.write(move |conn| {
-            let changed = conn
-                .prepare_cached(
-                    "UPDATE api_keys SET revoked_at = ?3 \
-                     WHERE tenant_id = ?1 AND id = ?2 AND revoked_at IS NULL",
-                )?
-                .execute(params![tenant_id, key_id, now_micros()])?;
-            Ok(changed == 1)
-        })
-        .await
-    }
-
-    /// API keys whose visible prefix is `prefix`.
-    pub async fn api_keys_by_prefix(&self, prefix: String) -> Result<Vec<ApiKeyRecord>> {
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT k.id, k.tenant_id, k.project_id, k.key_hash, k.scopes, k.expires_at, \
-                 k.revoked_at, t.plan FROM api_keys k JOIN tenants t ON t.id = k.tenant_id \
-                 WHERE k.prefix = ?1",
-            )?;
-            let rows = stmt.query_map([prefix], |r| {
-                let scopes: String = r.get(4)?;
-                Ok(ApiKeyRecord {
-                    id: r.get(0)?,
-                    tenant_id: r.get(1)?,
-                    project_id: r.get(2)?,
-                    key_hash: r.get(3)?,
-                    scopes: serde_json::from_str(&scopes).unwrap_or_default(),
-                    expires_at: r.get(5)?,
-                    revoked: r.get::<_, Option<i64>>(6)?.is_some(),
-                    plan: r.get(7)?,
-                })
-            })?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }
@@ -498,34 +421,6 @@ fn project_by_uuid(conn: &Connection, tenant_id: i64, uuid: &str) -> Result<Opti
         .optional()?)
 }
 
-const API_KEY_INFO: &str = "SELECT k.id, k.uuid, k.name, k.prefix, k.scopes, p.uuid, k.created_at, \
-     k.expires_at, k.last_used_at, k.revoked_at FROM api_keys k JOIN projects p ON p.id = k.project_id";
-
-fn api_key_info_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyInfo> {
-    let scopes: String = r.get(4)?;
-    Ok(ApiKeyInfo {
-        id: r.get(0)?,
-        uuid: r.get(1)?,
-        name: r.get(2)?,
-        prefix: r.get(3)?,
-        scopes: serde_json::from_str(&scopes).unwrap_or_default(),
-        project_uuid: r.get(5)?,
-        created_at: r.get(6)?,
-        expires_at: r.get(7)?,
-        last_used_at: r.get(8)?,
-        revoked_at: r.get(9)?,
-    })
-}
-
-fn key_info(conn: &Connection, tenant_id: i64, key_id: i64) -> Result<Option<ApiKeyInfo>> {
-    Ok(conn
-        .prepare_cached(&format!(
-            "{API_KEY_INFO} WHERE k.tenant_id = ?1 AND k.id = ?2"
-        ))?
-        .query_row(params![tenant_id, key_id], api_key_info_from_row)
-        .optional()?)
-}
-
 fn insert_tenant(conn: &Connection, name: &str, now: i64) -> Result<(i64, String)> {
     let uuid = new_uuid();
     conn.prepare_cached("INSERT INTO tenants (uuid, name, created_at) VALUES (?1, ?2, ?3)")?
@@ -556,31 +451,55 @@ fn insert_project(
     Ok((conn.last_insert_rowid(), uuid))
 }
 
-fn insert_api_key(conn: &Connection, tenant_id: i64, key: &NewApiKey, now: i64) -> Result<i64> {
-    let project_exists = conn
-        .prepare_cached("SELECT 1 FROM projects WHERE tenant_id = ?1 AND id = ?2")?
-        .exists(params![tenant_id, key.project_id])?;
-    if !project_exists {
-        return Err(StoreError::Conflict(
-            "the key's project is not in its tenant".into(),
-        ));
+/// What `insert_org` made.
+struct CreatedOrg {
+    tenant_id: i64,
+    tenant_uuid: String,
+    project_uuid: String,
+}
+
+/// Inserts an organisation on its plan, its project, its owner and a key
+/// named `key_name`.
+fn insert_org(conn: &Connection, org: &NewOrg, key_name: &str) -> Result<CreatedOrg> {
+    let taken = conn
+        .prepare_cached("SELECT 1 FROM users WHERE email = ?1")?
+        .exists([&org.admin_email])?;
+    if taken {
+        return Err(StoreError::Conflict(format!(
+            "a user with email {:?} exists",
+            org.admin_email
+        )));
     }
+    let now = now_micros();
+    let (tenant_id, tenant_uuid) = insert_tenant(conn, &org.org, now)?;
+    conn.prepare_cached("UPDATE tenants SET plan = ?2 WHERE id = ?1")?
+        .execute(params![tenant_id, org.plan])?;
+    let (project_id, project_uuid) = insert_project(conn, tenant_id, &org.project, now)?;
     conn.prepare_cached(
-        "INSERT INTO api_keys (uuid, tenant_id, project_id, name, prefix, key_hash, created_at, \
-         expires_at, scopes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO users (uuid, tenant_id, email, password_hash, role, created_at) \
+         VALUES (?1, ?2, ?3, ?4, 'owner', ?5)",
     )?
     .execute(params![
         new_uuid(),
         tenant_id,
-        key.project_id,
-        key.name,
-        key.prefix,
-        &key.key_hash[..],
-        now,
-        key.expires_at,
-        serde_json::to_string(&key.scopes).unwrap_or_else(|_| "[]".into())
+        org.admin_email,
+        org.password_hash,
+        now
     ])?;
-    Ok(conn.last_insert_rowid())
+    let key = NewApiKey {
+        project_id,
+        name: key_name.into(),
+        prefix: org.key_prefix.clone(),
+        key_hash: org.key_hash,
+        expires_at: None,
+        scopes: Vec::new(),
+    };
+    insert_api_key(conn, tenant_id, &key, now)?;
+    Ok(CreatedOrg {
+        tenant_id,
+        tenant_uuid,
+        project_uuid,
+    })
 }
 
 fn has_tenant(conn: &Connection) -> Result<bool> {
@@ -590,7 +509,7 @@ fn has_tenant(conn: &Connection) -> Result<bool> {
         .is_some())
 }
 
-fn new_uuid() -> String {
+pub(super) fn new_uuid() -> String {
     uuid::Uuid::now_v7().hyphenated().to_string()
 }
 

@@ -145,15 +145,27 @@ async fn world() -> World {
         scopes: Vec::new(),
     };
     store
-        .create_api_key(1, key(EXPIRED_KEY, 1, Some(1)))
+        .create_api_key(
+            1,
+            key(EXPIRED_KEY, 1, Some(1)),
+            trulayer_server::store::Actor::operator(),
+        )
         .await
         .expect("expired key");
     let (tenant, project_b) = store
-        .create_tenant("other org".into(), "theirs".into())
+        .create_tenant(
+            "other org".into(),
+            "theirs".into(),
+            trulayer_server::store::Actor::operator(),
+        )
         .await
         .expect("tenant");
     store
-        .create_api_key(tenant, key(OTHER_KEY, project_b, None))
+        .create_api_key(
+            tenant,
+            key(OTHER_KEY, project_b, None),
+            trulayer_server::store::Actor::operator(),
+        )
         .await
         .expect("other key");
     store
@@ -162,6 +174,7 @@ async fn world() -> World {
             OTHER_OWNER.0.into(),
             hash_password(OTHER_OWNER.1).expect("hash"),
             "owner".into(),
+            trulayer_server::store::Actor::operator(),
         )
         .await
         .expect("other owner");

@@ -10,11 +10,16 @@ const BIN: &str = env!("CARGO_BIN_EXE_trulayer-server");
 
 /// Runs an admin command on the server's configuration; returns its JSON line.
 fn admin(server: &TestServer, args: &[&str]) -> Value {
-    let config = server.dir.path().join("trulayer.toml");
+    admin_at(&server.dir.path().join("trulayer.toml"), args)
+}
+
+/// Runs an admin command that must succeed with configuration `config`;
+/// returns its JSON line.
+pub(crate) fn admin_at(config: &std::path::Path, args: &[&str]) -> Value {
     let out = Command::new(BIN)
         .arg("admin")
         .arg("--config")
-        .arg(&config)
+        .arg(config)
         .args(args)
         .env("TRULAYER_LOG__LEVEL", "warn")
         .output()
@@ -201,7 +206,7 @@ async fn operator_commands_work_on_a_running_servers_data() {
         operator,
         [
             "apikey.create",
-            "auth.password_reset",
+            "user.password_reset",
             "user.create",
             "org.set_plan",
             "org.create"
@@ -251,4 +256,85 @@ async fn operator_mistakes_are_refused_and_change_nothing() {
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 8"));
+}
+
+#[tokio::test]
+async fn an_operator_change_whose_entry_cannot_be_written_is_not_made() {
+    let server = TestServer::start().await;
+    let config = server.dir.path().join("trulayer.toml");
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("admin")
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env("TRULAYER_LOG__LEVEL", "warn")
+            .output()
+            .expect("binary runs")
+    };
+    // Anyone with the database file could make the log refuse entries.
+    let db = rusqlite::Connection::open(server.dir.path().join("data").join("trulayer.db"))
+        .expect("open the database");
+    db.execute_batch(
+        "CREATE TRIGGER refuse_entries BEFORE INSERT ON audit_log \
+         WHEN instr(NEW.details, 'doomed') > 0 \
+         BEGIN SELECT RAISE(ABORT, 'the audit log refuses this entry'); END;",
+    )
+    .expect("trigger");
+
+    let out = run(&[
+        "create-user",
+        "--org",
+        "default",
+        "--email",
+        "doomed@example.com",
+        "--password",
+        "long enough pw",
+    ]);
+    assert!(!out.status.success(), "the command reports the failure");
+    let out = run(&[
+        "create-org",
+        "--name",
+        "Doomed",
+        "--admin-email",
+        "boss@doomed.example",
+        "--admin-password",
+        "long enough pw",
+    ]);
+    assert!(!out.status.success(), "the command reports the failure");
+
+    // Neither change was made: no such user, no such organisation.
+    for email in ["doomed@example.com", "boss@doomed.example"] {
+        let resp = login(&server, email, "long enough pw").await;
+        assert_eq!(resp.status().as_u16(), 401, "{email} can log in");
+    }
+    let out = run(&["set-plan", "--org", "Doomed", "--plan", "pro"]);
+    assert!(!out.status.success(), "the organisation Doomed exists");
+    let owner = server.session_token().await;
+    let users = server.get_json_as(&owner, "/v1/users").await;
+    assert_eq!(users["users"].as_array().expect("users").len(), 1);
+
+    // Without the trigger, the same commands work and are recorded.
+    db.execute_batch("DROP TRIGGER refuse_entries")
+        .expect("drop trigger");
+    admin(
+        &server,
+        &[
+            "create-user",
+            "--org",
+            "default",
+            "--email",
+            "doomed@example.com",
+            "--password",
+            "long enough pw",
+        ],
+    );
+    let resp = login(&server, "doomed@example.com", "long enough pw").await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let log = server.get_json_as(&owner, "/v1/audit-log").await;
+    assert_eq!(log["entries"][1]["action"], "user.create");
+    assert_eq!(log["entries"][1]["actor"], "operator");
+    assert_eq!(log["entries"][1]["details"]["email"], "doomed@example.com");
+    let verdict = server.get_json_as(&owner, "/v1/audit/verify").await;
+    assert_eq!(verdict["intact"], true);
 }

@@ -193,3 +193,194 @@ async fn verification_finds_an_edited_row_and_a_deleted_row() {
     assert_eq!(verdict["intact"], false);
     assert_eq!(verdict["broken_at"], ids[3], "the entry after the gap");
 }
+
+/// Makes the audit log refuse entries matching `condition` (SQL on the new
+/// row, `NEW`), as anyone with the database file could; returns the
+/// connection, which can drop the trigger again.
+fn refuse_entries(server: &TestServer, condition: &str) -> rusqlite::Connection {
+    let db = rusqlite::Connection::open(db_path(server)).expect("open the database");
+    db.busy_timeout(std::time::Duration::from_secs(10))
+        .expect("busy timeout");
+    db.execute_batch(&format!(
+        "CREATE TRIGGER refuse_entries BEFORE INSERT ON audit_log WHEN {condition} \
+         BEGIN SELECT RAISE(ABORT, 'the audit log refuses this entry'); END;"
+    ))
+    .expect("trigger");
+    db
+}
+
+fn actions(log: &Value) -> Vec<String> {
+    log["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["action"].as_str().expect("action").to_owned())
+        .collect()
+}
+
+async fn project_names(server: &TestServer, session: &str) -> Vec<String> {
+    server.get_json_as(session, "/v1/projects").await["projects"]
+        .as_array()
+        .expect("projects")
+        .iter()
+        .map(|p| p["name"].as_str().expect("name").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_change_and_its_entry_commit_together_or_not_at_all() {
+    let server = TestServer::start().await;
+    let owner = server.session_token().await;
+    let key: Value = server
+        .post_as(&owner, "/v1/apikeys", &json!({"name": "ci"}))
+        .await
+        .json()
+        .await
+        .expect("key");
+    let key_id = key["id"].as_str().expect("id");
+    let secret = key["key"].as_str().expect("secret");
+    let db = refuse_entries(
+        &server,
+        &format!("instr(NEW.details, 'doomed') > 0 OR NEW.target = '{key_id}'"),
+    );
+
+    // The entry cannot be written, so the change is not made either.
+    let resp = server
+        .post_as(&owner, "/v1/projects", &json!({"name": "doomed"}))
+        .await;
+    expect_error(resp, 500).await;
+    assert_eq!(project_names(&server, &owner).await, ["default"]);
+    let resp = server
+        .client
+        .delete(server.url(&format!("/v1/apikeys/{key_id}")))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .expect("revoke sent");
+    expect_error(resp, 500).await;
+    assert_eq!(
+        server.get_as(secret, "/v1/traces").await.status().as_u16(),
+        200,
+        "a revoke that was not recorded did not happen"
+    );
+    // Other changes go on, each with its entry.
+    let resp = server
+        .post_as(&owner, "/v1/projects", &json!({"name": "kept"}))
+        .await;
+    assert_eq!(resp.status().as_u16(), 201);
+    let log = entries(&server, &owner, "").await;
+    assert_eq!(
+        actions(&log),
+        ["project.create", "apikey.create", "auth.login"]
+    );
+    assert_eq!(log["entries"][0]["details"]["name"], "kept");
+
+    // Once entries can be written again, the same changes are made and recorded.
+    db.execute_batch("DROP TRIGGER refuse_entries")
+        .expect("drop trigger");
+    let resp = server
+        .client
+        .delete(server.url(&format!("/v1/apikeys/{key_id}")))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .expect("revoke sent");
+    assert_eq!(resp.status().as_u16(), 204);
+    assert_eq!(
+        server.get_as(secret, "/v1/traces").await.status().as_u16(),
+        401
+    );
+    let resp = server
+        .post_as(&owner, "/v1/projects", &json!({"name": "doomed"}))
+        .await;
+    assert_eq!(resp.status().as_u16(), 201);
+    assert_eq!(
+        project_names(&server, &owner).await,
+        ["default", "kept", "doomed"]
+    );
+    let log = entries(&server, &owner, "").await;
+    assert_eq!(
+        actions(&log),
+        [
+            "project.create",
+            "apikey.revoke",
+            "project.create",
+            "apikey.create",
+            "auth.login"
+        ]
+    );
+    assert_eq!(log["entries"][1]["target"], key_id);
+    let verdict = server.get_json_as(&owner, "/v1/audit/verify").await;
+    assert_eq!(
+        verdict,
+        json!({"intact": true, "entries": 5, "broken_at": null})
+    );
+}
+
+#[tokio::test]
+async fn the_chain_holds_under_concurrent_changes_from_the_api_and_the_operator() {
+    const PROJECTS: usize = 60;
+    const OPERATOR_USERS: usize = 6;
+    let server = TestServer::start().await;
+    let owner = server.session_token().await;
+
+    let operator: Vec<_> = (0..OPERATOR_USERS)
+        .map(|i| {
+            let config = server.dir.path().join("trulayer.toml");
+            tokio::task::spawn_blocking(move || {
+                crate::admin_cli::admin_at(
+                    &config,
+                    &[
+                        "create-user",
+                        "--org",
+                        "default",
+                        "--email",
+                        &format!("op{i}@example.com"),
+                        "--password",
+                        "long enough pw",
+                        "--role",
+                        "viewer",
+                    ],
+                )
+            })
+        })
+        .collect();
+    let api: Vec<_> = (0..PROJECTS)
+        .map(|i| {
+            let (client, url, owner) = (
+                server.client.clone(),
+                server.url("/v1/projects"),
+                owner.clone(),
+            );
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .bearer_auth(owner)
+                    .json(&json!({"name": format!("p{i}")}))
+                    .send()
+                    .await
+                    .expect("request sent")
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    for status in api {
+        assert_eq!(status.await.expect("task"), 201);
+    }
+    for user in operator {
+        user.await.expect("task");
+    }
+
+    let log = entries(&server, &owner, "?limit=200").await;
+    let all = actions(&log);
+    let count = |action: &str| all.iter().filter(|a| *a == action).count();
+    assert_eq!(count("project.create"), PROJECTS);
+    assert_eq!(count("user.create"), OPERATOR_USERS);
+    assert_eq!(all.len(), PROJECTS + OPERATOR_USERS + 1, "and the login");
+    let verdict = server.get_json_as(&owner, "/v1/audit/verify").await;
+    assert_eq!(
+        verdict,
+        json!({"intact": true, "entries": PROJECTS + OPERATOR_USERS + 1, "broken_at": null})
+    );
+}

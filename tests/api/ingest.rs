@@ -450,7 +450,11 @@ async fn project_references_resolve_by_name_slug_or_id_and_fall_back_to_the_keys
         .to_string();
     // A second project in the first (and only) tenant of a fresh store.
     let rag = store
-        .create_project(1, "RAG App".into())
+        .create_project(
+            1,
+            "RAG App".into(),
+            trulayer_server::store::Actor::operator(),
+        )
         .await
         .expect("project");
     for reference in ["RAG App", "rag-app", rag.uuid.as_str()] {

@@ -25,11 +25,19 @@ async fn tenants_see_only_their_own_traces() {
     let server = TestServer::start().await;
     let store = server.running().store().clone();
     let (tenant, project) = store
-        .create_tenant("other org".into(), "default".into())
+        .create_tenant(
+            "other org".into(),
+            "default".into(),
+            trulayer_server::store::Actor::operator(),
+        )
         .await
         .expect("tenant");
     store
-        .create_api_key(tenant, new_key(project, OTHER_KEY, None))
+        .create_api_key(
+            tenant,
+            new_key(project, OTHER_KEY, None),
+            trulayer_server::store::Actor::operator(),
+        )
         .await
         .expect("key");
 
@@ -101,21 +109,36 @@ async fn revoked_and_expired_keys_are_refused_with_the_sdk_codes() {
     let future = "tl_future_key_0123456789abcd";
     let now = chrono::Utc::now().timestamp_micros();
     let revoked_id = store
-        .create_api_key(1, new_key(1, revoked, None))
+        .create_api_key(
+            1,
+            new_key(1, revoked, None),
+            trulayer_server::store::Actor::operator(),
+        )
         .await
         .expect("key");
     store
-        .create_api_key(1, new_key(1, expired, Some(now - 1)))
+        .create_api_key(
+            1,
+            new_key(1, expired, Some(now - 1)),
+            trulayer_server::store::Actor::operator(),
+        )
         .await
         .expect("key");
     store
-        .create_api_key(1, new_key(1, future, Some(now + 3_600_000_000)))
+        .create_api_key(
+            1,
+            new_key(1, future, Some(now + 3_600_000_000)),
+            trulayer_server::store::Actor::operator(),
+        )
         .await
         .expect("key");
     assert_eq!(server.get_as(revoked, "/v1/traces").await.status(), 200);
     assert_eq!(server.get_as(future, "/v1/traces").await.status(), 200);
 
-    assert!(store.revoke_api_key(1, revoked_id).await.expect("revoke"));
+    assert!(store
+        .revoke_api_key(1, revoked_id, trulayer_server::store::Actor::operator())
+        .await
+        .expect("revoke"));
     let body = expect_error(
         server
             .post_as(revoked, "/v1/ingest", &sample_trace("x"))
@@ -134,10 +157,17 @@ async fn revoked_and_expired_keys_are_refused_with_the_sdk_codes() {
     assert_eq!(body["error"], "api_key_expired");
     // Another tenant cannot revoke this tenant's key.
     let (other, _) = store
-        .create_tenant("other".into(), "p".into())
+        .create_tenant(
+            "other".into(),
+            "p".into(),
+            trulayer_server::store::Actor::operator(),
+        )
         .await
         .expect("tenant");
-    assert!(!store.revoke_api_key(other, 1).await.expect("revoke"));
+    assert!(!store
+        .revoke_api_key(other, 1, trulayer_server::store::Actor::operator())
+        .await
+        .expect("revoke"));
     assert_eq!(server.get("/v1/traces").await.status(), 200);
     server.stop().await;
 }

@@ -133,7 +133,11 @@ async fn metrics_agree_with_a_full_scan() {
     let server = TestServer::start().await;
     let store = server.running().store().clone();
     let second = store
-        .create_project(1, "second".into())
+        .create_project(
+            1,
+            "second".into(),
+            trulayer_server::store::Actor::operator(),
+        )
         .await
         .expect("project");
     for chunk in traces().chunks(100) {

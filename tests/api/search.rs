@@ -239,7 +239,11 @@ async fn q_combines_with_every_list_filter_paging_and_export() {
         .running()
         .store()
         .clone()
-        .create_project(1, "second".into())
+        .create_project(
+            1,
+            "second".into(),
+            trulayer_server::store::Actor::operator(),
+        )
         .await
         .expect("project");
     let mut specs = Vec::new();
@@ -584,7 +588,11 @@ async fn span_search_returns_matching_spans_newest_first_with_their_details() {
         .running()
         .store()
         .clone()
-        .create_project(1, "second".into())
+        .create_project(
+            1,
+            "second".into(),
+            trulayer_server::store::Actor::operator(),
+        )
         .await
         .expect("project");
     let before = chrono::Utc::now();

@@ -24,7 +24,11 @@ async fn sessions_are_listed_by_last_activity_with_their_totals() {
     let server = TestServer::start().await;
     let store = server.running().store().clone();
     store
-        .create_project(1, "second".into())
+        .create_project(
+            1,
+            "second".into(),
+            trulayer_server::store::Actor::operator(),
+        )
         .await
         .expect("project");
     let s1 = [

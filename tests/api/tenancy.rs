@@ -260,7 +260,11 @@ async fn me_status(server: &TestServer, auth: As<'_>) -> u16 {
 async fn other_tenant(server: &TestServer) {
     let store = server.running().store().clone();
     let (tenant, project) = store
-        .create_tenant("other org".into(), "theirs".into())
+        .create_tenant(
+            "other org".into(),
+            "theirs".into(),
+            trulayer_server::store::Actor::operator(),
+        )
         .await
         .expect("tenant");
     store
@@ -274,6 +278,7 @@ async fn other_tenant(server: &TestServer) {
                 expires_at: None,
                 scopes: Vec::new(),
             },
+            trulayer_server::store::Actor::operator(),
         )
         .await
         .expect("key");

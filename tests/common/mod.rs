@@ -171,7 +171,11 @@ impl TestServer {
     pub async fn other_tenant(&self, key: &str) -> i64 {
         let store = self.running().store().clone();
         let (tenant, project) = store
-            .create_tenant("other org".into(), "default".into())
+            .create_tenant(
+                "other org".into(),
+                "default".into(),
+                trulayer_server::store::Actor::operator(),
+            )
             .await
             .expect("tenant");
         store
@@ -185,6 +189,7 @@ impl TestServer {
                     expires_at: None,
                     scopes: Vec::new(),
                 },
+                trulayer_server::store::Actor::operator(),
             )
             .await
             .expect("key");
