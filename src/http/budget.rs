@@ -1,13 +1,16 @@
 //! The memory request bodies and their decoding may take at once
 //! (`limits.request_memory_max_bytes`).
 //!
-//! A body is charged against one budget before it is read: its
-//! `Content-Length`, or, for a chunked body, each piece as it arrives.
-//! Ingest then charges what decoding it will take (counted from the body
-//! without decoding it) before it decodes. The charges are held until the
-//! response is ready, because the decoded request lives until then. A
-//! request that cannot get its charge within a short wait is answered 503
-//! with `Retry-After`, so a burst of large uploads queues or is turned away
+//! A body is charged against one budget before it is read, for all the
+//! memory it is expected to take until its response is ready: its
+//! `Content-Length` (or, for a chunked body, each piece as it arrives)
+//! times what decoding such a body usually takes besides (3 for ingest).
+//! Ingest then counts what the body holds without decoding it and, for a
+//! body that will take more than that (many tiny spans), charges the rest
+//! before it decodes. Only the first charge waits, a little: a request
+//! holding a charge never waits for more, or two could wait for each other.
+//! A request that cannot get its charge is answered 503 with
+//! `Retry-After`, so a burst of large uploads queues or is turned away
 //! instead of taking the process's memory.
 
 use std::sync::{Arc, Mutex};
@@ -62,8 +65,9 @@ impl BodyBudget {
         }
     }
 
-    /// Charges `bytes` now or not at all: for a body already being read,
-    /// which must not hold what it has while it waits for more.
+    /// Charges `bytes` now or not at all: for a request already holding a
+    /// charge, which must not wait for more while it holds it (two such
+    /// would wait for each other).
     pub fn charge_now(&self, charges: &Charges, bytes: usize) -> Result<(), AppError> {
         let wanted = self.within_budget(charges, bytes);
         let permit = self
@@ -73,6 +77,16 @@ impl BodyBudget {
             .map_err(|_| busy())?;
         charges.hold(permit, wanted);
         Ok(())
+    }
+
+    /// Brings the request's charge up to `total` bytes, now or not at all;
+    /// nothing to do when it holds that much already.
+    pub fn top_up(&self, charges: &Charges, total: usize) -> Result<(), AppError> {
+        let held = charges.held_units().saturating_mul(UNIT);
+        match total.checked_sub(held) {
+            Some(more) if more > 0 => self.charge_now(charges, more),
+            _ => Ok(()),
+        }
     }
 
     /// `bytes` in units, but no more than what the request does not hold
@@ -180,8 +194,26 @@ mod tests {
         let alone = Charges::default();
         budget.charge(&alone, 3 * UNIT).await.expect("its body");
         // Its decoding is estimated past the budget: it takes what is left.
-        budget.charge(&alone, 9 * UNIT).await.expect("the rest");
+        budget.top_up(&alone, 12 * UNIT).expect("the rest");
         assert_eq!(budget.in_use(), 4 * UNIT);
         assert!(budget.charge_now(&Charges::default(), 1).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_top_up_charges_only_what_is_missing_and_never_waits() {
+        let budget = BodyBudget::new(10 * UNIT);
+        let request = Charges::default();
+        budget.charge(&request, 6 * UNIT).await.expect("room");
+        budget
+            .top_up(&request, 4 * UNIT)
+            .expect("holds enough already");
+        assert_eq!(budget.in_use(), 6 * UNIT);
+        budget.top_up(&request, 8 * UNIT).expect("two more");
+        assert_eq!(budget.in_use(), 8 * UNIT);
+        let other = Charges::default();
+        budget.charge(&other, 2 * UNIT).await.expect("the last two");
+        assert!(budget.top_up(&other, 3 * UNIT).is_err(), "no room, no wait");
+        drop(request);
+        assert_eq!(budget.in_use(), 2 * UNIT);
     }
 }

@@ -26,9 +26,10 @@ const CHUNKED_STEP: usize = 256 * 1024;
 
 /// Reads the whole body, up to the route's limit (413 naming it, before
 /// reading when `Content-Length` says so), charged against the request
-/// memory budget (503 when it has no room). The charge is held with the
-/// request's others, until its response is ready.
-pub async fn read_body(req: Request, state: &AppState) -> Result<Bytes, AppError> {
+/// memory budget (503 when it has no room) for `per_byte` bytes of memory
+/// per body byte: the body and what decoding it is expected to take. The
+/// charge is held with the request's others, until its response is ready.
+pub async fn read_body(req: Request, state: &AppState, per_byte: usize) -> Result<Bytes, AppError> {
     let limit = req
         .extensions()
         .get::<BodyLimit>()
@@ -47,7 +48,10 @@ pub async fn read_body(req: Request, state: &AppState) -> Result<Bytes, AppError
         .cloned()
         .unwrap_or_default();
     let mut charged = declared.unwrap_or(CHUNKED_STEP).min(limit);
-    state.bodies.charge(&charges, charged).await?;
+    state
+        .bodies
+        .charge(&charges, charged.saturating_mul(per_byte))
+        .await?;
     let mut buffer = Vec::with_capacity(declared.unwrap_or(0));
     let mut body = req.into_body();
     while let Some(frame) = body.frame().await {
@@ -62,7 +66,9 @@ pub async fn read_body(req: Request, state: &AppState) -> Result<Bytes, AppError
         }
         if size > charged {
             let more = (size - charged).max(CHUNKED_STEP).min(limit - charged);
-            state.bodies.charge_now(&charges, more)?;
+            state
+                .bodies
+                .charge_now(&charges, more.saturating_mul(per_byte))?;
             charged += more;
         }
         buffer.extend_from_slice(&data);
@@ -78,7 +84,9 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, AppError> {
         require_json(req.headers())?;
-        let bytes = read_body(req, state).await?;
+        // At most 5 MiB of settings and labels: their values take about
+        // their size again once decoded.
+        let bytes = read_body(req, state, 2).await?;
         parse_json(&bytes).map(JsonBody)
     }
 }

@@ -17,6 +17,11 @@ use super::{blocking, AppState, Principal};
 use crate::error::AppError;
 use crate::ingest::{check_batch_size, BatchRequest, BatchShape, Counts, TraceRequest, TraceShape};
 
+/// Memory an ingest body usually takes per byte until its response: the
+/// body, its decoded copy, and the traces and spans made of it (a batch of
+/// realistic traces measured 3.1; see BENCHMARKS.md).
+pub(super) const DECODED_PER_BYTE: usize = 3;
+
 /// An ingest body (`T`, whose lists `T::Shape` reads): counted before it is
 /// decoded, refused past the request's span limit, and charged against the
 /// request memory budget for what decoding it takes.
@@ -59,7 +64,7 @@ impl<T: DeserializeOwned + Shaped + Send + 'static> FromRequest<AppState> for In
             .get::<Charges>()
             .cloned()
             .unwrap_or_default();
-        let bytes = read_body(req, state).await?;
+        let bytes = read_body(req, state, DECODED_PER_BYTE).await?;
         // A body that does not even have the shape is refused here, with the
         // same errors the full decoding would give. Reading up to 64 MiB of
         // JSON is CPU work: off the async threads, which answer `/health`.
@@ -76,10 +81,10 @@ impl<T: DeserializeOwned + Shaped + Send + 'static> FromRequest<AppState> for In
                 got: counts.spans,
             });
         }
+        // A body of many tiny items takes more than the usual share.
         state
             .bodies
-            .charge(&charges, counts.decoded_bytes(bytes.len()))
-            .await?;
+            .top_up(&charges, bytes.len() + counts.decoded_bytes(bytes.len()))?;
         blocking(move || parse_json(&bytes)).await.map(IngestBody)
     }
 }

@@ -73,7 +73,7 @@ impl FromRequest<AppState> for OtlpBody {
             .get::<Charges>()
             .cloned()
             .unwrap_or_default();
-        let bytes = super::extract::read_body(req, state).await?;
+        let bytes = super::extract::read_body(req, state, super::ingest::DECODED_PER_BYTE).await?;
         Ok(OtlpBody {
             encoding,
             gzip,
@@ -102,6 +102,7 @@ pub async fn traces(
             code: Some("invalid_otlp"),
         },
     };
+    let bytes_received = bytes.len();
     // Inflating, counting and decoding up to 20 MiB is CPU work: off the
     // async threads.
     let (body, spans) = blocking(move || {
@@ -123,10 +124,11 @@ pub async fn traces(
                 got: spans,
             });
         }
-        state
-            .bodies
-            .charge(&charges, otlp::decoded_bytes(body.len(), gzip, spans))
-            .await?;
+        // A body of many tiny spans, or a compressed one, takes more.
+        state.bodies.top_up(
+            &charges,
+            bytes_received + otlp::decoded_bytes(body.len(), gzip, spans),
+        )?;
     }
     let pricing = state.pricing.clone();
     let mapped = blocking(move || {

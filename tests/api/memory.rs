@@ -144,10 +144,11 @@ async fn stalled_upload(
 async fn request_data_past_its_budget_is_answered_503_with_retry_after() {
     let server = TestServer::start_with(
         "[limits]\njson_body_max_bytes = 1048576\nbatch_body_max_bytes = 1048576\n\
-         otlp_body_max_bytes = 1048576\nrequest_memory_max_bytes = 1572864\n",
+         otlp_body_max_bytes = 1048576\nrequest_memory_max_bytes = 4194304\n",
     )
     .await;
-    // One upload of 1 MiB in progress holds two thirds of the budget.
+    // One upload of 1 MiB in progress holds three quarters of the budget:
+    // its body and what decoding it is expected to take.
     let mut first = stalled_upload(&server, 1 << 20, 1000).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let big = {
