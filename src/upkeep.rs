@@ -166,6 +166,35 @@ const MERGE_TICK: Duration = Duration::from_millis(250);
 
 /// Starts merging stored tags and sessions into their indexes (see
 /// `store::lookup` and `store::session_lookup`); abort the handle to stop it.
+/// How long without a request before the database connections' page
+/// caches are given back, and how often that is looked at.
+const IDLE_BEFORE_RELEASE: Duration = Duration::from_secs(20);
+const RELEASE_TICK: Duration = Duration::from_secs(5);
+
+/// Gives the connections' page caches back once requests have stopped for
+/// a while, once per quiet spell: after a burst of large reads or writes
+/// they hold up to 64 MiB that an idle server does not need.
+pub fn spawn_memory_release(
+    store: Arc<Store>,
+    metrics: Arc<crate::http::telemetry::ServerMetrics>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut released = false;
+        loop {
+            tokio::time::sleep(RELEASE_TICK).await;
+            let idle = metrics.idle_for();
+            if idle < IDLE_BEFORE_RELEASE {
+                released = false;
+            } else if !released {
+                released = true;
+                if let Err(e) = store.release_memory().await {
+                    tracing::debug!(error = %e, "releasing the page caches");
+                }
+            }
+        }
+    })
+}
+
 pub fn spawn_index_merger(store: Arc<Store>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut previous = store.stored_changes();

@@ -49,6 +49,9 @@ pub struct ServerMetrics {
     spans: Counter,
     /// What the listener counts of connections.
     pub connections: ConnectionMetrics,
+    /// When the last request was answered, in ms since `started`.
+    last_request_ms: std::sync::atomic::AtomicU64,
+    started: std::time::Instant,
 }
 
 /// Connections: open now, closed at once past `server.max_connections`,
@@ -118,12 +121,31 @@ impl ServerMetrics {
             traces,
             spans,
             connections,
+            last_request_ms: Default::default(),
+            started: std::time::Instant::now(),
         }
+    }
+
+    /// How long since the last request other than a probe was answered (or
+    /// the server started).
+    pub fn idle_for(&self) -> Duration {
+        let last = self
+            .last_request_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        self.started
+            .elapsed()
+            .saturating_sub(Duration::from_millis(last))
     }
 
     /// Counts one answered request. `route` is the matched route pattern,
     /// never the raw path, so ids do not make new series.
     pub fn record_request(&self, method: &str, route: &str, status: u16, took: Duration) {
+        // Probes do not make the server busy.
+        if !matches!(route, "/health" | "/ready" | "/metrics") {
+            let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.last_request_ms
+                .store(now, std::sync::atomic::Ordering::Relaxed);
+        }
         self.requests
             .get_or_create(&RequestLabels {
                 method: method.to_owned(),

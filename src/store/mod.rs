@@ -255,6 +255,26 @@ impl Store {
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
+    /// Gives the page caches of every idle connection back to the
+    /// allocator (`PRAGMA shrink_memory`): what a burst of reads or writes
+    /// filled them with, kept otherwise until the connection closes. Run
+    /// when the server has been idle; the next queries read their first
+    /// pages from the operating system's cache again.
+    pub async fn release_memory(&self) -> Result<()> {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let idle: Vec<_> = std::iter::from_fn(|| pool.try_get()).collect();
+            for conn in &idle {
+                conn.execute_batch("PRAGMA shrink_memory")?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
+        self.write(|conn| Ok(conn.execute_batch("PRAGMA shrink_memory")?))
+            .await
+    }
+
     /// Runs `f` inside the writer's current transaction; resolves after commit.
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
     where
@@ -354,6 +374,31 @@ pub(crate) fn add_test_tenant(conn: &Connection) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn connections_keep_working_after_their_caches_are_released() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(dir.path(), Synchronous::Normal, 2).expect("open"));
+        async fn count(store: &Store) -> i64 {
+            store
+                .read(|conn| Ok(conn.query_row("SELECT count(*) FROM tenants", [], |r| r.get(0))?))
+                .await
+                .expect("read")
+        }
+        let before = count(&store).await;
+        store.release_memory().await.expect("released");
+        store
+            .write(|conn| {
+                add_test_tenant(conn);
+                Ok(())
+            })
+            .await
+            .expect("write after release");
+        assert_eq!(count(&store).await, before + 1);
+        tokio::task::spawn_blocking(move || store.close())
+            .await
+            .expect("closed");
+    }
 
     #[test]
     fn synchronous_follows_the_config() {
