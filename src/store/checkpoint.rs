@@ -80,6 +80,24 @@ impl Default for Tuning {
     }
 }
 
+impl Tuning {
+    /// The defaults, scaled to a file system of `total` bytes: the WAL
+    /// starts over past a sixteenth of it and is made to past a quarter, so
+    /// on a small disk it leaves the data room (and a checkpoint, which
+    /// grows the database file by what the WAL holds, finds it).
+    pub(super) fn for_disk(total: u64) -> Tuning {
+        /// SQLite's page, the size of a WAL frame's content.
+        const PAGE: u64 = 4096;
+        let frames = |share: u64, least: i64| ((total / share / PAGE) as i64).max(least);
+        let default = Tuning::default();
+        Tuning {
+            restart_frames: default.restart_frames.min(frames(16, 256)),
+            force_frames: default.force_frames.min(frames(4, 1024)),
+            ..default
+        }
+    }
+}
+
 #[derive(Default)]
 struct Signal {
     stop: Mutex<bool>,
