@@ -19,6 +19,9 @@ pub fn current_request_id() -> String {
     REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
 }
 
+/// Seconds a client refused for a full disk is told to wait.
+pub const DISK_FULL_RETRY_AFTER_S: u64 = 30;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// 400: the request is malformed (bad JSON, bad query parameter).
@@ -72,9 +75,10 @@ pub enum AppError {
     /// 422: a field is missing, of the wrong type, or outside its limits.
     #[error("{0}")]
     Unprocessable(String),
-    /// 507: the database is at its configured cap; ingest is refused.
-    #[error("{0}")]
-    StorageFull(String),
+    /// 507: the database is at its configured cap, or its disk is full;
+    /// writes that add data are refused. Retry after the given seconds.
+    #[error("{message}")]
+    StorageFull { message: String, retry_after: u64 },
     /// 503: the server is shutting down or overloaded; retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -103,6 +107,17 @@ impl AppError {
         AppError::Unprocessable(message.into())
     }
 
+    /// 507 for a write the disk had no room for. Space comes back when an
+    /// operator frees some or retention deletes old traces.
+    pub fn disk_full() -> Self {
+        AppError::StorageFull {
+            message: "the disk holding the database is full; nothing more is stored until \
+                      space is freed on it"
+                .into(),
+            retry_after: DISK_FULL_RETRY_AFTER_S,
+        }
+    }
+
     /// 400 for a body that is not the JSON it claims to be.
     pub fn malformed_json(message: impl Into<String>) -> Self {
         AppError::BadRequest {
@@ -128,7 +143,7 @@ impl AppError {
             }
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            AppError::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
+            AppError::StorageFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             AppError::Unavailable(_) | AppError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             AppError::Status { status, .. } => *status,
@@ -151,7 +166,7 @@ impl AppError {
             AppError::TooManySpans { .. } => Some("too_many_spans"),
             AppError::UnsupportedMediaType(_) => Some("unsupported_media_type"),
             AppError::Unprocessable(_) => Some("validation_error"),
-            AppError::StorageFull(_) => Some("storage_full"),
+            AppError::StorageFull { .. } => Some("storage_full"),
             AppError::Unavailable(_) => Some("unavailable"),
             AppError::Busy { .. } => Some("server_busy"),
             AppError::Internal(_) => Some("internal_error"),
@@ -187,8 +202,9 @@ impl IntoResponse for AppError {
             body["required_plan"] = json!(required_plan);
         }
         let mut response = (status, Json(body)).into_response();
-        if let AppError::TooManyRequests { retry_after, .. } | AppError::Busy { retry_after, .. } =
-            &self
+        if let AppError::TooManyRequests { retry_after, .. }
+        | AppError::Busy { retry_after, .. }
+        | AppError::StorageFull { retry_after, .. } = &self
         {
             response
                 .headers_mut()
@@ -205,6 +221,15 @@ impl From<StoreError> for AppError {
             StoreError::Refused { message, code } => AppError::Refused { message, code },
             StoreError::ShuttingDown => {
                 AppError::Unavailable("the server is shutting down; retry".into())
+            }
+            StoreError::DiskFull(_) => AppError::disk_full(),
+            StoreError::Io(io)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                ) =>
+            {
+                AppError::disk_full()
             }
             other => AppError::Internal(other.to_string()),
         }

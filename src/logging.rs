@@ -50,3 +50,53 @@ pub fn set_level(level: &str) -> anyhow::Result<()> {
         None => Ok(()),
     }
 }
+
+/// Lets a warning that repeats at every attempt (a full disk fails every
+/// write until space returns) through at most once per period, with the
+/// number held back since the last one, so the log keeps its other lines.
+#[derive(Debug)]
+pub struct Throttle {
+    every: std::time::Duration,
+    /// When the last one was let through.
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+    held: std::sync::atomic::AtomicU64,
+}
+
+impl Throttle {
+    pub const fn new(every: std::time::Duration) -> Throttle {
+        Throttle {
+            every,
+            last: std::sync::Mutex::new(None),
+            held: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(held back since the last one)` if this one is to be logged.
+    pub fn pass(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| at.elapsed() < self.every) {
+            self.held.fetch_add(1, Relaxed);
+            return None;
+        }
+        *last = Some(std::time::Instant::now());
+        Some(self.held.swap(0, Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_throttle_lets_one_through_per_period_and_counts_the_rest() {
+        let throttle = Throttle::new(std::time::Duration::from_secs(3600));
+        assert_eq!(throttle.pass(), Some(0));
+        for _ in 0..5 {
+            assert_eq!(throttle.pass(), None);
+        }
+        let open = Throttle::new(std::time::Duration::ZERO);
+        assert_eq!(open.pass(), Some(0));
+        assert_eq!(open.pass(), Some(0));
+    }
+}

@@ -28,7 +28,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, Plan, WhenFull};
 use crate::error::AppError;
-use crate::store::{now_micros, IndexBatch, MergePace, RetentionTarget, Store};
+use crate::logging::Throttle;
+use crate::store::{now_micros, Disk, IndexBatch, MergePace, RetentionTarget, Store, StoreError};
 
 /// Traces deleted per writer job.
 pub const PURGE_BATCH: usize = 256;
@@ -41,19 +42,40 @@ const MAX_MERGE_STEPS: usize = 4096;
 /// How often the size is looked at when there is a cap.
 const SPACE_TICK: Duration = Duration::from_millis(100);
 const MICROS_PER_DAY: i64 = 86_400_000_000;
+/// How often a failure that repeats at every attempt (a full disk) is logged.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
+/// How long background writes wait after one failed for want of disk
+/// space, rather than retrying at their usual pace.
+const DISK_FULL_PAUSE: Duration = Duration::from_secs(1);
 
-/// The database's size against its cap, shared with the ingest routes.
-#[derive(Debug, Default)]
+/// Whether there is room for more data: the database's size against its
+/// cap and the disk under it, as the routes that add data and `/ready` see
+/// them.
 pub struct SpaceGauge {
     cap: u64,
     used: AtomicU64,
+    /// Seconds a client refused at the cap is told to wait.
+    retry_after: u64,
+    store: Arc<Store>,
+}
+
+/// Seconds a client refused at the cap is told to wait: with
+/// `when_full = "purge_oldest"` room is made within a second or so;
+/// otherwise only retention or an operator makes it.
+pub fn cap_retry_after(when_full: WhenFull) -> u64 {
+    match when_full {
+        WhenFull::PurgeOldest => 5,
+        WhenFull::Refuse => 60,
+    }
 }
 
 impl SpaceGauge {
-    pub fn new(cap: u64) -> SpaceGauge {
+    pub fn new(cap: u64, retry_after: u64, store: Arc<Store>) -> SpaceGauge {
         SpaceGauge {
             cap,
             used: AtomicU64::new(0),
+            retry_after,
+            store,
         }
     }
 
@@ -61,16 +83,43 @@ impl SpaceGauge {
         self.used.load(Ordering::Relaxed)
     }
 
-    /// Refuses a write that would add data once the cap is reached.
+    /// Whether the database is at its cap.
+    pub fn at_cap(&self) -> bool {
+        self.cap > 0 && self.used() >= self.cap
+    }
+
+    /// The file system under the database, when it can be read.
+    pub fn disk(&self) -> Option<Disk> {
+        self.store.disk()
+    }
+
+    /// Refuses a write that would add data once the cap is reached or the
+    /// disk is full (less than its reserve is free). A write that passes
+    /// may still fail for want of space as it commits: also a 507.
     pub fn check(&self) -> Result<(), AppError> {
-        let used = self.used();
-        if self.cap > 0 && used >= self.cap {
-            return Err(AppError::StorageFull(format!(
-                "the database holds {used} bytes and has reached its cap of {} bytes \
-                 (storage.max_db_size); nothing more is stored until retention or an operator \
-                 frees space",
-                self.cap
-            )));
+        if self.at_cap() {
+            return Err(AppError::StorageFull {
+                message: format!(
+                    "the database holds {} bytes and has reached its cap of {} bytes \
+                     (storage.max_db_size); nothing more is stored until retention or an \
+                     operator frees space",
+                    self.used(),
+                    self.cap
+                ),
+                retry_after: self.retry_after,
+            });
+        }
+        if let Some(disk) = self.disk().filter(Disk::is_full) {
+            return Err(AppError::StorageFull {
+                message: format!(
+                    "the disk holding the database has {} bytes free, less than the {} bytes \
+                     kept for checkpoints and deletes; nothing more is stored until space is \
+                     freed on it",
+                    disk.free,
+                    disk.reserve()
+                ),
+                retry_after: crate::error::DISK_FULL_RETRY_AFTER_S,
+            });
         }
         Ok(())
     }
@@ -110,6 +159,7 @@ pub(crate) const INGEST_ACTIVE: Duration = Duration::from_secs(1);
 /// Starts the search indexer; abort the handle to stop it.
 pub fn spawn_indexer(store: Arc<Store>) -> JoinHandle<()> {
     tokio::spawn(async move {
+        let failures = Throttle::new(FAILURE_LOG_EVERY);
         let mut seen = u64::MAX;
         let mut previous = store.stored_changes();
         let mut last_store = Instant::now();
@@ -122,6 +172,10 @@ pub fn spawn_indexer(store: Arc<Store>) -> JoinHandle<()> {
                 released = false;
             }
             let busy = last_store.elapsed() < INGEST_ACTIVE;
+            if stored != seen && disk_full(&store) {
+                tokio::time::sleep(DISK_FULL_PAUSE).await;
+                continue;
+            }
             if stored != seen {
                 let started = Instant::now();
                 let batch = if busy { BUSY_BATCH } else { IDLE_BATCH };
@@ -137,7 +191,7 @@ pub fn spawn_indexer(store: Arc<Store>) -> JoinHandle<()> {
                         continue;
                     }
                     Ok(_) => seen = stored,
-                    Err(e) => tracing::warn!(error = %e, "indexing for search"),
+                    Err(e) => report(&failures, &e, "indexing for search").await,
                 }
             } else if !released && last_store.elapsed() >= RELEASE_AFTER {
                 // Nothing stored for a while and the index is current: the
@@ -203,6 +257,7 @@ pub fn spawn_index_merger(store: Arc<Store>) -> JoinHandle<()> {
         // The store's change count when the indexes were last seen current:
         // until something is stored, there is nothing to look at.
         let mut current_at = None;
+        let failures = Throttle::new(FAILURE_LOG_EVERY);
         loop {
             tokio::time::sleep(MERGE_TICK).await;
             let stored = store.stored_changes();
@@ -210,7 +265,7 @@ pub fn spawn_index_merger(store: Arc<Store>) -> JoinHandle<()> {
                 previous = stored;
                 last_store = Instant::now();
             }
-            if current_at == Some(stored) {
+            if current_at == Some(stored) || disk_full(&store) {
                 continue;
             }
             let backlog = match store.index_backlog().await {
@@ -243,10 +298,29 @@ pub fn spawn_index_merger(store: Arc<Store>) -> JoinHandle<()> {
                     elapsed_ms = last_merge.elapsed().as_secs_f64() * 1000.0,
                     "merged tags and sessions into their indexes"
                 ),
-                Err(e) => tracing::warn!(error = %e, "merging the tag and session indexes"),
+                Err(e) => report(&failures, &e, "merging the tag and session indexes").await,
             }
         }
     })
+}
+
+/// Whether the disk is so nearly full that indexing waits, as ingest
+/// does, leaving the reserve to checkpoints and deletes (see
+/// `Disk::reserve`); what waits is indexed once space returns.
+fn disk_full(store: &Store) -> bool {
+    store.disk().is_some_and(|d| d.is_full())
+}
+
+/// Logs a background write's failure, at most every few seconds: on a full
+/// disk every attempt fails until space returns, and then the task also
+/// waits a little before its next.
+async fn report(failures: &Throttle, error: &StoreError, what: &str) {
+    if let Some(held) = failures.pass() {
+        tracing::warn!(%error, failures_since_last_report = held, "{what}");
+    }
+    if matches!(error, StoreError::DiskFull(_)) {
+        tokio::time::sleep(DISK_FULL_PAUSE).await;
+    }
 }
 
 /// Starts the upkeep task; abort the handle to stop it.
@@ -254,10 +328,12 @@ pub fn spawn(store: Arc<Store>, config: Arc<Config>, gauge: Arc<SpaceGauge>) -> 
     tokio::spawn(async move {
         let interval = Duration::from_secs(config.storage.purge_interval_s);
         let mut next_pass = Instant::now();
+        // On a full disk the deletes fail too, at every tick.
+        let failures = Throttle::new(FAILURE_LOG_EVERY);
         loop {
             if gauge.cap > 0 {
                 if let Err(e) = keep_under_cap(&store, &config, &gauge).await {
-                    tracing::warn!(error = %e, "keeping the database under its cap");
+                    report(&failures, &e, "keeping the database under its cap").await;
                 }
             }
             if Instant::now() >= next_pass {

@@ -1,7 +1,8 @@
 //! `GET /health`: liveness, answered without touching the database, with
 //! the evaluation queue's depth as last measured.
 //! `GET /ready`: whether the server can take traffic: the writer commits,
-//! the schema is current, the disk has room and the size cap is not reached.
+//! the schema is current, the disk is neither low nor full and the size cap
+//! is not reached; each check is named in the body.
 
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::AppState;
 use crate::model::Timestamp;
-use crate::store::now_micros;
+use crate::store::{now_micros, StoreError};
 
 pub async fn health(State(state): State<AppState>) -> Json<Value> {
     use std::sync::atomic::Ordering::Relaxed;
@@ -33,28 +34,32 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
-/// Free space below which the server is not ready: room for the WAL to
-/// grow to its bound and a checkpoint to follow.
-pub const MIN_FREE_DISK: u64 = 256 * 1024 * 1024;
-
 pub async fn ready(State(state): State<AppState>) -> Response {
     let writer = match tokio::time::timeout(Duration::from_secs(5), state.store.ping_writer()).await
     {
-        Ok(Ok(())) => "ok".to_string(),
+        // The writer answered; its group failed for want of space, which
+        // the disk check names.
+        Ok(Ok(())) | Ok(Err(StoreError::DiskFull(_))) => "ok".to_string(),
         Ok(Err(e)) => format!("the writer failed: {e}"),
         Err(_) => "the writer did not answer within 5 s".to_string(),
     };
-    let free = disk_free(&state.config.storage.data_dir);
-    let disk = match free {
-        Some(f) if f < MIN_FREE_DISK => "low",
+    let disk = state.space.disk();
+    // Full: new data is refused (less than the reserve is free), or the
+    // last write failed for want of space. Low: less than a tenth of the
+    // file system, or 256 MiB, is free.
+    let disk_check = match disk {
+        _ if state.store.disk_full() => "full",
+        Some(d) if d.is_full() => "full",
+        Some(d) if d.is_low() => "low",
         _ => "ok",
     };
-    let storage = if state.space.check().is_err() {
-        "full"
-    } else {
-        "ok"
+    // Measured here as well: without a cap nothing else measures it.
+    let used = match state.store.space().await {
+        Ok(space) => space.used_bytes,
+        Err(_) => state.space.used(),
     };
-    let ready = writer == "ok" && disk == "ok" && storage == "ok";
+    let storage = if state.space.at_cap() { "full" } else { "ok" };
+    let ready = writer == "ok" && disk_check == "ok" && storage == "ok";
     let status = if ready {
         StatusCode::OK
     } else {
@@ -64,16 +69,10 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         "ready": ready,
         "database": writer,
         "schema_version": state.store.schema_version(),
-        "disk": disk,
-        "disk_free_bytes": free,
+        "disk": disk_check,
+        "disk_free_bytes": disk.map(|d| d.free),
         "storage": storage,
-        "db_used_bytes": state.space.used(),
+        "db_used_bytes": used,
     });
     (status, Json(body)).into_response()
-}
-
-/// Bytes an unprivileged process may still write where `dir` lives.
-fn disk_free(dir: &std::path::Path) -> Option<u64> {
-    let stat = rustix::fs::statvfs(dir).ok()?;
-    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
 }

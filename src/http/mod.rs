@@ -51,7 +51,7 @@ pub struct AppState {
     pub pricing: Arc<Pricing>,
     /// New traces, for `GET /v1/traces/live`.
     pub live: Arc<live::LiveHub>,
-    /// The database's size against `storage.max_db_size`.
+    /// Room for more data: the cap (`storage.max_db_size`) and the disk.
     pub space: Arc<crate::upkeep::SpaceGauge>,
     /// What `/metrics` reports.
     pub metrics: Arc<telemetry::ServerMetrics>,
@@ -75,7 +75,11 @@ impl AppState {
                 config.limits.request_memory_max_bytes,
             )),
             pricing: Arc::new(Pricing::new(&config.pricing)),
-            space: Arc::new(crate::upkeep::SpaceGauge::new(config.storage.max_db_size.0)),
+            space: Arc::new(crate::upkeep::SpaceGauge::new(
+                config.storage.max_db_size.0,
+                crate::upkeep::cap_retry_after(config.storage.when_full),
+                store.clone(),
+            )),
             store,
             config,
             tls,

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 
 use super::Result;
+use crate::logging::Throttle;
 
 /// How long the checkpoint connection waits for a lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -75,6 +76,24 @@ impl Default for Tuning {
             restart_lag: Duration::from_millis(10),
             catch_up_passes: 2,
             idle_truncate: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Tuning {
+    /// The defaults, scaled to a file system of `total` bytes: the WAL
+    /// starts over past a sixteenth of it and is made to past a quarter, so
+    /// on a small disk it leaves the data room (and a checkpoint, which
+    /// grows the database file by what the WAL holds, finds it).
+    pub(super) fn for_disk(total: u64) -> Tuning {
+        /// SQLite's page, the size of a WAL frame's content.
+        const PAGE: u64 = 4096;
+        let frames = |share: u64, least: i64| ((total / share / PAGE) as i64).max(least);
+        let default = Tuning::default();
+        Tuning {
+            restart_frames: default.restart_frames.min(frames(16, 256)),
+            force_frames: default.force_frames.min(frames(4, 1024)),
+            ..default
         }
     }
 }
@@ -155,8 +174,7 @@ fn run(
     let mut quiet_since: Option<Instant> = None;
     // A failure that repeats every pass (a full disk, no file descriptors
     // left) is logged every few seconds, not ten times a second.
-    let mut failures_unlogged = 0u64;
-    let mut failure_logged: Option<Instant> = None;
+    let failures = Throttle::new(FAILURE_LOG_EVERY);
     loop {
         {
             let Ok(stop) = signal.stop.lock() else { return };
@@ -227,16 +245,12 @@ fn run(
             }
             Ok(_) => false,
             Err(e) => {
-                if failure_logged.is_some_and(|at| at.elapsed() < FAILURE_LOG_EVERY) {
-                    failures_unlogged += 1;
-                } else {
+                if let Some(held) = failures.pass() {
                     tracing::warn!(
                         error = %e,
-                        failures_since_last_report = failures_unlogged,
+                        failures_since_last_report = held,
                         "WAL checkpoint failed"
                     );
-                    failure_logged = Some(Instant::now());
-                    failures_unlogged = 0;
                 }
                 false
             }
@@ -245,7 +259,7 @@ fn run(
 }
 
 /// How often a checkpoint failure that keeps happening is logged.
-const FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
+pub(super) const FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// What a checkpoint pass reports.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -299,7 +313,11 @@ pub(super) fn restart_wal(conn: &Connection) -> bool {
     match result {
         Ok(busy) => busy == 0,
         Err(e) => {
-            tracing::warn!(error = %e, "restarting the WAL failed");
+            // On a full disk this fails between every two groups.
+            static FAILURES: Throttle = Throttle::new(FAILURE_LOG_EVERY);
+            if let Some(held) = FAILURES.pass() {
+                tracing::warn!(error = %e, failures_since_last_report = held, "restarting the WAL failed");
+            }
             false
         }
     }

@@ -23,6 +23,7 @@ mod search;
 mod search_index;
 mod session_lookup;
 mod sessions;
+mod space;
 mod tenancy;
 mod trace_insert;
 mod traces;
@@ -58,6 +59,7 @@ pub use purge::{RetentionTarget, Space};
 pub use search::{fts_query, fts_terms, SpanHit, SpanHits, SpanSearch, MAX_SPAN_RESULTS};
 pub use search_index::IndexBatch;
 pub use sessions::{SessionPage, SessionSummary, MAX_SESSION_TRACES};
+pub use space::Disk;
 pub use tenancy::{BootstrapResult, NewOrg, ProjectChange, ProjectRecord};
 pub use trace_insert::{usage_month, InsertOutcome};
 pub use traces::{NewFeedback, TraceCursor, TraceFilter, TracePage};
@@ -82,6 +84,9 @@ pub enum StoreError {
     ShuttingDown,
     #[error("commit failed: {0}")]
     Commit(String),
+    /// The disk holding the database had no room for the write.
+    #[error("the disk holding the database is full ({0})")]
+    DiskFull(String),
     #[error(
         "the database schema is version {found}, newer than this binary supports ({supported}); \
          run a newer trulayer-server or restore a backup taken before the upgrade"
@@ -96,6 +101,17 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl StoreError {
+    /// The same failure for another job of the transaction it ended: a
+    /// full disk stays what it is, anything else is a failed commit.
+    pub(crate) fn again(&self) -> StoreError {
+        match self {
+            StoreError::DiskFull(why) => StoreError::DiskFull(why.clone()),
+            other => StoreError::Commit(other.to_string()),
+        }
+    }
+}
 
 /// Page cache of the write connection: holds the upper levels of every index
 /// the inserts touch. Readers get less each; the OS page cache serves the rest.
@@ -182,7 +198,12 @@ impl Store {
             .build(manager)?;
         let restart_wal = Arc::new(AtomicBool::new(false));
         let writer = Writer::start(conn, restart_wal.clone())?;
-        let checkpointer = checkpoint::Checkpointer::start(&path, restart_wal, Default::default())?;
+        // On a small disk the WAL starts over sooner, so that it does not
+        // take the room the data needs.
+        let tuning = Disk::of(data_dir).map_or_else(Default::default, |disk| {
+            checkpoint::Tuning::for_disk(disk.total)
+        });
+        let checkpointer = checkpoint::Checkpointer::start(&path, restart_wal, tuning)?;
         Ok(Store {
             writer,
             checkpointer,

@@ -5,7 +5,7 @@
 
 use rusqlite::Connection;
 
-use super::{Result, Store};
+use super::{Result, Store, StoreError};
 
 /// How many rows one indexing job adds at most, of each kind. A row costs
 /// the writer some 10-20 µs (its words are split and stored), so the size
@@ -41,7 +41,11 @@ impl Store {
     /// index last caught up.
     pub(super) async fn catch_up_search(&self) -> Result<()> {
         if !self.index_current() {
-            self.index_search(CATCH_UP).await?;
+            match self.index_search(CATCH_UP).await {
+                // On a full disk the search finds what is indexed already.
+                Ok(_) | Err(StoreError::DiskFull(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }

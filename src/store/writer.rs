@@ -13,6 +13,12 @@
 //! if one of its jobs fails is the transaction rolled back and the group run
 //! again with a savepoint per job. Jobs are therefore `FnMut`: a job may run
 //! twice, and only its last run's writes are committed.
+//!
+//! A full disk (or an I/O error) can end the whole transaction rather than
+//! the failing statement; then what the jobs before it wrote is gone too,
+//! and every job of the group is answered with the failure: nothing is
+//! acknowledged that was not committed. The writer goes on with the next
+//! group, so writing resumes as soon as space returns.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,6 +29,7 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Result, StoreError};
+use crate::logging::Throttle;
 
 /// How many jobs wait before callers feel back-pressure.
 const QUEUE_CAPACITY: usize = 1024;
@@ -41,6 +48,8 @@ trait WriteJob: Send {
     fn finish(self: Box<Self>, commit_error: Option<&StoreError>);
     /// Answers the caller without running anything.
     fn abort(self: Box<Self>, error: StoreError);
+    /// The error of its last run, if it failed.
+    fn failure(&self) -> Option<&StoreError>;
 }
 
 type Job = Box<dyn WriteJob>;
@@ -61,10 +70,17 @@ where
     F: FnMut(&Connection) -> Result<T> + Send + 'static,
 {
     fn run(&mut self, conn: &Connection) -> bool {
-        let outcome = (self.work)(conn);
+        let outcome = (self.work)(conn).map_err(|e| match e {
+            StoreError::Sqlite(e) => classify(e, conn),
+            other => other,
+        });
         let ok = outcome.is_ok();
         self.outcome = Some(outcome);
         ok
+    }
+
+    fn failure(&self) -> Option<&StoreError> {
+        self.outcome.as_ref().and_then(|o| o.as_ref().err())
     }
 
     fn finish(self: Box<Self>, commit_error: Option<&StoreError>) {
@@ -76,7 +92,7 @@ where
         let outcome = outcome.unwrap_or(Err(StoreError::ShuttingDown));
         let answer = match (commit_error, outcome) {
             (None, outcome) => outcome,
-            (Some(e), Ok(_)) => Err(StoreError::Commit(e.to_string())),
+            (Some(e), Ok(_)) => Err(e.again()),
             (Some(_), Err(e)) => Err(e),
         };
         // The caller may have gone away; its data is committed anyway.
@@ -117,6 +133,14 @@ struct Counters {
     commit_buckets: [AtomicU64; COMMIT_MICROS_BOUNDS.len() + 1],
     /// Groups per size bucket; the last counts those above every bound.
     group_buckets: [AtomicU64; GROUP_JOBS_BOUNDS.len() + 1],
+    /// Set when a write fails for want of disk space, cleared when one
+    /// that changed something commits.
+    disk_full: AtomicBool,
+    /// The free bytes on the disk when a write last failed for want of it.
+    free_when_full: AtomicU64,
+    /// The database's size in bytes as of the last commit that changed
+    /// something, WAL included: what the file will hold once checkpointed.
+    db_bytes: AtomicU64,
 }
 
 /// The bucket of `value` among `bounds` (the last if above them all).
@@ -154,17 +178,41 @@ impl Writer {
     /// Starts the writer thread; when `restart_wal` is set it restarts the
     /// WAL between two groups (see `checkpoint`).
     pub(super) fn start(conn: Connection, restart_wal: Arc<AtomicBool>) -> Result<Writer> {
+        Writer::start_with_budget(conn, restart_wal, GROUP_BUDGET)
+    }
+
+    /// Like `start`, with groups that take jobs for `budget`.
+    fn start_with_budget(
+        conn: Connection,
+        restart_wal: Arc<AtomicBool>,
+        budget: Duration,
+    ) -> Result<Writer> {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let stats = Arc::new(Counters::default());
         let counters = stats.clone();
         let thread = std::thread::Builder::new()
             .name("trulayer-writer".into())
-            .spawn(move || run(conn, rx, &counters, &restart_wal))?;
+            .spawn(move || run(conn, rx, &counters, &restart_wal, budget))?;
         Ok(Writer {
             queue,
             thread: Mutex::new(Some(thread)),
             stats,
         })
+    }
+
+    /// The free bytes on the disk when the last write that failed or
+    /// changed anything failed for want of space; `None` if it did not.
+    pub(super) fn full_at(&self) -> Option<u64> {
+        self.stats
+            .disk_full
+            .load(Ordering::Relaxed)
+            .then(|| self.stats.free_when_full.load(Ordering::Relaxed))
+    }
+
+    /// The database's size in bytes as of the last commit, its pages in
+    /// the WAL included.
+    pub(super) fn db_bytes(&self) -> u64 {
+        self.stats.db_bytes.load(Ordering::Relaxed)
     }
 
     pub(super) fn stats(&self) -> WriterStats {
@@ -218,12 +266,13 @@ fn run(
     mut rx: mpsc::Receiver<Message>,
     stats: &Counters,
     restart_wal: &AtomicBool,
+    budget: Duration,
 ) {
     // True between a restart and the next group, whose first write is what
     // starts the WAL over.
     let mut restarted = false;
     while let Some(Message::Job(first)) = rx.blocking_recv() {
-        let stop = run_group(&conn, first, &mut rx, stats);
+        let stop = run_group(&conn, first, &mut rx, stats, budget);
         // The flag is cleared only once the WAL has started over, so the
         // checkpoint thread stays out of the way until then (and does not
         // take the old WAL's length for a new request to restart).
@@ -241,7 +290,7 @@ fn run(
     rx.close();
     while let Ok(message) = rx.try_recv() {
         if let Message::Job(job) = message {
-            run_group(&conn, job, &mut rx, stats);
+            run_group(&conn, job, &mut rx, stats, budget);
         }
     }
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
@@ -257,17 +306,20 @@ fn run_group(
     mut first: Job,
     rx: &mut mpsc::Receiver<Message>,
     stats: &Counters,
+    budget: Duration,
 ) -> bool {
     let started = Instant::now();
+    let changes_before = conn.total_changes();
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        tracing::error!(error = %e, "cannot begin a write transaction");
-        first.abort(StoreError::Commit(e.to_string()));
+        let error = classify(e, conn);
+        log_failure(&error, 1, "cannot begin a write transaction");
+        first.abort(error.again());
         return false;
     }
     let mut all_ok = first.run(conn);
     let mut group = vec![first];
     let mut stop = false;
-    while all_ok && group.len() < MAX_GROUP && started.elapsed() < GROUP_BUDGET {
+    while all_ok && group.len() < MAX_GROUP && started.elapsed() < budget {
         match rx.try_recv() {
             Ok(Message::Job(mut job)) => {
                 all_ok = job.run(conn);
@@ -285,23 +337,91 @@ fn run_group(
     stats.group_buckets[bucket(&GROUP_JOBS_BOUNDS, group.len() as u64)]
         .fetch_add(1, Ordering::Relaxed);
     if !all_ok {
+        if let Some(failure) = group.last().and_then(|job| job.failure()) {
+            note_failure(failure, conn, stats);
+        }
+        if conn.is_autocommit() {
+            fail_group(conn, group, stats);
+            return stop;
+        }
         // Undo the whole attempt and run every job again, each alone.
         stats.retried_groups.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = conn.execute_batch("ROLLBACK; BEGIN IMMEDIATE") {
-            tracing::error!(error = %e, "cannot restart a write transaction");
-            let error = StoreError::Commit(e.to_string());
+            let error = classify(e, conn);
+            log_failure(&error, group.len(), "cannot restart a write transaction");
+            let _ = conn.execute_batch("ROLLBACK");
             for job in group {
                 job.finish(Some(&error));
             }
             return stop;
         }
-        group = run_each_in_savepoint(conn, group);
+        group = match run_each_in_savepoint(conn, group) {
+            Ok(ran) => ran,
+            Err(group) => {
+                fail_group(conn, group, stats);
+                return stop;
+            }
+        };
     }
-    commit(conn, group, stats);
+    commit(conn, group, stats, changes_before);
     stop
 }
 
-fn commit(conn: &Connection, group: Vec<Job>, stats: &Counters) {
+/// Answers every job of a group whose transaction a failure ended (the
+/// last job run is the one that failed): none of their writes are stored.
+fn fail_group(conn: &Connection, group: Vec<Job>, stats: &Counters) {
+    let cause = group
+        .iter()
+        .rev()
+        .find_map(|job| job.failure())
+        .map_or_else(
+            || StoreError::Commit("the transaction was rolled back".into()),
+            StoreError::again,
+        );
+    note_failure(&cause, conn, stats);
+    log_failure(&cause, group.len(), "a failed write rolled back its group");
+    for job in group {
+        job.finish(Some(&cause));
+    }
+}
+
+/// Remembers a failure for want of disk space, with the free space then.
+fn note_failure(error: &StoreError, conn: &Connection, stats: &Counters) {
+    if matches!(error, StoreError::DiskFull(_)) {
+        let free = database_dir(conn)
+            .and_then(|dir| super::space::Disk::of(&dir))
+            .map_or(0, |d| d.free);
+        stats.free_when_full.store(free, Ordering::Relaxed);
+        stats.disk_full.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Logs a failure of the writer's own statements. A full disk fails every
+/// write until space returns, so it is logged at most every few seconds.
+fn log_failure(error: &StoreError, jobs: usize, what: &str) {
+    static FULL: Throttle = Throttle::new(super::checkpoint::FAILURE_LOG_EVERY);
+    match error {
+        StoreError::DiskFull(_) => {
+            if let Some(held) = FULL.pass() {
+                tracing::warn!(%error, jobs, failures_since_last_report = held, "{what}");
+            }
+        }
+        _ => tracing::error!(%error, jobs, "{what}"),
+    }
+}
+
+/// A failed statement's error, as [`StoreError::DiskFull`] when the disk
+/// had no room for it.
+fn classify(e: rusqlite::Error, conn: &Connection) -> StoreError {
+    super::space::classify(e, database_dir(conn).as_deref())
+}
+
+fn database_dir(conn: &Connection) -> Option<std::path::PathBuf> {
+    let path = std::path::Path::new(conn.path()?);
+    Some(path.parent()?.to_path_buf())
+}
+
+fn commit(conn: &Connection, group: Vec<Job>, stats: &Counters, changes_before: u64) {
     let started = Instant::now();
     let committed = conn.execute_batch("COMMIT");
     let micros = started.elapsed().as_micros() as u64;
@@ -310,14 +430,24 @@ fn commit(conn: &Connection, group: Vec<Job>, stats: &Counters) {
     match committed {
         Ok(()) => {
             tracing::trace!(jobs = group.len(), commit_us = micros, "group committed");
+            if conn.total_changes() != changes_before {
+                stats.disk_full.store(false, Ordering::Relaxed);
+                if let Ok(bytes) = database_bytes(conn) {
+                    stats.db_bytes.store(bytes, Ordering::Relaxed);
+                }
+            }
             for job in group {
                 job.finish(None);
             }
         }
         Err(e) => {
-            tracing::error!(error = %e, jobs = group.len(), "group commit failed");
+            let error = match classify(e, conn) {
+                StoreError::Sqlite(e) => StoreError::Commit(e.to_string()),
+                full => full,
+            };
+            note_failure(&error, conn, stats);
+            log_failure(&error, group.len(), "group commit failed");
             let _ = conn.execute_batch("ROLLBACK");
-            let error = StoreError::Commit(e.to_string());
             for job in group {
                 job.finish(Some(&error));
             }
@@ -325,16 +455,36 @@ fn commit(conn: &Connection, group: Vec<Job>, stats: &Counters) {
     }
 }
 
+/// The database's size in pages, as this connection sees it, in bytes.
+fn database_bytes(conn: &Connection) -> rusqlite::Result<u64> {
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    Ok((pages.max(0) as u64).saturating_mul(page.max(0) as u64))
+}
+
 /// Runs each job in its own savepoint, so a failing job leaves no writes;
-/// returns the jobs that ran (the others have been answered).
-fn run_each_in_savepoint(conn: &Connection, group: Vec<Job>) -> Vec<Job> {
+/// returns the jobs that ran (the others have been answered), or, if a
+/// failure ended the transaction, every job, the one that failed last.
+fn run_each_in_savepoint(
+    conn: &Connection,
+    group: Vec<Job>,
+) -> std::result::Result<Vec<Job>, Vec<Job>> {
     let mut ran = Vec::with_capacity(group.len());
-    for mut job in group {
+    let mut waiting = group.into_iter();
+    while let Some(mut job) = waiting.next() {
         if let Err(e) = conn.execute_batch("SAVEPOINT job") {
-            job.abort(StoreError::Commit(e.to_string()));
+            job.abort(classify(e, conn));
             continue;
         }
-        let end = if job.run(conn) {
+        let ok = job.run(conn);
+        if !ok && conn.is_autocommit() {
+            // Jobs not run yet go first: the last is the one that failed.
+            let mut lost: Vec<Job> = waiting.collect();
+            lost.extend(ran);
+            lost.push(job);
+            return Err(lost);
+        }
+        let end = if ok {
             "RELEASE job"
         } else {
             "ROLLBACK TO job; RELEASE job"
@@ -344,7 +494,7 @@ fn run_each_in_savepoint(conn: &Connection, group: Vec<Job>) -> Vec<Job> {
         }
         ran.push(job);
     }
-    ran
+    Ok(ran)
 }
 
 #[cfg(test)]
@@ -355,12 +505,17 @@ mod tests {
     use super::*;
 
     fn open() -> (tempfile::TempDir, Arc<Writer>, std::path::PathBuf) {
+        open_with_budget(GROUP_BUDGET)
+    }
+
+    fn open_with_budget(budget: Duration) -> (tempfile::TempDir, Arc<Writer>, std::path::PathBuf) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("w.db");
         let conn = Connection::open(&path).expect("open");
         conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x INTEGER UNIQUE);")
             .expect("schema");
-        let writer = Writer::start(conn, Arc::new(AtomicBool::new(false))).expect("writer");
+        let writer = Writer::start_with_budget(conn, Arc::new(AtomicBool::new(false)), budget)
+            .expect("writer");
         (dir, Arc::new(writer), path)
     }
 
@@ -447,6 +602,61 @@ mod tests {
         );
         let count = rows(&path);
         assert_eq!(count, 10);
+        stop(&writer).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failure_that_ends_the_transaction_fails_its_whole_group() {
+        // What SQLite may do on a full disk: the failing statement rolls
+        // the whole transaction back. Job 5 fails alone, so the group runs
+        // again with savepoints; in that run job 2 ends the transaction.
+        let (_dir, writer, path) = open_with_budget(Duration::from_secs(3600));
+        let (release, blocked) = block_writer(&writer).await;
+        let mut jobs = Vec::new();
+        for i in 1..=5 {
+            let w = writer.clone();
+            let mut runs = 0;
+            jobs.push(tokio::spawn(async move {
+                w.submit(move |c| {
+                    runs += 1;
+                    if i == 2 && runs == 2 {
+                        c.execute_batch("ROLLBACK")?;
+                        return Err(StoreError::DiskFull("database or disk is full".into()));
+                    }
+                    let x = if i == 5 { 0 } else { i };
+                    c.execute("INSERT INTO t VALUES (?1)", [x])?;
+                    Ok(i)
+                })
+                .await
+            }));
+            // One at a time, so they queue in order.
+            wait_until(|| writer.stats().queued == i as u64).await;
+        }
+        drop(release);
+        // The blocking job and the five share one group, whatever the
+        // machine's load (the group's budget is long).
+        let mut answers = vec![blocked.await.expect("task").map(|()| 0)];
+        for job in jobs {
+            answers.push(job.await.expect("task"));
+        }
+        assert!(
+            answers.iter().all(Result::is_err),
+            "a job was acknowledged though its transaction was lost: {answers:?}"
+        );
+        let full = answers
+            .iter()
+            .filter(|a| matches!(a, Err(StoreError::DiskFull(_))))
+            .count();
+        assert_eq!(full, 5, "all but the constraint failure: {answers:?}");
+        assert_eq!(rows(&path), 0, "nothing of the group is stored");
+        assert!(writer.full_at().is_some());
+        // The writer goes on, and a write that succeeds clears the flag.
+        writer
+            .submit(|c| Ok(c.execute("INSERT INTO t VALUES (42)", [])?))
+            .await
+            .expect("a later write commits");
+        assert!(writer.full_at().is_none());
+        assert_eq!(rows(&path), 1);
         stop(&writer).await;
     }
 
