@@ -830,11 +830,10 @@ mod tests {
                 idle_truncate: Duration::from_millis(200),
                 ..quick_tuning()
             });
-        write_rows(&writer, &wal, 2, 200).await;
-        assert!(
-            wal_len(&wal) > 2 * 1024 * 1024,
-            "3 MiB went through the WAL"
-        );
+        // On a loaded machine a pause between commits may already count as
+        // idle: what matters is that the WAL grew and ends cut back.
+        let largest = write_rows(&writer, &wal, 2, 200).await;
+        assert!(largest > 2 * 1024 * 1024, "3 MiB went through the WAL");
         let deadline = Instant::now() + Duration::from_secs(10);
         while wal_len(&wal) > 0 {
             assert!(Instant::now() < deadline, "the idle WAL was not cut back");
