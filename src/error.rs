@@ -222,6 +222,10 @@ impl From<StoreError> for AppError {
             StoreError::ShuttingDown => {
                 AppError::Unavailable("the server is shutting down; retry".into())
             }
+            StoreError::CapReached { retry_after, .. } => AppError::StorageFull {
+                message: e.to_string(),
+                retry_after,
+            },
             StoreError::DiskFull(_) => AppError::disk_full(),
             StoreError::Io(io)
                 if matches!(

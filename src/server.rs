@@ -103,6 +103,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 config.storage.data_dir.display()
             )
         })?;
+    store.limit_size(
+        config.storage.max_db_size.0,
+        crate::upkeep::cap_retry_after(config.storage.when_full),
+    );
     let store = Arc::new(store);
     let credentials = match bootstrap::first_start(&store, &config).await {
         Ok(c) => c,
@@ -138,7 +142,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             }
         };
     let mut upkeep = vec![
-        crate::upkeep::spawn(store.clone(), state.config.clone(), state.space.clone()),
+        crate::upkeep::spawn(store.clone(), state.config.clone()),
         crate::upkeep::spawn_indexer(store.clone()),
         crate::upkeep::spawn_index_merger(store.clone()),
         crate::upkeep::spawn_memory_release(store.clone(), state.metrics.clone()),

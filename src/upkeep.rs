@@ -15,12 +15,12 @@
 //! Every `storage.purge_interval_s` (and once at start) each project loses
 //! the traces older than its retention: its override, else its plan's
 //! `max_retention_days`, else nothing is deleted. With a `storage.max_db_size`
-//! the size is looked at several times a second: ingest is refused (507) at
-//! the cap, and with `when_full = "purge_oldest"` the traces stored first
-//! are deleted from 90% of the cap down to 80%. Deletes go in small batches
-//! through the writer, so ingest commits between them.
+//! every write that adds data is checked against the cap as it commits (see
+//! `store::space`), and the size is looked at several times a second: with
+//! `when_full = "purge_oldest"` the traces stored first are deleted from 90%
+//! of the cap down to 80%. Deletes go in small batches through the writer,
+//! so ingest commits between them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,14 +48,9 @@ const FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
 /// space, rather than retrying at their usual pace.
 const DISK_FULL_PAUSE: Duration = Duration::from_secs(1);
 
-/// Whether there is room for more data: the database's size against its
-/// cap and the disk under it, as the routes that add data and `/ready` see
-/// them.
+/// Whether there is room for more data: the database's cap and the disk
+/// under it, as the routes that add data and `/ready` see them.
 pub struct SpaceGauge {
-    cap: u64,
-    used: AtomicU64,
-    /// Seconds a client refused at the cap is told to wait.
-    retry_after: u64,
     store: Arc<Store>,
 }
 
@@ -70,22 +65,18 @@ pub fn cap_retry_after(when_full: WhenFull) -> u64 {
 }
 
 impl SpaceGauge {
-    pub fn new(cap: u64, retry_after: u64, store: Arc<Store>) -> SpaceGauge {
-        SpaceGauge {
-            cap,
-            used: AtomicU64::new(0),
-            retry_after,
-            store,
-        }
+    pub fn new(store: Arc<Store>) -> SpaceGauge {
+        SpaceGauge { store }
     }
 
+    /// The data the database holds, in bytes, as last measured.
     pub fn used(&self) -> u64 {
-        self.used.load(Ordering::Relaxed)
+        self.store.used_bytes()
     }
 
     /// Whether the database is at its cap.
     pub fn at_cap(&self) -> bool {
-        self.cap > 0 && self.used() >= self.cap
+        self.store.at_size_limit()
     }
 
     /// The file system under the database, when it can be read.
@@ -94,8 +85,8 @@ impl SpaceGauge {
     }
 
     /// Refuses a write that would add data once the cap is reached or the
-    /// disk is full (less than its reserve is free). A write that passes
-    /// may still fail for want of space as it commits: also a 507.
+    /// disk is full. A write that passes may still be refused as it
+    /// commits (its own size can take the database over).
     pub fn check(&self) -> Result<(), AppError> {
         if self.at_cap() {
             return Err(AppError::StorageFull {
@@ -104,9 +95,9 @@ impl SpaceGauge {
                      (storage.max_db_size); nothing more is stored until retention or an \
                      operator frees space",
                     self.used(),
-                    self.cap
+                    self.store.size_limit()
                 ),
-                retry_after: self.retry_after,
+                retry_after: self.store.size_retry_after(),
             });
         }
         if let Some(disk) = self.disk().filter(Disk::is_full) {
@@ -324,15 +315,16 @@ async fn report(failures: &Throttle, error: &StoreError, what: &str) {
 }
 
 /// Starts the upkeep task; abort the handle to stop it.
-pub fn spawn(store: Arc<Store>, config: Arc<Config>, gauge: Arc<SpaceGauge>) -> JoinHandle<()> {
+pub fn spawn(store: Arc<Store>, config: Arc<Config>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let interval = Duration::from_secs(config.storage.purge_interval_s);
         let mut next_pass = Instant::now();
         // On a full disk the deletes fail too, at every tick.
         let failures = Throttle::new(FAILURE_LOG_EVERY);
+        let capped = store.size_limit() > 0;
         loop {
-            if gauge.cap > 0 {
-                if let Err(e) = keep_under_cap(&store, &config, &gauge).await {
+            if capped {
+                if let Err(e) = keep_under_cap(&store, &config).await {
                     report(&failures, &e, "keeping the database under its cap").await;
                 }
             }
@@ -348,7 +340,7 @@ pub fn spawn(store: Arc<Store>, config: Arc<Config>, gauge: Arc<SpaceGauge>) -> 
                 }
                 next_pass = Instant::now() + interval;
             }
-            let wait = if gauge.cap > 0 {
+            let wait = if capped {
                 SPACE_TICK
             } else {
                 next_pass.saturating_duration_since(Instant::now())
@@ -388,23 +380,19 @@ async fn retention_pass(store: &Store, config: &Config) -> crate::store::Result<
     Ok(total)
 }
 
-/// Updates the gauge and, when told to, deletes the oldest traces while the
-/// database is above 90% of its cap, down to 80%. Each round deletes the
-/// share of traces that should free the excess, then merges the search
-/// index so that its part of the space is free too, then measures again; a
-/// round that frees nothing ends it, so a measurement that does not move
-/// cannot empty the database.
-async fn keep_under_cap(
-    store: &Store,
-    config: &Config,
-    gauge: &SpaceGauge,
-) -> crate::store::Result<()> {
+/// Measures the data held and, when told to, deletes the oldest traces
+/// while the database is above 90% of its cap, down to 80%. Each round
+/// deletes the share of traces that should free the excess, then merges
+/// the search index so that its part of the space is free too, then
+/// measures again; a round that frees nothing ends it, so a measurement
+/// that does not move cannot empty the database.
+async fn keep_under_cap(store: &Store, config: &Config) -> crate::store::Result<()> {
+    let cap = store.size_limit();
     let mut used = store.space().await?.used_bytes;
-    gauge.used.store(used, Ordering::Relaxed);
-    if config.storage.when_full != WhenFull::PurgeOldest || used < gauge.cap / 10 * 9 {
+    if config.storage.when_full != WhenFull::PurgeOldest || used < cap / 10 * 9 {
         return Ok(());
     }
-    let low = gauge.cap / 10 * 8;
+    let low = cap / 10 * 8;
     let mut deleted = 0;
     while used > low {
         let traces = store.trace_count().await?;
@@ -420,7 +408,6 @@ async fn keep_under_cap(
         }
         give_back(store, -SEARCH_MERGE_PAGES).await?;
         let now = store.space().await?.used_bytes;
-        gauge.used.store(now, Ordering::Relaxed);
         if now >= used {
             tracing::warn!(
                 used_bytes = now,
@@ -433,7 +420,7 @@ async fn keep_under_cap(
     tracing::info!(
         deleted,
         used_bytes = used,
-        cap_bytes = gauge.cap,
+        cap_bytes = cap,
         "deleted the oldest traces to stay under storage.max_db_size"
     );
     Ok(())

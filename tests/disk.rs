@@ -2,7 +2,7 @@
 //! tmpfs, so the test runs as root, as CI does) fills it, answers 507
 //! `storage_full` with `Retry-After` rather than 500, says "full" in
 //! `/ready`, stores again once space returns, and loses nothing it
-//! acknowledged.
+//! acknowledged; and `storage.max_db_size` holds however large the batch.
 
 mod common;
 
@@ -349,4 +349,81 @@ async fn a_full_disk_answers_507_and_ingest_resumes_once_space_returns() {
     stop_and_check(&mut server, data.join(DB_FILE), &acked).await;
     drop(server);
     drop(disk);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_size_cap_holds_whatever_the_size_of_the_batch() {
+    const CAP: u64 = 8 * MIB;
+    let server = TestServer::start_with_storage(&format!("max_db_size = {CAP}"), "").await;
+    let data = server.dir.path().join("data");
+    let mut acked: HashSet<String> = HashSet::new();
+    let used = |body: &Value| body["db_used_bytes"].as_u64().expect("db_used_bytes");
+    let files = |name: &str| std::fs::metadata(data.join(name)).map_or(0, |m| m.len());
+    let on_disk = || files(DB_FILE) + files(&format!("{DB_FILE}-wal"));
+    let mut peak_on_disk = 0;
+    // Up to three quarters of the cap, then one batch of 4 MB: taken, it
+    // would end far past the cap.
+    for _ in 0..200 {
+        let (_, body) = ready(&server).await;
+        if used(&body) > CAP / 4 * 3 {
+            break;
+        }
+        let stored = send(&server, batch(20, 4000)).await;
+        acked.extend(stored.unwrap_or_else(|_| panic!("refused below the cap: {body}")));
+        peak_on_disk = on_disk().max(peak_on_disk);
+    }
+    let refused = send(&server, batch(40, 100_000)).await;
+    let message = expect_storage_full(refused.expect_err("a 4 MB batch at 6 of 8 MiB")).await;
+    assert!(message.contains("max_db_size"), "{message}");
+    // Then small batches until the cap refuses them too.
+    let mut refused = false;
+    for _ in 0..200 {
+        match send(&server, batch(5, 4000)).await {
+            Ok(stored) => acked.extend(stored),
+            Err(resp) => {
+                expect_storage_full(resp).await;
+                refused = true;
+                break;
+            }
+        }
+        peak_on_disk = on_disk().max(peak_on_disk);
+    }
+    assert!(refused, "the cap never refused small batches");
+    let (status, body) = ready(&server).await;
+    assert_eq!((status, &body["storage"]), (503, &json!("full")), "{body}");
+
+    let listed: HashSet<String> = server.list_all("", 200).await.into_iter().collect();
+    assert_eq!(listed, acked);
+    // A clean stop finishes the index merges; the search index is current.
+    let db = data.join(DB_FILE);
+    let mut server = server;
+    stop_and_check(&mut server, db.clone(), &acked).await;
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    let pragma = |name: &str| -> u64 {
+        conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0))
+            .expect("pragma") as u64
+    };
+    let held = (pragma("page_count") - pragma("freelist_count")) * pragma("page_size");
+    let unindexed: i64 = conn
+        .query_row(
+            "SELECT coalesce((SELECT max(seq) FROM traces), 0) - traces_seq \
+             + coalesce((SELECT max(rid) FROM spans), 0) - spans_rid FROM search_state",
+            [],
+            |r| r.get(0),
+        )
+        .expect("search backlog");
+    assert_eq!(unindexed, 0, "rows the search index has not counted yet");
+    let report = format!(
+        "{held} bytes held against a cap of {CAP} ({:+.1}%); database and WAL files at most \
+         {peak_on_disk} while filling ({:+.1}%), database file {} after a clean stop",
+        (held as f64 / CAP as f64 - 1.0) * 100.0,
+        (peak_on_disk as f64 / CAP as f64 - 1.0) * 100.0,
+        files(DB_FILE),
+    );
+    assert!(
+        held <= CAP + CAP / 20,
+        "over the cap by more than 5%: {report}"
+    );
+    assert!(held > CAP / 10 * 9, "refused far below the cap: {report}");
+    eprintln!("{report}");
 }

@@ -81,17 +81,21 @@ async fn ready_reports_each_check_and_the_health_check_follows_it() {
 async fn a_full_database_is_not_ready() {
     let server =
         TestServer::start_with_storage("max_db_size = \"1MiB\"\nwhen_full = \"refuse\"", "").await;
+    // A write is refused when it would not fit, and a smaller one may
+    // still fit: fill until even small traces are refused.
     let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let mut trace = sample_trace("fill");
-        trace["input"] = json!("y".repeat(40_000));
-        let status = server.post("/v1/ingest", &trace).await.status().as_u16();
-        if status == 507 {
-            break;
+    for size in [40_000, 4_000, 400] {
+        loop {
+            let mut trace = sample_trace("fill");
+            trace["input"] = json!("y".repeat(size));
+            let status = server.post("/v1/ingest", &trace).await.status().as_u16();
+            if status == 507 {
+                break;
+            }
+            assert_eq!(status, 201);
+            assert!(Instant::now() < deadline, "never full");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(status, 201);
-        assert!(Instant::now() < deadline, "never full");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let resp = server
         .client

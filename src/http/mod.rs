@@ -75,11 +75,7 @@ impl AppState {
                 config.limits.request_memory_max_bytes,
             )),
             pricing: Arc::new(Pricing::new(&config.pricing)),
-            space: Arc::new(crate::upkeep::SpaceGauge::new(
-                config.storage.max_db_size.0,
-                crate::upkeep::cap_retry_after(config.storage.when_full),
-                store.clone(),
-            )),
+            space: Arc::new(crate::upkeep::SpaceGauge::new(store.clone())),
             store,
             config,
             tls,

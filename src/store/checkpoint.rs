@@ -81,19 +81,23 @@ impl Default for Tuning {
 }
 
 impl Tuning {
-    /// The defaults, scaled to a file system of `total` bytes: the WAL
-    /// starts over past a sixteenth of it and is made to past a quarter, so
-    /// on a small disk it leaves the data room (and a checkpoint, which
-    /// grows the database file by what the WAL holds, finds it).
-    pub(super) fn for_disk(total: u64) -> Tuning {
+    /// This tuning, scaled to `room` bytes (a small file system, or the cap
+    /// on the data): the WAL starts over past a sixteenth of it and is made
+    /// to past a quarter, so that it leaves the data room (and a
+    /// checkpoint, which grows the database file by what the WAL holds,
+    /// finds it). Never more than this tuning's own limits.
+    pub(super) fn within(self, room: u64) -> Tuning {
         /// SQLite's page, the size of a WAL frame's content.
         const PAGE: u64 = 4096;
-        let frames = |share: u64, least: i64| ((total / share / PAGE) as i64).max(least);
-        let default = Tuning::default();
+        let frames = |share: u64, least: i64| {
+            i64::try_from(room / share / PAGE)
+                .unwrap_or(i64::MAX)
+                .max(least)
+        };
         Tuning {
-            restart_frames: default.restart_frames.min(frames(16, 256)),
-            force_frames: default.force_frames.min(frames(4, 1024)),
-            ..default
+            restart_frames: self.restart_frames.min(frames(16, 64)),
+            force_frames: self.force_frames.min(frames(4, 256)),
+            ..self
         }
     }
 }
@@ -109,6 +113,8 @@ pub(super) struct Checkpointer {
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Checkpoint passes run so far.
     passes: Arc<AtomicU64>,
+    /// The bytes the WAL is scaled to (see `Tuning::within`).
+    room: Arc<AtomicU64>,
 }
 
 impl Checkpointer {
@@ -125,17 +131,33 @@ impl Checkpointer {
         let shared = signal.clone();
         let passes = Arc::new(AtomicU64::new(0));
         let counted = passes.clone();
+        let room = Arc::new(AtomicU64::new(u64::MAX));
+        let scaled = room.clone();
         let thread = std::thread::Builder::new()
             .name("trulayer-checkpoint".into())
             .spawn(move || {
                 crate::priority::lower_this_thread();
-                run(&conn, &db_file, &shared, &restart_wanted, &counted, tuning)
+                run(
+                    &conn,
+                    &db_file,
+                    &shared,
+                    &restart_wanted,
+                    &counted,
+                    tuning,
+                    &scaled,
+                )
             })?;
         Ok(Checkpointer {
             signal,
             thread: Mutex::new(Some(thread)),
             passes,
+            room,
         })
+    }
+
+    /// Scales the WAL to `bytes` from now on (see `Tuning::within`).
+    pub(super) fn fit_wal_to(&self, bytes: u64) {
+        self.room.store(bytes, Ordering::Relaxed);
     }
 
     /// Checkpoint passes run so far.
@@ -164,7 +186,8 @@ fn run(
     signal: &Signal,
     restart_wanted: &AtomicBool,
     passes: &AtomicU64,
-    tuning: Tuning,
+    base: Tuning,
+    room: &AtomicU64,
 ) {
     let mut hurry = false;
     // Passes run back to back since the restart became due.
@@ -176,6 +199,7 @@ fn run(
     // left) is logged every few seconds, not ten times a second.
     let failures = Throttle::new(FAILURE_LOG_EVERY);
     loop {
+        let tuning = base.within(room.load(Ordering::Relaxed));
         {
             let Ok(stop) = signal.stop.lock() else { return };
             let pause = if hurry {
@@ -320,5 +344,26 @@ pub(super) fn restart_wal(conn: &Connection) -> bool {
             }
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wal_is_scaled_to_a_small_room_and_never_past_its_own_limits() {
+        let base = Tuning::default();
+        let small = base.within(64 * 1024 * 1024);
+        // 4 MiB and 16 MiB of 4 KiB pages.
+        assert_eq!((small.restart_frames, small.force_frames), (1024, 4096));
+        let tiny = base.within(256 * 1024);
+        assert_eq!((tiny.restart_frames, tiny.force_frames), (64, 256));
+        let large = base.within(u64::MAX);
+        assert_eq!(
+            (large.restart_frames, large.force_frames),
+            (base.restart_frames, base.force_frames)
+        );
+        assert_eq!(small.interval, base.interval);
     }
 }

@@ -164,7 +164,7 @@ impl Store {
         eval: NewEvaluation,
         quota: u64,
     ) -> Result<Queued> {
-        self.write(move |conn| {
+        self.write_data(move |conn| {
             let found: Option<(i64, i64)> = conn
                 .prepare_cached(
                     "SELECT seq, project_id FROM traces WHERE tenant_id = ?1 AND id = ?2",

@@ -87,6 +87,16 @@ pub enum StoreError {
     /// The disk holding the database had no room for the write.
     #[error("the disk holding the database is full ({0})")]
     DiskFull(String),
+    /// The write would take the data held past `storage.max_db_size`.
+    #[error(
+        "the database would hold {used} bytes, over its cap of {cap} bytes \
+         (storage.max_db_size); nothing more is stored until retention or an operator frees space"
+    )]
+    CapReached {
+        used: u64,
+        cap: u64,
+        retry_after: u64,
+    },
     #[error(
         "the database schema is version {found}, newer than this binary supports ({supported}); \
          run a newer trulayer-server or restore a backup taken before the upgrade"
@@ -104,10 +114,20 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 impl StoreError {
     /// The same failure for another job of the transaction it ended: a
-    /// full disk stays what it is, anything else is a failed commit.
+    /// full disk or the cap stays what it is, anything else is a failed
+    /// commit.
     pub(crate) fn again(&self) -> StoreError {
         match self {
             StoreError::DiskFull(why) => StoreError::DiskFull(why.clone()),
+            StoreError::CapReached {
+                used,
+                cap,
+                retry_after,
+            } => StoreError::CapReached {
+                used: *used,
+                cap: *cap,
+                retry_after: *retry_after,
+            },
             other => StoreError::Commit(other.to_string()),
         }
     }
@@ -156,6 +176,8 @@ pub struct Store {
     changes: std::sync::atomic::AtomicU64,
     /// The value of `changes` when the index last had nothing left to add.
     indexed: std::sync::atomic::AtomicU64,
+    /// The cap on the data held, shared with the writes that add data.
+    cap: Arc<space::SizeCap>,
 }
 
 impl Store {
@@ -201,7 +223,7 @@ impl Store {
         // On a small disk the WAL starts over sooner, so that it does not
         // take the room the data needs.
         let tuning = Disk::of(data_dir).map_or_else(Default::default, |disk| {
-            checkpoint::Tuning::for_disk(disk.total)
+            checkpoint::Tuning::default().within(disk.total)
         });
         let checkpointer = checkpoint::Checkpointer::start(&path, restart_wal, tuning)?;
         Ok(Store {
@@ -213,6 +235,7 @@ impl Store {
             schema_version,
             changes: Default::default(),
             indexed: std::sync::atomic::AtomicU64::new(u64::MAX),
+            cap: Default::default(),
         })
     }
 

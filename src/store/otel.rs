@@ -35,7 +35,7 @@ impl Store {
         traces: Vec<(i64, NewOtelTrace)>,
     ) -> Result<Vec<CreatedTrace>> {
         let created = self
-            .write(move |conn| {
+            .write_data(move |conn| {
                 let now = now_micros();
                 let mut created = Vec::new();
                 let mut changes = Vec::new();

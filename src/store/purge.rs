@@ -89,20 +89,25 @@ impl Store {
 
     /// How much of the database holds data and how much is free.
     pub async fn space(&self) -> Result<Space> {
-        self.read(|conn| {
-            let pragma = |name: &str| -> rusqlite::Result<u64> {
-                conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0))
-                    .map(|v| v.max(0) as u64)
-            };
-            let page = pragma("page_size")?;
-            let pages = pragma("page_count")?;
-            let free = pragma("freelist_count")?;
-            Ok(Space {
-                used_bytes: pages.saturating_sub(free) * page,
-                free_bytes: free * page,
+        let cap = self.cap.clone();
+        let (space, to_come) = self
+            .read(move |conn| {
+                let pragma = |name: &str| -> rusqlite::Result<u64> {
+                    conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0))
+                        .map(|v| v.max(0) as u64)
+                };
+                let page = pragma("page_size")?;
+                let pages = pragma("page_count")?;
+                let free = pragma("freelist_count")?;
+                let space = Space {
+                    used_bytes: pages.saturating_sub(free) * page,
+                    free_bytes: free * page,
+                };
+                Ok((space, cap.index_to_come(conn)?))
             })
-        })
-        .await
+            .await?;
+        self.note_used(space.used_bytes + to_come);
+        Ok(space)
     }
 
     /// One step of merging the search index's segments, `pages` pages of

@@ -16,6 +16,14 @@ pub struct IndexBatch {
     pub spans: usize,
 }
 
+impl IndexBatch {
+    /// Everything that waits.
+    pub(super) const ALL: IndexBatch = IndexBatch {
+        traces: i64::MAX as usize,
+        spans: i64::MAX as usize,
+    };
+}
+
 /// What a search indexes before it runs, so that a search right after
 /// ingest finds what was just stored; a longer backlog (sustained heavy
 /// ingest) is left to the indexer and the search sees the index as it is.
@@ -29,7 +37,8 @@ impl Store {
     /// search index; returns how many rows it indexed.
     pub async fn index_search(&self, batch: IndexBatch) -> Result<usize> {
         let stored = self.stored_changes();
-        let indexed = self.write(move |conn| index_batch(conn, batch)).await?;
+        let cap = self.cap.clone();
+        let indexed = self.write(move |conn| cap.index(conn, batch)).await?;
         if indexed == 0 {
             self.note_indexed(stored);
         }
@@ -60,17 +69,19 @@ impl Store {
     /// Rows stored but not yet in the search index (traces and spans,
     /// counted by key: deleted rows in between count too).
     pub async fn search_backlog(&self) -> Result<u64> {
-        self.read(|conn| {
-            let n: i64 = conn.query_row(
-                "SELECT coalesce((SELECT max(seq) FROM traces), 0) - traces_seq \
-                 + coalesce((SELECT max(rid) FROM spans), 0) - spans_rid FROM search_state",
-                [],
-                |r| r.get(0),
-            )?;
-            Ok(n.max(0) as u64)
-        })
-        .await
+        self.read(unindexed_rows).await
     }
+}
+
+/// Rows stored but not yet in the search index (see `search_backlog`).
+pub(super) fn unindexed_rows(conn: &Connection) -> Result<u64> {
+    let n: i64 = conn
+        .prepare_cached(
+            "SELECT coalesce((SELECT max(seq) FROM traces), 0) - traces_seq \
+             + coalesce((SELECT max(rid) FROM spans), 0) - spans_rid FROM search_state",
+        )?
+        .query_row([], |r| r.get(0))?;
+    Ok(n.max(0) as u64)
 }
 
 /// One batch of deferred indexing, in the writer's transaction.

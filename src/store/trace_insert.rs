@@ -32,7 +32,7 @@ impl Store {
         traces: Vec<(i64, NewTrace)>,
     ) -> Result<Vec<InsertOutcome>> {
         let outcomes = self
-            .write(move |conn| {
+            .write_data(move |conn| {
                 let created_at = now_micros();
                 let mut statements = InsertStatements::prepare(conn)?;
                 let outcomes = traces

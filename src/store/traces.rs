@@ -96,7 +96,7 @@ impl Store {
         tenant_id: i64,
         feedback: NewFeedback,
     ) -> Result<Option<(String, i64)>> {
-        self.write(move |conn| {
+        self.write_data(move |conn| {
             let seq: Option<i64> = conn
                 .prepare_cached("SELECT seq FROM traces WHERE tenant_id = ?1 AND id = ?2")?
                 .query_row(params![tenant_id, feedback.trace_id], |r| r.get(0))

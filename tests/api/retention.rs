@@ -286,22 +286,29 @@ async fn a_full_database_refuses_ingest_with_507_until_space_is_freed() {
         "",
     )
     .await;
-    // Fill it with week-old traces of 40 KB until it refuses.
+    // Fill it with week-old traces of 40 KB until it refuses one, then
+    // with smaller ones until it refuses even those: a write is refused
+    // when it would not fit, so a smaller one may still fit after a larger
+    // one was refused.
     let deadline = Instant::now() + Duration::from_secs(20);
-    let refused = loop {
-        assert!(Instant::now() < deadline, "never refused");
-        let resp = server
-            .post(
-                "/v1/ingest",
-                &trace_aged("default", 7 * DAY_SECS, "fill", 40_000),
-            )
-            .await;
-        match resp.status().as_u16() {
-            201 => tokio::time::sleep(Duration::from_millis(20)).await,
-            507 => break resp,
-            other => panic!("unexpected status {other}"),
-        }
-    };
+    let mut refused = None;
+    for size in [40_000, 4_000, 400] {
+        refused = Some(loop {
+            assert!(Instant::now() < deadline, "never refused");
+            let resp = server
+                .post(
+                    "/v1/ingest",
+                    &trace_aged("default", 7 * DAY_SECS, "fill", size),
+                )
+                .await;
+            match resp.status().as_u16() {
+                201 => tokio::time::sleep(Duration::from_millis(20)).await,
+                507 => break resp,
+                other => panic!("unexpected status {other}"),
+            }
+        });
+    }
+    let refused = refused.expect("refused");
     let body = expect_error(refused, 507).await;
     assert_eq!(body["code"], "storage_full");
     assert!(
