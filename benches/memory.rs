@@ -8,7 +8,9 @@
 //! once, `MEM_ROUNDS` times over:
 //!
 //! - `otlp`: a 19 MB OTLP protobuf body of ~390,000 minimal spans, each its
-//!   own trace;
+//!   own trace (refused: over `limits.otlp_max_spans`);
+//! - `otlp-limit`: 50,000 such spans, the most one OTLP request may hold
+//!   (about 2.5 MB), each request with traces of its own;
 //! - `batch`: a JSON batch of 10,000 traces × 4 spans close to 64 MiB;
 //! - `list`: `GET /v1/traces?limit=200` over the big traces;
 //! - `otlp-export`: `GET /v1/otlp/export` over the big traces (a session);
@@ -43,7 +45,14 @@ use support::{health_ok, http_client, mb, proc_mem, Server, API_KEY};
 const BIG_INPUT_BYTES: usize = 4_900_000;
 const ADMIN_EMAIL: &str = "bench@example.com";
 const ADMIN_PASSWORD: &str = "benchpassword";
-const KINDS: [&str; 5] = ["otlp", "batch", "list", "otlp-export", "detail"];
+const KINDS: [&str; 6] = [
+    "otlp",
+    "otlp-limit",
+    "batch",
+    "list",
+    "otlp-export",
+    "detail",
+];
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -85,16 +94,17 @@ fn big_text(seed: u64) -> String {
     out
 }
 
-/// ~19 MB of OTLP protobuf: minimal spans, each in a trace of its own.
-fn otlp_worst_case() -> Vec<u8> {
+/// OTLP protobuf of `count` minimal spans, each in a trace of its own
+/// (trace ids told apart by `seed`): 390,646 make ~19 MB.
+fn otlp_minimal_spans(count: u64, seed: u64) -> Vec<u8> {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
     use prost::Message;
-    let spans = (0..390_646u64)
+    let spans = (0..count)
         .map(|i| {
             let mut trace_id = [0u8; 16];
             trace_id[..8].copy_from_slice(&i.to_be_bytes());
-            trace_id[8..].copy_from_slice(&0x5eed_u64.to_be_bytes());
+            trace_id[8..].copy_from_slice(&(0x5eed_u64 + seed).to_be_bytes());
             Span {
                 trace_id: trace_id.to_vec(),
                 span_id: (i + 1).to_be_bytes().to_vec(),
@@ -356,7 +366,7 @@ fn main() {
     let seeded = Instant::now();
     let ids = runtime.block_on(seed_big_traces(&base, big_traces));
     let token = runtime.block_on(session_token(&base));
-    let otlp = Arc::new(otlp_worst_case());
+    let otlp = Arc::new(otlp_minimal_spans(390_646, 0));
     println!(
         "  seeded in {:.1} s; OTLP body {:.1} MB; after seeding: {}",
         seeded.elapsed().as_secs_f64(),
@@ -402,6 +412,16 @@ fn main() {
                             content_type: "application/x-protobuf",
                             body: Some(otlp.clone()),
                         },
+                        "otlp-limit" => Request {
+                            method: reqwest::Method::POST,
+                            path: "/v1/otlp/traces".into(),
+                            token: API_KEY.into(),
+                            content_type: "application/x-protobuf",
+                            body: Some(Arc::new(otlp_minimal_spans(
+                                50_000,
+                                (round * 100 + i + 1) as u64,
+                            ))),
+                        },
                         "batch" => Request {
                             method: reqwest::Method::POST,
                             path: "/v1/ingest/batch".into(),
@@ -410,8 +430,10 @@ fn main() {
                             body: Some(Arc::new(batch_worst_case((round * 100 + i) as u64))),
                         },
                         "list" => get("/v1/traces?limit=200".into(), API_KEY),
+                        // From 2026 on: the big traces, not the minimal
+                        // spans of `otlp-limit` (which start in 2025).
                         "otlp-export" => get(
-                            "/v1/otlp/export?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z"
+                            "/v1/otlp/export?from=2026-01-01T00:00:00Z&to=2100-01-01T00:00:00Z"
                                 .into(),
                             &token,
                         ),
