@@ -18,7 +18,7 @@ use trulayer_server::config::Synchronous;
 use trulayer_server::error::AppError;
 use trulayer_server::http::{parse_json, ListQuery};
 use trulayer_server::ingest::BatchRequest;
-use trulayer_server::store::Store;
+use trulayer_server::store::{Actor, Store};
 
 /// Bounds the list promises (`MAX_LIMIT`, `MAX_SEARCH_TERMS` in the API).
 const MAX_LIMIT: usize = 200;
@@ -48,7 +48,7 @@ fn database() -> &'static Database {
         let store = Store::open(&dir, Synchronous::Normal, 2).expect("store opens");
         let tenant_id = runtime.block_on(async {
             let (tenant_id, project_id) = store
-                .create_tenant("fuzz".into(), "default".into())
+                .create_tenant("fuzz".into(), "default".into(), Actor::operator())
                 .await
                 .expect("tenant");
             let batch: BatchRequest = parse_json(SAMPLE).expect("the SDK's sample parses");
