@@ -216,6 +216,13 @@ pub struct BatchShape {
     traces: Option<Vec<TraceShape>>,
 }
 
+impl BatchShape {
+    /// Whether the body names `traces` at all.
+    pub fn has_traces(&self) -> bool {
+        self.traces.is_some()
+    }
+}
+
 /// How many traces, spans and events a body holds.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {

@@ -32,30 +32,30 @@ pub async fn create(
     principal: Principal,
     JsonBody(body): JsonBody<FeedbackRequest>,
 ) -> Result<Response, AppError> {
+    // A field missing or of the wrong type is a 422 (the body's decoder);
+    // a value out of bounds is the 400 the reference documents.
     if !matches!(body.label.as_str(), "good" | "bad" | "neutral") {
-        return Err(AppError::unprocessable(
-            "label: must be good, bad or neutral",
-        ));
+        return Err(AppError::bad_request("label: must be good, bad or neutral"));
     }
     if body.trace_id.is_empty() || body.trace_id.len() > 256 {
-        return Err(AppError::unprocessable("trace_id: must be a trace's id"));
+        return Err(AppError::bad_request("trace_id: must be a trace's id"));
     }
     if body.score.is_some_and(|s| !s.is_finite()) {
-        return Err(AppError::unprocessable("score: must be a finite number"));
+        return Err(AppError::bad_request("score: must be a finite number"));
     }
     if body
         .comment
         .as_ref()
         .is_some_and(|c| c.chars().count() > MAX_COMMENT_CHARS)
     {
-        return Err(AppError::unprocessable(format!(
+        return Err(AppError::bad_request(format!(
             "comment: at most {MAX_COMMENT_CHARS} characters"
         )));
     }
     state.space.check()?;
     let metadata = Value::Object(body.metadata.unwrap_or_default()).to_string();
     if metadata.len() > MAX_METADATA_BYTES {
-        return Err(AppError::unprocessable(format!(
+        return Err(AppError::bad_request(format!(
             "metadata: at most {MAX_METADATA_BYTES} bytes"
         )));
     }

@@ -30,27 +30,29 @@ pub struct IngestBody<T>(pub T);
 /// A body whose items can be counted without decoding it.
 pub trait Shaped {
     type Shape: DeserializeOwned + Send;
-    fn counts(shape: &Self::Shape) -> Counts;
-    /// Refuses counts the request type does not allow.
-    fn check(_counts: &Counts) -> Result<(), AppError> {
-        Ok(())
-    }
+    /// What the body holds; refuses a shape the request type does not
+    /// allow.
+    fn counts(shape: &Self::Shape) -> Result<Counts, AppError>;
 }
 
 impl Shaped for TraceRequest {
     type Shape = TraceShape;
-    fn counts(shape: &TraceShape) -> Counts {
-        Counts::from(shape)
+    fn counts(shape: &TraceShape) -> Result<Counts, AppError> {
+        Ok(Counts::from(shape))
     }
 }
 
 impl Shaped for BatchRequest {
     type Shape = BatchShape;
-    fn counts(shape: &BatchShape) -> Counts {
-        Counts::from(shape)
-    }
-    fn check(counts: &Counts) -> Result<(), AppError> {
-        check_batch_size(counts.traces).map_err(|e| AppError::unprocessable(e.to_string()))
+    /// Without `traces`, a required field is missing (422, as decoding
+    /// says); a batch outside its limits is the reference's 400.
+    fn counts(shape: &BatchShape) -> Result<Counts, AppError> {
+        if !shape.has_traces() {
+            return Err(AppError::unprocessable("missing field `traces`"));
+        }
+        let counts = Counts::from(shape);
+        check_batch_size(counts.traces).map_err(|e| AppError::bad_request(e.to_string()))?;
+        Ok(counts)
     }
 }
 
@@ -69,11 +71,10 @@ impl<T: DeserializeOwned + Shaped + Send + 'static> FromRequest<AppState> for In
         // same errors the full decoding would give. Reading up to 64 MiB of
         // JSON is CPU work: off the async threads, which answer `/health`.
         let (bytes, counts) = blocking(move || {
-            let counts = T::counts(&parse_json::<T::Shape>(&bytes)?);
+            let counts = T::counts(&parse_json::<T::Shape>(&bytes)?)?;
             Ok((bytes, counts))
         })
         .await?;
-        T::check(&counts)?;
         let limit = state.config.limits.batch_max_spans;
         if counts.spans > limit {
             return Err(AppError::TooManySpans {

@@ -28,12 +28,14 @@ const MAX_PAGE: usize = 200;
 fn project_json(p: &ProjectRecord) -> Value {
     json!({
         "id": p.uuid,
+        "organization_id": p.organization_uuid,
         "name": p.name,
         "slug": p.slug,
         "archived": p.archived,
         "archived_at": p.archived_at.map(Timestamp),
         "retention_days_override": p.retention_days,
         "created_at": Timestamp(p.created_at),
+        "updated_at": Timestamp(p.updated_at),
     })
 }
 
@@ -229,9 +231,8 @@ pub async fn list_keys(
     principal: Principal,
 ) -> Result<Json<Value>, AppError> {
     let keys = state.store.list_api_keys(principal.tenant_id).await?;
-    Ok(Json(
-        json!({ "api_keys": keys.iter().map(key_json).collect::<Vec<_>>() }),
-    ))
+    // A bare array of APIKey, as the reference answers.
+    Ok(Json(Value::Array(keys.iter().map(key_json).collect())))
 }
 
 #[derive(Deserialize)]

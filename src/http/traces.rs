@@ -139,6 +139,24 @@ impl ListQuery {
                 })
                 .transpose()
         };
+        // The reference's filter by failure class: this server does not
+        // classify failures yet, and a filter is never silently ignored.
+        if let Some(kind) = text("failure_type") {
+            return Err(match kind.as_str() {
+                "timeout" | "rate_limit" | "invalid_response" | "context_length" => {
+                    AppError::BadRequest {
+                        message: "failure_type: not supported by this server yet (traces are \
+                                  not classified by failure); filter with error=true instead"
+                            .into(),
+                        code: Some("filter_not_supported"),
+                    }
+                }
+                _ => AppError::bad_request(
+                    "failure_type: must be one of timeout, rate_limit, invalid_response, \
+                     context_length",
+                ),
+            });
+        }
         let error = match text("error").as_deref() {
             None => None,
             Some("true") => Some(true),

@@ -27,6 +27,7 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = migrations![
     (9, "0009_evals"),
     (10, "0010_tag_lookup"),
     (11, "0011_session_lookup"),
+    (12, "0012_project_updated_at"),
 ];
 
 /// The schema version this binary writes.

@@ -44,6 +44,10 @@ pub struct ProjectRecord {
     pub archived_at: Option<i64>,
     pub retention_days: Option<i64>,
     pub created_at: i64,
+    /// When its name, retention or archiving last changed.
+    pub updated_at: i64,
+    /// Its organisation's public id.
+    pub organization_uuid: String,
 }
 
 /// A change to a project; `None` leaves a field as it is.
@@ -54,8 +58,9 @@ pub struct ProjectChange {
     pub retention_days: Option<Option<i64>>,
 }
 
-const PROJECT_COLUMNS: &str =
-    "id, uuid, tenant_id, name, slug, archived_at, retention_days, created_at";
+const PROJECT_COLUMNS: &str = "id, uuid, tenant_id, name, slug, archived_at, retention_days, \
+     created_at, coalesce(updated_at, created_at), \
+     (SELECT uuid FROM tenants WHERE tenants.id = projects.tenant_id)";
 
 impl Store {
     pub async fn is_initialised(&self) -> Result<bool> {
@@ -212,12 +217,16 @@ impl Store {
                         "a project named {name:?} (or with slug {slug:?}) already exists"
                     )));
                 }
-                conn.prepare_cached("UPDATE projects SET name = ?2, slug = ?3 WHERE id = ?1")?
-                    .execute(params![project.id, name, slug])?;
+                conn.prepare_cached(
+                    "UPDATE projects SET name = ?2, slug = ?3, updated_at = ?4 WHERE id = ?1",
+                )?
+                .execute(params![project.id, name, slug, now_micros()])?;
             }
             if let Some(days) = change.retention_days {
-                conn.prepare_cached("UPDATE projects SET retention_days = ?2 WHERE id = ?1")?
-                    .execute(params![project.id, days])?;
+                conn.prepare_cached(
+                    "UPDATE projects SET retention_days = ?2, updated_at = ?3 WHERE id = ?1",
+                )?
+                .execute(params![project.id, days, now_micros()])?;
             }
             // Named as the API names them; only what the change sets.
             let mut details = serde_json::Map::new();
@@ -271,8 +280,10 @@ impl Store {
             }
             let at = archived.then(now_micros);
             if archived != project.archived {
-                conn.prepare_cached("UPDATE projects SET archived_at = ?2 WHERE id = ?1")?
-                    .execute(params![project.id, at])?;
+                conn.prepare_cached(
+                    "UPDATE projects SET archived_at = ?2, updated_at = ?3 WHERE id = ?1",
+                )?
+                .execute(params![project.id, at, now_micros()])?;
             }
             let action = if archived {
                 "project.archive"
@@ -354,12 +365,11 @@ impl Store {
     ) -> Result<Option<ProjectRecord>> {
         self.read(move |conn| {
             Ok(conn
-                .prepare_cached(
-                    "SELECT id, uuid, tenant_id, name, slug, archived_at, retention_days, created_at \
-                     FROM projects \
+                .prepare_cached(&format!(
+                    "SELECT {PROJECT_COLUMNS} FROM projects \
                      WHERE tenant_id = ?1 AND (uuid = ?2 OR slug = ?2 OR name = ?2) \
-                     ORDER BY uuid = ?2 DESC, slug = ?2 DESC LIMIT 1",
-                )?
+                     ORDER BY uuid = ?2 DESC, slug = ?2 DESC LIMIT 1"
+                ))?
                 .query_row(params![tenant_id, reference], project_from_row)
                 .optional()?)
         })
@@ -376,12 +386,11 @@ impl Store {
     ) -> Result<Option<ProjectRecord>> {
         self.read(move |conn| {
             Ok(conn
-                .prepare_cached(
-                    "SELECT id, uuid, tenant_id, name, slug, archived_at, retention_days, created_at \
-                     FROM projects \
+                .prepare_cached(&format!(
+                    "SELECT {PROJECT_COLUMNS} FROM projects \
                      WHERE tenant_id = ?1 AND (uuid = ?2 OR slug = ?2 OR name = ?2 OR id = ?3) \
-                     ORDER BY uuid = ?2 DESC, slug = ?2 DESC, name = ?2 DESC LIMIT 1",
-                )?
+                     ORDER BY uuid = ?2 DESC, slug = ?2 DESC, name = ?2 DESC LIMIT 1"
+                ))?
                 .query_row(params![tenant_id, reference, fallback], project_from_row)
                 .optional()?)
         })
@@ -401,6 +410,8 @@ fn project_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ProjectRecord> {
         archived_at,
         retention_days: r.get(6)?,
         created_at: r.get(7)?,
+        updated_at: r.get(8)?,
+        organization_uuid: r.get(9)?,
     })
 }
 
@@ -445,7 +456,8 @@ fn insert_project(
         )));
     }
     conn.prepare_cached(
-        "INSERT INTO projects (uuid, tenant_id, name, slug, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO projects (uuid, tenant_id, name, slug, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
     )?
     .execute(params![uuid, tenant_id, name, slug, now])?;
     Ok((conn.last_insert_rowid(), uuid))

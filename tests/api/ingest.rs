@@ -219,7 +219,7 @@ async fn batch_sizes_are_enforced() {
         server
             .post("/v1/ingest/batch", &json!({"traces": []}))
             .await,
-        422,
+        400,
         &["traces", "10000"],
     )
     .await;
@@ -230,14 +230,16 @@ async fn batch_sizes_are_enforced() {
         server
             .post("/v1/ingest/batch", &json!({"traces": many}))
             .await,
-        422,
+        400,
         &["got 10001"],
     )
     .await;
     assert_eq!(server.list_all("", 200).await.len(), 0);
-    expect_error(
+    // A required field missing is a validation error.
+    expect_error_naming(
         server.post("/v1/ingest/batch", &json!({"nope": []})).await,
         422,
+        &["traces"],
     )
     .await;
 

@@ -233,9 +233,10 @@ async fn api_keys(server: &TestServer, token: &str) -> (Vec<Value>, String) {
     let text = resp.text().await.expect("body");
     assert_eq!(status, 200, "list keys: {text}");
     let body: Value = serde_json::from_str(&text).expect("JSON");
-    let keys = body["api_keys"]
+    // The reference answers a bare array of APIKey.
+    let keys = body
         .as_array()
-        .unwrap_or_else(|| panic!("no api_keys in {body}"))
+        .unwrap_or_else(|| panic!("not an array: {body}"))
         .clone();
     (keys, text)
 }
@@ -965,10 +966,16 @@ async fn projects_are_listed_for_keys_and_sessions_with_every_field() {
             "archived_at",
             "retention_days_override",
             "created_at",
+            "organization_id",
+            "updated_at",
         ],
         "project",
     );
     assert_eq!(p["name"], "default");
+    // The reference's Project names its organisation and when it changed.
+    let me = server.get_json_as(&owner, "/v1/auth/me").await;
+    assert_eq!(p["organization_id"], me["org_id"], "{me}");
+    assert_eq!(p["updated_at"], p["created_at"]);
     assert_eq!(p["slug"], "default");
     assert_eq!(p["archived"], false);
     assert_eq!(p["archived_at"], Value::Null);
@@ -1069,6 +1076,15 @@ async fn patching_a_project_renames_it_and_bounds_its_retention() {
     .await;
     assert_eq!(renamed["name"], "New Name");
     assert_eq!(renamed["id"], project["id"]);
+    assert_eq!(renamed["created_at"], project["created_at"]);
+    let at = |p: &Value| {
+        chrono::DateTime::parse_from_rfc3339(p["updated_at"].as_str().expect("updated_at"))
+            .expect("RFC 3339")
+    };
+    assert!(
+        at(&renamed) > at(&project),
+        "a rename moves updated_at: {project} then {renamed}"
+    );
 
     let set = expect_status(
         patch(
@@ -1995,12 +2011,12 @@ async fn a_keys_use_shows_as_last_used_at() {
     let server = TestServer::start().await;
     let owner = owner_session(&server).await;
     let before = server.get_json_as(&owner, "/v1/apikeys").await;
-    assert_eq!(before["api_keys"][0]["last_used_at"], Value::Null);
+    assert_eq!(before[0]["last_used_at"], Value::Null);
     assert_eq!(server.get("/v1/traces").await.status().as_u16(), 200);
     let mut seen = Value::Null;
     for _ in 0..100 {
         let keys = server.get_json_as(&owner, "/v1/apikeys").await;
-        seen = keys["api_keys"][0]["last_used_at"].clone();
+        seen = keys[0]["last_used_at"].clone();
         if !seen.is_null() {
             break;
         }

@@ -40,7 +40,7 @@ export function render(root, ctx) {
     try {
       const data = await api('/v1/apikeys', { signal: ctx.signal });
       if (mine !== generation) return;
-      const list = Array.isArray(data?.api_keys) ? data.api_keys : [];
+      const list = Array.isArray(data) ? data : [];
       const order = { active: 0, expired: 1, revoked: 2 };
       list.sort((a, b) => order[keyStatus(a)] - order[keyStatus(b)] || String(b.created_at).localeCompare(String(a.created_at)));
       replace(body, keysTable(list, { reload: load, showSecret, clearSecret: () => replace(secretBox) }), list.length ? null : empty('No API keys.', 'Create one to send traces.'));
