@@ -186,7 +186,7 @@ fn table(batch: LargeBody, otlp: LargeBody) -> Vec<(RouteSpec, MethodRouter<AppS
         row(M::DELETE, "/v1/apikeys/{id}", Session, None, Owner, Read, delete(projects::revoke_key)),
         row(M::POST, "/v1/apikeys/{id}/rotate", Session, None, Owner, Read, post(projects::rotate_key)),
         row(M::GET, "/v1/audit-log", Session, None, Auditor, Read, get(audit::list)),
-        row(M::GET, "/v1/audit/verify", Session, None, Auditor, Read, get(audit::verify)),
+        row(M::GET, "/v1/audit/verify", Public, None, Any, Read, get(audit::verify)),
         row(M::POST, "/v1/feedback", Either, Some(Sends), Member, Feedback, post(feedback::create)),
         row(M::POST, "/v1/eval", Either, Some(Sends), Member, Feedback, post(evals::trigger)),
         row(M::GET, "/v1/eval", Either, Some(Reads), Any, Read, get(evals::list)),

@@ -100,44 +100,89 @@ impl Store {
 
     /// Recomputes the tenant's chain from its first entry.
     pub async fn verify_audit(&self, tenant_id: i64) -> Result<AuditVerdict> {
+        self.read(move |conn| Ok(walk_chain(conn, tenant_id, i64::MAX)?.0))
+            .await
+    }
+
+    /// The head of the chain of the tenant with public id `tenant_uuid` as
+    /// of `until` (microseconds, exclusive), with the chain up to it
+    /// recomputed; `None` for an unknown tenant or one without entries by
+    /// then.
+    pub async fn audit_anchor(
+        &self,
+        tenant_uuid: String,
+        until: i64,
+    ) -> Result<Option<AuditAnchor>> {
         self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, at, actor, action, target, source, details, prev_hash, hash \
-                 FROM audit_log WHERE tenant_id = ?1 ORDER BY id",
-            )?;
-            let mut rows = stmt.query([tenant_id])?;
-            let mut expected_prev = vec![0u8; 32];
-            let mut entries = 0;
-            while let Some(r) = rows.next()? {
-                entries += 1;
-                let id: i64 = r.get(0)?;
-                let prev: Vec<u8> = r.get(7)?;
-                let stored: Vec<u8> = r.get(8)?;
-                let computed = entry_hash(
-                    &prev,
-                    tenant_id,
-                    r.get(1)?,
-                    &r.get::<_, String>(2)?,
-                    &r.get::<_, String>(3)?,
-                    r.get::<_, Option<String>>(4)?.as_deref(),
-                    r.get::<_, Option<String>>(5)?.as_deref(),
-                    &r.get::<_, String>(6)?,
-                );
-                if prev != expected_prev || stored != computed {
-                    return Ok(AuditVerdict {
-                        entries,
-                        broken_at: Some(id),
-                    });
-                }
-                expected_prev = stored;
-            }
-            Ok(AuditVerdict {
-                entries,
-                broken_at: None,
-            })
+            let Some(tenant_id) = conn
+                .prepare_cached("SELECT id FROM tenants WHERE uuid = ?1")?
+                .query_row([&tenant_uuid], |r| r.get::<_, i64>(0))
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let (verdict, head) = walk_chain(conn, tenant_id, until)?;
+            Ok(head.map(|head_hash| AuditAnchor { head_hash, verdict }))
         })
         .await
     }
+}
+
+/// The head of a tenant's chain at a moment, and whether the chain up to it
+/// is intact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditAnchor {
+    /// The stored hash of the last entry before the moment.
+    pub head_hash: Vec<u8>,
+    /// The entries up to it, and where they first fail to chain.
+    pub verdict: AuditVerdict,
+}
+
+/// Walks the tenant's entries in order up to the first written at or after
+/// `until`, recomputing each hash; returns the verdict and the last stored
+/// hash (`None` without entries).
+fn walk_chain(
+    conn: &Connection,
+    tenant_id: i64,
+    until: i64,
+) -> Result<(AuditVerdict, Option<Vec<u8>>)> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, at, actor, action, target, source, details, prev_hash, hash \
+         FROM audit_log WHERE tenant_id = ?1 ORDER BY id",
+    )?;
+    let mut rows = stmt.query([tenant_id])?;
+    let mut expected_prev = vec![0u8; 32];
+    let mut entries = 0;
+    let mut broken_at = None;
+    let mut head = None;
+    while let Some(r) = rows.next()? {
+        let at: i64 = r.get(1)?;
+        if at >= until {
+            break;
+        }
+        entries += 1;
+        let id: i64 = r.get(0)?;
+        let prev: Vec<u8> = r.get(7)?;
+        let stored: Vec<u8> = r.get(8)?;
+        if broken_at.is_none() {
+            let computed = entry_hash(
+                &prev,
+                tenant_id,
+                at,
+                &r.get::<_, String>(2)?,
+                &r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(4)?.as_deref(),
+                r.get::<_, Option<String>>(5)?.as_deref(),
+                &r.get::<_, String>(6)?,
+            );
+            if prev != expected_prev || stored != computed {
+                broken_at = Some(id);
+            }
+        }
+        expected_prev = stored.clone();
+        head = Some(stored);
+    }
+    Ok((AuditVerdict { entries, broken_at }, head))
 }
 
 /// Appends what `by` did to the tenant's chain, on `conn`: the connection
@@ -257,6 +302,68 @@ mod tests {
             .into_iter()
             .map(|p| p.name)
             .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_anchor_is_the_head_of_the_chain_as_of_its_moment() {
+        let (dir, store, tenant) = store_with_org().await;
+        for name in ["one", "two", "three"] {
+            store
+                .create_project(tenant, name.into(), Actor::operator())
+                .await
+                .expect("project");
+        }
+        let conn = Connection::open(dir.path().join(super::super::DB_FILE)).expect("open");
+        let uuid: String = conn
+            .query_row("SELECT uuid FROM tenants WHERE id = ?1", [tenant], |r| {
+                r.get(0)
+            })
+            .expect("tenant uuid");
+        let entries: Vec<(i64, Vec<u8>)> = conn
+            .prepare("SELECT at, hash FROM audit_log WHERE tenant_id = ?1 ORDER BY id")
+            .expect("prepare")
+            .query_map([tenant], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("entries");
+        assert_eq!(entries.len(), 4, "org.create and three projects");
+        // As of the third entry's moment: the first two, headed by the second.
+        let anchor = store
+            .audit_anchor(uuid.clone(), entries[2].0)
+            .await
+            .expect("anchor")
+            .expect("entries by then");
+        assert_eq!(anchor.head_hash, entries[1].1);
+        assert_eq!(
+            anchor.verdict,
+            AuditVerdict {
+                entries: 2,
+                broken_at: None
+            }
+        );
+        let now = store
+            .audit_anchor(uuid.clone(), i64::MAX)
+            .await
+            .expect("anchor")
+            .expect("entries");
+        assert_eq!(now.head_hash, entries[3].1);
+        assert_eq!(now.verdict.entries, 4);
+        // Before the first entry, and for an unknown tenant: none.
+        assert_eq!(
+            store
+                .audit_anchor(uuid, entries[0].0)
+                .await
+                .expect("anchor"),
+            None
+        );
+        assert_eq!(
+            store
+                .audit_anchor("00000000-0000-0000-0000-000000000000".into(), i64::MAX)
+                .await
+                .expect("anchor"),
+            None
+        );
+        close(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,7 +41,7 @@ use crate::config::Synchronous;
 
 pub use accounts::{LoginCandidate, SessionRecord, UserRecord};
 pub use api_keys::{ApiKeyInfo, ApiKeyRecord, NewApiKey};
-pub use audit::{Actor, AuditRecord, AuditVerdict};
+pub use audit::{Actor, AuditAnchor, AuditRecord, AuditVerdict};
 pub use eval_rules::{
     ActiveRule, AutoCandidates, AutoEval, EvalRule, EvalRuleChange, NewEvalRule, NewTraceInfo,
     RuleCreated, Scheduled,

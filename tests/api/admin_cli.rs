@@ -212,7 +212,7 @@ async fn operator_commands_work_on_a_running_servers_data() {
             "org.create"
         ]
     );
-    let verdict = server.get_json_as(&owner, "/v1/audit/verify").await;
+    let verdict = server.audit_verify(&owner).await;
     assert_eq!(verdict["intact"], true);
 }
 
@@ -335,6 +335,6 @@ async fn an_operator_change_whose_entry_cannot_be_written_is_not_made() {
     assert_eq!(log["entries"][1]["action"], "user.create");
     assert_eq!(log["entries"][1]["actor"], "operator");
     assert_eq!(log["entries"][1]["details"]["email"], "doomed@example.com");
-    let verdict = server.get_json_as(&owner, "/v1/audit/verify").await;
+    let verdict = server.audit_verify(&owner).await;
     assert_eq!(verdict["intact"], true);
 }

@@ -105,13 +105,12 @@ async fn owners_and_viewers_read_the_log_members_and_keys_do_not() {
     };
     let member = as_user("m@example.com").await;
     let viewer = as_user("v@example.com").await;
-    for path in ["/v1/audit-log", "/v1/audit/verify"] {
-        assert_eq!(server.get_as(&viewer, path).await.status().as_u16(), 200);
-        let body = expect_error(server.get_as(&member, path).await, 403).await;
-        assert_eq!(body["code"], "forbidden_role");
-        let body = expect_error(server.get(path).await, 403).await;
-        assert_eq!(body["code"], "session_required");
-    }
+    let path = "/v1/audit-log";
+    assert_eq!(server.get_as(&viewer, path).await.status().as_u16(), 200);
+    let body = expect_error(server.get_as(&member, path).await, 403).await;
+    assert_eq!(body["code"], "forbidden_role");
+    let body = expect_error(server.get(path).await, 403).await;
+    assert_eq!(body["code"], "session_required");
 }
 
 #[tokio::test]
@@ -154,6 +153,94 @@ async fn the_log_pages_without_gaps_or_repeats() {
 }
 
 #[tokio::test]
+async fn the_daily_anchor_has_the_references_shape_without_credentials() {
+    let server = TestServer::start().await;
+    let owner = server.session_token().await;
+    server
+        .post_as(&owner, "/v1/projects", &json!({"name": "anchored"}))
+        .await;
+    let anchor = server.audit_verify(&owner).await;
+    for field in [
+        "verified",
+        "date",
+        "head_hash",
+        "row_count",
+        "s3_key",
+        "anchored_at",
+    ] {
+        assert!(anchor.get(field).is_some(), "{field} missing: {anchor}");
+    }
+    assert_eq!(anchor["verified"], true);
+    assert_eq!(
+        anchor["row_count"], 2,
+        "org.create and the project: {anchor}"
+    );
+    let head = anchor["head_hash"].as_str().expect("head_hash").to_owned();
+    assert_eq!(head.len(), 64, "hex SHA-256: {head}");
+    assert!(
+        anchor.get("hash_matches").is_none(),
+        "only when asked: {anchor}"
+    );
+    let me = server.get_json_as(&owner, "/v1/auth/me").await;
+    let org = me["org_id"].as_str().expect("org_id").to_owned();
+    let today = chrono::Utc::now().date_naive();
+    let ask = |query: String| {
+        let server = &server;
+        async move {
+            server
+                .client
+                .get(server.url(&format!("/v1/audit/verify?{query}")))
+                .send()
+                .await
+                .expect("sent")
+        }
+    };
+    // An auditor's copy of the head: matches, or does not.
+    let upper = head.to_uppercase();
+    for (expected, matches) in [
+        (head.as_str(), true),
+        (upper.as_str(), true),
+        ("00ff", false),
+    ] {
+        let resp = ask(format!(
+            "tenant_id={org}&date={today}&expected_head_hash={expected}"
+        ))
+        .await;
+        assert_eq!(resp.status().as_u16(), 200);
+        let body: Value = resp.json().await.expect("json");
+        assert_eq!(body["hash_matches"], matches, "{expected}: {body}");
+    }
+    // The day before the organisation existed, a day to come, an unknown
+    // organisation: no anchor.
+    let yesterday = today.pred_opt().expect("yesterday");
+    let tomorrow = today.succ_opt().expect("tomorrow");
+    let stranger = uuid::Uuid::new_v4();
+    for query in [
+        format!("tenant_id={org}&date={yesterday}"),
+        format!("tenant_id={org}&date={tomorrow}"),
+        format!("tenant_id={stranger}&date={today}"),
+    ] {
+        let body = expect_error(ask(query.clone()).await, 404).await;
+        assert_eq!(body["code"], "not_found", "{query}");
+    }
+    // The reference's required parameters, each named when wrong.
+    for (query, needle) in [
+        (format!("date={today}"), "tenant_id"),
+        (format!("tenant_id={org}"), "date"),
+        (format!("tenant_id=acme&date={today}"), "tenant_id"),
+        (format!("tenant_id={org}&date=yesterday"), "date"),
+        (
+            format!("tenant_id={org}&date={today}&expected_head_hash=xyz"),
+            "expected_head_hash",
+        ),
+    ] {
+        let body = expect_error(ask(query.clone()).await, 400).await;
+        let text = body["error"].as_str().unwrap_or_default();
+        assert!(text.contains(needle), "{query}: {body}");
+    }
+}
+
+#[tokio::test]
 async fn verification_finds_an_edited_row_and_a_deleted_row() {
     let server = TestServer::start().await;
     let owner = server.session_token().await;
@@ -162,11 +249,10 @@ async fn verification_finds_an_edited_row_and_a_deleted_row() {
             .post_as(&owner, "/v1/projects", &json!({"name": name}))
             .await;
     }
-    let verdict = server.get_json_as(&owner, "/v1/audit/verify").await;
-    assert_eq!(
-        verdict,
-        json!({"intact": true, "entries": 4, "broken_at": null})
-    );
+    let verdict = server.audit_verify(&owner).await;
+    assert_eq!(verdict["intact"], true, "{verdict}");
+    assert_eq!(verdict["row_count"], 4, "{verdict}");
+    assert_eq!(verdict["broken_at"], Value::Null, "{verdict}");
 
     // Someone with the database file edits an entry.
     let db = rusqlite::Connection::open(db_path(&server)).expect("open the database");
@@ -182,14 +268,14 @@ async fn verification_finds_an_edited_row_and_a_deleted_row() {
         [ids[2]],
     )
     .expect("tamper");
-    let verdict = server.get_json_as(&owner, "/v1/audit/verify").await;
+    let verdict = server.audit_verify(&owner).await;
     assert_eq!(verdict["intact"], false);
     assert_eq!(verdict["broken_at"], ids[2]);
 
     // Removing the edited entry instead breaks the chain at the next one.
     db.execute("DELETE FROM audit_log WHERE id = ?1", [ids[2]])
         .expect("delete");
-    let verdict = server.get_json_as(&owner, "/v1/audit/verify").await;
+    let verdict = server.audit_verify(&owner).await;
     assert_eq!(verdict["intact"], false);
     assert_eq!(verdict["broken_at"], ids[3], "the entry after the gap");
 }
@@ -310,10 +396,15 @@ async fn a_change_and_its_entry_commit_together_or_not_at_all() {
         ]
     );
     assert_eq!(log["entries"][1]["target"], key_id);
-    let verdict = server.get_json_as(&owner, "/v1/audit/verify").await;
+    let verdict = server.audit_verify(&owner).await;
     assert_eq!(
-        verdict,
-        json!({"intact": true, "entries": 5, "broken_at": null})
+        (
+            &verdict["intact"],
+            &verdict["row_count"],
+            &verdict["broken_at"]
+        ),
+        (&json!(true), &json!(5), &Value::Null),
+        "{verdict}"
     );
 }
 
@@ -378,9 +469,18 @@ async fn the_chain_holds_under_concurrent_changes_from_the_api_and_the_operator(
     assert_eq!(count("project.create"), PROJECTS);
     assert_eq!(count("user.create"), OPERATOR_USERS);
     assert_eq!(all.len(), PROJECTS + OPERATOR_USERS + 1, "and the login");
-    let verdict = server.get_json_as(&owner, "/v1/audit/verify").await;
+    let verdict = server.audit_verify(&owner).await;
     assert_eq!(
-        verdict,
-        json!({"intact": true, "entries": PROJECTS + OPERATOR_USERS + 1, "broken_at": null})
+        (
+            &verdict["intact"],
+            &verdict["row_count"],
+            &verdict["broken_at"]
+        ),
+        (
+            &json!(true),
+            &json!(PROJECTS + OPERATOR_USERS + 1),
+            &Value::Null
+        ),
+        "{verdict}"
     );
 }

@@ -315,7 +315,8 @@ async fn a_database_from_before_the_rollups_gets_them_built_on_upgrade() {
         }
         let conn = rusqlite::Connection::open(&db).expect("open");
         conn.execute_batch(
-            "DROP TRIGGER session_lookup_update; DROP TRIGGER session_lookup_delete;
+            "ALTER TABLE projects DROP COLUMN updated_at;
+             DROP TRIGGER session_lookup_update; DROP TRIGGER session_lookup_delete;
              DROP TABLE session_lookup; DROP TABLE session_pending;
              CREATE INDEX traces_session ON traces(tenant_id, session_id, started_at)
                  WHERE session_id IS NOT NULL;

@@ -150,6 +150,23 @@ impl TestServer {
         body["token"].as_str().expect("session token").to_owned()
     }
 
+    /// `GET /v1/audit/verify` for the organisation of the session `token`
+    /// and today (UTC), without credentials, as an auditor calls it; must
+    /// answer 200.
+    pub async fn audit_verify(&self, token: &str) -> Value {
+        let me = self.get_json_as(token, "/v1/auth/me").await;
+        let org = me["org_id"].as_str().expect("org_id");
+        let today = chrono::Utc::now().date_naive();
+        let resp = self
+            .client
+            .get(self.url(&format!("/v1/audit/verify?tenant_id={org}&date={today}")))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(resp.status().as_u16(), 200, "GET /v1/audit/verify");
+        resp.json().await.expect("JSON body")
+    }
+
     /// GET as `token` that must answer 200; returns the JSON body.
     pub async fn get_json_as(&self, token: &str, path: &str) -> Value {
         let resp = self.get_as(token, path).await;

@@ -5,6 +5,7 @@ import { el, replace, add } from '../dom.js';
 import { api, isAbort, errorText } from '../api.js';
 import { loading, errorBox, empty, pageHeader, table, td, timeEl, badge, pager, busy, section } from '../ui.js';
 import { fmtInt } from '../format.js';
+import { state } from '../state.js';
 
 const PAGE_SIZE = 50;
 
@@ -16,10 +17,14 @@ export function render(root, ctx) {
   verify.addEventListener('click', async () => {
     verifyResult.textContent = '';
     try {
-      const v = await busy(verify, () => api('/v1/audit/verify', { signal: ctx.signal }));
+      // Today's anchor: the head of the organisation's chain as of now,
+      // with every entry up to it recomputed.
+      const query = { tenant_id: state.user?.org_id, date: new Date().toISOString().slice(0, 10) };
+      const v = await busy(verify, () => api('/v1/audit/verify', { signal: ctx.signal, query }));
       replace(verifyResult, v.intact
-        ? badge(`Intact · ${fmtInt(v.entries)} entries`, 'ok')
-        : badge(`Broken at entry ${v.broken_at} of ${fmtInt(v.entries)}`, 'error'));
+        ? badge(`Intact · ${fmtInt(v.row_count)} entries`, 'ok')
+        : badge(`Broken at entry ${v.broken_at} of ${fmtInt(v.row_count)}`, 'error'));
+      verifyResult.title = `Head ${v.head_hash}`;
     } catch (err) {
       if (!isAbort(err)) replace(verifyResult, badge(errorText(err), 'error'));
     }
