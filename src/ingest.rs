@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::model::{
-    NewEvent, NewSpan, NewTrace, SpanType, MAX_COST_USD, MAX_LATENCY_MS, MAX_TOKENS,
+    NewEvent, NewSpan, NewTrace, SpanAggregates, SpanType, MAX_COST_USD, MAX_LATENCY_MS, MAX_TOKENS,
 };
 use crate::pricing::Pricing;
 
@@ -393,24 +393,22 @@ impl TraceRequest {
             ));
         }
 
-        let started_at = started_at
-            .or_else(|| spans.iter().filter_map(|s| s.start_time).min())
-            .unwrap_or(now);
-        let ended_at = ended_at.or_else(|| spans.iter().filter_map(|s| s.end_time).max());
+        // What the trace does not state itself comes from its spans, by
+        // the rule OTLP traces follow too. Its `error` is its own: the SDK
+        // sets it when an exception leaves the trace and sends null when
+        // one was handled inside, so a failed span does not make it fail.
+        let derived = SpanAggregates::of(&spans);
+        let started_at = started_at.or(derived.started).unwrap_or(now);
+        let ended_at = ended_at.or(derived.ended);
+        let total_token_count = derived.tokens;
+        let cost = cost.or(derived.cost);
+        let model = self.model.or_else(|| derived.model.map(str::to_owned));
         let events = event_requests
             .into_iter()
             .enumerate()
             .map(|(i, e)| e.into_new_event(&Path::Item(at, "events", i), started_at))
             .collect::<Result<Vec<_>, _>>()?;
         let latency_ms = latency_ms.or_else(|| ended_at.map(|end| millis_between(started_at, end)));
-        let total_token_count = spans
-            .iter()
-            .map(|s| s.prompt_tokens.unwrap_or(0) + s.completion_tokens.unwrap_or(0))
-            .sum();
-        let cost = cost.or_else(|| spans.iter().filter_map(|s| s.cost).reduce(|a, b| a + b));
-        let model = self
-            .model
-            .or_else(|| spans.iter().find_map(|s| s.model.clone()));
 
         Ok(NewTrace {
             id,

@@ -150,6 +150,88 @@ pub struct NewSpan {
     pub otel_span_id: Option<String>,
 }
 
+/// A trace's aggregates over its spans, the one rule for JSON and OTLP
+/// ingest (a JSON trace's own fields come first; see `ingest`). The merge
+/// of OTLP spans into a stored trace applies the same rules in SQL
+/// (`store::otel`).
+#[derive(Debug)]
+pub struct SpanAggregates<'a> {
+    /// The earliest start and the latest end.
+    pub started: Option<i64>,
+    pub ended: Option<i64>,
+    /// Prompt and completion tokens of every span.
+    pub tokens: i64,
+    /// The sum of the costs the spans have; `None` when none has one.
+    pub cost: Option<f64>,
+    pub count: i64,
+    /// The root span (no parent), else the earliest span.
+    pub root: Option<&'a NewSpan>,
+    /// The root's model, else the earliest LLM span's, else the earliest
+    /// span's that names one.
+    pub model: Option<&'a str>,
+    /// The root's error, else the earliest failing span's.
+    pub error: Option<&'a str>,
+}
+
+impl<'a> SpanAggregates<'a> {
+    pub fn of(all: &'a [NewSpan]) -> SpanAggregates<'a> {
+        // A span sent twice in one request is stored once, the last copy.
+        let mut spans: Vec<&NewSpan> = Vec::with_capacity(all.len());
+        let mut at: std::collections::HashMap<&str, usize> =
+            std::collections::HashMap::with_capacity(all.len());
+        for span in all {
+            match at.get(span.id.as_str()) {
+                Some(&i) => spans[i] = span,
+                None => {
+                    at.insert(&span.id, spans.len());
+                    spans.push(span);
+                }
+            }
+        }
+        // Stable: spans without a start keep their order, first.
+        spans.sort_by_key(|s| s.start_time);
+        let root = spans
+            .iter()
+            .find(|s| s.parent_span_id.is_none())
+            .or_else(|| spans.first())
+            .copied();
+        let costs: Vec<f64> = spans.iter().filter_map(|s| s.cost).collect();
+        let model_of = |llm_only: bool| {
+            spans
+                .iter()
+                .filter(|s| !llm_only || s.span_type == SpanType::Llm)
+                .find_map(|s| s.model.as_deref())
+        };
+        SpanAggregates {
+            started: spans.iter().filter_map(|s| s.start_time).min(),
+            ended: spans.iter().filter_map(|s| s.end_time).max(),
+            tokens: spans
+                .iter()
+                .map(|s| {
+                    s.prompt_tokens
+                        .unwrap_or(0)
+                        .saturating_add(s.completion_tokens.unwrap_or(0))
+                })
+                .fold(0, i64::saturating_add),
+            cost: (!costs.is_empty()).then(|| costs.iter().sum()),
+            count: spans.len() as i64,
+            model: root
+                .and_then(|r| r.model.as_deref())
+                .or_else(|| model_of(true))
+                .or_else(|| model_of(false)),
+            error: root
+                .and_then(|r| r.error.as_deref())
+                .or_else(|| spans.iter().find_map(|s| s.error.as_deref())),
+            root,
+        }
+    }
+
+    /// Milliseconds from the earliest start to the latest end.
+    pub fn latency_ms(&self) -> Option<i64> {
+        Some((self.ended? - self.started?) / 1000)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub id: String,

@@ -1,18 +1,15 @@
 //! `POST /v1/ingest` and `POST /v1/ingest/batch`: the SDK's JSON ingest.
 
-use std::collections::HashMap;
-
 use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::budget::Charges;
 use super::extract::{parse_json, read_body, require_json};
-use super::limits::check_monthly_quota;
-use super::live::LiveTrace;
+use super::intake::{self, Created};
 use super::{blocking, AppState, Principal};
 use crate::error::AppError;
 use crate::ingest::{check_batch_size, BatchRequest, BatchShape, Counts, TraceRequest, TraceShape};
@@ -151,8 +148,7 @@ async fn store_traces(
     requests: Vec<TraceRequest>,
     batch: bool,
 ) -> Result<Vec<InsertOutcome>, AppError> {
-    state.space.check()?;
-    check_monthly_quota(state, principal, requests.len() as u64).await?;
+    intake::admit(state, principal, requests.len()).await?;
     let now = now_micros();
     // Validating and hashing up to 10,000 traces is CPU work.
     let pricing = state.pricing.clone();
@@ -175,83 +171,41 @@ async fn store_traces(
             .collect::<Result<Vec<_>, AppError>>()
     })
     .await?;
-    let mut projects: HashMap<Option<String>, i64> = HashMap::new();
-    let mut traces: Vec<(i64, NewTrace)> = Vec::with_capacity(validated.len());
-    for (reference, trace) in validated {
-        let project_id = match projects.get(&reference) {
-            Some(id) => *id,
-            None => {
-                let id = resolve_project(state, principal, reference.as_deref()).await?;
-                projects.insert(reference, id);
-                id
-            }
-        };
-        traces.push((project_id, trace));
-    }
-    // What the live feed will say of each trace, if it is new.
-    let listening = state.live.listening();
-    let summaries: Vec<(i64, Value)> = traces
+    let traces: Vec<(i64, NewTrace)> = intake::with_projects(state, principal, validated).await?;
+    // What the counters and the live feed will say of each trace, if new.
+    let summaries: Vec<(Created, u64)> = traces
         .iter()
-        .filter(|_| listening)
         .map(|(project_id, t)| {
-            let event = json!({
-                "trace_id": t.id,
-                "name": t.name.clone().unwrap_or_default(),
-                "status": if t.error.is_some() { "error" } else { "ok" },
-                "latency_ms": t.latency_ms.unwrap_or(0),
-            });
-            (*project_id, event)
+            let trace = Created {
+                project_id: *project_id,
+                id: t.id.clone(),
+                name: t.name.clone(),
+                error: t.error.is_some(),
+                latency_ms: t.latency_ms,
+                created_at: 0,
+            };
+            (trace, t.spans.len() as u64)
         })
         .collect();
-    let span_counts: Vec<u64> = traces.iter().map(|(_, t)| t.spans.len() as u64).collect();
     let outcomes = state
         .store
         .insert_traces(principal.tenant_id, traces)
         .await?;
-    let (mut new_traces, mut new_spans) = (0, 0);
-    for (outcome, spans) in outcomes.iter().zip(span_counts) {
-        if matches!(outcome, InsertOutcome::Created { .. }) {
-            new_traces += 1;
-            new_spans += spans;
-        }
-    }
-    state.metrics.record_ingest(new_traces, new_spans);
-    for ((project_id, mut event), outcome) in summaries.into_iter().zip(&outcomes) {
-        if let InsertOutcome::Created { created_at, .. } = outcome {
-            event["created_at"] = json!(Timestamp(*created_at));
-            state.live.publish(LiveTrace {
-                tenant_id: principal.tenant_id,
-                project_id,
-                event,
-            });
-        }
-    }
+    let mut spans = 0;
+    let created: Vec<Created> = summaries
+        .into_iter()
+        .zip(&outcomes)
+        .filter_map(|((trace, span_count), outcome)| match outcome {
+            InsertOutcome::Created { created_at, .. } => {
+                spans += span_count;
+                Some(Created {
+                    created_at: *created_at,
+                    ..trace
+                })
+            }
+            InsertOutcome::Duplicate { .. } => None,
+        })
+        .collect();
+    intake::committed(state, principal, &created, spans);
     Ok(outcomes)
-}
-
-/// The SDK sends a free-form project reference; it names a project of the
-/// caller's tenant by id, slug or name, else the key's own project is used.
-pub(super) async fn resolve_project(
-    state: &AppState,
-    principal: &Principal,
-    reference: Option<&str>,
-) -> Result<i64, AppError> {
-    let project = state
-        .store
-        .project_for_ingest(
-            principal.tenant_id,
-            reference.filter(|r| !r.is_empty()).map(str::to_owned),
-            principal.project_id,
-        )
-        .await?
-        .ok_or(AppError::Internal(
-            "the API key's project is missing".into(),
-        ))?;
-    if project.archived {
-        return Err(AppError::Forbidden {
-            message: "error.project.archived".into(),
-            code: "error.project.archived",
-        });
-    }
-    Ok(project.id)
 }

@@ -31,8 +31,8 @@ pub struct LiveTrace {
 }
 
 impl LiveTrace {
-    /// The event of a trace that OTLP ingest created.
-    pub fn of(tenant_id: i64, trace: &crate::store::CreatedTrace) -> LiveTrace {
+    /// The event of a trace that ingest created.
+    pub fn of(tenant_id: i64, trace: &super::intake::Created) -> LiveTrace {
         LiveTrace {
             tenant_id,
             project_id: trace.project_id,

@@ -13,6 +13,7 @@ mod extract;
 mod feedback;
 mod health;
 mod ingest;
+mod intake;
 mod limits;
 mod live;
 mod login_guard;

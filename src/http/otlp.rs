@@ -15,9 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
 use super::budget::Charges;
-use super::ingest::resolve_project;
-use super::limits::check_monthly_quota;
-use super::live::LiveTrace;
+use super::intake;
 use super::{blocking, project_param, AppState, Principal};
 use crate::error::AppError;
 use crate::ingest::parse_time;
@@ -139,37 +137,16 @@ pub async fn traces(
     .await?;
 
     if !mapped.traces.is_empty() {
-        state.space.check()?;
-        // Counts every trace of the request, also those that only add spans.
-        check_monthly_quota(&state, &principal, mapped.traces.len() as u64).await?;
-    }
-    let mut projects: HashMap<Option<String>, i64> = HashMap::new();
-    let mut traces = Vec::with_capacity(mapped.traces.len());
-    for (reference, trace) in mapped.traces {
-        let project_id = match projects.get(&reference) {
-            Some(id) => *id,
-            None => {
-                let id = resolve_project(&state, &principal, reference.as_deref()).await?;
-                projects.insert(reference, id);
-                id
-            }
-        };
-        traces.push((project_id, trace));
-    }
-    if !traces.is_empty() {
+        // The quota counts every trace of the request, also those that
+        // only add spans to one stored before.
+        intake::admit(&state, &principal, mapped.traces.len()).await?;
+        let traces = intake::with_projects(&state, &principal, mapped.traces).await?;
         let spans: usize = traces.iter().map(|(_, t)| t.spans.len()).sum();
-        state
-            .metrics
-            .record_ingest(traces.len() as u64, spans as u64);
         let created = state
             .store
             .merge_otel_traces(principal.tenant_id, traces)
             .await?;
-        for trace in created {
-            state
-                .live
-                .publish(LiveTrace::of(principal.tenant_id, &trace));
-        }
+        intake::committed(&state, &principal, &created, spans as u64);
     }
     let body = otlp::response_body(mapped.rejected, mapped.first_error.as_deref(), encoding);
     let content_type = match encoding {

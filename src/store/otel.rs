@@ -4,8 +4,6 @@
 //! replace their earlier copies in) the trace of that id, and the trace's
 //! aggregates are recomputed from all of its stored spans.
 
-use std::collections::HashMap;
-
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::page::{span_json_size, trace_head_json_size, EXPORT_PAGE_MAX_BYTES};
@@ -13,9 +11,10 @@ use super::rollups;
 use super::trace_insert::{count_usage, write_events, write_spans};
 use super::traces::detail_part;
 use super::{now_micros, Result, Store};
-use crate::model::{NewOtelTrace, NewSpan, SpanType, Trace, TraceFields};
+use crate::model::{NewOtelTrace, SpanAggregates, Trace, TraceFields};
 
-/// A trace the merge created (rather than added spans to), for the live feed.
+/// A trace an ingest request created (rather than added spans to), for
+/// the counters and the live feed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CreatedTrace {
     pub project_id: i64,
@@ -82,7 +81,7 @@ fn merge(
         None => {
             // All of a new trace's spans are in this request: its aggregates
             // come from them, by the same rules as the UPDATE below.
-            let agg = Aggregates::of(&trace.spans);
+            let agg = SpanAggregates::of(&trace.spans);
             // No JSON content hash: a JSON ingest of this id is a conflict.
             conn.prepare_cached(
                 "INSERT INTO traces (tenant_id, project_id, id, session_id, metadata, \
@@ -169,6 +168,8 @@ fn merge(
            output = (SELECT output FROM root), \
            model = coalesce((SELECT model FROM root), \
                     (SELECT model FROM s WHERE type = 'llm' AND model IS NOT NULL \
+                     ORDER BY start_time LIMIT 1), \
+                    (SELECT model FROM s WHERE model IS NOT NULL \
                      ORDER BY start_time LIMIT 1)), \
            error = coalesce((SELECT error FROM root), \
                     (SELECT error FROM s WHERE error IS NOT NULL ORDER BY start_time LIMIT 1)), \
@@ -183,67 +184,6 @@ fn merge(
         rollup.push((new, 1));
     }
     Ok(None)
-}
-
-/// A trace's aggregates over its spans: the rules of the UPDATE in `merge`.
-struct Aggregates<'a> {
-    started: Option<i64>,
-    ended: Option<i64>,
-    tokens: i64,
-    cost: Option<f64>,
-    count: i64,
-    /// The root span (no parent), else the earliest span.
-    root: Option<&'a NewSpan>,
-    model: Option<&'a str>,
-    error: Option<&'a str>,
-}
-
-impl<'a> Aggregates<'a> {
-    fn of(all: &'a [NewSpan]) -> Aggregates<'a> {
-        // A span sent twice in one request is stored once, the last copy.
-        let mut spans: Vec<&NewSpan> = Vec::with_capacity(all.len());
-        let mut at: HashMap<&str, usize> = HashMap::with_capacity(all.len());
-        for span in all {
-            match at.get(span.id.as_str()) {
-                Some(&i) => spans[i] = span,
-                None => {
-                    at.insert(&span.id, spans.len());
-                    spans.push(span);
-                }
-            }
-        }
-        spans.sort_by_key(|s| s.start_time);
-        let root = spans
-            .iter()
-            .find(|s| s.parent_span_id.is_none())
-            .or_else(|| spans.first())
-            .copied();
-        let costs: Vec<f64> = spans.iter().filter_map(|s| s.cost).collect();
-        Aggregates {
-            started: spans.iter().filter_map(|s| s.start_time).min(),
-            ended: spans.iter().filter_map(|s| s.end_time).max(),
-            tokens: spans
-                .iter()
-                .map(|s| s.prompt_tokens.unwrap_or(0) + s.completion_tokens.unwrap_or(0))
-                .sum(),
-            cost: (!costs.is_empty()).then(|| costs.iter().sum()),
-            count: spans.len() as i64,
-            model: root.and_then(|r| r.model.as_deref()).or_else(|| {
-                spans
-                    .iter()
-                    .find(|s| s.span_type == SpanType::Llm && s.model.is_some())
-                    .and_then(|s| s.model.as_deref())
-            }),
-            error: root
-                .and_then(|r| r.error.as_deref())
-                .or_else(|| spans.iter().find_map(|s| s.error.as_deref())),
-            root,
-        }
-    }
-
-    fn latency_ms(&self) -> Option<i64> {
-        Some((self.ended? - self.started?) / 1000)
-    }
 }
 
 fn apply_fields(conn: &Connection, tenant_id: i64, seq: i64, f: &TraceFields) -> Result<()> {
