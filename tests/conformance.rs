@@ -1,0 +1,168 @@
+//! Conformance with the hosted service's published API document
+//! (`docs/reference/trulayer-openapi.yaml`): schemathesis (pinned, installed from
+//! PyPI into a virtual environment under the target directory on first
+//! use) generates requests for every operation the server shares with the
+//! document, from the document's schemas, and checks every answer: no
+//! server error, and a response that conforms to the document's schema for
+//! its status. The operations are those of the route table whose path the
+//! document has too, so a route added later is covered without a change
+//! here.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use trulayer_server::http::router::routes;
+
+use common::TestServer;
+
+const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+/// Examples per operation and phase; a fixed seed keeps a run repeatable.
+const MAX_EXAMPLES: &str = "20";
+const SEED: &str = "20261206";
+
+/// Routes left out: they end the session the run uses.
+const LEFT_OUT: [&str; 2] = ["/v1/auth/logout", "/v1/auth/password"];
+
+fn schemathesis() -> PathBuf {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("schemathesis-venv");
+    let bin = venv.join("bin").join("schemathesis");
+    let marker = venv.join(".installed");
+    if std::fs::read_to_string(&marker).is_ok_and(|m| m == SCHEMATHESIS) {
+        return bin;
+    }
+    let status = Command::new("python3")
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv)
+        .status()
+        .expect("python3 is available");
+    assert!(status.success(), "creating the virtual environment failed");
+    let status = Command::new(venv.join("bin").join("python"))
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            SCHEMATHESIS,
+        ])
+        .status()
+        .expect("pip runs");
+    assert!(status.success(), "installing {SCHEMATHESIS} failed");
+    std::fs::write(&marker, SCHEMATHESIS).expect("write marker");
+    bin
+}
+
+/// The hosted service's published API document, as kept in the project.
+fn reference() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference/trulayer-openapi.yaml")
+}
+
+/// A regular expression matching the path templates of the routes the
+/// server implements under `/v1`, whatever the document names their
+/// parameters.
+fn implemented_paths(document: &str) -> (String, usize) {
+    let mut paths: Vec<String> = routes()
+        .into_iter()
+        .map(|r| r.path)
+        .filter(|p| p.starts_with("/v1/") && !LEFT_OUT.contains(p))
+        .map(|p| {
+            p.split('/')
+                .map(|part| {
+                    if part.starts_with('{') {
+                        r"\{[^/}]+\}".to_owned()
+                    } else {
+                        regex_escape(part)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("/")
+        })
+        .collect();
+    paths.sort();
+    paths.dedup();
+    // How many of them the document has (a template's parameter names may
+    // differ: compare with the names blanked).
+    let blank = |p: &str| {
+        p.split('/')
+            .map(|s| if s.starts_with('{') { "{}" } else { s })
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    let documented: Vec<String> = document
+        .lines()
+        .filter_map(|l| l.strip_prefix("  /v1/"))
+        .filter_map(|l| l.strip_suffix(':'))
+        .map(|p| blank(&format!("/v1/{p}")))
+        .collect();
+    let shared = routes()
+        .into_iter()
+        .filter(|r| !LEFT_OUT.contains(&r.path))
+        .map(|r| blank(r.path))
+        .filter(|p| documented.contains(p))
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    (format!("^({})$", paths.join("|")), shared)
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let special = r"\.+*?()|[]{}^$-".contains(c);
+            special.then_some('\\').into_iter().chain([c])
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_operations_answer_as_the_reference_document_says() {
+    let bin = tokio::task::spawn_blocking(schemathesis)
+        .await
+        .expect("venv");
+    let document = reference();
+    let text = std::fs::read_to_string(&document).expect("the reference document");
+    let (paths, shared) = implemented_paths(&text);
+    assert!(shared >= 20, "only {shared} paths shared with the document");
+    let server = TestServer::start().await;
+    // The owner's session reaches every route, those for sessions only too.
+    let token = server.session_token().await;
+    let url = server.url.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(bin)
+            .arg("run")
+            .arg(&document)
+            .args(["--url", &url])
+            .args(["-H", &format!("Authorization: Bearer {token}")])
+            .args(["--checks", "not_a_server_error,response_schema_conformance"])
+            .args(["--max-examples", MAX_EXAMPLES, "--seed", SEED])
+            .args(["--include-path-regex", &paths])
+            .args(["--no-color"])
+            .env("SCHEMATHESIS_HOOKS", "")
+            .output()
+            .expect("schemathesis runs")
+    })
+    .await
+    .expect("schemathesis task");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "schemathesis found failures:\n{stdout}\n{stderr}"
+    );
+    // It ran what it was given: the operations of the shared paths.
+    let tested: usize = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Tested: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no count of tested operations:\n{stdout}"));
+    assert!(tested >= shared, "{tested} operations tested:\n{stdout}");
+    eprintln!(
+        "{}",
+        stdout
+            .lines()
+            .skip_while(|l| !l.contains("SUMMARY"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
