@@ -7,7 +7,7 @@
 use anyhow::{anyhow, bail, Context};
 use serde_json::{json, Value};
 
-use crate::auth;
+use crate::auth::{self, Email, Password};
 use crate::config::{Config, Plan};
 use crate::store::{Actor, NewApiKey, NewOrg, Store};
 
@@ -178,23 +178,17 @@ async fn tenant(store: &Store, reference: &str) -> anyhow::Result<(i64, String, 
 }
 
 fn checked_email(email: &str) -> anyhow::Result<String> {
-    let email = email.trim().to_lowercase();
-    if !email.contains('@') || email.len() > 254 {
-        bail!("{email:?} is not an email address");
-    }
-    Ok(email)
+    Email::parse(email)
+        .map(Email::into_string)
+        .map_err(|why| anyhow!("{email:?}: {why}"))
 }
 
 async fn password_hash(password: String) -> anyhow::Result<String> {
-    if password.chars().count() < auth::MIN_PASSWORD_CHARS {
-        bail!(
-            "the password must have at least {} characters",
-            auth::MIN_PASSWORD_CHARS
-        );
-    }
-    tokio::task::spawn_blocking(move || auth::hash_password(&password))
-        .await?
-        .map_err(|e| anyhow!("hashing the password failed: {e}"))
+    Password::parse(password)
+        .map_err(|why| anyhow!("the password {why}"))?
+        .hash()
+        .await
+        .map_err(|e| anyhow!(e))
 }
 
 fn new_key(key: &str, project_id: i64, name: &str, scopes: Vec<String>) -> NewApiKey {

@@ -93,9 +93,81 @@ pub fn generate_session_token() -> String {
 /// Passwords chosen through the API: at least this many characters.
 pub const MIN_PASSWORD_CHARS: usize = 8;
 
+/// An account's email address, as every way in (the API, the operator
+/// commands, the first start's configuration) takes it: trimmed and
+/// lower-cased, with an `@`, at most 254 bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    /// What is wrong with an address, said after the field's name.
+    pub const INVALID: &'static str = "must be an email address";
+
+    pub fn parse(raw: &str) -> Result<Email, &'static str> {
+        let email = raw.trim().to_lowercase();
+        if !email.contains('@') || email.len() > 254 {
+            return Err(Email::INVALID);
+        }
+        Ok(Email(email))
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// A password someone chooses: at least [`MIN_PASSWORD_CHARS`]
+/// characters. (Logging in checks any password against the stored hash.)
+pub struct Password(String);
+
+impl Password {
+    pub fn parse(raw: String) -> Result<Password, String> {
+        if raw.chars().count() < MIN_PASSWORD_CHARS {
+            return Err(format!(
+                "must have at least {MIN_PASSWORD_CHARS} characters"
+            ));
+        }
+        Ok(Password(raw))
+    }
+
+    /// Its argon2 hash, computed off the async threads (it takes tens of
+    /// milliseconds and 19 MiB on purpose).
+    pub async fn hash(self) -> Result<String, String> {
+        tokio::task::spawn_blocking(move || hash_password(&self.0))
+            .await
+            .map_err(|e| format!("hashing failed: {e}"))?
+            .map_err(|e| format!("hashing the password failed: {e}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_email_is_trimmed_and_lower_cased_and_needs_an_at() {
+        assert_eq!(
+            Email::parse("  Ann@Acme.Example ").map(Email::into_string),
+            Ok("ann@acme.example".to_owned())
+        );
+        assert_eq!(Email::parse("ann.acme.example"), Err(Email::INVALID));
+        let long = format!("{}@x.example", "a".repeat(250));
+        assert_eq!(Email::parse(&long), Err(Email::INVALID));
+    }
+
+    #[tokio::test]
+    async fn a_chosen_password_needs_eight_characters_and_hashes_to_itself() {
+        assert!(Password::parse("seven77".into()).is_err());
+        // Characters, not bytes: seven two-byte letters are seven.
+        assert!(Password::parse("ééééééé".into()).is_err());
+        let hash = Password::parse("eight888".into())
+            .expect("long enough")
+            .hash()
+            .await
+            .expect("hash");
+        assert!(verify_password("eight888", &hash));
+        assert!(!verify_password("eight889", &hash));
+    }
 
     #[test]
     fn passwords_verify_only_against_their_own_hash() {

@@ -586,17 +586,11 @@ impl InitConfig {
                 .map_err(|reason| invalid("init.api_key", reason))?;
         }
         if let Some(password) = self.admin_password()? {
-            if password.chars().count() < 8 {
-                return Err(invalid(
-                    "init.admin_password",
-                    "must be at least 8 characters",
-                ));
-            }
+            crate::auth::Password::parse(password)
+                .map_err(|why| invalid("init.admin_password", why))?;
         }
         if let Some(email) = &self.admin_email {
-            if !email.contains('@') || email.len() > 254 {
-                return Err(invalid("init.admin_email", "must be an email address"));
-            }
+            crate::auth::Email::parse(email).map_err(|why| invalid("init.admin_email", why))?;
         }
         for (key, value) in [("init.org", &self.org), ("init.project", &self.project)] {
             if let Some(v) = value {

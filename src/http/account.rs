@@ -15,7 +15,7 @@ use super::audit::{self, ClientAddr};
 use super::extract::JsonBody;
 use super::principal::{Role, SESSION_COOKIE};
 use super::{AppState, Principal};
-use crate::auth;
+use crate::auth::{self, Email, Password};
 use crate::error::AppError;
 use crate::model::Timestamp;
 use crate::store::{now_micros, Actor, UserRecord};
@@ -170,24 +170,20 @@ pub async fn change_password(
     JsonBody(body): JsonBody<PasswordChange>,
 ) -> Result<StatusCode, AppError> {
     let (user, _, _) = principal.session()?;
-    check_password(&body.new_password)?;
+    let new = new_password("new_password", body.new_password)?;
     let candidate = state
         .store
         .user_for_login(user.email.clone())
         .await?
         .ok_or(AppError::Unauthorized("invalid_session"))?;
-    let (current, stored, new) = (
-        body.current_password,
-        candidate.password_hash,
-        body.new_password,
-    );
-    let hash = tokio::task::spawn_blocking(move || {
-        auth::verify_password(&current, &stored).then(|| auth::hash_password(&new))
-    })
-    .await
-    .map_err(|e| AppError::Internal(format!("password check failed: {e}")))?
-    .ok_or(BAD_CREDENTIALS)?
-    .map_err(|e| AppError::Internal(format!("hashing the password failed: {e}")))?;
+    let (current, stored) = (body.current_password, candidate.password_hash);
+    let verified = tokio::task::spawn_blocking(move || auth::verify_password(&current, &stored))
+        .await
+        .map_err(|e| AppError::Internal(format!("password check failed: {e}")))?;
+    if !verified {
+        return Err(BAD_CREDENTIALS);
+    }
+    let hash = hashed(new).await?;
     state
         .store
         .change_password(user, hash, audit::actor(&principal))
@@ -195,14 +191,14 @@ pub async fn change_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn check_password(password: &str) -> Result<(), AppError> {
-    if password.chars().count() < auth::MIN_PASSWORD_CHARS {
-        return Err(AppError::unprocessable(format!(
-            "password: must have at least {} characters",
-            auth::MIN_PASSWORD_CHARS
-        )));
-    }
-    Ok(())
+/// A chosen password, refused (422 naming `field`) when too short.
+fn new_password(field: &str, raw: String) -> Result<Password, AppError> {
+    Password::parse(raw).map_err(|why| AppError::unprocessable(format!("{field}: {why}")))
+}
+
+/// A chosen password's hash.
+async fn hashed(password: Password) -> Result<String, AppError> {
+    password.hash().await.map_err(AppError::Internal)
 }
 
 pub async fn list_users(
@@ -227,22 +223,15 @@ pub async fn create_user(
     principal: Principal,
     JsonBody(body): JsonBody<NewUser>,
 ) -> Result<Response, AppError> {
-    let email = body.email.trim().to_lowercase();
-    if !email.contains('@') || email.len() > 254 {
-        return Err(AppError::unprocessable("email: must be an email address"));
-    }
+    let email = Email::parse(&body.email)
+        .map_err(|why| AppError::unprocessable(format!("email: {why}")))?;
     check_role(&body.role)?;
-    check_password(&body.password)?;
-    let password = body.password;
-    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
-        .await
-        .map_err(|e| AppError::Internal(format!("hashing failed: {e}")))?
-        .map_err(|e| AppError::Internal(format!("hashing the password failed: {e}")))?;
+    let hash = hashed(new_password("password", body.password)?).await?;
     let user = state
         .store
         .create_user(
             principal.tenant_id,
-            email,
+            email.into_string(),
             hash,
             body.role,
             audit::actor(&principal),
@@ -280,14 +269,7 @@ pub async fn update_user(
         check_role(role)?;
     }
     let hash = match body.password {
-        Some(password) => {
-            check_password(&password)?;
-            let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
-                .await
-                .map_err(|e| AppError::Internal(format!("password hashing failed: {e}")))?
-                .map_err(|e| AppError::Internal(format!("hashing the password failed: {e}")))?;
-            Some(hash)
-        }
+        Some(password) => Some(hashed(new_password("password", password)?).await?),
         None => None,
     };
     let mut user = None;
