@@ -26,32 +26,7 @@ const SEED: &str = "20261206";
 const LEFT_OUT: [&str; 2] = ["/v1/auth/logout", "/v1/auth/password"];
 
 fn schemathesis() -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("schemathesis-venv");
-    let bin = venv.join("bin").join("schemathesis");
-    let marker = venv.join(".installed");
-    if std::fs::read_to_string(&marker).is_ok_and(|m| m == SCHEMATHESIS) {
-        return bin;
-    }
-    let status = Command::new("python3")
-        .args(["-m", "venv", "--clear"])
-        .arg(&venv)
-        .status()
-        .expect("python3 is available");
-    assert!(status.success(), "creating the virtual environment failed");
-    let status = Command::new(venv.join("bin").join("python"))
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            SCHEMATHESIS,
-        ])
-        .status()
-        .expect("pip runs");
-    assert!(status.success(), "installing {SCHEMATHESIS} failed");
-    std::fs::write(&marker, SCHEMATHESIS).expect("write marker");
-    bin
+    common::python::venv("schemathesis-venv", &[SCHEMATHESIS]).join("bin/schemathesis")
 }
 
 /// The hosted service's published API document, as kept in the project.

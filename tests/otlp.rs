@@ -53,34 +53,7 @@ fn otel_python() -> PathBuf {
 }
 
 fn make_venv() -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("otel-venv-1.45.2");
-    let python = venv.join("bin").join("python");
-    // The marker names what was installed: a changed list installs again.
-    let marker = venv.join(".installed");
-    let wanted = OTEL_PACKAGES.join("\n");
-    if std::fs::read_to_string(&marker).is_ok_and(|installed| installed == wanted) {
-        return python;
-    }
-    let status = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .expect("python3 is available");
-    assert!(status.success(), "creating the virtual environment failed");
-    let status = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-        ])
-        .args(OTEL_PACKAGES)
-        .status()
-        .expect("pip runs");
-    assert!(status.success(), "installing {OTEL_PACKAGES:?} failed");
-    std::fs::write(&marker, wanted).expect("write marker");
-    python
+    common::python::venv("otel-venv-1.45.2", &OTEL_PACKAGES).join("bin/python")
 }
 
 /// Runs `tests/otlp/otel_export.py` in `mode` against `server`; returns

@@ -10,6 +10,8 @@
 //! SDK and the OpenTelemetry packages from PyPI (pinned), made on first use
 //! under the target directory.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -61,35 +63,9 @@ fn localize(text: &str, bin: &Path, addr: &str, key: &str) -> String {
         .replace("tl_...", key)
 }
 
-/// A virtual environment with [`PACKAGES`]; made once and reused.
+/// The Python of a virtual environment with [`PACKAGES`].
 fn python() -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("readme-venv");
-    let python = venv.join("bin").join("python");
-    let marker = venv.join(".installed");
-    let wanted = PACKAGES.join(" ");
-    if std::fs::read_to_string(&marker).is_ok_and(|m| m == wanted) {
-        return python;
-    }
-    let status = Command::new("python3")
-        .args(["-m", "venv", "--clear"])
-        .arg(&venv)
-        .status()
-        .expect("python3 is available");
-    assert!(status.success(), "creating the virtual environment failed");
-    let status = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-        ])
-        .args(PACKAGES)
-        .status()
-        .expect("pip runs");
-    assert!(status.success(), "installing {wanted} failed");
-    std::fs::write(&marker, wanted).expect("write marker");
-    python
+    common::python::venv("readme-venv", &PACKAGES).join("bin/python")
 }
 
 fn run(program: &Path, args: &[&str], script: &str, dir: &Path) -> Output {

@@ -13,34 +13,9 @@ use common::TestServer;
 
 const SDK: &str = "trulayer==0.1.5";
 
-/// A virtual environment with the SDK installed; made once and reused.
+/// The Python of a virtual environment with the SDK installed.
 fn sdk_python() -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sdk-venv-trulayer-0.1.5");
-    let python = venv.join("bin").join("python");
-    let marker = venv.join(".installed");
-    if marker.exists() {
-        return python;
-    }
-    let status = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .expect("python3 is available");
-    assert!(status.success(), "creating the virtual environment failed");
-    let status = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            SDK,
-        ])
-        .status()
-        .expect("pip runs");
-    assert!(status.success(), "installing {SDK} failed");
-    std::fs::write(&marker, SDK).expect("write marker");
-    python
+    common::python::venv("sdk-venv-trulayer-0.1.5", &[SDK]).join("bin/python")
 }
 
 #[tokio::test]
