@@ -5,7 +5,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
 
 use crate::store::StoreError;
 
@@ -21,6 +21,22 @@ pub fn current_request_id() -> String {
 
 /// Seconds a client refused for a full disk is told to wait.
 pub const DISK_FULL_RETRY_AFTER_S: u64 = 30;
+
+/// The body of every failure.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for a human.
+    #[schema(example = "limit: must be an integer from 1 to 200")]
+    pub error: String,
+    /// What went wrong, for a program: stable across versions.
+    #[schema(example = "bad_request")]
+    pub code: &'static str,
+    /// The request's id, as in the `X-Request-Id` header and the server's log.
+    pub request_id: String,
+    /// With `plan_upgrade_required`: the least plan that includes the feature.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub required_plan: Option<&'static str>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -150,27 +166,27 @@ impl AppError {
         }
     }
 
-    pub fn code(&self) -> Option<&'static str> {
+    pub fn code(&self) -> &'static str {
         match self {
-            AppError::BadRequest { code, .. } => code.or(Some("bad_request")),
-            AppError::Unauthorized(code) => Some(code),
-            AppError::Forbidden { code, .. } => Some(code),
-            AppError::NotFound(_) => Some("not_found"),
-            AppError::MethodNotAllowed => Some("method_not_allowed"),
-            AppError::Conflict(_) => Some("conflict"),
-            AppError::Refused { code, .. } => Some(code),
-            AppError::TooManyRequests { code, .. } => Some(code),
-            AppError::PlanUpgradeRequired { .. } => Some("plan_upgrade_required"),
-            AppError::QuotaExceeded { code, .. } => Some(code),
-            AppError::PayloadTooLarge { .. } => Some("payload_too_large"),
-            AppError::TooManySpans { .. } => Some("too_many_spans"),
-            AppError::UnsupportedMediaType(_) => Some("unsupported_media_type"),
-            AppError::Unprocessable(_) => Some("validation_error"),
-            AppError::StorageFull { .. } => Some("storage_full"),
-            AppError::Unavailable(_) => Some("unavailable"),
-            AppError::Busy { .. } => Some("server_busy"),
-            AppError::Internal(_) => Some("internal_error"),
-            AppError::Status { status, .. } => Some(match status.as_u16() {
+            AppError::BadRequest { code, .. } => code.unwrap_or("bad_request"),
+            AppError::Unauthorized(code) => code,
+            AppError::Forbidden { code, .. } => code,
+            AppError::NotFound(_) => "not_found",
+            AppError::MethodNotAllowed => "method_not_allowed",
+            AppError::Conflict(_) => "conflict",
+            AppError::Refused { code, .. } => code,
+            AppError::TooManyRequests { code, .. } => code,
+            AppError::PlanUpgradeRequired { .. } => "plan_upgrade_required",
+            AppError::QuotaExceeded { code, .. } => code,
+            AppError::PayloadTooLarge { .. } => "payload_too_large",
+            AppError::TooManySpans { .. } => "too_many_spans",
+            AppError::UnsupportedMediaType(_) => "unsupported_media_type",
+            AppError::Unprocessable(_) => "validation_error",
+            AppError::StorageFull { .. } => "storage_full",
+            AppError::Unavailable(_) => "unavailable",
+            AppError::Busy { .. } => "server_busy",
+            AppError::Internal(_) => "internal_error",
+            AppError::Status { status, .. } => match status.as_u16() {
                 400 => "bad_request",
                 404 => "not_found",
                 405 => "method_not_allowed",
@@ -182,7 +198,7 @@ impl AppError {
                 503 => "unavailable",
                 s if s >= 500 => "internal_error",
                 _ => "request_refused",
-            }),
+            },
         }
     }
 }
@@ -194,13 +210,15 @@ impl IntoResponse for AppError {
             tracing::error!(request_id = %request_id, error = %detail, "request failed");
         }
         let status = self.status();
-        let mut body = json!({ "error": self.to_string(), "request_id": request_id });
-        if let Some(code) = self.code() {
-            body["code"] = json!(code);
-        }
-        if let AppError::PlanUpgradeRequired { required_plan, .. } = &self {
-            body["required_plan"] = json!(required_plan);
-        }
+        let body = ErrorBody {
+            error: self.to_string(),
+            code: self.code(),
+            request_id,
+            required_plan: match &self {
+                AppError::PlanUpgradeRequired { required_plan, .. } => Some(required_plan),
+                _ => None,
+            },
+        };
         let mut response = (status, Json(body)).into_response();
         if let AppError::TooManyRequests { retry_after, .. }
         | AppError::Busy { retry_after, .. }

@@ -39,6 +39,8 @@ fn user_json(user: &UserRecord) -> Value {
 
 const BAD_CREDENTIALS: AppError = AppError::Unauthorized("invalid_credentials");
 
+/// Logs in with email and password: a session token, also set as the session cookie.
+#[utoipa::path(post, path = "/v1/auth/login", operation_id = "login", tag = "auth", responses((status = 200, description = "OK")))]
 pub async fn login(
     State(state): State<AppState>,
     ClientAddr(source): ClientAddr,
@@ -126,6 +128,8 @@ async fn org_uuid(state: &AppState, tenant_id: i64) -> Result<String, AppError> 
         ))
 }
 
+/// Ends the caller's session and clears its cookie.
+#[utoipa::path(post, path = "/v1/auth/logout", operation_id = "logout", tag = "auth", responses((status = 204, description = "Done; no body")))]
 pub async fn logout(
     State(state): State<AppState>,
     principal: Principal,
@@ -143,6 +147,8 @@ pub async fn logout(
     Ok(response)
 }
 
+/// The logged-in user: id, email, role and organisation.
+#[utoipa::path(get, path = "/v1/auth/me", operation_id = "getCurrentUser", tag = "auth", responses((status = 200, description = "OK")))]
 pub async fn me(
     State(state): State<AppState>,
     principal: Principal,
@@ -164,6 +170,7 @@ pub struct PasswordChange {
 }
 
 /// Changes one's own password; every session of the user ends.
+#[utoipa::path(post, path = "/v1/auth/password", operation_id = "changePassword", tag = "auth", responses((status = 204, description = "Done; no body")))]
 pub async fn change_password(
     State(state): State<AppState>,
     principal: Principal,
@@ -201,6 +208,8 @@ async fn hashed(password: Password) -> Result<String, AppError> {
     password.hash().await.map_err(AppError::Internal)
 }
 
+/// The organisation's users and their roles.
+#[utoipa::path(get, path = "/v1/users", operation_id = "listUsers", tag = "users", responses((status = 200, description = "OK")))]
 pub async fn list_users(
     State(state): State<AppState>,
     principal: Principal,
@@ -218,6 +227,8 @@ pub struct NewUser {
     role: String,
 }
 
+/// Adds a user to the organisation with a role and an initial password.
+#[utoipa::path(post, path = "/v1/users", operation_id = "createUser", tag = "users", responses((status = 201, description = "Created")))]
 pub async fn create_user(
     State(state): State<AppState>,
     principal: Principal,
@@ -256,6 +267,7 @@ pub struct UserChange {
 }
 
 /// `PATCH /v1/users/{id}`: `role`, and/or `password` to reset it.
+#[utoipa::path(patch, path = "/v1/users/{id}", operation_id = "updateUser", tag = "users", params(("id" = String, Path, description = "The id.")), responses((status = 200, description = "OK")))]
 pub async fn update_user(
     State(state): State<AppState>,
     principal: Principal,
@@ -299,6 +311,8 @@ pub async fn update_user(
     Ok(Json(user_json(&user)))
 }
 
+/// Removes a user; their sessions end. The last owner cannot be removed.
+#[utoipa::path(delete, path = "/v1/users/{id}", operation_id = "deleteUser", tag = "users", params(("id" = String, Path, description = "The id.")), responses((status = 204, description = "Done; no body")))]
 pub async fn delete_user(
     State(state): State<AppState>,
     principal: Principal,

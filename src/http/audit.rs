@@ -47,6 +47,7 @@ pub fn actor(principal: &Principal) -> Actor {
 const MAX_PAGE: usize = 200;
 
 /// `GET /v1/audit-log`: newest first, `limit` (1–200, default 50), `cursor`.
+#[utoipa::path(get, path = "/v1/audit-log", operation_id = "listAuditLog", tag = "audit", responses((status = 200, description = "OK")))]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -143,6 +144,7 @@ pub struct VerifyResponse {
 /// auditor compares with a copy kept elsewhere. No credentials, as in the
 /// reference: a head hash reveals nothing of the entries. Computed from
 /// the chain when asked, which is also recomputed up to it.
+#[utoipa::path(get, path = "/v1/audit/verify", operation_id = "verifyAuditAnchor", tag = "audit", responses((status = 200, description = "OK")))]
 pub async fn verify(
     State(state): State<AppState>,
     Query(query): Query<VerifyQuery>,

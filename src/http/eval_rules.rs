@@ -80,6 +80,8 @@ fn check_tier(tier: Option<&str>) -> Result<String, AppError> {
     }
 }
 
+/// The rules that evaluate new traces automatically.
+#[utoipa::path(get, path = "/v1/eval-rules", operation_id = "listEvalRules", tag = "eval-rules", responses((status = 200, description = "OK")))]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -93,6 +95,8 @@ pub async fn list(
     Ok(Json(json!({ "items": items })))
 }
 
+/// Creates a rule: which traces (a sample rate and filters) get which evaluation.
+#[utoipa::path(post, path = "/v1/eval-rules", operation_id = "createEvalRule", tag = "eval-rules", responses((status = 201, description = "Created")))]
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -142,6 +146,8 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(rule)).into_response())
 }
 
+/// Changes a rule's filters, sample rate or evaluator, or turns it on or off.
+#[utoipa::path(patch, path = "/v1/eval-rules/{id}", operation_id = "updateEvalRule", tag = "eval-rules", params(("id" = String, Path, description = "The id.")), responses((status = 200, description = "OK")))]
 pub async fn update(
     State(state): State<AppState>,
     principal: Principal,
@@ -187,6 +193,8 @@ pub async fn update(
     Ok(Json(rule))
 }
 
+/// Deletes a rule; evaluations it made stay.
+#[utoipa::path(delete, path = "/v1/eval-rules/{id}", operation_id = "deleteEvalRule", tag = "eval-rules", params(("id" = String, Path, description = "The id.")), responses((status = 204, description = "Done; no body")))]
 pub async fn delete(
     State(state): State<AppState>,
     principal: Principal,

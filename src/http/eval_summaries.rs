@@ -30,6 +30,7 @@ async fn required_project(
 
 /// `GET /v1/eval/trends`: mean score, count and pass rate (score ≥ 0.5)
 /// per bucket and metric, over the last 7 days unless `from`/`to` say.
+#[utoipa::path(get, path = "/v1/eval/trends", operation_id = "getEvalTrends", tag = "evaluations", responses((status = 200, description = "OK")))]
 pub async fn trends(
     State(state): State<AppState>,
     principal: Principal,
@@ -86,6 +87,7 @@ fn rate(part: u64, whole: u64) -> f64 {
 
 /// `GET /v1/eval/histogram`: how a metric's scores spread over `buckets`
 /// equal ranges of [0, 1].
+#[utoipa::path(get, path = "/v1/eval/histogram", operation_id = "getEvalHistogram", tag = "evaluations", responses((status = 200, description = "OK")))]
 pub async fn histogram(
     State(state): State<AppState>,
     principal: Principal,
@@ -126,6 +128,7 @@ pub async fn histogram(
 
 /// `GET /v1/eval/compare`: a metric in a baseline and a candidate window,
 /// with the candidate's change.
+#[utoipa::path(get, path = "/v1/eval/compare", operation_id = "compareEvalWindows", tag = "evaluations", responses((status = 200, description = "OK")))]
 pub async fn compare(
     State(state): State<AppState>,
     principal: Principal,
@@ -181,6 +184,7 @@ pub async fn compare(
 /// "good" at a score of 0.5 or more; people say "good" above 0.5 and "bad"
 /// below (a tie is neutral and left out of the agreement rate and kappa).
 /// `pearson` correlates the scores with the human values over all traces.
+#[utoipa::path(get, path = "/v1/eval/agreement", operation_id = "getEvalAgreement", tag = "evaluations", responses((status = 200, description = "OK")))]
 pub async fn agreement(
     State(state): State<AppState>,
     principal: Principal,

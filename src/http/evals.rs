@@ -84,6 +84,7 @@ pub(super) fn check_eval(
 }
 
 /// `POST /v1/eval`: 202 `{eval_id, status: "pending"}`.
+#[utoipa::path(post, path = "/v1/eval", operation_id = "triggerEval", tag = "evaluations", responses((status = 202, description = "Accepted")))]
 pub async fn trigger(
     State(state): State<AppState>,
     principal: Principal,
@@ -254,6 +255,7 @@ async fn filter(
 }
 
 /// `GET /v1/eval`: `{"evals": [...]}`, newest first.
+#[utoipa::path(get, path = "/v1/eval", operation_id = "listEvals", tag = "evaluations", responses((status = 200, description = "OK")))]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -271,6 +273,7 @@ pub async fn list(
 }
 
 /// `GET /v1/eval/{id}`.
+#[utoipa::path(get, path = "/v1/eval/{id}", operation_id = "getEval", tag = "evaluations", params(("id" = String, Path, description = "The id.")), responses((status = 200, description = "OK")))]
 pub async fn detail(
     State(state): State<AppState>,
     principal: Principal,
@@ -288,6 +291,7 @@ pub async fn detail(
 /// `GET /v1/eval/export`: CSV columns `id, trace_id, metric, score, label,
 /// evaluator_type, model_tier, created_at` (and `reasoning` with
 /// `include_reasoning=true`), or the same fields as JSON lines.
+#[utoipa::path(get, path = "/v1/eval/export", operation_id = "exportEvals", tag = "evaluations", responses((status = 200, description = "OK")))]
 pub async fn export(
     State(state): State<AppState>,
     principal: Principal,
@@ -426,6 +430,7 @@ fn write_row(out: &mut String, e: &Evaluation, format: Format, with_reasoning: b
 }
 
 /// `GET /v1/eval-catalog`: the presets; public and cacheable.
+#[utoipa::path(get, path = "/v1/eval-catalog", operation_id = "listEvalCatalog", tag = "evaluations", responses((status = 200, description = "OK")))]
 pub async fn catalog() -> Response {
     let mut response = Json(crate::eval::catalog::catalog_json()).into_response();
     response.headers_mut().insert(

@@ -54,6 +54,8 @@ impl Format {
     }
 }
 
+/// Exports the traces the filters select, as CSV or JSON lines, streamed.
+#[utoipa::path(get, path = "/v1/traces/export", operation_id = "exportTraces", tag = "traces", responses((status = 200, description = "OK")))]
 pub async fn export(
     State(state): State<AppState>,
     principal: Principal,

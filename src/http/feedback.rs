@@ -27,6 +27,8 @@ pub struct FeedbackRequest {
     metadata: Option<Map<String, Value>>,
 }
 
+/// Records a rating (good, bad or neutral) and an optional comment on a trace.
+#[utoipa::path(post, path = "/v1/feedback", operation_id = "submitFeedback", tag = "feedback", responses((status = 201, description = "Created")))]
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,

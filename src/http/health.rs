@@ -16,6 +16,8 @@ use super::AppState;
 use crate::model::Timestamp;
 use crate::store::{now_micros, StoreError};
 
+/// Liveness: the server is up, with its version.
+#[utoipa::path(get, path = "/health", operation_id = "getHealth", tag = "service", responses((status = 200, description = "OK")))]
 pub async fn health(State(state): State<AppState>) -> Json<Value> {
     use std::sync::atomic::Ordering::Relaxed;
     // As the runner last measured it: no database read here.
@@ -34,6 +36,8 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
+/// Readiness: 200 when the database, the disk and the evaluation queue can take work, else 503 saying which cannot.
+#[utoipa::path(get, path = "/ready", operation_id = "getReadiness", tag = "service", responses((status = 200, description = "OK")))]
 pub async fn ready(State(state): State<AppState>) -> Response {
     let writer = match tokio::time::timeout(Duration::from_secs(5), state.store.ping_writer()).await
     {

@@ -90,6 +90,8 @@ impl<T: DeserializeOwned + Shaped + Send + 'static> FromRequest<AppState> for In
 use crate::model::{NewTrace, Timestamp};
 use crate::store::{now_micros, InsertOutcome};
 
+/// Sends one trace with its spans, as the SDKs do.
+#[utoipa::path(post, path = "/v1/ingest", operation_id = "ingestTrace", tag = "ingest", responses((status = 201, description = "Created")))]
 pub async fn ingest_one(
     State(state): State<AppState>,
     principal: Principal,
@@ -111,6 +113,8 @@ pub async fn ingest_one(
     })
 }
 
+/// Sends a batch of traces with their spans, as the SDKs do.
+#[utoipa::path(post, path = "/v1/ingest/batch", operation_id = "ingestBatch", tag = "ingest", responses((status = 201, description = "Created")))]
 pub async fn ingest_batch(
     State(state): State<AppState>,
     principal: Principal,

@@ -24,6 +24,15 @@ pub enum Family {
 }
 
 impl Family {
+    /// Its name in the API document.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Ingest => "ingest",
+            Family::Feedback => "feedback",
+            Family::Read => "read",
+        }
+    }
+
     fn limit(self, plan: Plan, state: &AppState) -> u64 {
         let limits = state.config.plans.limits(plan);
         match self {

@@ -74,6 +74,8 @@ impl LiveHub {
     }
 }
 
+/// New traces as they arrive, as a stream of server-sent events.
+#[utoipa::path(get, path = "/v1/traces/live", operation_id = "liveTraceFeed", tag = "traces", responses((status = 200, description = "OK")))]
 pub async fn live(
     State(state): State<AppState>,
     principal: Principal,

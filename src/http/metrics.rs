@@ -19,6 +19,8 @@ const DAY: i64 = 86_400_000_000;
 /// Buckets per response, at most.
 const MAX_BUCKETS: i64 = 10_000;
 
+/// Trace volume, latency percentiles, cost, tokens and errors per interval over a time window.
+#[utoipa::path(get, path = "/v1/metrics", operation_id = "getMetrics", tag = "metrics", responses((status = 200, description = "OK")))]
 pub async fn metrics(
     State(state): State<AppState>,
     principal: Principal,

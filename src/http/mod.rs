@@ -18,9 +18,11 @@ mod limits;
 mod live;
 mod login_guard;
 mod metrics;
+pub mod openapi;
 mod otlp;
 mod principal;
 mod projects;
+pub mod query;
 pub mod router;
 mod search;
 mod sessions;
@@ -60,6 +62,8 @@ pub struct AppState {
     pub evals: Arc<crate::eval::queue::EvalQueue>,
     /// Request bodies in memory, against `limits.request_memory_max_bytes`.
     pub bodies: Arc<budget::BodyBudget>,
+    /// The API's OpenAPI document, serialized once.
+    pub openapi: axum::body::Bytes,
 }
 
 impl AppState {
@@ -84,6 +88,9 @@ impl AppState {
             key_touches: Arc::default(),
             rates: Arc::default(),
             live: Arc::default(),
+            openapi: serde_json::to_vec(&router::api_document())
+                .map(Into::into)
+                .unwrap_or_default(),
         }
     }
 }

@@ -81,6 +81,19 @@ impl FromRequest<AppState> for OtlpBody {
     }
 }
 
+/// The same as `POST /v1/otlp/traces`, at the path OpenTelemetry exporters
+/// add to a base endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT=https://host/v1/otlp`).
+#[utoipa::path(post, path = "/v1/otlp/v1/traces", operation_id = "otlpIngestTracesStandardPath", tag = "ingest", responses((status = 200, description = "OK")))]
+pub async fn traces_standard_path(
+    state: State<AppState>,
+    principal: Principal,
+    body: OtlpBody,
+) -> Result<Response, AppError> {
+    traces(state, principal, body).await
+}
+
+/// Sends OpenTelemetry traces (OTLP/HTTP, protobuf or JSON, optionally gzipped).
+#[utoipa::path(post, path = "/v1/otlp/traces", operation_id = "otlpIngestTraces", tag = "ingest", responses((status = 200, description = "OK")))]
 pub async fn traces(
     State(state): State<AppState>,
     principal: Principal,
@@ -167,6 +180,7 @@ pub const EXPORT_MAX_SPANS: usize = 10_000;
 /// `GET /v1/otlp/export?from=&to=[&project_id=][&cursor=]`: the traces that
 /// started in `[from, to)` as OTLP `TracesData` JSON, oldest first; when
 /// more remain, `X-Next-Cursor` says where to continue. Sessions only.
+#[utoipa::path(get, path = "/v1/otlp/export", operation_id = "otlpExportTraces", tag = "traces", responses((status = 200, description = "OK")))]
 pub async fn export(
     State(state): State<AppState>,
     principal: Principal,

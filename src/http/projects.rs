@@ -40,6 +40,7 @@ fn project_json(p: &ProjectRecord) -> Value {
 }
 
 /// `GET /v1/projects`: all of them, or one page with `limit`/`cursor`.
+#[utoipa::path(get, path = "/v1/projects", operation_id = "listProjects", tag = "projects", responses((status = 200, description = "OK")))]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -117,6 +118,8 @@ fn check_name(name: &str) -> Result<String, AppError> {
     Ok(name.to_owned())
 }
 
+/// Creates a project.
+#[utoipa::path(post, path = "/v1/projects", operation_id = "createProject", tag = "projects", responses((status = 201, description = "Created")))]
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -134,6 +137,7 @@ pub async fn create(
 }
 
 /// `PATCH /v1/projects/{id}`: `name`, `retention_days_override` (null clears).
+#[utoipa::path(patch, path = "/v1/projects/{id}", operation_id = "patchProject", tag = "projects", params(("id" = String, Path, description = "The id.")), responses((status = 200, description = "OK")))]
 pub async fn update(
     State(state): State<AppState>,
     principal: Principal,
@@ -177,6 +181,8 @@ pub async fn update(
     Ok(Json(project_json(&project)))
 }
 
+/// Archives a project: it keeps its traces and refuses new ones.
+#[utoipa::path(post, path = "/v1/projects/{id}/archive", operation_id = "archiveProject", tag = "projects", params(("id" = String, Path, description = "The id.")), responses((status = 200, description = "OK")))]
 pub async fn archive(
     State(state): State<AppState>,
     principal: Principal,
@@ -185,6 +191,8 @@ pub async fn archive(
     set_archived(state, principal, id, true).await
 }
 
+/// Unarchives a project: it takes traces again.
+#[utoipa::path(post, path = "/v1/projects/{id}/unarchive", operation_id = "unarchiveProject", tag = "projects", params(("id" = String, Path, description = "The id.")), responses((status = 200, description = "OK")))]
 pub async fn unarchive(
     State(state): State<AppState>,
     principal: Principal,
@@ -226,6 +234,8 @@ fn key_json(k: &ApiKeyInfo) -> Value {
     })
 }
 
+/// The organisation's API keys (never the secrets).
+#[utoipa::path(get, path = "/v1/apikeys", operation_id = "listAPIKeys", tag = "api-keys", responses((status = 200, description = "OK")))]
 pub async fn list_keys(
     State(state): State<AppState>,
     principal: Principal,
@@ -244,6 +254,8 @@ pub struct NewKey {
     expires_at: Option<String>,
 }
 
+/// Creates an API key for a project; the secret is shown in this answer only.
+#[utoipa::path(post, path = "/v1/apikeys", operation_id = "createAPIKey", tag = "api-keys", responses((status = 201, description = "Created")))]
 pub async fn create_key(
     State(state): State<AppState>,
     principal: Principal,
@@ -308,6 +320,8 @@ async fn key_id(state: &AppState, principal: &Principal, id: String) -> Result<i
         .ok_or(AppError::NotFound("API key"))
 }
 
+/// Revokes an API key at once.
+#[utoipa::path(delete, path = "/v1/apikeys/{id}", operation_id = "revokeAPIKey", tag = "api-keys", params(("id" = String, Path, description = "The id.")), responses((status = 204, description = "Done; no body")))]
 pub async fn revoke_key(
     State(state): State<AppState>,
     principal: Principal,
@@ -321,6 +335,8 @@ pub async fn revoke_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Replaces an API key's secret; the old one stops working.
+#[utoipa::path(post, path = "/v1/apikeys/{id}/rotate", operation_id = "rotateAPIKey", tag = "api-keys", params(("id" = String, Path, description = "The id.")), responses((status = 200, description = "OK")))]
 pub async fn rotate_key(
     State(state): State<AppState>,
     principal: Principal,

@@ -15,13 +15,16 @@ use std::time::{Duration, Instant};
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::{self, Next};
-use axum::response::Response;
-use axum::routing::{delete, get, patch, post, MethodRouter};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, MethodRouter};
 use axum::Router;
 use tower_http::timeout::RequestBodyTimeoutLayer;
+use utoipa_axum::router::UtoipaMethodRouter;
+use utoipa_axum::routes;
 
 use super::extract::BodyLimit;
 use super::limits::Family;
+use super::openapi::{self, DocumentedRoute};
 use super::principal::Role;
 use super::{
     account, audit, budget, eval_rules, eval_summaries, evals, export, feedback, health, ingest,
@@ -104,12 +107,17 @@ pub struct Access {
     pub family: Family,
 }
 
-/// One route: method, path, and who may call it.
+/// One route: method, path, who may call it, and how it goes beyond the
+/// hosted service's reference.
 #[derive(Debug, Clone)]
 pub struct RouteSpec {
     pub method: Method,
-    pub path: &'static str,
+    /// As the API document writes it (`/v1/traces/{id}`).
+    pub path: String,
     pub access: Access,
+    /// `None`: the hosted service's reference has this operation, and this
+    /// server serves it as documented there. Otherwise what it adds.
+    pub beyond_reference: Option<&'static str>,
 }
 
 /// The body limit of a route that takes more than `limits.json_body_max_bytes`:
@@ -117,98 +125,121 @@ pub struct RouteSpec {
 #[derive(Clone, Copy)]
 struct LargeBody(usize);
 
-impl LargeBody {
-    fn on(self, route: MethodRouter<AppState>) -> MethodRouter<AppState> {
-        route
-            .layer::<_, std::convert::Infallible>(DefaultBodyLimit::max(self.0))
-            .layer::<_, std::convert::Infallible>(axum::Extension(BodyLimit(self.0)))
+/// A row of the table: the route, its handler, and its documentation.
+struct Row {
+    route: DocumentedRoute,
+    handler: MethodRouter<AppState>,
+}
+
+impl Row {
+    /// The route takes bodies up to `limit`, beyond `limits.json_body_max_bytes`.
+    fn large_body(mut self, limit: LargeBody) -> Row {
+        self.handler = self
+            .handler
+            .layer::<_, std::convert::Infallible>(DefaultBodyLimit::max(limit.0))
+            .layer::<_, std::convert::Infallible>(axum::Extension(BodyLimit(limit.0)));
+        self
+    }
+
+    /// The route is not in the hosted service's reference, or does more
+    /// than it documents: what it adds.
+    fn beyond_reference(mut self, what: &'static str) -> Row {
+        self.route.spec.beyond_reference = Some(what);
+        self
     }
 }
 
-/// Every route with its handler: method, path, who may call it (credential,
-/// key scope, session roles) and its rate family.
-fn table(batch: LargeBody, otlp: LargeBody) -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+/// Every route with its handler: who may call it (credential, key scope,
+/// session roles) and its rate family. Method, path and the operation's
+/// documentation come from the handler's `#[utoipa::path]`.
+fn table(batch: LargeBody, otlp: LargeBody) -> Vec<Row> {
     use Auth::{KeyOrSession as Either, Public, Session};
     use Family::{Feedback, Ingest, Read};
     use KeyScope::{Ingest as Sends, Query as Reads, Unscoped};
-    use Method as M;
     use Roles::{Any, Auditor, Member, Owner};
-    let row = |method: Method,
-               path: &'static str,
-               auth: Auth,
+    let row = |auth: Auth,
                scope: Option<KeyScope>,
                roles: Roles,
                family: Family,
-               handler: MethodRouter<AppState>| {
+               (schemas, paths, handler): UtoipaMethodRouter<AppState>| {
         let access = Access {
             auth,
             scope,
             roles,
             family,
         };
-        (
-            RouteSpec {
-                method,
-                path,
-                access,
+        let Some((method, path, operation)) = openapi::single_operation(paths) else {
+            panic!("a handler of the route table documents exactly one operation");
+        };
+        Row {
+            route: DocumentedRoute {
+                spec: RouteSpec {
+                    method,
+                    path,
+                    access,
+                    beyond_reference: None,
+                },
+                operation,
+                schemas,
             },
-            handler.layer::<_, std::convert::Infallible>(axum::Extension(access)),
-        )
+            handler: handler.layer::<_, std::convert::Infallible>(axum::Extension(access)),
+        }
     };
     #[rustfmt::skip]
     let rows = vec![
-        row(M::GET, "/", Public, None, Any, Read, get(ui::index)),
-        row(M::GET, "/assets/{*path}", Public, None, Any, Read, get(ui::asset)),
-        row(M::GET, "/health", Public, None, Any, Read, get(health::health)),
-        row(M::GET, "/ready", Public, None, Any, Read, get(health::ready)),
-        row(M::GET, "/metrics", Public, None, Any, Read, get(telemetry::main_listener)),
-        row(M::POST, "/v1/ingest", Either, Some(Sends), Member, Ingest, post(ingest::ingest_one)),
-        row(M::POST, "/v1/ingest/batch", Either, Some(Sends), Member, Ingest, batch.on(post(ingest::ingest_batch))),
-        row(M::POST, "/v1/otlp/traces", Either, Some(Sends), Member, Ingest, otlp.on(post(otlp::traces))),
-        row(M::POST, "/v1/otlp/v1/traces", Either, Some(Sends), Member, Ingest, otlp.on(post(otlp::traces))),
-        row(M::GET, "/v1/otlp/export", Session, None, Any, Read, get(otlp::export)),
-        row(M::POST, "/v1/auth/login", Public, None, Any, Read, post(account::login)),
+        row(Public, None, Any, Read, routes!(ui::index)).beyond_reference("The admin page."),
+        row(Public, None, Any, Read, routes!(ui::asset)).beyond_reference("The admin page's files."),
+        row(Public, None, Any, Read, routes!(health::health)),
+        row(Public, None, Any, Read, routes!(health::ready)).beyond_reference("Readiness for load balancers and systemd: the database, the disk and the evaluation queue."),
+        row(Public, None, Any, Read, routes!(telemetry::main_listener)).beyond_reference("Prometheus metrics of the server (off unless configured)."),
+        row(Public, None, Any, Read, routes!(openapi_json)).beyond_reference("This document, generated from the server's routes."),
+        row(Either, Some(Sends), Member, Ingest, routes!(ingest::ingest_one)),
+        row(Either, Some(Sends), Member, Ingest, routes!(ingest::ingest_batch)).large_body(batch).beyond_reference("Up to 10,000 traces a batch (the reference: 1,000), within `limits.batch_body_max_bytes`."),
+        row(Either, Some(Sends), Member, Ingest, routes!(otlp::traces)).large_body(otlp),
+        row(Either, Some(Sends), Member, Ingest, routes!(otlp::traces_standard_path)).large_body(otlp).beyond_reference("The path OpenTelemetry exporters append to a base endpoint."),
+        row(Session, None, Any, Read, routes!(otlp::export)),
+        row(Public, None, Any, Read, routes!(account::login)).beyond_reference("Users and sessions of this server (the hosted service signs in elsewhere)."),
         // Viewers read; they may still manage their own login.
-        row(M::POST, "/v1/auth/logout", Session, None, Any, Read, post(account::logout)),
-        row(M::GET, "/v1/auth/me", Session, None, Any, Read, get(account::me)),
-        row(M::POST, "/v1/auth/password", Session, None, Any, Read, post(account::change_password)),
-        row(M::GET, "/v1/users", Session, None, Any, Read, get(account::list_users)),
-        row(M::POST, "/v1/users", Session, None, Owner, Read, post(account::create_user)),
-        row(M::PATCH, "/v1/users/{id}", Session, None, Owner, Read, patch(account::update_user)),
-        row(M::DELETE, "/v1/users/{id}", Session, None, Owner, Read, delete(account::delete_user)),
-        row(M::GET, "/v1/projects", Either, Some(Reads), Any, Read, get(projects::list)),
-        row(M::POST, "/v1/projects", Session, None, Member, Read, post(projects::create)),
-        row(M::PATCH, "/v1/projects/{id}", Session, None, Member, Read, patch(projects::update)),
-        row(M::POST, "/v1/projects/{id}/archive", Session, None, Owner, Read, post(projects::archive)),
-        row(M::POST, "/v1/projects/{id}/unarchive", Session, None, Owner, Read, post(projects::unarchive)),
-        row(M::GET, "/v1/apikeys", Session, None, Any, Read, get(projects::list_keys)),
-        row(M::POST, "/v1/apikeys", Session, None, Member, Read, post(projects::create_key)),
-        row(M::DELETE, "/v1/apikeys/{id}", Session, None, Owner, Read, delete(projects::revoke_key)),
-        row(M::POST, "/v1/apikeys/{id}/rotate", Session, None, Owner, Read, post(projects::rotate_key)),
-        row(M::GET, "/v1/audit-log", Session, None, Auditor, Read, get(audit::list)),
-        row(M::GET, "/v1/audit/verify", Public, None, Any, Read, get(audit::verify)),
-        row(M::POST, "/v1/feedback", Either, Some(Sends), Member, Feedback, post(feedback::create)),
-        row(M::POST, "/v1/eval", Either, Some(Sends), Member, Feedback, post(evals::trigger)),
-        row(M::GET, "/v1/eval", Either, Some(Reads), Any, Read, get(evals::list)),
-        row(M::GET, "/v1/eval/export", Either, Some(Reads), Any, Read, get(evals::export)),
-        row(M::GET, "/v1/eval/trends", Either, Some(Reads), Any, Read, get(eval_summaries::trends)),
-        row(M::GET, "/v1/eval/histogram", Either, Some(Reads), Any, Read, get(eval_summaries::histogram)),
-        row(M::GET, "/v1/eval/compare", Either, Some(Reads), Any, Read, get(eval_summaries::compare)),
-        row(M::GET, "/v1/eval/agreement", Either, Some(Reads), Any, Read, get(eval_summaries::agreement)),
-        row(M::GET, "/v1/eval/{id}", Either, Some(Reads), Any, Read, get(evals::detail)),
-        row(M::GET, "/v1/eval-catalog", Public, None, Any, Read, get(evals::catalog)),
-        row(M::GET, "/v1/eval-rules", Either, Some(Reads), Any, Read, get(eval_rules::list)),
-        row(M::POST, "/v1/eval-rules", Either, Some(Unscoped), Member, Read, post(eval_rules::create)),
-        row(M::PATCH, "/v1/eval-rules/{id}", Either, Some(Unscoped), Member, Read, patch(eval_rules::update)),
-        row(M::DELETE, "/v1/eval-rules/{id}", Either, Some(Unscoped), Member, Read, delete(eval_rules::delete)),
-        row(M::GET, "/v1/metrics", Either, Some(Reads), Any, Read, get(metrics::metrics)),
-        row(M::GET, "/v1/search/spans", Either, Some(Reads), Any, Read, get(search::spans)),
-        row(M::GET, "/v1/sessions", Either, Some(Reads), Any, Read, get(sessions::list)),
-        row(M::GET, "/v1/sessions/{id}", Either, Some(Reads), Any, Read, get(sessions::detail)),
-        row(M::GET, "/v1/traces", Either, Some(Reads), Any, Read, get(traces::list)),
-        row(M::GET, "/v1/traces/export", Either, Some(Reads), Any, Read, get(export::export)),
-        row(M::GET, "/v1/traces/live", Either, Some(Reads), Any, Read, get(live::live)),
-        row(M::GET, "/v1/traces/{id}", Either, Some(Reads), Any, Read, get(traces::detail)),
+        row(Session, None, Any, Read, routes!(account::logout)).beyond_reference("Users and sessions of this server."),
+        row(Session, None, Any, Read, routes!(account::me)).beyond_reference("Users and sessions of this server."),
+        row(Session, None, Any, Read, routes!(account::change_password)).beyond_reference("Users and sessions of this server."),
+        row(Session, None, Any, Read, routes!(account::list_users)).beyond_reference("Users of this server."),
+        row(Session, None, Owner, Read, routes!(account::create_user)).beyond_reference("Users of this server."),
+        row(Session, None, Owner, Read, routes!(account::update_user)).beyond_reference("Users of this server."),
+        row(Session, None, Owner, Read, routes!(account::delete_user)).beyond_reference("Users of this server."),
+        row(Either, Some(Reads), Any, Read, routes!(projects::list)),
+        row(Session, None, Member, Read, routes!(projects::create)),
+        row(Session, None, Member, Read, routes!(projects::update)),
+        row(Session, None, Owner, Read, routes!(projects::archive)),
+        row(Session, None, Owner, Read, routes!(projects::unarchive)),
+        row(Session, None, Any, Read, routes!(projects::list_keys)),
+        row(Session, None, Member, Read, routes!(projects::create_key)),
+        row(Session, None, Owner, Read, routes!(projects::revoke_key)),
+        row(Session, None, Owner, Read, routes!(projects::rotate_key)),
+        row(Session, None, Auditor, Read, routes!(audit::list)).beyond_reference("The audit log's entries (the reference publishes only the daily anchor)."),
+        row(Public, None, Any, Read, routes!(audit::verify)),
+        row(Either, Some(Sends), Member, Feedback, routes!(feedback::create)),
+        row(Either, Some(Sends), Member, Feedback, routes!(evals::trigger)),
+        row(Either, Some(Reads), Any, Read, routes!(evals::list)),
+        row(Either, Some(Reads), Any, Read, routes!(evals::export)),
+        row(Either, Some(Reads), Any, Read, routes!(eval_summaries::trends)),
+        row(Either, Some(Reads), Any, Read, routes!(eval_summaries::histogram)),
+        row(Either, Some(Reads), Any, Read, routes!(eval_summaries::compare)),
+        row(Either, Some(Reads), Any, Read, routes!(eval_summaries::agreement)).beyond_reference("How often two evaluators agree on the same traces."),
+        row(Either, Some(Reads), Any, Read, routes!(evals::detail)),
+        row(Public, None, Any, Read, routes!(evals::catalog)),
+        row(Either, Some(Reads), Any, Read, routes!(eval_rules::list)),
+        row(Either, Some(Unscoped), Member, Read, routes!(eval_rules::create)),
+        row(Either, Some(Unscoped), Member, Read, routes!(eval_rules::update)),
+        row(Either, Some(Unscoped), Member, Read, routes!(eval_rules::delete)),
+        row(Either, Some(Reads), Any, Read, routes!(metrics::metrics)),
+        row(Either, Some(Reads), Any, Read, routes!(search::spans)),
+        row(Either, Some(Reads), Any, Read, routes!(sessions::list)).beyond_reference("Traces grouped by session."),
+        row(Either, Some(Reads), Any, Read, routes!(sessions::detail)).beyond_reference("Traces grouped by session."),
+        row(Either, Some(Reads), Any, Read, routes!(traces::list)),
+        row(Either, Some(Reads), Any, Read, routes!(export::export)),
+        row(Either, Some(Reads), Any, Read, routes!(live::live)),
+        row(Either, Some(Reads), Any, Read, routes!(traces::detail)),
     ];
     rows
 }
@@ -217,8 +248,37 @@ fn table(batch: LargeBody, otlp: LargeBody) -> Vec<(RouteSpec, MethodRouter<AppS
 pub fn routes() -> Vec<RouteSpec> {
     table(LargeBody(0), LargeBody(0))
         .into_iter()
-        .map(|(spec, _)| spec)
+        .map(|row| row.route.spec)
         .collect()
+}
+
+/// The API's OpenAPI document, generated from the table.
+pub fn api_document() -> utoipa::openapi::OpenApi {
+    openapi::document(
+        table(LargeBody(0), LargeBody(0))
+            .into_iter()
+            .map(|row| row.route)
+            .collect(),
+    )
+}
+
+/// This document, served as built at start-up.
+#[utoipa::path(get, path = "/v1/openapi.json", operation_id = "getOpenApiDocument", tag = "service", responses((status = 200, description = "The OpenAPI 3.1 document of this server's API.", content_type = "application/json")))]
+async fn openapi_json(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        state.openapi.clone(),
+    )
+        .into_response()
+}
+
+/// The path axum matches for a documented path: a last `{path}` takes the
+/// rest of the path, slashes included.
+fn axum_path(documented: &str) -> String {
+    match documented.strip_suffix("{path}") {
+        Some(prefix) => format!("{prefix}{{*path}}"),
+        None => documented.to_owned(),
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -230,8 +290,8 @@ pub fn router(state: AppState) -> Router {
     )
     .into_iter()
     // Routes on one path with different methods merge.
-    .fold(Router::new(), |router, (spec, handler)| {
-        router.route(spec.path, handler)
+    .fold(Router::new(), |router, row| {
+        router.route(&axum_path(&row.route.spec.path), row.handler)
     })
     .fallback(not_found)
     .method_not_allowed_fallback(method_not_allowed)

@@ -20,6 +20,8 @@ use crate::store::{SpanSearch, MAX_SPAN_RESULTS};
 
 const DEFAULT_LIMIT: usize = 20;
 
+/// Spans whose input, output or name match a search expression, newest first.
+#[utoipa::path(get, path = "/v1/search/spans", operation_id = "searchSpansText", tag = "search", responses((status = 200, description = "OK")))]
 pub async fn spans(
     State(state): State<AppState>,
     principal: Principal,

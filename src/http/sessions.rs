@@ -12,6 +12,8 @@ use super::{project_param, AppState, Principal};
 use crate::error::AppError;
 use crate::model::Timestamp;
 
+/// Sessions (traces sharing a session id), most recently active first, with their totals.
+#[utoipa::path(get, path = "/v1/sessions", operation_id = "listSessions", tag = "sessions", responses((status = 200, description = "OK")))]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -61,6 +63,8 @@ pub async fn list(
     })))
 }
 
+/// A session's traces in the order they started.
+#[utoipa::path(get, path = "/v1/sessions/{id}", operation_id = "getSession", tag = "sessions", params(("id" = String, Path, description = "The id.")), responses((status = 200, description = "OK")))]
 pub async fn detail(
     State(state): State<AppState>,
     principal: Principal,

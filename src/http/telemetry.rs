@@ -392,6 +392,7 @@ impl Collector for EvalCollector {
 
 /// `GET /metrics` on the main listener: only with `[metrics] token`, which
 /// the scraper must send as `Authorization: Bearer …`.
+#[utoipa::path(get, path = "/metrics", operation_id = "getPrometheusMetrics", tag = "service", responses((status = 200, description = "OK")))]
 pub async fn main_listener(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let Some(expected) = state
         .config
@@ -400,7 +401,11 @@ pub async fn main_listener(State(state): State<AppState>, headers: HeaderMap) ->
         .as_deref()
         .filter(|t| !t.is_empty())
     else {
-        return AppError::NotFound("route").into_response();
+        return AppError::Status {
+            status: StatusCode::NOT_FOUND,
+            message: "metrics are served here only with a `[metrics] token` set".into(),
+        }
+        .into_response();
     };
     let given = headers
         .get(header::AUTHORIZATION)

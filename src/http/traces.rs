@@ -18,6 +18,8 @@ use crate::store::{TraceCursor, TraceFilter};
 pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 200;
 
+/// Traces, newest first, filtered by project, model, time, latency, tokens, tags, session, feedback, errors or text.
+#[utoipa::path(get, path = "/v1/traces", operation_id = "listTraces", tag = "traces", responses((status = 200, description = "OK")))]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -60,6 +62,8 @@ pub struct TraceList {
     has_more: bool,
 }
 
+/// One trace with its spans, events, feedback and evaluations.
+#[utoipa::path(get, path = "/v1/traces/{id}", operation_id = "getTrace", tag = "traces", params(("id" = String, Path, description = "The id.")), responses((status = 200, description = "OK")))]
 pub async fn detail(
     State(state): State<AppState>,
     principal: Principal,

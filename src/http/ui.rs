@@ -28,11 +28,13 @@ pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; 
     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// `GET /`: the page.
+#[utoipa::path(get, path = "/", operation_id = "adminPage", tag = "admin-page", responses((status = 200, description = "OK")))]
 pub async fn index(headers: HeaderMap) -> Response {
     serve("index.html", &headers)
 }
 
 /// `GET /assets/{*path}`: one of its files.
+#[utoipa::path(get, path = "/assets/{path}", operation_id = "adminPageAsset", tag = "admin-page", params(("path" = String, Path, description = "The file under assets/.")), responses((status = 200, description = "OK")))]
 pub async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
     serve(&path, &headers)
 }

@@ -17,6 +17,7 @@ mod live;
 mod logins;
 mod memory;
 mod metrics;
+mod openapi;
 mod page;
 mod plans;
 mod pricing;
