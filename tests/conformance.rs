@@ -38,25 +38,7 @@ fn reference() -> PathBuf {
 /// server implements under `/v1`, whatever the document names their
 /// parameters.
 fn implemented_paths(document: &str) -> (String, usize) {
-    let mut paths: Vec<String> = routes()
-        .into_iter()
-        .map(|r| r.path)
-        .filter(|p| p.starts_with("/v1/") && !LEFT_OUT.contains(&p.as_str()))
-        .map(|p| {
-            p.split('/')
-                .map(|part| {
-                    if part.starts_with('{') {
-                        r"\{[^/}]+\}".to_owned()
-                    } else {
-                        regex_escape(part)
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("/")
-        })
-        .collect();
-    paths.sort();
-    paths.dedup();
+    let (regex, _) = paths_regex(|p| p.starts_with("/v1/"));
     // How many of them the document has (a template's parameter names may
     // differ: compare with the names blanked).
     let blank = |p: &str| {
@@ -78,7 +60,36 @@ fn implemented_paths(document: &str) -> (String, usize) {
         .filter(|p| documented.contains(p))
         .collect::<std::collections::BTreeSet<_>>()
         .len();
-    (format!("^({})$", paths.join("|")), shared)
+    (regex, shared)
+}
+
+/// A regular expression matching the path templates of the routes `keep`
+/// keeps (less those left out), and how many operations they have.
+fn paths_regex(keep: impl Fn(&str) -> bool) -> (String, usize) {
+    let kept: Vec<String> = routes()
+        .into_iter()
+        .map(|r| r.path)
+        .filter(|p| keep(p) && !LEFT_OUT.contains(&p.as_str()))
+        .collect();
+    let operations = kept.len();
+    let mut paths: Vec<String> = kept
+        .into_iter()
+        .map(|p| {
+            p.split('/')
+                .map(|part| {
+                    if part.starts_with('{') {
+                        r"\{[^/}]+\}".to_owned()
+                    } else {
+                        regex_escape(part)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("/")
+        })
+        .collect();
+    paths.sort();
+    paths.dedup();
+    (format!("^({})$", paths.join("|")), operations)
 }
 
 fn regex_escape(s: &str) -> String {
@@ -90,28 +101,32 @@ fn regex_escape(s: &str) -> String {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_shared_operations_answer_as_the_reference_document_says() {
+/// Runs schemathesis on `document` (a file or a URL) against `server`
+/// with the owner's session, for the paths `paths` matches, with `checks`;
+/// its report when every check passed, and the number of operations it tested.
+async fn run_schemathesis(
+    server: &TestServer,
+    document: String,
+    paths: String,
+    checks: &str,
+) -> (String, usize) {
     let bin = tokio::task::spawn_blocking(schemathesis)
         .await
         .expect("venv");
-    let document = reference();
-    let text = std::fs::read_to_string(&document).expect("the reference document");
-    let (paths, shared) = implemented_paths(&text);
-    assert!(shared >= 20, "only {shared} paths shared with the document");
-    let server = TestServer::start().await;
     // The owner's session reaches every route, those for sessions only too.
     let token = server.session_token().await;
     let url = server.url.clone();
+    let checks = checks.to_owned();
     let output = tokio::task::spawn_blocking(move || {
         Command::new(bin)
             .arg("run")
             .arg(&document)
             .args(["--url", &url])
             .args(["-H", &format!("Authorization: Bearer {token}")])
-            .args(["--checks", "not_a_server_error,response_schema_conformance"])
+            .args(["--checks", &checks])
             .args(["--max-examples", MAX_EXAMPLES, "--seed", SEED])
             .args(["--include-path-regex", &paths])
+            .args(["--request-timeout", "10"])
             .args(["--no-color"])
             .env("SCHEMATHESIS_HOOKS", "")
             .output()
@@ -119,19 +134,17 @@ async fn the_shared_operations_answer_as_the_reference_document_says() {
     })
     .await
     .expect("schemathesis task");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
         "schemathesis found failures:\n{stdout}\n{stderr}"
     );
-    // It ran what it was given: the operations of the shared paths.
     let tested: usize = stdout
         .lines()
         .find_map(|l| l.trim().strip_prefix("Tested: "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no count of tested operations:\n{stdout}"));
-    assert!(tested >= shared, "{tested} operations tested:\n{stdout}");
     eprintln!(
         "{}",
         stdout
@@ -140,4 +153,41 @@ async fn the_shared_operations_answer_as_the_reference_document_says() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+    (stdout, tested)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_operations_answer_as_the_reference_document_says() {
+    let document = reference();
+    let text = std::fs::read_to_string(&document).expect("the reference document");
+    let (paths, shared) = implemented_paths(&text);
+    assert!(shared >= 20, "only {shared} paths shared with the document");
+    let server = TestServer::start().await;
+    let (stdout, tested) = run_schemathesis(
+        &server,
+        document.display().to_string(),
+        paths,
+        "not_a_server_error,response_schema_conformance",
+    )
+    .await;
+    // It ran what it was given: the operations of the shared paths.
+    assert!(tested >= shared, "{tested} operations tested:\n{stdout}");
+}
+
+/// The server's own document (`GET /v1/openapi.json`), for every operation
+/// it documents: no server error, every response of a documented status
+/// and of the schema the document gives it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_answers_as_the_servers_own_document_says() {
+    let server = TestServer::start().await;
+    let (paths, everything) = paths_regex(|_| true);
+    let (stdout, tested) = run_schemathesis(
+        &server,
+        server.url("/v1/openapi.json"),
+        paths,
+        "not_a_server_error,response_schema_conformance,status_code_conformance,\
+         content_type_conformance",
+    )
+    .await;
+    assert_eq!(tested, everything, "operations tested:\n{stdout}");
 }
