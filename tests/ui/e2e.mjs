@@ -1,6 +1,7 @@
 // The admin page in a real browser (Debian's Chromium driven by
 // playwright-core), against a running server: every flow an operator goes
-// through, from the first login to the logout. Run by `tests/ui.rs`:
+// through, from the first login to the logout, the API reference's console
+// on the way (`docs.mjs`). Run by `tests/ui.rs`:
 //
 //   node tests/ui/e2e.mjs <server-url> <node-dir> <screenshot-dir> <email> <password>
 //
@@ -17,6 +18,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 
 import { WAIT, check, text, tid, visible, waitUntil } from './helpers.mjs';
+import { referenceFlows } from './docs.mjs';
 
 const [serverUrl, nodeDir, shotDir, email, password] = process.argv.slice(2);
 if (!password) {
@@ -212,6 +214,12 @@ async function main(browser) {
     reducedMotion: 'reduce',
   });
   await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin });
+  // A blocked load or inline code shows as a console error, like any other.
+  await context.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', (e) => {
+      console.error(`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || 'inline code'}`);
+    });
+  });
   const page = await context.newPage();
   page.setDefaultTimeout(WAIT);
 
@@ -372,6 +380,20 @@ async function flows(page, context) {
     check(listed.status === 200, `listing with the UI's key: ${listed.status} ${listed.text}`);
     facts.traces_listed_with_key = listed.json.traces.map((t) => t.id).sort();
     facts.project_of_ingested = [...new Set(listed.json.traces.map((t) => t.project_id))];
+  });
+
+  await referenceFlows({
+    page,
+    context,
+    origin,
+    step,
+    shoot,
+    facts,
+    key: secret,
+    ids,
+    refuse: (route) => {
+      expectRefusal = route;
+    },
   });
 
   await step('the overview counts the traces', async () => {
