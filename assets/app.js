@@ -237,6 +237,7 @@ function ensureShell() {
           el('span', { class: 'who-email', 'data-testid': 'whoami', title: state.user.email }, state.user.email),
           el('span', { class: `badge badge-role badge-${state.user.role}` }, state.user.role),
           state.user.org_name ? el('span', { class: 'muted small who-org' }, state.user.org_name) : null),
+        el('a', { href: '/docs', class: 'btn btn-ghost', 'data-testid': 'docs-link' }, icon(ICONS.book), el('span', {}, 'API reference')),
         passwordButton,
         themeButton,
         logout)));

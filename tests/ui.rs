@@ -1,6 +1,7 @@
 //! The admin page in a real browser: Debian's Chromium, driven by
 //! playwright-core from `tests/ui/e2e.mjs`, goes through every page of the
-//! UI against a real server. `tests/ui/setup.sh` installs both on first use
+//! UI against a real server, and through the API reference at `/docs`
+//! (`tests/ui/docs.mjs`). `tests/ui/setup.sh` installs both on first use
 //! (Chromium with apt-get, playwright-core pinned by `tests/ui/package-lock.json`
 //! under the target directory). Screenshots of every page are left in
 //! `target/tmp/ui-screenshots/`.
@@ -33,6 +34,10 @@ const SCREENSHOTS: &[&str] = &[
     "overview-narrow",
     "traces-narrow",
     "keys-narrow",
+    "docs",
+    "docs-operation",
+    "docs-dark",
+    "docs-narrow",
 ];
 
 /// The directory holding playwright-core, installed once (with Chromium,
@@ -227,6 +232,64 @@ async fn an_operator_goes_through_every_page_of_the_admin_ui() {
     assert_eq!(facts["xss_script"], 0);
     assert_eq!(facts["xss_svg_onload"], 0);
     assert_eq!(facts["xss_bold"], 0);
+
+    // The API reference: linked from the admin page, served under its
+    // policy, and its console sends what the reader typed, nothing else.
+    let admin_page = server.get("/").await;
+    let csp = admin_page
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .expect("the admin page's policy");
+    assert_eq!(facts["docs_path"], "/docs");
+    assert!(text(facts, "docs_content_type").starts_with("text/html"));
+    assert_eq!(text(facts, "docs_csp"), csp);
+    assert!(facts["docs_operations"].as_u64() > Some(20), "{facts}");
+    assert!(facts["docs_groups"].as_u64() > Some(1), "{facts}");
+    assert_eq!(facts["docs_slash_focuses_filter"], true);
+    let filtered = facts["docs_filtered"].as_array().expect("filtered");
+    assert!(
+        filtered.len() < facts["docs_operations"].as_u64().unwrap_or(0) as usize,
+        "{facts}"
+    );
+    for listed in filtered {
+        let listed = listed.as_str().unwrap_or_default();
+        assert!(listed.starts_with("get /v1/traces"), "{listed}");
+    }
+    assert!(text(facts, "docs_op_title").starts_with("GET"), "{facts}");
+    assert!(text(facts, "docs_op_title").ends_with("/v1/traces"));
+    assert!(!text(facts, "docs_op_access").is_empty());
+    assert!(
+        facts["docs_op_statuses"].to_string().contains("\"200\""),
+        "{facts}"
+    );
+    assert_eq!(facts["docs_session_cookie_present"], true);
+    assert!(text(facts, "docs_status_without_token").starts_with("401"));
+    assert!(text(facts, "docs_status_with_key").starts_with("200"));
+    for id in [&rag, &xss, &failing] {
+        assert!(text(facts, "docs_response").contains(id.as_str()), "{id}");
+    }
+    assert!(text(facts, "docs_response").contains("<img src=x onerror=alert(1)>"));
+    assert_eq!(facts["docs_response_markup"], 0);
+    assert!(text(facts, "docs_response_headers").contains("x-request-id"));
+    assert!(text(facts, "docs_curl").contains("Bearer $TRULAYER_API_KEY"));
+    assert!(text(facts, "docs_curl").contains("/v1/traces"));
+    assert_eq!(facts["docs_curl_shows_key"], false);
+    assert_eq!(facts["docs_token_kept"], true);
+    assert!(text(facts, "docs_detail_status").starts_with("200"));
+    assert!(text(facts, "docs_detail_response").contains("ui-e2e-rag"));
+    assert!(text(facts, "docs_detail_curl").contains(rag.as_str()));
+    for (place, kept) in facts["docs_key_kept_in"].as_object().expect("places") {
+        assert_eq!(kept, false, "the key is kept in {place}");
+    }
+    assert_eq!(facts["docs_token_after_reload"], "");
+    assert_ne!(
+        facts["docs_background_dark"],
+        facts["docs_background_light"]
+    );
+    assert!(facts["docs_narrow_overflow"]
+        .as_i64()
+        .is_some_and(|o| o <= 0));
 
     // The evaluation rule made in the UI, switched off in the UI.
     assert_eq!(facts["rule_enabled_before"], true);

@@ -66,7 +66,10 @@ const TAGS: &[(&str, &str)] = &[
         "service",
         "Health, readiness, Prometheus metrics and this document.",
     ),
-    ("admin-page", "The admin page and its files."),
+    (
+        "admin-page",
+        "The admin page, the API reference, and their files.",
+    ),
 ];
 
 /// The document of `routes`.

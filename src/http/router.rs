@@ -188,6 +188,7 @@ fn table(batch: LargeBody, otlp: LargeBody) -> Vec<Row> {
     #[rustfmt::skip]
     let rows = vec![
         row(Public, None, Any, Read, routes!(ui::index)).beyond_reference("The admin page."),
+        row(Public, None, Any, Read, routes!(ui::docs)).beyond_reference("This reference, drawn in the browser from this document, with a console that sends its requests."),
         row(Public, None, Any, Read, routes!(ui::asset)).beyond_reference("The admin page's files."),
         row(Public, None, Any, Read, routes!(health::health)),
         row(Public, None, Any, Read, routes!(health::ready)).beyond_reference("Readiness for load balancers and systemd: the database, the disk and the evaluation queue."),

@@ -1,7 +1,9 @@
-//! The admin page: `assets/index.html` at `/` and the other files of
-//! `assets/` at `/assets/<path>`, compiled into the binary (see `build.rs`),
-//! so nothing is read from the disk or fetched from elsewhere. The page uses
-//! only the public `/v1` API with the session cookie.
+//! The admin page: `assets/index.html` at `/`, the API reference
+//! `assets/docs.html` at `/docs`, and the other files of `assets/` at
+//! `/assets/<path>`, compiled into the binary (see `build.rs`), so nothing
+//! is read from the disk or fetched from elsewhere. The admin page uses only
+//! the public `/v1` API with the session cookie; the reference's console
+//! sends the token its reader types in, never the cookie.
 //!
 //! Every response of the server carries `X-Content-Type-Options: nosniff`
 //! and `Referrer-Policy: no-referrer` (and HSTS under TLS); the page's own
@@ -31,6 +33,13 @@ pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; 
 #[utoipa::path(get, path = "/", operation_id = "adminPage", tag = "admin-page", responses((status = 200, description = "OK")))]
 pub async fn index(headers: HeaderMap) -> Response {
     serve("index.html", &headers)
+}
+
+/// `GET /docs`: the API reference, drawn in the browser from
+/// `/v1/openapi.json`, under the same policy as the page.
+#[utoipa::path(get, path = "/docs", operation_id = "apiReference", tag = "admin-page", responses((status = 200, description = "OK")))]
+pub async fn docs(headers: HeaderMap) -> Response {
+    serve("docs.html", &headers)
 }
 
 /// `GET /assets/{*path}`: one of its files.

@@ -1,5 +1,5 @@
-//! The admin page as the server serves it: embedded files at `/` and
-//! `/assets/…`, with a strict Content-Security-Policy and the security
+//! The admin page as the server serves it: embedded files at `/`, `/docs`
+//! and `/assets/…`, with a strict Content-Security-Policy and the security
 //! headers every response carries. (The page itself is driven in a real
 //! browser by `tests/ui.rs`.)
 
@@ -111,6 +111,40 @@ async fn the_page_is_served_with_a_strict_policy() {
     let api = server.get("/v1/traces").await;
     assert_eq!(header(&api, "x-content-type-options"), "nosniff");
     assert_eq!(header(&api, "referrer-policy"), "no-referrer");
+}
+
+#[tokio::test]
+async fn the_api_reference_is_served_under_the_pages_policy() {
+    let server = TestServer::start().await;
+    let fetch = |path: &str| server.client.get(server.url(path)).send();
+    let page = fetch("/").await.expect("sent");
+    // No credentials: the reference is public, like the document it draws.
+    let docs = fetch("/docs").await.expect("sent");
+    assert_eq!(docs.status().as_u16(), 200);
+    assert_eq!(header(&docs, "content-type"), "text/html; charset=utf-8");
+    let csp = header(&docs, "content-security-policy");
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert_eq!(csp, header(&page, "content-security-policy"));
+    assert_eq!(header(&docs, "x-frame-options"), "DENY");
+    assert_eq!(header(&docs, "x-content-type-options"), "nosniff");
+    assert_eq!(header(&docs, "cache-control"), "no-cache");
+    let etag = header(&docs, "etag");
+    assert_ne!(
+        etag,
+        header(&page, "etag"),
+        "another document than the page"
+    );
+    let html = docs.text().await.expect("html");
+    assert!(html.contains("/assets/docs.js"), "{html}");
+
+    let again = server
+        .client
+        .get(server.url("/docs"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(again.status().as_u16(), 304);
 }
 
 #[test]

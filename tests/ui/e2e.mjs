@@ -1,6 +1,7 @@
 // The admin page in a real browser (Debian's Chromium driven by
 // playwright-core), against a running server: every flow an operator goes
-// through, from the first login to the logout. Run by `tests/ui.rs`:
+// through, from the first login to the logout, the API reference's console
+// on the way (`docs.mjs`). Run by `tests/ui.rs`:
 //
 //   node tests/ui/e2e.mjs <server-url> <node-dir> <screenshot-dir> <email> <password>
 //
@@ -16,6 +17,9 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 
+import { WAIT, check, text, tid, visible, waitUntil } from './helpers.mjs';
+import { referenceFlows } from './docs.mjs';
+
 const [serverUrl, nodeDir, shotDir, email, password] = process.argv.slice(2);
 if (!password) {
   console.error('usage: e2e.mjs <server-url> <node-dir> <screenshot-dir> <email> <password>');
@@ -24,8 +28,6 @@ if (!password) {
 const require = createRequire(path.join(nodeDir, 'package.json'));
 const { chromium } = require('playwright-core');
 
-/** Longest wait for one thing to show up on the page. */
-const WAIT = 10_000;
 /** Longest wait for an evaluation's result (queued, run, then shown). */
 const EVAL_WAIT = 20_000;
 /** The whole run, after which the script reports and gives up. */
@@ -69,46 +71,11 @@ let loggedIn = false;
 // A path whose next 401 a step expects (then cleared).
 let expectRefusal = null;
 
-const tid = (id) => `[data-testid="${id}"]`;
-
-function check(condition, message) {
-  if (!condition) throw new Error(message);
-}
-
-/** Polls `probe` until it returns a truthy value, which it returns. */
-async function waitUntil(what, probe, timeout = WAIT) {
-  const deadline = Date.now() + timeout;
-  let last;
-  for (;;) {
-    try {
-      last = await probe();
-      if (last) return last;
-    } catch (e) {
-      last = e.message;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeout} ms waiting for ${what} (last: ${JSON.stringify(last)})`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 async function step(name, body) {
   current = name;
   const started = Date.now();
   await body();
   report.steps.push({ name, ms: Date.now() - started });
-}
-
-async function visible(page, selector, timeout = WAIT) {
-  const locator = page.locator(selector).first();
-  await locator.waitFor({ state: 'visible', timeout });
-  return locator;
-}
-
-/** What the page shows of `locator`, line breaks included. */
-async function text(locator) {
-  return ((await locator.innerText()) ?? '').trim();
 }
 
 /** Navigates by the hash router and waits for `selector`. */
@@ -247,6 +214,12 @@ async function main(browser) {
     reducedMotion: 'reduce',
   });
   await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin });
+  // A blocked load or inline code shows as a console error, like any other.
+  await context.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', (e) => {
+      console.error(`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || 'inline code'}`);
+    });
+  });
   const page = await context.newPage();
   page.setDefaultTimeout(WAIT);
 
@@ -407,6 +380,20 @@ async function flows(page, context) {
     check(listed.status === 200, `listing with the UI's key: ${listed.status} ${listed.text}`);
     facts.traces_listed_with_key = listed.json.traces.map((t) => t.id).sort();
     facts.project_of_ingested = [...new Set(listed.json.traces.map((t) => t.project_id))];
+  });
+
+  await referenceFlows({
+    page,
+    context,
+    origin,
+    step,
+    shoot,
+    facts,
+    key: secret,
+    ids,
+    refuse: (route) => {
+      expectRefusal = route;
+    },
   });
 
   await step('the overview counts the traces', async () => {
