@@ -256,11 +256,21 @@ fn complete(spec: &RouteSpec, op: &mut Operation) {
                 .into(),
         ));
     }
+    // A status the handler documents itself keeps its words, followed by
+    // what every route of its kind may also answer with it.
     for (status, description) in failures {
-        op.responses
-            .responses
-            .entry(status.to_string())
-            .or_insert_with(|| error_response(&description).into());
+        match op.responses.responses.entry(status.to_string()) {
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                entry.insert(error_response(&description).into());
+            }
+            std::collections::btree_map::Entry::Occupied(mut entry) => {
+                if let RefOr::T(response) = entry.get_mut() {
+                    if !response.description.contains(&description) {
+                        response.description = format!("{}; {description}", response.description);
+                    }
+                }
+            }
+        }
     }
 }
 
