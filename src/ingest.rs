@@ -22,58 +22,88 @@ pub const MAX_EVENTS: usize = 1_000;
 pub const MAX_NAME_CHARS: usize = 1_024;
 pub const MAX_ID_CHARS: usize = 256;
 
-#[derive(Debug, Deserialize, Serialize)]
+/// A batch of traces (the reference's `BatchRequest`): stored all or none.
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct BatchRequest {
+    /// 1 to 10,000 traces.
+    #[schema(min_items = 1, max_items = 10_000)]
     pub traces: Vec<TraceRequest>,
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
+/// A trace as the SDKs send it (the reference's `TraceRequest`). What it
+/// leaves out (its model, times, latency, cost) comes from its spans.
+#[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct TraceRequest {
+    /// The trace's id, a UUID; one is made when left out. The same trace
+    /// sent again is a duplicate, stored once.
     #[serde(default)]
+    #[schema(format = "uuid")]
     pub id: Option<String>,
-    /// The SDK's free-form project reference (an id, slug or name).
+    /// The SDK's free-form project reference (an id, slug or name); left
+    /// out, the API key's project.
     #[serde(default)]
     pub project_id: Option<String>,
+    /// The session (conversation) the trace belongs to: at most 256 characters.
     #[serde(default)]
     pub session_id: Option<String>,
+    /// The sender's own id for the trace: at most 256 characters.
     #[serde(default)]
     pub external_id: Option<String>,
+    /// At most 1,024 characters.
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
     pub input: Option<String>,
     #[serde(default)]
     pub output: Option<String>,
+    /// At most 1,024 characters; left out, the model of its LLM spans.
     #[serde(default)]
     pub model: Option<String>,
+    /// Left out, from `started_at` to `ended_at`.
     #[serde(default)]
     pub latency_ms: Option<u64>,
+    /// In USD; left out, the sum of its spans' costs.
     #[serde(default)]
     pub cost: Option<f64>,
+    /// What went wrong, when an error left the trace.
     #[serde(default)]
     pub error: Option<String>,
+    /// Key → value tags, or a list of strings (see [`tags_schema`]).
     #[serde(default)]
+    #[schema(schema_with = tags_schema)]
     pub tags: Tags,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
+    /// At most 5,000 spans a trace (and the server's limit a request).
     #[serde(default)]
     pub spans: Option<Vec<SpanRequest>>,
+    /// At most 1,000 events a trace.
     #[serde(default)]
     pub events: Option<Vec<EventRequest>>,
+    /// RFC 3339; left out, the start of its first span (or the time it arrives).
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub started_at: Option<String>,
+    /// RFC 3339; left out, the end of its last span.
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub ended_at: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+/// One step of a trace (the reference's `SpanRequest`).
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct SpanRequest {
+    /// Unique within the trace, 1 to 256 characters; one is made when left out.
     #[serde(default)]
     pub id: Option<String>,
+    /// The span it is a step of.
     #[serde(default)]
     pub parent_span_id: Option<String>,
+    /// 1 to 1,024 characters.
     pub name: String,
     #[serde(rename = "type")]
+    #[schema(schema_with = span_type_schema)]
     pub span_type: SpanType,
     #[serde(default)]
     pub input: Option<String>,
@@ -81,8 +111,10 @@ pub struct SpanRequest {
     pub output: Option<String>,
     #[serde(default)]
     pub model: Option<String>,
+    /// Left out, from `start_time` to `end_time`.
     #[serde(default)]
     pub latency_ms: Option<u64>,
+    /// In USD; left out, `metadata.cost_usd` or the price of its tokens.
     #[serde(default)]
     pub cost: Option<f64>,
     #[serde(default)]
@@ -92,26 +124,77 @@ pub struct SpanRequest {
     #[serde(default)]
     pub completion_tokens: Option<u32>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
+    /// RFC 3339.
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub start_time: Option<String>,
+    /// RFC 3339.
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub end_time: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+/// Something that happened during a trace (the reference's `EventRequest`).
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct EventRequest {
     #[serde(default)]
     pub id: Option<String>,
+    /// The span it happened in.
     #[serde(default)]
     pub span_id: Option<String>,
+    /// `info` (the default), `warn` (or `warning`), `error` or `debug`.
     #[serde(default)]
+    #[schema(example = "info")]
     pub level: Option<String>,
     pub message: String,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
+    /// RFC 3339; left out, the trace's start.
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub timestamp: Option<String>,
+}
+
+/// `tags`' schema: a list of strings or an object of string values.
+fn tags_schema() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+    let string = || ObjectBuilder::new().schema_type(Type::String);
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .additional_properties(Some(string().max_length(Some(MAX_TAG_CHARS))))
+                .max_properties(Some(MAX_TAGS)),
+        )
+        .item(
+            ArrayBuilder::new()
+                .items(string().max_length(Some(MAX_TAG_CHARS)))
+                .max_items(Some(MAX_TAGS)),
+        )
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .description(Some(
+            "User-defined key→value tags for the trace (or a list of strings). Maximum 20 \
+             keys; keys and values are strings up to 64 characters each. Queryable via the \
+             `tag_key` / `tag_value` query parameters on `GET /v1/traces`. Omit or send an \
+             empty object when unused.",
+        ))
+        .build()
+        .into()
+}
+
+/// A span's `type`.
+fn span_type_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(["llm", "tool", "retrieval", "other"]))
+        .description(Some(
+            "What the step was: `llm`, `tool`, `retrieval` or `other`.",
+        ))
+        .build()
 }
 
 /// Tags arrive either as a list of strings (the SDK's `tags=[...]`) or as a

@@ -289,32 +289,55 @@ pub struct Trace {
 
 /// An evaluation as the API shows it (the reference's `Evaluation`, plus
 /// when it was queued, run and finished, and how often it was tried).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Evaluation {
+    #[schema(format = "uuid")]
     pub id: String,
+    #[schema(format = "uuid")]
     pub trace_id: String,
+    /// The project of the trace.
+    #[schema(format = "uuid")]
     pub project_id: String,
+    #[schema(example = "faithfulness")]
     pub metric_name: String,
+    /// `llm` (a judge model) or `rule` (checks the server runs).
+    #[schema(example = "rule")]
     pub evaluator_type: String,
+    /// `pending`, `running`, `complete` or `failed`.
+    #[schema(example = "complete")]
     pub status: String,
+    /// From 0 (fails) to 1 (passes); null until complete.
     pub score: Option<f64>,
+    /// The verdict in a word (a rule's: `pass`, `warn` or `fail`); null until complete.
     pub label: Option<String>,
+    /// Why the evaluator gave the score.
     pub reasoning: Option<String>,
     /// Always `fresh`: this server does not re-score remediated traces.
+    #[schema(value_type = String, example = "fresh")]
     pub context: &'static str,
+    /// Always null (no remediations here).
     pub source_action_id: Option<String>,
+    /// Always null (no remediations here).
     pub original_evaluation_id: Option<String>,
+    /// The evaluator's config, as sent.
+    #[schema(value_type = Object)]
     pub config: Box<RawValue>,
+    /// `cheap` or `premium`: the judge model's tier (LLM evaluations).
     pub model_tier: Option<String>,
     /// The auto-evaluation rule that queued it, if one did.
     pub rule_id: Option<String>,
     /// The judge model that gave the verdict (LLM evaluations).
     pub judge_model: Option<String>,
+    /// How often it was run.
     pub attempts: i64,
     /// Why the last attempt failed, while a retry is pending.
     pub last_error: Option<String>,
+    /// When it was queued.
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub started_at: Option<Timestamp>,
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub completed_at: Option<Timestamp>,
 }
 

@@ -26,20 +26,37 @@ pub const TAGS: &[&str] = &["quality", "safety", "retrieval", "tool-use"];
 /// Every cost tier, cheapest first.
 pub const COST_TIERS: &[&str] = &["low", "medium", "high"];
 
-/// One catalog entry and how it runs.
-#[derive(Debug, serde::Serialize)]
+/// One catalog entry and how it runs (the API shows all but how it runs:
+/// the reference's `EvalCatalogEntry`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = EvalCatalogEntry)]
 pub struct Preset {
-    /// Stable identifier, passed as `config.preset`.
+    /// Stable identifier, passed as `config.preset` when triggering an evaluation.
+    #[schema(example = "toxicity")]
     pub name: &'static str,
+    /// What the evaluator judges.
     pub description: &'static str,
-    /// One or more of [`TAGS`].
+    /// One or more of [`TAGS`]: `quality`, `safety`, `retrieval`, `tool-use`.
+    #[schema(value_type = Vec<String>)]
     pub tags: &'static [&'static str],
     /// One of [`COST_TIERS`]: `low` for rules, `medium`/`high` for judges by prompt size.
+    #[schema(value_type = String, example = "medium")]
     pub cost_tier: &'static str,
+    /// An input the evaluator could be given.
     pub example_input: &'static str,
+    /// An output it would judge.
     pub example_output: &'static str,
     #[serde(skip)]
     pub run: PresetRun,
+}
+
+/// The catalog's body (the reference's `EvalCatalogResponse`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = EvalCatalogResponse)]
+pub struct Catalog {
+    /// Every preset, in the catalog's order.
+    #[schema(value_type = Vec<Preset>)]
+    pub evaluators: &'static [Preset],
 }
 
 /// How a preset is evaluated.
@@ -323,21 +340,10 @@ pub fn rule_config(preset: &Preset, config: &Value) -> Result<Value, String> {
 
 /// The catalog response body: `{"evaluators": [ {name, description, tags,
 /// cost_tier, example_input, example_output}, ... ]}` in PRESETS order.
-pub fn catalog_json() -> Value {
-    let evaluators = PRESETS
-        .iter()
-        .map(|preset| {
-            serde_json::json!({
-                "name": preset.name,
-                "description": preset.description,
-                "tags": preset.tags,
-                "cost_tier": preset.cost_tier,
-                "example_input": preset.example_input,
-                "example_output": preset.example_output,
-            })
-        })
-        .collect::<Vec<_>>();
-    serde_json::json!({ "evaluators": evaluators })
+pub fn catalog() -> Catalog {
+    Catalog {
+        evaluators: PRESETS,
+    }
 }
 
 #[cfg(test)]
@@ -497,8 +503,8 @@ mod tests {
     }
 
     #[test]
-    fn catalog_json_lists_every_entry_without_how_it_runs() {
-        let catalog = catalog_json();
+    fn the_catalog_lists_every_entry_without_how_it_runs() {
+        let catalog = serde_json::to_value(catalog()).expect("catalog JSON");
         let Some(object) = catalog.as_object() else {
             panic!("{catalog} is not an object");
         };

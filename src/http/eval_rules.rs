@@ -3,47 +3,65 @@
 //! rule's evaluation, filtered and sampled by its `config` (see
 //! `eval::auto`). A plan may cap how many rules an organisation has.
 
-use std::collections::HashMap;
-
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use super::audit;
-use super::evals::check_eval;
+use super::eval_params::check_eval;
 use super::extract::JsonBody;
-use super::{project_param, AppState, Principal};
-use crate::error::AppError;
+use super::query::{ApiQuery, ProjectParam};
+use super::{AppState, Principal};
+use crate::error::{AppError, ErrorBody};
 use crate::eval::auto::RuleFilter;
-use crate::store::{EvalRuleChange, NewEvalRule, RuleCreated};
+use crate::store::{EvalRule, EvalRuleChange, NewEvalRule, RuleCreated};
 
-/// The reference's `CreateEvalRuleRequest`.
-#[derive(Deserialize)]
+/// A rule to create (the reference's `CreateEvalRuleRequest`).
+#[derive(Deserialize, ToSchema)]
+#[schema(as = CreateEvalRuleRequest)]
 pub struct CreateRule {
+    /// The project whose new traces the rule evaluates: its id, slug or name.
+    #[schema(example = "default")]
     project_id: String,
+    /// The metric its scores are filed under: 1 to 128 characters.
+    #[schema(example = "not_empty")]
     metric_name: String,
+    /// `llm` (a judge model) or `rule` (checks the server runs).
+    #[schema(example = "rule")]
     evaluator_type: String,
+    /// What `POST /v1/eval` takes as `config`, plus `sample_rate` (0 to 1:
+    /// the share of new traces evaluated) and `filter` (`name`, `model`,
+    /// `error`, `tags`: which traces).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     config: Option<Value>,
+    /// On (the default) or off.
     #[serde(default)]
+    #[schema(default = true)]
     enabled: Option<bool>,
+    /// `cheap` (the default) or `premium`: the judge model's tier.
     #[serde(default)]
+    #[schema(example = "cheap")]
     model_tier: Option<String>,
 }
 
-/// The reference's `UpdateEvalRuleRequest`: absent or null leaves a field
-/// as it is, except `config`, which null clears.
-#[derive(Deserialize)]
+/// A change to a rule (the reference's `UpdateEvalRuleRequest`): absent or
+/// null leaves a field as it is, except `config`, which null clears.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = UpdateEvalRuleRequest)]
 pub struct UpdateRule {
     #[serde(default)]
     enabled: Option<bool>,
     #[serde(default)]
     metric_name: Option<String>,
+    /// The new config, checked as on creation; null clears it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
     config: Option<Option<Value>>,
+    /// `cheap` or `premium`.
     #[serde(default)]
     model_tier: Option<String>,
 }
@@ -80,28 +98,67 @@ fn check_tier(tier: Option<&str>) -> Result<String, AppError> {
     }
 }
 
+/// The rules of an organisation (the reference's `EvalRuleListResponse`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = EvalRuleListResponse)]
+pub struct RuleList {
+    items: Vec<EvalRule>,
+}
+
+/// A rule's 400.
+const BAD_RULE: &str = "`malformed_json`: the body is not JSON; `bad_request`: `evaluator_type`, \
+    `metric_name`, `config` (its evaluator, `sample_rate` or `filter`) or `model_tier` does not fit \
+    (the message names it).";
+
 /// The rules that evaluate new traces automatically.
-#[utoipa::path(get, path = "/v1/eval-rules", operation_id = "listEvalRules", tag = "eval-rules", responses((status = 200, description = "OK")))]
+#[utoipa::path(
+    get,
+    path = "/v1/eval-rules",
+    operation_id = "listEvalRules",
+    tag = "eval-rules",
+    params(ProjectParam),
+    responses(
+        (status = 200, description = "The rules.", body = RuleList),
+        (status = 404, description = "`not_found`: the caller's organisation has no project `project_id`.", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, AppError> {
-    let project_id = project_param(&state, &principal, &params).await?;
+    ApiQuery(project): ApiQuery<ProjectParam>,
+) -> Result<Json<RuleList>, AppError> {
+    let project_id = project.resolve(&state, &principal).await?;
     let items = state
         .store
         .list_eval_rules(principal.tenant_id, project_id)
         .await?;
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(RuleList { items }))
 }
 
 /// Creates a rule: which traces (a sample rate and filters) get which evaluation.
-#[utoipa::path(post, path = "/v1/eval-rules", operation_id = "createEvalRule", tag = "eval-rules", responses((status = 201, description = "Created")))]
+///
+/// The rule applies to traces stored after it was made.
+#[utoipa::path(
+    post,
+    path = "/v1/eval-rules",
+    operation_id = "createEvalRule",
+    tag = "eval-rules",
+    request_body(
+        content = CreateRule,
+        example = json!({"project_id": "default", "metric_name": "not_empty", "evaluator_type": "rule", "config": {"rule": "not_empty", "sample_rate": 0.5, "filter": {"error": false}}})
+    ),
+    responses(
+        (status = 201, description = "The rule.", body = EvalRule),
+        (status = 400, description = BAD_RULE, body = ErrorBody),
+        (status = 402, description = "`eval_rules_quota_exceeded`: the organisation has as many rules as its plan allows.", body = ErrorBody),
+        (status = 404, description = "`not_found`: the caller's organisation has no project `project_id`.", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
     JsonBody(body): JsonBody<CreateRule>,
-) -> Result<Response, AppError> {
+) -> Result<(StatusCode, Json<EvalRule>), AppError> {
     let config = check_rule(
         &body.evaluator_type,
         &body.metric_name,
@@ -143,17 +200,31 @@ pub async fn create(
             })
         }
     };
-    Ok((StatusCode::CREATED, Json(rule)).into_response())
+    Ok((StatusCode::CREATED, Json(rule)))
 }
 
 /// Changes a rule's filters, sample rate or evaluator, or turns it on or off.
-#[utoipa::path(patch, path = "/v1/eval-rules/{id}", operation_id = "updateEvalRule", tag = "eval-rules", params(("id" = String, Path, description = "The id.")), responses((status = 200, description = "OK")))]
+///
+/// Fields left out stay as they are; the rule as it ends up is checked as
+/// on creation.
+#[utoipa::path(
+    patch,
+    path = "/v1/eval-rules/{id}",
+    operation_id = "updateEvalRule",
+    tag = "eval-rules",
+    params(("id" = String, Path, format = "uuid", description = "The rule's id.")),
+    request_body(content = UpdateRule, example = json!({"enabled": false})),
+    responses(
+        (status = 200, description = "The rule as changed.", body = EvalRule),
+        (status = 400, description = BAD_RULE, body = ErrorBody),
+    )
+)]
 pub async fn update(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<UpdateRule>,
-) -> Result<Json<crate::store::EvalRule>, AppError> {
+) -> Result<Json<EvalRule>, AppError> {
     let id = canonical(&id)?;
     let current = state
         .store
@@ -194,7 +265,14 @@ pub async fn update(
 }
 
 /// Deletes a rule; evaluations it made stay.
-#[utoipa::path(delete, path = "/v1/eval-rules/{id}", operation_id = "deleteEvalRule", tag = "eval-rules", params(("id" = String, Path, description = "The id.")), responses((status = 204, description = "Done; no body")))]
+#[utoipa::path(
+    delete,
+    path = "/v1/eval-rules/{id}",
+    operation_id = "deleteEvalRule",
+    tag = "eval-rules",
+    params(("id" = String, Path, format = "uuid", description = "The rule's id.")),
+    responses((status = 204, description = "Deleted; no body."))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     principal: Principal,

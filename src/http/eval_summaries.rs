@@ -1,15 +1,15 @@
 //! Summaries of evaluation scores: `GET /v1/eval/trends`, `/histogram`,
 //! `/compare` and `/agreement`.
 
-use std::collections::HashMap;
-
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::evals::{metric, param, required_metric, window};
-use super::{project_param, AppState, Principal};
-use crate::error::AppError;
+use super::eval_params::{self, summary_window, MetricParam, RequiredMetric};
+use super::query::{ApiQuery, ProjectParam, TimeWindow};
+use super::{AppState, Principal};
+use crate::error::{AppError, ErrorBody};
 use crate::model::Timestamp;
 
 const HOUR: i64 = 3_600_000_000;
@@ -17,42 +17,118 @@ const DAY: i64 = 24 * HOUR;
 /// Buckets per trends response, at most.
 const MAX_TREND_BUCKETS: i64 = 10_000;
 
-/// The project a summary is about: `project_id` is required.
-async fn required_project(
-    state: &AppState,
-    principal: &Principal,
-    params: &HashMap<String, String>,
-) -> Result<i64, AppError> {
-    project_param(state, principal, params)
-        .await?
-        .ok_or_else(|| AppError::bad_request("project_id: is required"))
+/// The project a summary is about: required.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SummaryProject {
+    /// The project: its id, slug or name.
+    #[param(required = true)]
+    project_id: Option<String>,
 }
 
-/// `GET /v1/eval/trends`: mean score, count and pass rate (score ≥ 0.5)
-/// per bucket and metric, over the last 7 days unless `from`/`to` say.
-#[utoipa::path(get, path = "/v1/eval/trends", operation_id = "getEvalTrends", tag = "evaluations", responses((status = 200, description = "OK")))]
+impl SummaryProject {
+    /// The project's internal id; a 400 when none is named, a 404 when the
+    /// caller's organisation has no such project.
+    async fn resolve(self, state: &AppState, principal: &Principal) -> Result<i64, AppError> {
+        ProjectParam {
+            project_id: self.project_id,
+        }
+        .resolve(state, principal)
+        .await?
+        .ok_or_else(|| AppError::bad_request("project_id: is required"))
+    }
+}
+
+/// A summary's 404.
+const NO_PROJECT: &str = "`not_found`: the caller's organisation has no project `project_id`.";
+
+/// `GET /v1/eval/trends`'s parameters besides the metric.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TrendsQuery {
+    /// A bucket's width: `1h`, `6h`, `1d` or `7d`. Left out, the widest
+    /// that gives about a hundred buckets or fewer.
+    #[serde(default, deserialize_with = "bucket")]
+    #[param(value_type = Option<String>, pattern = "^(1h|6h|1d|7d)$")]
+    bucket: Option<i64>,
+    /// The window; left out, the last 7 days.
+    #[serde(flatten)]
+    #[param(ignore)]
+    window: TimeWindow,
+    #[serde(flatten)]
+    #[param(ignore)]
+    project: SummaryProject,
+}
+
+fn bucket<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let width = |raw: &str| match raw {
+        "1h" => Some(HOUR),
+        "6h" => Some(6 * HOUR),
+        "1d" => Some(DAY),
+        "7d" => Some(7 * DAY),
+        _ => None,
+    };
+    Option::<String>::deserialize(d)?
+        .map(|raw| {
+            width(raw.trim()).ok_or_else(|| serde::de::Error::custom("must be 1h, 6h, 1d or 7d"))
+        })
+        .transpose()
+}
+
+/// One bucket of trends (the reference's `EvalTrendBucket`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = EvalTrendBucket)]
+pub struct TrendBucket {
+    /// The bucket's start.
+    #[schema(value_type = String, format = DateTime)]
+    time: Timestamp,
+    metric: String,
+    /// The mean score of the bucket's complete evaluations.
+    avg_score: f64,
+    /// How many complete evaluations it holds.
+    count: u64,
+    /// The share (0 to 1) of them that scored 0.5 or more.
+    pass_rate: f64,
+}
+
+/// Trends (the reference's `EvalTrendsResponse`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = EvalTrendsResponse)]
+pub struct Trends {
+    /// By time, then metric; buckets without evaluations are left out.
+    buckets: Vec<TrendBucket>,
+}
+
+/// Mean score, count and pass rate per time bucket and metric.
+///
+/// A pass is a score of 0.5 or more. Over the last 7 days unless `from`
+/// and `to` say otherwise.
+#[utoipa::path(
+    get,
+    path = "/v1/eval/trends",
+    operation_id = "getEvalTrends",
+    tag = "evaluations",
+    params(SummaryProject, MetricParam, TimeWindow, TrendsQuery),
+    responses(
+        (status = 200, description = "The buckets.", body = Trends),
+        (status = 404, description = NO_PROJECT, body = ErrorBody),
+    )
+)]
 pub async fn trends(
     State(state): State<AppState>,
     principal: Principal,
-    Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, AppError> {
-    let project_id = required_project(&state, &principal, &params).await?;
-    let metric = metric(&params)?;
-    let (from, to) = window(&params, ("from", "to"), Some(7 * DAY))?;
-    let width = match params.get("bucket").map(String::as_str) {
-        Some("1h") => HOUR,
-        Some("6h") => 6 * HOUR,
-        Some("1d") => DAY,
-        Some("7d") => 7 * DAY,
-        Some(_) => return Err(AppError::bad_request("bucket: must be 1h, 6h, 1d or 7d")),
-        // About a hundred buckets or fewer.
-        None => match to - from {
-            span if span <= 4 * DAY => HOUR,
-            span if span <= 25 * DAY => 6 * HOUR,
-            span if span <= 100 * DAY => DAY,
-            _ => 7 * DAY,
-        },
-    };
+    metric: MetricParam,
+    ApiQuery(query): ApiQuery<TrendsQuery>,
+) -> Result<Json<Trends>, AppError> {
+    let project_id = query.project.resolve(&state, &principal).await?;
+    let (from, to) = summary_window(query.window, Some(7 * DAY))?;
+    // About a hundred buckets or fewer.
+    let width = query.bucket.unwrap_or(match to - from {
+        span if span <= 4 * DAY => HOUR,
+        span if span <= 25 * DAY => 6 * HOUR,
+        span if span <= 100 * DAY => DAY,
+        _ => 7 * DAY,
+    });
     if (to - from) / width > MAX_TREND_BUCKETS {
         return Err(AppError::bad_request(format!(
             "bucket: at most {MAX_TREND_BUCKETS} buckets per window"
@@ -60,21 +136,25 @@ pub async fn trends(
     }
     let buckets = state
         .store
-        .eval_trends(principal.tenant_id, project_id, metric, from, to, width)
-        .await?;
-    let buckets: Vec<Value> = buckets
-        .iter()
-        .map(|b| {
-            json!({
-                "time": Timestamp(b.start),
-                "metric": b.metric,
-                "avg_score": b.avg_score,
-                "count": b.count,
-                "pass_rate": rate(b.passed, b.count),
-            })
+        .eval_trends(
+            principal.tenant_id,
+            project_id,
+            metric.metric,
+            from,
+            to,
+            width,
+        )
+        .await?
+        .into_iter()
+        .map(|b| TrendBucket {
+            time: Timestamp(b.start),
+            pass_rate: rate(b.passed, b.count),
+            metric: b.metric,
+            avg_score: b.avg_score,
+            count: b.count,
         })
         .collect();
-    Ok(Json(json!({ "buckets": buckets })))
+    Ok(Json(Trends { buckets }))
 }
 
 fn rate(part: u64, whole: u64) -> f64 {
@@ -85,21 +165,65 @@ fn rate(part: u64, whole: u64) -> f64 {
     }
 }
 
-/// `GET /v1/eval/histogram`: how a metric's scores spread over `buckets`
-/// equal ranges of [0, 1].
-#[utoipa::path(get, path = "/v1/eval/histogram", operation_id = "getEvalHistogram", tag = "evaluations", responses((status = 200, description = "OK")))]
+/// `GET /v1/eval/histogram`'s parameters besides the metric.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistogramQuery {
+    /// How many equal ranges of [0, 1]: 1 to 100, 10 when left out.
+    #[serde(default, deserialize_with = "eval_params::whole::<_, 1, 100>")]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100, default = 10)]
+    buckets: Option<usize>,
+    /// The window; left out, all time.
+    #[serde(flatten)]
+    #[param(ignore)]
+    window: TimeWindow,
+    #[serde(flatten)]
+    #[param(ignore)]
+    project: SummaryProject,
+}
+
+/// One range of scores (the reference's `EvalHistogramBucket`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = EvalHistogramBucket)]
+pub struct HistogramBucket {
+    /// Its lowest score.
+    range_start: f64,
+    /// Its highest score (excluded, except 1 in the last range).
+    range_end: f64,
+    /// How many complete evaluations scored in it.
+    count: u64,
+}
+
+/// A histogram (the reference's `EvalHistogramResponse`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = EvalHistogramResponse)]
+pub struct Histogram {
+    metric: String,
+    /// From the lowest scores to the highest.
+    buckets: Vec<HistogramBucket>,
+}
+
+/// How a metric's scores spread over equal ranges of [0, 1].
+#[utoipa::path(
+    get,
+    path = "/v1/eval/histogram",
+    operation_id = "getEvalHistogram",
+    tag = "evaluations",
+    params(SummaryProject, RequiredMetric, TimeWindow, HistogramQuery),
+    responses(
+        (status = 200, description = "The ranges and their counts.", body = Histogram),
+        (status = 404, description = NO_PROJECT, body = ErrorBody),
+    )
+)]
 pub async fn histogram(
     State(state): State<AppState>,
     principal: Principal,
-    Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, AppError> {
-    let project_id = required_project(&state, &principal, &params).await?;
-    let metric = required_metric(&params)?;
-    let (from, to) = window(&params, ("from", "to"), None)?;
-    let buckets = param(&params, "buckets", "a whole number from 1 to 100", |raw| {
-        raw.parse::<usize>().ok().filter(|b| (1..=100).contains(b))
-    })?
-    .unwrap_or(10);
+    metric: RequiredMetric,
+    ApiQuery(query): ApiQuery<HistogramQuery>,
+) -> Result<Json<Histogram>, AppError> {
+    let project_id = query.project.resolve(&state, &principal).await?;
+    let metric = metric.into_name();
+    let (from, to) = summary_window(query.window, None)?;
     let counts = state
         .store
         .eval_histogram(
@@ -108,46 +232,133 @@ pub async fn histogram(
             metric.clone(),
             from,
             to,
-            buckets,
+            query.buckets.unwrap_or(10),
         )
         .await?;
     let width = 1.0 / counts.len() as f64;
-    let buckets: Vec<Value> = counts
+    let buckets = counts
         .iter()
         .enumerate()
-        .map(|(i, count)| {
-            json!({
-                "range_start": i as f64 * width,
-                "range_end": if i + 1 == counts.len() { 1.0 } else { (i + 1) as f64 * width },
-                "count": count,
-            })
+        .map(|(i, count)| HistogramBucket {
+            range_start: i as f64 * width,
+            range_end: if i + 1 == counts.len() {
+                1.0
+            } else {
+                (i + 1) as f64 * width
+            },
+            count: *count,
         })
         .collect();
-    Ok(Json(json!({ "metric": metric, "buckets": buckets })))
+    Ok(Json(Histogram { metric, buckets }))
 }
 
-/// `GET /v1/eval/compare`: a metric in a baseline and a candidate window,
-/// with the candidate's change.
-#[utoipa::path(get, path = "/v1/eval/compare", operation_id = "compareEvalWindows", tag = "evaluations", responses((status = 200, description = "OK")))]
+/// `GET /v1/eval/compare`'s windows: all four times are required.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CompareQuery {
+    /// Start of the baseline window, RFC 3339.
+    #[serde(default, deserialize_with = "eval_params::time")]
+    #[param(value_type = String, format = DateTime, required = true)]
+    baseline_from: Option<i64>,
+    /// End of the baseline window, RFC 3339; not before `baseline_from`.
+    #[serde(default, deserialize_with = "eval_params::time")]
+    #[param(value_type = String, format = DateTime, required = true)]
+    baseline_to: Option<i64>,
+    /// Start of the candidate window, RFC 3339.
+    #[serde(default, deserialize_with = "eval_params::time")]
+    #[param(value_type = String, format = DateTime, required = true)]
+    candidate_from: Option<i64>,
+    /// End of the candidate window, RFC 3339; not before `candidate_from`.
+    #[serde(default, deserialize_with = "eval_params::time")]
+    #[param(value_type = String, format = DateTime, required = true)]
+    candidate_to: Option<i64>,
+    #[serde(flatten)]
+    #[param(ignore)]
+    project: SummaryProject,
+}
+
+/// A window's side of `(from, to)`: both given, in order.
+fn compare_window(
+    (from_name, from): (&str, Option<i64>),
+    (to_name, to): (&str, Option<i64>),
+) -> Result<(i64, i64), AppError> {
+    let from = from.ok_or_else(|| AppError::bad_request(format!("{from_name}: is required")))?;
+    let to = to.ok_or_else(|| AppError::bad_request(format!("{to_name}: is required")))?;
+    if to < from {
+        return Err(AppError::bad_request(format!(
+            "{to_name}: must not be before {from_name}"
+        )));
+    }
+    Ok((from, to))
+}
+
+/// A metric in one window (the reference's `EvalCompareWindow`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = EvalCompareWindow)]
+pub struct CompareWindow {
+    /// The mean score of the window's complete evaluations (0 without any).
+    avg_score: f64,
+    count: u64,
+    /// The share (0 to 1) that scored 0.5 or more.
+    pass_rate: f64,
+}
+
+impl CompareWindow {
+    fn of(s: &crate::store::WindowStats) -> CompareWindow {
+        CompareWindow {
+            avg_score: s.avg_score,
+            count: s.count,
+            pass_rate: rate(s.passed, s.count),
+        }
+    }
+}
+
+/// The candidate's change from the baseline (the reference's `EvalCompareDelta`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = EvalCompareDelta)]
+pub struct CompareDelta {
+    avg_score: f64,
+    pass_rate: f64,
+}
+
+/// Two windows compared (the reference's `EvalCompareResponse`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = EvalCompareResponse)]
+pub struct Comparison {
+    metric: String,
+    baseline: CompareWindow,
+    candidate: CompareWindow,
+    delta: CompareDelta,
+}
+
+/// A metric in a baseline and a candidate window, with the candidate's change.
+#[utoipa::path(
+    get,
+    path = "/v1/eval/compare",
+    operation_id = "compareEvalWindows",
+    tag = "evaluations",
+    params(SummaryProject, RequiredMetric, CompareQuery),
+    responses(
+        (status = 200, description = "Both windows and the change.", body = Comparison),
+        (status = 404, description = NO_PROJECT, body = ErrorBody),
+    )
+)]
 pub async fn compare(
     State(state): State<AppState>,
     principal: Principal,
-    Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, AppError> {
-    let project_id = required_project(&state, &principal, &params).await?;
-    let metric = required_metric(&params)?;
-    for name in [
-        "baseline_from",
-        "baseline_to",
-        "candidate_from",
-        "candidate_to",
-    ] {
-        if !params.contains_key(name) {
-            return Err(AppError::bad_request(format!("{name}: is required")));
-        }
-    }
-    let baseline = window(&params, ("baseline_from", "baseline_to"), None)?;
-    let candidate = window(&params, ("candidate_from", "candidate_to"), None)?;
+    metric: RequiredMetric,
+    ApiQuery(query): ApiQuery<CompareQuery>,
+) -> Result<Json<Comparison>, AppError> {
+    let project_id = query.project.resolve(&state, &principal).await?;
+    let metric = metric.into_name();
+    let baseline = compare_window(
+        ("baseline_from", query.baseline_from),
+        ("baseline_to", query.baseline_to),
+    )?;
+    let candidate = compare_window(
+        ("candidate_from", query.candidate_from),
+        ("candidate_to", query.candidate_to),
+    )?;
     let mut stats = Vec::new();
     for (from, to) in [baseline, candidate] {
         stats.push(
@@ -157,62 +368,111 @@ pub async fn compare(
                 .await?,
         );
     }
-    let side = |s: &crate::store::WindowStats| {
-        json!({
-            "avg_score": s.avg_score,
-            "count": s.count,
-            "pass_rate": rate(s.passed, s.count),
-        })
-    };
     let (b, c) = (&stats[0], &stats[1]);
-    Ok(Json(json!({
-        "metric": metric,
-        "baseline": side(b),
-        "candidate": side(c),
-        "delta": {
-            "avg_score": c.avg_score - b.avg_score,
-            "pass_rate": rate(c.passed, c.count) - rate(b.passed, b.count),
+    Ok(Json(Comparison {
+        baseline: CompareWindow::of(b),
+        candidate: CompareWindow::of(c),
+        delta: CompareDelta {
+            avg_score: c.avg_score - b.avg_score,
+            pass_rate: rate(c.passed, c.count) - rate(b.passed, b.count),
         },
-    })))
+        metric,
+    }))
 }
 
-/// `GET /v1/eval/agreement?metric=`: over traces with both human feedback
-/// and the metric, how often the evaluation agrees with the people.
+/// How evaluations and people agreed, trace by trace.
+#[derive(Serialize, ToSchema)]
+#[schema(as = EvalAgreementConfusion)]
+pub struct Confusion {
+    /// The evaluation passed and people said good.
+    eval_pass_human_good: u64,
+    /// The evaluation passed and people said bad.
+    eval_pass_human_bad: u64,
+    /// The evaluation failed and people said good.
+    eval_fail_human_good: u64,
+    /// The evaluation failed and people said bad.
+    eval_fail_human_bad: u64,
+}
+
+/// Agreement of a metric with human feedback.
+#[derive(Serialize, ToSchema)]
+#[schema(as = EvalAgreementResponse)]
+pub struct AgreementBody {
+    metric: String,
+    /// Traces with both feedback and the metric.
+    traces: usize,
+    /// Those whose people were not neutral: the ones compared.
+    compared: u64,
+    /// Those whose people were neutral (good and bad in balance).
+    neutral: u64,
+    /// The share of compared traces where both agreed; null with none.
+    agreement_rate: Option<f64>,
+    /// Cohen's kappa: agreement beyond chance; null with none compared or
+    /// when chance explains everything.
+    cohen_kappa: Option<f64>,
+    /// Pearson's correlation of the scores with the human values over all
+    /// traces; null with fewer than two or no spread.
+    pearson: Option<f64>,
+    confusion: Confusion,
+}
+
+/// How often a metric's evaluations agree with human feedback.
 ///
-/// A trace's human value is the mean of its feedback (good 1, neutral 0.5,
-/// bad 0); its score the mean of its evaluations. The evaluation says
-/// "good" at a score of 0.5 or more; people say "good" above 0.5 and "bad"
-/// below (a tie is neutral and left out of the agreement rate and kappa).
+/// Over traces with both human feedback and the metric. A trace's human
+/// value is the mean of its feedback (good 1, neutral 0.5, bad 0); its
+/// score the mean of its evaluations. The evaluation says "good" at a
+/// score of 0.5 or more; people say "good" above 0.5 and "bad" below (a
+/// tie is neutral and left out of the agreement rate and kappa).
 /// `pearson` correlates the scores with the human values over all traces.
-#[utoipa::path(get, path = "/v1/eval/agreement", operation_id = "getEvalAgreement", tag = "evaluations", responses((status = 200, description = "OK")))]
+#[utoipa::path(
+    get,
+    path = "/v1/eval/agreement",
+    operation_id = "getEvalAgreement",
+    tag = "evaluations",
+    params(RequiredMetric, ProjectParam, TimeWindow),
+    responses(
+        (status = 200, description = "The agreement.", body = AgreementBody),
+        (status = 404, description = NO_PROJECT, body = ErrorBody),
+    )
+)]
 pub async fn agreement(
     State(state): State<AppState>,
     principal: Principal,
-    Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, AppError> {
-    let metric = required_metric(&params)?;
-    let project_id = project_param(&state, &principal, &params).await?;
-    let (from, to) = window(&params, ("from", "to"), None)?;
+    metric: RequiredMetric,
+    ApiQuery(query): ApiQuery<AgreementQuery>,
+) -> Result<Json<AgreementBody>, AppError> {
+    let metric = metric.into_name();
+    let project_id = query.project.resolve(&state, &principal).await?;
+    let (from, to) = summary_window(query.window, None)?;
     let pairs = state
         .store
         .eval_agreement(principal.tenant_id, project_id, metric.clone(), from, to)
         .await?;
     let summary = Agreement::of(pairs.iter().map(|p| (p.score, p.human)));
-    Ok(Json(json!({
-        "metric": metric,
-        "traces": pairs.len(),
-        "compared": summary.compared(),
-        "neutral": summary.neutral,
-        "agreement_rate": summary.agreement_rate(),
-        "cohen_kappa": summary.kappa(),
-        "pearson": summary.pearson,
-        "confusion": {
-            "eval_pass_human_good": summary.pass_good,
-            "eval_pass_human_bad": summary.pass_bad,
-            "eval_fail_human_good": summary.fail_good,
-            "eval_fail_human_bad": summary.fail_bad,
+    Ok(Json(AgreementBody {
+        metric,
+        traces: pairs.len(),
+        compared: summary.compared(),
+        neutral: summary.neutral,
+        agreement_rate: summary.agreement_rate(),
+        cohen_kappa: summary.kappa(),
+        pearson: summary.pearson,
+        confusion: Confusion {
+            eval_pass_human_good: summary.pass_good,
+            eval_pass_human_bad: summary.pass_bad,
+            eval_fail_human_good: summary.fail_good,
+            eval_fail_human_bad: summary.fail_bad,
         },
-    })))
+    }))
+}
+
+/// `GET /v1/eval/agreement`'s parameters besides the metric.
+#[derive(Deserialize)]
+pub struct AgreementQuery {
+    #[serde(flatten)]
+    window: TimeWindow,
+    #[serde(flatten)]
+    project: ProjectParam,
 }
 
 /// Agreement between scores and human values.

@@ -6,27 +6,25 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::header::CACHE_CONTROL;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
 
+use super::eval_params::{self, canonical_uuid, check_eval, MetricParam};
 use super::export::{csv_field, streamed, Format};
 use super::extract::JsonBody;
-use super::{project_param, AppState, Principal};
-use crate::error::AppError;
-use crate::eval::evaluator::resolve;
-use crate::ingest::parse_time;
+use super::query::{ApiQuery, ProjectParam, TimeWindow};
+use super::{AppState, Principal};
+use crate::error::{AppError, ErrorBody};
+use crate::eval::catalog::Catalog;
 use crate::model::Evaluation;
-use crate::store::{now_micros, EvalFilter, NewEvaluation, Queued};
+use crate::store::{EvalFilter, NewEvaluation, Queued};
 
-/// The longest metric name, in characters.
-pub const MAX_METRIC_CHARS: usize = 128;
-/// The largest `config`, as JSON.
-pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
 /// Evaluations per `GET /v1/eval` page: default and most.
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 1000;
@@ -35,61 +33,67 @@ const EXPORT_PAGE: usize = 500;
 /// Reasoning in an export is cut to this many characters.
 const EXPORT_REASONING_CHARS: usize = 500;
 
-/// The reference's `EvalTriggerRequest`.
-#[derive(Deserialize)]
+/// What to evaluate (the reference's `EvalTriggerRequest`).
+#[derive(Deserialize, ToSchema)]
+#[schema(as = EvalTriggerRequest)]
 pub struct TriggerRequest {
+    /// The trace to evaluate.
+    #[schema(format = "uuid")]
     trace_id: String,
+    /// `llm` (a judge model) or `rule` (checks the server runs).
+    #[schema(example = "rule")]
     evaluator_type: String,
+    /// The metric the score is filed under: 1 to 128 characters. For a
+    /// rule without `config.rule`, the name of a preset or a rule.
+    #[schema(example = "not_empty")]
     metric_name: String,
+    /// The evaluator's settings, an object of at most 64 KiB of JSON:
+    /// `preset` (a name from `GET /v1/eval-catalog`), `rule` and its
+    /// parameters, `prompt` (a judge's rubric), `model`, `model_tier`
+    /// (`cheap` or `premium`).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     config: Option<Value>,
 }
 
-/// Checks what every evaluation and rule needs: the type, the metric name,
-/// and a config (an object, within its size) that resolves to something to
-/// run. Returns the config as stored.
-pub(super) fn check_eval(
-    evaluator_type: &str,
-    metric_name: &str,
-    config: Option<&Value>,
-) -> Result<Map<String, Value>, String> {
-    if !matches!(evaluator_type, "llm" | "rule") {
-        return Err("evaluator_type: must be llm or rule".into());
-    }
-    let chars = metric_name.chars().count();
-    if metric_name.trim().is_empty() || chars > MAX_METRIC_CHARS {
-        return Err(format!(
-            "metric_name: must be 1 to {MAX_METRIC_CHARS} characters"
-        ));
-    }
-    let config = match config {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(map)) => map.clone(),
-        Some(_) => return Err("config: must be an object".into()),
-    };
-    let value = Value::Object(config);
-    if value.to_string().len() > MAX_CONFIG_BYTES {
-        return Err(format!("config: at most {MAX_CONFIG_BYTES} bytes of JSON"));
-    }
-    if let Some(tier) = value.get("model_tier") {
-        if !matches!(tier.as_str(), Some("cheap" | "premium")) {
-            return Err("config.model_tier: must be cheap or premium".into());
-        }
-    }
-    resolve(evaluator_type, metric_name, &value)?;
-    match value {
-        Value::Object(map) => Ok(map),
-        _ => Ok(Map::new()),
-    }
+/// An evaluation queued (the reference's `EvalTriggerResponse`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = EvalTriggerResponse)]
+pub struct Triggered {
+    /// The evaluation's id; `GET /v1/eval/{id}` shows it.
+    #[schema(format = "uuid")]
+    eval_id: String,
+    /// Always `pending`: the evaluation runs after the answer.
+    #[schema(value_type = String, example = "pending")]
+    status: &'static str,
 }
 
-/// `POST /v1/eval`: 202 `{eval_id, status: "pending"}`.
-#[utoipa::path(post, path = "/v1/eval", operation_id = "triggerEval", tag = "evaluations", responses((status = 202, description = "Accepted")))]
+/// Queues an evaluation of a trace.
+///
+/// The evaluation runs in the background; `GET /v1/eval/{id}` shows its
+/// status and, once complete, its score.
+#[utoipa::path(
+    post,
+    path = "/v1/eval",
+    operation_id = "triggerEval",
+    tag = "evaluations",
+    request_body(
+        content = TriggerRequest,
+        example = json!({"trace_id": "0190f1c2-7d1e-7a4b-9c3d-2e5f6a7b8c9d", "evaluator_type": "rule", "metric_name": "not_empty"})
+    ),
+    responses(
+        (status = 202, description = "Queued.", body = Triggered,
+            example = json!({"eval_id": "0190f1c2-8a2b-7c3d-8e4f-5a6b7c8d9e0f", "status": "pending"})),
+        (status = 402, description = "`eval_quota_exceeded`: the plan's evaluations for this month are used up.", body = ErrorBody),
+        (status = 404, description = "`not_found`: the caller's organisation has no such trace.", body = ErrorBody),
+        (status = 422, description = "`validation_error`: a field is missing or of the wrong type, `evaluator_type` is neither `llm` nor `rule`, `metric_name` is empty or too long, or `config` is not an object that names something to run (the message names the field).", body = ErrorBody),
+    )
+)]
 pub async fn trigger(
     State(state): State<AppState>,
     principal: Principal,
     JsonBody(body): JsonBody<TriggerRequest>,
-) -> Result<Response, AppError> {
+) -> Result<(StatusCode, Json<Triggered>), AppError> {
     let config = check_eval(
         &body.evaluator_type,
         &body.metric_name,
@@ -97,10 +101,7 @@ pub async fn trigger(
     )
     .map_err(AppError::unprocessable)?;
     // A trace id that is not a UUID cannot name a stored trace.
-    let trace_id = uuid::Uuid::parse_str(&body.trace_id)
-        .map_err(|_| AppError::NotFound("trace"))?
-        .hyphenated()
-        .to_string();
+    let trace_id = canonical_uuid(&body.trace_id).ok_or(AppError::NotFound("trace"))?;
     state.space.check()?;
     let quota = state.config.plans.limits(principal.plan).evals_per_month;
     let model_tier = config
@@ -126,9 +127,11 @@ pub async fn trigger(
             state.evals.wake();
             Ok((
                 StatusCode::ACCEPTED,
-                Json(json!({"eval_id": id, "status": "pending"})),
-            )
-                .into_response())
+                Json(Triggered {
+                    eval_id: id,
+                    status: "pending",
+                }),
+            ))
         }
         Queued::NoTrace => Err(AppError::NotFound("trace")),
         Queued::OverQuota { used } => Err(AppError::QuotaExceeded {
@@ -141,127 +144,103 @@ pub async fn trigger(
     }
 }
 
-/// A query parameter read by `parse`, with a 400 naming it when it does not.
-pub(super) fn param<T>(
-    params: &HashMap<String, String>,
-    name: &str,
-    what: &str,
-    parse: impl Fn(&str) -> Option<T>,
-) -> Result<Option<T>, AppError> {
-    params
-        .get(name)
-        .map(|raw| {
-            parse(raw).ok_or_else(|| AppError::bad_request(format!("{name}: must be {what}")))
+/// The filters of `GET /v1/eval` and its export, besides `metric`, the
+/// window and the project.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EvalFilterQuery {
+    /// Only evaluations of this trace.
+    #[serde(default, deserialize_with = "eval_params::trace_id")]
+    #[param(value_type = Option<String>, format = "uuid")]
+    trace_id: Option<String>,
+    /// Only scores of at least this, from 0 to 1.
+    #[serde(default, deserialize_with = "eval_params::score")]
+    #[param(value_type = Option<f64>, minimum = 0, maximum = 1)]
+    score_min: Option<f64>,
+    /// Only scores of at most this, from 0 to 1; not below `score_min`.
+    #[serde(default, deserialize_with = "eval_params::score")]
+    #[param(value_type = Option<f64>, minimum = 0, maximum = 1)]
+    score_max: Option<f64>,
+    /// Queued within this window (`created_at`).
+    #[serde(flatten)]
+    #[param(ignore)]
+    window: TimeWindow,
+    #[serde(flatten)]
+    #[param(ignore)]
+    project: ProjectParam,
+}
+
+/// How many evaluations `GET /v1/eval` lists.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListLimit {
+    /// How many evaluations, newest first: 1 to 1000, 50 when left out.
+    #[serde(default, deserialize_with = "eval_params::whole::<_, 1, MAX_LIMIT>")]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000, default = 50)]
+    limit: Option<usize>,
+}
+
+impl EvalFilterQuery {
+    /// The store's filter, with the project resolved.
+    async fn filter(
+        self,
+        state: &AppState,
+        principal: &Principal,
+        metric: MetricParam,
+        limit: usize,
+    ) -> Result<EvalFilter, AppError> {
+        if let (Some(min), Some(max)) = (self.score_min, self.score_max) {
+            if max < min {
+                return Err(AppError::bad_request(
+                    "score_max: must not be below score_min",
+                ));
+            }
+        }
+        Ok(EvalFilter {
+            trace_id: self.trace_id,
+            project_id: self.project.resolve(state, principal).await?,
+            metric: metric.metric,
+            from: self.window.from,
+            to: self.window.to,
+            score_min: self.score_min,
+            score_max: self.score_max,
+            before: None,
+            limit,
         })
-        .transpose()
+    }
 }
 
-pub(super) fn time(params: &HashMap<String, String>, name: &str) -> Result<Option<i64>, AppError> {
-    param(
-        params,
-        name,
-        "an RFC 3339 time such as 2026-01-02T03:04:05Z",
-        parse_time,
+/// A list of evaluations (the reference's `EvalListResponse`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = EvalListResponse)]
+pub struct EvalList {
+    /// Newest first.
+    evals: Vec<Evaluation>,
+}
+
+/// Lists evaluations, newest first.
+///
+/// The filters combine: all must hold.
+#[utoipa::path(
+    get,
+    path = "/v1/eval",
+    operation_id = "listEvals",
+    tag = "evaluations",
+    params(EvalFilterQuery, MetricParam, TimeWindow, ProjectParam, ListLimit),
+    responses(
+        (status = 200, description = "The evaluations.", body = EvalList),
+        (status = 404, description = "`not_found`: the caller's organisation has no project `project_id`.", body = ErrorBody),
     )
-}
-
-fn score(params: &HashMap<String, String>, name: &str) -> Result<Option<f64>, AppError> {
-    param(params, name, "a number from 0 to 1", |raw| {
-        raw.parse::<f64>().ok().filter(|s| (0.0..=1.0).contains(s))
-    })
-}
-
-/// The `metric` parameter, if given; an empty one is refused.
-pub(super) fn metric(params: &HashMap<String, String>) -> Result<Option<String>, AppError> {
-    match params.get("metric") {
-        Some(m) if m.is_empty() => Err(AppError::bad_request("metric: must not be empty")),
-        m => Ok(m.cloned()),
-    }
-}
-
-/// The `metric` parameter, which must be given.
-pub(super) fn required_metric(params: &HashMap<String, String>) -> Result<String, AppError> {
-    metric(params)?.ok_or_else(|| AppError::bad_request("metric: is required"))
-}
-
-/// `from` and `to`, in order, with defaults.
-pub(super) fn window(
-    params: &HashMap<String, String>,
-    (from_name, to_name): (&str, &str),
-    default_span: Option<i64>,
-) -> Result<(i64, i64), AppError> {
-    let to = time(params, to_name)?.unwrap_or_else(now_micros);
-    let from = time(params, from_name)?.unwrap_or(match default_span {
-        Some(span) => to - span,
-        None => 0,
-    });
-    if to < from {
-        return Err(AppError::bad_request(format!(
-            "{to_name}: must not be before {from_name}"
-        )));
-    }
-    Ok((from, to))
-}
-
-fn canonical_uuid(raw: &str) -> Option<String> {
-    uuid::Uuid::parse_str(raw)
-        .ok()
-        .map(|u| u.hyphenated().to_string())
-}
-
-/// The filters of `GET /v1/eval` (and its export).
-async fn filter(
-    state: &AppState,
-    principal: &Principal,
-    params: &HashMap<String, String>,
-) -> Result<EvalFilter, AppError> {
-    let trace_id = param(params, "trace_id", "a trace id (UUID)", canonical_uuid)?;
-    let (from, to) = (time(params, "from")?, time(params, "to")?);
-    if let (Some(from), Some(to)) = (from, to) {
-        if to < from {
-            return Err(AppError::bad_request("to: must not be before from"));
-        }
-    }
-    let (score_min, score_max) = (score(params, "score_min")?, score(params, "score_max")?);
-    if let (Some(min), Some(max)) = (score_min, score_max) {
-        if max < min {
-            return Err(AppError::bad_request(
-                "score_max: must not be below score_min",
-            ));
-        }
-    }
-    let limit = param(
-        params,
-        "limit",
-        &format!("a whole number from 1 to {MAX_LIMIT}"),
-        |raw| {
-            raw.parse::<usize>()
-                .ok()
-                .filter(|l| (1..=MAX_LIMIT).contains(l))
-        },
-    )?
-    .unwrap_or(DEFAULT_LIMIT);
-    Ok(EvalFilter {
-        trace_id,
-        project_id: project_param(state, principal, params).await?,
-        metric: metric(params)?,
-        from,
-        to,
-        score_min,
-        score_max,
-        before: None,
-        limit,
-    })
-}
-
-/// `GET /v1/eval`: `{"evals": [...]}`, newest first.
-#[utoipa::path(get, path = "/v1/eval", operation_id = "listEvals", tag = "evaluations", responses((status = 200, description = "OK")))]
+)]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, AppError> {
-    let filter = filter(&state, &principal, &params).await?;
+    metric: MetricParam,
+    ApiQuery(query): ApiQuery<EvalFilterQuery>,
+    ApiQuery(limit): ApiQuery<ListLimit>,
+) -> Result<Json<EvalList>, AppError> {
+    let limit = limit.limit.unwrap_or(DEFAULT_LIMIT);
+    let filter = query.filter(&state, &principal, metric, limit).await?;
     let evals: Vec<Evaluation> = state
         .store
         .list_evals(principal.tenant_id, filter)
@@ -269,11 +248,18 @@ pub async fn list(
         .into_iter()
         .map(|(_, e)| e)
         .collect();
-    Ok(Json(json!({ "evals": evals })))
+    Ok(Json(EvalList { evals }))
 }
 
-/// `GET /v1/eval/{id}`.
-#[utoipa::path(get, path = "/v1/eval/{id}", operation_id = "getEval", tag = "evaluations", params(("id" = String, Path, description = "The id.")), responses((status = 200, description = "OK")))]
+/// Shows one evaluation: its status and, once complete, its score.
+#[utoipa::path(
+    get,
+    path = "/v1/eval/{id}",
+    operation_id = "getEval",
+    tag = "evaluations",
+    params(("id" = String, Path, format = "uuid", description = "The evaluation's id.")),
+    responses((status = 200, description = "The evaluation.", body = Evaluation))
+)]
 pub async fn detail(
     State(state): State<AppState>,
     principal: Principal,
@@ -288,28 +274,55 @@ pub async fn detail(
         .ok_or(AppError::NotFound("evaluation"))
 }
 
-/// `GET /v1/eval/export`: CSV columns `id, trace_id, metric, score, label,
+/// How `GET /v1/eval/export` writes its rows.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExportOptions {
+    /// `csv` (the default) or `jsonl`.
+    #[param(value_type = Option<String>, pattern = "^(csv|jsonl)$", default = "csv")]
+    format: Option<String>,
+    /// With `true`, each row has `reasoning`, cut to 500 characters.
+    #[serde(default, deserialize_with = "eval_params::flag")]
+    #[param(value_type = Option<bool>, default = false)]
+    include_reasoning: Option<bool>,
+}
+
+/// Streams evaluations as CSV or JSON lines.
+///
+/// CSV columns, in order: `id, trace_id, metric, score, label,
 /// evaluator_type, model_tier, created_at` (and `reasoning` with
-/// `include_reasoning=true`), or the same fields as JSON lines.
-#[utoipa::path(get, path = "/v1/eval/export", operation_id = "exportEvals", tag = "evaluations", responses((status = 200, description = "OK")))]
+/// `include_reasoning=true`); JSON lines have the same fields and
+/// `status`. Newest first, up to the plan's export cap.
+#[utoipa::path(
+    get,
+    path = "/v1/eval/export",
+    operation_id = "exportEvals",
+    tag = "evaluations",
+    params(ExportOptions, EvalFilterQuery, MetricParam, TimeWindow, ProjectParam),
+    responses(
+        (status = 200, description = "The rows, streamed.",
+            content((String = "text/csv"), (String = "application/x-ndjson")),
+            headers(
+                ("X-TruLayer-Truncated" = bool, description = "`true` when the plan's export cap cut the rows short."),
+                ("Content-Disposition" = String, description = "A file name: `evals-YYYY-MM-DD.csv` or `.jsonl`."),
+            )),
+        (status = 404, description = "`not_found`: the caller's organisation has no project `project_id`.", body = ErrorBody),
+    )
+)]
 pub async fn export(
     State(state): State<AppState>,
     principal: Principal,
-    Query(params): Query<HashMap<String, String>>,
+    ApiQuery(options): ApiQuery<ExportOptions>,
+    metric: MetricParam,
+    ApiQuery(query): ApiQuery<EvalFilterQuery>,
 ) -> Result<Response, AppError> {
-    let format = Format::of(&params)?;
-    let reasoning = param(
-        &params,
-        "include_reasoning",
-        "true or false",
-        |raw| match raw {
-            "true" | "1" => Some(true),
-            "false" | "0" => Some(false),
-            _ => None,
-        },
-    )?
-    .unwrap_or(false);
-    let mut filter = filter(&state, &principal, &params).await?;
+    let format = Format::of(&HashMap::from_iter(
+        options.format.map(|f| ("format".to_owned(), f)),
+    ))?;
+    let reasoning = options.include_reasoning.unwrap_or(false);
+    let mut filter = query
+        .filter(&state, &principal, metric, DEFAULT_LIMIT)
+        .await?;
     let cap = state.config.plans.limits(principal.plan).export_max_rows;
     // The header goes out before the rows: count first whether the cap cuts.
     let truncated = cap > 0 && {
@@ -429,10 +442,20 @@ fn write_row(out: &mut String, e: &Evaluation, format: Format, with_reasoning: b
     }
 }
 
-/// `GET /v1/eval-catalog`: the presets; public and cacheable.
-#[utoipa::path(get, path = "/v1/eval-catalog", operation_id = "listEvalCatalog", tag = "evaluations", responses((status = 200, description = "OK")))]
+/// Lists the preset evaluators.
+///
+/// Public and cacheable: a client can show the presets before anyone logs
+/// in. A preset runs when its name is passed as `config.preset`.
+#[utoipa::path(
+    get,
+    path = "/v1/eval-catalog",
+    operation_id = "listEvalCatalog",
+    tag = "evaluations",
+    responses((status = 200, description = "The presets, in the catalog's order.", body = Catalog,
+        headers(("Cache-Control" = String, description = "`public, max-age=3600`."))))
+)]
 pub async fn catalog() -> Response {
-    let mut response = Json(crate::eval::catalog::catalog_json()).into_response();
+    let mut response = Json(crate::eval::catalog::catalog()).into_response();
     response.headers_mut().insert(
         CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=3600"),

@@ -5,13 +5,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::budget::Charges;
 use super::extract::{parse_json, read_body, require_json};
 use super::intake::{self, Created};
 use super::{blocking, AppState, Principal};
-use crate::error::AppError;
+use crate::error::{AppError, ErrorBody};
 use crate::ingest::{check_batch_size, BatchRequest, BatchShape, Counts, TraceRequest, TraceShape};
 
 /// Memory an ingest body usually takes per byte until its response: the
@@ -90,8 +91,126 @@ impl<T: DeserializeOwned + Shaped + Send + 'static> FromRequest<AppState> for In
 use crate::model::{NewTrace, Timestamp};
 use crate::store::{now_micros, InsertOutcome};
 
+/// A trace stored (the reference's `IngestResponse`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = IngestResponse)]
+pub struct Ingested {
+    /// The trace's id: as sent, or the one made for it.
+    #[schema(format = "uuid")]
+    id: String,
+    /// When it was stored.
+    #[schema(value_type = String, format = DateTime)]
+    created_at: Timestamp,
+}
+
+/// A trace stored before (the reference's `DuplicateResponse`): nothing changed.
+#[derive(Serialize, ToSchema)]
+#[schema(as = DuplicateResponse)]
+pub struct Duplicate {
+    /// Always `duplicate`.
+    #[schema(value_type = String, example = "duplicate")]
+    status: &'static str,
+    /// The stored trace's id.
+    #[schema(format = "uuid")]
+    id: String,
+}
+
+/// A batch stored (the reference's `BatchIngestResponse`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = BatchIngestResponse)]
+pub struct BatchIngested {
+    /// How many of its traces were new.
+    ingested: usize,
+    /// Every trace's id, in the batch's order (new or stored before).
+    ids: Vec<String>,
+}
+
+/// A batch every trace of which was stored before: nothing changed.
+#[derive(Serialize, ToSchema)]
+#[schema(as = BatchDuplicateResponse)]
+pub struct BatchDuplicate {
+    /// Always `duplicate`.
+    #[schema(value_type = String, example = "duplicate")]
+    status: &'static str,
+    /// Always 0.
+    ingested: usize,
+    /// Every trace's id, in the batch's order.
+    ids: Vec<String>,
+}
+
+/// An ingest route's 413.
+const TOO_LARGE: &str = "`payload_too_large`: the body is larger than the route takes (the \
+    message names the limit); `too_many_spans`: the request holds more spans than one request may \
+    (`limits.batch_max_spans`; the message names it): send them in smaller requests.";
+
+/// An ingest route's 429.
+const OVER_QUOTA: &str = "`rate_limited`: the organisation sent more ingest requests than its \
+    plan allows this minute; `monthly_quota_exceeded`: the traces would take the organisation past \
+    its plan's traces this month. `Retry-After` says when to retry.";
+
+/// An ingest route's 422.
+const INVALID_TRACE: &str = "`validation_error`: a field is missing, of the wrong type or outside \
+    its limits (the message names its path, e.g. `traces[3].spans[0].name`); nothing is stored.";
+
+/// The trace of the examples: what an SDK sends.
+fn example_trace() -> serde_json::Value {
+    serde_json::json!({
+        "id": "0190f1c2-7d1e-7a4b-9c3d-2e5f6a7b8c9d",
+        "name": "answer-question",
+        "session_id": "chat-42",
+        "input": "What is the capital of France?",
+        "output": "Paris.",
+        "tags": {"env": "prod"},
+        "metadata": {"user_id": "u-17"},
+        "spans": [
+            {
+                "id": "retrieve-1",
+                "name": "search documents",
+                "type": "retrieval",
+                "input": "capital of France",
+                "output": "Paris is the capital and largest city of France.",
+                "start_time": "2026-01-02T03:04:05.010Z",
+                "end_time": "2026-01-02T03:04:05.200Z"
+            },
+            {
+                "id": "llm-1",
+                "name": "chat completion",
+                "type": "llm",
+                "model": "gpt-4o-mini",
+                "input": "Answer from the context: What is the capital of France?",
+                "output": "Paris.",
+                "prompt_tokens": 42,
+                "completion_tokens": 3,
+                "start_time": "2026-01-02T03:04:05.210Z",
+                "end_time": "2026-01-02T03:04:06.250Z"
+            }
+        ],
+        "events": [
+            {"span_id": "retrieve-1", "level": "info", "message": "2 documents found"}
+        ]
+    })
+}
+
 /// Sends one trace with its spans, as the SDKs do.
-#[utoipa::path(post, path = "/v1/ingest", operation_id = "ingestTrace", tag = "ingest", responses((status = 201, description = "Created")))]
+///
+/// A trace sent again (same id, same content) is stored once: the second
+/// answer is 200 `duplicate`.
+#[utoipa::path(
+    post,
+    path = "/v1/ingest",
+    operation_id = "ingestTrace",
+    tag = "ingest",
+    request_body(content = TraceRequest, example = json!(example_trace())),
+    responses(
+        (status = 201, description = "Stored.", body = Ingested,
+            example = json!({"id": "0190f1c2-7d1e-7a4b-9c3d-2e5f6a7b8c9d", "created_at": "2026-01-02T03:04:06.301234Z"})),
+        (status = 200, description = "Stored before: nothing changed.", body = Duplicate,
+            example = json!({"status": "duplicate", "id": "0190f1c2-7d1e-7a4b-9c3d-2e5f6a7b8c9d"})),
+        (status = 413, description = TOO_LARGE, body = ErrorBody),
+        (status = 422, description = INVALID_TRACE, body = ErrorBody),
+        (status = 429, description = OVER_QUOTA, body = ErrorBody),
+    )
+)]
 pub async fn ingest_one(
     State(state): State<AppState>,
     principal: Principal,
@@ -101,12 +220,18 @@ pub async fn ingest_one(
     Ok(match stored.into_iter().next() {
         Some(InsertOutcome::Created { id, created_at }) => (
             StatusCode::CREATED,
-            Json(json!({ "id": id, "created_at": Timestamp(created_at) })),
+            Json(Ingested {
+                id,
+                created_at: Timestamp(created_at),
+            }),
         )
             .into_response(),
         Some(InsertOutcome::Duplicate { id }) => (
             StatusCode::OK,
-            Json(json!({ "status": "duplicate", "id": id })),
+            Json(Duplicate {
+                status: "duplicate",
+                id,
+            }),
         )
             .into_response(),
         None => return Err(AppError::Internal("ingest stored nothing".into())),
@@ -114,7 +239,26 @@ pub async fn ingest_one(
 }
 
 /// Sends a batch of traces with their spans, as the SDKs do.
-#[utoipa::path(post, path = "/v1/ingest/batch", operation_id = "ingestBatch", tag = "ingest", responses((status = 201, description = "Created")))]
+///
+/// The batch is stored all or none. Traces stored before are not stored
+/// again; when every trace was, the answer is 200 `duplicate`.
+#[utoipa::path(
+    post,
+    path = "/v1/ingest/batch",
+    operation_id = "ingestBatch",
+    tag = "ingest",
+    request_body(content = BatchRequest, example = json!({"traces": [example_trace()]})),
+    responses(
+        (status = 201, description = "Stored (at least one trace was new).", body = BatchIngested,
+            example = json!({"ingested": 1, "ids": ["0190f1c2-7d1e-7a4b-9c3d-2e5f6a7b8c9d"]})),
+        (status = 200, description = "Every trace was stored before: nothing changed.", body = BatchDuplicate,
+            example = json!({"status": "duplicate", "ingested": 0, "ids": ["0190f1c2-7d1e-7a4b-9c3d-2e5f6a7b8c9d"]})),
+        (status = 400, description = "`malformed_json`: the body is not JSON; `bad_request`: the batch holds fewer than 1 or more than 10,000 traces.", body = ErrorBody),
+        (status = 413, description = TOO_LARGE, body = ErrorBody),
+        (status = 422, description = INVALID_TRACE, body = ErrorBody),
+        (status = 429, description = OVER_QUOTA, body = ErrorBody),
+    )
+)]
 pub async fn ingest_batch(
     State(state): State<AppState>,
     principal: Principal,
@@ -125,24 +269,24 @@ pub async fn ingest_batch(
         .iter()
         .filter(|o| matches!(o, InsertOutcome::Created { .. }))
         .count();
-    let ids: Vec<&str> = stored
-        .iter()
+    let ids: Vec<String> = stored
+        .into_iter()
         .map(|o| match o {
-            InsertOutcome::Created { id, .. } | InsertOutcome::Duplicate { id } => id.as_str(),
+            InsertOutcome::Created { id, .. } | InsertOutcome::Duplicate { id } => id,
         })
         .collect();
     if ingested == 0 {
         return Ok((
             StatusCode::OK,
-            Json(json!({ "status": "duplicate", "ingested": 0, "ids": ids })),
+            Json(BatchDuplicate {
+                status: "duplicate",
+                ingested: 0,
+                ids,
+            }),
         )
             .into_response());
     }
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "ingested": ingested, "ids": ids })),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, Json(BatchIngested { ingested, ids })).into_response())
 }
 
 /// Validates every trace, resolves its project, and stores them all or none.

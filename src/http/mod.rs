@@ -5,6 +5,7 @@
 mod account;
 mod audit;
 pub mod budget;
+mod eval_params;
 mod eval_rules;
 mod eval_summaries;
 mod evals;

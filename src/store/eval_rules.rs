@@ -14,17 +14,32 @@ use super::{now_micros, Result, Store, StoreError};
 use crate::model::Timestamp;
 
 /// An auto-evaluation rule (the reference's `EvalRule`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EvalRule {
+    #[schema(format = "uuid")]
     pub id: String,
+    /// The organisation's id.
+    #[schema(format = "uuid")]
     pub tenant_id: String,
+    /// The project whose new traces the rule evaluates.
+    #[schema(format = "uuid")]
     pub project_id: String,
+    #[schema(example = "not_empty")]
     pub metric_name: String,
+    /// `llm` or `rule`.
+    #[schema(example = "rule")]
     pub evaluator_type: String,
+    /// The evaluator's settings, with the rule's `sample_rate` and `filter`;
+    /// null when empty.
+    #[schema(value_type = Option<Object>)]
     pub config: Option<Box<RawValue>>,
     pub enabled: bool,
+    /// `cheap` or `premium`.
+    #[schema(example = "cheap")]
     pub model_tier: String,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: Timestamp,
 }
 

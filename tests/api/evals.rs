@@ -909,3 +909,231 @@ async fn rules_that_need_the_judge_are_queued_for_it() {
         .as_str()
         .is_some_and(|r| r.contains("no judge configured")));
 }
+
+/// The names of a documented schema's properties.
+pub fn documented_fields(doc: &Value, schema: &str) -> Vec<String> {
+    let mut fields: Vec<String> = doc["components"]["schemas"][schema]["properties"]
+        .as_object()
+        .unwrap_or_else(|| panic!("schema {schema} has no properties"))
+        .keys()
+        .cloned()
+        .collect();
+    fields.sort();
+    fields
+}
+
+/// The names of a body's fields.
+pub fn fields_of(body: &Value) -> Vec<String> {
+    let mut fields: Vec<String> = body
+        .as_object()
+        .unwrap_or_else(|| panic!("{body} is not an object"))
+        .keys()
+        .cloned()
+        .collect();
+    fields.sort();
+    fields
+}
+
+/// The documented operation `method path`.
+pub fn operation<'a>(doc: &'a Value, method: &str, path: &str) -> &'a Value {
+    let op = &doc["paths"][path][method];
+    assert!(op.is_object(), "{method} {path} is not documented");
+    op
+}
+
+/// The schema a response's JSON body refers to.
+fn response_schema(op: &Value, status: &str) -> String {
+    op["responses"][status]["content"]["application/json"]["schema"]["$ref"]
+        .as_str()
+        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+        .unwrap_or_else(|| panic!("{status} has no schema: {op}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_evaluation_routes_answer_what_the_document_says() {
+    let server = TestServer::start().await;
+    let doc = server.get_json("/v1/openapi.json").await;
+    let trace = server.ingest(sample_trace("documented")).await;
+
+    // Each body has exactly the fields its documented schema names.
+    let trigger = operation(&doc, "post", "/v1/eval");
+    let queued = server
+        .post(
+            "/v1/eval",
+            &json!({"trace_id": trace, "evaluator_type": "rule", "metric_name": "not_empty"}),
+        )
+        .await;
+    assert_eq!(queued.status().as_u16(), 202);
+    let queued: Value = queued.json().await.expect("JSON");
+    assert_eq!(
+        fields_of(&queued),
+        documented_fields(&doc, &response_schema(trigger, "202"))
+    );
+    let eval = finished(&server, queued["eval_id"].as_str().expect("id")).await;
+    let detail = operation(&doc, "get", "/v1/eval/{id}");
+    assert_eq!(
+        fields_of(&eval),
+        documented_fields(&doc, &response_schema(detail, "200"))
+    );
+    let list = server.get_json("/v1/eval?metric=not_empty").await;
+    assert_eq!(
+        fields_of(&list),
+        documented_fields(
+            &doc,
+            &response_schema(operation(&doc, "get", "/v1/eval"), "200")
+        )
+    );
+    for (path, query) in [
+        ("/v1/eval/trends", "project_id=default"),
+        ("/v1/eval/histogram", "project_id=default&metric=not_empty"),
+        (
+            "/v1/eval/compare",
+            "project_id=default&metric=not_empty&baseline_from=2020-01-01T00:00:00Z\
+             &baseline_to=2020-02-01T00:00:00Z&candidate_from=2020-01-01T00:00:00Z\
+             &candidate_to=2099-01-01T00:00:00Z",
+        ),
+        ("/v1/eval/agreement", "metric=not_empty"),
+    ] {
+        let body = server.get_json(&format!("{path}?{query}")).await;
+        let schema = response_schema(operation(&doc, "get", path), "200");
+        assert_eq!(fields_of(&body), documented_fields(&doc, &schema), "{path}");
+    }
+    let rule = server
+        .post(
+            "/v1/eval-rules",
+            &json!({"project_id": "default", "metric_name": "documented",
+                    "evaluator_type": "rule", "config": {"rule": "not_empty"}}),
+        )
+        .await;
+    assert_eq!(rule.status().as_u16(), 201);
+    let rule: Value = rule.json().await.expect("JSON");
+    let create = operation(&doc, "post", "/v1/eval-rules");
+    assert_eq!(
+        fields_of(&rule),
+        documented_fields(&doc, &response_schema(create, "201"))
+    );
+    let catalog = server.get_json("/v1/eval-catalog").await;
+    let listed = response_schema(operation(&doc, "get", "/v1/eval-catalog"), "200");
+    assert_eq!(fields_of(&catalog), documented_fields(&doc, &listed));
+    assert_eq!(
+        fields_of(&catalog["evaluators"][0]),
+        documented_fields(&doc, "EvalCatalogEntry")
+    );
+
+    // The plan's caps are documented where they refuse.
+    for (op, code) in [
+        (trigger, "eval_quota_exceeded"),
+        (create, "eval_rules_quota_exceeded"),
+    ] {
+        let text = op["responses"]["402"]["description"].as_str().expect("402");
+        assert!(text.contains(code), "{text}");
+    }
+    assert!(trigger["responses"]["202"].is_object());
+    assert!(operation(&doc, "delete", "/v1/eval-rules/{id}")["responses"]["204"].is_object());
+
+    // Parameters: required ones say so, bounds are stated.
+    let params = |method: &str, path: &str| -> Vec<(String, bool)> {
+        operation(&doc, method, path)["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().expect("name").to_owned(),
+                    p["required"].as_bool().unwrap_or(false),
+                )
+            })
+            .collect()
+    };
+    let histogram = params("get", "/v1/eval/histogram");
+    for required in ["project_id", "metric"] {
+        assert!(
+            histogram.contains(&(required.into(), true)),
+            "{histogram:?}"
+        );
+    }
+    assert!(histogram.contains(&("buckets".into(), false)));
+    let compare = params("get", "/v1/eval/compare");
+    for name in [
+        "baseline_from",
+        "baseline_to",
+        "candidate_from",
+        "candidate_to",
+    ] {
+        assert!(compare.contains(&(name.into(), true)), "{compare:?}");
+    }
+    let listed = params("get", "/v1/eval");
+    for name in [
+        "trace_id",
+        "metric",
+        "score_min",
+        "score_max",
+        "from",
+        "to",
+        "project_id",
+        "limit",
+    ] {
+        assert!(listed.contains(&(name.into(), false)), "{name}: {listed:?}");
+    }
+    let limit = operation(&doc, "get", "/v1/eval")["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .expect("limit");
+    assert_eq!(limit["schema"]["maximum"], 1000);
+
+    // Every schema these routes refer to is in the document.
+    let text = serde_json::to_string(&doc["paths"]).expect("paths");
+    for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = reference.split('"').next().expect("name");
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "{name} is referred to but not defined"
+        );
+    }
+}
+
+#[tokio::test]
+async fn evaluation_parameters_that_do_not_fit_are_named() {
+    let server = TestServer::start().await;
+    for (path, needle) in [
+        (
+            "/v1/eval/compare?project_id=default&metric=a&baseline_from=yesterday",
+            "baseline_from",
+        ),
+        (
+            "/v1/eval/compare?project_id=default&metric=a&baseline_from=2020-02-01T00:00:00Z\
+             &baseline_to=2020-01-01T00:00:00Z&candidate_from=2020-01-01T00:00:00Z\
+             &candidate_to=2020-02-01T00:00:00Z",
+            "baseline_to",
+        ),
+        (
+            "/v1/eval/export?include_reasoning=maybe",
+            "include_reasoning",
+        ),
+        ("/v1/eval/export?score_max=2", "score_max"),
+        ("/v1/eval/histogram?project_id=default&metric=", "metric"),
+        ("/v1/eval/trends?project_id=default&metric=", "metric"),
+        (
+            "/v1/eval/trends?project_id=default&from=2099-01-01T00:00:00Z",
+            "to",
+        ),
+        ("/v1/eval/agreement?metric=a&to=soon", "to"),
+        ("/v1/eval/histogram?metric=a", "project_id"),
+    ] {
+        expect_error_naming(server.get(path).await, 400, &[needle]).await;
+    }
+    for path in [
+        "/v1/eval-rules?project_id=nope",
+        "/v1/eval/trends?project_id=nope",
+        "/v1/eval/agreement?metric=a&project_id=nope",
+        "/v1/eval/export?project_id=nope",
+    ] {
+        expect_error(server.get(path).await, 404).await;
+    }
+    // An empty value of another parameter filters nothing.
+    let all = server.get_json("/v1/eval?trace_id=&limit=").await;
+    assert!(all["evals"].is_array());
+}

@@ -120,3 +120,58 @@ async fn traces_filter_by_feedback_label() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn feedback_answers_and_refuses_as_documented() {
+    use crate::evals::{documented_fields, fields_of, operation};
+    let server = TestServer::start().await;
+    let doc = server.get_json("/v1/openapi.json").await;
+    let op = operation(&doc, "post", "/v1/feedback");
+    let id = server.ingest(sample_trace("documented")).await;
+    let mut example = op["requestBody"]["content"]["application/json"]["example"].clone();
+    example["trace_id"] = json!(id);
+    let resp = server.post("/v1/feedback", &example).await;
+    assert_eq!(resp.status().as_u16(), 201);
+    let created: Value = resp.json().await.expect("JSON");
+    assert_eq!(
+        fields_of(&created),
+        documented_fields(&doc, "FeedbackResponse")
+    );
+    let request = &doc["components"]["schemas"]["FeedbackRequest"];
+    assert_eq!(request["required"], json!(["trace_id", "label"]));
+
+    let description = |status: &str| {
+        op["responses"][status]["description"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    // A value out of bounds is a 400, a missing field a 422, an unknown trace a 404.
+    assert!(description("400").contains("`bad_request`"));
+    expect_error_naming(
+        server
+            .post("/v1/feedback", &json!({"trace_id": id, "label": "great"}))
+            .await,
+        400,
+        &["label"],
+    )
+    .await;
+    assert!(description("422").contains("`validation_error`"));
+    expect_error_naming(
+        server.post("/v1/feedback", &json!({"trace_id": id})).await,
+        422,
+        &["label"],
+    )
+    .await;
+    assert!(description("404").contains("`not_found`"));
+    expect_error(
+        server
+            .post(
+                "/v1/feedback",
+                &json!({"trace_id": uuid::Uuid::new_v4().to_string(), "label": "good"}),
+            )
+            .await,
+        404,
+    )
+    .await;
+}

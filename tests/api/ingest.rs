@@ -529,3 +529,92 @@ async fn concurrent_writers_all_commit() {
     assert_eq!(server.list_all("", 200).await.len(), 16 * 25 + 1);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_documented_examples_are_accepted_and_answered_as_documented() {
+    use crate::evals::{documented_fields, fields_of, operation};
+    let server = TestServer::start().await;
+    let doc = server.get_json("/v1/openapi.json").await;
+    let one = operation(&doc, "post", "/v1/ingest");
+    let batch = operation(&doc, "post", "/v1/ingest/batch");
+    let example = |op: &Value| op["requestBody"]["content"]["application/json"]["example"].clone();
+
+    // The batch's example stores its trace; the single trace's example is
+    // the same trace, so it is a duplicate.
+    let resp = server.post("/v1/ingest/batch", &example(batch)).await;
+    assert_eq!(resp.status().as_u16(), 201);
+    let stored: Value = resp.json().await.expect("JSON");
+    assert_eq!(
+        fields_of(&stored),
+        documented_fields(&doc, "BatchIngestResponse")
+    );
+    assert_eq!(stored["ingested"], 1);
+    let resp = server.post("/v1/ingest", &example(one)).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let duplicate: Value = resp.json().await.expect("JSON");
+    assert_eq!(
+        fields_of(&duplicate),
+        documented_fields(&doc, "DuplicateResponse")
+    );
+    assert_eq!(duplicate["id"], stored["ids"][0]);
+    let resp = server.post("/v1/ingest/batch", &example(batch)).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let again: Value = resp.json().await.expect("JSON");
+    assert_eq!(
+        fields_of(&again),
+        documented_fields(&doc, "BatchDuplicateResponse")
+    );
+
+    // A new trace of the same shape is stored, as documented.
+    let mut fresh = example(one);
+    fresh["id"] = json!(uuid::Uuid::new_v4().to_string());
+    let resp = server.post("/v1/ingest", &fresh).await;
+    assert_eq!(resp.status().as_u16(), 201);
+    let created: Value = resp.json().await.expect("JSON");
+    assert_eq!(
+        fields_of(&created),
+        documented_fields(&doc, "IngestResponse")
+    );
+    let trace = server
+        .get_json(&format!(
+            "/v1/traces/{}",
+            created["id"].as_str().expect("id")
+        ))
+        .await;
+    assert_eq!(trace["spans"].as_array().expect("spans").len(), 2);
+
+    // The request body's schema names the SDK's fields.
+    let fields = documented_fields(&doc, "TraceRequest");
+    for name in [
+        "id", "name", "input", "output", "tags", "metadata", "spans", "events",
+    ] {
+        assert!(fields.contains(&name.to_owned()), "{fields:?}");
+    }
+    let span = &doc["components"]["schemas"]["SpanRequest"];
+    assert_eq!(span["required"], json!(["name", "type"]));
+    assert_eq!(
+        span["properties"]["type"]["enum"],
+        json!(["llm", "tool", "retrieval", "other"])
+    );
+
+    // The failures particular to ingest are documented.
+    let says = |op: &Value, status: &str, code: &str| {
+        let text = op["responses"][status]["description"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(text.contains(code), "{status}: {text}");
+    };
+    for op in [one, batch] {
+        says(op, "413", "too_many_spans");
+        says(op, "413", "payload_too_large");
+        says(op, "429", "monthly_quota_exceeded");
+        says(op, "429", "rate_limited");
+        says(op, "422", "validation_error");
+    }
+    says(batch, "400", "10,000");
+    let bad = server
+        .post("/v1/ingest/batch", &json!({"traces": []}))
+        .await;
+    let body = expect_error(bad, 400).await;
+    assert_eq!(body["code"], "bad_request");
+}
