@@ -120,15 +120,7 @@ impl Email {
 /// projects, keys and rules, owners also manage users and archive projects.
 /// Stored, sent and taken as its lower-case name.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    utoipa::ToSchema,
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Role {

@@ -202,7 +202,11 @@ pub async fn logout(
     let (_, session_id, _) = principal.session()?;
     state
         .store
-        .revoke_session(principal.tenant_id, session_id, principal::actor(&principal))
+        .revoke_session(
+            principal.tenant_id,
+            session_id,
+            principal::actor(&principal),
+        )
         .await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(

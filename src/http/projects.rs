@@ -176,7 +176,11 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Project>), AppError> {
     let project = state
         .store
-        .create_project(principal.tenant_id, check_name(&body.name)?, actor(&principal))
+        .create_project(
+            principal.tenant_id,
+            check_name(&body.name)?,
+            actor(&principal),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(Project::from(&project))))
 }
