@@ -37,7 +37,7 @@ pub enum AdminCommand {
         #[arg(long)]
         password: String,
         /// owner, member or viewer.
-        #[arg(long, default_value = "member")]
+        #[arg(long, default_value_t = Role::Member)]
         role: Role,
     },
     /// Set a user's password; their sessions end.
