@@ -7,42 +7,69 @@
 use anyhow::{anyhow, bail, Context};
 use serde_json::{json, Value};
 
-use crate::auth::{self, Email, Password};
+use crate::auth::{self, Email, Password, Role};
 use crate::config::{Config, Plan};
 use crate::store::{Actor, NewApiKey, NewOrg, Store};
 
-/// What an operator can do.
-#[derive(Debug, Clone)]
+/// What an operator can do: the subcommands of `trulayer-server admin`.
+#[derive(Debug, Clone, clap::Subcommand)]
 pub enum AdminCommand {
-    /// A new organisation with a project, an owner and an API key.
+    /// Create an organisation with a project, an owner and an API key.
     CreateOrg {
+        #[arg(long)]
         name: String,
+        #[arg(long, default_value = "default")]
         project: String,
+        #[arg(long)]
         admin_email: String,
+        #[arg(long)]
         admin_password: String,
+        /// starter, pro or enterprise.
+        #[arg(long, default_value = "enterprise", value_parser = parse_plan)]
         plan: Plan,
     },
+    /// Add a user to an organisation (by id or name).
     CreateUser {
+        #[arg(long)]
         org: String,
+        #[arg(long)]
         email: String,
+        #[arg(long)]
         password: String,
-        role: String,
+        /// owner, member or viewer.
+        #[arg(long, default_value_t = Role::Member)]
+        role: Role,
     },
-    /// Sets a user's password and ends their sessions.
+    /// Set a user's password; their sessions end.
     ResetPassword {
+        #[arg(long)]
         email: String,
+        #[arg(long)]
         password: String,
     },
+    /// Create an API key for an organisation (and one of its projects).
     CreateKey {
+        #[arg(long)]
         org: String,
+        #[arg(long)]
         project: Option<String>,
+        #[arg(long, default_value = "operator key")]
         name: String,
+        /// Comma-separated: query, ingest. None: full access.
+        #[arg(long, value_delimiter = ',')]
         scopes: Vec<String>,
     },
+    /// Put an organisation on a plan.
     SetPlan {
+        #[arg(long)]
         org: String,
+        #[arg(long, value_parser = parse_plan)]
         plan: Plan,
     },
+}
+
+fn parse_plan(name: &str) -> Result<Plan, String> {
+    Plan::parse(name).ok_or_else(|| "must be starter, pro or enterprise".into())
 }
 
 /// Runs `command` against the configured data directory.
@@ -92,9 +119,6 @@ async fn execute(store: &Store, command: AdminCommand) -> anyhow::Result<Value> 
             role,
         } => {
             let (tenant_id, org_id, _) = tenant(store, &org).await?;
-            if !["owner", "member", "viewer"].contains(&role.as_str()) {
-                bail!("--role must be owner, member or viewer");
-            }
             let email = checked_email(&email)?;
             let hash = password_hash(password).await?;
             let user = store

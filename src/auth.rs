@@ -116,6 +116,60 @@ impl Email {
     }
 }
 
+/// A user's role, weakest first: viewers read, members also change
+/// projects, keys and rules, owners also manage users and archive projects.
+/// Stored, sent and taken as its lower-case name.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Member,
+    Owner,
+}
+
+impl Role {
+    /// Every role, weakest first.
+    pub const ALL: [Role; 3] = [Role::Viewer, Role::Member, Role::Owner];
+    /// What is wrong with a name that is not a role, said after the field's name.
+    pub const INVALID: &'static str = "must be owner, member or viewer";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Member => "member",
+            Role::Owner => "owner",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Read as [`FromStr`](std::str::FromStr) reads it, so that a body with
+/// another name says which names there are.
+impl<'de> serde::Deserialize<'de> for Role {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Role, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = &'static str;
+
+    fn from_str(name: &str) -> Result<Role, &'static str> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == name)
+            .ok_or(Role::INVALID)
+    }
+}
+
 /// A password someone chooses: at least [`MIN_PASSWORD_CHARS`]
 /// characters. (Logging in checks any password against the stored hash.)
 pub struct Password(String);
@@ -167,6 +221,25 @@ mod tests {
             .expect("hash");
         assert!(verify_password("eight888", &hash));
         assert!(!verify_password("eight889", &hash));
+    }
+
+    #[test]
+    fn a_role_reads_and_prints_its_lower_case_name() {
+        for role in Role::ALL {
+            assert_eq!(role.to_string().parse::<Role>(), Ok(role));
+            assert_eq!(
+                serde_json::to_value(role).expect("json"),
+                serde_json::json!(role.as_str())
+            );
+        }
+        assert_eq!("Owner".parse::<Role>(), Err(Role::INVALID));
+        assert_eq!(
+            serde_json::from_str::<Role>("\"viewer\"").expect("a role"),
+            Role::Viewer
+        );
+        let refused = serde_json::from_str::<Role>("\"admin\"").expect_err("not a role");
+        assert!(refused.to_string().starts_with(Role::INVALID), "{refused}");
+        assert!(Role::Viewer < Role::Member && Role::Member < Role::Owner);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use trulayer_server::admin::AdminCommand;
-use trulayer_server::config::{Config, Plan, DEFAULT_TOML};
+use trulayer_server::config::{Config, DEFAULT_TOML};
 
 /// jemalloc, whose background thread gives the memory a burst of large
 /// requests freed back to the operating system within seconds; glibc's
@@ -105,68 +105,8 @@ enum Command {
         #[arg(long, short, global = true)]
         config: Option<PathBuf>,
         #[command(subcommand)]
-        command: AdminCli,
+        command: AdminCommand,
     },
-}
-
-#[derive(Subcommand)]
-enum AdminCli {
-    /// Create an organisation with a project, an owner and an API key.
-    CreateOrg {
-        #[arg(long)]
-        name: String,
-        #[arg(long, default_value = "default")]
-        project: String,
-        #[arg(long)]
-        admin_email: String,
-        #[arg(long)]
-        admin_password: String,
-        /// starter, pro or enterprise.
-        #[arg(long, default_value = "enterprise", value_parser = parse_plan)]
-        plan: Plan,
-    },
-    /// Add a user to an organisation (by id or name).
-    CreateUser {
-        #[arg(long)]
-        org: String,
-        #[arg(long)]
-        email: String,
-        #[arg(long)]
-        password: String,
-        /// owner, member or viewer.
-        #[arg(long, default_value = "member")]
-        role: String,
-    },
-    /// Set a user's password; their sessions end.
-    ResetPassword {
-        #[arg(long)]
-        email: String,
-        #[arg(long)]
-        password: String,
-    },
-    /// Create an API key for an organisation (and one of its projects).
-    CreateKey {
-        #[arg(long)]
-        org: String,
-        #[arg(long)]
-        project: Option<String>,
-        #[arg(long, default_value = "operator key")]
-        name: String,
-        /// Comma-separated: query, ingest. None: full access.
-        #[arg(long, value_delimiter = ',')]
-        scopes: Vec<String>,
-    },
-    /// Put an organisation on a plan.
-    SetPlan {
-        #[arg(long)]
-        org: String,
-        #[arg(long, value_parser = parse_plan)]
-        plan: Plan,
-    },
-}
-
-fn parse_plan(name: &str) -> Result<Plan, String> {
-    Plan::parse(name).ok_or_else(|| "must be starter, pro or enterprise".into())
 }
 
 #[derive(Subcommand)]
@@ -317,48 +257,7 @@ fn healthcheck(config: Option<PathBuf>) -> ExitCode {
     })
 }
 
-fn admin(config_path: Option<PathBuf>, command: AdminCli) -> ExitCode {
-    let command = match command {
-        AdminCli::CreateOrg {
-            name,
-            project,
-            admin_email,
-            admin_password,
-            plan,
-        } => AdminCommand::CreateOrg {
-            name,
-            project,
-            admin_email,
-            admin_password,
-            plan,
-        },
-        AdminCli::CreateUser {
-            org,
-            email,
-            password,
-            role,
-        } => AdminCommand::CreateUser {
-            org,
-            email,
-            password,
-            role,
-        },
-        AdminCli::ResetPassword { email, password } => {
-            AdminCommand::ResetPassword { email, password }
-        }
-        AdminCli::CreateKey {
-            org,
-            project,
-            name,
-            scopes,
-        } => AdminCommand::CreateKey {
-            org,
-            project,
-            name,
-            scopes,
-        },
-        AdminCli::SetPlan { org, plan } => AdminCommand::SetPlan { org, plan },
-    };
+fn admin(config_path: Option<PathBuf>, command: AdminCommand) -> ExitCode {
     with_config("trulayer-server admin", config_path, |c| {
         block_on(trulayer_server::admin::run(c, command))
     })

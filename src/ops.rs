@@ -8,10 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use rusqlite::{Connection, OpenFlags};
 use serde_json::{json, Value};
 
-use crate::store::{pending_migrations, DB_FILE, SCHEMA_VERSION};
+use crate::store::{copy_database, pending_migrations, DatabaseFile, DB_FILE, SCHEMA_VERSION};
 
 /// The lock file's name inside the data directory.
 pub const LOCK_FILE: &str = "trulayer.lock";
@@ -57,15 +56,14 @@ struct Checked {
 /// Opens `path` and checks it is a whole TruLayer database this binary can
 /// use: SQLite's quick check passes and the schema is not newer.
 fn check(path: &Path) -> anyhow::Result<Checked> {
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
-        .with_context(|| format!("opening {}", path.display()))?;
-    let verdict: String = conn
-        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+    let file = DatabaseFile::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let verdict = file
+        .quick_check()
         .with_context(|| format!("{} is not a SQLite database", path.display()))?;
     if verdict != "ok" {
         bail!("{} is damaged: {verdict}", path.display());
     }
-    let schema_version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let schema_version = file.schema_version()?;
     if schema_version < 1 {
         bail!("{} is not a TruLayer database", path.display());
     }
@@ -76,8 +74,8 @@ fn check(path: &Path) -> anyhow::Result<Checked> {
             path.display()
         );
     }
-    let traces: i64 = conn
-        .query_row("SELECT count(*) FROM traces", [], |r| r.get(0))
+    let traces = file
+        .trace_count()
         .with_context(|| format!("{} holds no traces table", path.display()))?;
     Ok(Checked {
         schema_version,
@@ -111,11 +109,8 @@ pub fn backup(data_dir: &Path, out: &Path) -> anyhow::Result<Value> {
     let started = Instant::now();
     let partial = beside(out, ".partial");
     let _ = std::fs::remove_file(&partial);
-    let conn = Connection::open(&db).with_context(|| format!("opening {}", db.display()))?;
-    conn.busy_timeout(std::time::Duration::from_secs(30))?;
-    conn.execute("VACUUM INTO ?1", [path_text(&partial)?])
+    copy_database(&db, path_text(&partial)?)
         .with_context(|| format!("writing {}", partial.display()))?;
-    drop(conn);
     let checked = match check(&partial) {
         Ok(c) => c,
         Err(e) => {
@@ -174,9 +169,9 @@ pub fn restore(data_dir: &Path, from: &Path) -> anyhow::Result<Value> {
 pub fn migration_plan(data_dir: &Path) -> anyhow::Result<Value> {
     let db = data_dir.join(DB_FILE);
     let current = if db.is_file() {
-        let conn = Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .with_context(|| format!("opening {}", db.display()))?;
-        conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?
+        DatabaseFile::open_read_only(&db)
+            .with_context(|| format!("opening {}", db.display()))?
+            .schema_version()?
     } else {
         0
     };

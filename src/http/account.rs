@@ -8,39 +8,92 @@ use axum::http::header::SET_COOKIE;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::audit::{self, ClientAddr};
 use super::extract::JsonBody;
-use super::principal::{Role, SESSION_COOKIE};
+use super::principal::{self, ClientAddr, Role, SESSION_COOKIE};
 use super::{AppState, Principal};
 use crate::auth::{self, Email, Password};
-use crate::error::AppError;
+use crate::error::{AppError, ErrorBody};
 use crate::model::Timestamp;
 use crate::store::{now_micros, Actor, UserRecord};
 
 /// How long a session lasts.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-#[derive(Deserialize)]
+
+/// An email and a password to log in with.
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"email": "ann@example.com", "password": "correct horse battery"}))]
 pub struct Login {
+    /// The account's email (case and surrounding spaces do not matter).
     email: String,
     password: String,
 }
 
-fn user_json(user: &UserRecord) -> Value {
-    json!({
-        "id": user.uuid,
-        "email": user.email,
-        "role": user.role,
-        "created_at": Timestamp(user.created_at),
-    })
+/// A user of the organisation.
+#[derive(Serialize, ToSchema)]
+pub struct User {
+    /// The user's id.
+    id: String,
+    email: String,
+    role: Role,
+    #[schema(value_type = String, format = DateTime)]
+    created_at: Timestamp,
+}
+
+impl From<&UserRecord> for User {
+    fn from(user: &UserRecord) -> User {
+        User {
+            id: user.uuid.clone(),
+            email: user.email.clone(),
+            role: user.role,
+            created_at: Timestamp(user.created_at),
+        }
+    }
+}
+
+/// A new session.
+#[derive(Serialize, ToSchema)]
+pub struct LoginResponse {
+    /// The session token (`tls_…`): send it as `Authorization: Bearer`, or
+    /// let the cookie set with it do.
+    token: String,
+    #[schema(value_type = String, format = DateTime)]
+    expires_at: Timestamp,
+    user: LoginUser,
+}
+
+/// Who logged in.
+#[derive(Serialize, ToSchema)]
+pub struct LoginUser {
+    /// The user's id.
+    id: String,
+    email: String,
+    role: Role,
+    /// The organisation's id.
+    org_id: String,
 }
 
 const BAD_CREDENTIALS: AppError = AppError::Unauthorized("invalid_credentials");
 
-/// Logs in with email and password: a session token, also set as the session cookie.
-#[utoipa::path(post, path = "/v1/auth/login", operation_id = "login", tag = "auth", responses((status = 200, description = "OK")))]
+/// Logs in with email and password.
+///
+/// Answers a session token, also set as the session cookie (`HttpOnly`,
+/// `SameSite=Strict`). Failed attempts are counted per account and per
+/// address; too many are refused for a while, even with the right password.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/login",
+    operation_id = "login",
+    tag = "auth",
+    request_body = Login,
+    responses(
+        (status = 200, description = "Logged in; the `Set-Cookie` header carries the session.", body = LoginResponse),
+        (status = 401, description = "`invalid_credentials`: no account has that email and password.", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`: too many failed logins for this account or address; `Retry-After` says when to try again.", body = ErrorBody),
+    )
+)]
 pub async fn login(
     State(state): State<AppState>,
     ClientAddr(source): ClientAddr,
@@ -100,12 +153,18 @@ pub async fn login(
         "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
         SESSION_TTL.as_secs()
     );
-    let user = &candidate.user;
-    let mut response = Json(json!({
-        "token": token,
-        "expires_at": Timestamp(expires_at),
-        "user": {"id": user.uuid, "email": user.email, "role": user.role, "org_id": org_uuid(&state, user.tenant_id).await?},
-    }))
+    let user = candidate.user;
+    let org_id = org_uuid(&state, user.tenant_id).await?;
+    let mut response = Json(LoginResponse {
+        token,
+        expires_at: Timestamp(expires_at),
+        user: LoginUser {
+            id: user.uuid,
+            email: user.email,
+            role: user.role,
+            org_id,
+        },
+    })
     .into_response();
     let cookie = HeaderValue::from_str(&cookie)
         .map_err(|e| AppError::Internal(format!("cookie header: {e}")))?;
@@ -129,7 +188,13 @@ async fn org_uuid(state: &AppState, tenant_id: i64) -> Result<String, AppError> 
 }
 
 /// Ends the caller's session and clears its cookie.
-#[utoipa::path(post, path = "/v1/auth/logout", operation_id = "logout", tag = "auth", responses((status = 204, description = "Done; no body")))]
+#[utoipa::path(
+    post,
+    path = "/v1/auth/logout",
+    operation_id = "logout",
+    tag = "auth",
+    responses((status = 204, description = "Logged out; the cookie is cleared. No body."))
+)]
 pub async fn logout(
     State(state): State<AppState>,
     principal: Principal,
@@ -137,7 +202,11 @@ pub async fn logout(
     let (_, session_id, _) = principal.session()?;
     state
         .store
-        .revoke_session(principal.tenant_id, session_id, audit::actor(&principal))
+        .revoke_session(
+            principal.tenant_id,
+            session_id,
+            principal::actor(&principal),
+        )
         .await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(
@@ -147,30 +216,63 @@ pub async fn logout(
     Ok(response)
 }
 
+/// The logged-in user and their organisation.
+#[derive(Serialize, ToSchema)]
+pub struct CurrentUser {
+    /// The user's id.
+    id: String,
+    email: String,
+    role: Role,
+    /// The organisation's id.
+    org_id: String,
+    /// The organisation's name.
+    org_name: String,
+}
+
 /// The logged-in user: id, email, role and organisation.
-#[utoipa::path(get, path = "/v1/auth/me", operation_id = "getCurrentUser", tag = "auth", responses((status = 200, description = "OK")))]
+#[utoipa::path(
+    get,
+    path = "/v1/auth/me",
+    operation_id = "getCurrentUser",
+    tag = "auth",
+    responses((status = 200, description = "The session's user.", body = CurrentUser))
+)]
 pub async fn me(
     State(state): State<AppState>,
     principal: Principal,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<CurrentUser>, AppError> {
     let (user, _, org_name) = principal.session()?;
-    Ok(Json(json!({
-        "id": user.uuid,
-        "email": user.email,
-        "role": user.role,
-        "org_id": org_uuid(&state, user.tenant_id).await?,
-        "org_name": org_name,
-    })))
+    Ok(Json(CurrentUser {
+        id: user.uuid.clone(),
+        email: user.email.clone(),
+        role: user.role,
+        org_id: org_uuid(&state, user.tenant_id).await?,
+        org_name: org_name.to_owned(),
+    }))
 }
 
-#[derive(Deserialize)]
+/// One's own password, changed.
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"current_password": "correct horse battery", "new_password": "staple horse battery"}))]
 pub struct PasswordChange {
+    /// The password now.
     current_password: String,
+    /// The new one: at least 8 characters.
     new_password: String,
 }
 
 /// Changes one's own password; every session of the user ends.
-#[utoipa::path(post, path = "/v1/auth/password", operation_id = "changePassword", tag = "auth", responses((status = 204, description = "Done; no body")))]
+#[utoipa::path(
+    post,
+    path = "/v1/auth/password",
+    operation_id = "changePassword",
+    tag = "auth",
+    request_body = PasswordChange,
+    responses(
+        (status = 204, description = "Changed; every session of the user has ended. No body."),
+        (status = 401, description = "`invalid_credentials`: `current_password` is wrong; `invalid_session`: no valid session.", body = ErrorBody),
+    )
+)]
 pub async fn change_password(
     State(state): State<AppState>,
     principal: Principal,
@@ -193,7 +295,7 @@ pub async fn change_password(
     let hash = hashed(new).await?;
     state
         .store
-        .change_password(user, hash, audit::actor(&principal))
+        .change_password(user, hash, principal::actor(&principal))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -208,35 +310,61 @@ async fn hashed(password: Password) -> Result<String, AppError> {
     password.hash().await.map_err(AppError::Internal)
 }
 
+/// The organisation's users.
+#[derive(Serialize, ToSchema)]
+pub struct UserList {
+    /// Oldest first.
+    users: Vec<User>,
+}
+
 /// The organisation's users and their roles.
-#[utoipa::path(get, path = "/v1/users", operation_id = "listUsers", tag = "users", responses((status = 200, description = "OK")))]
+#[utoipa::path(
+    get,
+    path = "/v1/users",
+    operation_id = "listUsers",
+    tag = "users",
+    responses((status = 200, description = "Every user of the organisation.", body = UserList))
+)]
 pub async fn list_users(
     State(state): State<AppState>,
     principal: Principal,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<UserList>, AppError> {
     let users = state.store.list_users(principal.tenant_id).await?;
-    Ok(Json(
-        json!({ "users": users.iter().map(user_json).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(UserList {
+        users: users.iter().map(User::from).collect(),
+    }))
 }
 
-#[derive(Deserialize)]
+/// A user to add.
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"email": "bob@example.com", "password": "a long password", "role": "member"}))]
 pub struct NewUser {
+    /// Unique across the server.
     email: String,
+    /// The initial password: at least 8 characters.
     password: String,
-    role: String,
+    role: Role,
 }
 
 /// Adds a user to the organisation with a role and an initial password.
-#[utoipa::path(post, path = "/v1/users", operation_id = "createUser", tag = "users", responses((status = 201, description = "Created")))]
+#[utoipa::path(
+    post,
+    path = "/v1/users",
+    operation_id = "createUser",
+    tag = "users",
+    request_body = NewUser,
+    responses(
+        (status = 201, description = "Added.", body = User),
+        (status = 409, description = "`conflict`: a user with that email exists (in any organisation).", body = ErrorBody),
+    )
+)]
 pub async fn create_user(
     State(state): State<AppState>,
     principal: Principal,
     JsonBody(body): JsonBody<NewUser>,
-) -> Result<Response, AppError> {
+) -> Result<(StatusCode, Json<User>), AppError> {
     let email = Email::parse(&body.email)
         .map_err(|why| AppError::unprocessable(format!("email: {why}")))?;
-    check_role(&body.role)?;
     let hash = hashed(new_password("password", body.password)?).await?;
     let user = state
         .store
@@ -245,40 +373,48 @@ pub async fn create_user(
             email.into_string(),
             hash,
             body.role,
-            audit::actor(&principal),
+            principal::actor(&principal),
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(user_json(&user))).into_response())
+    Ok((StatusCode::CREATED, Json(User::from(&user))))
 }
 
-fn check_role(role: &str) -> Result<(), AppError> {
-    Role::parse(role)
-        .map(|_| ())
-        .ok_or_else(|| AppError::unprocessable("role: must be owner, member or viewer"))
-}
-
-#[derive(Deserialize)]
+/// A change to a user: a role, a new password, or both.
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"role": "viewer"}))]
 pub struct UserChange {
     #[serde(default)]
-    role: Option<String>,
-    /// An owner setting a new password for the user (ends their sessions).
+    role: Option<Role>,
+    /// An owner setting a new password for the user (ends their sessions):
+    /// at least 8 characters.
     #[serde(default)]
     password: Option<String>,
 }
 
-/// `PATCH /v1/users/{id}`: `role`, and/or `password` to reset it.
-#[utoipa::path(patch, path = "/v1/users/{id}", operation_id = "updateUser", tag = "users", params(("id" = String, Path, description = "The id.")), responses((status = 200, description = "OK")))]
+/// Changes a user's role, resets their password, or both.
+///
+/// A new password ends the user's sessions. The organisation keeps at least
+/// one owner.
+#[utoipa::path(
+    patch,
+    path = "/v1/users/{id}",
+    operation_id = "updateUser",
+    tag = "users",
+    params(("id" = String, Path, description = "The user's id.")),
+    request_body = UserChange,
+    responses(
+        (status = 200, description = "The user as changed.", body = User),
+        (status = 409, description = "`last_owner`: the change would leave the organisation without an owner.", body = ErrorBody),
+    )
+)]
 pub async fn update_user(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<UserChange>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<User>, AppError> {
     if body.role.is_none() && body.password.is_none() {
         return Err(AppError::unprocessable("give role, password or both"));
-    }
-    if let Some(role) = &body.role {
-        check_role(role)?;
     }
     let hash = match body.password {
         Some(password) => Some(hashed(new_password("password", password)?).await?),
@@ -293,7 +429,7 @@ pub async fn update_user(
                     principal.tenant_id,
                     id.clone(),
                     role,
-                    audit::actor(&principal),
+                    principal::actor(&principal),
                 )
                 .await?
                 .ok_or(AppError::NotFound("user"))?,
@@ -302,17 +438,27 @@ pub async fn update_user(
     if let Some(hash) = hash {
         let reset = state
             .store
-            .reset_user_password(principal.tenant_id, id, hash, audit::actor(&principal))
+            .reset_user_password(principal.tenant_id, id, hash, principal::actor(&principal))
             .await?
             .ok_or(AppError::NotFound("user"))?;
         user = user.or(Some(reset));
     }
     let user = user.ok_or(AppError::NotFound("user"))?;
-    Ok(Json(user_json(&user)))
+    Ok(Json(User::from(&user)))
 }
 
 /// Removes a user; their sessions end. The last owner cannot be removed.
-#[utoipa::path(delete, path = "/v1/users/{id}", operation_id = "deleteUser", tag = "users", params(("id" = String, Path, description = "The id.")), responses((status = 204, description = "Done; no body")))]
+#[utoipa::path(
+    delete,
+    path = "/v1/users/{id}",
+    operation_id = "deleteUser",
+    tag = "users",
+    params(("id" = String, Path, description = "The user's id.")),
+    responses(
+        (status = 204, description = "Removed. No body."),
+        (status = 409, description = "`last_owner`: the user is the organisation's only owner.", body = ErrorBody),
+    )
+)]
 pub async fn delete_user(
     State(state): State<AppState>,
     principal: Principal,
@@ -320,7 +466,7 @@ pub async fn delete_user(
 ) -> Result<StatusCode, AppError> {
     if state
         .store
-        .delete_user(principal.tenant_id, id, audit::actor(&principal))
+        .delete_user(principal.tenant_id, id, principal::actor(&principal))
         .await?
     {
         Ok(StatusCode::NO_CONTENT)

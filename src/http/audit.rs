@@ -1,113 +1,122 @@
-//! The audit log over HTTP: who acts (the actor every audited store change
-//! takes and records in the change's own transaction), and
-//! `GET /v1/audit-log` and `GET /v1/audit/verify`.
+//! The audit log over HTTP: `GET /v1/audit-log` (its entries, newest
+//! first) and `GET /v1/audit/verify` (the daily anchor of an organisation's
+//! hash chain). Who acts is named by `principal::actor`.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
 
-use super::{AppState, Credential, Principal};
-use crate::error::AppError;
+use super::query::{ApiQuery, Cursor, Listing, Page};
+use super::{AppState, Principal};
+use crate::error::{AppError, ErrorBody};
 use crate::model::Timestamp;
-use crate::store::Actor;
+use crate::store::AuditRecord;
 
-/// The client's address, when the connection has one.
-pub struct ClientAddr(pub Option<String>);
+/// What handlers outside this family still call the actor by.
+pub(super) use super::principal::actor;
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
-    type Rejection = std::convert::Infallible;
+/// The audit log, newest first; a position is the id of the last entry
+/// shown (the next page starts before it).
+pub struct AuditLog;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddr(client_addr(parts)))
+impl Listing for AuditLog {
+    const DEFAULT_LIMIT: u32 = 50;
+    const MAX_LIMIT: u32 = 200;
+    const KIND: &'static str = "audit";
+    type Position = i64;
+}
+
+/// One change, as recorded in the same transaction as the change itself.
+#[derive(Serialize, ToSchema)]
+pub struct AuditEntry {
+    /// The entry's place in the organisation's chain.
+    id: i64,
+    #[schema(value_type = String, format = DateTime)]
+    at: Timestamp,
+    /// Who acted: `user:<email>`, `key:<id>` (an API key's internal id) or `operator`.
+    #[schema(example = "user:ann@example.com")]
+    actor: String,
+    /// What was done.
+    #[schema(example = "project.create")]
+    action: String,
+    /// The id of what it was done to, if anything.
+    target: Option<String>,
+    /// The client's address, when there was one.
+    source: Option<String>,
+    /// What changed, as the action records it.
+    #[schema(value_type = Object)]
+    details: serde_json::Value,
+}
+
+impl From<AuditRecord> for AuditEntry {
+    fn from(r: AuditRecord) -> AuditEntry {
+        AuditEntry {
+            details: serde_json::from_str(&r.details).unwrap_or(serde_json::Value::Null),
+            id: r.id,
+            at: Timestamp(r.at),
+            actor: r.actor,
+            action: r.action,
+            target: r.target,
+            source: r.source,
+        }
     }
 }
 
-pub fn client_addr(parts: &Parts) -> Option<String> {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip().to_string())
+/// A page of the audit log.
+#[derive(Serialize, ToSchema)]
+pub struct AuditPage {
+    entries: Vec<AuditEntry>,
+    /// Where the next page starts; null on the last page.
+    next_cursor: Option<String>,
+    has_more: bool,
 }
 
-/// Who a principal is, as the audit log names actors: what every audited
-/// store change is given, so that it records itself in its own transaction.
-pub fn actor(principal: &Principal) -> Actor {
-    let source = principal.source.clone();
-    match &principal.credential {
-        Credential::Session { user, .. } => Actor::user(&user.email, source),
-        Credential::ApiKey { key_id, .. } => Actor::api_key(*key_id, source),
-    }
-}
-
-const MAX_PAGE: usize = 200;
-
-/// `GET /v1/audit-log`: newest first, `limit` (1–200, default 50), `cursor`.
-#[utoipa::path(get, path = "/v1/audit-log", operation_id = "listAuditLog", tag = "audit", responses((status = 200, description = "OK")))]
+/// The organisation's audit log, newest first.
+///
+/// Every change to users, sessions, projects, keys, rules and plans, with
+/// who made it and from where.
+#[utoipa::path(
+    get,
+    path = "/v1/audit-log",
+    operation_id = "listAuditLog",
+    tag = "audit",
+    params(Page<AuditLog>),
+    responses((status = 200, description = "A page of entries.", body = AuditPage))
+)]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, AppError> {
-    let limit = match params.get("limit") {
-        None => 50,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| {
-                AppError::bad_request(format!("limit: must be an integer from 1 to {MAX_PAGE}"))
-            })?,
-    };
-    let before = params
-        .get("cursor")
-        .map(|c| {
-            c.parse::<i64>()
-                .ok()
-                .filter(|id| *id > 0)
-                .ok_or_else(|| AppError::bad_request("cursor: not a cursor this server issued"))
-        })
-        .transpose()?;
+    ApiQuery(page): ApiQuery<Page<AuditLog>>,
+) -> Result<Json<AuditPage>, AppError> {
+    let limit = page.size();
     let mut rows = state
         .store
-        .audit_page(principal.tenant_id, before, limit + 1)
+        .audit_page(principal.tenant_id, page.cursor, limit + 1)
         .await?;
     let has_more = rows.len() > limit;
     rows.truncate(limit);
     let next_cursor = if has_more {
-        rows.last().map(|r| r.id.to_string())
+        rows.last().map(|r| Cursor::<AuditLog>::encode(&r.id))
     } else {
         None
     };
-    let entries: Vec<Value> = rows
-        .iter()
-        .map(|r| {
-            json!({
-                "id": r.id,
-                "at": Timestamp(r.at),
-                "actor": r.actor,
-                "action": r.action,
-                "target": r.target,
-                "source": r.source,
-                "details": serde_json::from_str::<Value>(&r.details).unwrap_or(Value::Null),
-            })
-        })
-        .collect();
-    Ok(Json(
-        json!({ "entries": entries, "next_cursor": next_cursor, "has_more": has_more }),
-    ))
+    Ok(Json(AuditPage {
+        entries: rows.into_iter().map(AuditEntry::from).collect(),
+        next_cursor,
+        has_more,
+    }))
 }
 
 /// `GET /v1/audit/verify`'s query, as the reference names it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct VerifyQuery {
-    /// The organisation's public id.
+    /// The organisation's public id (a UUID).
+    #[param(required = true)]
     tenant_id: String,
     /// A UTC day, `YYYY-MM-DD`.
+    #[param(required = true, format = Date)]
     date: String,
     /// A head hash to compare with the one found (hex).
     expected_head_hash: Option<String>,
@@ -115,7 +124,7 @@ pub struct VerifyQuery {
 
 /// The reference's `AuditVerifyResponse`, with whether the chain up to the
 /// head recomputes (`intact`, `broken_at`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct VerifyResponse {
     /// An anchor exists for the tenant and day (always, in a 200).
     verified: bool,
@@ -129,6 +138,7 @@ pub struct VerifyResponse {
     /// keeps none, so it is empty.
     s3_key: String,
     /// The moment the head stands for: the end of the day, or now.
+    #[schema(value_type = String, format = DateTime)]
     anchored_at: Timestamp,
     /// Only when `expected_head_hash` was given.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -139,15 +149,27 @@ pub struct VerifyResponse {
     broken_at: Option<i64>,
 }
 
-/// `GET /v1/audit/verify?tenant_id=&date=[&expected_head_hash=]`: the head
-/// of an organisation's audit chain at the end of a UTC day, the anchor an
-/// auditor compares with a copy kept elsewhere. No credentials, as in the
-/// reference: a head hash reveals nothing of the entries. Computed from
-/// the chain when asked, which is also recomputed up to it.
-#[utoipa::path(get, path = "/v1/audit/verify", operation_id = "verifyAuditAnchor", tag = "audit", responses((status = 200, description = "OK")))]
+/// The head of an organisation's audit chain at the end of a UTC day.
+///
+/// The anchor an auditor compares with a copy kept elsewhere. No
+/// credentials, as in the reference: a head hash reveals nothing of the
+/// entries. Computed from the chain when asked, which is also recomputed up
+/// to it (`intact`, `broken_at`).
+#[utoipa::path(
+    get,
+    path = "/v1/audit/verify",
+    operation_id = "verifyAuditAnchor",
+    tag = "audit",
+    params(VerifyQuery),
+    responses(
+        (status = 200, description = "The anchor of that organisation and day.", body = VerifyResponse),
+        (status = 400, description = "`bad_request`: `tenant_id` is missing or not a UUID, `date` is missing or not a day, or `expected_head_hash` is not hex (the message names the parameter).", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such organisation, or no anchor for that day (before the organisation existed, or a day to come).", body = ErrorBody),
+    )
+)]
 pub async fn verify(
     State(state): State<AppState>,
-    Query(query): Query<VerifyQuery>,
+    ApiQuery(query): ApiQuery<VerifyQuery>,
 ) -> Result<Json<VerifyResponse>, AppError> {
     let tenant = uuid::Uuid::parse_str(&query.tenant_id)
         .map_err(|_| AppError::bad_request("tenant_id: must be an organisation id (a UUID)"))?;

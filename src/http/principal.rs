@@ -8,10 +8,11 @@
 //! sessions only.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::{AUTHORIZATION, COOKIE, HOST, ORIGIN};
 use axum::http::request::Parts;
 use axum::http::Method;
@@ -20,9 +21,10 @@ use super::limits::check_rate;
 use super::router::{Access, Auth, KeyScope};
 use super::AppState;
 use crate::auth;
+pub use crate::auth::Role;
 use crate::config::Plan;
 use crate::error::AppError;
-use crate::store::{now_micros, UserRecord};
+use crate::store::{now_micros, Actor, UserRecord};
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "trulayer_session";
@@ -54,25 +56,6 @@ pub enum Credential {
     },
 }
 
-/// User roles, weakest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    Viewer,
-    Member,
-    Owner,
-}
-
-impl Role {
-    pub fn parse(role: &str) -> Option<Role> {
-        match role {
-            "viewer" => Some(Role::Viewer),
-            "member" => Some(Role::Member),
-            "owner" => Some(Role::Owner),
-            _ => None,
-        }
-    }
-}
-
 impl Principal {
     /// The session's user, its session id and organisation name, on a route
     /// the table keeps to sessions; an API key gets 403 `session_required`.
@@ -89,6 +72,35 @@ impl Principal {
             }),
         }
     }
+}
+
+/// Who a principal is, as the audit log names actors: what every audited
+/// store change is given, so that it records itself in its own transaction.
+pub fn actor(principal: &Principal) -> Actor {
+    let source = principal.source.clone();
+    match &principal.credential {
+        Credential::Session { user, .. } => Actor::user(&user.email, source),
+        Credential::ApiKey { key_id, .. } => Actor::api_key(*key_id, source),
+    }
+}
+
+/// The client's address, when the connection has one: for routes that
+/// record it without a `Principal` (a login).
+pub struct ClientAddr(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(client_addr(parts)))
+    }
+}
+
+fn client_addr(parts: &Parts) -> Option<String> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip().to_string())
 }
 
 /// The exact 401 bodies the SDKs latch on.
@@ -266,7 +278,7 @@ async fn api_key(
     }
     Ok(Principal {
         plan,
-        source: super::audit::client_addr(parts),
+        source: client_addr(parts),
         tenant_id: key.tenant_id,
         project_id: key.project_id,
         credential: Credential::ApiKey {
@@ -300,8 +312,7 @@ async fn session(
             code: "csrf_rejected",
         });
     }
-    let role = Role::parse(&found.user.role).unwrap_or(Role::Viewer);
-    if !access.roles.allows(role) {
+    if !access.roles.allows(found.user.role) {
         return Err(AppError::Forbidden {
             message: format!("the {} role cannot do this", found.user.role),
             code: "forbidden_role",
@@ -316,7 +327,7 @@ async fn session(
         .ok_or(AppError::Internal("the organisation has no project".into()))?;
     Ok(Principal {
         plan,
-        source: super::audit::client_addr(parts),
+        source: client_addr(parts),
         tenant_id: found.user.tenant_id,
         project_id: project.id,
         credential: Credential::Session {

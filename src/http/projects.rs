@@ -1,52 +1,118 @@
 //! `/v1/projects` and `/v1/apikeys`: what an organisation's users manage.
 
-use std::collections::HashMap;
-
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::Json;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::audit;
 use super::extract::JsonBody;
 use super::limits::plan_gate;
+use super::principal::actor;
+use super::query::{ApiQuery, Cursor, Listing, Page};
 use super::{AppState, Principal};
 use crate::auth;
-use crate::error::AppError;
+use crate::error::{AppError, ErrorBody};
 use crate::ingest::parse_time;
 use crate::model::Timestamp;
 use crate::store::{ApiKeyInfo, NewApiKey, ProjectChange, ProjectRecord};
 
 /// The longest retention a project may ask for, in days.
 pub const MAX_RETENTION_DAYS: i64 = 3650;
-const MAX_PAGE: usize = 200;
 
-fn project_json(p: &ProjectRecord) -> Value {
-    json!({
-        "id": p.uuid,
-        "organization_id": p.organization_uuid,
-        "name": p.name,
-        "slug": p.slug,
-        "archived": p.archived,
-        "archived_at": p.archived_at.map(Timestamp),
-        "retention_days_override": p.retention_days,
-        "created_at": Timestamp(p.created_at),
-        "updated_at": Timestamp(p.updated_at),
-    })
+/// The projects list, oldest first; a position is the last project shown.
+pub struct Projects;
+
+impl Listing for Projects {
+    const DEFAULT_LIMIT: u32 = 50;
+    const MAX_LIMIT: u32 = 200;
+    const KIND: &'static str = "projects";
+    type Position = i64;
 }
 
-/// `GET /v1/projects`: all of them, or one page with `limit`/`cursor`.
-#[utoipa::path(get, path = "/v1/projects", operation_id = "listProjects", tag = "projects", responses((status = 200, description = "OK")))]
+/// A project: the group traces are sent to.
+#[derive(Serialize, ToSchema)]
+pub struct Project {
+    /// The project's id.
+    id: String,
+    /// Its organisation's id.
+    organization_id: String,
+    name: String,
+    /// Unique in the organisation; traces may name the project by it.
+    slug: String,
+    /// Archived projects keep their traces and refuse new ones.
+    archived: bool,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    archived_at: Option<Timestamp>,
+    /// Days its traces are kept, instead of the server's setting; null:
+    /// the server's.
+    retention_days_override: Option<i64>,
+    #[schema(value_type = String, format = DateTime)]
+    created_at: Timestamp,
+    /// When its name, retention or archiving last changed.
+    #[schema(value_type = String, format = DateTime)]
+    updated_at: Timestamp,
+}
+
+impl From<&ProjectRecord> for Project {
+    fn from(p: &ProjectRecord) -> Project {
+        Project {
+            id: p.uuid.clone(),
+            organization_id: p.organization_uuid.clone(),
+            name: p.name.clone(),
+            slug: p.slug.clone(),
+            archived: p.archived,
+            archived_at: p.archived_at.map(Timestamp),
+            retention_days_override: p.retention_days,
+            created_at: Timestamp(p.created_at),
+            updated_at: Timestamp(p.updated_at),
+        }
+    }
+}
+
+/// The organisation's projects: all of them, or one page.
+#[derive(Serialize, ToSchema)]
+pub struct ProjectList {
+    projects: Vec<Project>,
+    /// Only when paging (`limit` or `cursor` given): whether more follow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    has_more: Option<bool>,
+    /// Only when paging: where the next page starts; null on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    next_cursor: Option<Option<String>>,
+}
+
+/// `GET /v1/projects`'s query.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ProjectListQuery {
+    /// Also archived projects: `true` or `false` (the default).
+    #[param(value_type = Option<bool>)]
+    include_archived: Option<String>,
+    #[serde(flatten)]
+    #[param(ignore)]
+    page: Page<Projects>,
+}
+
+/// Lists the organisation's projects.
+///
+/// All of them when neither `limit` nor `cursor` is given; otherwise one
+/// page (`limit`, 50 when left out), with `has_more` and `next_cursor`.
+#[utoipa::path(
+    get,
+    path = "/v1/projects",
+    operation_id = "listProjects",
+    tag = "projects",
+    params(ProjectListQuery, Page<Projects>),
+    responses((status = 200, description = "The projects, oldest first.", body = ProjectList))
+)]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, AppError> {
-    let include_archived = match params.get("include_archived").map(String::as_str) {
+    ApiQuery(query): ApiQuery<ProjectListQuery>,
+) -> Result<Json<ProjectList>, AppError> {
+    let include_archived = match query.include_archived.as_deref() {
         None | Some("false") => false,
         Some("true") => true,
         Some(_) => {
@@ -55,58 +121,31 @@ pub async fn list(
             ))
         }
     };
-    let after = params
-        .get("cursor")
-        .map(|c| {
-            decode_cursor(c)
-                .ok_or_else(|| AppError::bad_request("cursor: not a cursor this server issued"))
-        })
-        .transpose()?;
-    let limit = params
-        .get("limit")
-        .map(|l| {
-            l.parse::<usize>()
-                .ok()
-                .filter(|n| (1..=MAX_PAGE).contains(n))
-                .ok_or_else(|| {
-                    AppError::bad_request(format!("limit: must be an integer from 1 to {MAX_PAGE}"))
-                })
-        })
-        .transpose()?;
-    let paged = limit.is_some() || after.is_some();
-    let take = limit.unwrap_or(if paged { 50 } else { usize::MAX / 2 });
+    let page = query.page;
+    let paged = page.limit.is_some() || page.cursor.is_some();
+    let take = if paged { page.size() } else { usize::MAX / 2 };
     let mut projects = state
         .store
-        .list_projects(principal.tenant_id, include_archived, after, take + 1)
+        .list_projects(principal.tenant_id, include_archived, page.cursor, take + 1)
         .await?;
     let has_more = projects.len() > take;
     projects.truncate(take);
-    let mut body = json!({ "projects": projects.iter().map(project_json).collect::<Vec<_>>() });
-    if paged {
-        body["has_more"] = has_more.into();
-        body["next_cursor"] = match (has_more, projects.last()) {
-            (true, Some(last)) => encode_cursor(last.id).into(),
-            _ => Value::Null,
-        };
-    }
-    Ok(Json(body))
+    let next_cursor = match (has_more, projects.last()) {
+        (true, Some(last)) => Some(Cursor::<Projects>::encode(&last.id)),
+        _ => None,
+    };
+    Ok(Json(ProjectList {
+        projects: projects.iter().map(Project::from).collect(),
+        has_more: paged.then_some(has_more),
+        next_cursor: paged.then_some(next_cursor),
+    }))
 }
 
-fn encode_cursor(id: i64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("p1:{id}"))
-}
-
-fn decode_cursor(raw: &str) -> Option<i64> {
-    let bytes = URL_SAFE_NO_PAD.decode(raw).ok()?;
-    std::str::from_utf8(&bytes)
-        .ok()?
-        .strip_prefix("p1:")?
-        .parse()
-        .ok()
-}
-
-#[derive(Deserialize)]
+/// A project to create.
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"name": "checkout assistant"}))]
 pub struct NewProject {
+    /// 1 to 200 characters.
     name: String,
 }
 
@@ -119,85 +158,137 @@ fn check_name(name: &str) -> Result<String, AppError> {
 }
 
 /// Creates a project.
-#[utoipa::path(post, path = "/v1/projects", operation_id = "createProject", tag = "projects", responses((status = 201, description = "Created")))]
+#[utoipa::path(
+    post,
+    path = "/v1/projects",
+    operation_id = "createProject",
+    tag = "projects",
+    request_body = NewProject,
+    responses(
+        (status = 201, description = "Created.", body = Project),
+        (status = 409, description = "`conflict`: the organisation has a project of that name or slug.", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
     JsonBody(body): JsonBody<NewProject>,
-) -> Result<Response, AppError> {
+) -> Result<(StatusCode, Json<Project>), AppError> {
     let project = state
         .store
         .create_project(
             principal.tenant_id,
             check_name(&body.name)?,
-            audit::actor(&principal),
+            actor(&principal),
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(project_json(&project))).into_response())
+    Ok((StatusCode::CREATED, Json(Project::from(&project))))
 }
 
-/// `PATCH /v1/projects/{id}`: `name`, `retention_days_override` (null clears).
-#[utoipa::path(patch, path = "/v1/projects/{id}", operation_id = "patchProject", tag = "projects", params(("id" = String, Path, description = "The id.")), responses((status = 200, description = "OK")))]
+/// A change to a project; a field left out stays as it is.
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"retention_days_override": 30}))]
+pub struct ProjectPatch {
+    /// 1 to 200 characters.
+    #[serde(default)]
+    name: Option<String>,
+    /// Days its traces are kept, 1 to 3650 (within the plan's limit); null
+    /// returns it to the server's setting.
+    #[serde(default, deserialize_with = "retention_days")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 3650)]
+    retention_days_override: Option<Option<i64>>,
+}
+
+/// `retention_days_override` when present: null, or a number of days.
+fn retention_days<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Null => Ok(Some(None)),
+        v => v
+            .as_i64()
+            .filter(|days| (1..=MAX_RETENTION_DAYS).contains(days))
+            .map(|days| Some(Some(days)))
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "must be null or an integer from 1 to {MAX_RETENTION_DAYS}"
+                ))
+            }),
+    }
+}
+
+/// Renames a project or sets how long its traces are kept.
+#[utoipa::path(
+    patch,
+    path = "/v1/projects/{id}",
+    operation_id = "patchProject",
+    tag = "projects",
+    params(("id" = String, Path, description = "The project's id.")),
+    request_body = ProjectPatch,
+    responses(
+        (status = 200, description = "The project as changed.", body = Project),
+        (status = 402, description = "`plan_upgrade_required`: the organisation's plan keeps traces for fewer days; `required_plan` names the least plan that allows it.", body = ErrorBody),
+        (status = 409, description = "`conflict`: the organisation has another project of that name or slug.", body = ErrorBody),
+    )
+)]
 pub async fn update(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-    JsonBody(body): JsonBody<serde_json::Map<String, Value>>,
-) -> Result<Json<Value>, AppError> {
+    JsonBody(body): JsonBody<ProjectPatch>,
+) -> Result<Json<Project>, AppError> {
     let mut change = ProjectChange::default();
-    if let Some(name) = body.get("name") {
-        let name = name
-            .as_str()
-            .ok_or_else(|| AppError::unprocessable("name: must be a string"))?;
+    if let Some(name) = &body.name {
         change.name = Some(check_name(name)?);
     }
-    if let Some(days) = body.get("retention_days_override") {
-        change.retention_days = Some(match days {
-            Value::Null => None,
-            v => {
-                let days = v
-                    .as_i64()
-                    .filter(|d| (1..=MAX_RETENTION_DAYS).contains(d))
-                    .ok_or_else(|| {
-                        AppError::unprocessable(format!(
-                            "retention_days_override: must be null or an integer from 1 to {MAX_RETENTION_DAYS}"
-                        ))
-                    })?;
-                plan_gate(
-                    &state,
-                    principal.plan,
-                    &format!("a retention of {days} days"),
-                    |l| l.max_retention_days == 0 || days <= i64::from(l.max_retention_days),
-                )?;
-                Some(days)
-            }
-        });
+    if let Some(days) = body.retention_days_override {
+        if let Some(days) = days {
+            plan_gate(
+                &state,
+                principal.plan,
+                &format!("a retention of {days} days"),
+                |l| l.max_retention_days == 0 || days <= i64::from(l.max_retention_days),
+            )?;
+        }
+        change.retention_days = Some(days);
     }
     let project = state
         .store
-        .update_project(principal.tenant_id, id, change, audit::actor(&principal))
+        .update_project(principal.tenant_id, id, change, actor(&principal))
         .await?
         .ok_or(AppError::NotFound("project"))?;
-    Ok(Json(project_json(&project)))
+    Ok(Json(Project::from(&project)))
 }
 
 /// Archives a project: it keeps its traces and refuses new ones.
-#[utoipa::path(post, path = "/v1/projects/{id}/archive", operation_id = "archiveProject", tag = "projects", params(("id" = String, Path, description = "The id.")), responses((status = 200, description = "OK")))]
+#[utoipa::path(
+    post,
+    path = "/v1/projects/{id}/archive",
+    operation_id = "archiveProject",
+    tag = "projects",
+    params(("id" = String, Path, description = "The project's id.")),
+    responses((status = 200, description = "The project, archived.", body = Project))
+)]
 pub async fn archive(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<Project>, AppError> {
     set_archived(state, principal, id, true).await
 }
 
 /// Unarchives a project: it takes traces again.
-#[utoipa::path(post, path = "/v1/projects/{id}/unarchive", operation_id = "unarchiveProject", tag = "projects", params(("id" = String, Path, description = "The id.")), responses((status = 200, description = "OK")))]
+#[utoipa::path(
+    post,
+    path = "/v1/projects/{id}/unarchive",
+    operation_id = "unarchiveProject",
+    tag = "projects",
+    params(("id" = String, Path, description = "The project's id.")),
+    responses((status = 200, description = "The project, active.", body = Project))
+)]
 pub async fn unarchive(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<Project>, AppError> {
     set_archived(state, principal, id, false).await
 }
 
@@ -206,13 +297,13 @@ async fn set_archived(
     principal: Principal,
     id: String,
     archived: bool,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<Project>, AppError> {
     let project = state
         .store
-        .set_project_archived(principal.tenant_id, id, archived, audit::actor(&principal))
+        .set_project_archived(principal.tenant_id, id, archived, actor(&principal))
         .await?
         .ok_or(AppError::NotFound("project"))?;
-    Ok(Json(project_json(&project)))
+    Ok(Json(Project::from(&project)))
 }
 
 // ------------------------------------------------------------- API keys ----
@@ -220,47 +311,106 @@ async fn set_archived(
 /// Scopes a key may carry.
 const SCOPES: &[&str] = &["query", "ingest"];
 
-fn key_json(k: &ApiKeyInfo) -> Value {
-    json!({
-        "id": k.uuid,
-        "name": k.name,
-        "prefix": k.prefix,
-        "scopes": k.scopes,
-        "project_id": k.project_uuid,
-        "created_at": Timestamp(k.created_at),
-        "expires_at": k.expires_at.map(Timestamp),
-        "last_used_at": k.last_used_at.map(Timestamp),
-        "revoked_at": k.revoked_at.map(Timestamp),
-    })
+/// An API key, without its secret.
+#[derive(Serialize, ToSchema)]
+pub struct ApiKey {
+    /// The key's id.
+    id: String,
+    name: String,
+    /// The key's first characters, to tell keys apart.
+    #[schema(example = "tl_AbCdEfGhI")]
+    prefix: String,
+    /// What the key may do (`ingest`, `query`); empty: everything keys may.
+    scopes: Vec<String>,
+    /// The project its traces go to.
+    project_id: String,
+    #[schema(value_type = String, format = DateTime)]
+    created_at: Timestamp,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    expires_at: Option<Timestamp>,
+    /// When it was last used (written at most once a minute).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    last_used_at: Option<Timestamp>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    revoked_at: Option<Timestamp>,
+}
+
+impl From<&ApiKeyInfo> for ApiKey {
+    fn from(k: &ApiKeyInfo) -> ApiKey {
+        ApiKey {
+            id: k.uuid.clone(),
+            name: k.name.clone(),
+            prefix: k.prefix.clone(),
+            scopes: k.scopes.clone(),
+            project_id: k.project_uuid.clone(),
+            created_at: Timestamp(k.created_at),
+            expires_at: k.expires_at.map(Timestamp),
+            last_used_at: k.last_used_at.map(Timestamp),
+            revoked_at: k.revoked_at.map(Timestamp),
+        }
+    }
+}
+
+/// An API key with its secret, shown this once.
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyWithSecret {
+    #[serde(flatten)]
+    info: ApiKey,
+    /// The key (`tl_…`): send it as `Authorization: Bearer`. It is not
+    /// shown again.
+    key: String,
 }
 
 /// The organisation's API keys (never the secrets).
-#[utoipa::path(get, path = "/v1/apikeys", operation_id = "listAPIKeys", tag = "api-keys", responses((status = 200, description = "OK")))]
+#[utoipa::path(
+    get,
+    path = "/v1/apikeys",
+    operation_id = "listAPIKeys",
+    tag = "api-keys",
+    responses((status = 200, description = "Every key of the organisation, revoked ones included: a bare array, as the reference answers.", body = Vec<ApiKey>))
+)]
 pub async fn list_keys(
     State(state): State<AppState>,
     principal: Principal,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<Vec<ApiKey>>, AppError> {
     let keys = state.store.list_api_keys(principal.tenant_id).await?;
-    // A bare array of APIKey, as the reference answers.
-    Ok(Json(Value::Array(keys.iter().map(key_json).collect())))
+    Ok(Json(keys.iter().map(ApiKey::from).collect()))
 }
 
-#[derive(Deserialize)]
+/// A key to create.
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"name": "production SDK", "scopes": ["ingest"]}))]
 pub struct NewKey {
+    /// 1 to 200 characters.
     name: String,
+    /// `ingest`, `query`; none: everything keys may.
     #[serde(default)]
     scopes: Vec<String>,
+    /// The project its traces go to (id, slug or name); the organisation's
+    /// first project when left out.
     project_id: Option<String>,
+    /// When it stops working, RFC 3339; never when left out.
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
 }
 
 /// Creates an API key for a project; the secret is shown in this answer only.
-#[utoipa::path(post, path = "/v1/apikeys", operation_id = "createAPIKey", tag = "api-keys", responses((status = 201, description = "Created")))]
+#[utoipa::path(
+    post,
+    path = "/v1/apikeys",
+    operation_id = "createAPIKey",
+    tag = "api-keys",
+    request_body = NewKey,
+    responses(
+        (status = 201, description = "Created, with its secret.", body = ApiKeyWithSecret),
+        (status = 404, description = "`not_found`: the organisation has no project `project_id`.", body = ErrorBody),
+    )
+)]
 pub async fn create_key(
     State(state): State<AppState>,
     principal: Principal,
     JsonBody(body): JsonBody<NewKey>,
-) -> Result<Response, AppError> {
+) -> Result<(StatusCode, Json<ApiKeyWithSecret>), AppError> {
     let name = check_name(&body.name)?;
     if let Some(bad) = body.scopes.iter().find(|s| !SCOPES.contains(&s.as_str())) {
         return Err(AppError::unprocessable(format!(
@@ -299,7 +449,7 @@ pub async fn create_key(
                 expires_at,
                 scopes: body.scopes,
             },
-            audit::actor(&principal),
+            actor(&principal),
         )
         .await?;
     let info = state
@@ -307,9 +457,13 @@ pub async fn create_key(
         .api_key_info(principal.tenant_id, id)
         .await?
         .ok_or(AppError::Internal("the new key vanished".into()))?;
-    let mut out = key_json(&info);
-    out["key"] = key.into();
-    Ok((StatusCode::CREATED, Json(out)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(ApiKeyWithSecret {
+            info: ApiKey::from(&info),
+            key,
+        }),
+    ))
 }
 
 async fn key_id(state: &AppState, principal: &Principal, id: String) -> Result<i64, AppError> {
@@ -321,7 +475,14 @@ async fn key_id(state: &AppState, principal: &Principal, id: String) -> Result<i
 }
 
 /// Revokes an API key at once.
-#[utoipa::path(delete, path = "/v1/apikeys/{id}", operation_id = "revokeAPIKey", tag = "api-keys", params(("id" = String, Path, description = "The id.")), responses((status = 204, description = "Done; no body")))]
+#[utoipa::path(
+    delete,
+    path = "/v1/apikeys/{id}",
+    operation_id = "revokeAPIKey",
+    tag = "api-keys",
+    params(("id" = String, Path, description = "The key's id.")),
+    responses((status = 204, description = "Revoked. No body."))
+)]
 pub async fn revoke_key(
     State(state): State<AppState>,
     principal: Principal,
@@ -330,18 +491,28 @@ pub async fn revoke_key(
     let key_id = key_id(&state, &principal, id).await?;
     state
         .store
-        .revoke_api_key(principal.tenant_id, key_id, audit::actor(&principal))
+        .revoke_api_key(principal.tenant_id, key_id, actor(&principal))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Replaces an API key's secret; the old one stops working.
-#[utoipa::path(post, path = "/v1/apikeys/{id}/rotate", operation_id = "rotateAPIKey", tag = "api-keys", params(("id" = String, Path, description = "The id.")), responses((status = 200, description = "OK")))]
+#[utoipa::path(
+    post,
+    path = "/v1/apikeys/{id}/rotate",
+    operation_id = "rotateAPIKey",
+    tag = "api-keys",
+    params(("id" = String, Path, description = "The key's id.")),
+    responses(
+        (status = 200, description = "The key with its new secret, shown this once.", body = ApiKeyWithSecret),
+        (status = 409, description = "`conflict`: the key is revoked.", body = ErrorBody),
+    )
+)]
 pub async fn rotate_key(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<ApiKeyWithSecret>, AppError> {
     let key_id = key_id(&state, &principal, id).await?;
     let key = auth::generate_api_key();
     let rotated = state
@@ -351,7 +522,7 @@ pub async fn rotate_key(
             key_id,
             auth::visible_prefix(&key).to_owned(),
             auth::hash_api_key(&key),
-            audit::actor(&principal),
+            actor(&principal),
         )
         .await?;
     if !rotated {
@@ -362,7 +533,8 @@ pub async fn rotate_key(
         .api_key_info(principal.tenant_id, key_id)
         .await?
         .ok_or(AppError::NotFound("API key"))?;
-    let mut out = key_json(&info);
-    out["key"] = key.into();
-    Ok(Json(out))
+    Ok(Json(ApiKeyWithSecret {
+        info: ApiKey::from(&info),
+        key,
+    }))
 }

@@ -390,9 +390,22 @@ impl Collector for EvalCollector {
     }
 }
 
-/// `GET /metrics` on the main listener: only with `[metrics] token`, which
-/// the scraper must send as `Authorization: Bearer …`.
-#[utoipa::path(get, path = "/metrics", operation_id = "getPrometheusMetrics", tag = "service", responses((status = 200, description = "OK")))]
+/// The server's own metrics, for Prometheus.
+///
+/// Served on the main listener only with `[metrics] token` set, which the
+/// scraper sends as `Authorization: Bearer …`; a separate listener
+/// (`[metrics] listen`) serves them without a token.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "getPrometheusMetrics",
+    tag = "service",
+    responses(
+        (status = 200, description = "The metrics in the OpenMetrics text format.", content_type = "application/openmetrics-text"),
+        (status = 401, description = "`invalid_metrics_token`: the bearer token is not `[metrics] token`.", body = crate::error::ErrorBody),
+        (status = 404, description = "`not_found`: no `[metrics] token` is set, so the main listener does not serve metrics.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn main_listener(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let Some(expected) = state
         .config

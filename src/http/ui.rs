@@ -29,21 +29,55 @@ pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; 
     img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; \
     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// `GET /`: the page.
-#[utoipa::path(get, path = "/", operation_id = "adminPage", tag = "admin-page", responses((status = 200, description = "OK")))]
+/// The admin page.
+///
+/// One HTML page that uses this API with the session cookie; its files are
+/// compiled into the server.
+#[utoipa::path(
+    get,
+    path = "/",
+    operation_id = "adminPage",
+    tag = "admin-page",
+    responses(
+        (status = 200, description = "The page.", content_type = "text/html"),
+        (status = 304, description = "Unchanged since the `ETag` given in `If-None-Match`; no body."),
+    )
+)]
 pub async fn index(headers: HeaderMap) -> Response {
     serve("index.html", &headers)
 }
 
-/// `GET /docs`: the API reference, drawn in the browser from
-/// `/v1/openapi.json`, under the same policy as the page.
-#[utoipa::path(get, path = "/docs", operation_id = "apiReference", tag = "admin-page", responses((status = 200, description = "OK")))]
+/// The API reference.
+///
+/// Drawn in the browser from `/v1/openapi.json`, under the same policy as
+/// the admin page, with a console that sends requests with a token typed
+/// into the page.
+#[utoipa::path(
+    get,
+    path = "/docs",
+    operation_id = "apiReference",
+    tag = "admin-page",
+    responses(
+        (status = 200, description = "The page.", content_type = "text/html"),
+        (status = 304, description = "Unchanged since the `ETag` given in `If-None-Match`; no body."),
+    )
+)]
 pub async fn docs(headers: HeaderMap) -> Response {
     serve("docs.html", &headers)
 }
 
-/// `GET /assets/{*path}`: one of its files.
-#[utoipa::path(get, path = "/assets/{path}", operation_id = "adminPageAsset", tag = "admin-page", params(("path" = String, Path, description = "The file under assets/.")), responses((status = 200, description = "OK")))]
+/// One of the admin page's files.
+#[utoipa::path(
+    get,
+    path = "/assets/{path}",
+    operation_id = "adminPageAsset",
+    tag = "admin-page",
+    params(("path" = String, Path, description = "The file under assets/.")),
+    responses(
+        (status = 200, description = "The file, with its type."),
+        (status = 304, description = "Unchanged since the `ETag` given in `If-None-Match`; no body."),
+    )
+)]
 pub async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
     serve(&path, &headers)
 }

@@ -3,11 +3,28 @@
 //! store never sees a secret. Each change is recorded in the audit log in
 //! its own transaction (see `audit`).
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
+use rusqlite::{params, Connection, OptionalExtension, Row, ToSql};
 use serde_json::json;
 
 use super::audit::{self, Actor};
 use super::{now_micros, Result, Store, StoreError};
+use crate::auth::Role;
+
+/// A role is stored as its name.
+impl ToSql for Role {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for Role {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let name = value.as_str()?;
+        name.parse()
+            .map_err(|why: &str| FromSqlError::Other(format!("role {name:?}: {why}").into()))
+    }
+}
 
 /// A user as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,7 +33,7 @@ pub struct UserRecord {
     pub uuid: String,
     pub tenant_id: i64,
     pub email: String,
-    pub role: String,
+    pub role: Role,
     pub created_at: i64,
 }
 
@@ -174,7 +191,7 @@ impl Store {
         tenant_id: i64,
         email: String,
         password_hash: String,
-        role: String,
+        role: Role,
         by: Actor,
     ) -> Result<UserRecord> {
         self.write(move |conn| {
@@ -219,14 +236,14 @@ impl Store {
         &self,
         tenant_id: i64,
         uuid: String,
-        role: String,
+        role: Role,
         by: Actor,
     ) -> Result<Option<UserRecord>> {
         self.write(move |conn| {
             let Some(user) = find_user(conn, tenant_id, &uuid)? else {
                 return Ok(None);
             };
-            if user.role == "owner" && role != "owner" {
+            if user.role == Role::Owner && role != Role::Owner {
                 ensure_another_owner(conn, tenant_id, user.id)?;
             }
             conn.prepare_cached("UPDATE users SET role = ?2 WHERE id = ?1")?
@@ -250,7 +267,7 @@ impl Store {
             let Some(user) = find_user(conn, tenant_id, &uuid)? else {
                 return Ok(false);
             };
-            if user.role == "owner" {
+            if user.role == Role::Owner {
                 ensure_another_owner(conn, tenant_id, user.id)?;
             }
             conn.prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?
@@ -336,9 +353,9 @@ fn find_user(conn: &Connection, tenant_id: i64, uuid: &str) -> Result<Option<Use
 fn ensure_another_owner(conn: &Connection, tenant_id: i64, user_id: i64) -> Result<()> {
     let others: i64 = conn
         .prepare_cached(
-            "SELECT count(*) FROM users WHERE tenant_id = ?1 AND role = 'owner' AND id != ?2",
+            "SELECT count(*) FROM users WHERE tenant_id = ?1 AND role = ?3 AND id != ?2",
         )?
-        .query_row(params![tenant_id, user_id], |r| r.get(0))?;
+        .query_row(params![tenant_id, user_id, Role::Owner], |r| r.get(0))?;
     if others == 0 {
         return Err(StoreError::Refused {
             message: "the organisation must keep at least one owner".into(),

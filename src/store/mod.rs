@@ -12,6 +12,7 @@ mod checkpoint;
 mod eval_rules;
 mod eval_stats;
 mod evals;
+mod files;
 mod lookup;
 mod metrics;
 mod migrations;
@@ -50,6 +51,7 @@ pub use eval_stats::{AgreementPair, TrendBucket, WindowStats};
 pub use evals::{
     ClaimedEval, EvalFilter, EvalOutcome, EvalSpan, EvalTrace, NewEvaluation, QueueDepth, Queued,
 };
+pub use files::{copy_database, DatabaseFile};
 pub use lookup::MergePace;
 pub use metrics::{MetricsQuery, MetricsResult, Totals};
 pub use migrations::{pending as pending_migrations, SCHEMA_VERSION};

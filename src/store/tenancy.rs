@@ -489,13 +489,14 @@ fn insert_org(conn: &Connection, org: &NewOrg, key_name: &str) -> Result<Created
     let (project_id, project_uuid) = insert_project(conn, tenant_id, &org.project, now)?;
     conn.prepare_cached(
         "INSERT INTO users (uuid, tenant_id, email, password_hash, role, created_at) \
-         VALUES (?1, ?2, ?3, ?4, 'owner', ?5)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
         new_uuid(),
         tenant_id,
         org.admin_email,
         org.password_hash,
+        crate::auth::Role::Owner,
         now
     ])?;
     let key = NewApiKey {

@@ -173,7 +173,7 @@ async fn world() -> World {
             tenant,
             OTHER_OWNER.0.into(),
             hash_password(OTHER_OWNER.1).expect("hash"),
-            "owner".into(),
+            trulayer_server::http::Role::Owner,
             trulayer_server::store::Actor::operator(),
         )
         .await

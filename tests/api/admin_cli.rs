@@ -256,6 +256,33 @@ async fn operator_mistakes_are_refused_and_change_nothing() {
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 8"));
+    // A role that is no role is refused with the arguments, naming the flag
+    // and the roles there are, and makes no user.
+    let out = run(&[
+        "create-user",
+        "--org",
+        "default",
+        "--email",
+        "admin@example.com",
+        "--password",
+        "long enough",
+        "--role",
+        "admin",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--role") && stderr.contains("owner, member or viewer"),
+        "{stderr}"
+    );
+    let out = run(&[
+        "reset-password",
+        "--email",
+        "admin@example.com",
+        "--password",
+        "long enough",
+    ]);
+    assert!(!out.status.success(), "no user admin@example.com was made");
 }
 
 #[tokio::test]

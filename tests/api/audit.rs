@@ -153,6 +153,56 @@ async fn the_log_pages_without_gaps_or_repeats() {
 }
 
 #[tokio::test]
+async fn the_log_refuses_a_page_it_did_not_issue_naming_the_parameter() {
+    let server = TestServer::start().await;
+    let owner = server.session_token().await;
+    for i in 0..3 {
+        server
+            .post_as(&owner, "/v1/projects", &json!({"name": format!("p{i}")}))
+            .await;
+    }
+    let page = entries(&server, &owner, "?limit=1").await;
+    let cursor = page["next_cursor"].as_str().expect("a cursor").to_owned();
+    // A projects cursor, the bare entry id cursors once were, and garbage.
+    let projects = server
+        .get_as(&owner, "/v1/projects?limit=1")
+        .await
+        .json::<Value>()
+        .await
+        .expect("projects");
+    let theirs = projects["next_cursor"].as_str().expect("projects cursor");
+    let id = page["entries"][0]["id"].as_i64().expect("id").to_string();
+    for (query, parameter) in [
+        (format!("?cursor={theirs}"), "cursor: "),
+        (format!("?cursor={id}"), "cursor: "),
+        ("?limit=0".to_owned(), "limit: "),
+        ("?limit=201".to_owned(), "limit: "),
+    ] {
+        let body = expect_error(
+            server
+                .get_as(&owner, &format!("/v1/audit-log{query}"))
+                .await,
+            400,
+        )
+        .await;
+        assert_eq!(body["code"], "bad_request", "{query}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(parameter),
+            "{query}: {body}"
+        );
+    }
+    // The log's own cursor goes on where the page ended.
+    let next = entries(&server, &owner, &format!("?limit=1&cursor={cursor}")).await;
+    assert!(
+        next["entries"][0]["id"].as_i64() < page["entries"][0]["id"].as_i64(),
+        "{page} then {next}"
+    );
+}
+
+#[tokio::test]
 async fn the_daily_anchor_has_the_references_shape_without_credentials() {
     let server = TestServer::start().await;
     let owner = server.session_token().await;

@@ -2,7 +2,7 @@
 //! cookie, users and roles, projects (paging, archiving, retention), API keys
 //! (scopes, expiry, revocation, rotation) and the walls between tenants.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use reqwest::header::{COOKIE, RETRY_AFTER, SET_COOKIE};
@@ -1449,6 +1449,191 @@ async fn project_pages_neither_skip_nor_repeat() {
             resp.text().await.unwrap_or_default()
         );
     }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_projects_list_pages_only_when_asked_and_names_a_parameter_that_does_not_fit() {
+    let server = TestServer::start().await;
+    let all = expect_status(get(&server, &server.key, "/v1/projects").await, 200, "all").await;
+    assert_eq!(
+        all.as_object()
+            .map(|o| o.keys().cloned().collect::<Vec<_>>()),
+        Some(vec!["projects".to_owned()]),
+        "no paging fields without limit or cursor: {all}"
+    );
+    let page = expect_status(
+        get(&server, &server.key, "/v1/projects?limit=5").await,
+        200,
+        "a page",
+    )
+    .await;
+    assert_eq!(page["has_more"], false, "{page}");
+    assert!(page["next_cursor"].is_null(), "present, null: {page}");
+    assert!(page.get("next_cursor").is_some(), "{page}");
+    let owner = owner_session(&server).await;
+    add_project(&server, &owner, "second").await;
+    let audit = expect_status(
+        get(&server, &owner, "/v1/audit-log?limit=1").await,
+        200,
+        "audit log",
+    )
+    .await;
+    let theirs = audit["next_cursor"].as_str().expect("an audit cursor");
+    for (query, parameter) in [
+        ("include_archived=maybe".to_owned(), "include_archived: "),
+        ("limit=0".to_owned(), "limit: "),
+        (format!("cursor={theirs}"), "cursor: "),
+    ] {
+        let body = expect_code(
+            get(&server, &server.key, &format!("/v1/projects?{query}")).await,
+            400,
+            "bad_request",
+            &query,
+        )
+        .await;
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(parameter),
+            "{query}: {body}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_user_body_with_no_such_role_names_the_roles_there_are() {
+    let server = TestServer::start().await;
+    let owner = owner_session(&server).await;
+    let body = expect_code(
+        post(
+            &server,
+            &owner,
+            "/v1/users",
+            &json!({"email": "x@example.com", "password": USER_PASSWORD, "role": "Owner"}),
+        )
+        .await,
+        422,
+        "validation_error",
+        "role Owner",
+    )
+    .await;
+    assert_eq!(
+        body["error"], "role: must be owner, member or viewer",
+        "{body}"
+    );
+    assert_eq!(users(&server, &owner).await.len(), 1, "no user was made");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_document_describes_users_projects_keys_and_the_audit_log_field_by_field() {
+    let server = TestServer::start().await;
+    let doc = server.get_json("/v1/openapi.json").await;
+    let schemas = &doc["components"]["schemas"];
+    // As sets: the document's order is not the body's.
+    let fields = |name: &str| -> BTreeSet<String> {
+        schemas[name]["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{name}: {}", schemas[name]))
+            .keys()
+            .cloned()
+            .collect()
+    };
+    let set =
+        |names: &[&str]| -> BTreeSet<String> { names.iter().map(|n| n.to_string()).collect() };
+    assert_eq!(fields("User"), set(&["id", "email", "role", "created_at"]));
+    assert_eq!(
+        fields("CurrentUser"),
+        set(&["id", "email", "role", "org_id", "org_name"])
+    );
+    assert_eq!(
+        fields("LoginResponse"),
+        set(&["token", "expires_at", "user"])
+    );
+    assert_eq!(
+        fields("Project"),
+        set(&[
+            "id",
+            "organization_id",
+            "name",
+            "slug",
+            "archived",
+            "archived_at",
+            "retention_days_override",
+            "created_at",
+            "updated_at"
+        ])
+    );
+    assert_eq!(
+        fields("ProjectList"),
+        set(&["projects", "has_more", "next_cursor"])
+    );
+    assert_eq!(
+        fields("AuditPage"),
+        set(&["entries", "next_cursor", "has_more"])
+    );
+    assert_eq!(
+        fields("ApiKey"),
+        set(&[
+            "id",
+            "name",
+            "prefix",
+            "scopes",
+            "project_id",
+            "created_at",
+            "expires_at",
+            "last_used_at",
+            "revoked_at"
+        ])
+    );
+    assert_eq!(
+        schemas["Role"]["enum"],
+        json!(["viewer", "member", "owner"])
+    );
+    let op = |method: &str, path: &str| doc["paths"][path][method].clone();
+    let login = op("post", "/v1/auth/login");
+    for (status, code) in [("401", "invalid_credentials"), ("429", "too_many_attempts")] {
+        let text = login["responses"][status]["description"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            text.contains(&format!("`{code}`")),
+            "login {status}: {text}"
+        );
+    }
+    for (method, path, status, code) in [
+        ("post", "/v1/users", "409", "conflict"),
+        ("patch", "/v1/users/{id}", "409", "last_owner"),
+        ("delete", "/v1/users/{id}", "409", "last_owner"),
+        ("post", "/v1/apikeys/{id}/rotate", "409", "conflict"),
+        ("patch", "/v1/projects/{id}", "402", "plan_upgrade_required"),
+        ("get", "/v1/audit/verify", "400", "bad_request"),
+        ("get", "/v1/audit/verify", "404", "not_found"),
+    ] {
+        let text = op(method, path)["responses"][status]["description"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            text.contains(&format!("`{code}`")),
+            "{method} {path} {status}: {text}"
+        );
+    }
+    let list = op("get", "/v1/projects");
+    let listed: Vec<&str> = list["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(listed, ["include_archived", "limit", "cursor"]);
+    // The keys list is a bare array, as the reference answers.
+    let keys =
+        &op("get", "/v1/apikeys")["responses"]["200"]["content"]["application/json"]["schema"];
+    assert_eq!(keys["type"], "array", "{keys}");
     server.stop().await;
 }
 
