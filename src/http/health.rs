@@ -106,7 +106,10 @@ pub struct Readiness {
     path = "/ready",
     operation_id = "getReadiness",
     tag = "service",
-    responses((status = 200, description = "Ready; when not, the answer is 503 with this body.", body = Readiness))
+    responses(
+        (status = 200, description = "Ready: every check passes.", body = Readiness),
+        (status = 503, description = "Not ready: the checks that fail say so.", body = Readiness),
+    )
 )]
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let writer = match tokio::time::timeout(Duration::from_secs(5), state.store.ping_writer()).await

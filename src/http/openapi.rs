@@ -20,6 +20,7 @@ use utoipa::openapi::{
 use utoipa::PartialSchema;
 
 use super::router::{Auth, KeyScope, Roles, RouteSpec};
+use super::Role;
 use crate::error::ErrorBody;
 
 /// One documented route: its row of the table and its operation.
@@ -335,12 +336,11 @@ fn access_json(spec: &RouteSpec) -> serde_json::Value {
             Some(KeyScope::Ingest) => Some("ingest"),
             Some(KeyScope::Unscoped) => Some("unscoped"),
         },
-        "roles": match access.roles {
-            Roles::Any => ["viewer", "member", "owner"].as_slice(),
-            Roles::Member => &["member", "owner"],
-            Roles::Owner => &["owner"],
-            Roles::Auditor => &["viewer", "owner"],
-        },
+        "roles": Role::ALL
+            .into_iter()
+            .filter(|r| access.roles.allows(*r))
+            .map(Role::as_str)
+            .collect::<Vec<_>>(),
         "rate_family": access.family.name(),
     })
 }

@@ -174,7 +174,9 @@ async fn the_document_names_exactly_the_routes_the_server_answers() {
                 "{name}: no success"
             );
             for (status, response) in responses {
-                if status.starts_with('4') || status.starts_with('5') {
+                // Readiness answers its checks, ready or not.
+                let own_body = name == "GET /ready" && status == "503";
+                if (status.starts_with('4') || status.starts_with('5')) && !own_body {
                     assert_eq!(
                         response["content"]["application/json"]["schema"]["$ref"],
                         "#/components/schemas/ErrorBody",
