@@ -7,13 +7,15 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::traces::ListQuery;
+use super::query::{ApiQuery, ProjectParam, TimeWindow};
+use super::trace_filter::TraceQuery;
 use super::{AppState, Principal};
 use crate::error::AppError;
 use crate::model::Trace;
@@ -36,44 +38,93 @@ const PAGE: usize = 500;
 
 static TRUNCATED: HeaderName = HeaderName::from_static("x-trulayer-truncated");
 
-/// The format of an export.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// The format of an export: CSV (the default) or JSON lines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub(super) enum Format {
+    #[default]
     Csv,
     Jsonl,
 }
 
 impl Format {
+    fn parse(text: &str) -> Option<Format> {
+        match text {
+            "csv" => Some(Format::Csv),
+            "jsonl" => Some(Format::Jsonl),
+            _ => None,
+        }
+    }
+
     /// The `format` parameter: `csv` (the default) or `jsonl`.
     pub(super) fn of(params: &HashMap<String, String>) -> Result<Format, AppError> {
-        match params.get("format").map(String::as_str) {
-            None | Some("csv") => Ok(Format::Csv),
-            Some("jsonl") => Ok(Format::Jsonl),
-            Some(_) => Err(AppError::bad_request("format: must be csv or jsonl")),
+        match params.get("format") {
+            None => Ok(Format::Csv),
+            Some(text) => Format::parse(text)
+                .ok_or_else(|| AppError::bad_request("format: must be csv or jsonl")),
         }
     }
 }
 
-/// Exports the traces the filters select, as CSV or JSON lines, streamed.
-#[utoipa::path(get, path = "/v1/traces/export", operation_id = "exportTraces", tag = "traces", responses((status = 200, description = "OK")))]
+impl<'de> Deserialize<'de> for Format {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Format::parse(&text).ok_or_else(|| serde::de::Error::custom("must be csv or jsonl"))
+    }
+}
+
+/// The export's own parameter.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ExportQuery {
+    /// `csv` (the default) or `jsonl`.
+    #[param(inline)]
+    format: Option<Format>,
+}
+
+/// Streams traces as CSV or JSONL.
+///
+/// The traces the same filters as `GET /v1/traces` select, newest first,
+/// written to the response as they are read, never buffered. Rows are
+/// capped per plan; a cut export says so in `X-TruLayer-Truncated: true`
+/// and is complete up to that row.
+///
+/// CSV columns (in order): `id, project_id, model, environment, status,
+/// duration_ms, token_count, cost_usd, created_at`. JSONL: one JSON object
+/// per line with the same keys.
+#[utoipa::path(
+    get,
+    path = "/v1/traces/export",
+    operation_id = "exportTraces",
+    tag = "traces",
+    params(ExportQuery, ProjectParam, TraceQuery, TimeWindow),
+    responses(
+        (
+            status = 200,
+            description = "The traces as CSV (`text/csv; charset=utf-8`) or JSON lines (`application/x-ndjson`), streamed.",
+            headers(
+                ("X-TruLayer-Truncated" = bool, description = "Present and `true` when the plan's row cap cut the export and more rows exist."),
+                ("Content-Disposition" = String, description = "A file name of `traces-YYYY-MM-DD.csv` or `.jsonl`."),
+            ),
+            content(
+                (String = "text/csv", example = "id,project_id,model,environment,status,duration_ms,token_count,cost_usd,created_at\n"),
+                (String = "application/x-ndjson"),
+            ),
+        ),
+        (status = 400, description = "`bad_request`: a query parameter does not fit (the message names it); `error.tags_filter_incomplete`: `tag_key` or `tag_value` alone; `filter_not_supported`: a `failure_type` this server cannot filter by yet.", body = crate::error::ErrorBody),
+        (status = 404, description = "`not_found`: the caller's organisation has no project `project_id`.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn export(
     State(state): State<AppState>,
     principal: Principal,
-    Query(params): Query<HashMap<String, String>>,
+    ApiQuery(ExportQuery { format }): ApiQuery<ExportQuery>,
+    ApiQuery(project): ApiQuery<ProjectParam>,
+    ApiQuery(query): ApiQuery<TraceQuery>,
 ) -> Result<Response, AppError> {
-    let format = Format::of(&params)?;
-    let query = ListQuery::parse(&params)?;
-    let mut filter = query.filter;
-    if let Some(reference) = query.project {
-        match state
-            .store
-            .find_project(principal.tenant_id, reference)
-            .await?
-        {
-            Some(project) => filter.project_id = Some(project.id),
-            None => return Err(AppError::NotFound("project")),
-        }
-    }
+    let format = format.unwrap_or_default();
+    let mut filter = query.filter()?;
+    filter.project_id = project.resolve(&state, &principal).await?;
     let cap = state.config.plans.limits(principal.plan).export_max_rows;
     // The header goes out before the rows: find out first whether the cap
     // cuts the export (only capped plans pay for this).
@@ -190,25 +241,42 @@ fn environment(trace: &Trace) -> Option<String> {
         })
 }
 
+/// One line of a JSONL export (a CSV row has the same columns).
+#[derive(Serialize)]
+struct ExportRow<'a> {
+    id: &'a str,
+    project_id: &'a str,
+    model: Option<&'a str>,
+    environment: Option<&'a str>,
+    /// `ok` or `error`.
+    status: &'a str,
+    duration_ms: Option<i64>,
+    token_count: i64,
+    cost_usd: Option<f64>,
+    created_at: &'a str,
+}
+
 fn write_row(out: &mut String, t: &Trace, format: Format) {
     let status = if t.error.is_some() { "error" } else { "ok" };
     let created_at = t.created_at.to_rfc3339();
     let environment = environment(t);
     match format {
         Format::Jsonl => {
-            let row = json!({
-                "id": t.id,
-                "project_id": t.project_id,
-                "model": t.model,
-                "environment": environment,
-                "status": status,
-                "duration_ms": t.latency_ms,
-                "token_count": t.total_token_count,
-                "cost_usd": t.cost,
-                "created_at": created_at,
-            });
-            out.push_str(&row.to_string());
-            out.push('\n');
+            let row = ExportRow {
+                id: &t.id,
+                project_id: &t.project_id,
+                model: t.model.as_deref(),
+                environment: environment.as_deref(),
+                status,
+                duration_ms: t.latency_ms,
+                token_count: t.total_token_count,
+                cost_usd: t.cost,
+                created_at: &created_at,
+            };
+            if let Ok(line) = serde_json::to_string(&row) {
+                out.push_str(&line);
+                out.push('\n');
+            }
         }
         Format::Csv => {
             let fields = [

@@ -27,6 +27,7 @@ pub mod router;
 mod search;
 mod sessions;
 pub mod telemetry;
+mod trace_filter;
 mod traces;
 mod ui;
 
@@ -38,7 +39,7 @@ use crate::store::Store;
 
 pub use extract::parse_json;
 pub use principal::{Credential, Principal, Role};
-pub use traces::ListQuery;
+pub use trace_filter::ListQuery;
 
 /// What every handler can reach.
 #[derive(Clone)]
