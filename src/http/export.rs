@@ -56,7 +56,8 @@ impl Format {
         }
     }
 
-    /// The `format` parameter: `csv` (the default) or `jsonl`.
+    /// The `format` parameter of a query read as a map: `csv` (the
+    /// default) or `jsonl`.
     pub(super) fn of(params: &HashMap<String, String>) -> Result<Format, AppError> {
         match params.get("format") {
             None => Ok(Format::Csv),
@@ -78,7 +79,7 @@ impl<'de> Deserialize<'de> for Format {
 #[into_params(parameter_in = Query)]
 pub(super) struct ExportQuery {
     /// `csv` (the default) or `jsonl`.
-    #[param(inline)]
+    #[param(inline, default = "csv")]
     format: Option<Format>,
 }
 

@@ -39,6 +39,7 @@ pub(super) fn search_terms(q: &str) -> Result<Vec<String>, AppError> {
 }
 
 /// A failure class of the hosted service's `failure_type` filter.
+// Only the API document names these.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 #[schema(rename_all = "snake_case")]
@@ -50,6 +51,7 @@ enum FailureType {
 }
 
 /// A feedback label.
+// Only the API document names these.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 #[schema(rename_all = "snake_case")]
