@@ -242,31 +242,56 @@ pub struct NewEvent {
     pub timestamp: i64,
 }
 
-/// A stored trace as the API returns it.
-#[derive(Debug, Serialize)]
+/// A stored trace as the API returns it: in a list without its spans and
+/// events, in its detail with them, its feedback and its evaluations.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Trace {
+    /// The trace's id, a UUID.
+    #[schema(format = "uuid")]
     pub id: String,
+    /// The project's id, a UUID.
+    #[schema(format = "uuid")]
     pub project_id: String,
+    /// The session the trace belongs to.
     pub session_id: Option<String>,
+    /// The caller's own id for the trace.
     pub external_id: Option<String>,
     pub name: Option<String>,
     pub input: Option<String>,
     pub output: Option<String>,
+    /// The trace's model: its own, else its root span's, else its first LLM span's.
     pub model: Option<String>,
+    /// Milliseconds from start to end.
     pub latency_ms: Option<i64>,
+    /// Cost in USD: the trace's own, else the sum of its spans'.
     pub cost: Option<f64>,
+    /// Sum of prompt_tokens + completion_tokens across every span of the
+    /// trace, computed at ingest. Zero when no span reports token usage.
+    /// Queryable with `token_count_min` / `token_count_max` on `GET /v1/traces`.
     pub total_token_count: i64,
+    /// The error message; null when the trace succeeded.
     pub error: Option<String>,
     pub tags: Vec<String>,
+    /// The key → value tag map; filterable with `tag_key` / `tag_value`.
+    /// Omitted when the trace has no such tags.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub tag_map: BTreeMap<String, String>,
+    /// The trace's metadata object, as sent.
+    #[schema(value_type = Object)]
     pub metadata: Box<RawValue>,
+    /// How many spans the trace has.
     pub span_count: i64,
+    #[schema(value_type = String, format = DateTime)]
     pub started_at: Timestamp,
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub ended_at: Option<Timestamp>,
+    /// When this server stored the trace.
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
+    /// The trace's spans, in the order they started (detail only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spans: Option<Vec<Span>>,
+    /// The trace's events, in time order (detail only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<Event>>,
     /// Feedback on the trace, oldest first (detail only).
@@ -282,8 +307,9 @@ pub struct Trace {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eval_scores: Option<BTreeMap<String, f64>>,
     /// In a list: the fields cut for size (`input`, `output`, `error`,
-    /// `metadata`); the trace's detail has them whole.
+    /// `metadata`); the trace's detail has them whole. Omitted when none was cut.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<String>)]
     pub truncated: Vec<&'static str>,
 }
 
@@ -342,47 +368,71 @@ pub struct Evaluation {
 }
 
 /// One piece of feedback on a trace.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Feedback {
+    #[schema(format = "uuid")]
     pub id: String,
+    /// `good`, `bad` or `neutral`.
     pub label: String,
     pub score: Option<f64>,
     pub comment: Option<String>,
+    #[schema(value_type = Object)]
     pub metadata: Box<RawValue>,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
 }
 
-#[derive(Debug, Serialize)]
+/// One step of a trace: an LLM call, a tool call, a retrieval or other work.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Span {
+    /// The span's id: as sent, else a UUID.
     pub id: String,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
+    /// The organisation's id, a UUID.
+    #[schema(format = "uuid")]
     pub tenant_id: String,
+    #[schema(format = "uuid")]
     pub trace_id: String,
     pub parent_span_id: Option<String>,
     pub name: String,
+    /// Span type: `llm`, `tool`, `retrieval` or `other`.
     #[serde(rename = "type")]
     pub span_type: String,
     pub input: Option<String>,
     pub output: Option<String>,
     pub model: Option<String>,
     pub latency_ms: Option<i64>,
+    /// Cost in USD.
     pub cost: Option<f64>,
+    /// The error message; null when the span succeeded.
     pub error: Option<String>,
     pub prompt_tokens: Option<i64>,
     pub completion_tokens: Option<i64>,
+    /// The span's metadata object, as sent.
+    #[schema(value_type = Object)]
     pub metadata: Box<RawValue>,
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub start_time: Option<Timestamp>,
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub end_time: Option<Timestamp>,
+    /// The OpenTelemetry trace id (hex), for spans received over OTLP.
     pub otel_trace_id: Option<String>,
+    /// The OpenTelemetry span id (hex), for spans received over OTLP.
     pub otel_span_id: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// Something that happened during a trace: a log line of it or of one of its spans.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Event {
     pub id: String,
+    /// The span it belongs to; null for the trace itself.
     pub span_id: Option<String>,
+    /// `debug`, `info`, `warn` or `error`.
     pub level: String,
     pub message: String,
+    #[schema(value_type = Object)]
     pub metadata: Box<RawValue>,
+    #[schema(value_type = String, format = DateTime)]
     pub timestamp: Timestamp,
 }

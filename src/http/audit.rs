@@ -13,9 +13,6 @@ use crate::error::{AppError, ErrorBody};
 use crate::model::Timestamp;
 use crate::store::AuditRecord;
 
-/// What handlers outside this family still call the actor by.
-pub(super) use super::principal::actor;
-
 /// The audit log, newest first; a position is the id of the last entry
 /// shown (the next page starts before it).
 pub struct AuditLog;

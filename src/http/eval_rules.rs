@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use super::audit;
 use super::eval_params::check_eval;
 use super::extract::JsonBody;
+use super::principal::actor;
 use super::query::{ApiQuery, ProjectParam};
 use super::{AppState, Principal};
 use crate::error::{AppError, ErrorBody};
@@ -184,7 +184,7 @@ pub async fn create(
                 model_tier,
             },
             max_rules,
-            audit::actor(&principal),
+            actor(&principal),
         )
         .await?;
     let rule = match created {
@@ -258,7 +258,7 @@ pub async fn update(
     };
     let rule = state
         .store
-        .update_eval_rule(principal.tenant_id, id, change, audit::actor(&principal))
+        .update_eval_rule(principal.tenant_id, id, change, actor(&principal))
         .await?
         .ok_or(AppError::NotFound("eval rule"))?;
     Ok(Json(rule))
@@ -281,7 +281,7 @@ pub async fn delete(
     let id = canonical(&id)?;
     if !state
         .store
-        .delete_eval_rule(principal.tenant_id, id, audit::actor(&principal))
+        .delete_eval_rule(principal.tenant_id, id, actor(&principal))
         .await?
     {
         return Err(AppError::NotFound("eval rule"));

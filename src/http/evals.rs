@@ -3,8 +3,6 @@
 //! (the summaries are in `eval_summaries`). `GET /v1/eval-catalog` lists
 //! the presets, without credentials.
 
-use std::collections::HashMap;
-
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::header::CACHE_CONTROL;
@@ -15,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
+use super::download::{csv_field, streamed, Format};
 use super::eval_params::{self, canonical_uuid, check_eval, MetricParam};
-use super::export::{csv_field, streamed, Format};
 use super::extract::JsonBody;
 use super::query::{ApiQuery, ProjectParam, TimeWindow};
 use super::{AppState, Principal};
@@ -279,8 +277,8 @@ pub async fn detail(
 #[into_params(parameter_in = Query)]
 pub struct ExportOptions {
     /// `csv` (the default) or `jsonl`.
-    #[param(value_type = Option<String>, pattern = "^(csv|jsonl)$", default = "csv")]
-    format: Option<String>,
+    #[param(inline)]
+    format: Option<Format>,
     /// With `true`, each row has `reasoning`, cut to 500 characters.
     #[serde(default, deserialize_with = "eval_params::flag")]
     #[param(value_type = Option<bool>, default = false)]
@@ -316,9 +314,7 @@ pub async fn export(
     metric: MetricParam,
     ApiQuery(query): ApiQuery<EvalFilterQuery>,
 ) -> Result<Response, AppError> {
-    let format = Format::of(&HashMap::from_iter(
-        options.format.map(|f| ("format".to_owned(), f)),
-    ))?;
+    let format = options.format.unwrap_or_default();
     let reasoning = options.include_reasoning.unwrap_or(false);
     let mut filter = query
         .filter(&state, &principal, metric, DEFAULT_LIMIT)

@@ -3,21 +3,18 @@
 //! memory stays bounded whatever the size. Rows are capped per plan; a cut
 //! export says so in `X-TruLayer-Truncated: true`.
 
-use std::collections::HashMap;
-use std::convert::Infallible;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use utoipa::IntoParams;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
-use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use serde_json::json;
-
-use super::traces::ListQuery;
+use super::download::{csv_field, streamed, Format};
+use super::query::{ApiQuery, ProjectParam, TimeWindow};
+use super::trace_filter::TraceQuery;
 use super::{AppState, Principal};
 use crate::error::AppError;
 use crate::model::Trace;
-use crate::store::now_micros;
 
 /// Columns, in the reference's order.
 const COLUMNS: [&str; 9] = [
@@ -34,46 +31,58 @@ const COLUMNS: [&str; 9] = [
 /// Traces read per page.
 const PAGE: usize = 500;
 
-static TRUNCATED: HeaderName = HeaderName::from_static("x-trulayer-truncated");
-
-/// The format of an export.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Format {
-    Csv,
-    Jsonl,
+/// The export's own parameter.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ExportQuery {
+    /// `csv` (the default) or `jsonl`.
+    #[param(inline, default = "csv")]
+    format: Option<Format>,
 }
 
-impl Format {
-    /// The `format` parameter: `csv` (the default) or `jsonl`.
-    pub(super) fn of(params: &HashMap<String, String>) -> Result<Format, AppError> {
-        match params.get("format").map(String::as_str) {
-            None | Some("csv") => Ok(Format::Csv),
-            Some("jsonl") => Ok(Format::Jsonl),
-            Some(_) => Err(AppError::bad_request("format: must be csv or jsonl")),
-        }
-    }
-}
-
-/// Exports the traces the filters select, as CSV or JSON lines, streamed.
-#[utoipa::path(get, path = "/v1/traces/export", operation_id = "exportTraces", tag = "traces", responses((status = 200, description = "OK")))]
+/// Streams traces as CSV or JSONL.
+///
+/// The traces the same filters as `GET /v1/traces` select, newest first,
+/// written to the response as they are read, never buffered. Rows are
+/// capped per plan; a cut export says so in `X-TruLayer-Truncated: true`
+/// and is complete up to that row.
+///
+/// CSV columns (in order): `id, project_id, model, environment, status,
+/// duration_ms, token_count, cost_usd, created_at`. JSONL: one JSON object
+/// per line with the same keys.
+#[utoipa::path(
+    get,
+    path = "/v1/traces/export",
+    operation_id = "exportTraces",
+    tag = "traces",
+    params(ExportQuery, ProjectParam, TraceQuery, TimeWindow),
+    responses(
+        (
+            status = 200,
+            description = "The traces as CSV (`text/csv; charset=utf-8`) or JSON lines (`application/x-ndjson`), streamed.",
+            headers(
+                ("X-TruLayer-Truncated" = bool, description = "Present and `true` when the plan's row cap cut the export and more rows exist."),
+                ("Content-Disposition" = String, description = "A file name of `traces-YYYY-MM-DD.csv` or `.jsonl`."),
+            ),
+            content(
+                (String = "text/csv", example = "id,project_id,model,environment,status,duration_ms,token_count,cost_usd,created_at\n"),
+                (String = "application/x-ndjson"),
+            ),
+        ),
+        (status = 400, description = "`bad_request`: a query parameter does not fit (the message names it); `error.tags_filter_incomplete`: `tag_key` or `tag_value` alone; `filter_not_supported`: a `failure_type` this server cannot filter by yet.", body = crate::error::ErrorBody),
+        (status = 404, description = "`not_found`: the caller's organisation has no project `project_id`.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn export(
     State(state): State<AppState>,
     principal: Principal,
-    Query(params): Query<HashMap<String, String>>,
+    ApiQuery(ExportQuery { format }): ApiQuery<ExportQuery>,
+    ApiQuery(project): ApiQuery<ProjectParam>,
+    ApiQuery(query): ApiQuery<TraceQuery>,
 ) -> Result<Response, AppError> {
-    let format = Format::of(&params)?;
-    let query = ListQuery::parse(&params)?;
-    let mut filter = query.filter;
-    if let Some(reference) = query.project {
-        match state
-            .store
-            .find_project(principal.tenant_id, reference)
-            .await?
-        {
-            Some(project) => filter.project_id = Some(project.id),
-            None => return Err(AppError::NotFound("project")),
-        }
-    }
+    let format = format.unwrap_or_default();
+    let mut filter = query.filter()?;
+    filter.project_id = project.resolve(&state, &principal).await?;
     let cap = state.config.plans.limits(principal.plan).export_max_rows;
     // The header goes out before the rows: find out first whether the cap
     // cuts the export (only capped plans pay for this).
@@ -138,40 +147,6 @@ pub async fn export(
     Ok(streamed(rx, format, "traces", truncated))
 }
 
-/// The response of an export whose chunks arrive on `rx`: its type, a
-/// dated file name (`<stem>-YYYY-MM-DD.<csv|jsonl>`) and, when the plan's
-/// cap cut it, `X-TruLayer-Truncated: true`.
-pub(super) fn streamed(
-    rx: tokio::sync::mpsc::Receiver<Bytes>,
-    format: Format,
-    stem: &str,
-    truncated: bool,
-) -> Response {
-    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|chunk| (Ok::<_, Infallible>(chunk), rx))
-    }));
-    let (content_type, extension) = match format {
-        Format::Csv => ("text/csv; charset=utf-8", "csv"),
-        Format::Jsonl => ("application/x-ndjson", "jsonl"),
-    };
-    let day = chrono::DateTime::from_timestamp_micros(now_micros())
-        .map(|t| t.format("%Y-%m-%d").to_string())
-        .unwrap_or_default();
-    let disposition = format!("attachment; filename=\"{stem}-{day}.{extension}\"");
-    let mut response = (StatusCode::OK, body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Ok(value) = HeaderValue::from_str(&disposition) {
-        headers.insert(CONTENT_DISPOSITION, value);
-    }
-    if truncated {
-        headers.insert(TRUNCATED.clone(), HeaderValue::from_static("true"));
-    }
-    response
-}
-
 /// The trace's environment: its `env` or `environment` tag, else the same
 /// key of its metadata.
 fn environment(trace: &Trace) -> Option<String> {
@@ -190,25 +165,42 @@ fn environment(trace: &Trace) -> Option<String> {
         })
 }
 
+/// One line of a JSONL export (a CSV row has the same columns).
+#[derive(Serialize)]
+struct ExportRow<'a> {
+    id: &'a str,
+    project_id: &'a str,
+    model: Option<&'a str>,
+    environment: Option<&'a str>,
+    /// `ok` or `error`.
+    status: &'a str,
+    duration_ms: Option<i64>,
+    token_count: i64,
+    cost_usd: Option<f64>,
+    created_at: &'a str,
+}
+
 fn write_row(out: &mut String, t: &Trace, format: Format) {
     let status = if t.error.is_some() { "error" } else { "ok" };
     let created_at = t.created_at.to_rfc3339();
     let environment = environment(t);
     match format {
         Format::Jsonl => {
-            let row = json!({
-                "id": t.id,
-                "project_id": t.project_id,
-                "model": t.model,
-                "environment": environment,
-                "status": status,
-                "duration_ms": t.latency_ms,
-                "token_count": t.total_token_count,
-                "cost_usd": t.cost,
-                "created_at": created_at,
-            });
-            out.push_str(&row.to_string());
-            out.push('\n');
+            let row = ExportRow {
+                id: &t.id,
+                project_id: &t.project_id,
+                model: t.model.as_deref(),
+                environment: environment.as_deref(),
+                status,
+                duration_ms: t.latency_ms,
+                token_count: t.total_token_count,
+                cost_usd: t.cost,
+                created_at: &created_at,
+            };
+            if let Ok(line) = serde_json::to_string(&row) {
+                out.push_str(&line);
+                out.push('\n');
+            }
         }
         Format::Csv => {
             let fields = [
@@ -230,28 +222,5 @@ fn write_row(out: &mut String, t: &Trace, format: Format) {
             }
             out.push('\n');
         }
-    }
-}
-
-/// A CSV field, quoted when it holds a comma, quote or line break.
-pub(super) fn csv_field(out: &mut String, field: &str) {
-    if field.contains([',', '"', '\n', '\r']) {
-        out.push('"');
-        out.push_str(&field.replace('"', "\"\""));
-        out.push('"');
-    } else {
-        out.push_str(field);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn csv_fields_are_quoted_only_when_needed() {
-        let mut out = String::new();
-        super::csv_field(&mut out, "plain");
-        out.push('|');
-        super::csv_field(&mut out, "a,\"b\"\nc");
-        assert_eq!(out, "plain|\"a,\"\"b\"\"\nc\"");
     }
 }

@@ -15,6 +15,10 @@ use super::live::LiveTrace;
 use super::{AppState, Principal};
 use crate::error::AppError;
 
+/// What the document says of the 403 a trace sent to an archived project gets.
+pub(super) const ARCHIVED: &str =
+    "`error.project.archived`: the project the traces are sent to is archived";
+
 /// A trace the request created, as the counters and the live feed see it.
 pub use crate::store::CreatedTrace as Created;
 

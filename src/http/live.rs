@@ -4,19 +4,20 @@
 //! falls behind is told how many it missed (`event: missed`) and carries on,
 //! so a slow client never makes the server buffer without bound.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
-use serde_json::{json, Value};
+use serde::Serialize;
 use tokio::sync::broadcast;
 
-use super::{project_param, AppState, Principal};
-use crate::error::AppError;
+use super::query::{ApiQuery, ProjectParam};
+use super::{AppState, Principal};
+use crate::error::{AppError, ErrorBody};
+use crate::model::Timestamp;
 
 /// Events held for slow clients before they start missing some.
 const BACKLOG: usize = 1024;
@@ -26,23 +27,44 @@ const BACKLOG: usize = 1024;
 pub struct LiveTrace {
     pub tenant_id: i64,
     pub project_id: i64,
-    /// The `LiveTraceEvent` JSON.
-    pub event: Value,
+    /// The event's JSON, as sent to every listener.
+    pub event: String,
+}
+
+/// A new trace, as a live feed's `data:` frame holds it.
+#[derive(Serialize)]
+pub struct LiveTraceEvent {
+    trace_id: String,
+    /// The trace's name; empty when it has none.
+    name: String,
+    /// `ok` or `error`.
+    status: &'static str,
+    /// The trace's latency; 0 when it has none.
+    latency_ms: i64,
+    created_at: Timestamp,
+}
+
+/// A frame of `event: missed`: the client fell behind.
+#[derive(Serialize)]
+struct Missed {
+    /// How many events it missed.
+    missed: u64,
 }
 
 impl LiveTrace {
     /// The event of a trace that ingest created.
     pub fn of(tenant_id: i64, trace: &super::intake::Created) -> LiveTrace {
+        let event = LiveTraceEvent {
+            trace_id: trace.id.clone(),
+            name: trace.name.clone().unwrap_or_default(),
+            status: if trace.error { "error" } else { "ok" },
+            latency_ms: trace.latency_ms.unwrap_or(0),
+            created_at: Timestamp(trace.created_at),
+        };
         LiveTrace {
             tenant_id,
             project_id: trace.project_id,
-            event: json!({
-                "trace_id": trace.id,
-                "name": trace.name.clone().unwrap_or_default(),
-                "status": if trace.error { "error" } else { "ok" },
-                "latency_ms": trace.latency_ms.unwrap_or(0),
-                "created_at": crate::model::Timestamp(trace.created_at),
-            }),
+            event: serde_json::to_string(&event).unwrap_or_default(),
         }
     }
 }
@@ -74,14 +96,38 @@ impl LiveHub {
     }
 }
 
-/// New traces as they arrive, as a stream of server-sent events.
-#[utoipa::path(get, path = "/v1/traces/live", operation_id = "liveTraceFeed", tag = "traces", responses((status = 200, description = "OK")))]
+/// Streams new traces as server-sent events.
+///
+/// Each new trace of the caller's organisation (of one project, with
+/// `project_id`) is a `data:` frame holding a JSON `LiveTraceEvent`
+/// (`trace_id`, `name`, `status`, `latency_ms`, `created_at`). A comment
+/// line every 15 seconds keeps the connection open. A client that falls
+/// behind gets an `event: missed` frame saying how many events it missed
+/// (`{"missed": 3}`) and carries on. The stream stays open until the
+/// client disconnects.
+#[utoipa::path(
+    get,
+    path = "/v1/traces/live",
+    operation_id = "liveTraceFeed",
+    tag = "traces",
+    params(ProjectParam),
+    responses(
+        (
+            status = 200,
+            description = "The stream of server-sent events: each `data:` frame a JSON `LiveTraceEvent`, each `event: missed` frame a JSON `{\"missed\": n}`.",
+            content_type = "text/event-stream",
+            body = String,
+            example = "data: {\"trace_id\":\"0190f5c2-8a4e-7c3b-9d1e-2f6a7b8c9d0e\",\"name\":\"chat\",\"status\":\"ok\",\"latency_ms\":412,\"created_at\":\"2026-01-02T03:04:05.678901Z\"}\n\n",
+        ),
+        (status = 404, description = "`not_found`: the caller's organisation has no project `project_id`.", body = ErrorBody),
+    )
+)]
 pub async fn live(
     State(state): State<AppState>,
     principal: Principal,
-    Query(params): Query<HashMap<String, String>>,
+    ApiQuery(project): ApiQuery<ProjectParam>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
-    let project_id = project_param(&state, &principal, &params).await?;
+    let project_id = project.resolve(&state, &principal).await?;
     let tenant_id = principal.tenant_id;
     let rx = state.live.tx.subscribe();
     let stream = futures_util::stream::unfold(rx, move |mut rx| async move {
@@ -93,13 +139,13 @@ pub async fn live(
                     {
                         continue;
                     }
-                    let event = Event::default().data(trace.event.to_string());
+                    let event = Event::default().data(&trace.event);
                     return Some((Ok(event), rx));
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     let event = Event::default()
                         .event("missed")
-                        .data(json!({ "missed": missed }).to_string());
+                        .data(serde_json::to_string(&Missed { missed }).unwrap_or_default());
                     return Some((Ok(event), rx));
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,

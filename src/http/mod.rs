@@ -5,6 +5,7 @@
 mod account;
 mod audit;
 pub mod budget;
+mod download;
 mod eval_params;
 mod eval_rules;
 mod eval_summaries;
@@ -28,6 +29,7 @@ pub mod router;
 mod search;
 mod sessions;
 pub mod telemetry;
+mod trace_filter;
 mod traces;
 mod ui;
 
@@ -39,7 +41,7 @@ use crate::store::Store;
 
 pub use extract::parse_json;
 pub use principal::{Credential, Principal, Role};
-pub use traces::ListQuery;
+pub use trace_filter::ListQuery;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -94,25 +96,6 @@ impl AppState {
                 .unwrap_or_default(),
         }
     }
-}
-
-/// The project a `project_id` query parameter names (id, slug or name) in
-/// the caller's tenant, as its internal id; none given (or an empty one) is
-/// `None`, an unknown one (or another tenant's) a 404.
-pub(crate) async fn project_param(
-    state: &AppState,
-    principal: &Principal,
-    params: &std::collections::HashMap<String, String>,
-) -> Result<Option<i64>, crate::error::AppError> {
-    let Some(reference) = params.get("project_id").filter(|p| !p.is_empty()) else {
-        return Ok(None);
-    };
-    let project = state
-        .store
-        .find_project(principal.tenant_id, reference.clone())
-        .await?
-        .ok_or(crate::error::AppError::NotFound("project"))?;
-    Ok(Some(project.id))
 }
 
 /// Runs CPU-bound request work (decoding or encoding megabytes of JSON) on

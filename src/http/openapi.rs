@@ -227,6 +227,8 @@ fn complete(spec: &RouteSpec, op: &mut Operation) {
             415,
             "`unsupported_media_type`: the body is not sent as `application/json`.".into(),
         ));
+    }
+    if takes_body && !spec.refusals_in_answer {
         failures.push((
             422,
             "`validation_error`: a field is missing, of the wrong type or outside its limits \

@@ -4,23 +4,38 @@
 //! `GET /v1/otlp/export`, the stored traces as OTLP JSON.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Query, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::budget::Charges;
 use super::intake;
-use super::{blocking, project_param, AppState, Principal};
-use crate::error::AppError;
-use crate::ingest::parse_time;
+use super::query::{ApiQuery, Cursor, Listing, ProjectParam, TimeWindow};
+use super::{blocking, AppState, Principal};
+use crate::error::{AppError, ErrorBody};
 use crate::otlp::{self, DecodeError, Encoding};
 use crate::store::{ExportCursor, ExportRange};
+
+/// A protobuf message, in the API document: bytes.
+pub struct Protobuf;
+
+impl utoipa::PartialSchema for Protobuf {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Binary,
+            )))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Protobuf {}
 
 /// The raw body with its encoding; the content type is checked before the
 /// body is read, and the body is read up to the OTLP limit.
@@ -83,7 +98,34 @@ impl FromRequest<AppState> for OtlpBody {
 
 /// The same as `POST /v1/otlp/traces`, at the path OpenTelemetry exporters
 /// add to a base endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT=https://host/v1/otlp`).
-#[utoipa::path(post, path = "/v1/otlp/v1/traces", operation_id = "otlpIngestTracesStandardPath", tag = "ingest", responses((status = 200, description = "OK")))]
+#[utoipa::path(
+    post,
+    path = "/v1/otlp/v1/traces",
+    operation_id = "otlpIngestTracesStandardPath",
+    tag = "ingest",
+    request_body(
+        description = "An OTLP `ExportTraceServiceRequest`, optionally gzipped (`Content-Encoding: gzip`).",
+        content(
+            (inline(Protobuf) = "application/x-protobuf"),
+            (Object = "application/json"),
+        ),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "An OTLP `ExportTraceServiceResponse`, in the request's encoding; with `partialSuccess` when spans were refused: how many, and why the first was.",
+            content(
+                (inline(Protobuf) = "application/x-protobuf"),
+                (Object = "application/json", example = json!({"partialSuccess": {"rejectedSpans": 1, "errorMessage": "span \"chat\": trace id is all zeros"}})),
+            ),
+        ),
+        (status = 400, description = "`invalid_otlp`: the body is not an OTLP request in the encoding its content type names (the message says where).", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body, or the body inflated, is larger than `limits.otlp_body_max_bytes`; `too_many_spans`: it holds more spans than `limits.otlp_max_spans`.", body = ErrorBody),
+        (status = 403, description = super::intake::ARCHIVED, body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the body is not `application/x-protobuf` or `application/json`, or its `Content-Encoding` is not `gzip` or `identity`.", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: the organisation sent more ingest requests than its plan allows this minute; `monthly_quota_exceeded`: its plan's traces for this month are used up. `Retry-After` says when to retry.", body = ErrorBody),
+    )
+)]
 pub async fn traces_standard_path(
     state: State<AppState>,
     principal: Principal,
@@ -93,7 +135,34 @@ pub async fn traces_standard_path(
 }
 
 /// Sends OpenTelemetry traces (OTLP/HTTP, protobuf or JSON, optionally gzipped).
-#[utoipa::path(post, path = "/v1/otlp/traces", operation_id = "otlpIngestTraces", tag = "ingest", responses((status = 200, description = "OK")))]
+#[utoipa::path(
+    post,
+    path = "/v1/otlp/traces",
+    operation_id = "otlpIngestTraces",
+    tag = "ingest",
+    request_body(
+        description = "An OTLP `ExportTraceServiceRequest`, optionally gzipped (`Content-Encoding: gzip`).",
+        content(
+            (inline(Protobuf) = "application/x-protobuf"),
+            (Object = "application/json"),
+        ),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "An OTLP `ExportTraceServiceResponse`, in the request's encoding; with `partialSuccess` when spans were refused: how many, and why the first was.",
+            content(
+                (inline(Protobuf) = "application/x-protobuf"),
+                (Object = "application/json", example = json!({"partialSuccess": {"rejectedSpans": 1, "errorMessage": "span \"chat\": trace id is all zeros"}})),
+            ),
+        ),
+        (status = 400, description = "`invalid_otlp`: the body is not an OTLP request in the encoding its content type names (the message says where).", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body, or the body inflated, is larger than `limits.otlp_body_max_bytes`; `too_many_spans`: it holds more spans than `limits.otlp_max_spans`.", body = ErrorBody),
+        (status = 403, description = super::intake::ARCHIVED, body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the body is not `application/x-protobuf` or `application/json`, or its `Content-Encoding` is not `gzip` or `identity`.", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: the organisation sent more ingest requests than its plan allows this minute; `monthly_quota_exceeded`: its plan's traces for this month are used up. `Retry-After` says when to retry.", body = ErrorBody),
+    )
+)]
 pub async fn traces(
     State(state): State<AppState>,
     principal: Principal,
@@ -177,41 +246,78 @@ pub async fn traces(
 /// Spans per export response, at most.
 pub const EXPORT_MAX_SPANS: usize = 10_000;
 
-/// `GET /v1/otlp/export?from=&to=[&project_id=][&cursor=]`: the traces that
-/// started in `[from, to)` as OTLP `TracesData` JSON, oldest first; when
-/// more remain, `X-Next-Cursor` says where to continue. Sessions only.
-#[utoipa::path(get, path = "/v1/otlp/export", operation_id = "otlpExportTraces", tag = "traces", responses((status = 200, description = "OK")))]
+/// The pages of an OTLP export; a position is a trace and how many of its
+/// spans went out before.
+pub struct OtlpExport;
+impl Listing for OtlpExport {
+    /// Pages are bounded in spans ([`EXPORT_MAX_SPANS`]), not in items.
+    const DEFAULT_LIMIT: u32 = EXPORT_MAX_SPANS as u32;
+    const MAX_LIMIT: u32 = EXPORT_MAX_SPANS as u32;
+    const KIND: &'static str = "otlp-export";
+    type Position = ExportCursor;
+}
+
+/// Where an OTLP export continues.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OtlpExportQuery {
+    /// The `X-Next-Cursor` of the previous response.
+    cursor: Option<String>,
+    #[serde(flatten)]
+    #[param(ignore)]
+    window: TimeWindow,
+}
+
+/// Exports traces in OTLP/HTTP JSON format.
+///
+/// The traces that started in `[from, to)` as OTLP `TracesData` JSON,
+/// oldest first, so OpenTelemetry tooling can read them without an
+/// adapter. At most 10,000 spans per response; when more remain,
+/// `X-Next-Cursor` holds the `cursor` to continue with. Sessions only.
+#[utoipa::path(
+    get,
+    path = "/v1/otlp/export",
+    operation_id = "otlpExportTraces",
+    tag = "traces",
+    params(
+        ("from" = String, Query, format = DateTime, description = "Start of the window (inclusive), RFC 3339. Required."),
+        ("to" = String, Query, format = DateTime, description = "End of the window (exclusive), RFC 3339; not before `from`. Required."),
+        ProjectParam,
+        OtlpExportQuery,
+    ),
+    responses(
+        (
+            status = 200,
+            description = "An OTLP `TracesData` payload (JSON-encoded protobuf): `resourceSpans`, one per project, each trace's spans with their attributes.",
+            headers(("X-Next-Cursor" = String, description = "The `cursor` of the next page; present only when more spans remain.")),
+            content_type = "application/json",
+            body = Object,
+        ),
+        (status = 404, description = "`not_found`: the caller's organisation has no project `project_id`.", body = ErrorBody),
+    )
+)]
 pub async fn export(
     State(state): State<AppState>,
     principal: Principal,
-    Query(params): Query<HashMap<String, String>>,
+    ApiQuery(query): ApiQuery<OtlpExportQuery>,
+    ApiQuery(project): ApiQuery<ProjectParam>,
 ) -> Result<Response, AppError> {
-    let time = |name: &str| -> Result<i64, AppError> {
-        let raw = params
-            .get(name)
-            .ok_or_else(|| AppError::bad_request(format!("{name}: required")))?;
-        parse_time(raw).ok_or_else(|| {
-            AppError::bad_request(format!(
-                "{name}: must be an RFC 3339 time such as 2026-01-02T03:04:05Z"
-            ))
-        })
+    let required = |name: &str, time: Option<i64>| {
+        time.ok_or_else(|| AppError::bad_request(format!("{name}: required")))
     };
-    let (from, to) = (time("from")?, time("to")?);
-    if to < from {
-        return Err(AppError::bad_request("to: must not be before from"));
-    }
-    let cursor = params
-        .get("cursor")
+    let from = required("from", query.window.from)?;
+    let to = required("to", query.window.to)?;
+    let cursor = query
+        .cursor
         .map(|c| {
-            decode_export_cursor(c)
-                .ok_or_else(|| AppError::bad_request("cursor: not a cursor this server issued"))
+            Cursor::<OtlpExport>::decode(&c)
+                .ok_or_else(|| AppError::bad_request("cursor: not a cursor this list issued"))
         })
         .transpose()?;
-    let project_id = project_param(&state, &principal, &params).await?;
     let range = ExportRange {
         from,
         to,
-        project_id,
+        project_id: project.resolve(&state, &principal).await?,
     };
     let page = state
         .store
@@ -232,7 +338,7 @@ pub async fn export(
     )
         .into_response();
     if let Some(next) = next {
-        if let Ok(value) = HeaderValue::from_str(&encode_export_cursor(next)) {
+        if let Ok(value) = HeaderValue::from_str(&Cursor::<OtlpExport>::encode(&next)) {
             response.headers_mut().insert(NEXT_CURSOR.clone(), value);
         }
     }
@@ -241,38 +347,20 @@ pub async fn export(
 
 static NEXT_CURSOR: HeaderName = HeaderName::from_static("x-next-cursor");
 
-fn encode_export_cursor(c: ExportCursor) -> String {
-    URL_SAFE_NO_PAD.encode(format!("x1:{}:{}:{}", c.started_at, c.seq, c.span_offset))
-}
-
-fn decode_export_cursor(raw: &str) -> Option<ExportCursor> {
-    let bytes = URL_SAFE_NO_PAD.decode(raw).ok()?;
-    let text = std::str::from_utf8(&bytes).ok()?;
-    let mut parts = text.strip_prefix("x1:")?.split(':');
-    let cursor = ExportCursor {
-        started_at: parts.next()?.parse().ok()?,
-        seq: parts.next()?.parse().ok()?,
-        span_offset: parts.next()?.parse().ok()?,
-    };
-    parts.next().is_none().then_some(cursor)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn export_cursor_round_trips_and_rejects_garbage() {
+    fn an_export_cursor_round_trips_and_only_in_its_own_list() {
         let c = ExportCursor {
             started_at: 1_700_000_000_000_000,
             seq: 42,
             span_offset: 10_000,
         };
-        assert_eq!(decode_export_cursor(&encode_export_cursor(c)), Some(c));
-        assert_eq!(decode_export_cursor("%%%"), None);
-        assert_eq!(
-            decode_export_cursor(&URL_SAFE_NO_PAD.encode("x1:1:2")),
-            None
-        );
+        let text = Cursor::<OtlpExport>::encode(&c);
+        assert_eq!(Cursor::<OtlpExport>::decode(&text), Some(c));
+        assert_eq!(Cursor::<super::super::query::Traces>::decode(&text), None);
+        assert_eq!(Cursor::<OtlpExport>::decode("%%%"), None);
     }
 }

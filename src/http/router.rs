@@ -118,6 +118,9 @@ pub struct RouteSpec {
     /// `None`: the hosted service's reference has this operation, and this
     /// server serves it as documented there. Otherwise what it adds.
     pub beyond_reference: Option<&'static str>,
+    /// The route reports what of a body it refuses in its success answer
+    /// (OTLP's `partial_success`) instead of a 422.
+    pub refusals_in_answer: bool,
 }
 
 /// The body limit of a route that takes more than `limits.json_body_max_bytes`:
@@ -138,6 +141,12 @@ impl Row {
             .handler
             .layer::<_, std::convert::Infallible>(DefaultBodyLimit::max(limit.0))
             .layer::<_, std::convert::Infallible>(axum::Extension(BodyLimit(limit.0)));
+        self
+    }
+
+    /// The route answers what of a body it refuses in its success answer.
+    fn refusals_in_answer(mut self) -> Row {
+        self.route.spec.refusals_in_answer = true;
         self
     }
 
@@ -178,6 +187,7 @@ fn table(batch: LargeBody, otlp: LargeBody) -> Vec<Row> {
                     path,
                     access,
                     beyond_reference: None,
+                    refusals_in_answer: false,
                 },
                 operation,
                 schemas,
@@ -196,8 +206,8 @@ fn table(batch: LargeBody, otlp: LargeBody) -> Vec<Row> {
         row(Public, None, Any, Read, routes!(openapi_json)).beyond_reference("This document, generated from the server's routes."),
         row(Either, Some(Sends), Member, Ingest, routes!(ingest::ingest_one)),
         row(Either, Some(Sends), Member, Ingest, routes!(ingest::ingest_batch)).large_body(batch).beyond_reference("Up to 10,000 traces a batch (the reference: 1,000), within `limits.batch_body_max_bytes`."),
-        row(Either, Some(Sends), Member, Ingest, routes!(otlp::traces)).large_body(otlp),
-        row(Either, Some(Sends), Member, Ingest, routes!(otlp::traces_standard_path)).large_body(otlp).beyond_reference("The path OpenTelemetry exporters append to a base endpoint."),
+        row(Either, Some(Sends), Member, Ingest, routes!(otlp::traces)).large_body(otlp).refusals_in_answer(),
+        row(Either, Some(Sends), Member, Ingest, routes!(otlp::traces_standard_path)).large_body(otlp).refusals_in_answer().beyond_reference("The path OpenTelemetry exporters append to a base endpoint."),
         row(Session, None, Any, Read, routes!(otlp::export)),
         row(Public, None, Any, Read, routes!(account::login)).beyond_reference("Users and sessions of this server (the hosted service signs in elsewhere)."),
         // Viewers read; they may still manage their own login.

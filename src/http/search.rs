@@ -3,119 +3,131 @@
 //! search. Results come most recently stored first, each with a highlighted
 //! snippet; `similarity` maps the BM25 relevance onto 0..1.
 
-use std::collections::HashMap;
-
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::traces::search_terms;
-use super::{project_param, AppState, Principal};
-use crate::error::AppError;
-use crate::ingest::parse_time;
+use super::query::{ApiQuery, Cursor, Listing, Page, ProjectParam, TimeWindow};
+use super::trace_filter::search_terms;
+use super::{AppState, Principal};
+use crate::error::{AppError, ErrorBody};
 use crate::model::Timestamp;
-use crate::store::{SpanSearch, MAX_SPAN_RESULTS};
+use crate::store::{SpanHit, SpanSearch, MAX_SPAN_RESULTS};
 
-const DEFAULT_LIMIT: usize = 20;
+/// The span search's results; a position is a span's place in the index.
+pub struct Spans;
+impl Listing for Spans {
+    const DEFAULT_LIMIT: u32 = 20;
+    const MAX_LIMIT: u32 = MAX_SPAN_RESULTS as u32;
+    const KIND: &'static str = "spans";
+    type Position = i64;
+}
 
-/// Spans whose input, output or name match a search expression, newest first.
-#[utoipa::path(get, path = "/v1/search/spans", operation_id = "searchSpansText", tag = "search", responses((status = 200, description = "OK")))]
+/// What to search for, and where.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SpanSearchQuery {
+    /// The text to search for: every word or quoted phrase must appear in
+    /// the span's name, input, output or error (a word ending in `*`
+    /// matches as a prefix). At most 1024 bytes and 32 words or phrases.
+    #[param(required = true, value_type = String, min_length = 1)]
+    q: Option<String>,
+    #[serde(flatten)]
+    #[param(ignore)]
+    window: TimeWindow,
+    #[serde(flatten)]
+    #[param(ignore)]
+    page: Page<Spans>,
+}
+
+/// Searches spans by text, newest first.
+///
+/// Full-text search over span names, inputs, outputs and errors (the
+/// hosted service embeds `q` and searches by similarity). `from` and `to`
+/// bound when the span was stored.
+#[utoipa::path(
+    get,
+    path = "/v1/search/spans",
+    operation_id = "searchSpansText",
+    tag = "search",
+    params(SpanSearchQuery, ProjectParam, TimeWindow, Page<Spans>),
+    responses(
+        (status = 200, description = "The matching spans, most recently stored first.", body = SpanTextSearchResponse),
+        (status = 404, description = "`not_found`: the caller's organisation has no project `project_id`.", body = ErrorBody),
+    )
+)]
 pub async fn spans(
     State(state): State<AppState>,
     principal: Principal,
-    Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, AppError> {
-    let q = params
-        .get("q")
+    ApiQuery(query): ApiQuery<SpanSearchQuery>,
+    ApiQuery(project): ApiQuery<ProjectParam>,
+) -> Result<Json<SpanTextSearchResponse>, AppError> {
+    let q = query
+        .q
         .filter(|q| !q.trim().is_empty())
         .ok_or_else(|| AppError::bad_request("q: the text to search for is required"))?;
-    let expression = search_terms(q)?.join(" AND ");
-    let time = |name: &'static str| -> Result<Option<i64>, AppError> {
-        params
-            .get(name)
-            .filter(|v| !v.is_empty())
-            .map(|v| {
-                parse_time(v).ok_or_else(|| {
-                    AppError::bad_request(format!(
-                        "{name}: must be an RFC 3339 time such as 2026-01-02T03:04:05Z"
-                    ))
-                })
-            })
-            .transpose()
-    };
-    let limit = match params.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_SPAN_RESULTS).contains(n))
-            .ok_or_else(|| {
-                AppError::bad_request(format!(
-                    "limit: must be an integer from 1 to {MAX_SPAN_RESULTS}"
-                ))
-            })?,
-    };
-    let before = params
-        .get("cursor")
-        .map(|c| {
-            decode_cursor(c)
-                .ok_or_else(|| AppError::bad_request("cursor: not a cursor this server issued"))
-        })
-        .transpose()?;
-    let (from, to) = (time("from")?, time("to")?);
-    if let (Some(from), Some(to)) = (from, to) {
-        if to < from {
-            return Err(AppError::bad_request(
-                "to: must not be less than its lower bound",
-            ));
-        }
-    }
     let search = SpanSearch {
-        expression,
-        project_id: project_param(&state, &principal, &params).await?,
-        from,
-        to,
-        before,
-        limit,
+        expression: search_terms(&q)?.join(" AND "),
+        project_id: project.resolve(&state, &principal).await?,
+        from: query.window.from,
+        to: query.window.to,
+        before: query.page.cursor,
+        limit: query.page.size(),
     };
     let found = state
         .store
         .search_spans(principal.tenant_id, search)
         .await?;
-    let results: Vec<Value> = found
-        .hits
-        .iter()
-        .map(|h| {
-            json!({
-                "span_id": h.span_id,
-                "trace_id": h.trace_id,
-                "project_id": h.project_id,
-                "similarity": h.similarity,
-                "span_name": h.span_name,
-                "span_type": h.span_type,
-                "created_at": Timestamp(h.created_at),
-                "snippet": h.snippet,
-            })
-        })
-        .collect();
-    let mut body = json!({ "results": results });
-    if let Some(next) = found.next {
-        body["next_cursor"] = Value::String(encode_cursor(next));
+    Ok(Json(SpanTextSearchResponse {
+        results: found.hits.into_iter().map(SpanSearchResult::from).collect(),
+        next_cursor: found.next.map(|next| Cursor::<Spans>::encode(&next)),
+    }))
+}
+
+/// A page of span search results.
+#[derive(Serialize, ToSchema)]
+pub struct SpanTextSearchResponse {
+    /// The matching spans, most recently stored first.
+    results: Vec<SpanSearchResult>,
+    /// Where the next page starts (its `cursor`); omitted on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
+}
+
+/// One span that matched.
+#[derive(Serialize, ToSchema)]
+pub struct SpanSearchResult {
+    span_id: String,
+    #[schema(format = "uuid")]
+    trace_id: String,
+    #[schema(format = "uuid")]
+    project_id: String,
+    /// How well the span matched, from 0 (barely) towards 1.
+    similarity: f64,
+    span_name: String,
+    /// `llm`, `tool`, `retrieval` or `other`.
+    span_type: String,
+    /// When this server stored the span.
+    #[schema(value_type = String, format = DateTime)]
+    created_at: Timestamp,
+    /// An HTML fragment: the text around the best match, escaped, with
+    /// every matched word inside `<mark>`.
+    #[schema(example = "the <mark>refund</mark> was issued")]
+    snippet: String,
+}
+
+impl From<SpanHit> for SpanSearchResult {
+    fn from(h: SpanHit) -> Self {
+        SpanSearchResult {
+            span_id: h.span_id,
+            trace_id: h.trace_id,
+            project_id: h.project_id,
+            similarity: h.similarity,
+            span_name: h.span_name,
+            span_type: h.span_type,
+            created_at: Timestamp(h.created_at),
+            snippet: h.snippet,
+        }
     }
-    Ok(Json(body))
-}
-
-fn encode_cursor(position: i64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("s1:{position}"))
-}
-
-fn decode_cursor(raw: &str) -> Option<i64> {
-    let bytes = URL_SAFE_NO_PAD.decode(raw).ok()?;
-    std::str::from_utf8(&bytes)
-        .ok()?
-        .strip_prefix("s1:")?
-        .parse()
-        .ok()
 }

@@ -1012,7 +1012,7 @@ async fn a_search_is_bounded_in_words_and_any_cursor_is_safe() {
     // Cursors at the ends of the integer range find nothing, and fail nothing.
     for position in [i64::MIN, -1, 0, i64::MAX] {
         let cursor =
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("s1:{position}"));
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("c1:spans:{position}"));
         let page = server
             .get_json(&format!("/v1/search/spans?q=w1&cursor={cursor}"))
             .await;

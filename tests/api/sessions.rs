@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{expect_error, TestServer};
+use crate::common::{expect_error, expect_error_naming, TestServer};
 
 fn trace(session: Option<&str>, minute: i64, error: bool, project: &str) -> Value {
     let start = format!("2026-03-01T10:{minute:02}:00Z");
@@ -102,6 +102,15 @@ async fn check_sessions(server: &TestServer, s1: &[String], round: &str) {
         }
     }
     assert_eq!(seen, ["s3", "s1", "s2"], "{round}");
+    // A cursor of the trace list is not one of this list's.
+    let traces = server.get_json("/v1/traces?limit=1").await;
+    let cursor = traces["next_cursor"].as_str().expect("a trace cursor");
+    expect_error_naming(
+        server.get(&format!("/v1/sessions?cursor={cursor}")).await,
+        400,
+        &["cursor"],
+    )
+    .await;
 
     // One project's sessions.
     let page = server.get_json("/v1/sessions?project_id=second").await;

@@ -95,6 +95,9 @@ async fn invalid_parameters_are_named() {
         ("cursor=garbage", "cursor"),
         ("tag_key=env", "tag_key"),
         ("failure_type=gremlins", "failure_type"),
+        // A parameter given twice is ambiguous: refused, not guessed at.
+        ("limit=1&limit=2", "limit"),
+        ("model=a&model=b", "model"),
     ] {
         expect_error_naming(
             server.get(&format!("/v1/traces?{query}")).await,
@@ -340,5 +343,151 @@ async fn tag_filtered_pages_combine_with_other_filters_and_cursors() {
             "{round}"
         );
     }
+    server.stop().await;
+}
+
+/// The keys of a JSON object that its schema in the API document does not
+/// name, and the properties the schema requires that the object lacks.
+fn undocumented(doc: &Value, schema: &str, object: &Value) -> Vec<String> {
+    let schema = &doc["components"]["schemas"][schema];
+    let properties = schema["properties"].as_object().expect("properties");
+    let mut wrong: Vec<String> = object
+        .as_object()
+        .expect("an object")
+        .keys()
+        .filter(|k| !properties.contains_key(*k))
+        .map(|k| format!("undocumented {k}"))
+        .collect();
+    for required in schema["required"].as_array().into_iter().flatten() {
+        let name = required.as_str().expect("name");
+        if object.get(name).is_none() {
+            wrong.push(format!("missing {name}"));
+        }
+    }
+    wrong
+}
+
+#[tokio::test]
+async fn the_api_document_describes_traces_as_they_are_returned() {
+    let server = TestServer::start().await;
+    let mut trace = sample_trace("documented");
+    trace["tags"] = json!({"env": "prod"});
+    trace["metadata"] = json!({"user": "u-1"});
+    trace["events"] = json!([{"message": "retrieved 3 chunks", "level": "info"}]);
+    let id = server.ingest(trace).await;
+    let resp = server
+        .post(
+            "/v1/feedback",
+            &json!({"trace_id": id, "label": "good", "score": 1.0}),
+        )
+        .await;
+    assert_eq!(resp.status(), 201);
+    let resp = server
+        .post(
+            "/v1/eval",
+            &json!({"trace_id": id, "evaluator_type": "rule", "metric_name": "pii_leakage"}),
+        )
+        .await;
+    assert_eq!(resp.status(), 202);
+    let doc: Value = server
+        .client
+        .get(server.url("/v1/openapi.json"))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("JSON");
+
+    let detail = server.get_json(&format!("/v1/traces/{id}")).await;
+    let paths = &doc["paths"];
+    assert_eq!(
+        paths["/v1/traces/{id}"]["get"]["responses"]["200"]["content"]["application/json"]
+            ["schema"]["$ref"],
+        "#/components/schemas/Trace"
+    );
+    assert_eq!(undocumented(&doc, "Trace", &detail), Vec::<String>::new());
+    for (field, schema) in [
+        ("spans", "Span"),
+        ("events", "Event"),
+        ("feedback", "Feedback"),
+        ("evaluations", "Evaluation"),
+    ] {
+        let items = detail[field].as_array().expect(field);
+        assert!(!items.is_empty(), "{field}: {detail}");
+        assert_eq!(
+            doc["components"]["schemas"]["Trace"]["properties"][field]["items"]["$ref"],
+            format!("#/components/schemas/{schema}").as_str()
+        );
+        for item in items {
+            assert_eq!(
+                undocumented(&doc, schema, item),
+                Vec::<String>::new(),
+                "{field}"
+            );
+        }
+    }
+    let list = server.get_json("/v1/traces?limit=1").await;
+    assert_eq!(
+        paths["/v1/traces"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+            ["$ref"],
+        "#/components/schemas/TraceListResponse"
+    );
+    assert_eq!(
+        undocumented(&doc, "TraceListResponse", &list),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        undocumented(&doc, "Trace", &list["traces"][0]),
+        Vec::<String>::new()
+    );
+    // Every filter of the list is a documented parameter, and the export
+    // takes the same ones.
+    let names = |path: &str| -> HashSet<String> {
+        paths[path]["get"]["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .map(|p| p["name"].as_str().expect("name").to_owned())
+            .collect()
+    };
+    let listed = names("/v1/traces");
+    for name in [
+        "project_id",
+        "model",
+        "error",
+        "failure_type",
+        "from",
+        "to",
+        "latency_min",
+        "latency_max",
+        "token_count_min",
+        "token_count_max",
+        "tag_key",
+        "tag_value",
+        "session_id",
+        "feedback",
+        "q",
+        "limit",
+        "cursor",
+    ] {
+        assert!(listed.contains(name), "{name}");
+    }
+    let exported = names("/v1/traces/export");
+    let mut filters = listed.clone();
+    filters.remove("limit");
+    filters.remove("cursor");
+    filters.insert("format".into());
+    assert_eq!(exported, filters);
+
+    // Streams say what they stream.
+    let export = &paths["/v1/traces/export"]["get"]["responses"]["200"];
+    assert!(export["content"]["text/csv"].is_object(), "{export}");
+    assert!(export["content"]["application/x-ndjson"].is_object());
+    assert!(export["headers"]["X-TruLayer-Truncated"].is_object());
+    let live = &paths["/v1/traces/live"]["get"]["responses"]["200"];
+    assert!(live["content"]["text/event-stream"].is_object(), "{live}");
+    let otlp = &paths["/v1/otlp/export"]["get"]["responses"]["200"];
+    assert!(otlp["headers"]["X-Next-Cursor"].is_object(), "{otlp}");
     server.stop().await;
 }
