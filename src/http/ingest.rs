@@ -208,6 +208,7 @@ fn example_trace() -> serde_json::Value {
             example = json!({"status": "duplicate", "id": "0190f1c2-7d1e-7a4b-9c3d-2e5f6a7b8c9d"})),
         (status = 413, description = TOO_LARGE, body = ErrorBody),
         (status = 403, description = super::intake::ARCHIVED, body = ErrorBody),
+        (status = 409, description = "`conflict`: a trace with this id is stored with other content (the same trace again is a 200 duplicate).", body = ErrorBody),
         (status = 422, description = INVALID_TRACE, body = ErrorBody),
         (status = 429, description = OVER_QUOTA, body = ErrorBody),
     )
@@ -257,6 +258,7 @@ pub async fn ingest_one(
         (status = 400, description = "`malformed_json`: the body is not JSON; `bad_request`: the batch holds fewer than 1 or more than 10,000 traces.", body = ErrorBody),
         (status = 413, description = TOO_LARGE, body = ErrorBody),
         (status = 403, description = super::intake::ARCHIVED, body = ErrorBody),
+        (status = 409, description = "`conflict`: a trace with this id is stored with other content (the same trace again is a 200 duplicate).", body = ErrorBody),
         (status = 422, description = INVALID_TRACE, body = ErrorBody),
         (status = 429, description = OVER_QUOTA, body = ErrorBody),
     )
