@@ -10,7 +10,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::download::{csv_field, streamed, Format};
@@ -387,6 +387,23 @@ pub async fn export(
     Ok(streamed(rx, format, "evals", truncated))
 }
 
+/// A JSON line of the evaluations export.
+#[derive(Serialize)]
+struct ExportRow<'a> {
+    id: &'a str,
+    trace_id: &'a str,
+    metric: &'a str,
+    score: Option<f64>,
+    label: Option<&'a str>,
+    evaluator_type: &'a str,
+    model_tier: Option<&'a str>,
+    status: &'a str,
+    created_at: crate::model::Timestamp,
+    /// Only with `include_reasoning=true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning: Option<&'a str>,
+}
+
 fn write_row(out: &mut String, e: &Evaluation, format: Format, with_reasoning: bool) {
     let reasoning = with_reasoning.then(|| {
         e.reasoning
@@ -398,21 +415,20 @@ fn write_row(out: &mut String, e: &Evaluation, format: Format, with_reasoning: b
     });
     match format {
         Format::Jsonl => {
-            let mut row = json!({
-                "id": e.id,
-                "trace_id": e.trace_id,
-                "metric": e.metric_name,
-                "score": e.score,
-                "label": e.label,
-                "evaluator_type": e.evaluator_type,
-                "model_tier": e.model_tier,
-                "status": e.status,
-                "created_at": e.created_at,
-            });
-            if let Some(reasoning) = reasoning {
-                row["reasoning"] = json!(reasoning);
-            }
-            out.push_str(&row.to_string());
+            let row = ExportRow {
+                id: &e.id,
+                trace_id: &e.trace_id,
+                metric: &e.metric_name,
+                score: e.score,
+                label: e.label.as_deref(),
+                evaluator_type: &e.evaluator_type,
+                model_tier: e.model_tier.as_deref(),
+                status: &e.status,
+                created_at: e.created_at,
+                reasoning: reasoning.as_deref(),
+            };
+            let row = serde_json::to_string(&row).unwrap_or_default();
+            out.push_str(&row);
             out.push('\n');
         }
         Format::Csv => {
