@@ -96,44 +96,6 @@ impl FromRequest<AppState> for OtlpBody {
     }
 }
 
-/// The same as `POST /v1/otlp/traces`, at the path OpenTelemetry exporters
-/// add to a base endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT=https://host/v1/otlp`).
-#[utoipa::path(
-    post,
-    path = "/v1/otlp/v1/traces",
-    operation_id = "otlpIngestTracesStandardPath",
-    tag = "ingest",
-    request_body(
-        description = "An OTLP `ExportTraceServiceRequest`, optionally gzipped (`Content-Encoding: gzip`).",
-        content(
-            (inline(Protobuf) = "application/x-protobuf"),
-            (Object = "application/json"),
-        ),
-    ),
-    responses(
-        (
-            status = 200,
-            description = "An OTLP `ExportTraceServiceResponse`, in the request's encoding; with `partialSuccess` when spans were refused: how many, and why the first was.",
-            content(
-                (inline(Protobuf) = "application/x-protobuf"),
-                (Object = "application/json", example = json!({"partialSuccess": {"rejectedSpans": 1, "errorMessage": "span \"chat\": trace id is all zeros"}})),
-            ),
-        ),
-        (status = 400, description = "`invalid_otlp`: the body is not an OTLP request in the encoding its content type names (the message says where).", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`: the body, or the body inflated, is larger than `limits.otlp_body_max_bytes`; `too_many_spans`: it holds more spans than `limits.otlp_max_spans`.", body = ErrorBody),
-        (status = 403, description = super::intake::ARCHIVED, body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: the body is not `application/x-protobuf` or `application/json`, or its `Content-Encoding` is not `gzip` or `identity`.", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: the organisation sent more ingest requests than its plan allows this minute; `monthly_quota_exceeded`: its plan's traces for this month are used up. `Retry-After` says when to retry.", body = ErrorBody),
-    )
-)]
-pub async fn traces_standard_path(
-    state: State<AppState>,
-    principal: Principal,
-    body: OtlpBody,
-) -> Result<Response, AppError> {
-    traces(state, principal, body).await
-}
-
 /// Sends OpenTelemetry traces (OTLP/HTTP, protobuf or JSON, optionally gzipped).
 #[utoipa::path(
     post,

@@ -150,6 +150,22 @@ impl Row {
         self
     }
 
+    /// The same handler and operation served at another path too, under
+    /// its own operation id.
+    fn also_at(&self, path: &str, operation_id: &str) -> Row {
+        let mut route = DocumentedRoute {
+            spec: self.route.spec.clone(),
+            operation: self.route.operation.clone(),
+            schemas: Vec::new(),
+        };
+        route.spec.path = path.to_owned();
+        route.operation.operation_id = Some(operation_id.to_owned());
+        Row {
+            route,
+            handler: self.handler.clone(),
+        }
+    }
+
     /// The route is not in the hosted service's reference, or does more
     /// than it documents: what it adds.
     fn beyond_reference(mut self, what: &'static str) -> Row {
@@ -196,7 +212,7 @@ fn table(batch: LargeBody, otlp: LargeBody) -> Vec<Row> {
         }
     };
     #[rustfmt::skip]
-    let rows = vec![
+    let mut rows = vec![
         row(Public, None, Any, Read, routes!(ui::index)).beyond_reference("The admin page."),
         row(Public, None, Any, Read, routes!(ui::docs)).beyond_reference("This reference, drawn in the browser from this document, with a console that sends its requests."),
         row(Public, None, Any, Read, routes!(ui::asset)).beyond_reference("The admin page's files."),
@@ -206,8 +222,6 @@ fn table(batch: LargeBody, otlp: LargeBody) -> Vec<Row> {
         row(Public, None, Any, Read, routes!(openapi_json)).beyond_reference("This document, generated from the server's routes."),
         row(Either, Some(Sends), Member, Ingest, routes!(ingest::ingest_one)),
         row(Either, Some(Sends), Member, Ingest, routes!(ingest::ingest_batch)).large_body(batch).beyond_reference("Up to 10,000 traces a batch (the reference: 1,000), within `limits.batch_body_max_bytes`."),
-        row(Either, Some(Sends), Member, Ingest, routes!(otlp::traces)).large_body(otlp).refusals_in_answer(),
-        row(Either, Some(Sends), Member, Ingest, routes!(otlp::traces_standard_path)).large_body(otlp).refusals_in_answer().beyond_reference("The path OpenTelemetry exporters append to a base endpoint."),
         row(Session, None, Any, Read, routes!(otlp::export)),
         row(Public, None, Any, Read, routes!(account::login)).beyond_reference("Users and sessions of this server (the hosted service signs in elsewhere)."),
         // Viewers read; they may still manage their own login.
@@ -252,6 +266,17 @@ fn table(batch: LargeBody, otlp: LargeBody) -> Vec<Row> {
         row(Either, Some(Reads), Any, Read, routes!(live::live)),
         row(Either, Some(Reads), Any, Read, routes!(traces::detail)),
     ];
+    // OpenTelemetry exporters append `/v1/traces` to a base endpoint.
+    let otlp_row = row(Either, Some(Sends), Member, Ingest, routes!(otlp::traces))
+        .large_body(otlp)
+        .refusals_in_answer();
+    let standard_path = otlp_row
+        .also_at("/v1/otlp/v1/traces", "otlpIngestTracesStandardPath")
+        .beyond_reference(
+            "`POST /v1/otlp/traces` at the path OpenTelemetry exporters append to a base \
+             endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT=https://host/v1/otlp`).",
+        );
+    rows.extend([otlp_row, standard_path]);
     rows
 }
 
