@@ -271,10 +271,8 @@ pub async fn export(
     let to = required("to", query.window.to)?;
     let cursor = query
         .cursor
-        .map(|c| {
-            Cursor::<OtlpExport>::decode(&c)
-                .ok_or_else(|| AppError::bad_request("cursor: not a cursor this list issued"))
-        })
+        .as_deref()
+        .map(Cursor::<OtlpExport>::param)
         .transpose()?;
     let range = ExportRange {
         from,

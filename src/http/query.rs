@@ -119,6 +119,9 @@ impl Position for crate::store::ExportCursor {
 /// position's integers, base64url without padding.
 const CURSOR_VERSION: &str = "c1";
 
+/// What a `cursor` that this list did not issue gets.
+const NOT_A_CURSOR: &str = "cursor: not a cursor this list issued";
+
 /// An opaque cursor of the list `L`.
 pub struct Cursor<L: Listing>(pub L::Position, PhantomData<L>);
 
@@ -135,6 +138,12 @@ impl<L: Listing> Cursor<L> {
             text.push_str(&n.to_string());
         }
         URL_SAFE_NO_PAD.encode(text)
+    }
+
+    /// The position of a `cursor` parameter: a 400 naming it for any text
+    /// but a cursor of this list.
+    pub fn param(raw: &str) -> Result<L::Position, AppError> {
+        Self::decode(raw).ok_or_else(|| AppError::bad_request(NOT_A_CURSOR))
     }
 
     /// The position a cursor of this list holds; `None` for any other text.
@@ -197,10 +206,7 @@ impl<'de, L: Listing> Deserialize<'de> for Page<L> {
             .transpose()?;
         let cursor = raw
             .cursor
-            .map(|c| {
-                Cursor::<L>::decode(&c)
-                    .ok_or_else(|| D::Error::custom("cursor: not a cursor this list issued"))
-            })
+            .map(|c| Cursor::<L>::decode(&c).ok_or_else(|| D::Error::custom(NOT_A_CURSOR)))
             .transpose()?;
         Ok(Page { limit, cursor })
     }
