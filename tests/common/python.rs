@@ -4,12 +4,20 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
+
+/// Tests of one binary run in parallel: one makes an environment while the
+/// others wait for it, instead of clearing it under each other.
+static MAKING: Mutex<()> = Mutex::new(());
 
 /// The virtual environment `name` with `packages` installed; made on first
 /// use and kept. A marker names what was installed, so a changed list
 /// installs again. Returns the environment's directory (`bin/` holds its
 /// `python` and the packages' commands).
 pub fn venv(name: &str, packages: &[&str]) -> PathBuf {
+    let _making = MAKING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let marker = venv.join(".installed");
     let wanted = packages.join("\n");
