@@ -49,9 +49,19 @@ pub struct EvalConfig {
     /// The wait before the first retry, in milliseconds; it doubles with each
     /// attempt, up to five minutes.
     pub retry_base_ms: u64,
+    /// Items of one dataset run worked on at once.
+    pub run_concurrency: usize,
+    /// Items of one organisation's runs worked on at once, all runs together.
+    pub tenant_run_concurrency: usize,
+    /// Items a run may take: a larger dataset is refused (0: no cap).
+    pub max_run_items: u64,
     /// Where LLM evaluations are sent; none: they fail, and nothing is sent.
     #[serde(default)]
     pub judge: Option<crate::eval::judge::JudgeConfig>,
+    /// Where a dataset run's version sends each item for a fresh answer;
+    /// none: to the judge's endpoint; neither: such runs fail their items.
+    #[serde(default)]
+    pub model: Option<crate::eval::judge::JudgeConfig>,
 }
 
 /// Where the Prometheus metrics are served; neither set: nowhere.
@@ -519,10 +529,25 @@ impl Config {
                 "must be between 1 and 300000 milliseconds",
             ));
         }
+        if !(1..=256).contains(&self.eval.run_concurrency) {
+            return Err(invalid("eval.run_concurrency", "must be between 1 and 256"));
+        }
+        if !(1..=256).contains(&self.eval.tenant_run_concurrency) {
+            return Err(invalid(
+                "eval.tenant_run_concurrency",
+                "must be between 1 and 256",
+            ));
+        }
         if let Some(judge) = &self.eval.judge {
             judge.validate().map_err(|reason| {
                 let reason = reason.strip_prefix("eval.judge.").unwrap_or(&reason);
                 invalid("eval.judge", reason)
+            })?;
+        }
+        if let Some(model) = &self.eval.model {
+            model.validate().map_err(|reason| {
+                let reason = reason.strip_prefix("eval.judge.").unwrap_or(&reason);
+                invalid("eval.model", reason)
             })?;
         }
         if !valid_log_level(&self.log.level) {

@@ -17,6 +17,7 @@ pub mod auto;
 pub mod catalog;
 mod checks;
 pub mod evaluator;
+pub mod experiment;
 mod field;
 pub mod judge;
 mod params;

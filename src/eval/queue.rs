@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::evaluator::{resolve, Evaluator};
+use super::experiment::Experiments;
 use super::judge::{Judge, JudgeError, JudgeRequest};
 use super::rules::{Label, SpanSubject, Subject, Verdict};
 use crate::config::{Config, EvalConfig};
@@ -30,7 +31,7 @@ use crate::store::{now_micros, ClaimedEval, EvalOutcome, EvalTrace, Store};
 pub const NO_JUDGE: &str = "no judge configured: an LLM evaluation needs [eval.judge] in the \
     server's configuration; nothing was sent anywhere";
 /// The longest wait between attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// Outcomes recorded in one write, at most.
 const FINISH_BATCH: usize = 256;
 /// Traces the scheduler looks at per write.
@@ -50,6 +51,8 @@ const MEASURE_IDLE: Duration = Duration::from_millis(50);
 #[derive(Debug, Default)]
 pub struct EvalQueue {
     wake: Notify,
+    /// Wakes the dataset runs' runner.
+    runs: Notify,
     pub stats: QueueStats,
 }
 
@@ -78,6 +81,15 @@ impl EvalQueue {
     pub fn wake(&self) {
         self.wake.notify_one();
     }
+
+    /// A dataset run was scheduled, or room was made in one.
+    pub fn wake_runs(&self) {
+        self.runs.notify_one();
+    }
+
+    pub(super) async fn runs_woken(&self) {
+        self.runs.notified().await
+    }
 }
 
 /// Starts the runner and the scheduler. Fails when the judge cannot be set
@@ -92,6 +104,20 @@ pub fn start(
         Some(judge) => Some(Arc::new(Judge::new(judge).map_err(anyhow::Error::msg)?)),
         None => None,
     };
+    // A run's version sends items to `[eval.model]`, else to the judge's endpoint.
+    let model = match &config.eval.model {
+        Some(model) => Some(Arc::new(Judge::for_role(model, "eval.model").map_err(
+            |e| anyhow::anyhow!(e.replacen("eval.judge.", "eval.model.", 1)),
+        )?)),
+        None => judge.clone(),
+    };
+    let experiments = Experiments {
+        store: store.clone(),
+        config: config.eval.clone(),
+        judge: judge.clone(),
+        model,
+        queue: queue.clone(),
+    };
     let runner = Runner {
         store: store.clone(),
         config: config.eval.clone(),
@@ -100,6 +126,7 @@ pub fn start(
     };
     Ok(vec![
         tokio::spawn(runner.run()),
+        tokio::spawn(experiments.run()),
         tokio::spawn(super::auto::schedule(store, config, queue)),
     ])
 }
@@ -321,6 +348,7 @@ impl Runner {
                     input: trace.input.as_deref(),
                     output: trace.output.as_deref(),
                     context: context.as_deref(),
+                    reference: None,
                     model: model.as_deref(),
                 };
                 let started = std::time::Instant::now();
@@ -339,7 +367,7 @@ impl Runner {
 
 /// `base`, doubled for each attempt after the first, with up to a quarter
 /// more at random so that retries of many evaluations spread out.
-fn backoff(base_ms: u64, attempts: u32) -> Duration {
+pub(super) fn backoff(base_ms: u64, attempts: u32) -> Duration {
     let doubled = base_ms.saturating_mul(1u64 << attempts.saturating_sub(1).min(20));
     let jitter = rand::random_range(0..=doubled / 4);
     Duration::from_millis(doubled.saturating_add(jitter)).min(MAX_BACKOFF)

@@ -5,9 +5,11 @@
 mod account;
 mod audit;
 pub mod budget;
+mod datasets;
 mod download;
 mod eval_params;
 mod eval_rules;
+mod eval_runs;
 mod eval_summaries;
 mod evals;
 mod export;

@@ -55,6 +55,15 @@ const TAGS: &[(&str, &str)] = &[
         "eval-rules",
         "Rules that evaluate new traces automatically.",
     ),
+    (
+        "datasets",
+        "Datasets of hard cases: traces kept with their input, output and a review label.",
+    ),
+    (
+        "eval-runs",
+        "Versions (a system prompt, a model, a judge) and runs of a dataset against them, with their exports and diffs.",
+    ),
+    ("ci", "Release decisions from a dataset run, for CI pipelines."),
     ("projects", "Projects: the groups traces are sent to."),
     ("api-keys", "API keys for SDKs and exporters."),
     ("users", "The organisation's users and their roles."),

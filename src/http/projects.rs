@@ -538,3 +538,115 @@ pub async fn rotate_key(
         key,
     }))
 }
+
+// ------------------------------------------------------ project metric ----
+
+/// The metrics `GET /v1/projects/{id}/metrics` reads.
+const PROJECT_METRICS: &[&str] = &[
+    "retry_cap_hit",
+    "traces",
+    "errors",
+    "tokens",
+    "p50_latency_ms",
+    "p95_latency_ms",
+    "p99_latency_ms",
+];
+
+/// Which metric over which window.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ProjectMetricQuery {
+    /// `retry_cap_hit` (the reference's: control actions escalated for
+    /// retries; this server runs no control loop, so always 0), or from the
+    /// trace rollups `traces`, `errors`, `tokens`, `p50_latency_ms`,
+    /// `p95_latency_ms`, `p99_latency_ms`.
+    #[param(required = true, example = "traces")]
+    metric: Option<String>,
+    /// `7d` or `30d`, ending now.
+    #[param(required = true, example = "7d")]
+    window: Option<String>,
+}
+
+/// A project's metric (the reference's `ProjectMetricResponse`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = ProjectMetricResponse)]
+pub struct ProjectMetric {
+    #[schema(example = "traces")]
+    metric: String,
+    /// A count (or milliseconds for latencies); 0, not null, when nothing matched.
+    value: i64,
+    #[schema(example = "7d")]
+    window: String,
+}
+
+/// One metric of a project over the last 7 or 30 days.
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{id}/metrics",
+    operation_id = "getProjectMetric",
+    tag = "projects",
+    params(("id" = String, Path, format = "uuid", description = "The project's id."), ProjectMetricQuery),
+    responses(
+        (status = 200, description = "The metric's value.", body = ProjectMetric),
+        (status = 422, description = "`validation_error`: `metric` or `window` is missing or not one this server reads.", body = ErrorBody),
+    )
+)]
+pub async fn metric(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<ProjectMetricQuery>,
+) -> Result<Json<ProjectMetric>, AppError> {
+    let project = state
+        .store
+        .find_project(principal.tenant_id, id)
+        .await?
+        .ok_or(AppError::NotFound("project"))?;
+    let metric = query
+        .metric
+        .filter(|m| PROJECT_METRICS.contains(&m.as_str()))
+        .ok_or_else(|| {
+            AppError::unprocessable(format!(
+                "metric: must be one of {}",
+                PROJECT_METRICS.join(", ")
+            ))
+        })?;
+    let days = match query.window.as_deref() {
+        Some("7d") => 7,
+        Some("30d") => 30,
+        _ => return Err(AppError::unprocessable("window: must be 7d or 30d")),
+    };
+    let to = crate::store::now_micros();
+    let from = to - days * 86_400_000_000;
+    let value = if metric == "retry_cap_hit" {
+        0
+    } else {
+        let totals = state
+            .store
+            .metrics(
+                principal.tenant_id,
+                crate::store::MetricsQuery {
+                    project_id: Some(project.id),
+                    from,
+                    to,
+                    interval: None,
+                },
+            )
+            .await?
+            .total;
+        let latency = |q: f64| totals.latency.quantile(q).map_or(0, |v| v.round() as i64);
+        match metric.as_str() {
+            "traces" => totals.traces,
+            "errors" => totals.errors,
+            "tokens" => totals.tokens,
+            "p50_latency_ms" => latency(0.5),
+            "p95_latency_ms" => latency(0.95),
+            _ => latency(0.99),
+        }
+    };
+    Ok(Json(ProjectMetric {
+        metric,
+        value,
+        window: format!("{days}d"),
+    }))
+}

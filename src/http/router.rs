@@ -27,8 +27,9 @@ use super::limits::Family;
 use super::openapi::{self, DocumentedRoute};
 use super::principal::Role;
 use super::{
-    account, audit, budget, eval_rules, eval_summaries, evals, export, feedback, health, ingest,
-    limits, live, metrics, otlp, projects, search, sessions, telemetry, traces, ui, AppState,
+    account, audit, budget, datasets, eval_rules, eval_runs, eval_summaries, evals, export,
+    feedback, health, ingest, limits, live, metrics, otlp, projects, search, sessions, telemetry,
+    traces, ui, AppState,
 };
 use crate::error::{json_errors, AppError, REQUEST_ID};
 
@@ -258,6 +259,25 @@ fn table(batch: LargeBody, otlp: LargeBody) -> Vec<Row> {
         row(Either, Some(Unscoped), Member, Read, routes!(eval_rules::update)),
         row(Either, Some(Unscoped), Member, Read, routes!(eval_rules::delete)),
         row(Either, Some(Reads), Any, Read, routes!(metrics::metrics)),
+        row(Either, Some(Reads), Any, Read, routes!(projects::metric)).beyond_reference("Trace counts, errors, tokens and latency percentiles from the rollups, beside the reference's `retry_cap_hit`."),
+        row(Either, Some(Reads), Any, Read, routes!(datasets::list)),
+        row(Either, Some(Unscoped), Member, Read, routes!(datasets::create)).beyond_reference("`project_id` names the project whose evaluation rules score the dataset's runs; names are unique (409)."),
+        row(Either, Some(Reads), Any, Read, routes!(datasets::detail)),
+        row(Either, Some(Unscoped), Member, Read, routes!(datasets::delete)).beyond_reference("Runs and versions go with the dataset; the deletion is audited."),
+        row(Either, Some(Reads), Any, Read, routes!(datasets::list_items)),
+        row(Either, Some(Sends), Member, Feedback, routes!(datasets::add_item)).beyond_reference("Idempotent: the same trace and span again answers 200 with the item there; the item keeps the trace's input and output."),
+        row(Either, Some(Sends), Member, Feedback, routes!(datasets::patch_item)),
+        row(Either, Some(Unscoped), Member, Read, routes!(datasets::remove_item)).beyond_reference("Removes an item from a dataset."),
+        row(Either, Some(Reads), Any, Read, routes!(datasets::export)).beyond_reference("Each row carries the item's input and output after the reference's columns."),
+        row(Either, Some(Unscoped), Member, Read, routes!(datasets::create_version)),
+        row(Either, Some(Reads), Any, Read, routes!(datasets::list_versions)),
+        row(Either, Some(Sends), Member, Feedback, routes!(eval_runs::schedule)),
+        row(Either, Some(Reads), Any, Read, routes!(eval_runs::list)),
+        row(Either, Some(Reads), Any, Read, routes!(eval_runs::detail)),
+        row(Either, Some(Sends), Member, Feedback, routes!(eval_runs::cancel)).beyond_reference("Cancels a run."),
+        row(Either, Some(Reads), Any, Read, routes!(eval_runs::export)),
+        row(Either, Some(Reads), Any, Read, routes!(eval_runs::diff)),
+        row(Either, Some(Reads), Any, Read, routes!(eval_runs::gate)),
         row(Either, Some(Reads), Any, Read, routes!(search::spans)),
         row(Either, Some(Reads), Any, Read, routes!(sessions::list)).beyond_reference("Traces grouped by session."),
         row(Either, Some(Reads), Any, Read, routes!(sessions::detail)).beyond_reference("Traces grouped by session."),

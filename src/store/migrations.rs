@@ -28,6 +28,7 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = migrations![
     (10, "0010_tag_lookup"),
     (11, "0011_session_lookup"),
     (12, "0012_project_updated_at"),
+    (13, "0013_datasets"),
 ];
 
 /// The schema version this binary writes.

@@ -9,7 +9,9 @@ mod accounts;
 mod api_keys;
 mod audit;
 mod checkpoint;
+mod datasets;
 mod eval_rules;
+mod eval_runs;
 mod eval_stats;
 mod evals;
 mod files;
@@ -43,9 +45,16 @@ use crate::config::Synchronous;
 pub use accounts::{LoginCandidate, SessionRecord, UserRecord};
 pub use api_keys::{ApiKeyInfo, ApiKeyRecord, NewApiKey};
 pub use audit::{Actor, AuditAnchor, AuditRecord, AuditVerdict};
+pub use datasets::{
+    Dataset, DatasetItem, EvalVersion, ItemAdded, LabelFilter, NewItem, NewVersion,
+};
 pub use eval_rules::{
     ActiveRule, AutoCandidates, AutoEval, EvalRule, EvalRuleChange, NewEvalRule, NewTraceInfo,
     RuleCreated, Scheduled,
+};
+pub use eval_runs::{
+    ClaimedRunItem, EvalRun, NewRunScore, RunItemOutcome, RunItemResult, RunScheduled, RunScore,
+    RunWork,
 };
 pub use eval_stats::{AgreementPair, TrendBucket, WindowStats};
 pub use evals::{

@@ -44,6 +44,10 @@ struct World {
     ingest_key: String,
     /// Tenant A's ids, by the path they fill.
     ids: Vec<(&'static str, String)>,
+    /// Tenant A's trace, dataset item and dataset version, for bodies.
+    trace: String,
+    item: String,
+    version: String,
 }
 
 async fn login(server: &TestServer, (email, password): (&str, &str)) -> String {
@@ -133,6 +137,44 @@ async fn world() -> World {
     let mut traced = sample_trace("tenant-a");
     traced["session_id"] = json!("session-of-tenant-a");
     let trace = server.ingest(traced).await;
+    // A dataset holding the trace, a version of it and a run.
+    let dataset = created(
+        server
+            .post_as(&owner, "/v1/datasets", &json!({"name": "tenant a"}))
+            .await,
+    )
+    .await;
+    let dataset = dataset["id"].as_str().expect("id").to_owned();
+    let item = created(
+        server
+            .post_as(
+                &owner,
+                &format!("/v1/datasets/{dataset}/items"),
+                &json!({"trace_id": trace}),
+            )
+            .await,
+    )
+    .await;
+    let version = created(
+        server
+            .post_as(
+                &owner,
+                &format!("/v1/datasets/{dataset}/versions"),
+                &json!({"name": "v1", "judge_model": "judge"}),
+            )
+            .await,
+    )
+    .await;
+    let version = version["id"].as_str().expect("id").to_owned();
+    let run = server
+        .post_as(
+            &owner,
+            &format!("/v1/datasets/{dataset}/runs"),
+            &json!({"eval_version_id": version}),
+        )
+        .await;
+    assert_eq!(run.status().as_u16(), 202, "run scheduled");
+    let run: Value = run.json().await.expect("run JSON");
 
     // An expired key of tenant A, and a second tenant with a key and an owner.
     let store = server.running().store().clone();
@@ -184,7 +226,7 @@ async fn world() -> World {
         query_key: query["key"].as_str().expect("key").to_owned(),
         ingest_key: ingest["key"].as_str().expect("key").to_owned(),
         ids: vec![
-            ("/v1/traces/", trace),
+            ("/v1/traces/", trace.clone()),
             ("/v1/users/", viewer["id"].as_str().expect("id").to_owned()),
             (
                 "/v1/projects/",
@@ -192,7 +234,12 @@ async fn world() -> World {
             ),
             ("/v1/apikeys/", query["id"].as_str().expect("id").to_owned()),
             ("/v1/sessions/", "session-of-tenant-a".to_owned()),
+            ("/v1/datasets/", dataset),
+            ("/v1/eval-runs/", run["id"].as_str().expect("id").to_owned()),
         ],
+        trace,
+        item: item["id"].as_str().expect("id").to_owned(),
+        version,
         server,
     }
 }
@@ -200,26 +247,50 @@ async fn world() -> World {
 impl World {
     /// The route's path with `{id}` filled by tenant A's id of that kind.
     fn path(&self, route: &RouteSpec) -> String {
-        match self
+        let id = self
             .ids
             .iter()
-            .find(|(prefix, _)| route.path.starts_with(prefix))
-        {
+            .find(|(prefix, _)| route.path.starts_with(prefix));
+        let mut path = match id {
             Some((_, id)) => route.path.replace("{id}", id),
             None => route.path.to_owned(),
+        };
+        path = path.replace("{itemId}", &self.item);
+        // A diff's baseline is required: the run itself will do.
+        if route.path == "/v1/eval-runs/{id}/diff" {
+            if let Some((_, run)) = id {
+                path.push_str(&format!("?baseline={run}"));
+            }
         }
+        path
     }
 
     /// A body the handler accepts, so that only access decides the answer.
-    fn body(route: &RouteSpec) -> Option<Value> {
+    fn body(&self, route: &RouteSpec) -> Option<Value> {
         if route.method == Method::GET || route.method == Method::DELETE {
             return None;
         }
+        let id = |prefix: &str| {
+            self.ids
+                .iter()
+                .find(|(p, _)| *p == prefix)
+                .map(|(_, id)| id.clone())
+        };
         Some(match route.path.as_str() {
             "/v1/ingest" => sample_trace("matrix"),
             "/v1/ingest/batch" => json!({"traces": [sample_trace("matrix")]}),
             "/v1/users/{id}" => json!({"role": "member"}),
             "/v1/projects/{id}" => json!({"name": "renamed"}),
+            "/v1/datasets" => json!({"name": "matrix"}),
+            "/v1/datasets/{id}/items" => json!({"trace_id": self.trace}),
+            "/v1/datasets/{id}/items/{itemId}" => json!({"label": "pass"}),
+            "/v1/datasets/{id}/versions" => json!({"name": "matrix"}),
+            "/v1/datasets/{id}/runs" => json!({"eval_version_id": self.version}),
+            "/v1/ci/gate" => json!({
+                "dataset_id": id("/v1/datasets/"),
+                "run_id": id("/v1/eval-runs/"),
+                "policy": {"on_fail": "block"},
+            }),
             _ => json!({}),
         })
     }
@@ -248,7 +319,7 @@ impl World {
         if let Some(token) = self.token(caller).await {
             request = request.bearer_auth(token);
         }
-        if let Some(body) = Self::body(route) {
+        if let Some(body) = self.body(route) {
             request = request.json(&body);
         }
         let resp = request.send().await.expect("request sent");

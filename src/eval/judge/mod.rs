@@ -53,6 +53,8 @@ pub struct Judge {
     /// The key header, marked sensitive so it never shows in debug output.
     auth: Option<(HeaderName, HeaderValue)>,
     config: JudgeConfig,
+    /// Where it is configured: `eval.judge` or `eval.model`.
+    role: &'static str,
 }
 
 /// What to judge: one metric of one trace.
@@ -66,6 +68,9 @@ pub struct JudgeRequest<'a> {
     pub output: Option<&'a str>,
     /// Retrieved context, already joined; only when the metric needs it.
     pub context: Option<&'a str>,
+    /// An answer known to be good, to compare the output with (a dataset
+    /// item's own output); it takes the place of `context`.
+    pub reference: Option<&'a str>,
     /// This evaluation's model, instead of the configured one.
     pub model: Option<&'a str>,
 }
@@ -87,6 +92,12 @@ pub enum JudgeError {
 impl Judge {
     /// Builds the client and resolves the key; the error names the config key at fault.
     pub fn new(config: &JudgeConfig) -> Result<Judge, String> {
+        Judge::for_role(config, "eval.judge")
+    }
+
+    /// Builds the client of the endpoint configured at `role` (`eval.judge`
+    /// or `eval.model`), which the errors name.
+    pub fn for_role(config: &JudgeConfig, role: &'static str) -> Result<Judge, String> {
         config.validate()?;
         let endpoint = config.endpoint()?;
         let auth = match config.resolve_key()? {
@@ -135,6 +146,7 @@ impl Judge {
                 api_key: None,
                 ..config.clone()
             },
+            role,
         })
     }
 
@@ -154,29 +166,74 @@ impl Judge {
         metric = request.metric,
     ))]
     pub async fn judge(&self, request: &JudgeRequest<'_>) -> Result<Verdict, JudgeError> {
-        let model = request
-            .model
+        let (system, user) = prompt(request, self.config.max_input_chars);
+        let (text, cut_short) = self.send(request.model, Some(&system), &user).await?;
+        parse_verdict(&text).map_err(|problem| {
+            if cut_short {
+                JudgeError::Failed(format!(
+                    "{problem} (the reply stopped at max_tokens {}; raise {}.max_tokens)",
+                    self.config.max_tokens, self.role
+                ))
+            } else {
+                JudgeError::Failed(problem)
+            }
+        })
+    }
+
+    /// One answer of the model to `user`, after `system` if given: one
+    /// request, no retries. A reply cut at `max_tokens` is still an answer.
+    #[tracing::instrument(name = "model", skip_all, fields(
+        provider = ?self.config.provider,
+        model = model.unwrap_or(&self.config.model),
+    ))]
+    pub async fn answer(
+        &self,
+        model: Option<&str>,
+        system: Option<&str>,
+        user: &str,
+    ) -> Result<String, JudgeError> {
+        let user = prompt::fit(user, self.config.max_input_chars);
+        Ok(self.send(model, system, &user).await?.0)
+    }
+
+    /// Sends one chat request; the reply's text, and whether it stopped at
+    /// `max_tokens`.
+    async fn send(
+        &self,
+        model: Option<&str>,
+        system: Option<&str>,
+        user: &str,
+    ) -> Result<(String, bool), JudgeError> {
+        let model = model
             .map(str::trim)
             .filter(|model| !model.is_empty())
             .unwrap_or(&self.config.model);
-        let (system, user) = prompt(request, self.config.max_input_chars);
         let body = match self.config.provider {
-            Provider::Openai => json!({
-                "model": model,
-                "messages": [
-                    {"role": "system", "content": system},
-                    {"role": "user", "content": user},
-                ],
-                "temperature": 0,
-                "max_tokens": self.config.max_tokens,
-            }),
-            Provider::Anthropic => json!({
-                "model": model,
-                "max_tokens": self.config.max_tokens,
-                "system": system,
-                "messages": [{"role": "user", "content": user}],
-                "temperature": 0,
-            }),
+            Provider::Openai => {
+                let mut messages = Vec::with_capacity(2);
+                if let Some(system) = system {
+                    messages.push(json!({"role": "system", "content": system}));
+                }
+                messages.push(json!({"role": "user", "content": user}));
+                json!({
+                    "model": model,
+                    "messages": messages,
+                    "temperature": 0,
+                    "max_tokens": self.config.max_tokens,
+                })
+            }
+            Provider::Anthropic => {
+                let mut body = json!({
+                    "model": model,
+                    "max_tokens": self.config.max_tokens,
+                    "messages": [{"role": "user", "content": user}],
+                    "temperature": 0,
+                });
+                if let Some(system) = system {
+                    body["system"] = json!(system);
+                }
+                body
+            }
         };
         let mut post = self.client.post(self.endpoint.clone()).json(&body);
         if let Some((name, value)) = &self.auth {
@@ -194,22 +251,23 @@ impl Judge {
         tracing::debug!(
             status = status.as_u16(),
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "judge answered"
+            "endpoint answered"
         );
         if !status.is_success() {
-            return Err(status_error(status, retry_after, location, &reply));
+            return Err(status_error(
+                self.role,
+                status,
+                retry_after,
+                location,
+                &reply,
+            ));
         }
-        let (text, cut_short) = reply_text(self.config.provider, &reply)?;
-        parse_verdict(&text).map_err(|problem| {
-            if cut_short {
-                JudgeError::Failed(format!(
-                    "{problem} (the reply stopped at max_tokens {}; raise eval.judge.max_tokens)",
-                    self.config.max_tokens
-                ))
-            } else {
-                JudgeError::Failed(problem)
-            }
-        })
+        reply_text(self.role, self.config.provider, &reply)
+    }
+
+    /// What errors call the endpoint: `judge` or `model`.
+    fn noun(&self) -> &'static str {
+        noun(self.role)
     }
 
     /// The body as text, at most [`MAX_REPLY_BYTES`].
@@ -222,7 +280,8 @@ impl Judge {
         {
             if body.len() + chunk.len() > MAX_REPLY_BYTES {
                 return Err(JudgeError::Failed(format!(
-                    "judge reply is larger than {} MiB",
+                    "{} reply is larger than {} MiB",
+                    self.noun(),
                     MAX_REPLY_BYTES >> 20
                 )));
             }
@@ -234,12 +293,12 @@ impl Judge {
     fn transport_error(&self, err: &reqwest::Error) -> JudgeError {
         if err.is_timeout() {
             return JudgeError::Retryable {
-                reason: format!("judge timed out after {}s", self.config.timeout_s),
+                reason: format!("{} timed out after {}s", self.noun(), self.config.timeout_s),
                 retry_after: None,
             };
         }
         // Every cause, down to e.g. "Connection refused (os error 111)".
-        let mut reason = format!("judge unreachable: {err}");
+        let mut reason = format!("{} unreachable: {err}", self.noun());
         let mut source = std::error::Error::source(err);
         while let Some(cause) = source {
             reason.push_str(&format!(": {cause}"));
@@ -253,6 +312,15 @@ impl Judge {
                 retry_after: None,
             }
         }
+    }
+}
+
+/// What errors call the endpoint configured at `role`.
+fn noun(role: &str) -> &'static str {
+    if role == "eval.model" {
+        "model"
+    } else {
+        "judge"
     }
 }
 
@@ -373,6 +441,7 @@ mod tests {
         input: Some("INPUT: where is the Eiffel tower?"),
         output: Some("OUTPUT: in Paris."),
         context: Some("CONTEXT: the Eiffel tower stands in Paris."),
+        reference: None,
         model: None,
     };
 

@@ -27,13 +27,15 @@ pub(super) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 pub(super) fn status_error(
+    role: &str,
     status: StatusCode,
     retry_after: Option<Duration>,
     location: Option<HeaderValue>,
     body: &str,
 ) -> JudgeError {
     let reason = format!(
-        "judge endpoint answered {status}: {}",
+        "{} endpoint answered {status}: {}",
+        super::noun(role),
         quote(body, ERROR_BODY_CHARS)
     );
     if status == StatusCode::TOO_MANY_REQUESTS
@@ -51,8 +53,9 @@ pub(super) fn status_error(
             .and_then(|value| value.to_str().ok())
             .unwrap_or("elsewhere");
         return JudgeError::Failed(format!(
-            "judge endpoint answered {status}, redirecting to {}; redirects are not \
-             followed, so set eval.judge.base_url to the final address",
+            "{} endpoint answered {status}, redirecting to {}; redirects are not \
+             followed, so set {role}.base_url to the final address",
+            super::noun(role),
             quote(target, ERROR_BODY_CHARS)
         ));
     }
@@ -60,14 +63,19 @@ pub(super) fn status_error(
 }
 
 /// The reply's text, and whether the judge stopped at its token budget.
-pub(super) fn reply_text(provider: Provider, body: &str) -> Result<(String, bool), JudgeError> {
+pub(super) fn reply_text(
+    role: &str,
+    provider: Provider,
+    body: &str,
+) -> Result<(String, bool), JudgeError> {
     let shape = match provider {
         Provider::Openai => "a chat completion with choices[0].message.content",
         Provider::Anthropic => "a Messages reply with text content",
     };
     let not_a_reply = || {
         JudgeError::Failed(format!(
-            "judge reply is not {shape}: {}",
+            "{} reply is not {shape}: {}",
+            super::noun(role),
             quote(body, REPLY_QUOTE_CHARS)
         ))
     };

@@ -1,0 +1,695 @@
+//! Runs of a dataset against a version, and their durable queue.
+//!
+//! Scheduling a run writes one `run_items` row per item of the dataset as
+//! it is then. The experiment runner (`eval::experiment`) claims due rows
+//! within the per-run and per-organisation limits (`running`, one more
+//! attempt), and writes back `complete` or `failed` with the item's scores,
+//! or `pending` again with a later `run_after` for a retry. Rows left
+//! `running` by a stop are made `pending` again at start. A run is
+//! `running` from its first claim and `completed` (or `failed`, when every
+//! item failed) when none of its items is left to do.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+
+use super::datasets::dataset_key;
+use super::evals::{count_evals, evals_this_month};
+use super::tenancy::new_uuid;
+use super::{now_micros, Result, Store};
+use crate::model::Timestamp;
+
+/// A run (the reference's `EvalRun`), with its progress.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EvalRun {
+    #[schema(format = "uuid")]
+    pub id: String,
+    #[schema(format = "uuid")]
+    pub tenant_id: String,
+    #[schema(format = "uuid")]
+    pub dataset_id: String,
+    #[schema(format = "uuid")]
+    pub eval_version_id: String,
+    /// The version's name.
+    pub eval_version_name: String,
+    /// `pending`, `running`, `completed`, `failed` (every item failed) or
+    /// `cancelled`.
+    #[schema(example = "running")]
+    pub status: String,
+    /// Items the run scores.
+    pub item_count: i64,
+    /// Items done, failed ones included.
+    pub completed_count: i64,
+    /// Items that failed; each says why in the run's export.
+    pub failed_count: i64,
+    /// The mean of the items' scores (each item's the mean of its scores), 0 to 1.
+    pub mean_score: Option<f64>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub started_at: Option<Timestamp>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub completed_at: Option<Timestamp>,
+    /// Why items failed, when any did.
+    pub error_message: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+}
+
+/// One item of a run, as it came out.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunItemResult {
+    /// The dataset item; null once it was removed from the dataset.
+    pub item_id: Option<String>,
+    pub trace_id: String,
+    /// `pending`, `running`, `complete`, `failed` or `cancelled`.
+    pub status: String,
+    /// The item's review label.
+    pub label: Option<String>,
+    pub input: Option<String>,
+    /// What was scored: the model's answer, or the item's own output.
+    pub output: Option<String>,
+    pub score: Option<f64>,
+    pub error: Option<String>,
+    pub scores: Vec<RunScore>,
+}
+
+/// One score of a run's item: an evaluation linked to the run and the item.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunScore {
+    pub id: String,
+    pub metric_name: String,
+    pub evaluator_type: String,
+    /// `complete` or `failed`.
+    pub status: String,
+    pub score: Option<f64>,
+    pub label: Option<String>,
+    /// The evaluator's reasoning, or why it failed.
+    pub reasoning: Option<String>,
+    pub judge_model: Option<String>,
+    pub created_at: Timestamp,
+}
+
+/// What scheduling a run came to.
+#[derive(Debug, Clone)]
+pub enum RunScheduled {
+    Run(Box<EvalRun>),
+    NoDataset,
+    NoVersion,
+    /// The dataset has no items.
+    Empty,
+    /// The dataset has more items than a run may take.
+    TooMany {
+        count: u64,
+    },
+    /// The month's evaluations would pass the plan's cap: this many were
+    /// queued already.
+    OverQuota {
+        used: u64,
+        count: u64,
+    },
+    /// Neither the version nor the project has anything that scores.
+    NothingScores,
+}
+
+/// An item a runner claimed.
+#[derive(Debug, Clone)]
+pub struct ClaimedRunItem {
+    pub id: i64,
+    pub run_id: i64,
+    /// Including this one.
+    pub attempts: u32,
+}
+
+/// What an item of a run is run with.
+#[derive(Debug, Clone)]
+pub struct RunWork {
+    pub input: Option<String>,
+    pub expected_output: Option<String>,
+    /// The model's answer from an earlier attempt.
+    pub output: Option<String>,
+    pub system_prompt: Option<String>,
+    pub model: Option<String>,
+    pub judge_model: Option<String>,
+    /// The project's enabled evaluation rules: metric, evaluator type, config.
+    pub evaluators: Vec<(String, String, String)>,
+    /// The item was removed from its dataset.
+    pub removed: bool,
+}
+
+/// A score to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRunScore {
+    pub metric_name: String,
+    pub evaluator_type: String,
+    /// `None`: failed, with the reason in `reasoning`.
+    pub score: Option<f64>,
+    pub label: Option<String>,
+    pub reasoning: String,
+    pub judge_model: Option<String>,
+}
+
+/// How an attempt at an item ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunItemOutcome {
+    /// Scored (some scores may have failed, each saying why).
+    Complete {
+        output: Option<String>,
+        scores: Vec<NewRunScore>,
+    },
+    /// The item failed: the model or the version's judge could not be used.
+    Failed {
+        output: Option<String>,
+        reason: String,
+        scores: Vec<NewRunScore>,
+    },
+    /// Try again at `run_after` (microseconds).
+    Retry { reason: String, run_after: i64 },
+}
+
+const RUN_COLUMNS: &str = "r.uuid, ten.uuid, d.uuid, v.uuid, v.name, r.status, r.item_count, \
+    (SELECT count(*) FROM run_items WHERE run_id = r.id AND status IN ('complete', 'failed')), \
+    (SELECT count(*) FROM run_items WHERE run_id = r.id AND status = 'failed'), \
+    (SELECT avg(score) FROM run_items WHERE run_id = r.id AND status = 'complete'), \
+    r.started_at, r.completed_at, r.error_message, r.created_at, r.id";
+const RUN_FROM: &str = "eval_runs r JOIN tenants ten ON ten.id = r.tenant_id \
+    JOIN datasets d ON d.id = r.dataset_id JOIN eval_versions v ON v.id = r.version_id";
+
+fn run_from_row(r: &Row<'_>) -> rusqlite::Result<EvalRun> {
+    Ok(EvalRun {
+        id: r.get(0)?,
+        tenant_id: r.get(1)?,
+        dataset_id: r.get(2)?,
+        eval_version_id: r.get(3)?,
+        eval_version_name: r.get(4)?,
+        status: r.get(5)?,
+        item_count: r.get(6)?,
+        completed_count: r.get(7)?,
+        failed_count: r.get(8)?,
+        mean_score: r.get(9)?,
+        started_at: r.get::<_, Option<i64>>(10)?.map(Timestamp),
+        completed_at: r.get::<_, Option<i64>>(11)?.map(Timestamp),
+        error_message: r.get(12)?,
+        created_at: Timestamp(r.get(13)?),
+    })
+}
+
+fn run_by_key(conn: &Connection, id: i64) -> Result<Option<EvalRun>> {
+    let sql = format!("SELECT {RUN_COLUMNS} FROM {RUN_FROM} WHERE r.id = ?1");
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([id], run_from_row)
+        .optional()?)
+}
+
+fn run_key(conn: &Connection, tenant_id: i64, uuid: &str) -> Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT id FROM eval_runs WHERE tenant_id = ?1 AND uuid = ?2")?
+        .query_row(params![tenant_id, uuid], |r| r.get(0))
+        .optional()?)
+}
+
+impl Store {
+    /// Schedules a run of a dataset's items against one of its versions,
+    /// within `max_items` and the month's evaluation `quota` (0: none),
+    /// each item counting as one evaluation.
+    pub async fn schedule_run(
+        &self,
+        tenant_id: i64,
+        dataset_uuid: String,
+        version_uuid: String,
+        max_items: u64,
+        quota: u64,
+    ) -> Result<RunScheduled> {
+        self.write_data(move |conn| {
+            let Some(dataset_id) = dataset_key(conn, tenant_id, &dataset_uuid)? else {
+                return Ok(RunScheduled::NoDataset);
+            };
+            let version: Option<(i64, bool)> = conn
+                .prepare_cached(
+                    "SELECT id, judge_model IS NOT NULL FROM eval_versions \
+                     WHERE dataset_id = ?1 AND uuid = ?2",
+                )?
+                .query_row(params![dataset_id, version_uuid], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            let Some((version_id, judged)) = version else {
+                return Ok(RunScheduled::NoVersion);
+            };
+            let rules: i64 = conn
+                .prepare_cached(
+                    "SELECT count(*) FROM eval_rules r JOIN datasets d ON d.project_id = r.project_id \
+                     WHERE d.id = ?1 AND r.enabled",
+                )?
+                .query_row([dataset_id], |r| r.get(0))?;
+            if !judged && rules == 0 {
+                return Ok(RunScheduled::NothingScores);
+            }
+            let count: i64 = conn
+                .prepare_cached("SELECT count(*) FROM dataset_items WHERE dataset_id = ?1")?
+                .query_row([dataset_id], |r| r.get(0))?;
+            let count = count.max(0) as u64;
+            if count == 0 {
+                return Ok(RunScheduled::Empty);
+            }
+            if max_items > 0 && count > max_items {
+                return Ok(RunScheduled::TooMany { count });
+            }
+            let now = now_micros();
+            if quota > 0 {
+                let used = evals_this_month(conn, tenant_id, now)?;
+                if used + count > quota {
+                    return Ok(RunScheduled::OverQuota { used, count });
+                }
+            }
+            conn.prepare_cached(
+                "INSERT INTO eval_runs (uuid, tenant_id, dataset_id, version_id, status, \
+                 item_count, created_at) VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6)",
+            )?
+            .execute(params![
+                new_uuid(),
+                tenant_id,
+                dataset_id,
+                version_id,
+                count as i64,
+                now
+            ])?;
+            let run_id = conn.last_insert_rowid();
+            conn.prepare_cached(
+                "INSERT INTO run_items (run_id, item_id, trace_id, status, run_after) \
+                 SELECT ?1, id, trace_id, 'pending', ?2 FROM dataset_items \
+                 WHERE dataset_id = ?3 ORDER BY id",
+            )?
+            .execute(params![run_id, now, dataset_id])?;
+            count_evals(conn, tenant_id, now, count as i64)?;
+            Ok(match run_by_key(conn, run_id)? {
+                Some(run) => RunScheduled::Run(Box::new(run)),
+                None => RunScheduled::NoDataset,
+            })
+        })
+        .await
+    }
+
+    /// A dataset's runs, newest first; `None` when the tenant has no such
+    /// dataset.
+    pub async fn list_runs(
+        &self,
+        tenant_id: i64,
+        dataset_uuid: String,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Option<Vec<EvalRun>>> {
+        self.read(move |conn| {
+            let Some(dataset_id) = dataset_key(conn, tenant_id, &dataset_uuid)? else {
+                return Ok(None);
+            };
+            let sql = format!(
+                "SELECT {RUN_COLUMNS} FROM {RUN_FROM} WHERE r.dataset_id = ?1 \
+                 ORDER BY r.id DESC LIMIT ?2 OFFSET ?3"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(
+                params![dataset_id, limit as i64, offset as i64],
+                run_from_row,
+            )?;
+            Ok(Some(rows.collect::<rusqlite::Result<Vec<_>>>()?))
+        })
+        .await
+    }
+
+    pub async fn get_run(&self, tenant_id: i64, uuid: String) -> Result<Option<EvalRun>> {
+        self.read(move |conn| match run_key(conn, tenant_id, &uuid)? {
+            Some(id) => run_by_key(conn, id),
+            None => Ok(None),
+        })
+        .await
+    }
+
+    /// Cancels a run that has not finished: its waiting items are not run
+    /// (those in flight finish). `None` when the tenant has no such run.
+    pub async fn cancel_run(&self, tenant_id: i64, uuid: String) -> Result<Option<EvalRun>> {
+        self.write(move |conn| {
+            let Some(id) = run_key(conn, tenant_id, &uuid)? else {
+                return Ok(None);
+            };
+            let now = now_micros();
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE eval_runs SET status = 'cancelled', completed_at = ?2 \
+                     WHERE id = ?1 AND status IN ('pending', 'running')",
+                )?
+                .execute(params![id, now])?;
+            if changed > 0 {
+                conn.prepare_cached(
+                    "UPDATE run_items SET status = 'cancelled', finished_at = ?2 \
+                     WHERE run_id = ?1 AND status = 'pending'",
+                )?
+                .execute(params![id, now])?;
+            }
+            run_by_key(conn, id)
+        })
+        .await
+    }
+
+    /// Every item of a run with its scores, in the dataset's order; `None`
+    /// when the tenant has no such run.
+    pub async fn run_results(
+        &self,
+        tenant_id: i64,
+        uuid: String,
+    ) -> Result<Option<(EvalRun, Vec<RunItemResult>)>> {
+        self.read(move |conn| {
+            let Some(id) = run_key(conn, tenant_id, &uuid)? else {
+                return Ok(None);
+            };
+            let Some(run) = run_by_key(conn, id)? else {
+                return Ok(None);
+            };
+            Ok(Some((run, results(conn, id)?)))
+        })
+        .await
+    }
+
+    /// Claims up to `limit` due items of unfinished runs, at most
+    /// `per_run` of a run and `per_tenant` of an organisation running at
+    /// once; each becomes `running` with one more attempt.
+    pub async fn claim_run_items(
+        &self,
+        per_run: usize,
+        per_tenant: usize,
+        limit: usize,
+    ) -> Result<Vec<ClaimedRunItem>> {
+        self.write(move |conn| claim(conn, per_run, per_tenant, limit))
+            .await
+    }
+
+    /// When the next waiting item of an unfinished run is due
+    /// (microseconds), if any is.
+    pub async fn next_run_item_due(&self) -> Result<Option<i64>> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT min((SELECT min(run_after) FROM run_items i \
+                     WHERE i.run_id = r.id AND i.status = 'pending')) \
+                     FROM eval_runs r WHERE r.status IN ('pending', 'running')",
+                )?
+                .query_row([], |r| r.get(0))?)
+        })
+        .await
+    }
+
+    /// What an item is run with.
+    pub async fn run_work(&self, run_item_id: i64) -> Result<Option<RunWork>> {
+        self.read(move |conn| work(conn, run_item_id)).await
+    }
+
+    /// Keeps the model's answer for an item, so a retry does not ask again.
+    pub async fn keep_run_output(&self, run_item_id: i64, output: String) -> Result<()> {
+        self.write(move |conn| {
+            conn.prepare_cached("UPDATE run_items SET output = ?2 WHERE id = ?1")?
+                .execute(params![run_item_id, output])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records how attempts ended, and finishes the runs left with nothing to do.
+    pub async fn finish_run_items(&self, outcomes: Vec<(i64, RunItemOutcome)>) -> Result<()> {
+        self.write(move |conn| finish(conn, &outcomes)).await
+    }
+
+    /// Makes items a stop cut off pending again; returns how many.
+    pub async fn requeue_running_run_items(&self) -> Result<usize> {
+        self.write(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "UPDATE run_items SET status = 'pending', run_after = ?1 WHERE status = 'running'",
+                )?
+                .execute([now_micros()])?)
+        })
+        .await
+    }
+}
+
+fn results(conn: &Connection, run_id: i64) -> Result<Vec<RunItemResult>> {
+    let mut items = Vec::new();
+    let mut ids = Vec::new();
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT ri.id, di.uuid, ri.trace_id, ri.status, di.label, di.input, \
+             coalesce(ri.output, di.expected_output), ri.score, ri.error \
+             FROM run_items ri LEFT JOIN dataset_items di ON di.id = ri.item_id \
+             WHERE ri.run_id = ?1 ORDER BY ri.id",
+        )?;
+        let mut rows = stmt.query([run_id])?;
+        while let Some(r) = rows.next()? {
+            ids.push(r.get::<_, i64>(0)?);
+            items.push(RunItemResult {
+                item_id: r.get(1)?,
+                trace_id: r.get(2)?,
+                status: r.get(3)?,
+                label: r.get(4)?,
+                input: r.get(5)?,
+                output: r.get(6)?,
+                score: r.get(7)?,
+                error: r.get(8)?,
+                scores: Vec::new(),
+            });
+        }
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.run_item_id, s.uuid, s.metric_name, s.evaluator_type, s.status, s.score, \
+         s.label, s.reasoning, s.judge_model, s.created_at \
+         FROM run_scores s JOIN run_items ri ON ri.id = s.run_item_id \
+         WHERE ri.run_id = ?1 ORDER BY s.run_item_id, s.id",
+    )?;
+    let mut rows = stmt.query([run_id])?;
+    let mut at = 0;
+    while let Some(r) = rows.next()? {
+        let item: i64 = r.get(0)?;
+        // Both are in the items' order.
+        while at < ids.len() && ids[at] < item {
+            at += 1;
+        }
+        if at == ids.len() {
+            break;
+        }
+        if ids[at] == item {
+            items[at].scores.push(RunScore {
+                id: r.get(1)?,
+                metric_name: r.get(2)?,
+                evaluator_type: r.get(3)?,
+                status: r.get(4)?,
+                score: r.get(5)?,
+                label: r.get(6)?,
+                reasoning: r.get(7)?,
+                judge_model: r.get(8)?,
+                created_at: Timestamp(r.get(9)?),
+            });
+        }
+    }
+    Ok(items)
+}
+
+fn claim(
+    conn: &Connection,
+    per_run: usize,
+    per_tenant: usize,
+    limit: usize,
+) -> Result<Vec<ClaimedRunItem>> {
+    let now = now_micros();
+    let runs: Vec<(i64, i64, String, i64)> = conn
+        .prepare_cached(
+            "SELECT r.id, r.tenant_id, r.status, \
+             (SELECT count(*) FROM run_items WHERE run_id = r.id AND status = 'running') \
+             FROM eval_runs r WHERE r.status IN ('pending', 'running') ORDER BY r.id",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut by_tenant: std::collections::HashMap<i64, usize> = Default::default();
+    for (_, tenant, _, running) in &runs {
+        *by_tenant.entry(*tenant).or_default() += *running as usize;
+    }
+    let mut claimed = Vec::new();
+    let mut take = conn.prepare_cached(
+        "UPDATE run_items SET status = 'running', attempts = attempts + 1, started_at = ?3 \
+         WHERE id IN (SELECT id FROM run_items WHERE run_id = ?1 AND status = 'pending' \
+         AND run_after <= ?3 ORDER BY run_after, id LIMIT ?2) RETURNING id, attempts",
+    )?;
+    for (run_id, tenant, status, running) in runs {
+        let tenant_running = by_tenant.get(&tenant).copied().unwrap_or(0);
+        let room = per_run
+            .saturating_sub(running as usize)
+            .min(per_tenant.saturating_sub(tenant_running))
+            .min(limit - claimed.len());
+        if room == 0 {
+            if claimed.len() == limit {
+                break;
+            }
+            continue;
+        }
+        let rows = take
+            .query_map(params![run_id, room as i64, now], |r| {
+                Ok(ClaimedRunItem {
+                    id: r.get(0)?,
+                    run_id,
+                    attempts: r.get::<_, i64>(1)?.clamp(0, u32::MAX as i64) as u32,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        if rows.is_empty() {
+            continue;
+        }
+        *by_tenant.entry(tenant).or_default() += rows.len();
+        if status == "pending" {
+            conn.prepare_cached(
+                "UPDATE eval_runs SET status = 'running', started_at = ?2 WHERE id = ?1",
+            )?
+            .execute(params![run_id, now])?;
+        }
+        claimed.extend(rows);
+    }
+    claimed.sort_by_key(|c| c.id);
+    Ok(claimed)
+}
+
+fn work(conn: &Connection, run_item_id: i64) -> Result<Option<RunWork>> {
+    let found = conn
+        .prepare_cached(
+            "SELECT di.input, di.expected_output, ri.output, v.system_prompt, v.model, \
+             v.judge_model, d.project_id, ri.item_id IS NULL \
+             FROM run_items ri JOIN eval_runs r ON r.id = ri.run_id \
+             JOIN eval_versions v ON v.id = r.version_id JOIN datasets d ON d.id = r.dataset_id \
+             LEFT JOIN dataset_items di ON di.id = ri.item_id WHERE ri.id = ?1",
+        )?
+        .query_row([run_item_id], |r| {
+            Ok((
+                RunWork {
+                    input: r.get(0)?,
+                    expected_output: r.get(1)?,
+                    output: r.get(2)?,
+                    system_prompt: r.get(3)?,
+                    model: r.get(4)?,
+                    judge_model: r.get(5)?,
+                    evaluators: Vec::new(),
+                    removed: r.get(7)?,
+                },
+                r.get::<_, i64>(6)?,
+            ))
+        })
+        .optional()?;
+    let Some((mut work, project_id)) = found else {
+        return Ok(None);
+    };
+    work.evaluators = conn
+        .prepare_cached(
+            "SELECT metric_name, evaluator_type, coalesce(config, '{}') FROM eval_rules \
+             WHERE project_id = ?1 AND enabled ORDER BY id",
+        )?
+        .query_map([project_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Some(work))
+}
+
+fn finish(conn: &Connection, outcomes: &[(i64, RunItemOutcome)]) -> Result<()> {
+    let now = now_micros();
+    let mut runs = Vec::new();
+    for (id, outcome) in outcomes {
+        let (status, output, error, scores) = match outcome {
+            RunItemOutcome::Retry { reason, run_after } => {
+                conn.prepare_cached(
+                    "UPDATE run_items SET status = 'pending', error = ?2, run_after = ?3 \
+                     WHERE id = ?1 AND status = 'running'",
+                )?
+                .execute(params![id, reason, run_after])?;
+                continue;
+            }
+            RunItemOutcome::Complete { output, scores } => ("complete", output, None, scores),
+            RunItemOutcome::Failed {
+                output,
+                reason,
+                scores,
+            } => ("failed", output, Some(reason), scores),
+        };
+        let scored: Vec<f64> = scores.iter().filter_map(|s| s.score).collect();
+        let mean = (!scored.is_empty()).then(|| scored.iter().sum::<f64>() / scored.len() as f64);
+        let run: Option<i64> = conn
+            .prepare_cached(
+                "UPDATE run_items SET status = ?2, output = coalesce(?3, output), score = ?4, \
+                 error = ?5, finished_at = ?6 WHERE id = ?1 AND status = 'running' RETURNING run_id",
+            )?
+            .query_row(params![id, status, output, mean, error, now], |r| r.get(0))
+            .optional()?;
+        let Some(run) = run else {
+            continue;
+        };
+        let mut insert = conn.prepare_cached(
+            "INSERT INTO run_scores (uuid, run_item_id, metric_name, evaluator_type, status, \
+             score, label, reasoning, judge_model, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?;
+        for s in scores {
+            insert.execute(params![
+                new_uuid(),
+                id,
+                s.metric_name,
+                s.evaluator_type,
+                if s.score.is_some() {
+                    "complete"
+                } else {
+                    "failed"
+                },
+                s.score,
+                s.label,
+                s.reasoning,
+                s.judge_model,
+                now
+            ])?;
+        }
+        if !runs.contains(&run) {
+            runs.push(run);
+        }
+    }
+    for run in runs {
+        finish_run(conn, run, now)?;
+    }
+    Ok(())
+}
+
+/// A running run none of whose items is left to do ends: `failed` when
+/// every item failed, else `completed`, saying how many failed and why.
+fn finish_run(conn: &Connection, run: i64, now: i64) -> Result<()> {
+    let (open, done, failed): (i64, i64, i64) = conn
+        .prepare_cached(
+            "SELECT count(*) FILTER (WHERE status IN ('pending', 'running')), \
+             count(*) FILTER (WHERE status = 'complete'), \
+             count(*) FILTER (WHERE status = 'failed') FROM run_items WHERE run_id = ?1",
+        )?
+        .query_row([run], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    if open > 0 {
+        return Ok(());
+    }
+    let first: Option<String> = conn
+        .prepare_cached(
+            "SELECT error FROM run_items WHERE run_id = ?1 AND status = 'failed' ORDER BY id LIMIT 1",
+        )?
+        .query_row([run], |r| r.get(0))
+        .optional()?
+        .flatten();
+    let message = (failed > 0).then(|| {
+        format!(
+            "{failed} of {} items failed; the first: {}",
+            done + failed,
+            first.unwrap_or_default()
+        )
+    });
+    let status = if done == 0 && failed > 0 {
+        "failed"
+    } else {
+        "completed"
+    };
+    conn.prepare_cached(
+        "UPDATE eval_runs SET status = ?2, completed_at = ?3, error_message = ?4 \
+         WHERE id = ?1 AND status = 'running'",
+    )?
+    .execute(params![run, status, now, message])?;
+    Ok(())
+}
