@@ -140,9 +140,10 @@ pub struct PlanLimits {
     /// The longest retention a project may be given, in days, and the
     /// retention of projects that set none; 0 means unlimited.
     pub max_retention_days: u32,
-    /// Rows per `GET /v1/traces/export` and `GET /v1/eval/export`; 0 means unlimited.
+    /// Rows per trace, evaluation and dataset export; 0 means unlimited.
     pub export_max_rows: u64,
-    /// Evaluations queued per calendar month (UTC), by hand and by rules;
+    /// Evaluations queued per calendar month (UTC), by hand, by rules and
+    /// by dataset runs (one per item);
     /// 0 means unlimited.
     pub evals_per_month: u64,
     /// Auto-evaluation rules an organisation may have; 0 means unlimited.

@@ -22,7 +22,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::evaluator::{resolve, Evaluator};
 use super::experiment::Experiments;
-use super::judge::{Judge, JudgeError, JudgeRequest};
+use super::judge::{Judge, JudgeError, JudgeRequest, Role};
 use super::rules::{Label, SpanSubject, Subject, Verdict};
 use crate::config::{Config, EvalConfig};
 use crate::store::{now_micros, ClaimedEval, EvalOutcome, EvalTrace, Store};
@@ -105,11 +105,15 @@ pub fn start(
         None => None,
     };
     // A run's version sends items to `[eval.model]`, else to the judge's endpoint.
-    let model = match &config.eval.model {
-        Some(model) => Some(Arc::new(Judge::for_role(model, "eval.model").map_err(
-            |e| anyhow::anyhow!(e.replacen("eval.judge.", "eval.model.", 1)),
-        )?)),
-        None => judge.clone(),
+    let model = match (&config.eval.model, &config.eval.judge) {
+        (Some(model), _) => Some(Arc::new(
+            Judge::for_role(model, Role::MODEL)
+                .map_err(|e| anyhow::anyhow!(e.replacen("eval.judge.", "eval.model.", 1)))?,
+        )),
+        (None, Some(judge)) => Some(Arc::new(
+            Judge::for_role(judge, Role::MODEL_AT_JUDGE).map_err(anyhow::Error::msg)?,
+        )),
+        (None, None) => None,
     };
     let experiments = Experiments {
         store: store.clone(),

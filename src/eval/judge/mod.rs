@@ -53,8 +53,8 @@ pub struct Judge {
     /// The key header, marked sensitive so it never shows in debug output.
     auth: Option<(HeaderName, HeaderValue)>,
     config: JudgeConfig,
-    /// Where it is configured: `eval.judge` or `eval.model`.
-    role: &'static str,
+    /// What it is for, as errors name it.
+    role: Role,
 }
 
 /// What to judge: one metric of one trace.
@@ -92,12 +92,11 @@ pub enum JudgeError {
 impl Judge {
     /// Builds the client and resolves the key; the error names the config key at fault.
     pub fn new(config: &JudgeConfig) -> Result<Judge, String> {
-        Judge::for_role(config, "eval.judge")
+        Judge::for_role(config, Role::JUDGE)
     }
 
-    /// Builds the client of the endpoint configured at `role` (`eval.judge`
-    /// or `eval.model`), which the errors name.
-    pub fn for_role(config: &JudgeConfig, role: &'static str) -> Result<Judge, String> {
+    /// Builds the client of an endpoint used as `role`, which its errors name.
+    pub fn for_role(config: &JudgeConfig, role: Role) -> Result<Judge, String> {
         config.validate()?;
         let endpoint = config.endpoint()?;
         let auth = match config.resolve_key()? {
@@ -172,7 +171,7 @@ impl Judge {
             if cut_short {
                 JudgeError::Failed(format!(
                     "{problem} (the reply stopped at max_tokens {}; raise {}.max_tokens)",
-                    self.config.max_tokens, self.role
+                    self.config.max_tokens, self.role.key
                 ))
             } else {
                 JudgeError::Failed(problem)
@@ -267,7 +266,7 @@ impl Judge {
 
     /// What errors call the endpoint: `judge` or `model`.
     fn noun(&self) -> &'static str {
-        noun(self.role)
+        self.role.noun
     }
 
     /// The body as text, at most [`MAX_REPLY_BYTES`].
@@ -315,13 +314,30 @@ impl Judge {
     }
 }
 
-/// What errors call the endpoint configured at `role`.
-fn noun(role: &str) -> &'static str {
-    if role == "eval.model" {
-        "model"
-    } else {
-        "judge"
-    }
+/// What an endpoint is used as: the configuration section that sets it,
+/// and what its errors call it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Role {
+    pub key: &'static str,
+    pub noun: &'static str,
+}
+
+impl Role {
+    /// `[eval.judge]`, judging.
+    pub const JUDGE: Role = Role {
+        key: "eval.judge",
+        noun: "judge",
+    };
+    /// `[eval.model]`, answering a run's items.
+    pub const MODEL: Role = Role {
+        key: "eval.model",
+        noun: "model",
+    };
+    /// `[eval.judge]`, answering a run's items when no `[eval.model]` is set.
+    pub const MODEL_AT_JUDGE: Role = Role {
+        key: "eval.judge",
+        noun: "model",
+    };
 }
 
 #[cfg(test)]

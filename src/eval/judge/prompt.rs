@@ -108,6 +108,31 @@ mod tests {
     }
 
     #[test]
+    fn a_reference_answer_takes_the_place_of_retrieved_context() {
+        let request = JudgeRequest {
+            metric: "correctness",
+            rubric: "Agrees with the reference.",
+            input: Some("When is high tide?"),
+            output: Some("At two."),
+            context: None,
+            reference: Some("At 14:02."),
+            model: None,
+        };
+        let (system, user) = prompt(&request, 20_000);
+        assert!(system.contains("<reference_output>"));
+        assert!(user.contains("<reference_output>\nAt 14:02.\n</reference_output>"));
+        assert!(!user.contains("<retrieved_context>"));
+        let (_, user) = prompt(
+            &JudgeRequest {
+                reference: None,
+                ..request
+            },
+            20_000,
+        );
+        assert!(!user.contains("reference_output"));
+    }
+
+    #[test]
     fn truncation_counts_characters_and_marks_the_cut() {
         let text = "αβγ😀".repeat(1000); // 4000 characters, multi-byte
         assert_eq!(fit(&text, 4000), text);

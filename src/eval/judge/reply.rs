@@ -27,7 +27,7 @@ pub(super) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 pub(super) fn status_error(
-    role: &str,
+    role: super::Role,
     status: StatusCode,
     retry_after: Option<Duration>,
     location: Option<HeaderValue>,
@@ -35,7 +35,7 @@ pub(super) fn status_error(
 ) -> JudgeError {
     let reason = format!(
         "{} endpoint answered {status}: {}",
-        super::noun(role),
+        role.noun,
         quote(body, ERROR_BODY_CHARS)
     );
     if status == StatusCode::TOO_MANY_REQUESTS
@@ -54,9 +54,10 @@ pub(super) fn status_error(
             .unwrap_or("elsewhere");
         return JudgeError::Failed(format!(
             "{} endpoint answered {status}, redirecting to {}; redirects are not \
-             followed, so set {role}.base_url to the final address",
-            super::noun(role),
-            quote(target, ERROR_BODY_CHARS)
+             followed, so set {}.base_url to the final address",
+            role.noun,
+            quote(target, ERROR_BODY_CHARS),
+            role.key
         ));
     }
     JudgeError::Failed(reason)
@@ -64,7 +65,7 @@ pub(super) fn status_error(
 
 /// The reply's text, and whether the judge stopped at its token budget.
 pub(super) fn reply_text(
-    role: &str,
+    role: super::Role,
     provider: Provider,
     body: &str,
 ) -> Result<(String, bool), JudgeError> {
@@ -75,7 +76,7 @@ pub(super) fn reply_text(
     let not_a_reply = || {
         JudgeError::Failed(format!(
             "{} reply is not {shape}: {}",
-            super::noun(role),
+            role.noun,
             quote(body, REPLY_QUOTE_CHARS)
         ))
     };
