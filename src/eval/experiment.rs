@@ -14,8 +14,9 @@
 //! version judge that cannot be used fails the item; a project evaluator
 //! that cannot judge a dataset item records its reason on its own score.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::{mpsc, Semaphore};
@@ -93,8 +94,11 @@ impl Experiments {
                                     };
                                     claimed_any = true;
                                     let (runner, done) = (this.clone(), done_tx.clone());
+                                    let stats = &this.queue.stats;
+                                    stats.run_items_in_flight.fetch_add(1, Ordering::Relaxed);
                                     tasks.spawn(async move {
                                         let outcome = runner.attempt(&job).await;
+                                        runner.count(&outcome);
                                         let _ = done.send((job.id, outcome));
                                         drop(permit);
                                     });
@@ -121,6 +125,37 @@ impl Experiments {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+
+    /// Counts an attempt's outcome for `/metrics`.
+    fn count(&self, outcome: &RunItemOutcome) {
+        let stats = &self.queue.stats;
+        stats.run_items_in_flight.fetch_sub(1, Ordering::Relaxed);
+        let counter = match outcome {
+            RunItemOutcome::Complete { .. } => &stats.run_items_completed,
+            RunItemOutcome::Failed { .. } => &stats.run_items_failed,
+            RunItemOutcome::Retry { .. } => &stats.run_item_retries,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Runs one call to an endpoint within `eval.timeout_s`, counting it
+    /// and its time in `calls` and `micros`.
+    async fn call<T>(
+        &self,
+        (calls, micros): (&AtomicU64, &AtomicU64),
+        work: impl std::future::Future<Output = Result<T, JudgeError>>,
+    ) -> Result<T, JudgeError> {
+        let started = Instant::now();
+        let result = self.limited(work).await;
+        calls.fetch_add(1, Ordering::Relaxed);
+        micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        result
+    }
+
+    fn judge_figures(&self) -> (&AtomicU64, &AtomicU64) {
+        let stats = &self.queue.stats;
+        (&stats.judge_calls, &stats.judge_micros)
     }
 
     /// One attempt at an item.
@@ -169,7 +204,7 @@ impl Experiments {
             let Some(judge) = &self.judge else {
                 return failed(kept, NO_JUDGE.into(), scores);
             };
-            match self.limited(judge.judge(&request)).await {
+            match self.call(self.judge_figures(), judge.judge(&request)).await {
                 Ok(verdict) => scores.push(scored(
                     JUDGED_METRIC,
                     "llm",
@@ -211,8 +246,12 @@ impl Experiments {
             return Err(failed(None, NO_MODEL.into(), Vec::new()));
         };
         let input = work.input.as_deref().unwrap_or_default();
+        let stats = &self.queue.stats;
         let answer = self
-            .limited(client.answer(Some(model), work.system_prompt.as_deref(), input))
+            .call(
+                (&stats.model_calls, &stats.model_micros),
+                client.answer(Some(model), work.system_prompt.as_deref(), input),
+            )
             .await;
         match answer {
             Ok(answer) => {
@@ -295,7 +334,7 @@ impl Experiments {
                     reference: None,
                     model: model.as_deref(),
                 };
-                match self.limited(judge.judge(&request)).await {
+                match self.call(self.judge_figures(), judge.judge(&request)).await {
                     Ok(verdict) => {
                         let used = model.unwrap_or_else(|| judge.model().to_owned());
                         Ok(scored(metric, evaluator_type, verdict, Some(used)))

@@ -74,6 +74,15 @@ pub struct QueueStats {
     pub auto_over_quota: AtomicU64,
     pub judge_calls: AtomicU64,
     pub judge_micros: AtomicU64,
+    /// Dataset run items scored, failed, and put off to retry.
+    pub run_items_completed: AtomicU64,
+    pub run_items_failed: AtomicU64,
+    pub run_item_retries: AtomicU64,
+    /// Dataset run items being worked on now.
+    pub run_items_in_flight: AtomicU64,
+    /// Requests to the model endpoint for a run's answers, and their time.
+    pub model_calls: AtomicU64,
+    pub model_micros: AtomicU64,
 }
 
 impl EvalQueue {

@@ -316,7 +316,7 @@ impl Collector for EvalCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         use std::sync::atomic::Ordering::Relaxed;
         let s = &self.0.stats;
-        let counters: [(&str, &str, u64); 6] = [
+        let counters: [(&str, &str, u64); 10] = [
             (
                 "evaluations_completed",
                 "Evaluations that finished with a score",
@@ -347,6 +347,26 @@ impl Collector for EvalCollector {
                 "Requests sent to the LLM judge",
                 s.judge_calls.load(Relaxed),
             ),
+            (
+                "run_items_completed",
+                "Dataset run items scored",
+                s.run_items_completed.load(Relaxed),
+            ),
+            (
+                "run_items_failed",
+                "Dataset run items that failed (the reason is on the item)",
+                s.run_items_failed.load(Relaxed),
+            ),
+            (
+                "run_item_retries",
+                "Dataset run items a model's or judge's 429, 5xx or timeout put off to retry",
+                s.run_item_retries.load(Relaxed),
+            ),
+            (
+                "model_requests",
+                "Requests sent to the model endpoint for dataset run answers",
+                s.model_calls.load(Relaxed),
+            ),
         ];
         encode_all(
             &mut encoder,
@@ -354,13 +374,25 @@ impl Collector for EvalCollector {
         )?;
         encode_all(
             &mut encoder,
-            [(
-                "judge_request_seconds",
-                "Time spent waiting for the LLM judge",
-                ConstCounter::new(s.judge_micros.load(Relaxed) as f64 / 1e6),
-            )],
+            [
+                (
+                    "judge_request_seconds",
+                    "Time spent waiting for the LLM judge",
+                    ConstCounter::new(s.judge_micros.load(Relaxed) as f64 / 1e6),
+                ),
+                (
+                    "model_request_seconds",
+                    "Time spent waiting for the model endpoint",
+                    ConstCounter::new(s.model_micros.load(Relaxed) as f64 / 1e6),
+                ),
+            ],
         )?;
-        let gauges: [(&str, &str, f64); 4] = [
+        let gauges: [(&str, &str, f64); 5] = [
+            (
+                "run_items_in_flight",
+                "Dataset run items being worked on now",
+                s.run_items_in_flight.load(Relaxed) as f64,
+            ),
             (
                 "eval_auto_backlog_traces",
                 "Traces stored that the auto-evaluation rules have not looked at yet",

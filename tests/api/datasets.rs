@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use crate::common::{expect_error, expect_error_naming, sample_trace, TestServer};
 
+const METRICS_TOKEN: &str = "metrics-token-for-dataset-runs";
 const SYSTEM_PROMPT: &str = "You are the tide clerk of Saint-Malo. Answer in one sentence.";
 
 /// How a stand-in endpoint answers.
@@ -682,7 +683,8 @@ async fn a_run_sends_the_system_prompt_and_each_input_to_the_model_and_scores_th
     let judge = Endpoint::start().await;
     let model = Endpoint::start().await;
     let server = TestServer::start_with(&format!(
-        "{}[eval.model]\nprovider = \"openai\"\nbase_url = {:?}\nmodel = \"model-default\"\n",
+        "[metrics]\ntoken = {METRICS_TOKEN:?}\n{}\
+         [eval.model]\nprovider = \"openai\"\nbase_url = {:?}\nmodel = \"model-default\"\n",
         judged_by(&judge, "run_concurrency = 2"),
         model.url
     ))
@@ -752,6 +754,30 @@ async fn a_run_sends_the_system_prompt_and_each_input_to_the_model_and_scores_th
             "{user}"
         );
         assert!(user.contains("<output>\ngood: "), "{user}");
+    }
+
+    // The server's own metrics count the work.
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .bearer_auth(METRICS_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "trulayer_run_items_completed_total 3",
+        "trulayer_run_items_failed_total 0",
+        "trulayer_model_requests_total 3",
+        "trulayer_judge_requests_total 3",
+        "trulayer_run_items_in_flight 0.0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in\n{metrics}"
+        );
     }
 
     // The export: every score linked to the run's item, and each answer.
