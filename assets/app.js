@@ -11,6 +11,9 @@ import * as traces from './js/pages/traces.js';
 import * as traceDetail from './js/pages/trace.js';
 import * as sessions from './js/pages/sessions.js';
 import * as evals from './js/pages/evals.js';
+import * as datasets from './js/pages/datasets.js';
+import * as datasetDetail from './js/pages/dataset.js';
+import * as runDetail from './js/pages/run.js';
 import * as projects from './js/pages/projects.js';
 import * as keys from './js/pages/keys.js';
 import * as users from './js/pages/users.js';
@@ -23,6 +26,7 @@ const NAV = [
   { id: 'traces', label: 'Traces', icon: ICONS.traces },
   { id: 'sessions', label: 'Sessions', icon: ICONS.sessions },
   { id: 'evals', label: 'Evaluations', icon: ICONS.evals },
+  { id: 'datasets', label: 'Datasets', icon: ICONS.datasets },
   { id: 'projects', label: 'Projects', icon: ICONS.projects },
   { id: 'keys', label: 'API keys', icon: ICONS.keys },
   { id: 'users', label: 'Users', icon: ICONS.users, show: isOwner },
@@ -37,6 +41,9 @@ const PAGES = {
   sessions: { page: sessions, title: 'Sessions', project: true },
   session: { page: sessions, title: 'Session', nav: 'sessions', detail: true },
   evals: { page: evals, title: 'Evaluations', project: true },
+  datasets: { page: datasets, title: 'Datasets' },
+  dataset: { page: datasetDetail, title: 'Dataset', nav: 'datasets' },
+  run: { page: runDetail, title: 'Run', nav: 'datasets' },
   projects: { page: projects, title: 'Projects' },
   keys: { page: keys, title: 'API keys' },
   users: { page: users, title: 'Users' },
@@ -64,6 +71,9 @@ function parseHash() {
   if (!first) return { name: '', query };
   if (first === 'traces' && second) return { name: 'trace', id: second, query };
   if (first === 'sessions' && second) return { name: 'session', id: second, query };
+  if (first === 'datasets' && second) return { name: 'dataset', id: second, query };
+  // `#/runs/<id>` is the address the CI gate answers with (`run_url`).
+  if (first === 'runs' && second) return { name: 'run', id: second, query };
   return { name: first, query };
 }
 

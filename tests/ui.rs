@@ -3,19 +3,30 @@
 //! UI against a real server, and through the API reference at `/docs`
 //! (`tests/ui/docs.mjs`). `tests/ui/setup.sh` installs both on first use
 //! (Chromium with apt-get, playwright-core pinned by `tests/ui/package-lock.json`
-//! under the target directory). Screenshots of every page are left in
-//! `target/tmp/ui-screenshots/`.
+//! under the target directory). The server's judge endpoint is a loopback
+//! one that answers slowly, so a dataset run that names a judge model is
+//! seen running and can be cancelled; nothing leaves the machine.
+//! Screenshots of every page are left in `target/tmp/ui-screenshots/`.
 
 mod common;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use common::TestServer;
 
 const EMAIL: &str = "owner@example.com";
+/// The judge model a version names, as the judge endpoint is configured.
+const JUDGE_MODEL: &str = "ui-e2e-judge";
+/// What the judge says of every answer.
+const JUDGE_REASONING: &str = "Answers what was asked, in one sentence.";
+/// How long the judge takes per answer: long enough for a run to be seen
+/// running, and cancelled, in the page.
+const JUDGE_DELAY: Duration = Duration::from_secs(2);
 
 /// Every page the script photographs.
 const SCREENSHOTS: &[&str] = &[
@@ -26,6 +37,12 @@ const SCREENSHOTS: &[&str] = &[
     "trace-detail",
     "trace-detail-xss",
     "evals",
+    "datasets",
+    "dataset",
+    "run",
+    "run-diff",
+    "run-gate",
+    "run-judged",
     "keys",
     "sessions",
     "users",
@@ -34,6 +51,10 @@ const SCREENSHOTS: &[&str] = &[
     "overview-narrow",
     "traces-narrow",
     "keys-narrow",
+    "datasets-narrow",
+    "dataset-narrow",
+    "run-narrow",
+    "run-dark",
     "docs",
     "docs-operation",
     "docs-dark",
@@ -56,6 +77,33 @@ fn install_browser() -> PathBuf {
         String::from_utf8_lossy(&output.stderr)
     );
     dir
+}
+
+/// A judge endpoint on a loopback port speaking the OpenAI chat API: a
+/// good verdict for every answer, after `JUDGE_DELAY`.
+async fn slow_judge() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the judge");
+    let address = listener.local_addr().expect("judge address");
+    let verdict = json!({"score": 0.9, "label": "pass", "reasoning": JUDGE_REASONING}).to_string();
+    let app = axum::Router::new().fallback(move || {
+        let verdict = verdict.clone();
+        async move {
+            tokio::time::sleep(JUDGE_DELAY).await;
+            axum::Json(json!({
+                "id": "chatcmpl-ui",
+                "object": "chat.completion",
+                "choices": [{
+                    "index": 0,
+                    "message": {"role": "assistant", "content": verdict},
+                    "finish_reason": "stop"
+                }]
+            }))
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    address
 }
 
 /// Where the screenshots go, emptied first so none is left from a past run.
@@ -81,7 +129,14 @@ async fn an_operator_goes_through_every_page_of_the_admin_ui() {
     let node_dir = tokio::task::spawn_blocking(install_browser)
         .await
         .expect("setup task");
-    let server = TestServer::start().await;
+    // One item of a run at a time, each judged slowly: a judged run is seen
+    // going, and a cancelled one leaves an item not run.
+    let judge = slow_judge().await;
+    let server = TestServer::start_with(&format!(
+        "[eval]\nrun_concurrency = 1\n\
+         [eval.judge]\nprovider = \"openai\"\nbase_url = \"http://{judge}/v1\"\nmodel = {JUDGE_MODEL:?}\n"
+    ))
+    .await;
     let shots = screenshot_dir();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui/e2e.mjs");
     let (url, out) = (server.url.clone(), shots.clone());
@@ -92,7 +147,7 @@ async fn an_operator_goes_through_every_page_of_the_admin_ui() {
             .arg(url)
             .arg(node_dir)
             .arg(out)
-            .args([EMAIL, common::PASSWORD])
+            .args([EMAIL, common::PASSWORD, JUDGE_MODEL])
             .output()
             .expect("node runs")
     })
@@ -151,7 +206,7 @@ async fn an_operator_goes_through_every_page_of_the_admin_ui() {
         .filter_map(|link| link[0].as_str())
         .collect();
     for page in [
-        "overview", "traces", "sessions", "evals", "projects", "keys", "users", "audit",
+        "overview", "traces", "sessions", "evals", "datasets", "projects", "keys", "users", "audit",
     ] {
         assert!(nav.contains(&format!("nav-{page}").as_str()), "{nav:?}");
     }
@@ -308,6 +363,233 @@ async fn an_operator_goes_through_every_page_of_the_admin_ui() {
         .unwrap_or_else(|| panic!("no rule {} in {rules}", names["rule"]));
     assert_eq!(rule["enabled"], false, "{rule}");
     assert_eq!(rule["evaluator_type"], "rule", "{rule}");
+
+    // A dataset made in the UI; a second one deleted only once confirmed.
+    let dataset_id = id("dataset");
+    assert!(text(facts, "dataset_row").contains(text(names, "dataset")));
+    assert!(text(facts, "dataset_delete_question").contains(text(names, "spareDataset")));
+    assert_eq!(facts["spare_dataset_after_cancel"], 1, "{facts}");
+    assert_eq!(facts["spare_dataset_after_delete"], 0, "{facts}");
+    let datasets = server.get_json("/v1/datasets").await;
+    let listed: Vec<&str> = datasets["datasets"]
+        .as_array()
+        .expect("datasets")
+        .iter()
+        .filter_map(|d| d["name"].as_str())
+        .collect();
+    assert!(listed.contains(&text(names, "dataset")), "{datasets}");
+    assert!(!listed.contains(&text(names, "spareDataset")), "{datasets}");
+
+    // Traces added from their pages: once each, with the label chosen.
+    assert_eq!(facts["add_rag"]["result"], "added", "{facts}");
+    assert!(text(&facts["add_rag"], "text").contains(text(names, "dataset")));
+    assert_eq!(facts["add_rag_again"]["result"], "existing", "{facts}");
+    assert!(text(&facts["add_rag_again"], "text").starts_with("Already in"));
+    assert_eq!(facts["add_failing"]["result"], "added", "{facts}");
+    assert!(text(&facts["add_failing"], "text").contains("labelled fail"));
+    assert_eq!(facts["add_xss"]["result"], "added", "{facts}");
+    assert_eq!(facts["dataset_xss_img"], 0, "the XSS input stays text");
+
+    // Labelled by keyboard, filtered by label, exported, one item removed.
+    assert_eq!(
+        facts["labels_before"],
+        json!({"rag": "unlabeled", "failing": "fail"})
+    );
+    assert!(facts["tabs_to_pass"].as_u64() > Some(0), "{facts}");
+    assert_eq!(facts["rag_label_after"], "pass");
+    assert_eq!(facts["label_filter_rows"]["pass"], json!([rag]));
+    assert_eq!(facts["label_filter_rows"]["fail"], json!([failing]));
+    assert_eq!(facts["label_filter_rows"]["unlabeled"], json!([xss]));
+    let csv = text(facts, "export_csv");
+    assert!(
+        text(facts, "export_csv_href").contains("format=csv")
+            && text(facts, "export_csv_href").contains("label=pass"),
+        "{facts}"
+    );
+    assert!(csv.starts_with("id,trace_id,span_id,label,"), "{csv}");
+    assert_eq!(
+        csv.lines().count(),
+        2,
+        "the header and the pass item: {csv}"
+    );
+    assert!(
+        csv.contains(rag.as_str()) && csv.contains(",pass,"),
+        "{csv}"
+    );
+    let jsonl: Vec<Value> = text(facts, "export_jsonl")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    assert_eq!(jsonl.len(), 3, "{jsonl:?}");
+    assert!(jsonl
+        .iter()
+        .any(|row| row["trace_id"] == xss && row["input"] == "<img src=x onerror=alert(1)>"));
+    assert_eq!(facts["dataset_item_count"], "2");
+    let items = server
+        .get_json(&format!("/v1/datasets/{dataset_id}/items"))
+        .await;
+    let labels: std::collections::BTreeMap<&str, &Value> = items["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| (i["trace_id"].as_str().unwrap_or_default(), &i["label"]))
+        .collect();
+    assert_eq!(labels.len(), 2, "{items}");
+    assert_eq!(labels.get(rag.as_str()), Some(&&json!("pass")), "{items}");
+    assert_eq!(
+        labels.get(failing.as_str()),
+        Some(&&json!("fail")),
+        "{items}"
+    );
+
+    // With nothing to score it, a run is refused with the way out.
+    assert!(
+        text(facts, "run_refused").contains("nothing would score this run"),
+        "{facts}"
+    );
+    assert_eq!(facts["run_refused_link"], "#/evals");
+    assert_eq!(facts["runs_after_refusal"], 0);
+
+    // Two runs, each followed to its end in the page.
+    let (run1, run2) = (id("run1"), id("run2"));
+    for run in ["first_run", "second_run"] {
+        assert_eq!(facts[run]["done"], "2", "{facts}");
+        assert_eq!(facts[run]["total"], "2", "{facts}");
+        assert!(text(&facts[run], "row").contains("completed"), "{facts}");
+    }
+    let runs = server
+        .get_json(&format!("/v1/datasets/{dataset_id}/runs"))
+        .await;
+    let mean = |run: &str| {
+        runs["runs"]
+            .as_array()
+            .expect("runs")
+            .iter()
+            .find(|r| r["id"] == run)
+            .unwrap_or_else(|| panic!("no run {run} in {runs}"))["mean_score"]
+            .as_f64()
+    };
+    assert_eq!(mean(&run1), Some(0.5), "{runs}");
+    assert_eq!(mean(&run2), Some(0.25), "{runs}");
+
+    // The run page: its mean, and each item's answer, score and reasoning.
+    assert_eq!(facts["run1_status"], "completed");
+    assert!(text(facts, "run1_title").contains(text(names, "firstVersion")));
+    assert_eq!(facts["run1_mean"], "0.50");
+    let results = facts["run1_results"].as_array().expect("results");
+    let result = |trace: &str| {
+        results
+            .iter()
+            .find(|r| r["trace_id"] == trace)
+            .unwrap_or_else(|| panic!("no result for {trace}: {facts}"))
+    };
+    let passed = result(&rag);
+    assert!(text(passed, "score").contains("1.00"), "{passed}");
+    assert!(text(passed, "output").contains("Rottnest"), "{passed}");
+    assert_eq!(passed["label"], "pass", "{passed}");
+    assert_eq!(passed["metrics"], json!([names["runRule"]]), "{passed}");
+    assert!(!passed["reasoning"][0]
+        .as_str()
+        .unwrap_or_default()
+        .is_empty());
+    let failed = result(&failing);
+    assert!(text(failed, "score").contains("0.00"), "{failed}");
+    assert_eq!(failed["label"], "fail", "{failed}");
+    assert!(
+        failed["reasoning"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("empty"),
+        "{failed}"
+    );
+
+    // The comparison: the regression first, with both rationales.
+    assert_eq!(facts["run2_mean"], "0.25");
+    let diff = facts["diff_rows"].as_array().expect("diff rows");
+    assert_eq!(diff.len(), 2, "{facts}");
+    assert_eq!(diff[0]["change"], "regressed", "{facts}");
+    assert_eq!(diff[0]["trace_id"], json!(rag), "{facts}");
+    assert_eq!(diff[1]["change"], "unchanged", "{facts}");
+    let cells = diff[0]["cells"].to_string();
+    assert!(cells.contains("1.00") && cells.contains("0.50"), "{cells}");
+    assert!(cells.contains(text(names, "jsonRule")), "{cells}");
+    assert!(text(facts, "diff_regressed").ends_with('1'), "{facts}");
+    assert!(text(facts, "diff_unchanged").ends_with('1'), "{facts}");
+    assert!(text(facts, "diff_summary").contains("0.25"), "{facts}");
+    assert!(
+        text(facts, "diff_hash").ends_with(&format!("?baseline={run1}")),
+        "{facts}"
+    );
+
+    // The gate: blocked by the regression, warned below a floor, passed
+    // above it; its link opens the run's page.
+    assert_eq!(facts["gate_baseline"], json!(run1), "{facts}");
+    let gate = |name: &str, decision: &str, reason: &str| {
+        let shown = &facts[name];
+        assert_eq!(shown["decision"], decision, "{shown}");
+        assert_eq!(text(shown, "badge").to_lowercase(), decision, "{shown}");
+        assert!(text(shown, "reason").contains(reason), "{shown}");
+    };
+    gate("gate_block", "block", "fell by 0.250");
+    gate("gate_warn", "warn", "below the floor 0.900");
+    gate("gate_pass", "pass", "meets the floor 0.200");
+    assert_eq!(
+        facts["gate_block"]["run_url"],
+        format!("{}/#/runs/{run2}", server.url)
+    );
+    assert_eq!(facts["gate_link_run"], json!(run2));
+    assert_eq!(facts["gate_link_hash"], format!("#/runs/{run2}"));
+    // A run judged slowly is seen going, then done, without a reload; the
+    // judge's score and reasoning show beside the rules'.
+    assert!(text(facts, "judged_version_row").contains(JUDGE_MODEL));
+    let seen: Vec<&str> = facts["judged_run"]["seen"]
+        .as_array()
+        .expect("statuses seen")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        seen.first()
+            .is_some_and(|s| s.starts_with("pending") || s.starts_with("running")),
+        "{seen:?}"
+    );
+    assert_eq!(seen.last(), Some(&"completed 2/2"), "{seen:?}");
+    let judged = facts["judged_results"].as_array().expect("score lines");
+    let correctness: Vec<&Value> = judged
+        .iter()
+        .filter(|line| line["metric"] == "correctness")
+        .collect();
+    assert_eq!(correctness.len(), 2, "{judged:?}");
+    for line in correctness {
+        let shown = text(line, "text");
+        assert!(
+            shown.contains(JUDGE_REASONING) && shown.contains(JUDGE_MODEL),
+            "{shown}"
+        );
+    }
+    let judged_run = server
+        .get_json(&format!("/v1/eval-runs/{}", id("run3")))
+        .await;
+    assert_eq!(judged_run["status"], "completed", "{judged_run}");
+
+    // Cancelled from the list, after asking: its waiting item is not run.
+    assert!(text(facts, "cancel_question").contains(text(names, "judgedVersion")));
+    assert!(
+        text(facts, "cancelled_row").contains("cancelled"),
+        "{facts}"
+    );
+    assert_eq!(facts["cancel_buttons_after"], 0);
+    let cancelled = server
+        .get_json(&format!("/v1/eval-runs/{}", id("cancelled")))
+        .await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    assert!(
+        cancelled["completed_count"].as_i64() < cancelled["item_count"].as_i64(),
+        "{cancelled}"
+    );
+
+    assert_ne!(facts["run_dark_panel"], facts["run_light_panel"], "{facts}");
+    assert_eq!(facts["run_dark_compare"], json!(run1));
 
     // Rotation replaces the secret; revocation ends the key.
     assert_eq!(facts["old_key_after_rotate"], 401);

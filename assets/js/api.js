@@ -33,11 +33,13 @@ export function url(path, query) {
 
 /**
  * Calls the API. `opts`: method, query, body (JSON), signal, allow401 (do
- * not treat a 401 as an expired session: the login form's own answer).
+ * not treat a 401 as an expired session: the login form's own answer),
+ * withStatus (resolve to `{status, data}`, for answers whose status says
+ * something: 201 made, 200 there already).
  * Resolves to the parsed JSON (null for an empty body).
  */
 export async function api(path, opts = {}) {
-  const { method = 'GET', query, body, signal, allow401 = false } = opts;
+  const { method = 'GET', query, body, signal, allow401 = false, withStatus = false } = opts;
   const headers = { Accept: 'application/json' };
   const init = { method, headers, credentials: 'same-origin', cache: 'no-store', signal };
   if (body !== undefined) {
@@ -70,7 +72,7 @@ export async function api(path, opts = {}) {
     if (response.status === 401 && !allow401 && unauthorizedHandler) unauthorizedHandler(error);
     throw error;
   }
-  return data;
+  return withStatus ? { status: response.status, data } : data;
 }
 
 /** True for an abort caused by leaving the page (not worth showing). */

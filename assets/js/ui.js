@@ -68,7 +68,7 @@ export function toastError(err) {
  * Opens an in-page modal and resolves to true (confirm-yes) or false
  * (confirm-no, Escape, backdrop). Never a browser dialog.
  */
-export function confirmModal({ title, message, confirmLabel = 'Confirm', danger = false }) {
+export function confirmModal({ title, message, confirmLabel = 'Confirm', cancelLabel = 'Cancel', danger = false }) {
   return new Promise((resolve) => {
     const previous = document.activeElement;
     let done = false;
@@ -81,7 +81,7 @@ export function confirmModal({ title, message, confirmLabel = 'Confirm', danger 
       resolve(answer);
     };
     const yes = el('button', { type: 'button', class: danger ? 'btn btn-danger' : 'btn btn-primary', 'data-testid': 'confirm-yes', on: { click: () => finish(true) } }, confirmLabel);
-    const no = el('button', { type: 'button', class: 'btn', 'data-testid': 'confirm-no', on: { click: () => finish(false) } }, 'Cancel');
+    const no = el('button', { type: 'button', class: 'btn', 'data-testid': 'confirm-no', on: { click: () => finish(false) } }, cancelLabel);
     const dialog = el('dialog', { class: 'modal', 'data-testid': 'confirm-modal', 'aria-labelledby': 'modal-title' },
       el('h2', { id: 'modal-title', class: 'modal-title' }, title),
       message ? el('p', { class: 'modal-body' }, message) : null,

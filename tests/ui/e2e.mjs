@@ -3,9 +3,10 @@
 // through, from the first login to the logout, the API reference's console
 // on the way (`docs.mjs`). Run by `tests/ui.rs`:
 //
-//   node tests/ui/e2e.mjs <server-url> <node-dir> <screenshot-dir> <email> <password>
+//   node tests/ui/e2e.mjs <server-url> <node-dir> <screenshot-dir> <email> <password> <judge-model>
 //
-// <node-dir> holds playwright-core (installed there by setup.sh). Prints one
+// <node-dir> holds playwright-core (installed there by setup.sh);
+// <judge-model> is the model the server's judge endpoint answers for (slowly). Prints one
 // JSON report on stdout: `error` (the step that failed and why, or null),
 // `facts` (what the page showed, for the Rust test to assert on),
 // `screenshots`, and what must stay empty: `dialogs`, `page_errors`,
@@ -20,9 +21,9 @@ import path from 'node:path';
 import { WAIT, check, text, tid, visible, waitUntil } from './helpers.mjs';
 import { referenceFlows } from './docs.mjs';
 
-const [serverUrl, nodeDir, shotDir, email, password] = process.argv.slice(2);
-if (!password) {
-  console.error('usage: e2e.mjs <server-url> <node-dir> <screenshot-dir> <email> <password>');
+const [serverUrl, nodeDir, shotDir, email, password, judgeModel] = process.argv.slice(2);
+if (!judgeModel) {
+  console.error('usage: e2e.mjs <server-url> <node-dir> <screenshot-dir> <email> <password> <judge-model>');
   process.exit(2);
 }
 const require = createRequire(path.join(nodeDir, 'package.json'));
@@ -30,8 +31,10 @@ const { chromium } = require('playwright-core');
 
 /** Longest wait for an evaluation's result (queued, run, then shown). */
 const EVAL_WAIT = 20_000;
+/** Longest wait for a dataset run to finish (scheduled, run, then shown). */
+const RUN_WAIT = 30_000;
 /** The whole run, after which the script reports and gives up. */
-const DEADLINE = 150_000;
+const DEADLINE = 240_000;
 
 const origin = new URL(serverUrl).origin;
 const run = randomUUID().slice(0, 8);
@@ -45,6 +48,15 @@ const names = {
   // A word nothing else holds, for the full-text search.
   word: `quokkazanzibar${run}`,
   feedback: `ui-e2e feedback ${run}`,
+  dataset: `ui-e2e-dataset-${run}`,
+  spareDataset: `ui-e2e-dataset-spare-${run}`,
+  // The rules that score the dataset's runs: the second one makes the
+  // second run score lower, so the comparison has a regression to show.
+  runRule: `ui_e2e_run_not_empty_${run}`,
+  jsonRule: `ui_e2e_run_json_${run}`,
+  firstVersion: 'v1-as-recorded',
+  secondVersion: 'v2-json-only',
+  judgedVersion: 'v3-judged',
 };
 const XSS_INPUT = '<img src=x onerror=alert(1)>';
 const XSS_METADATA = '<script>alert(2)</script>';
@@ -68,7 +80,7 @@ const facts = report.facts;
 let current = 'start';
 // 401s are what a logged-out page gets; once logged in, none is expected.
 let loggedIn = false;
-// A path whose next 401 a step expects (then cleared).
+// A path whose next refusal a step expects, and its status (then cleared).
 let expectRefusal = null;
 
 async function step(name, body) {
@@ -105,6 +117,72 @@ async function chooseOption(select, what, wanted) {
 }
 
 const byNameOrValue = (name) => (o) => o.value === name || o.label === name || o.label.includes(name);
+
+/** Adds an evaluation rule of `kind` to the UI's project with the evaluations page's form. */
+async function createRule(page, metric, kind) {
+  await go(page, 'evals', `form${tid('rule-create')}`);
+  const form = page.locator(`form${tid('rule-create')}`);
+  await form.locator('input[name=metric_name]').fill(metric);
+  await chooseOption(form.locator('select[name=evaluator_type]'), 'rule', (o) => o.value === 'rule');
+  await chooseOption(form.locator('select[name=rule]'), kind, (o) => o.value === kind);
+  await form.locator('input[name=sample_rate]').fill('1');
+  await chooseOption(form.locator('select[name=project]'), `naming project ${names.project}`, byNameOrValue(names.project));
+  await form.locator('button[type=submit], input[type=submit]').first().click();
+  return visible(page, `tr${tid('rule-row')}[data-rule-metric="${metric}"]`);
+}
+
+/** Presses Tab until `selector` has the focus; how many presses it took. */
+async function tabTo(page, selector, most = 40) {
+  for (let presses = 1; presses <= most; presses += 1) {
+    await page.keyboard.press('Tab');
+    if (await page.evaluate((s) => !!document.activeElement?.matches(s), selector)) return presses;
+  }
+  throw new Error(`${selector} was not reached in ${most} presses of Tab`);
+}
+
+/** Creates a version with the dataset page's form. */
+async function createVersion(page, name, prompt, judge = '') {
+  const form = page.locator(`form${tid('version-create')}`);
+  await form.locator('input[name=name]').fill(name);
+  await form.locator('textarea[name=system_prompt]').fill(prompt);
+  await form.locator('input[name=judge_model]').fill(judge);
+  await form.locator('button[type=submit]').click();
+  return visible(page, `tr${tid('version-row')}[data-version-name="${name}"]`);
+}
+
+/** Starts a run of `version` from the dataset page; its id and its row. */
+async function startRun(page, version, known) {
+  const form = page.locator(`form${tid('run-create')}`);
+  await chooseOption(form.locator('select[name=eval_version_id]'), version, (o) => o.label === version);
+  await form.locator('button[type=submit]').click();
+  const id = await waitUntil(`a new run of ${version} listed`, async () => {
+    const listed = await page.locator(`tr${tid('run-row')}`).evaluateAll((trs) => trs.map((tr) => tr.dataset.runId));
+    return listed.find((r) => !known.includes(r)) ?? null;
+  });
+  return { id, row: page.locator(`tr${tid('run-row')}[data-run-id="${id}"]`) };
+}
+
+/** Starts a run of `version` from the dataset page; waits for it to finish in the list. */
+async function runVersion(page, version, known) {
+  const { id, row } = await startRun(page, version, known);
+  const progress = row.locator(tid('run-progress'));
+  // No reload: the page follows the run's progress by itself. What the row
+  // shows on the way is kept ("status done/total").
+  const seen = [];
+  const shown = await waitUntil(`the run of ${version} completed in the list`, async () => {
+    const status = await row.getAttribute('data-status');
+    const now = `${status} ${await progress.getAttribute('data-done')}/${await progress.getAttribute('data-total')}`;
+    if (seen[seen.length - 1] !== now) seen.push(now);
+    return status === 'completed' ? text(row) : null;
+  }, RUN_WAIT);
+  return {
+    id,
+    seen,
+    row: shown,
+    done: await progress.getAttribute('data-done'),
+    total: await progress.getAttribute('data-total'),
+  };
+}
 
 /** The API with a key or a cookie, as a client outside the browser. */
 async function api(method, route, { key, cookie, body } = {}) {
@@ -254,8 +332,9 @@ async function main(browser) {
     const status = response.status();
     if (status < 400) return;
     if (status === 401 && !loggedIn) return;
-    // The one refusal a step asks for: a wrong current password.
-    if (status === 401 && expectRefusal && new URL(response.url()).pathname === expectRefusal) {
+    // The refusals steps ask for: a token or current password that is
+    // wrong, a run with nothing to score it.
+    if (expectRefusal && status === expectRefusal.status && new URL(response.url()).pathname === expectRefusal.path) {
       expectRefusal = null;
       return;
     }
@@ -392,7 +471,7 @@ async function flows(page, context) {
     key: secret,
     ids,
     refuse: (route) => {
-      expectRefusal = route;
+      expectRefusal = { path: route, status: 401 };
     },
   });
 
@@ -582,14 +661,7 @@ async function flows(page, context) {
     await go(page, 'evals', `table${tid('rules-table')}`);
     await visible(page, `table${tid('evals-table')}`);
     await visible(page, `svg${tid('chart-evals')}`);
-    const form = page.locator(`form${tid('rule-create')}`);
-    await form.locator('input[name=metric_name]').fill(names.rule);
-    await chooseOption(form.locator('select[name=evaluator_type]'), 'rule', (o) => o.value === 'rule');
-    await chooseOption(form.locator('select[name=rule]'), 'not_empty', (o) => o.value === 'not_empty');
-    await form.locator('input[name=sample_rate]').fill('1');
-    await chooseOption(form.locator('select[name=project]'), `naming project ${names.project}`, byNameOrValue(names.project));
-    await form.locator('button[type=submit], input[type=submit]').first().click();
-    const row = await visible(page, `tr${tid('rule-row')}[data-rule-metric="${names.rule}"]`);
+    const row = await createRule(page, names.rule, 'not_empty');
     const toggle = row.locator(`input${tid('rule-toggle')}`);
     facts.rule_enabled_before = await toggle.isChecked();
     await toggle.click();
@@ -601,6 +673,239 @@ async function flows(page, context) {
     }).then((r) => r.checked);
     facts.evals_table = await text(page.locator(`table${tid('evals-table')}`));
     await shoot(page, 'evals');
+  });
+
+  await step('datasets: create one, and delete another after asking', async () => {
+    await go(page, 'datasets', tid('datasets-table'));
+    const form = page.locator(`form${tid('dataset-create')}`);
+    for (const name of [names.dataset, names.spareDataset]) {
+      await form.locator('input[name=name]').fill(name);
+      await form.locator('input[name=description]').fill(`Hard cases of ${run}`);
+      await chooseOption(form.locator('select[name=project]'), `naming project ${names.project}`, byNameOrValue(names.project));
+      await form.locator('button[type=submit]').click();
+      await visible(page, `tr${tid('dataset-row')}[data-dataset-name="${name}"]`);
+    }
+    const spare = `tr${tid('dataset-row')}[data-dataset-name="${names.spareDataset}"]`;
+    // Cancelling the confirmation keeps the dataset; confirming deletes it.
+    await page.locator(`${spare} button${tid('dataset-delete')}`).click();
+    facts.dataset_delete_question = await text(await visible(page, tid('confirm-modal')));
+    await page.locator(`button${tid('confirm-no')}`).click();
+    await page.locator(tid('confirm-modal')).waitFor({ state: 'detached' });
+    facts.spare_dataset_after_cancel = await page.locator(spare).count();
+    await page.locator(`${spare} button${tid('dataset-delete')}`).click();
+    await (await visible(page, `button${tid('confirm-yes')}`)).click();
+    await page.locator(spare).waitFor({ state: 'detached' });
+    facts.spare_dataset_after_delete = await page.locator(spare).count();
+    const row = page.locator(`tr${tid('dataset-row')}[data-dataset-name="${names.dataset}"]`);
+    ids.dataset = await row.getAttribute('data-dataset-id');
+    facts.dataset_row = await text(row);
+    await shoot(page, 'datasets');
+  });
+
+  await step('add traces to the dataset from their pages', async () => {
+    const addFrom = async (traceId, label) => {
+      await go(page, `traces/${traceId}`, `form${tid('add-to-dataset')}`);
+      const form = page.locator(`form${tid('add-to-dataset')}`);
+      await chooseOption(form.locator('select[name=dataset]'), `naming ${names.dataset}`, (o) => o.value === ids.dataset);
+      if (label) await chooseOption(form.locator('select[name=label]'), label, (o) => o.value === label);
+      const again = async () => {
+        await form.locator('button[type=submit]').click();
+        const status = form.locator(tid('add-to-dataset-status'));
+        return waitUntil('the dataset to answer', async () => {
+          const result = await status.getAttribute('data-result');
+          return result ? { result, text: await text(status) } : null;
+        });
+      };
+      return { first: await again(), again };
+    };
+    const rag = await addFrom(ids.rag, null);
+    facts.add_rag = rag.first;
+    // The same trace again is found there, not added twice.
+    facts.add_rag_again = await rag.again();
+    facts.add_failing = (await addFrom(ids.failing, 'fail')).first;
+    facts.add_xss = (await addFrom(ids.xss, null)).first;
+  });
+
+  await step('the dataset: label by keyboard, filter by label, export, remove', async () => {
+    await go(page, 'datasets', `tr${tid('dataset-row')}[data-dataset-id="${ids.dataset}"]`);
+    await page.locator(`tr${tid('dataset-row')}[data-dataset-id="${ids.dataset}"]`).click();
+    await waitUntil('the dataset route', async () => new URL(page.url()).hash === `#/datasets/${ids.dataset}`);
+    facts.dataset_name = await text(await visible(page, tid('dataset-name')));
+    const rows = page.locator(`tr${tid('item-row')}`);
+    const rowIds = async () => rows.evaluateAll((trs) => trs.map((tr) => tr.dataset.traceId).sort());
+    const three = [ids.rag, ids.failing, ids.xss].sort();
+    await waitUntil('the three traces listed', async () => JSON.stringify(await rowIds()) === JSON.stringify(three));
+    facts.dataset_xss_img = await page.locator('img[src="x"]').count();
+    const labelOf = (traceId) => page.locator(`tr${tid('item-row')}[data-trace-id="${traceId}"] ${tid('item-label')}`).getAttribute('data-label');
+    facts.labels_before = { rag: await labelOf(ids.rag), failing: await labelOf(ids.failing) };
+
+    // By keyboard: from the label filter, Tab reaches the trace's Pass; Space presses it.
+    await page.locator(`select${tid('items-filter')}`).focus();
+    facts.tabs_to_pass = await tabTo(page, `tr[data-trace-id="${ids.rag}"] button${tid('item-label-pass')}`);
+    await page.keyboard.press('Space');
+    facts.rag_label_after = await waitUntil('the trace labelled pass', async () => ((await labelOf(ids.rag)) === 'pass' ? 'pass' : null));
+
+    const filter = page.locator(`select${tid('items-filter')}`);
+    facts.label_filter_rows = {};
+    for (const [label, wanted] of [['pass', [ids.rag]], ['fail', [ids.failing]], ['unlabeled', [ids.xss]]]) {
+      await chooseOption(filter, label, (o) => o.value === label);
+      await waitUntil(`only the ${label} items`, async () => JSON.stringify(await rowIds()) === JSON.stringify(wanted));
+      facts.label_filter_rows[label] = await rowIds();
+    }
+    // The export follows the filter; the page's links download it.
+    await chooseOption(filter, 'pass', (o) => o.value === 'pass');
+    const fetchText = (href) => page.evaluate(async (h) => (await fetch(h)).text(), href);
+    facts.export_csv_href = await page.locator(tid('export-csv')).getAttribute('href');
+    facts.export_csv = await fetchText(facts.export_csv_href);
+    await chooseOption(filter, 'every label', (o) => o.value === '');
+    await waitUntil('the three traces again', async () => (await rowIds()).length === 3);
+    facts.export_jsonl_href = await page.locator(tid('export-jsonl')).getAttribute('href');
+    facts.export_jsonl = await fetchText(facts.export_jsonl_href);
+
+    // Removing the XSS trace's item, after asking.
+    await page.locator(`tr${tid('item-row')}[data-trace-id="${ids.xss}"] button${tid('item-remove')}`).click();
+    await (await visible(page, `button${tid('confirm-yes')}`)).click();
+    await waitUntil('the item removed', async () => JSON.stringify(await rowIds()) === JSON.stringify([ids.rag, ids.failing].sort()));
+    facts.dataset_item_count = await waitUntil('the count to follow', async () => {
+      const shown = await text(page.locator(tid('dataset-item-count')));
+      return shown === '2' ? shown : null;
+    });
+    await shoot(page, 'dataset');
+  });
+
+  await step('a version, and a run followed to its end', async () => {
+    await go(page, `datasets/${ids.dataset}`, `form${tid('version-create')}`);
+    await createVersion(page, names.firstVersion, 'Answer in one sentence.');
+    // A version without a judge model is scored by the project's rules
+    // alone; with no rule enabled, the run is refused saying so.
+    const form = page.locator(`form${tid('run-create')}`);
+    await chooseOption(form.locator('select[name=eval_version_id]'), names.firstVersion, (o) => o.label === names.firstVersion);
+    expectRefusal = { path: `/v1/datasets/${ids.dataset}/runs`, status: 409 };
+    await form.locator('button[type=submit]').click();
+    const refusal = await visible(page, tid('run-create-error'));
+    facts.run_refused = await text(refusal);
+    facts.run_refused_link = await refusal.locator('a').getAttribute('href');
+    facts.runs_after_refusal = await page.locator(`tr${tid('run-row')}`).count();
+    await createRule(page, names.runRule, 'not_empty');
+    await go(page, `datasets/${ids.dataset}`, `form${tid('run-create')}`);
+    facts.first_run = await runVersion(page, names.firstVersion, []);
+    ids.run1 = facts.first_run.id;
+  });
+
+  await step('the run page: progress, mean score, results and reasoning', async () => {
+    await page.locator(`tr${tid('run-row')}[data-run-id="${ids.run1}"]`).click();
+    await waitUntil('the run route', async () => new URL(page.url()).hash === `#/runs/${ids.run1}`);
+    facts.run1_status = await waitUntil('the run completed', async () => {
+      const shown = await text(page.locator(tid('run-status')).first());
+      return shown === 'completed' ? shown : null;
+    });
+    facts.run1_title = await text(page.locator(tid('run-title')));
+    facts.run1_mean = await text(page.locator(tid('run-mean')));
+    const items = page.locator(tid('result-item'));
+    await waitUntil('two results', async () => (await items.count()) === 2);
+    facts.run1_results = await items.evaluateAll((lis) => lis.map((li) => ({
+      trace_id: li.dataset.traceId,
+      status: li.dataset.status,
+      score: li.querySelector('[data-testid=result-score]')?.textContent ?? '',
+      label: li.querySelector('[data-testid=result-label]')?.textContent ?? '',
+      output: li.querySelector('[data-testid=result-output]')?.textContent ?? '',
+      metrics: [...li.querySelectorAll('[data-testid=result-score-line]')].map((s) => s.dataset.metric),
+      reasoning: [...li.querySelectorAll('[data-testid=result-reasoning]')].map((r) => r.textContent),
+    })));
+    facts.run_light_panel = await page.evaluate(() => getComputedStyle(document.querySelector('.panel')).backgroundColor);
+    await shoot(page, 'run');
+  });
+
+  await step('a second run, compared with the first', async () => {
+    // A second rule the recorded answers fail: the second run scores lower.
+    await createRule(page, names.jsonRule, 'json_valid');
+    await go(page, `datasets/${ids.dataset}`, `form${tid('version-create')}`);
+    await createVersion(page, names.secondVersion, 'Answer in JSON.');
+    facts.second_run = await runVersion(page, names.secondVersion, [ids.run1]);
+    ids.run2 = facts.second_run.id;
+    // By keyboard: the run's row opens with Enter.
+    await page.locator(`tr${tid('run-row')}[data-run-id="${ids.run2}"]`).focus();
+    await page.keyboard.press('Enter');
+    await waitUntil('the second run route', async () => new URL(page.url()).hash === `#/runs/${ids.run2}`);
+    await waitUntil('the second run completed', async () => (await text(page.locator(tid('run-status')).first())) === 'completed');
+    facts.run2_mean = await text(page.locator(tid('run-mean')));
+    await chooseOption(page.locator(`select${tid('compare-select')}`), 'the first run', (o) => o.value === ids.run1);
+    const rows = page.locator(`tr${tid('diff-row')}`);
+    await waitUntil('two items compared', async () => (await rows.count()) === 2);
+    facts.diff_rows = await rows.evaluateAll((trs) => trs.map((tr) => ({
+      change: tr.dataset.change,
+      trace_id: tr.dataset.traceId,
+      cells: [...tr.cells].map((c) => c.textContent),
+    })));
+    facts.diff_summary = await text(page.locator(tid('diff-summary')));
+    facts.diff_regressed = await text(page.locator(tid('diff-regressed')));
+    facts.diff_unchanged = await text(page.locator(tid('diff-unchanged')));
+    facts.diff_hash = new URL(page.url()).hash;
+    await shoot(page, 'run-diff');
+  });
+
+  await step('the CI gate decides on the run', async () => {
+    const form = page.locator(`form${tid('gate-form')}`);
+    // The baseline follows the comparison chosen above.
+    facts.gate_baseline = await form.locator(`select${tid('gate-baseline')}`).inputValue();
+    const decide = async ({ floor, tolerance, onFail, baseline }) => {
+      await form.locator('input[name=score_floor]').fill(floor);
+      await form.locator(`select${tid('gate-baseline')}`).selectOption({ value: baseline });
+      await form.locator(`select${tid('gate-on-fail')}`).selectOption(onFail);
+      const tol = form.locator('input[name=delta_tolerance]');
+      await tol.fill(tolerance);
+      const answered = page.waitForResponse((r) => new URL(r.url()).pathname === '/v1/ci/gate');
+      // By keyboard: Enter in a field submits the form.
+      await tol.press('Enter');
+      const answer = await (await answered).json();
+      const result = page.locator(tid('gate-result'));
+      const shown = await waitUntil('the decision shown', async () => {
+        const decision = await result.getAttribute('data-decision').catch(() => null);
+        return decision === answer.decision ? decision : null;
+      });
+      return {
+        decision: shown,
+        badge: await text(result.locator(tid('gate-decision'))),
+        reason: await text(result.locator(tid('gate-reason'))),
+        run_url: answer.run_url,
+      };
+    };
+    facts.gate_block = await decide({ floor: '0.2', tolerance: '0.1', onFail: 'block', baseline: ids.run1 });
+    await shoot(page, 'run-gate');
+    facts.gate_warn = await decide({ floor: '0.9', tolerance: '', onFail: 'warn', baseline: '' });
+    facts.gate_pass = await decide({ floor: '0.2', tolerance: '', onFail: 'block', baseline: '' });
+    // The decision's link opens this run's page.
+    await page.goto(facts.gate_block.run_url);
+    await waitUntil('the run the link names', async () => (await text(page.locator(tid('run-id')))) === ids.run2);
+    facts.gate_link_run = await text(page.locator(tid('run-id')));
+    facts.gate_link_hash = new URL(page.url()).hash;
+  });
+
+  await step('a run judged by a model, followed live; another cancelled', async () => {
+    await go(page, `datasets/${ids.dataset}`, `form${tid('version-create')}`);
+    await createVersion(page, names.judgedVersion, 'Answer in one sentence.', judgeModel);
+    facts.judged_version_row = await text(page.locator(`tr${tid('version-row')}[data-version-name="${names.judgedVersion}"]`));
+    facts.judged_run = await runVersion(page, names.judgedVersion, [ids.run1, ids.run2]);
+    ids.run3 = facts.judged_run.id;
+
+    // The same version again, cancelled while its first item is judged.
+    const { id, row } = await startRun(page, names.judgedVersion, [ids.run1, ids.run2, ids.run3]);
+    ids.cancelled = id;
+    await row.locator(`button${tid('run-cancel')}`).click();
+    facts.cancel_question = await text(await visible(page, tid('confirm-modal')));
+    await page.locator(`button${tid('confirm-yes')}`).click();
+    facts.cancelled_row = await waitUntil('the run cancelled in the list', async () =>
+      (await row.getAttribute('data-status')) === 'cancelled' ? text(row) : null);
+    facts.cancel_buttons_after = await row.locator(tid('run-cancel')).count();
+
+    // The judged run's page: the judge's score and reasoning beside the rules'.
+    await go(page, `runs/${ids.run3}`, tid('result-item'));
+    await waitUntil('two results', async () => (await page.locator(tid('result-item')).count()) === 2);
+    facts.judged_results = await page.locator(tid('result-score-line')).evaluateAll((lines) => lines.map((l) => ({
+      metric: l.dataset.metric,
+      text: l.textContent,
+    })));
+    await shoot(page, 'run-judged');
   });
 
   await step('rotate the key', async () => {
@@ -706,6 +1011,11 @@ async function flows(page, context) {
     await page.reload();
     await visible(page, tid('card-traces'));
     facts.theme_after_reload = await look();
+    // The run page in the dark, opened at its comparison's address.
+    await go(page, `runs/${ids.run2}?baseline=${ids.run1}`, `table${tid('diff-table')}`);
+    facts.run_dark_panel = await page.evaluate(() => getComputedStyle(document.querySelector('.panel')).backgroundColor);
+    facts.run_dark_compare = await page.locator(`select${tid('compare-select')}`).inputValue();
+    await shoot(page, 'run-dark');
   });
 
   await step('changing the password with a wrong current one is refused', async () => {
@@ -713,7 +1023,7 @@ async function flows(page, context) {
     const form = await visible(page, `form${tid('password-form')}`);
     await form.locator('input[name=current_password]').fill('not-the-password');
     await form.locator('input[name=new_password]').fill('a-new-password-1');
-    expectRefusal = '/v1/auth/password';
+    expectRefusal = { path: '/v1/auth/password', status: 401 };
     await form.locator('button[type=submit]').click();
     facts.password_error = await text(await visible(page, tid('password-error')));
     await form.locator('button', { hasText: 'Cancel' }).click();
@@ -726,14 +1036,17 @@ async function flows(page, context) {
     const overflow = () =>
       page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
     facts.narrow_overflow = {};
-    for (const [hash, selector] of [
-      ['overview', tid('card-traces')],
-      ['traces', `table${tid('traces-table')}`],
-      ['keys', `table${tid('keys-table')}`],
+    for (const [hash, selector, name] of [
+      ['overview', tid('card-traces'), 'overview'],
+      ['traces', `table${tid('traces-table')}`, 'traces'],
+      ['keys', `table${tid('keys-table')}`, 'keys'],
+      ['datasets', `table${tid('datasets-table')}`, 'datasets'],
+      [`datasets/${ids.dataset}`, `table${tid('runs-table')}`, 'dataset'],
+      [`runs/${ids.run2}?baseline=${ids.run1}`, `table${tid('diff-table')}`, 'run'],
     ]) {
       await go(page, hash, selector);
-      facts.narrow_overflow[hash] = await overflow();
-      await shoot(page, `${hash}-narrow`);
+      facts.narrow_overflow[name] = await overflow();
+      await shoot(page, `${name}-narrow`);
     }
     await page.setViewportSize({ width: 1280, height: 860 });
   });

@@ -79,7 +79,8 @@ function build(trace, ctx, { reload, polls }) {
       fact('Spans', fmtInt(trace.span_count ?? spans.length)),
       fact('Project', projectName(trace.project_id) || trace.project_id || '—'),
       trace.session_id ? fact('Session', el('a', { href: `#/sessions/${encodeURIComponent(trace.session_id)}`, class: 'mono' }, trace.session_id)) : null,
-      trace.external_id ? fact('External id', trace.external_id, 'mono') : null));
+      trace.external_id ? fact('External id', trace.external_id, 'mono') : null),
+    canWrite() ? addToDatasetForm(trace.id, ctx) : null);
 
   const io = el('section', { class: 'panel' },
     el('h2', { class: 'panel-title' }, 'Input & output'),
@@ -254,6 +255,64 @@ function spanDetail(span, offsetMs) {
     textBlock(span.input, { testid: 'span-input', label: 'Input' }),
     textBlock(span.output, { testid: 'span-output', label: 'Output' }),
     textBlock(span.metadata && Object.keys(span.metadata).length ? span.metadata : null, { testid: 'span-metadata', label: 'Metadata', emptyText: 'No metadata' }));
+}
+
+// ---------------------------------------------------------------- datasets --
+
+/** The dataset last added to, offered first on the next trace. */
+let lastDataset = '';
+
+/** Adds the trace to a dataset (with a label, or none) in one action. */
+function addToDatasetForm(traceId, ctx) {
+  const dataset = el('select', { name: 'dataset', required: true, 'aria-label': 'Dataset', disabled: true },
+    el('option', { value: '' }, 'Loading datasets…'));
+  const label = select({ name: 'label', 'aria-label': 'Label' },
+    [{ value: '', label: 'No label' }, { value: 'pass', label: 'Label pass' }, { value: 'fail', label: 'Label fail' }], '');
+  const submit = el('button', { type: 'submit', class: 'btn', disabled: true }, icon(ICONS.datasets), el('span', {}, 'Add to dataset'));
+  const status = el('p', { class: 'small muted add-status', 'data-testid': 'add-to-dataset-status', 'aria-live': 'polite' });
+  const form = el('form', { class: 'add-to-dataset', 'data-testid': 'add-to-dataset' }, dataset, label, submit, status);
+
+  api('/v1/datasets', { signal: ctx.signal }).then((data) => {
+    const list = Array.isArray(data?.datasets) ? data.datasets : [];
+    if (!list.length) {
+      for (const control of [dataset, label, submit]) control.hidden = true;
+      replace(status, 'No datasets yet: ', el('a', { href: '#/datasets' }, 'create one'), ' to collect traces like this one.');
+      return;
+    }
+    replace(dataset, list.map((d) => el('option', { value: d.id }, d.name)));
+    if (list.some((d) => d.id === lastDataset)) dataset.value = lastDataset;
+    dataset.disabled = false;
+    submit.disabled = false;
+  }).catch((err) => {
+    if (!isAbort(err)) status.textContent = `The datasets could not be loaded: ${errorText(err)}`;
+  });
+
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const id = dataset.value;
+    if (!id) return;
+    delete status.dataset.result;
+    replace(status);
+    const name = dataset.selectedOptions[0]?.textContent || 'the dataset';
+    const body = { trace_id: traceId };
+    if (label.value) body.label = label.value;
+    try {
+      const { status: code, data: item } = await busy(submit, () => api(`/v1/datasets/${encodeURIComponent(id)}/items`, { method: 'POST', body, withStatus: true }));
+      lastDataset = id;
+      const link = el('a', { href: `#/datasets/${encodeURIComponent(id)}` }, name);
+      const labelled = item?.label ? `labelled ${item.label}` : 'unlabeled';
+      const added = code === 201;
+      status.dataset.result = added ? 'added' : 'existing';
+      replace(status, added
+        ? ['Added to ', link, ` (${labelled}).`]
+        : ['Already in ', link, ` (${labelled}); nothing was added.`]);
+      toast(added ? `Added to ${name}` : `Already in ${name}`, added ? 'success' : 'info');
+    } catch (err) {
+      status.dataset.result = 'error';
+      replace(status, el('span', { class: 'text-error' }, errorText(err)));
+    }
+  });
+  return form;
 }
 
 // --------------------------------------------------------------- feedback --
