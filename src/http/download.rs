@@ -49,11 +49,6 @@ pub fn streamed(
     stem: &str,
     truncated: bool,
 ) -> Response {
-    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|chunk| (Ok::<_, Infallible>(chunk), rx))
-    }));
     let (content_type, extension) = match format {
         Format::Csv => ("text/csv; charset=utf-8", "csv"),
         Format::Jsonl => ("application/x-ndjson", "jsonl"),
@@ -61,15 +56,32 @@ pub fn streamed(
     let day = chrono::DateTime::from_timestamp_micros(now_micros())
         .map(|t| t.format("%Y-%m-%d").to_string())
         .unwrap_or_default();
-    let disposition = format!("attachment; filename=\"{stem}-{day}.{extension}\"");
+    let mut response = attachment(rx, content_type, &format!("{stem}-{day}.{extension}"));
+    if truncated {
+        response
+            .headers_mut()
+            .insert(TRUNCATED.clone(), HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// A file whose chunks arrive on `rx`, offered for download as `filename`.
+pub fn attachment(
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    content_type: &'static str,
+    filename: &str,
+) -> Response {
+    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, Infallible>(chunk), rx))
+    }));
+    let disposition = format!("attachment; filename=\"{filename}\"");
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Ok(value) = HeaderValue::from_str(&disposition) {
         headers.insert(CONTENT_DISPOSITION, value);
-    }
-    if truncated {
-        headers.insert(TRUNCATED.clone(), HeaderValue::from_static("true"));
     }
     response
 }

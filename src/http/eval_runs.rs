@@ -4,14 +4,16 @@
 //! it against a baseline run and cancels it. `POST /v1/ci/gate` turns a
 //! finished run (and a baseline) into a release decision.
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::header::{CONTENT_DISPOSITION, HOST};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::header::HOST;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::download::attachment;
 use super::eval_params::canonical_uuid;
 use super::extract::JsonBody;
 use super::query::ApiQuery;
@@ -22,6 +24,8 @@ use crate::store::{EvalRun, RunItemResult, RunScheduled, RunScore};
 
 /// Two scores closer than this are the same.
 const SAME: f64 = 1e-9;
+/// Items read per step of an export.
+const EXPORT_PAGE: usize = 200;
 
 /// A run to schedule (the reference's `ScheduleEvalRunRequest`).
 #[derive(Deserialize, ToSchema)]
@@ -139,6 +143,7 @@ pub struct DiffItem {
     trace_id: String,
     /// The item's review label, or `unlabeled`.
     label: String,
+    /// The start of the item's input (300 characters at most).
     input: Option<String>,
     baseline_score: Option<f64>,
     run_score: Option<f64>,
@@ -407,40 +412,99 @@ pub async fn export(
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
     let id = run_id(&id)?;
-    let (run, results) = state
+    let run = state
         .store
-        .run_results(principal.tenant_id, id.clone())
+        .get_run(principal.tenant_id, id.clone())
         .await?
         .ok_or(AppError::NotFound("eval run"))?;
-    let mut items = Vec::new();
-    let mut rows = Vec::with_capacity(results.len());
-    for result in results {
-        for score in &result.scores {
-            items.push(export_item(&result, score));
+    let head = serde_json::to_string(&run)
+        .map_err(|e| AppError::Internal(format!("writing the run: {e}")))?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let (store, tenant_id, uuid) = (state.store.clone(), principal.tenant_id, id.clone());
+    // Written as it is read, in two passes over the items: their scores,
+    // then their results, so a run of any size takes bounded memory.
+    tokio::spawn(async move {
+        let mut chunk = format!("{{\"run\":{head},\"items\":[");
+        for pass in [Pass::Scores, Pass::Results] {
+            let (mut after, mut first) = (0, true);
+            loop {
+                let page = store
+                    .run_result_page(tenant_id, uuid.clone(), after, EXPORT_PAGE)
+                    .await;
+                let (rows, more) = match page {
+                    Ok(Some(page)) => page,
+                    Ok(None) => return,
+                    Err(e) => {
+                        // The status is sent; ending the body early is all that is left.
+                        tracing::error!(error = %e, "eval run export failed");
+                        return;
+                    }
+                };
+                for (key, result) in &rows {
+                    after = *key;
+                    pass.write(&mut chunk, result, &mut first);
+                }
+                if tx
+                    .send(Bytes::from(std::mem::take(&mut chunk)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                if !more {
+                    break;
+                }
+            }
+            chunk.push_str(match pass {
+                Pass::Scores => "],\"results\":[",
+                Pass::Results => "]}",
+            });
         }
-        rows.push(EvalRunResult {
-            item_id: result.item_id,
-            trace_id: result.trace_id,
-            status: result.status,
-            label: result.label,
-            input: result.input,
-            output: result.output,
-            score: result.score,
-            error: result.error,
-        });
+        let _ = tx.send(Bytes::from(chunk)).await;
+    });
+    Ok(attachment(
+        rx,
+        "application/json",
+        &format!("eval-run-{id}.json"),
+    ))
+}
+
+/// The two arrays of a run's export.
+#[derive(Clone, Copy)]
+enum Pass {
+    Scores,
+    Results,
+}
+
+impl Pass {
+    /// Appends what this pass writes of `result`, comma-separated.
+    fn write(self, out: &mut String, result: &RunItemResult, first: &mut bool) {
+        let mut push = |json: serde_json::Result<String>| {
+            if let Ok(json) = json {
+                if !std::mem::take(first) {
+                    out.push(',');
+                }
+                out.push_str(&json);
+            }
+        };
+        match self {
+            Pass::Scores => {
+                for score in &result.scores {
+                    push(serde_json::to_string(&export_item(result, score)));
+                }
+            }
+            Pass::Results => push(serde_json::to_string(&EvalRunResult {
+                item_id: result.item_id.clone(),
+                trace_id: result.trace_id.clone(),
+                status: result.status.clone(),
+                label: result.label.clone(),
+                input: result.input.clone(),
+                output: result.output.clone(),
+                score: result.score,
+                error: result.error.clone(),
+            })),
+        }
     }
-    let mut response = Json(RunExport {
-        run,
-        items,
-        results: rows,
-    })
-    .into_response();
-    if let Ok(value) =
-        HeaderValue::from_str(&format!("attachment; filename=\"eval-run-{id}.json\""))
-    {
-        response.headers_mut().insert(CONTENT_DISPOSITION, value);
-    }
-    Ok(response)
 }
 
 fn export_item(result: &RunItemResult, score: &RunScore) -> EvalRunExportItem {
@@ -497,12 +561,12 @@ async fn compare(
 ) -> Result<RunDiff, AppError> {
     let (run, results) = state
         .store
-        .run_results(tenant_id, run)
+        .run_scores(tenant_id, run)
         .await?
         .ok_or(AppError::NotFound("eval run"))?;
     let (base, base_results) = state
         .store
-        .run_results(tenant_id, baseline)
+        .run_scores(tenant_id, baseline)
         .await?
         .ok_or(AppError::NotFound("eval run"))?;
     if run.dataset_id != base.dataset_id {

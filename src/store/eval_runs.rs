@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::datasets::dataset_key;
 use super::evals::{count_evals, evals_this_month};
+use super::page::PAGE_MAX_BYTES;
 use super::tenancy::new_uuid;
 use super::{now_micros, Result, Store};
 use crate::model::Timestamp;
@@ -349,9 +350,10 @@ impl Store {
         .await
     }
 
-    /// Every item of a run with its scores, in the dataset's order; `None`
-    /// when the tenant has no such run.
-    pub async fn run_results(
+    /// A run and every item's score and reasoning, in the dataset's order,
+    /// with at most [`PREVIEW_CHARS`] of each input and no output: what a
+    /// diff or a gate compares. `None` when the tenant has no such run.
+    pub async fn run_scores(
         &self,
         tenant_id: i64,
         uuid: String,
@@ -363,7 +365,28 @@ impl Store {
             let Some(run) = run_by_key(conn, id)? else {
                 return Ok(None);
             };
-            Ok(Some((run, results(conn, id)?)))
+            let (items, _) = results(conn, id, 0, usize::MAX, Detail::Preview)?;
+            Ok(Some((run, items.into_iter().map(|(_, r)| r).collect())))
+        })
+        .await
+    }
+
+    /// A page of a run's items with their scores, input and output, after
+    /// the internal id `after`: at most `limit`, fewer when their text
+    /// passes [`PAGE_MAX_BYTES`] (never none while items remain), and
+    /// whether more follow. `None` when the tenant has no such run.
+    pub async fn run_result_page(
+        &self,
+        tenant_id: i64,
+        uuid: String,
+        after: i64,
+        limit: usize,
+    ) -> Result<Option<(Vec<(i64, RunItemResult)>, bool)>> {
+        self.read(move |conn| {
+            let Some(id) = run_key(conn, tenant_id, &uuid)? else {
+                return Ok(None);
+            };
+            Ok(Some(results(conn, id, after, limit, Detail::Full)?))
         })
         .await
     }
@@ -429,20 +452,48 @@ impl Store {
     }
 }
 
-fn results(conn: &Connection, run_id: i64) -> Result<Vec<RunItemResult>> {
-    let mut items = Vec::new();
-    let mut ids = Vec::new();
+/// How much of an item's text a read of results takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Detail {
+    /// Input and output whole, pages bounded in bytes.
+    Full,
+    /// The input's first [`PREVIEW_CHARS`] characters, no output.
+    Preview,
+}
+
+/// The characters of an input a diff shows.
+pub const PREVIEW_CHARS: usize = 300;
+
+/// Items of a run after the internal id `after` with their scores, in the
+/// dataset's order, and whether more follow.
+fn results(
+    conn: &Connection,
+    run_id: i64,
+    after: i64,
+    limit: usize,
+    detail: Detail,
+) -> Result<(Vec<(i64, RunItemResult)>, bool)> {
+    let mut items: Vec<(i64, RunItemResult)> = Vec::new();
+    let mut more = false;
     {
         let mut stmt = conn.prepare_cached(
-            "SELECT ri.id, di.uuid, ri.trace_id, ri.status, di.label, di.input, \
-             coalesce(ri.output, di.expected_output), ri.score, ri.error \
+            "SELECT ri.id, di.uuid, ri.trace_id, ri.status, di.label, \
+             CASE WHEN ?4 THEN substr(di.input, 1, ?5) ELSE di.input END, \
+             CASE WHEN ?4 THEN NULL ELSE coalesce(ri.output, di.expected_output) END, \
+             ri.score, ri.error \
              FROM run_items ri LEFT JOIN dataset_items di ON di.id = ri.item_id \
-             WHERE ri.run_id = ?1 ORDER BY ri.id",
+             WHERE ri.run_id = ?1 AND ri.id > ?2 ORDER BY ri.id LIMIT ?3",
         )?;
-        let mut rows = stmt.query([run_id])?;
+        let preview = detail == Detail::Preview;
+        let take = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let mut rows = stmt.query(params![run_id, after, take, preview, PREVIEW_CHARS as i64])?;
+        let mut bytes = 0usize;
         while let Some(r) = rows.next()? {
-            ids.push(r.get::<_, i64>(0)?);
-            items.push(RunItemResult {
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            let result = RunItemResult {
                 item_id: r.get(1)?,
                 trace_id: r.get(2)?,
                 status: r.get(3)?,
@@ -452,28 +503,38 @@ fn results(conn: &Connection, run_id: i64) -> Result<Vec<RunItemResult>> {
                 score: r.get(7)?,
                 error: r.get(8)?,
                 scores: Vec::new(),
-            });
+            };
+            let size = result.input.as_ref().map_or(0, String::len)
+                + result.output.as_ref().map_or(0, String::len);
+            if detail == Detail::Full && !items.is_empty() && bytes + size > PAGE_MAX_BYTES {
+                more = true;
+                break;
+            }
+            bytes += size;
+            items.push((r.get(0)?, result));
         }
     }
+    let (Some((first, _)), Some((last, _))) = (items.first(), items.last()) else {
+        return Ok((items, more));
+    };
     let mut stmt = conn.prepare_cached(
         "SELECT s.run_item_id, s.uuid, s.metric_name, s.evaluator_type, s.status, s.score, \
          s.label, s.reasoning, s.judge_model, s.created_at \
-         FROM run_scores s JOIN run_items ri ON ri.id = s.run_item_id \
-         WHERE ri.run_id = ?1 ORDER BY s.run_item_id, s.id",
+         FROM run_scores s WHERE s.run_item_id BETWEEN ?1 AND ?2 ORDER BY s.run_item_id, s.id",
     )?;
-    let mut rows = stmt.query([run_id])?;
+    let mut rows = stmt.query([*first, *last])?;
     let mut at = 0;
     while let Some(r) = rows.next()? {
         let item: i64 = r.get(0)?;
         // Both are in the items' order.
-        while at < ids.len() && ids[at] < item {
+        while at < items.len() && items[at].0 < item {
             at += 1;
         }
-        if at == ids.len() {
+        if at == items.len() {
             break;
         }
-        if ids[at] == item {
-            items[at].scores.push(RunScore {
+        if items[at].0 == item {
+            items[at].1.scores.push(RunScore {
                 id: r.get(1)?,
                 metric_name: r.get(2)?,
                 evaluator_type: r.get(3)?,
@@ -486,7 +547,7 @@ fn results(conn: &Connection, run_id: i64) -> Result<Vec<RunItemResult>> {
             });
         }
     }
-    Ok(items)
+    Ok((items, more))
 }
 
 fn claim(

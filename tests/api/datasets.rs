@@ -1624,3 +1624,86 @@ fn a_model_endpoint_that_cannot_work_is_refused_naming_its_key() {
     assert!(err.contains("eval.model"), "{err}");
     assert!(err.contains("base_url"), "{err}");
 }
+
+#[tokio::test]
+async fn a_large_runs_export_is_whole_valid_json() {
+    let server = TestServer::start().await;
+    rule_contains(&server, "answer").await;
+    let dataset = create_dataset(&server, "large").await;
+    // Past one page of the export by count, and by size: three inputs of
+    // 1.5 MB each.
+    let traces: Vec<Value> = (0..230)
+        .map(|i| {
+            let mut trace = sample_trace("many");
+            let input = if matches!(i, 1 | 3 | 5) {
+                "ü".repeat(750_000)
+            } else {
+                format!("question {i}")
+            };
+            trace["input"] = json!(input);
+            trace["output"] = json!(format!("answer {i}"));
+            trace
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for chunk in traces.chunks(50) {
+        let resp = server
+            .post("/v1/ingest/batch", &json!({"traces": chunk}))
+            .await;
+        let body = json_of(resp, 201).await;
+        for id in body["ids"].as_array().unwrap() {
+            ids.push(id.as_str().unwrap().to_owned());
+        }
+    }
+    for id in &ids {
+        json_of(
+            add_item(&server, &dataset, json!({"trace_id": id})).await,
+            201,
+        )
+        .await;
+    }
+    let version = create_version(&server, &dataset, json!({"name": "v"})).await;
+    let run_id = schedule(&server, &dataset, &version).await;
+    let run = finished(&server, &run_id).await;
+    assert_eq!(run["completed_count"], 230, "{run}");
+    assert_eq!(run["mean_score"], 1.0, "{run}");
+
+    let resp = server.get(&format!("/v1/eval-runs/{run_id}/export")).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let text = resp.text().await.unwrap();
+    let export: Value = serde_json::from_str(&text).expect("the export is JSON");
+    assert_eq!(export["run"]["id"], run_id.as_str());
+    assert_eq!(export["items"].as_array().unwrap().len(), 230);
+    let results = export["results"].as_array().unwrap();
+    assert_eq!(results.len(), 230);
+    let big = results
+        .iter()
+        .filter(|r| r["input"].as_str().is_some_and(|i| i.len() == 1_500_000))
+        .count();
+    assert_eq!(big, 3, "large inputs are exported whole");
+    let mut traces: Vec<&str> = results
+        .iter()
+        .map(|r| r["trace_id"].as_str().unwrap())
+        .collect();
+    traces.sort();
+    traces.dedup();
+    assert_eq!(traces.len(), 230, "each item once");
+
+    // The diff shows the start of each input only.
+    let diff = server
+        .get_json(&format!("/v1/eval-runs/{run_id}/diff?baseline={run_id}"))
+        .await;
+    assert_eq!(
+        diff["summary"]["unchanged_count"], 230,
+        "{}",
+        diff["summary"]
+    );
+    let longest = diff["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["input"].as_str().unwrap().chars().count())
+        .max();
+    assert_eq!(longest, Some(300));
+}
