@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 
 use super::evaluator::{resolve, Evaluator};
 use super::judge::{Judge, JudgeError, JudgeRequest};
-use super::queue::{backoff, label, EvalQueue, MAX_BACKOFF, NO_JUDGE};
+use super::queue::{label, retry_at, within, EvalQueue, NO_JUDGE};
 use super::rules::{Subject, Verdict};
 use crate::config::EvalConfig;
 use crate::store::{now_micros, ClaimedRunItem, NewRunScore, RunItemOutcome, RunWork, Store};
@@ -147,7 +147,7 @@ impl Experiments {
         work: impl std::future::Future<Output = Result<T, JudgeError>>,
     ) -> Result<T, JudgeError> {
         let started = Instant::now();
-        let result = self.limited(work).await;
+        let result = within(&self.config, "no answer within", work).await;
         calls.fetch_add(1, Ordering::Relaxed);
         micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         result
@@ -349,37 +349,15 @@ impl Experiments {
         }
     }
 
-    /// Runs `work` within `eval.timeout_s`; running out is worth a retry.
-    async fn limited<T>(
-        &self,
-        work: impl std::future::Future<Output = Result<T, JudgeError>>,
-    ) -> Result<T, JudgeError> {
-        let limit = Duration::from_secs(self.config.timeout_s);
-        tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
-            Err(JudgeError::Retryable {
-                reason: format!("no answer within {}s", limit.as_secs()),
-                retry_after: None,
-            })
-        })
-    }
-
     fn retry(
         &self,
         job: &ClaimedRunItem,
         reason: String,
         retry_after: Option<Duration>,
     ) -> RunItemOutcome {
-        if job.attempts >= self.config.max_attempts {
-            return failed(
-                None,
-                format!("gave up after {} attempts: {reason}", job.attempts),
-                Vec::new(),
-            );
-        }
-        let wait = retry_after.unwrap_or_else(|| backoff(self.config.retry_base_ms, job.attempts));
-        RunItemOutcome::Retry {
-            reason,
-            run_after: now_micros() + wait.min(MAX_BACKOFF).as_micros() as i64,
+        match retry_at(&self.config, job.attempts, &reason, retry_after) {
+            Ok(run_after) => RunItemOutcome::Retry { reason, run_after },
+            Err(reason) => failed(None, reason, Vec::new()),
         }
     }
 }

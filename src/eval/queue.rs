@@ -31,7 +31,7 @@ use crate::store::{now_micros, ClaimedEval, EvalOutcome, EvalTrace, Store};
 pub const NO_JUDGE: &str = "no judge configured: an LLM evaluation needs [eval.judge] in the \
     server's configuration; nothing was sent anywhere";
 /// The longest wait between attempts.
-pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(300);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// Outcomes recorded in one write, at most.
 const FINISH_BATCH: usize = 256;
 /// Traces the scheduler looks at per write.
@@ -278,13 +278,7 @@ impl Runner {
         &self,
         work: impl std::future::Future<Output = Result<T, JudgeError>>,
     ) -> Result<T, JudgeError> {
-        let limit = Duration::from_secs(self.config.timeout_s);
-        tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
-            Err(JudgeError::Retryable {
-                reason: format!("the evaluation took longer than {}s", limit.as_secs()),
-                retry_after: None,
-            })
-        })
+        within(&self.config, "the evaluation took longer than", work).await
     }
 
     fn retry(
@@ -293,16 +287,12 @@ impl Runner {
         reason: String,
         retry_after: Option<Duration>,
     ) -> EvalOutcome {
-        if job.attempts >= self.config.max_attempts {
-            return EvalOutcome::Failed {
-                reason: format!("gave up after {} attempts: {reason}", job.attempts),
-            };
-        }
-        self.queue.stats.retried.fetch_add(1, Ordering::Relaxed);
-        let wait = retry_after.unwrap_or_else(|| backoff(self.config.retry_base_ms, job.attempts));
-        EvalOutcome::Retry {
-            reason,
-            run_after: now_micros() + wait.min(MAX_BACKOFF).as_micros() as i64,
+        match retry_at(&self.config, job.attempts, &reason, retry_after) {
+            Ok(run_after) => {
+                self.queue.stats.retried.fetch_add(1, Ordering::Relaxed);
+                EvalOutcome::Retry { reason, run_after }
+            }
+            Err(reason) => EvalOutcome::Failed { reason },
         }
     }
 
@@ -378,9 +368,41 @@ impl Runner {
     }
 }
 
+/// Runs `work` within `eval.timeout_s`; running out is worth a retry,
+/// saying `what` and the limit.
+pub(super) async fn within<T>(
+    config: &EvalConfig,
+    what: &str,
+    work: impl std::future::Future<Output = Result<T, JudgeError>>,
+) -> Result<T, JudgeError> {
+    let limit = Duration::from_secs(config.timeout_s);
+    tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+        Err(JudgeError::Retryable {
+            reason: format!("{what} {}s", limit.as_secs()),
+            retry_after: None,
+        })
+    })
+}
+
+/// When to try again after `attempts` attempts failed for `reason`
+/// (microseconds): after what `retry_after` asks, or a growing wait; or,
+/// with `eval.max_attempts` spent, the reason to give up.
+pub(super) fn retry_at(
+    config: &EvalConfig,
+    attempts: u32,
+    reason: &str,
+    retry_after: Option<Duration>,
+) -> Result<i64, String> {
+    if attempts >= config.max_attempts {
+        return Err(format!("gave up after {attempts} attempts: {reason}"));
+    }
+    let wait = retry_after.unwrap_or_else(|| backoff(config.retry_base_ms, attempts));
+    Ok(now_micros() + wait.min(MAX_BACKOFF).as_micros() as i64)
+}
+
 /// `base`, doubled for each attempt after the first, with up to a quarter
 /// more at random so that retries of many evaluations spread out.
-pub(super) fn backoff(base_ms: u64, attempts: u32) -> Duration {
+fn backoff(base_ms: u64, attempts: u32) -> Duration {
     let doubled = base_ms.saturating_mul(1u64 << attempts.saturating_sub(1).min(20));
     let jitter = rand::random_range(0..=doubled / 4);
     Duration::from_millis(doubled.saturating_add(jitter)).min(MAX_BACKOFF)

@@ -163,6 +163,20 @@ async fn ingest_qa(server: &TestServer, input: &str, output: &str) -> String {
     server.ingest(trace).await
 }
 
+/// A dataset of `items` traces, asked `q0`, `q1`… and answered `a`.
+async fn dataset_of(server: &TestServer, name: &str, items: usize) -> String {
+    let dataset = create_dataset(server, name).await;
+    for i in 0..items {
+        let trace = ingest_qa(server, &format!("q{i}"), "a").await;
+        json_of(
+            add_item(server, &dataset, json!({"trace_id": trace})).await,
+            201,
+        )
+        .await;
+    }
+    dataset
+}
+
 async fn create_version(server: &TestServer, dataset: &str, body: Value) -> String {
     let resp = server
         .post(&format!("/v1/datasets/{dataset}/versions"), &body)
@@ -825,15 +839,7 @@ async fn a_failing_model_endpoint_fails_its_items_with_the_reason_after_retries(
         ..Behaviour::default()
     });
     let server = TestServer::start_with(&judged_by(&judge, "")).await;
-    let dataset = create_dataset(&server, "down").await;
-    for i in 0..2 {
-        let trace = ingest_qa(&server, &format!("q{i}"), "a").await;
-        json_of(
-            add_item(&server, &dataset, json!({"trace_id": trace})).await,
-            201,
-        )
-        .await;
-    }
+    let dataset = dataset_of(&server, "down", 2).await;
     let version = create_version(
         &server,
         &dataset,
@@ -876,13 +882,7 @@ async fn a_failing_model_endpoint_fails_its_items_with_the_reason_after_retries(
     assert_eq!(judge.model_calls().len(), before + 2, "no retries of a 400");
 
     let bare = TestServer::start().await;
-    let dataset = create_dataset(&bare, "nowhere").await;
-    let trace = ingest_qa(&bare, "q", "a").await;
-    json_of(
-        add_item(&bare, &dataset, json!({"trace_id": trace})).await,
-        201,
-    )
-    .await;
+    let dataset = dataset_of(&bare, "nowhere", 1).await;
     let version = create_version(
         &bare,
         &dataset,
@@ -910,15 +910,7 @@ async fn runs_keep_to_their_concurrency_per_run_and_per_organisation() {
         "run_concurrency = 2\ntenant_run_concurrency = 3",
     ))
     .await;
-    let dataset = create_dataset(&server, "busy").await;
-    for i in 0..6 {
-        let trace = ingest_qa(&server, &format!("q{i}"), "a").await;
-        json_of(
-            add_item(&server, &dataset, json!({"trace_id": trace})).await,
-            201,
-        )
-        .await;
-    }
+    let dataset = dataset_of(&server, "busy", 6).await;
     let version = create_version(&server, &dataset, json!({"name": "v", "judge_model": "j"})).await;
     let run = schedule(&server, &dataset, &version).await;
     assert_eq!(finished(&server, &run).await["status"], "completed");
@@ -948,15 +940,7 @@ async fn a_run_survives_a_restart_and_finishes_every_item_once() {
         ..Behaviour::default()
     });
     let server = TestServer::start_with(&judged_by(&judge, "run_concurrency = 1")).await;
-    let dataset = create_dataset(&server, "restart").await;
-    for i in 0..6 {
-        let trace = ingest_qa(&server, &format!("q{i}"), "a").await;
-        json_of(
-            add_item(&server, &dataset, json!({"trace_id": trace})).await,
-            201,
-        )
-        .await;
-    }
+    let dataset = dataset_of(&server, "restart", 6).await;
     let version = create_version(&server, &dataset, json!({"name": "v", "judge_model": "j"})).await;
     let run_id = schedule(&server, &dataset, &version).await;
     // Stop it part-way.
@@ -990,15 +974,7 @@ async fn a_run_can_be_cancelled_and_its_waiting_items_are_not_run() {
         ..Behaviour::default()
     });
     let server = TestServer::start_with(&judged_by(&judge, "run_concurrency = 1")).await;
-    let dataset = create_dataset(&server, "cancel").await;
-    for i in 0..8 {
-        let trace = ingest_qa(&server, &format!("q{i}"), "a").await;
-        json_of(
-            add_item(&server, &dataset, json!({"trace_id": trace})).await,
-            201,
-        )
-        .await;
-    }
+    let dataset = dataset_of(&server, "cancel", 8).await;
     let version = create_version(&server, &dataset, json!({"name": "v", "judge_model": "j"})).await;
     let run_id = schedule(&server, &dataset, &version).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1044,13 +1020,7 @@ async fn a_run_can_be_cancelled_and_its_waiting_items_are_not_run() {
     // A finished run cannot be cancelled.
     let quick = TestServer::start_with(&judged_by(&judge, "")).await;
     judge.set(Behaviour::default());
-    let dataset = create_dataset(&quick, "quick").await;
-    let trace = ingest_qa(&quick, "q", "a").await;
-    json_of(
-        add_item(&quick, &dataset, json!({"trace_id": trace})).await,
-        201,
-    )
-    .await;
+    let dataset = dataset_of(&quick, "quick", 1).await;
     let version = create_version(&quick, &dataset, json!({"name": "v", "judge_model": "j"})).await;
     let run_id = schedule(&quick, &dataset, &version).await;
     finished(&quick, &run_id).await;
@@ -1267,13 +1237,7 @@ async fn the_gate_waits_for_a_run_to_finish() {
         ..Behaviour::default()
     });
     let server = TestServer::start_with(&judged_by(&judge, "")).await;
-    let dataset = create_dataset(&server, "slow").await;
-    let trace = ingest_qa(&server, "q", "a").await;
-    json_of(
-        add_item(&server, &dataset, json!({"trace_id": trace})).await,
-        201,
-    )
-    .await;
+    let dataset = dataset_of(&server, "slow", 1).await;
     let version = create_version(&server, &dataset, json!({"name": "v", "judge_model": "j"})).await;
     let run = schedule(&server, &dataset, &version).await;
     let body = expect_error_naming(
