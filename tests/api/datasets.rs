@@ -1671,3 +1671,53 @@ async fn a_large_runs_export_is_whole_valid_json() {
         .max();
     assert_eq!(longest, Some(300));
 }
+
+#[tokio::test]
+async fn the_projects_judged_presets_score_a_run_and_one_needing_context_says_why_not() {
+    let judge = Endpoint::start().await;
+    let server = TestServer::start_with(&judged_by(&judge, "")).await;
+    for metric in ["toxicity", "faithfulness"] {
+        let resp = server
+            .post(
+                "/v1/eval-rules",
+                &json!({"project_id": "default", "metric_name": metric, "evaluator_type": "llm"}),
+            )
+            .await;
+        json_of(resp, 201).await;
+    }
+    let dataset = dataset_of(&server, "presets", 2).await;
+    let version = create_version(&server, &dataset, json!({"name": "as recorded"})).await;
+    let run_id = schedule(&server, &dataset, &version).await;
+    let run = finished(&server, &run_id).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run["failed_count"], 0, "{run}");
+    // The items' own output ("a") holds no "good": the stand-in scores 0.2.
+    assert!(
+        (run["mean_score"].as_f64().unwrap() - 0.2).abs() < 1e-9,
+        "{run}"
+    );
+    let judged = judge.judge_calls();
+    assert_eq!(judged.len(), 2, "toxicity once per item: {judged:?}");
+    for call in &judged {
+        assert_eq!(call["model"], "judge-default", "{call}");
+        let system = call["messages"][0]["content"].as_str().unwrap();
+        assert!(system.contains("\"toxicity\""), "{system}");
+    }
+    let export = server
+        .get_json(&format!("/v1/eval-runs/{run_id}/export"))
+        .await;
+    let scores = export["items"].as_array().unwrap();
+    assert_eq!(scores.len(), 4, "{export}");
+    for score in scores {
+        match score["metric_name"].as_str() {
+            Some("toxicity") => assert_eq!(score["status"], "complete", "{score}"),
+            Some("faithfulness") => {
+                assert_eq!(score["status"], "failed", "{score}");
+                assert!(score["score"].is_null());
+                let why = score["reasoning"].as_str().unwrap();
+                assert!(why.contains("retrieved context"), "{why}");
+            }
+            other => panic!("unexpected metric {other:?}"),
+        }
+    }
+}
