@@ -34,6 +34,7 @@ pub mod telemetry;
 mod trace_filter;
 mod traces;
 mod ui;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -69,6 +70,8 @@ pub struct AppState {
     pub bodies: Arc<budget::BodyBudget>,
     /// The API's OpenAPI document, serialized once.
     pub openapi: axum::body::Bytes,
+    /// Sends webhook deliveries and test pings.
+    pub webhooks: Arc<crate::webhooks::Sender>,
 }
 
 impl AppState {
@@ -85,6 +88,7 @@ impl AppState {
                 config.limits.request_memory_max_bytes,
             )),
             pricing: Arc::new(Pricing::new(&config.pricing)),
+            webhooks: Arc::new(crate::webhooks::Sender::new(&config.webhooks)),
             space: Arc::new(crate::upkeep::SpaceGauge::new(store.clone())),
             store,
             config,
