@@ -333,16 +333,11 @@ impl Sender {
         };
         let status = response.status().as_u16();
         let mut kept = Vec::new();
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    let room = BODY_KEEP_BYTES - kept.len();
-                    kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                    if kept.len() >= BODY_KEEP_BYTES {
-                        break;
-                    }
-                }
-                Ok(None) | Err(_) => break,
+        while let Ok(Some(chunk)) = response.chunk().await {
+            let room = BODY_KEEP_BYTES - kept.len();
+            kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if kept.len() >= BODY_KEEP_BYTES {
+                break;
             }
         }
         Answer::Http {

@@ -580,7 +580,7 @@ impl Config {
         ] {
             for net in list {
                 if crate::webhooks::Net::parse(net).is_none() {
-                    return Err(invalid(key, &format!("{net:?} is not a CIDR network")));
+                    return Err(invalid(key, format!("{net:?} is not a CIDR network")));
                 }
             }
         }

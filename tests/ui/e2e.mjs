@@ -936,7 +936,7 @@ async function flows(page, context) {
     await shoot(page, 'run-judged');
   });
 
-  await step('webhooks: the finished runs' deliveries', async () => {
+  await step('webhooks: the deliveries of the runs finished since', async () => {
     await go(page, 'webhooks', `tr${tid('webhook-row')}[data-webhook-id="${ids.webhook}"]`);
     await page.locator(`tr${tid('webhook-row')}[data-webhook-id="${ids.webhook}"] button${tid('webhook-show-deliveries')}`).click();
     facts.webhook_deliveries = await waitUntil('deliveries with an attempt', async () => {
