@@ -520,6 +520,65 @@ mod tests {
     }
 
     #[test]
+    fn failures_back_off_with_jitter_and_give_up_after_retry_for_h() {
+        let sender = Sender::new(&WebhooksConfig {
+            retry_base_ms: 1000,
+            ..WebhooksConfig::default()
+        });
+        let due = |attempts, age_h: i64| DueDelivery {
+            id: 1,
+            uuid: "d".into(),
+            url: "http://127.0.0.1/".into(),
+            secret: "s".into(),
+            event_type: "eval_run.completed".into(),
+            payload: "{}".into(),
+            attempts,
+            created_at: now_micros() - age_h * 3_600_000_000,
+        };
+        let failed = || Answer::Http {
+            status: 503,
+            body: "busy".into(),
+        };
+        assert!(matches!(
+            sender.outcome(
+                &due(0, 0),
+                Answer::Http {
+                    status: 204,
+                    body: String::new()
+                }
+            ),
+            Attempt::Delivered { status: 204 }
+        ));
+        for (attempts, full_ms) in [(0, 1000), (3, 8000), (40, 3_600_000)] {
+            let before = now_micros();
+            let Attempt::Retry {
+                status,
+                next_at,
+                error,
+            } = sender.outcome(&due(attempts, 0), failed())
+            else {
+                panic!("a retry");
+            };
+            assert_eq!(status, Some(503));
+            assert!(error.contains("HTTP 503"), "{error}");
+            let wait_ms = (next_at - before) / 1000;
+            assert!(
+                wait_ms >= full_ms / 2 - 1 && wait_ms <= full_ms + 50,
+                "{attempts}: {wait_ms}"
+            );
+        }
+        // Retried for at least a day by default; given up after retry_for_h.
+        assert!(matches!(
+            sender.outcome(&due(9, 30), failed()),
+            Attempt::Retry { .. }
+        ));
+        assert!(matches!(
+            sender.outcome(&due(20, 48), Answer::Failed("timed out".into())),
+            Attempt::GaveUp { status: None, .. }
+        ));
+    }
+
+    #[test]
     fn allow_narrows_and_widens_deny_wins() {
         let policy = Policy::new(&WebhooksConfig {
             allow: vec!["10.0.0.0/8".into(), "169.254.10.0/24".into()],

@@ -34,6 +34,8 @@ struct Receiver {
     got: Arc<Mutex<Vec<Received>>>,
     down: Arc<AtomicBool>,
     fail_next: Arc<AtomicUsize>,
+    /// Answers only after a minute.
+    hang: Arc<AtomicBool>,
 }
 
 async fn receive(
@@ -54,6 +56,9 @@ async fn receive(
         delivery: header("x-trulayer-delivery"),
         body,
     });
+    if r.hang.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
     let failing = r.down.load(Ordering::SeqCst)
         || r.fail_next
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -615,4 +620,44 @@ async fn a_finished_run_is_delivered_signed_through_failures_and_a_restart() {
     assert_eq!(event["data"]["completed_count"], 1);
     assert_eq!(event["data"]["mean_score"], 1.0);
     assert!(deliveries(&server, &other).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_hanging_endpoint_holds_up_neither_ingest_nor_a_stop() {
+    let server = TestServer::start_with("[webhooks]\ntimeout_s = 120\nconcurrency = 1\n").await;
+    let r = receiver().await;
+    r.hang.store(true, Ordering::SeqCst);
+    let hook = create_ok(&server, &r.url, json!(["eval_run.completed"])).await;
+    finished_run(&server).await;
+    r.wait_for(1, Duration::from_secs(10)).await;
+    // The delivery hangs; traces still go in at once.
+    let started = Instant::now();
+    for i in 0..20 {
+        server
+            .ingest(sample_trace(&format!("while hanging {i}")))
+            .await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let list = deliveries(&server, &hook).await;
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["status"], "pending");
+    assert_eq!(list[0]["attempts"], 0, "still in flight: {list:?}");
+    // A stop does not wait for it either; it is sent again after a start.
+    let started = Instant::now();
+    let server = server.restart().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    r.hang.store(false, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while deliveries(&server, &hook).await[0]["status"] != "delivered" {
+        assert!(Instant::now() < deadline, "never delivered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
