@@ -80,6 +80,14 @@ async fn receiver() -> Receiver {
     };
     let app = axum::Router::new()
         .route("/hook", axum::routing::post(receive))
+        // A judge that never answers in time: a run stays running.
+        .route(
+            "/v1/chat/completions",
+            axum::routing::post(|| async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                StatusCode::SERVICE_UNAVAILABLE
+            }),
+        )
         .with_state(r.clone());
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -660,4 +668,67 @@ async fn a_hanging_endpoint_holds_up_neither_ingest_nor_a_stop() {
         assert!(Instant::now() < deadline, "never delivered");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn a_cancelled_run_is_delivered_too() {
+    let r = receiver().await;
+    let judge = r.url.trim_end_matches("/hook").to_owned();
+    let server = TestServer::start_with(&format!(
+        "[eval.judge]\nprovider = \"openai\"\nbase_url = \"{judge}/v1\"\nmodel = \"m\"\n"
+    ))
+    .await;
+    let hook = create_ok(&server, &r.url, json!(["eval_run.completed"])).await;
+    let dataset = json_of(
+        server.post("/v1/datasets", &json!({"name": "cut"})).await,
+        201,
+    )
+    .await;
+    let dataset = dataset["id"].as_str().expect("id").to_owned();
+    let trace = server.ingest(sample_trace("to cancel")).await;
+    json_of(
+        server
+            .post(
+                &format!("/v1/datasets/{dataset}/items"),
+                &json!({"trace_id": trace}),
+            )
+            .await,
+        201,
+    )
+    .await;
+    let version = json_of(
+        server
+            .post(
+                &format!("/v1/datasets/{dataset}/versions"),
+                &json!({"name": "judged", "judge_model": "m"}),
+            )
+            .await,
+        201,
+    )
+    .await;
+    let run = json_of(
+        server
+            .post(
+                &format!("/v1/datasets/{dataset}/runs"),
+                &json!({"eval_version_id": version["id"]}),
+            )
+            .await,
+        202,
+    )
+    .await;
+    let run = run["id"].as_str().expect("id").to_owned();
+    assert!(
+        deliveries(&server, &hook).await.is_empty(),
+        "nothing before the end"
+    );
+    let cancelled = server
+        .post(&format!("/v1/eval-runs/{run}/cancel"), &json!({}))
+        .await;
+    assert_eq!(cancelled.status().as_u16(), 200);
+    let got = r.wait_for(1, Duration::from_secs(10)).await;
+    let event: Value = serde_json::from_slice(&got[0].body).expect("event JSON");
+    assert_eq!(event["type"], "eval_run.completed");
+    assert_eq!(event["data"]["id"], run.as_str());
+    assert_eq!(event["data"]["status"], "cancelled");
+    assert!(verified_by_readme(SECRET, &got[0]));
 }
