@@ -37,6 +37,10 @@ pub const BODY_KEEP_BYTES: usize = 4096;
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// How often the sender looks for due deliveries.
 const POLL: Duration = Duration::from_millis(250);
+/// How long delivered and failed deliveries are kept, for the operator.
+pub const KEEP_FINISHED: Duration = Duration::from_secs(30 * 86_400);
+/// How often finished deliveries past [`KEEP_FINISHED`] are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const USER_AGENT: &str = concat!("trulayer-server/", env!("CARGO_PKG_VERSION"));
 
 /// Host names of cloud metadata services, refused whatever they resolve to.
@@ -412,7 +416,15 @@ pub fn spawn(store: Arc<Store>, sender: Arc<Sender>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let busy: Arc<Mutex<HashSet<i64>>> = Arc::default();
         let mut tasks = JoinSet::new();
+        let mut pruned_at: Option<std::time::Instant> = None;
         loop {
+            if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                pruned_at = Some(std::time::Instant::now());
+                let before = now_micros() - i64::try_from(KEEP_FINISHED.as_micros()).unwrap_or(0);
+                if let Err(e) = store.prune_webhook_deliveries(before).await {
+                    tracing::warn!(error = %e, "deleting old webhook deliveries");
+                }
+            }
             let free = sender.config.concurrency.saturating_sub(tasks.len());
             if free > 0 {
                 let in_flight: Vec<i64> = busy

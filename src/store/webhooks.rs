@@ -355,6 +355,20 @@ impl Store {
         .await
     }
 
+    /// Deletes up to 5,000 delivered or failed deliveries last attempted
+    /// before `before` (microseconds); returns how many.
+    pub async fn prune_webhook_deliveries(&self, before: i64) -> Result<usize> {
+        self.write(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries \
+                     WHERE status != 'pending' AND updated_at < ?1 LIMIT 5000)",
+                )?
+                .execute([before])?)
+        })
+        .await
+    }
+
     /// Records an attempt at a delivery.
     pub async fn record_webhook_attempt(&self, id: i64, attempt: Attempt) -> Result<()> {
         self.write(move |conn| {

@@ -623,6 +623,19 @@ async fn a_finished_run_is_delivered_signed_through_failures_and_a_restart() {
     let event: Value = serde_json::from_slice(&got[0].body).expect("event JSON");
     assert_eq!(event["type"], "eval_run.completed");
     assert_eq!(event["id"], delivered["id"]);
+    // Finished deliveries are kept for a while, then deleted.
+    let store = server.running().store().clone();
+    let an_hour_ago = trulayer_server::store::now_micros() - 3_600_000_000;
+    assert_eq!(
+        store
+            .prune_webhook_deliveries(an_hour_ago)
+            .await
+            .expect("prune"),
+        0
+    );
+    let now = trulayer_server::store::now_micros() + 1;
+    assert_eq!(store.prune_webhook_deliveries(now).await.expect("prune"), 1);
+    assert!(deliveries(&server, &hook).await.is_empty());
     assert_eq!(event["data"]["id"], run.as_str());
     assert_eq!(event["data"]["status"], "completed");
     assert_eq!(event["data"]["completed_count"], 1);
