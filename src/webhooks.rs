@@ -272,11 +272,21 @@ pub enum Answer {
     Refused(String),
 }
 
+/// What the sender has done, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct SenderMetrics {
+    pub delivered: prometheus_client::metrics::counter::Counter,
+    pub failed_attempts: prometheus_client::metrics::counter::Counter,
+    pub given_up: prometheus_client::metrics::counter::Counter,
+    pub in_flight: prometheus_client::metrics::gauge::Gauge,
+}
+
 /// Sends signed requests to webhook endpoints.
 pub struct Sender {
     client: Result<reqwest::Client, String>,
     pub policy: Arc<Policy>,
     config: WebhooksConfig,
+    pub metrics: SenderMetrics,
 }
 
 impl Sender {
@@ -295,6 +305,7 @@ impl Sender {
             client,
             policy,
             config: config.clone(),
+            metrics: SenderMetrics::default(),
         }
     }
 
@@ -445,6 +456,7 @@ pub fn spawn(store: Arc<Store>, sender: Arc<Sender>) -> JoinHandle<()> {
                             let (store, sender, busy) =
                                 (store.clone(), sender.clone(), busy.clone());
                             tasks.spawn(async move {
+                                sender.metrics.in_flight.inc();
                                 let answer = sender
                                     .send(
                                         &delivery.url,
@@ -454,7 +466,16 @@ pub fn spawn(store: Arc<Store>, sender: Arc<Sender>) -> JoinHandle<()> {
                                         delivery.payload.clone(),
                                     )
                                     .await;
+                                sender.metrics.in_flight.dec();
                                 let attempt = sender.outcome(&delivery, answer);
+                                match &attempt {
+                                    Attempt::Delivered { .. } => sender.metrics.delivered.inc(),
+                                    Attempt::Retry { .. } => sender.metrics.failed_attempts.inc(),
+                                    Attempt::GaveUp { .. } => {
+                                        sender.metrics.failed_attempts.inc();
+                                        sender.metrics.given_up.inc()
+                                    }
+                                };
                                 if let Err(e) =
                                     store.record_webhook_attempt(delivery.id, attempt).await
                                 {

@@ -77,18 +77,20 @@ pub struct AppState {
 impl AppState {
     pub fn new(store: Arc<Store>, config: Arc<Config>, tls: bool) -> AppState {
         let evals = Arc::new(crate::eval::queue::EvalQueue::default());
+        let webhooks = Arc::new(crate::webhooks::Sender::new(&config.webhooks));
         AppState {
             metrics: Arc::new(telemetry::ServerMetrics::new(
                 store.clone(),
                 config.storage.data_dir.clone(),
                 evals.clone(),
+                &webhooks.metrics,
             )),
+            webhooks,
             evals,
             bodies: Arc::new(budget::BodyBudget::new(
                 config.limits.request_memory_max_bytes,
             )),
             pricing: Arc::new(Pricing::new(&config.pricing)),
-            webhooks: Arc::new(crate::webhooks::Sender::new(&config.webhooks)),
             space: Arc::new(crate::upkeep::SpaceGauge::new(store.clone())),
             store,
             config,

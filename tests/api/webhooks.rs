@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use crate::common::{expect_error, sample_trace, TestServer};
 
 const SECRET: &str = "whsec-test-0123456789";
+const METRICS_TOKEN: &str = "metrics-token-for-webhooks";
 
 /// A request the receiver got.
 #[derive(Clone, Debug)]
@@ -569,7 +570,10 @@ async fn another_tenants_webhooks_are_not_found() {
 
 #[tokio::test]
 async fn a_finished_run_is_delivered_signed_through_failures_and_a_restart() {
-    let server = TestServer::start_with("[webhooks]\nretry_base_ms = 100\n").await;
+    let server = TestServer::start_with(&format!(
+        "[metrics]\ntoken = \"{METRICS_TOKEN}\"\n[webhooks]\nretry_base_ms = 100\n"
+    ))
+    .await;
     let r = receiver().await;
     r.down.store(true, Ordering::SeqCst);
     let hook = create_ok(&server, &r.url, json!(["eval_run.completed"])).await;
@@ -641,6 +645,30 @@ async fn a_finished_run_is_delivered_signed_through_failures_and_a_restart() {
     assert_eq!(event["data"]["completed_count"], 1);
     assert_eq!(event["data"]["mean_score"], 1.0);
     assert!(deliveries(&server, &other).await.is_empty());
+    // Since the restart: the failures after it and the delivery.
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .bearer_auth(METRICS_TOKEN)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        "trulayer_webhook_deliveries_delivered_total 1",
+        "trulayer_webhook_deliveries_given_up_total 0",
+        "trulayer_webhook_deliveries_in_flight 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+    let failures: usize = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("trulayer_webhook_delivery_failures_total "))
+        .and_then(|n| n.parse().ok())
+        .expect("failures counted");
+    assert!(failures < got.len(), "{failures} of {} attempts", got.len());
 }
 
 #[tokio::test]
