@@ -18,6 +18,7 @@ import * as projects from './js/pages/projects.js';
 import * as keys from './js/pages/keys.js';
 import * as users from './js/pages/users.js';
 import * as audit from './js/pages/audit.js';
+import * as webhooks from './js/pages/webhooks.js';
 
 applyTheme();
 
@@ -31,6 +32,7 @@ const NAV = [
   { id: 'keys', label: 'API keys', icon: ICONS.keys },
   { id: 'users', label: 'Users', icon: ICONS.users, show: isOwner },
   { id: 'audit', label: 'Audit log', icon: ICONS.audit, show: canReadAudit },
+  { id: 'webhooks', label: 'Webhooks', icon: ICONS.webhooks },
 ];
 
 /** Route name → page module; `project` pages follow the project picker. */
@@ -48,6 +50,7 @@ const PAGES = {
   keys: { page: keys, title: 'API keys' },
   users: { page: users, title: 'Users' },
   audit: { page: audit, title: 'Audit log' },
+  webhooks: { page: webhooks, title: 'Webhooks' },
 };
 
 const root = document.getElementById('app');

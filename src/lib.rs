@@ -22,3 +22,4 @@ pub mod sketch;
 pub mod store;
 pub mod systemd;
 pub mod upkeep;
+pub mod webhooks;

@@ -206,7 +206,8 @@ async fn an_operator_goes_through_every_page_of_the_admin_ui() {
         .filter_map(|link| link[0].as_str())
         .collect();
     for page in [
-        "overview", "traces", "sessions", "evals", "datasets", "projects", "keys", "users", "audit",
+        "overview", "traces", "sessions", "evals", "datasets", "projects", "keys", "users",
+        "audit", "webhooks",
     ] {
         assert!(nav.contains(&format!("nav-{page}").as_str()), "{nav:?}");
     }
@@ -586,6 +587,42 @@ async fn an_operator_goes_through_every_page_of_the_admin_ui() {
     assert!(
         cancelled["completed_count"].as_i64() < cancelled["item_count"].as_i64(),
         "{cancelled}"
+    );
+
+    // Webhooks: one made in the UI answered its test ping (the server's
+    // /health refuses a POST with 405); a second deleted only once
+    // confirmed; the runs that finished since were delivered to it, each
+    // attempt recorded with the endpoint's answer.
+    assert!(
+        text(facts, "webhook_row").contains("eval_run.completed"),
+        "{facts}"
+    );
+    assert!(
+        text(facts, "webhook_test_answer").starts_with("HTTP 405"),
+        "{facts}"
+    );
+    assert!(
+        text(facts, "webhook_delete_question").contains("/health?spare"),
+        "{facts}"
+    );
+    assert_eq!(facts["spare_webhook_after_cancel"], 1, "{facts}");
+    assert_eq!(facts["spare_webhook_after_delete"], 0, "{facts}");
+    let hooks = server.get_json("/v1/webhooks").await;
+    assert_eq!(
+        hooks["webhooks"].as_array().map(Vec::len),
+        Some(1),
+        "{hooks}"
+    );
+    assert_eq!(hooks["webhooks"][0]["id"], id("webhook").as_str());
+    let shown = facts["webhook_deliveries"]
+        .as_array()
+        .expect("delivery rows");
+    assert!(shown.len() >= 3, "{shown:?}");
+    assert!(
+        shown.iter().all(|row| row
+            .as_str()
+            .is_some_and(|r| r.contains("eval_run.completed") && r.contains("HTTP 405"))),
+        "{shown:?}"
     );
 
     assert_ne!(facts["run_dark_panel"], facts["run_light_panel"], "{facts}");

@@ -33,6 +33,43 @@ pub struct Config {
     #[serde(default)]
     pub metrics: MetricsConfig,
     pub eval: EvalConfig,
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
+}
+
+/// Webhook deliveries, `[webhooks]`: which addresses they may go to, and
+/// how they are sent and retried.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Networks (CIDR) webhooks may reach. Empty: every address but the
+    /// refused ones; otherwise only these, and a refused range listed here
+    /// (link-local, say) is allowed.
+    pub allow: Vec<String>,
+    /// Networks (CIDR) webhooks may never reach, over `allow`.
+    pub deny: Vec<String>,
+    /// The longest one attempt may take, in seconds.
+    pub timeout_s: u64,
+    /// Deliveries sent at once.
+    pub concurrency: usize,
+    /// The wait before the first retry, in milliseconds; it doubles with
+    /// each attempt (with jitter), up to an hour.
+    pub retry_base_ms: u64,
+    /// How long a delivery is retried before it is given up, in hours.
+    pub retry_for_h: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            allow: Vec::new(),
+            deny: Vec::new(),
+            timeout_s: 10,
+            concurrency: 4,
+            retry_base_ms: 30_000,
+            retry_for_h: 48,
+        }
+    }
 }
 
 /// The evaluation queue, `[eval]`, and its LLM judge, `[eval.judge]`.
@@ -148,6 +185,13 @@ pub struct PlanLimits {
     pub evals_per_month: u64,
     /// Auto-evaluation rules an organisation may have; 0 means unlimited.
     pub max_eval_rules: u64,
+    /// Whether the organisation may create and test webhooks.
+    #[serde(default = "allowed")]
+    pub webhooks: bool,
+}
+
+fn allowed() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -528,6 +572,37 @@ impl Config {
             return Err(invalid(
                 "eval.retry_base_ms",
                 "must be between 1 and 300000 milliseconds",
+            ));
+        }
+        for (key, list) in [
+            ("webhooks.allow", &self.webhooks.allow),
+            ("webhooks.deny", &self.webhooks.deny),
+        ] {
+            for net in list {
+                if crate::webhooks::Net::parse(net).is_none() {
+                    return Err(invalid(key, format!("{net:?} is not a CIDR network")));
+                }
+            }
+        }
+        if !(1..=300).contains(&self.webhooks.timeout_s) {
+            return Err(invalid(
+                "webhooks.timeout_s",
+                "must be between 1 and 300 seconds",
+            ));
+        }
+        if !(1..=64).contains(&self.webhooks.concurrency) {
+            return Err(invalid("webhooks.concurrency", "must be between 1 and 64"));
+        }
+        if !(1..=3_600_000).contains(&self.webhooks.retry_base_ms) {
+            return Err(invalid(
+                "webhooks.retry_base_ms",
+                "must be between 1 and 3600000 milliseconds",
+            ));
+        }
+        if !(1..=720).contains(&self.webhooks.retry_for_h) {
+            return Err(invalid(
+                "webhooks.retry_for_h",
+                "must be between 1 and 720 hours",
             ));
         }
         if !(1..=256).contains(&self.eval.run_concurrency) {

@@ -34,6 +34,7 @@ pub mod telemetry;
 mod trace_filter;
 mod traces;
 mod ui;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -69,17 +70,22 @@ pub struct AppState {
     pub bodies: Arc<budget::BodyBudget>,
     /// The API's OpenAPI document, serialized once.
     pub openapi: axum::body::Bytes,
+    /// Sends webhook deliveries and test pings.
+    pub webhooks: Arc<crate::webhooks::Sender>,
 }
 
 impl AppState {
     pub fn new(store: Arc<Store>, config: Arc<Config>, tls: bool) -> AppState {
         let evals = Arc::new(crate::eval::queue::EvalQueue::default());
+        let webhooks = Arc::new(crate::webhooks::Sender::new(&config.webhooks));
         AppState {
             metrics: Arc::new(telemetry::ServerMetrics::new(
                 store.clone(),
                 config.storage.data_dir.clone(),
                 evals.clone(),
+                &webhooks.metrics,
             )),
+            webhooks,
             evals,
             bodies: Arc::new(budget::BodyBudget::new(
                 config.limits.request_memory_max_bytes,

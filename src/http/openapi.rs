@@ -73,6 +73,15 @@ const TAGS: &[(&str, &str)] = &[
     ),
     ("audit", "The tamper-evident audit log."),
     (
+        "webhooks",
+        "Signed event deliveries to the organisation's endpoints, from a durable outbox retried for up to two days. \
+         Event types: `eval_run.completed` (a dataset run finished: completed, failed or cancelled; `data` is the run), \
+         `failure.detected` (a failure rule matched), and `ping` (test deliveries only). \
+         Each request is a POST of `{\"id\", \"type\", \"created_at\", \"data\"}` with `X-TruLayer-Event`, \
+         `X-TruLayer-Delivery` (the same on every attempt) and `X-TruLayer-Signature: t=<unix seconds>,v1=<hex>`, \
+         the hex being HMAC-SHA256 keyed with the webhook's secret over `<t>.<body>`.",
+    ),
+    (
         "service",
         "Health, readiness, Prometheus metrics and this document.",
     ),

@@ -29,7 +29,7 @@ use super::principal::Role;
 use super::{
     account, audit, budget, datasets, eval_rules, eval_runs, eval_summaries, evals, export,
     feedback, health, ingest, limits, live, metrics, otlp, projects, search, sessions, telemetry,
-    traces, ui, AppState,
+    traces, ui, webhooks, AppState,
 };
 use crate::error::{json_errors, AppError, REQUEST_ID};
 
@@ -285,6 +285,11 @@ fn table(batch: LargeBody, otlp: LargeBody) -> Vec<Row> {
         row(Either, Some(Reads), Any, Read, routes!(export::export)),
         row(Either, Some(Reads), Any, Read, routes!(live::live)),
         row(Either, Some(Reads), Any, Read, routes!(traces::detail)),
+        row(Either, Some(Reads), Any, Read, routes!(webhooks::list)),
+        row(Either, Some(Unscoped), Member, Read, routes!(webhooks::create)),
+        row(Either, Some(Unscoped), Owner, Read, routes!(webhooks::delete)),
+        row(Either, Some(Unscoped), Member, Read, routes!(webhooks::test)),
+        row(Either, Some(Reads), Any, Read, routes!(webhooks::deliveries)).beyond_reference("Each webhook's recent deliveries with their status, attempts, last error and response status."),
     ];
     // OpenTelemetry exporters append `/v1/traces` to a base endpoint.
     let otlp_row = row(Either, Some(Sends), Member, Ingest, routes!(otlp::traces))

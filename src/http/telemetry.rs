@@ -68,6 +68,7 @@ impl ServerMetrics {
         store: Arc<Store>,
         data_dir: std::path::PathBuf,
         evals: Arc<crate::eval::queue::EvalQueue>,
+        webhooks: &crate::webhooks::SenderMetrics,
     ) -> ServerMetrics {
         let mut registry = Registry::with_prefix("trulayer");
         let requests = Family::<RequestLabels, Counter>::default();
@@ -111,6 +112,26 @@ impl ServerMetrics {
             "accept_errors",
             "Connections the listener failed to accept (out of file descriptors and the like)",
             connections.accept_errors.clone(),
+        );
+        registry.register(
+            "webhook_deliveries_delivered",
+            "Webhook deliveries the endpoint accepted (2xx)",
+            webhooks.delivered.clone(),
+        );
+        registry.register(
+            "webhook_delivery_failures",
+            "Webhook delivery attempts that failed (not 2xx, unreachable or refused)",
+            webhooks.failed_attempts.clone(),
+        );
+        registry.register(
+            "webhook_deliveries_given_up",
+            "Webhook deliveries given up after webhooks.retry_for_h",
+            webhooks.given_up.clone(),
+        );
+        registry.register(
+            "webhook_deliveries_in_flight",
+            "Webhook delivery attempts being sent now",
+            webhooks.in_flight.clone(),
         );
         registry.register_collector(Box::new(StoreCollector { store, data_dir }));
         registry.register_collector(Box::new(EvalCollector(evals)));

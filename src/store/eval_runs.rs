@@ -16,6 +16,7 @@ use super::datasets::dataset_key;
 use super::evals::{count_evals, evals_this_month};
 use super::page::PAGE_MAX_BYTES;
 use super::tenancy::new_uuid;
+use super::webhooks::enqueue_event;
 use super::{now_micros, Result, Store};
 use crate::model::Timestamp;
 
@@ -345,7 +346,11 @@ impl Store {
                 )?
                 .execute(params![id, now])?;
             }
-            run_by_key(conn, id)
+            let run = run_by_key(conn, id)?;
+            if let (true, Some(run)) = (changed > 0, &run) {
+                run_finished_event(conn, tenant_id, run)?;
+            }
+            Ok(run)
         })
         .await
     }
@@ -747,10 +752,27 @@ fn finish_run(conn: &Connection, run: i64, now: i64) -> Result<()> {
     } else {
         "completed"
     };
-    conn.prepare_cached(
-        "UPDATE eval_runs SET status = ?2, completed_at = ?3, error_message = ?4 \
-         WHERE id = ?1 AND status = 'running'",
-    )?
-    .execute(params![run, status, now, message])?;
+    let changed = conn
+        .prepare_cached(
+            "UPDATE eval_runs SET status = ?2, completed_at = ?3, error_message = ?4 \
+             WHERE id = ?1 AND status = 'running'",
+        )?
+        .execute(params![run, status, now, message])?;
+    if changed > 0 {
+        let tenant_id: i64 = conn
+            .prepare_cached("SELECT tenant_id FROM eval_runs WHERE id = ?1")?
+            .query_row([run], |r| r.get(0))?;
+        if let Some(finished) = run_by_key(conn, run)? {
+            run_finished_event(conn, tenant_id, &finished)?;
+        }
+    }
+    Ok(())
+}
+
+/// The `eval_run.completed` event of a run that ended (completed, failed
+/// or cancelled), in the transaction that ended it.
+fn run_finished_event(conn: &Connection, tenant_id: i64, run: &EvalRun) -> Result<()> {
+    let data = serde_json::to_value(run).unwrap_or_default();
+    enqueue_event(conn, tenant_id, "eval_run.completed", &data)?;
     Ok(())
 }

@@ -30,6 +30,7 @@ mod space;
 mod tenancy;
 mod trace_insert;
 mod traces;
+mod webhooks;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -74,6 +75,7 @@ pub use space::Disk;
 pub use tenancy::{BootstrapResult, NewOrg, ProjectChange, ProjectRecord};
 pub use trace_insert::{usage_month, InsertOutcome};
 pub use traces::{NewFeedback, TraceCursor, TraceFilter, TracePage};
+pub use webhooks::{Attempt, DueDelivery, NewWebhook, Webhook, WebhookDelivery};
 use writer::Writer;
 pub use writer::{WriterStats, COMMIT_MICROS_BOUNDS, GROUP_JOBS_BOUNDS};
 

@@ -175,6 +175,16 @@ async fn world() -> World {
         .await;
     assert_eq!(run.status().as_u16(), 202, "run scheduled");
     let run: Value = run.json().await.expect("run JSON");
+    let webhook = created(
+        server
+            .post_as(
+                &owner,
+                "/v1/webhooks",
+                &json!({"url": "http://127.0.0.1:9/hook", "secret": "0123456789abcdef"}),
+            )
+            .await,
+    )
+    .await;
 
     // An expired key of tenant A, and a second tenant with a key and an owner.
     let store = server.running().store().clone();
@@ -236,6 +246,10 @@ async fn world() -> World {
             ("/v1/sessions/", "session-of-tenant-a".to_owned()),
             ("/v1/datasets/", dataset),
             ("/v1/eval-runs/", run["id"].as_str().expect("id").to_owned()),
+            (
+                "/v1/webhooks/",
+                webhook["id"].as_str().expect("id").to_owned(),
+            ),
         ],
         trace,
         item: item["id"].as_str().expect("id").to_owned(),
@@ -291,6 +305,9 @@ impl World {
                 "run_id": id("/v1/eval-runs/"),
                 "policy": {"on_fail": "block"},
             }),
+            "/v1/webhooks" => {
+                json!({"url": "http://127.0.0.1:9/hook", "secret": "0123456789abcdef"})
+            }
             _ => json!({}),
         })
     }

@@ -28,3 +28,4 @@ mod sessions;
 mod telemetry;
 mod tenancy;
 mod traces;
+mod webhooks;

@@ -773,6 +773,34 @@ async function flows(page, context) {
     await shoot(page, 'dataset');
   });
 
+  await step('webhooks: create, test ping, delete another after asking', async () => {
+    await go(page, 'webhooks', `form${tid('webhook-create')}`);
+    const form = page.locator(`form${tid('webhook-create')}`);
+    // The server's own /health answers a POST with 405: a real answer to show.
+    for (const hook of [`${origin}/health`, `${origin}/health?spare`]) {
+      await form.locator('input[name=url]').fill(hook);
+      await form.locator('button[type=submit]').click();
+      await visible(page, `tr${tid('webhook-row')}[data-webhook-url="${hook}"]`);
+    }
+    const row = page.locator(`tr${tid('webhook-row')}[data-webhook-url="${origin}/health"]`);
+    ids.webhook = await row.getAttribute('data-webhook-id');
+    facts.webhook_row = await text(row);
+    await row.locator(`button${tid('webhook-test')}`).click();
+    facts.webhook_test_answer = await waitUntil('the test answer', async () =>
+      (await text(row.locator(tid('webhook-test-answer')))) || null);
+    const spare = `tr${tid('webhook-row')}[data-webhook-url="${origin}/health?spare"]`;
+    await page.locator(`${spare} button${tid('webhook-delete')}`).click();
+    facts.webhook_delete_question = await text(await visible(page, tid('confirm-modal')));
+    await page.locator(`button${tid('confirm-no')}`).click();
+    await page.locator(tid('confirm-modal')).waitFor({ state: 'detached' });
+    facts.spare_webhook_after_cancel = await page.locator(spare).count();
+    await page.locator(`${spare} button${tid('webhook-delete')}`).click();
+    await (await visible(page, `button${tid('confirm-yes')}`)).click();
+    await page.locator(spare).waitFor({ state: 'detached' });
+    facts.spare_webhook_after_delete = await page.locator(spare).count();
+    await shoot(page, 'webhooks');
+  });
+
   await step('a version, and a run followed to its end', async () => {
     await go(page, `datasets/${ids.dataset}`, `form${tid('version-create')}`);
     await createVersion(page, names.firstVersion, 'Answer in one sentence.');
@@ -906,6 +934,19 @@ async function flows(page, context) {
       text: l.textContent,
     })));
     await shoot(page, 'run-judged');
+  });
+
+  await step('webhooks: the deliveries of the runs finished since', async () => {
+    await go(page, 'webhooks', `tr${tid('webhook-row')}[data-webhook-id="${ids.webhook}"]`);
+    await page.locator(`tr${tid('webhook-row')}[data-webhook-id="${ids.webhook}"] button${tid('webhook-show-deliveries')}`).click();
+    facts.webhook_deliveries = await waitUntil('deliveries with an attempt', async () => {
+      const refresh = page.locator(`button${tid('webhook-deliveries-refresh')}`);
+      const rows = await page.locator(`tr${tid('delivery-row')}`).evaluateAll((trs) => trs.map((tr) => tr.textContent));
+      if (rows.length >= 3 && rows.every((r) => /HTTP 405/.test(r))) return rows;
+      if (await refresh.count()) await refresh.click();
+      return null;
+    });
+    await shoot(page, 'webhook-deliveries');
   });
 
   await step('rotate the key', async () => {
