@@ -29,6 +29,7 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = migrations![
     (11, "0011_session_lookup"),
     (12, "0012_project_updated_at"),
     (13, "0013_datasets"),
+    (15, "0015_governance"),
 ];
 
 /// The schema version this binary writes.
