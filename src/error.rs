@@ -91,6 +91,10 @@ pub enum AppError {
     /// 422: a field is missing, of the wrong type, or outside its limits.
     #[error("{0}")]
     Unprocessable(String),
+    /// 422 with a machine-readable code: the request is understood, but the
+    /// state of things (or this server) cannot carry it out.
+    #[error("{message}")]
+    Declined { message: String, code: &'static str },
     /// 507: the database is at its configured cap, or its disk is full;
     /// writes that add data are refused. Retry after the given seconds.
     #[error("{message}")]
@@ -158,7 +162,9 @@ impl AppError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::Unprocessable(_) | AppError::Declined { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             AppError::StorageFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             AppError::Unavailable(_) | AppError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -182,6 +188,7 @@ impl AppError {
             AppError::TooManySpans { .. } => "too_many_spans",
             AppError::UnsupportedMediaType(_) => "unsupported_media_type",
             AppError::Unprocessable(_) => "validation_error",
+            AppError::Declined { code, .. } => code,
             AppError::StorageFull { .. } => "storage_full",
             AppError::Unavailable(_) => "unavailable",
             AppError::Busy { .. } => "server_busy",

@@ -34,6 +34,7 @@ const SCREENSHOTS: &[&str] = &[
     "projects",
     "overview",
     "traces",
+    "traces-saved-filter",
     "trace-detail",
     "trace-detail-xss",
     "evals",
@@ -649,6 +650,43 @@ async fn an_operator_goes_through_every_page_of_the_admin_ui() {
     assert!(text(facts, "session_hash").ends_with(text(names, "session")));
     assert_eq!(facts["session_trace_rows"], sorted(vec![rag.clone(), xss]));
     assert!(text(facts, "users_table").contains(EMAIL));
+    // Key counts: the viewer made none; the owner one that is not revoked.
+    assert_eq!(facts["counted_key_status"], 201, "{facts}");
+    assert_eq!(facts["new_user_key_count"], "0", "{facts}");
+    assert_eq!(facts["owner_key_count"], "1", "{facts}");
+    // The only owner's attempt to leave is refused, saying why.
+    assert!(text(facts, "leave_error").contains("only owner"), "{facts}");
+    assert!(
+        facts["users_after_refused_leave"].as_i64() >= Some(2),
+        "{facts}"
+    );
+    // Saved filters: saved from the controls, listed, applied, deleted.
+    let saved_name = text(names, "savedFilter");
+    assert!(
+        facts["saved_filter_options"]
+            .as_array()
+            .is_some_and(|o| o.iter().any(|l| l == saved_name)),
+        "{facts}"
+    );
+    assert!(
+        text(facts, "saved_filter_intro").contains("error=true"),
+        "{facts}"
+    );
+    let stored = &facts["saved_filter_api"]["items"];
+    assert!(
+        stored.as_array().is_some_and(|items| items
+            .iter()
+            .any(|f| f["name"] == saved_name && f["filters"] == json!({"error": "true"}))),
+        "{stored}"
+    );
+    assert_eq!(facts["saved_filter_rows"], json!([failing.clone()]));
+    assert_eq!(facts["saved_filter_error_control"], "true");
+    assert!(
+        facts["saved_filter_options_after"]
+            .as_array()
+            .is_some_and(|o| !o.iter().any(|l| l == saved_name)),
+        "{facts}"
+    );
     assert!(text(facts, "new_user_row").contains(text(names, "user")));
     // A wrong current password is refused in the dialog, nothing changed.
     assert!(

@@ -82,6 +82,26 @@ const TAGS: &[(&str, &str)] = &[
          the hex being HMAC-SHA256 keyed with the webhook's secret over `<t>.<body>`.",
     ),
     (
+        "saved-filters",
+        "Named filters of the trace list, shared by the organisation.",
+    ),
+    (
+        "members",
+        "Members of the organisation: their API keys, and leaving it.",
+    ),
+    (
+        "compliance",
+        "The sub-processor registry (empty: a self-hosted server has none).",
+    ),
+    (
+        "deprecations",
+        "Deprecated fields and endpoints of the API.",
+    ),
+    (
+        "billing",
+        "Billing (none: the operator sets plans with `trulayer-server admin set-plan`).",
+    ),
+    (
         "service",
         "Health, readiness, Prometheus metrics and this document.",
     ),

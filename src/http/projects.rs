@@ -437,9 +437,10 @@ pub async fn create_key(
         })
         .transpose()?;
     let key = auth::generate_api_key();
+    let creator = principal.session().ok().map(|(user, _, _)| user.id);
     let id = state
         .store
-        .create_api_key(
+        .create_user_api_key(
             principal.tenant_id,
             NewApiKey {
                 project_id,
@@ -449,6 +450,7 @@ pub async fn create_key(
                 expires_at,
                 scopes: body.scopes,
             },
+            creator,
             actor(&principal),
         )
         .await?;

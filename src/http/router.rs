@@ -28,8 +28,8 @@ use super::openapi::{self, DocumentedRoute};
 use super::principal::Role;
 use super::{
     account, audit, budget, datasets, eval_rules, eval_runs, eval_summaries, evals, export,
-    feedback, health, ingest, limits, live, metrics, otlp, projects, search, sessions, telemetry,
-    traces, ui, webhooks, AppState,
+    feedback, governance, health, ingest, limits, live, metrics, otlp, projects, saved_filters,
+    search, sessions, telemetry, traces, ui, webhooks, AppState,
 };
 use crate::error::{json_errors, AppError, REQUEST_ID};
 
@@ -290,6 +290,21 @@ fn table(batch: LargeBody, otlp: LargeBody) -> Vec<Row> {
         row(Either, Some(Unscoped), Owner, Read, routes!(webhooks::delete)),
         row(Either, Some(Unscoped), Member, Read, routes!(webhooks::test)),
         row(Either, Some(Reads), Any, Read, routes!(webhooks::deliveries)).beyond_reference("Each webhook's recent deliveries with their status, attempts, last error and response status."),
+        // Governance: saved filters, compliance, members, billing.
+        row(Session, None, Any, Read, routes!(saved_filters::list)).beyond_reference("A project's id, slug or name; an unknown project has none."),
+        row(Session, None, Member, Read, routes!(saved_filters::create)).beyond_reference("`filters` holds the trace list's query parameters, checked as the list checks them (400 naming the parameter); an unknown project is 404."),
+        row(Session, None, Member, Read, routes!(saved_filters::update)).beyond_reference("`filters` is checked as the trace list checks its query (400 naming the parameter)."),
+        row(Session, None, Owner, Read, routes!(saved_filters::delete)),
+        row(Session, None, Any, Read, routes!(governance::remediations)),
+        row(Either, Some(Reads), Any, Read, routes!(governance::deprecations)),
+        row(Public, None, Any, Read, routes!(governance::subprocessors)),
+        row(Public, None, Any, Read, routes!(governance::subscribe)).beyond_reference("The answer's `message` says that no mail is sent; the list keeps at most 10,000 addresses (409 `subscribers_full`)."),
+        row(Public, None, Any, Read, routes!(governance::unsubscribe)).beyond_reference("The answer's `message` says that no mail is sent."),
+        row(Session, None, Any, Read, routes!(governance::key_count)),
+        row(Session, None, Any, Read, routes!(governance::leave)).beyond_reference("Clears the session cookie; the departure is audited as `user.leave`."),
+        row(Session, None, Owner, Read, routes!(governance::checkout)).beyond_reference("No billing: always 422 `billing_not_available` (the operator sets plans)."),
+        row(Session, None, Owner, Read, routes!(governance::portal)),
+        row(Session, None, Owner, Read, routes!(governance::invoices)),
     ];
     // OpenTelemetry exporters append `/v1/traces` to a base endpoint.
     let otlp_row = row(Either, Some(Sends), Member, Ingest, routes!(otlp::traces))

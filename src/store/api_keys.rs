@@ -128,8 +128,26 @@ impl Store {
 
     /// Stores a new API key, given as its visible prefix and digest.
     pub async fn create_api_key(&self, tenant_id: i64, key: NewApiKey, by: Actor) -> Result<i64> {
+        self.create_user_api_key(tenant_id, key, None, by).await
+    }
+
+    /// Stores a new API key as [`Store::create_api_key`] does, noting the
+    /// user who created it (their key count).
+    pub async fn create_user_api_key(
+        &self,
+        tenant_id: i64,
+        key: NewApiKey,
+        creator: Option<i64>,
+        by: Actor,
+    ) -> Result<i64> {
         self.write(move |conn| {
             let (id, uuid) = insert_api_key(conn, tenant_id, &key, now_micros())?;
+            if let Some(user_id) = creator {
+                conn.prepare_cached(
+                    "INSERT INTO api_key_creators (key_id, user_id) VALUES (?1, ?2)",
+                )?
+                .execute(params![id, user_id])?;
+            }
             audit::record(
                 conn,
                 tenant_id,

@@ -30,6 +30,7 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = migrations![
     (12, "0012_project_updated_at"),
     (13, "0013_datasets"),
     (14, "0014_webhooks"),
+    (15, "0015_governance"),
 ];
 
 /// The schema version this binary writes.

@@ -15,6 +15,7 @@ mod eval_runs;
 mod eval_stats;
 mod evals;
 mod files;
+mod governance;
 mod lookup;
 mod metrics;
 mod migrations;
@@ -62,6 +63,7 @@ pub use evals::{
     ClaimedEval, EvalFilter, EvalOutcome, EvalSpan, EvalTrace, NewEvaluation, QueueDepth, Queued,
 };
 pub use files::{copy_database, DatabaseFile};
+pub use governance::{FilterChange, SavedFilter, MAX_SUBSCRIBERS};
 pub use lookup::MergePace;
 pub use metrics::{MetricsQuery, MetricsResult, Totals};
 pub use migrations::{pending as pending_migrations, SCHEMA_VERSION};

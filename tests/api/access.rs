@@ -81,7 +81,7 @@ async fn world() -> World {
             .await,
     )
     .await;
-    created(
+    let member = created(
         server
             .post_as(
                 &owner,
@@ -185,6 +185,17 @@ async fn world() -> World {
             .await,
     )
     .await;
+    // A saved filter of the trace list.
+    let saved_filter = created(
+        server
+            .post_as(
+                &owner,
+                "/v1/saved-filters",
+                &json!({"project_id": "default", "name": "tenant a", "filters": {"error": "true"}}),
+            )
+            .await,
+    )
+    .await;
 
     // An expired key of tenant A, and a second tenant with a key and an owner.
     let store = server.running().store().clone();
@@ -250,6 +261,14 @@ async fn world() -> World {
                 "/v1/webhooks/",
                 webhook["id"].as_str().expect("id").to_owned(),
             ),
+            (
+                "/v1/saved-filters/",
+                saved_filter["id"].as_str().expect("id").to_owned(),
+            ),
+            (
+                "/v1/members/",
+                member["id"].as_str().expect("id").to_owned(),
+            ),
         ],
         trace,
         item: item["id"].as_str().expect("id").to_owned(),
@@ -300,6 +319,16 @@ impl World {
             "/v1/datasets/{id}/items/{itemId}" => json!({"label": "pass"}),
             "/v1/datasets/{id}/versions" => json!({"name": "matrix"}),
             "/v1/datasets/{id}/runs" => json!({"eval_version_id": self.version}),
+            "/v1/saved-filters" => {
+                json!({"project_id": "default", "name": "matrix", "filters": {"q": "refund"}})
+            }
+            "/v1/saved-filters/{id}" => json!({"name": "renamed"}),
+            "/v1/subprocessors/subscribe" | "/v1/subprocessors/unsubscribe" => {
+                json!({"email": "dpo@example.com"})
+            }
+            "/v1/settings/billing/checkout" => json!({"plan": "pro",
+                "success_url": "https://example.com/ok", "cancel_url": "https://example.com/back"}),
+            "/v1/settings/billing/portal" => json!({"return_url": "https://example.com/back"}),
             "/v1/ci/gate" => json!({
                 "dataset_id": id("/v1/datasets/"),
                 "run_id": id("/v1/eval-runs/"),
@@ -330,10 +359,34 @@ impl World {
         }
     }
 
+    /// A fresh user of `role` of tenant A, logged in: for leaving the
+    /// organisation, which would take the shared viewer or member away.
+    async fn leaver(&self, role: &str) -> String {
+        let owner = login(&self.server, ("owner@example.com", PASSWORD)).await;
+        let email = format!("leaver-{}@example.com", uuid::Uuid::new_v4().simple());
+        created(
+            self.server
+                .post_as(
+                    &owner,
+                    "/v1/users",
+                    &json!({"email": email, "password": "leaver password", "role": role}),
+                )
+                .await,
+        )
+        .await;
+        login(&self.server, (&email, "leaver password")).await
+    }
+
     async fn call(&self, route: &RouteSpec, caller: Caller) -> (u16, Value) {
         let url = self.server.url(&self.path(route));
         let mut request = self.server.client.request(route.method.clone(), url);
-        if let Some(token) = self.token(caller).await {
+        let leaving = route.path == "/v1/members/me" && route.method == Method::DELETE;
+        let token = match caller {
+            Caller::Viewer if leaving => Some(self.leaver("viewer").await),
+            Caller::Member if leaving => Some(self.leaver("member").await),
+            _ => self.token(caller).await,
+        };
+        if let Some(token) = token {
             request = request.bearer_auth(token);
         }
         if let Some(body) = self.body(route) {

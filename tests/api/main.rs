@@ -11,6 +11,7 @@ mod datasets;
 mod evals;
 mod export;
 mod feedback;
+mod governance;
 mod ingest;
 mod isolation;
 mod judges;

@@ -47,6 +47,7 @@ const names = {
   rule: `ui_e2e_not_empty_${run}`,
   // A word nothing else holds, for the full-text search.
   word: `quokkazanzibar${run}`,
+  savedFilter: `errors only ${run}`,
   feedback: `ui-e2e feedback ${run}`,
   dataset: `ui-e2e-dataset-${run}`,
   spareDataset: `ui-e2e-dataset-spare-${run}`,
@@ -526,6 +527,54 @@ async function flows(page, context) {
     facts.hash_after_search = new URL(page.url()).hash;
   });
 
+  await step('saved filters: save, apply and delete', async () => {
+    await go(page, 'traces', `table${tid('traces-table')}`);
+    const rows = page.locator(`tr${tid('trace-row')}`);
+    const rowIds = async () => rows.evaluateAll((trs) => trs.map((tr) => tr.dataset.traceId).sort());
+    const search = page.locator(`input${tid('trace-search')}`);
+    await search.fill('');
+    await page.locator(`button${tid('trace-search-go')}`).click();
+    await waitUntil('the three traces listed', async () => (await rowIds()).length === 3);
+    const errorFilter = page.locator(`select${tid('filter-error')}`);
+    await chooseOption(errorFilter, 'for errors only', (o) => o.value === 'true');
+    await waitUntil('only the failing trace', async () => JSON.stringify(await rowIds()) === JSON.stringify([ids.failing]));
+    await page.locator(`button${tid('saved-filter-save')}`).click();
+    const form = await visible(page, `form${tid('saved-filter-form')}`);
+    facts.saved_filter_intro = await text(form);
+    await form.locator('input[name=name]').fill(names.savedFilter);
+    await form.locator('button[type=submit]').click();
+    await page.locator(`form${tid('saved-filter-form')}`).waitFor({ state: 'detached', timeout: WAIT });
+    const select = page.locator(`select${tid('saved-filter-select')}`);
+    const optionLabels = async () => select.locator('option').evaluateAll((os) => os.map((o) => o.textContent));
+    facts.saved_filter_options = await waitUntil('the saved filter listed', async () => {
+      const labels = await optionLabels();
+      return labels.includes(names.savedFilter) ? labels : null;
+    });
+    const project = await page.evaluate(() => window.localStorage.getItem('trulayer.project'));
+    const cookies = await context.cookies(origin);
+    const cookie = cookies.map((c) => `${c.name}=${c.value}`).join('; ');
+    facts.saved_filter_api = (await api('GET', `/v1/saved-filters?project_id=${encodeURIComponent(project || 'default')}`, { cookie })).json;
+
+    // Back to every trace, then the saved filter brings the errors back.
+    await chooseOption(errorFilter, 'for any status', (o) => o.value === 'any');
+    await waitUntil('the three traces again', async () => (await rowIds()).length === 3);
+    await chooseOption(select, names.savedFilter, (o) => o.label === names.savedFilter);
+    await waitUntil('only the failing trace, from the saved filter', async () => JSON.stringify(await rowIds()) === JSON.stringify([ids.failing]));
+    facts.saved_filter_rows = await rowIds();
+    facts.saved_filter_error_control = await errorFilter.inputValue();
+    await shoot(page, 'traces-saved-filter');
+
+    // The owner deletes it; it leaves the list.
+    await page.locator(`button${tid('saved-filter-delete')}`).click();
+    await page.locator(`button${tid('confirm-yes')}`).click();
+    facts.saved_filter_options_after = await waitUntil('the saved filter gone', async () => {
+      const labels = await optionLabels();
+      return labels.includes(names.savedFilter) ? null : labels;
+    });
+    await chooseOption(errorFilter, 'for any status', (o) => o.value === 'any');
+    await waitUntil('the three traces again', async () => (await rowIds()).length === 3);
+  });
+
   await step('the live tail shows a new trace', async () => {
     await go(page, 'traces', `table${tid('traces-table')}`);
     const toggle = page.locator(`input${tid('live-toggle')}`);
@@ -995,6 +1044,11 @@ async function flows(page, context) {
   });
 
   await step('users', async () => {
+    // A key the owner makes from the page's session counts as theirs (the
+    // page's first key is revoked by now, and revoked keys do not count).
+    facts.counted_key_status = await page.evaluate(async (name) => (await fetch('/v1/apikeys', {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name }),
+    })).status, `ui-e2e-counted-${run}`);
     const table = await go(page, 'users', `table${tid('users-table')}`);
     facts.users_table = await waitUntil(`${email} listed`, async () => {
       const shown = await text(table);
@@ -1007,7 +1061,22 @@ async function flows(page, context) {
     await form.locator('button[type=submit], input[type=submit]').first().click();
     const row = await visible(page, `table${tid('users-table')} tr:has-text("${names.user}")`);
     facts.new_user_row = await text(row);
+    facts.new_user_key_count = await waitUntil('the key count shown', async () => {
+      const shown = await text(row.locator(tid('user-key-count')));
+      return /^\d+$/.test(shown) ? shown : null;
+    });
+    const me = page.locator(`table${tid('users-table')} tr:has-text("${email}")`);
+    facts.owner_key_count = await waitUntil('the owner key count shown', async () => {
+      const shown = await text(me.locator(tid('user-key-count')));
+      return /^\d+$/.test(shown) ? shown : null;
+    });
     await shoot(page, 'users');
+    // The only owner cannot leave: the page says why, and nothing changes.
+    expectRefusal = { path: '/v1/members/me', status: 422 };
+    await page.locator(`button${tid('leave-org')}`).click();
+    await page.locator(`button${tid('confirm-yes')}`).click();
+    facts.leave_error = await text(await visible(page, tid('leave-org-error')));
+    facts.users_after_refused_leave = await page.locator(`table${tid('users-table')} tr${tid('user-row')}`).count();
     // The owner resets the new user's password: the old one stops working.
     await row.locator(`button${tid('user-reset-password')}`).click();
     const reset = await visible(page, `form${tid('reset-password-form')}`);

@@ -2,9 +2,9 @@
 // and a live tail from GET /v1/traces/live (Server-Sent Events).
 
 import { el, replace, add } from '../dom.js';
-import { api, isAbort } from '../api.js';
-import { state } from '../state.js';
-import { loading, errorBox, empty, pageHeader, select, table, td, timeEl, badge, pager, linkRow, toast } from '../ui.js';
+import { api, isAbort, errorText } from '../api.js';
+import { state, isOwner, isViewer } from '../state.js';
+import { loading, errorBox, empty, pageHeader, select, table, td, timeEl, badge, pager, linkRow, toast, toastError, confirmModal, formDialog, busy } from '../ui.js';
 import { fmtInt, fmtCost, fmtDuration, timeZoneName } from '../format.js';
 
 const PAGE_SIZE = 50;
@@ -21,7 +21,12 @@ const TIME_RANGES = [
 const saved = {
   q: '', error: 'any', model: '', feedback: 'any', range: 'all', tag: '',
   cursors: [null], projectId: null, to: null,
+  // Parameters of an applied saved filter that the page has no control for.
+  extra: {}, savedId: '',
 };
+
+/** The trace list's parameters the page's own controls set. */
+const SHOWN_PARAMS = ['q', 'error', 'model', 'feedback', 'tag_key', 'tag_value'];
 
 export const COLUMNS = [
   { label: 'Time' }, { label: 'Name' }, { label: 'Model' }, { label: 'Latency', class: 'num' },
@@ -86,6 +91,8 @@ export function render(root, ctx) {
     saved.cursors = [null];
     saved.to = null;
     saved.projectId = state.projectId;
+    saved.extra = {};
+    saved.savedId = '';
   }
 
   const search = el('input', { type: 'search', 'data-testid': 'trace-search', placeholder: 'Search names, inputs, outputs, errors…', 'aria-label': 'Search traces', value: saved.q });
@@ -107,8 +114,16 @@ export function render(root, ctx) {
       el('label', { class: 'live-label', for: 'live-toggle' }, live, el('span', { class: 'live-dot', 'aria-hidden': 'true' }), 'Live'),
       liveStatus));
 
+  // Saved filters: shared by the organisation, per project.
+  const savedSelect = select({ 'data-testid': 'saved-filter-select', 'aria-label': 'Saved filters' }, [{ value: '', label: 'Saved filters…' }], '');
+  const saveButton = el('button', { type: 'button', class: 'btn btn-small', 'data-testid': 'saved-filter-save' }, 'Save filters…');
+  const deleteButton = el('button', { type: 'button', class: 'btn btn-small btn-danger-ghost', 'data-testid': 'saved-filter-delete', disabled: true }, 'Delete saved filter');
+  const extraNote = el('span', { class: 'muted small', 'data-testid': 'saved-filter-extra' });
+  const savedBar = el('div', { class: 'filters saved-filters' }, savedSelect,
+    isViewer() ? null : saveButton, isOwner() ? deleteButton : null, extraNote);
+
   const body = el('div', { class: 'list-body' });
-  add(root, pageHeader('Traces'), el('p', { class: 'muted page-sub' }, `Newest first. Times in ${timeZoneName()}.`), toolbar, body);
+  add(root, pageHeader('Traces'), el('p', { class: 'muted page-sub' }, `Newest first. Times in ${timeZoneName()}.`), toolbar, savedBar, body);
 
   let tbody = null;
   let source = null;
@@ -144,8 +159,118 @@ export function render(root, ctx) {
         q.tag_value = saved.tag.slice(i + 1).trim();
       }
     }
+    for (const [k, v] of Object.entries(saved.extra)) if (!(k in q)) q[k] = v;
     return q;
   };
+
+  // ------------------------------------------------------- saved filters --
+
+  /** The project saved filters belong to: the picked one, or the first. */
+  const filterProject = () => state.projectId || (state.projects[0] && state.projects[0].id) || '';
+  let savedList = [];
+
+  /** The filters now applied, as the trace list's parameters. */
+  const currentFilters = () => {
+    const q = query();
+    const filters = {};
+    for (const k of [...SHOWN_PARAMS, ...Object.keys(saved.extra)]) {
+      if (q[k] !== undefined && q[k] !== null && q[k] !== '') filters[k] = String(q[k]);
+    }
+    return filters;
+  };
+
+  const showExtra = () => {
+    const entries = Object.entries(saved.extra);
+    extraNote.textContent = entries.length ? `Also filtered by ${entries.map(([k, v]) => `${k}=${v}`).join(', ')}` : '';
+  };
+
+  const fillSaved = () => {
+    const options = [{ value: '', label: 'Saved filters…' }, ...savedList.map((f) => ({ value: f.id, label: f.name }))];
+    savedSelect.replaceChildren(...options.map((o) => el('option', { value: o.value }, o.label)));
+    savedSelect.value = savedList.some((f) => f.id === saved.savedId) ? saved.savedId : '';
+    deleteButton.disabled = !savedSelect.value;
+  };
+
+  const loadSaved = async () => {
+    const project = filterProject();
+    if (!project) return;
+    try {
+      const data = await api('/v1/saved-filters', { signal: ctx.signal, query: { project_id: project } });
+      savedList = Array.isArray(data?.items) ? data.items : [];
+      fillSaved();
+    } catch (err) {
+      if (!isAbort(err)) toastError(err);
+    }
+  };
+
+  /** Puts a saved filter's parameters in the controls and lists with them. */
+  const applySaved = (f) => {
+    const filters = f && f.filters && typeof f.filters === 'object' ? f.filters : {};
+    const text = (k) => (filters[k] === undefined || filters[k] === null ? '' : String(filters[k]));
+    search.value = text('q');
+    errorFilter.value = ['true', 'false'].includes(text('error')) ? text('error') : 'any';
+    modelFilter.value = text('model');
+    feedbackFilter.value = ['good', 'bad', 'neutral'].includes(text('feedback')) ? text('feedback') : 'any';
+    tagFilter.value = text('tag_key') ? `${text('tag_key')}=${text('tag_value')}` : '';
+    saved.extra = {};
+    for (const [k, v] of Object.entries(filters)) {
+      if (!SHOWN_PARAMS.includes(k) && v !== null && v !== undefined) saved.extra[k] = String(v);
+    }
+    saved.savedId = f ? f.id : '';
+    showExtra();
+    apply();
+  };
+
+  savedSelect.addEventListener('change', () => {
+    const f = savedList.find((x) => x.id === savedSelect.value);
+    deleteButton.disabled = !f;
+    applySaved(f || null);
+  });
+
+  saveButton.addEventListener('click', () => {
+    readFilters();
+    const name = el('input', { type: 'text', name: 'name', required: true, maxlength: '100', autocomplete: 'off' });
+    const filters = currentFilters();
+    const shown = Object.entries(filters).map(([k, v]) => `${k}=${v}`).join(', ');
+    formDialog({
+      testid: 'saved-filter-form',
+      errorTestid: 'saved-filter-error',
+      title: 'Save these filters',
+      intro: shown
+        ? `Everyone in the organisation sees it in this project's trace list: ${shown}. The time range is not saved.`
+        : 'No filter is set: the saved filter lists every trace.',
+      fields: [['Name', name, 'Up to 100 characters.']],
+      submitLabel: 'Save',
+      submit: async () => {
+        const created = await api('/v1/saved-filters', {
+          method: 'POST', body: { project_id: filterProject(), name: name.value.trim(), filters },
+        });
+        saved.savedId = created?.id || '';
+        toast(`Saved filter "${created?.name || name.value.trim()}" created`, 'success');
+        await loadSaved();
+      },
+      describe: errorText,
+    });
+  });
+
+  deleteButton.addEventListener('click', async () => {
+    const f = savedList.find((x) => x.id === savedSelect.value);
+    if (!f) return;
+    const yes = await confirmModal({
+      title: `Delete the saved filter "${f.name}"?`,
+      message: 'It goes for everyone in the organisation. The traces stay.',
+      confirmLabel: 'Delete', danger: true,
+    });
+    if (!yes) return;
+    try {
+      await busy(deleteButton, () => api(`/v1/saved-filters/${encodeURIComponent(f.id)}`, { method: 'DELETE' }));
+      toast(`Saved filter "${f.name}" deleted`, 'success');
+      saved.savedId = '';
+      await loadSaved();
+    } catch (err) {
+      toastError(err);
+    }
+  });
 
   const load = async () => {
     const mine = ++generation;
@@ -178,7 +303,7 @@ export function render(root, ctx) {
     }
   };
 
-  const filtered = () => saved.q || saved.error !== 'any' || saved.model || saved.feedback !== 'any' || saved.range !== 'all' || saved.tag;
+  const filtered = () => saved.q || saved.error !== 'any' || saved.model || saved.feedback !== 'any' || saved.range !== 'all' || saved.tag || Object.keys(saved.extra).length;
   const emptyState = () => (filtered()
     ? empty('No traces match these filters.', 'Clear the search or widen the filters.')
     : empty('No traces yet.', 'Send a trace with the SDK, the ingest API or OpenTelemetry, and it appears here.'));
@@ -275,6 +400,8 @@ export function render(root, ctx) {
 
   live.addEventListener('change', () => { if (live.checked) startLive(); else stopLive(); });
 
+  showExtra();
+  loadSaved();
   load();
   return () => stopLive();
 }

@@ -1,5 +1,6 @@
 // Users of the organisation: create, change role, reset password, delete
-// (owners). One's own password is changed from the sidebar.
+// (owners); the API keys each created; leaving the organisation (anyone but
+// its only owner). One's own password is changed from the sidebar.
 
 import { el, replace, add } from '../dom.js';
 import { api, isAbort, errorText } from '../api.js';
@@ -19,7 +20,7 @@ export function render(root, ctx) {
   add(root, pageHeader('Users'),
     el('p', { class: 'muted page-sub' }, 'Owners manage users, keys and projects; members send and label data; viewers only read (and may read the audit log).'),
     owner ? null : el('p', { class: 'notice' }, 'Only owners can change users.'),
-    createBox, section('Members of the organisation', body));
+    createBox, section('Members of the organisation', body), leaveSection());
 
   let generation = 0;
   const load = async () => {
@@ -106,9 +107,11 @@ function usersTable(list, reload) {
     if (owner && !self) {
       const del = el('button', { type: 'button', class: 'btn btn-small btn-danger-ghost', 'data-testid': 'user-delete' }, 'Delete');
       del.addEventListener('click', async () => {
+        const keys = await keyCount(u.id).catch(() => null);
+        const keyLine = keys ? ` The ${keys === 1 ? 'API key' : `${keys} API keys`} they created keep working.` : '';
         const yes = await confirmModal({
           title: `Delete ${u.email}?`,
-          message: 'They are signed out and can no longer sign in. Their past actions stay in the audit log.',
+          message: `They are signed out and can no longer sign in. Their past actions stay in the audit log.${keyLine}`,
           confirmLabel: 'Delete user', danger: true,
         });
         if (!yes) return;
@@ -124,16 +127,20 @@ function usersTable(list, reload) {
       reset.addEventListener('click', () => resetPasswordDialog(u));
       actions.append(reset, del);
     }
+    const keys = el('span', { class: 'muted', 'data-testid': 'user-key-count' }, '…');
+    keyCount(u.id).then((n) => { keys.textContent = String(n); keys.classList.remove('muted'); })
+      .catch(() => { keys.textContent = '—'; });
     return el('tr', { 'data-testid': 'user-row', 'data-user-email': u.email, 'data-user-id': u.id },
       td(el('span', { class: 'cell-text' }, u.email, self ? el('span', { class: 'muted small' }, ' (you)') : null)),
       td(roleCell),
+      td(keys, 'num'),
       td(timeEl(u.created_at), 'nowrap'),
       td(el('code', { class: 'small' }, u.id)),
       td(actions));
   });
   return table({
     testid: 'users-table', caption: 'Users',
-    columns: [{ label: 'Email' }, { label: 'Role' }, { label: 'Created' }, { label: 'Id' }, { label: '' }],
+    columns: [{ label: 'Email' }, { label: 'Role' }, { label: 'API keys', class: 'num' }, { label: 'Created' }, { label: 'Id' }, { label: '' }],
     rows,
   }).wrap;
 }
@@ -154,4 +161,34 @@ function resetPasswordDialog(u) {
     },
     describe: errorText,
   });
+}
+
+/** How many unrevoked API keys the user created. */
+async function keyCount(id) {
+  const data = await api(`/v1/members/${encodeURIComponent(id)}/key-count`);
+  return typeof data?.active_key_count === 'number' ? data.active_key_count : 0;
+}
+
+/** Leaving the organisation: one's account ends; the only owner may not. */
+function leaveSection() {
+  const leave = el('button', { type: 'button', class: 'btn btn-danger-ghost', 'data-testid': 'leave-org' }, 'Leave the organisation');
+  const error = el('p', { class: 'form-error', role: 'alert', 'data-testid': 'leave-org-error', hidden: true });
+  leave.addEventListener('click', async () => {
+    error.hidden = true;
+    const yes = await confirmModal({
+      title: `Leave ${state.user?.org_name || 'the organisation'}?`,
+      message: 'Your account and sessions end and you cannot sign in again. The API keys you created keep working.',
+      confirmLabel: 'Leave', danger: true,
+    });
+    if (!yes) return;
+    try {
+      await busy(leave, () => api('/v1/members/me', { method: 'DELETE' }));
+      window.location.hash = '#/login';
+      window.location.reload();
+    } catch (err) {
+      error.textContent = errorText(err);
+      error.hidden = false;
+    }
+  });
+  return section('Leaving', el('p', { class: 'muted' }, 'An organisation keeps at least one owner: its only owner makes someone else an owner before leaving.'), error, el('div', {}, leave));
 }
