@@ -7,6 +7,7 @@ mod access;
 mod admin_cli;
 mod audit;
 mod basics;
+mod ci_gate;
 mod datasets;
 mod evals;
 mod export;
