@@ -62,11 +62,29 @@ async fn dataset(
 
 /// Runs the script against `server` for a dataset and version, with more
 /// settings; waits for it to exit.
+/// Installs curl and jq from Debian's packages when the machine lacks
+/// them, once: what a CI job does before it runs the script.
+fn tools() {
+    static TOOLS: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    TOOLS.get_or_init(|| {
+        let script = "command -v curl >/dev/null && command -v jq >/dev/null && exit 0; \
+            export DEBIAN_FRONTEND=noninteractive; \
+            install='apt-get install -y --no-install-recommends curl jq'; \
+            $install >&2 || { apt-get update >&2 && $install >&2; }";
+        let status = Command::new("sh")
+            .args(["-c", script])
+            .status()
+            .expect("sh runs");
+        assert!(status.success(), "curl and jq could not be installed");
+    });
+}
+
 async fn gate(
     server: &TestServer,
     (dataset, version): &(String, String),
     settings: &[(&str, &str)],
 ) -> Output {
+    tools();
     let mut command = Command::new("sh");
     command.arg(SCRIPT);
     for name in SETTINGS {
