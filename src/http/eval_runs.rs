@@ -733,14 +733,13 @@ pub async fn gate(
         ));
     }
     if run.failed_count > 0 {
-        failures.push(format!(
-            "{} of {} items failed ({})",
-            run.failed_count,
-            run.item_count,
-            run.error_message
-                .as_deref()
-                .unwrap_or("see the run's export")
-        ));
+        // The run's message counts the failures and gives the first reason.
+        failures.push(run.error_message.clone().unwrap_or_else(|| {
+            format!(
+                "{} of {} items failed (see the run's export)",
+                run.failed_count, run.item_count
+            )
+        }));
     }
     if run.mean_score.is_none() {
         failures.push("no item was scored".to_owned());

@@ -1721,3 +1721,33 @@ async fn the_projects_judged_presets_score_a_run_and_one_needing_context_says_wh
         }
     }
 }
+
+#[tokio::test]
+async fn the_gate_blocks_a_run_whose_items_failed_and_says_why_once() {
+    let judge = Endpoint::start().await;
+    judge.set(Behaviour {
+        model_status: Some(400),
+        ..Behaviour::default()
+    });
+    let server = TestServer::start_with(&judged_by(&judge, "")).await;
+    let dataset = dataset_of(&server, "broken", 2).await;
+    let version = create_version(
+        &server,
+        &dataset,
+        json!({"name": "v", "model": "m", "judge_model": "j"}),
+    )
+    .await;
+    let run = schedule(&server, &dataset, &version).await;
+    assert_eq!(finished(&server, &run).await["status"], "failed");
+    let gate = decide(
+        &server,
+        json!({"dataset_id": dataset, "run_id": run, "policy": {"on_fail": "warn"}}),
+    )
+    .await;
+    assert_eq!(gate["decision"], "warn", "{gate}");
+    let reason = gate["reason"].as_str().unwrap();
+    assert_eq!(reason.matches("items failed").count(), 1, "{reason}");
+    assert!(reason.contains("2 of 2 items failed"), "{reason}");
+    assert!(reason.contains("model endpoint answered 400"), "{reason}");
+    assert!(reason.contains("no item was scored"), "{reason}");
+}
