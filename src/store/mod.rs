@@ -23,6 +23,7 @@ mod otel;
 mod page;
 mod purge;
 mod rollups;
+mod run_queue;
 mod search;
 mod search_index;
 mod session_lookup;
@@ -54,10 +55,7 @@ pub use eval_rules::{
     ActiveRule, AutoCandidates, AutoEval, EvalRule, EvalRuleChange, NewEvalRule, NewTraceInfo,
     RuleCreated, Scheduled,
 };
-pub use eval_runs::{
-    ClaimedRunItem, EvalRun, NewRunScore, RunItemOutcome, RunItemResult, RunScheduled, RunScore,
-    RunWork,
-};
+pub use eval_runs::{EvalRun, RunItemResult, RunScheduled, RunScore};
 pub use eval_stats::{AgreementPair, TrendBucket, WindowStats};
 pub use evals::{
     ClaimedEval, EvalFilter, EvalOutcome, EvalSpan, EvalTrace, NewEvaluation, QueueDepth, Queued,
@@ -70,6 +68,7 @@ pub use migrations::{pending as pending_migrations, SCHEMA_VERSION};
 pub use otel::{CreatedTrace, ExportCursor, ExportPage, ExportRange};
 pub use page::{PAGE_MAX_BYTES, VALUE_MAX_BYTES};
 pub use purge::{RetentionTarget, Space};
+pub use run_queue::{ClaimedRunItem, NewRunScore, RunItemOutcome, RunWork};
 pub use search::{fts_query, fts_terms, SpanHit, SpanHits, SpanSearch, MAX_SPAN_RESULTS};
 pub use search_index::IndexBatch;
 pub use sessions::{SessionPage, SessionSummary, MAX_SESSION_TRACES};
