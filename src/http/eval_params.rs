@@ -1,7 +1,8 @@
 //! What the evaluation routes share: the check of an evaluator (type,
 //! metric name, config) that evaluations and rules both run, and the query
 //! parameters of the evaluation lists and summaries (`metric`, scores,
-//! times, the window of a summary).
+//! times, the window of a summary), and the checks the dataset routes
+//! share (a dataset id in a path, a bounded text field).
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -188,6 +189,21 @@ pub fn canonical_uuid(raw: &str) -> Option<String> {
     uuid::Uuid::parse_str(raw)
         .ok()
         .map(|u| u.hyphenated().to_string())
+}
+
+/// A text field within `max` characters, or a 400 naming it.
+pub fn bounded(field: &str, text: &str, max: usize) -> Result<(), AppError> {
+    if text.trim().is_empty() || text.chars().count() > max {
+        return Err(AppError::bad_request(format!(
+            "{field}: must be 1 to {max} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// The id of a dataset in a path: not a UUID is as unknown as another's.
+pub fn dataset_id(raw: &str) -> Result<String, AppError> {
+    canonical_uuid(raw).ok_or(AppError::NotFound("dataset"))
 }
 
 #[cfg(test)]

@@ -27,9 +27,9 @@ use super::limits::Family;
 use super::openapi::{self, DocumentedRoute};
 use super::principal::Role;
 use super::{
-    account, audit, budget, datasets, eval_rules, eval_runs, eval_summaries, evals, export,
-    feedback, governance, health, ingest, limits, live, metrics, otlp, projects, saved_filters,
-    search, sessions, telemetry, traces, ui, webhooks, AppState,
+    account, audit, budget, ci_gate, datasets, eval_rules, eval_runs, eval_summaries,
+    eval_versions, evals, export, feedback, governance, health, ingest, limits, live, metrics,
+    otlp, projects, saved_filters, search, sessions, telemetry, traces, ui, webhooks, AppState,
 };
 use crate::error::{json_errors, AppError, REQUEST_ID};
 
@@ -269,15 +269,15 @@ fn table(batch: LargeBody, otlp: LargeBody) -> Vec<Row> {
         row(Either, Some(Sends), Member, Feedback, routes!(datasets::patch_item)),
         row(Either, Some(Unscoped), Member, Read, routes!(datasets::remove_item)).beyond_reference("Removes an item from a dataset."),
         row(Either, Some(Reads), Any, Read, routes!(datasets::export)).beyond_reference("Each row carries the item's input and output after the reference's columns."),
-        row(Either, Some(Unscoped), Member, Read, routes!(datasets::create_version)),
-        row(Either, Some(Reads), Any, Read, routes!(datasets::list_versions)),
+        row(Either, Some(Unscoped), Member, Read, routes!(eval_versions::create_version)),
+        row(Either, Some(Reads), Any, Read, routes!(eval_versions::list_versions)),
         row(Either, Some(Sends), Member, Feedback, routes!(eval_runs::schedule)),
         row(Either, Some(Reads), Any, Read, routes!(eval_runs::list)),
         row(Either, Some(Reads), Any, Read, routes!(eval_runs::detail)),
         row(Either, Some(Sends), Member, Feedback, routes!(eval_runs::cancel)).beyond_reference("Cancels a run."),
         row(Either, Some(Reads), Any, Read, routes!(eval_runs::export)),
         row(Either, Some(Reads), Any, Read, routes!(eval_runs::diff)),
-        row(Either, Some(Reads), Any, Read, routes!(eval_runs::gate)),
+        row(Either, Some(Reads), Any, Read, routes!(ci_gate::gate)),
         row(Either, Some(Reads), Any, Read, routes!(search::spans)),
         row(Either, Some(Reads), Any, Read, routes!(sessions::list)).beyond_reference("Traces grouped by session."),
         row(Either, Some(Reads), Any, Read, routes!(sessions::detail)).beyond_reference("Traces grouped by session."),
