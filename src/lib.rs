@@ -17,6 +17,7 @@ pub mod ops;
 pub mod otlp;
 pub mod pricing;
 pub mod priority;
+pub mod secrets;
 pub mod server;
 pub mod sketch;
 pub mod store;

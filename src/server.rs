@@ -133,14 +133,28 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let grace = Duration::from_secs(config.server.shutdown_timeout_s);
     let is_tls = tls.is_some();
     let state = AppState::new(store.clone(), Arc::new(config), is_tls);
-    let evals =
-        match crate::eval::queue::start(store.clone(), state.config.clone(), state.evals.clone()) {
-            Ok(tasks) => tasks,
-            Err(e) => {
-                close_store(store).await;
-                return Err(e);
-            }
-        };
+    let key_id = state.sealer.as_ref().map(|s| s.key_id().to_owned());
+    match store.eval_keys_sealed_elsewhere(key_id).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            keys = n,
+            "organisations' judge keys were sealed with another [encryption] key than the one \
+             configured (or there is none): they cannot be used until they are set again"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not check the stored judge keys"),
+    }
+    let evals = match crate::eval::queue::start(
+        store.clone(),
+        state.config.clone(),
+        state.evals.clone(),
+        state.sealer.clone(),
+    ) {
+        Ok(tasks) => tasks,
+        Err(e) => {
+            close_store(store).await;
+            return Err(e);
+        }
+    };
     let mut upkeep = vec![
         crate::upkeep::spawn(store.clone(), state.config.clone()),
         crate::upkeep::spawn_indexer(store.clone()),

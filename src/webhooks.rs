@@ -21,7 +21,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
-use sha2::{Digest, Sha256};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::config::WebhooksConfig;
@@ -238,26 +237,9 @@ impl reqwest::dns::Resolve for CheckedResolver {
     }
 }
 
-/// HMAC-SHA256 (RFC 2104).
-pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut block = [0u8; 64];
-    if key.len() > 64 {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(block.map(|b| b ^ 0x36));
-    inner.update(message);
-    let mut outer = Sha256::new();
-    outer.update(block.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
-}
-
 /// The signature header's value for `body` sent at `t` (unix seconds).
 pub fn signature(secret: &str, t: i64, body: &str) -> String {
-    let mac = hmac_sha256(secret.as_bytes(), format!("{t}.{body}").as_bytes());
+    let mac = crate::secrets::hmac_sha256(secret.as_bytes(), format!("{t}.{body}").as_bytes());
     format!("t={t},v1={}", hex::encode(mac))
 }
 
@@ -501,22 +483,6 @@ pub fn spawn(store: Arc<Store>, sender: Arc<Sender>) -> JoinHandle<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hmac_matches_rfc_4231() {
-        assert_eq!(
-            hex::encode(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
-        let key = [0xaa; 131];
-        assert_eq!(
-            hex::encode(hmac_sha256(
-                &key,
-                b"Test Using Larger Than Block-Size Key - Hash Key First"
-            )),
-            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
-        );
-    }
 
     #[test]
     fn default_policy_refuses_link_local_and_metadata_only() {

@@ -135,7 +135,8 @@ async fn an_operator_goes_through_every_page_of_the_admin_ui() {
     let judge = slow_judge().await;
     let server = TestServer::start_with(&format!(
         "[eval]\nrun_concurrency = 1\n\
-         [eval.judge]\nprovider = \"openai\"\nbase_url = \"http://{judge}/v1\"\nmodel = {JUDGE_MODEL:?}\n"
+         [eval.judge]\nprovider = \"openai\"\nbase_url = \"http://{judge}/v1\"\nmodel = {JUDGE_MODEL:?}\n\
+         [encryption]\nkey = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n"
     ))
     .await;
     let shots = screenshot_dir();
@@ -207,8 +208,17 @@ async fn an_operator_goes_through_every_page_of_the_admin_ui() {
         .filter_map(|link| link[0].as_str())
         .collect();
     for page in [
-        "overview", "traces", "sessions", "evals", "datasets", "projects", "keys", "users",
-        "audit", "webhooks",
+        "overview",
+        "traces",
+        "sessions",
+        "evals",
+        "datasets",
+        "projects",
+        "keys",
+        "users",
+        "audit",
+        "webhooks",
+        "eval-keys",
     ] {
         assert!(nav.contains(&format!("nav-{page}").as_str()), "{nav:?}");
     }
@@ -608,6 +618,22 @@ async fn an_operator_goes_through_every_page_of_the_admin_ui() {
     );
     assert_eq!(facts["spare_webhook_after_cancel"], 1, "{facts}");
     assert_eq!(facts["spare_webhook_after_delete"], 0, "{facts}");
+    // A judge key is shown by its last four characters only, and revoked after asking.
+    assert_eq!(text(facts, "eval_key_hint"), "…7Q2x", "{facts}");
+    assert_eq!(facts["eval_key_input_after"], "", "{facts}");
+    assert_eq!(facts["eval_key_secret_on_page"], false, "{facts}");
+    assert!(
+        text(facts, "eval_key_revoke_question").contains("configured key"),
+        "{facts}"
+    );
+    assert!(
+        text(facts, "eval_key_row_after_revoke").contains("not set"),
+        "{facts}"
+    );
+    assert_eq!(
+        server.get_json("/v1/settings/eval-keys").await,
+        serde_json::json!({"items": []})
+    );
     let hooks = server.get_json("/v1/webhooks").await;
     assert_eq!(
         hooks["webhooks"].as_array().map(Vec::len),

@@ -35,6 +35,44 @@ pub struct Config {
     pub eval: EvalConfig,
     #[serde(default)]
     pub webhooks: WebhooksConfig,
+    #[serde(default)]
+    pub encryption: EncryptionConfig,
+}
+
+/// `[encryption]`: the key that seals secrets kept at rest (organisations'
+/// judge keys). Neither set: such secrets cannot be stored.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// 32 bytes in base64 or hex (`openssl rand -base64 32`).
+    pub key: Option<String>,
+    /// A file holding the key, readable by the service alone.
+    pub key_file: Option<PathBuf>,
+}
+
+impl EncryptionConfig {
+    /// The key's 32 bytes, when one is set.
+    pub fn key(&self) -> Result<Option<[u8; crate::secrets::KEY_LEN]>, ConfigError> {
+        if self.key.is_some() && self.key_file.is_some() {
+            return Err(invalid(
+                "encryption.key",
+                "set either key or key_file, not both",
+            ));
+        }
+        let name = if self.key.is_some() {
+            "encryption.key"
+        } else {
+            "encryption.key_file"
+        };
+        secret(&self.key, &self.key_file, "encryption.key_file")?
+            .map(|text| crate::secrets::SecretBox::parse_key(&text).map_err(|e| invalid(name, e)))
+            .transpose()
+    }
+
+    /// The box sealing secrets under the key, when one is set.
+    pub fn secret_box(&self) -> Result<Option<crate::secrets::SecretBox>, ConfigError> {
+        Ok(self.key()?.map(|key| crate::secrets::SecretBox::new(&key)))
+    }
 }
 
 /// Webhook deliveries, `[webhooks]`: which addresses they may go to, and
@@ -458,6 +496,7 @@ impl Config {
 
     /// Checks what the types alone cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.encryption.key()?;
         if self.storage.data_dir.as_os_str().is_empty() {
             return Err(invalid("storage.data_dir", "must not be empty"));
         }

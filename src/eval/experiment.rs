@@ -49,6 +49,8 @@ const FINISH_BATCH: usize = 256;
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 
 pub(super) struct Experiments {
+    /// Organisations' own keys, sent instead of the configured ones.
+    pub keys: super::keys::OwnKeys,
     pub store: Arc<Store>,
     pub config: EvalConfig,
     pub judge: Option<Arc<Judge>>,
@@ -200,11 +202,22 @@ impl Experiments {
                 context: None,
                 reference,
                 model: Some(judge_model),
+                api_key: None,
             };
             let Some(judge) = &self.judge else {
                 return failed(kept, NO_JUDGE.into(), scores);
             };
-            match self.call(self.judge_figures(), judge.judge(&request)).await {
+            let judged = match self.keys.key(work.tenant_id, judge.provider()).await {
+                Ok(own) => {
+                    let request = JudgeRequest {
+                        api_key: own.as_deref(),
+                        ..request
+                    };
+                    self.call(self.judge_figures(), judge.judge(&request)).await
+                }
+                Err(e) => Err(e),
+            };
+            match judged {
                 Ok(verdict) => scores.push(scored(
                     JUDGED_METRIC,
                     "llm",
@@ -247,12 +260,21 @@ impl Experiments {
         };
         let input = work.input.as_deref().unwrap_or_default();
         let stats = &self.queue.stats;
-        let answer = self
-            .call(
-                (&stats.model_calls, &stats.model_micros),
-                client.answer(Some(model), work.system_prompt.as_deref(), input),
-            )
-            .await;
+        let answer = match self.keys.key(work.tenant_id, client.provider()).await {
+            Ok(own) => {
+                self.call(
+                    (&stats.model_calls, &stats.model_micros),
+                    client.answer(
+                        own.as_deref(),
+                        Some(model),
+                        work.system_prompt.as_deref(),
+                        input,
+                    ),
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
         match answer {
             Ok(answer) => {
                 if let Err(e) = self.store.keep_run_output(job.id, answer.clone()).await {
@@ -325,16 +347,23 @@ impl Experiments {
                 let Some(judge) = &self.judge else {
                     return Ok(unscored(NO_JUDGE.into()));
                 };
-                let request = JudgeRequest {
-                    metric,
-                    rubric: &rubric,
-                    input: work.input.as_deref(),
-                    output,
-                    context: None,
-                    reference: None,
-                    model: model.as_deref(),
+                let judged = match self.keys.key(work.tenant_id, judge.provider()).await {
+                    Ok(own) => {
+                        let request = JudgeRequest {
+                            metric,
+                            rubric: &rubric,
+                            input: work.input.as_deref(),
+                            output,
+                            context: None,
+                            reference: None,
+                            model: model.as_deref(),
+                            api_key: own.as_deref(),
+                        };
+                        self.call(self.judge_figures(), judge.judge(&request)).await
+                    }
+                    Err(e) => Err(e),
                 };
-                match self.call(self.judge_figures(), judge.judge(&request)).await {
+                match judged {
                     Ok(verdict) => {
                         let used = model.unwrap_or_else(|| judge.model().to_owned());
                         Ok(scored(metric, evaluator_type, verdict, Some(used)))

@@ -4,7 +4,8 @@
 //! with a rubric) from its type, metric and config; [`catalog`] holds the
 //! presets; [`judge`] talks to the operator's judge endpoint; [`queue`]
 //! runs the durable queue and [`auto`] queues the auto-evaluation rules'
-//! evaluations for new traces.
+//! evaluations for new traces; [`keys`] opens organisations' own judge
+//! keys for the calls that use them.
 //!
 //! [`rules`] holds the deterministic, in-process rule evaluators. It is pure
 //! (no I/O, no clock, no store): the queue loads a trace, builds a
@@ -20,6 +21,7 @@ pub mod evaluator;
 pub mod experiment;
 mod field;
 pub mod judge;
+pub mod keys;
 mod params;
 mod pii;
 pub mod queue;

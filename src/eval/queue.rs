@@ -23,6 +23,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::evaluator::{resolve, Evaluator};
 use super::experiment::Experiments;
 use super::judge::{Judge, JudgeError, JudgeRequest, Role};
+use super::keys::OwnKeys;
 use super::rules::{Label, SpanSubject, Subject, Verdict};
 use crate::config::{Config, EvalConfig};
 use crate::store::{now_micros, ClaimedEval, EvalOutcome, EvalTrace, Store};
@@ -107,6 +108,7 @@ pub fn start(
     store: Arc<Store>,
     config: Arc<Config>,
     queue: Arc<EvalQueue>,
+    sealer: Option<Arc<crate::secrets::SecretBox>>,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let judge = match &config.eval.judge {
         // The judge's errors name their key (`eval.judge.<key>: …`).
@@ -124,7 +126,9 @@ pub fn start(
         )),
         (None, None) => None,
     };
+    let keys = OwnKeys::new(store.clone(), sealer);
     let experiments = Experiments {
+        keys: keys.clone(),
         store: store.clone(),
         config: config.eval.clone(),
         judge: judge.clone(),
@@ -132,6 +136,7 @@ pub fn start(
         queue: queue.clone(),
     };
     let runner = Runner {
+        keys,
         store: store.clone(),
         config: config.eval.clone(),
         judge,
@@ -145,6 +150,7 @@ pub fn start(
 }
 
 struct Runner {
+    keys: OwnKeys,
     store: Arc<Store>,
     config: EvalConfig,
     judge: Option<Arc<Judge>>,
@@ -345,6 +351,7 @@ impl Runner {
                         job.metric_name
                     )));
                 }
+                let own = self.keys.key(job.tenant_id, judge.provider()).await?;
                 let request = JudgeRequest {
                     metric: &job.metric_name,
                     rubric: &rubric,
@@ -353,6 +360,7 @@ impl Runner {
                     context: context.as_deref(),
                     reference: None,
                     model: model.as_deref(),
+                    api_key: own.as_deref(),
                 };
                 let started = std::time::Instant::now();
                 let verdict = self.limited(judge.judge(&request)).await;

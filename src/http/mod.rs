@@ -8,6 +8,7 @@ pub mod budget;
 mod ci_gate;
 mod datasets;
 mod download;
+mod eval_keys;
 mod eval_params;
 mod eval_rules;
 mod eval_runs;
@@ -77,13 +78,18 @@ pub struct AppState {
     pub openapi: axum::body::Bytes,
     /// Sends webhook deliveries and test pings.
     pub webhooks: Arc<crate::webhooks::Sender>,
+    /// Seals organisations' judge keys; none without `[encryption]`.
+    pub sealer: Option<Arc<crate::secrets::SecretBox>>,
 }
 
 impl AppState {
     pub fn new(store: Arc<Store>, config: Arc<Config>, tls: bool) -> AppState {
         let evals = Arc::new(crate::eval::queue::EvalQueue::default());
         let webhooks = Arc::new(crate::webhooks::Sender::new(&config.webhooks));
+        // The key was read and checked with the rest of the configuration.
+        let sealer = config.encryption.secret_box().ok().flatten().map(Arc::new);
         AppState {
+            sealer,
             metrics: Arc::new(telemetry::ServerMetrics::new(
                 store.clone(),
                 config.storage.data_dir.clone(),

@@ -98,6 +98,10 @@ const TAGS: &[(&str, &str)] = &[
         "Deprecated fields and endpoints of the API.",
     ),
     (
+        "eval-keys",
+        "The organisation's own keys for the judge and model endpoints, sealed at rest and never returned.",
+    ),
+    (
         "billing",
         "Billing (none: the operator sets plans with `trulayer-server admin set-plan`).",
     ),

@@ -27,7 +27,7 @@ use super::limits::Family;
 use super::openapi::{self, DocumentedRoute};
 use super::principal::Role;
 use super::{
-    account, audit, budget, ci_gate, datasets, eval_rules, eval_runs, eval_summaries,
+    account, audit, budget, ci_gate, datasets, eval_keys, eval_rules, eval_runs, eval_summaries,
     eval_versions, evals, export, feedback, governance, health, ingest, limits, live, metrics,
     otlp, projects, saved_filters, search, sessions, telemetry, traces, ui, webhooks, AppState,
 };
@@ -305,6 +305,9 @@ fn table(batch: LargeBody, otlp: LargeBody) -> Vec<Row> {
         row(Session, None, Owner, Read, routes!(governance::checkout)).beyond_reference("No billing: always 422 `billing_not_available` (the operator sets plans)."),
         row(Session, None, Owner, Read, routes!(governance::portal)),
         row(Session, None, Owner, Read, routes!(governance::invoices)),
+        row(Either, Some(Reads), Any, Read, routes!(eval_keys::list)).beyond_reference("Each key's `hint`: its last four characters."),
+        row(Either, Some(Unscoped), Owner, Read, routes!(eval_keys::upsert)).beyond_reference("Sealed with the operator's `[encryption]` key (409 `encryption_not_configured` without one); the answer carries the key's `hint`."),
+        row(Either, Some(Unscoped), Owner, Read, routes!(eval_keys::revoke)),
     ];
     // OpenTelemetry exporters append `/v1/traces` to a base endpoint.
     let otlp_row = row(Either, Some(Sends), Member, Ingest, routes!(otlp::traces))

@@ -24,6 +24,8 @@ pub struct ClaimedRunItem {
 /// What an item of a run is run with.
 #[derive(Debug, Clone)]
 pub struct RunWork {
+    /// The run's organisation, whose own judge keys its calls use.
+    pub tenant_id: i64,
     pub input: Option<String>,
     pub expected_output: Option<String>,
     /// The model's answer from an earlier attempt.
@@ -195,7 +197,7 @@ fn work(conn: &Connection, run_item_id: i64) -> Result<Option<RunWork>> {
     let found = conn
         .prepare_cached(
             "SELECT di.input, di.expected_output, ri.output, v.system_prompt, v.model, \
-             v.judge_model, d.project_id, ri.item_id IS NULL \
+             v.judge_model, d.project_id, ri.item_id IS NULL, r.tenant_id \
              FROM run_items ri JOIN eval_runs r ON r.id = ri.run_id \
              JOIN eval_versions v ON v.id = r.version_id JOIN datasets d ON d.id = r.dataset_id \
              LEFT JOIN dataset_items di ON di.id = ri.item_id WHERE ri.id = ?1",
@@ -203,6 +205,7 @@ fn work(conn: &Connection, run_item_id: i64) -> Result<Option<RunWork>> {
         .query_row([run_item_id], |r| {
             Ok((
                 RunWork {
+                    tenant_id: r.get(8)?,
                     input: r.get(0)?,
                     expected_output: r.get(1)?,
                     output: r.get(2)?,

@@ -288,7 +288,9 @@ impl World {
             Some((_, id)) => route.path.replace("{id}", id),
             None => route.path.to_owned(),
         };
-        path = path.replace("{itemId}", &self.item);
+        path = path
+            .replace("{itemId}", &self.item)
+            .replace("{provider}", "openai");
         // A diff's baseline is required: the run itself will do.
         if route.path == "/v1/eval-runs/{id}/diff" {
             if let Some((_, run)) = id {
@@ -336,6 +338,9 @@ impl World {
             }),
             "/v1/webhooks" => {
                 json!({"url": "http://127.0.0.1:9/hook", "secret": "0123456789abcdef"})
+            }
+            "/v1/settings/eval-keys" => {
+                json!({"provider": "openai", "key": "sk-matrix-0123456789"})
             }
             _ => json!({}),
         })

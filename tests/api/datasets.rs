@@ -164,7 +164,7 @@ async fn ingest_qa(server: &TestServer, input: &str, output: &str) -> String {
 }
 
 /// A dataset of `items` traces, asked `q0`, `q1`… and answered `a`.
-async fn dataset_of(server: &TestServer, name: &str, items: usize) -> String {
+pub(crate) async fn dataset_of(server: &TestServer, name: &str, items: usize) -> String {
     let dataset = create_dataset(server, name).await;
     for i in 0..items {
         let trace = ingest_qa(server, &format!("q{i}"), "a").await;
@@ -177,7 +177,7 @@ async fn dataset_of(server: &TestServer, name: &str, items: usize) -> String {
     dataset
 }
 
-async fn create_version(server: &TestServer, dataset: &str, body: Value) -> String {
+pub(crate) async fn create_version(server: &TestServer, dataset: &str, body: Value) -> String {
     let resp = server
         .post(&format!("/v1/datasets/{dataset}/versions"), &body)
         .await;
@@ -187,7 +187,7 @@ async fn create_version(server: &TestServer, dataset: &str, body: Value) -> Stri
         .to_owned()
 }
 
-async fn schedule(server: &TestServer, dataset: &str, version: &str) -> String {
+pub(crate) async fn schedule(server: &TestServer, dataset: &str, version: &str) -> String {
     let resp = server
         .post(
             &format!("/v1/datasets/{dataset}/runs"),
@@ -200,7 +200,7 @@ async fn schedule(server: &TestServer, dataset: &str, version: &str) -> String {
 }
 
 /// Polls a run until it has finished (up to 30 s).
-async fn finished(server: &TestServer, run: &str) -> Value {
+pub(crate) async fn finished(server: &TestServer, run: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let run = server.get_json(&format!("/v1/eval-runs/{run}")).await;

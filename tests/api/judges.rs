@@ -23,14 +23,14 @@ use crate::common::{sample_trace, write_config, TestServer};
 use crate::evals::{finished, trigger};
 
 const MODEL: &str = "judge-model";
-const JUDGE_KEY: &str = "sk-judge-test-0123456789";
+pub(crate) const JUDGE_KEY: &str = "sk-judge-test-0123456789";
 const REASONING: &str = "Polite and on topic; nothing toxic.";
 const INPUT: &str = "Does the tide table for Saint-Malo list spring tides?";
 const OUTPUT: &str = "Yes: the Saint-Malo table marks spring tides with a coefficient above 95.";
 
 /// The API a fake judge speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wire {
+pub(crate) enum Wire {
     OpenAi,
     Anthropic,
 }
@@ -101,7 +101,7 @@ fn garbage() -> Reply {
 
 /// One request as the fake judge received it.
 #[derive(Debug, Clone)]
-struct Received {
+pub(crate) struct Received {
     method: Method,
     path: String,
     headers: HeaderMap,
@@ -110,7 +110,7 @@ struct Received {
 }
 
 impl Received {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
@@ -126,14 +126,14 @@ struct Script {
 
 /// A judge endpoint on a loopback port, answering as told.
 #[derive(Debug, Clone)]
-struct FakeJudge {
+pub(crate) struct FakeJudge {
     wire: Wire,
     address: SocketAddr,
     script: Arc<Mutex<Script>>,
 }
 
 impl FakeJudge {
-    async fn start(wire: Wire) -> FakeJudge {
+    pub(crate) async fn start(wire: Wire) -> FakeJudge {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the fake judge");
@@ -174,11 +174,11 @@ impl FakeJudge {
         script.then = then;
     }
 
-    fn received(&self) -> Vec<Received> {
+    pub(crate) fn received(&self) -> Vec<Received> {
         self.script().received.clone()
     }
 
-    fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.script().received.len()
     }
 
@@ -233,7 +233,12 @@ async fn answer(
 /// `[eval]` with short retries and `[eval.judge]` for `judge`, whose
 /// `base_url` is the judge's address and `base_path`; `judge_lines` are
 /// added to `[eval.judge]`.
-fn judge_toml(judge: &FakeJudge, base_path: &str, workers: usize, judge_lines: &str) -> String {
+pub(crate) fn judge_toml(
+    judge: &FakeJudge,
+    base_path: &str,
+    workers: usize,
+    judge_lines: &str,
+) -> String {
     let provider = match judge.wire {
         Wire::OpenAi => "openai",
         Wire::Anthropic => "anthropic",
@@ -251,7 +256,7 @@ async fn server_judged_by(judge: &FakeJudge, judge_lines: &str) -> TestServer {
     TestServer::start_with(&judge_toml(judge, "/v1", 4, judge_lines)).await
 }
 
-async fn ingest_trace(server: &TestServer) -> String {
+pub(crate) async fn ingest_trace(server: &TestServer) -> String {
     let mut trace = sample_trace("judged");
     trace["input"] = json!(INPUT);
     trace["output"] = json!(OUTPUT);
@@ -259,7 +264,12 @@ async fn ingest_trace(server: &TestServer) -> String {
 }
 
 /// Triggers an LLM evaluation of `trace_id` and waits for it to finish.
-async fn judged(server: &TestServer, trace_id: &str, metric: &str, config: Value) -> Value {
+pub(crate) async fn judged(
+    server: &TestServer,
+    trace_id: &str,
+    metric: &str,
+    config: Value,
+) -> Value {
     let id = trigger(
         server,
         json!({"trace_id": trace_id, "evaluator_type": "llm", "metric_name": metric,
@@ -278,7 +288,7 @@ fn rubric(preset: &str) -> &'static str {
     }
 }
 
-fn reasoning(eval: &Value) -> &str {
+pub(crate) fn reasoning(eval: &Value) -> &str {
     eval["reasoning"].as_str().unwrap_or_default()
 }
 

@@ -850,6 +850,26 @@ async function flows(page, context) {
     await shoot(page, 'webhooks');
   });
 
+  await step('judge keys: set one, see only its hint, revoke it after asking', async () => {
+    const secret = 'sk-ui-e2e-own-judge-key-7Q2x';
+    await go(page, 'eval-keys', `form${tid('eval-key-form')}`);
+    const form = page.locator(`form${tid('eval-key-form')}`);
+    await form.locator('select[name=provider]').selectOption('openai');
+    await form.locator('input[name=key]').fill(secret);
+    await form.locator('button[type=submit]').click();
+    const row = page.locator(`tr${tid('eval-key-row')}[data-provider="openai"]`);
+    facts.eval_key_hint = await waitUntil('the key to show as set', async () =>
+      (await row.locator(tid('eval-key-hint')).count()) ? text(row.locator(tid('eval-key-hint'))) : null);
+    facts.eval_key_input_after = await form.locator('input[name=key]').inputValue();
+    facts.eval_key_secret_on_page = (await page.content()).includes(secret);
+    await shoot(page, 'eval-keys');
+    await row.locator(`button${tid('eval-key-revoke')}`).click();
+    facts.eval_key_revoke_question = await text(await visible(page, tid('confirm-modal')));
+    await (await visible(page, `button${tid('confirm-yes')}`)).click();
+    await row.locator(tid('eval-key-hint')).waitFor({ state: 'detached' });
+    facts.eval_key_row_after_revoke = await text(row);
+  });
+
   await step('a version, and a run followed to its end', async () => {
     await go(page, `datasets/${ids.dataset}`, `form${tid('version-create')}`);
     await createVersion(page, names.firstVersion, 'Answer in one sentence.');

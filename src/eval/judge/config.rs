@@ -52,6 +52,22 @@ pub enum Provider {
     Anthropic,
 }
 
+impl Provider {
+    pub const ALL: [Provider; 2] = [Provider::Openai, Provider::Anthropic];
+
+    /// The provider's name in the config and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Openai => "openai",
+            Provider::Anthropic => "anthropic",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Provider> {
+        Provider::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+}
+
 impl JudgeConfig {
     /// What serde cannot check; the message names the key and how to fix it.
     pub fn validate(&self) -> Result<(), String> {

@@ -73,6 +73,9 @@ pub struct JudgeRequest<'a> {
     pub reference: Option<&'a str>,
     /// This evaluation's model, instead of the configured one.
     pub model: Option<&'a str>,
+    /// The organisation's own key for the provider, instead of the
+    /// configured one.
+    pub api_key: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -101,24 +104,16 @@ impl Judge {
         let endpoint = config.endpoint()?;
         let auth = match config.resolve_key()? {
             None => None,
-            Some(key) => {
-                let (name, value) = match config.provider {
-                    Provider::Openai => (AUTHORIZATION, format!("Bearer {key}")),
-                    Provider::Anthropic => (HeaderName::from_static("x-api-key"), key),
-                };
-                let mut value = HeaderValue::from_str(&value).map_err(|_| {
-                    bad(
-                        if config.api_key.is_some() {
-                            "api_key"
-                        } else {
-                            "api_key_env"
-                        },
-                        "the key holds characters an HTTP header cannot carry",
-                    )
-                })?;
-                value.set_sensitive(true);
-                Some((name, value))
-            }
+            Some(key) => Some(auth_header(config.provider, &key).ok_or_else(|| {
+                bad(
+                    if config.api_key.is_some() {
+                        "api_key"
+                    } else {
+                        "api_key_env"
+                    },
+                    "the key holds characters an HTTP header cannot carry",
+                )
+            })?),
         };
         let mut builder = reqwest::Client::builder()
             .user_agent(USER_AGENT)
@@ -166,7 +161,9 @@ impl Judge {
     ))]
     pub async fn judge(&self, request: &JudgeRequest<'_>) -> Result<Verdict, JudgeError> {
         let (system, user) = prompt(request, self.config.max_input_chars);
-        let (text, cut_short) = self.send(request.model, Some(&system), &user).await?;
+        let (text, cut_short) = self
+            .send(request.api_key, request.model, Some(&system), &user)
+            .await?;
         parse_verdict(&text).map_err(|problem| {
             if cut_short {
                 JudgeError::Failed(format!(
@@ -181,24 +178,27 @@ impl Judge {
 
     /// One answer of the model to `user`, after `system` if given: one
     /// request, no retries. A reply cut at `max_tokens` is still an answer.
+    /// `api_key`: the organisation's own key, instead of the configured one.
     #[tracing::instrument(name = "model", skip_all, fields(
         provider = ?self.config.provider,
         model = model.unwrap_or(&self.config.model),
     ))]
     pub async fn answer(
         &self,
+        api_key: Option<&str>,
         model: Option<&str>,
         system: Option<&str>,
         user: &str,
     ) -> Result<String, JudgeError> {
         let user = prompt::fit(user, self.config.max_input_chars);
-        Ok(self.send(model, system, &user).await?.0)
+        Ok(self.send(api_key, model, system, &user).await?.0)
     }
 
     /// Sends one chat request; the reply's text, and whether it stopped at
     /// `max_tokens`.
     async fn send(
         &self,
+        api_key: Option<&str>,
         model: Option<&str>,
         system: Option<&str>,
         user: &str,
@@ -235,7 +235,15 @@ impl Judge {
             }
         };
         let mut post = self.client.post(self.endpoint.clone()).json(&body);
-        if let Some((name, value)) = &self.auth {
+        let own = match api_key {
+            Some(key) => Some(auth_header(self.config.provider, key).ok_or_else(|| {
+                JudgeError::Failed(
+                    "the organisation's key holds characters an HTTP header cannot carry".into(),
+                )
+            })?),
+            None => None,
+        };
+        if let Some((name, value)) = own.as_ref().or(self.auth.as_ref()) {
             post = post.header(name, value);
         }
         if self.config.provider == Provider::Anthropic {
@@ -312,6 +320,18 @@ impl Judge {
             }
         }
     }
+}
+
+/// The header carrying `key` to `provider`, marked sensitive so it never
+/// shows in debug output; none when the key cannot be a header value.
+fn auth_header(provider: Provider, key: &str) -> Option<(HeaderName, HeaderValue)> {
+    let (name, value) = match provider {
+        Provider::Openai => (AUTHORIZATION, format!("Bearer {key}")),
+        Provider::Anthropic => (HeaderName::from_static("x-api-key"), key.to_owned()),
+    };
+    let mut value = HeaderValue::from_str(&value).ok()?;
+    value.set_sensitive(true);
+    Some((name, value))
 }
 
 /// What an endpoint is used as: the configuration section that sets it,
@@ -459,6 +479,7 @@ mod tests {
         context: Some("CONTEXT: the Eiffel tower stands in Paris."),
         reference: None,
         model: None,
+        api_key: None,
     };
 
     fn openai_reply(content: &str) -> Canned {
@@ -563,6 +584,29 @@ mod tests {
         assert_prompt(
             body["system"].as_str().unwrap(),
             body["messages"][0]["content"].as_str().unwrap(),
+        );
+    }
+
+    #[tokio::test]
+    async fn an_organisations_key_replaces_the_configured_one() {
+        let request = JudgeRequest {
+            api_key: Some("sk-org-own"),
+            ..REQUEST
+        };
+        let reply = r#"{"score": 1}"#;
+        let (_, received) = run(
+            Provider::Anthropic,
+            "",
+            Some("sk-ant"),
+            anthropic_reply(reply),
+            &request,
+        )
+        .await;
+        assert_eq!(header(&received, "x-api-key"), Some("sk-org-own"));
+        let (_, received) = run(Provider::Openai, "/v1", None, openai_reply(reply), &request).await;
+        assert_eq!(
+            header(&received, "authorization"),
+            Some("Bearer sk-org-own")
         );
     }
 

@@ -117,6 +117,7 @@ mod tests {
             context: None,
             reference: Some("At 14:02."),
             model: None,
+            api_key: None,
         };
         let (system, user) = prompt(&request, 20_000);
         assert!(system.contains("<reference_output>"));
@@ -151,6 +152,7 @@ mod tests {
             context: Some(&long),
             reference: None,
             model: None,
+            api_key: None,
         };
         let (_, user) = prompt(&request, 20_000);
         let trace_chars = user.chars().filter(|c| *c == 'ö').count();
@@ -169,6 +171,7 @@ mod tests {
             context: None,
             reference: None,
             model: None,
+            api_key: None,
         };
         let (system, user) = prompt(&request, 20_000);
         assert!(system.contains("Score 1 when every claim is supported."));
