@@ -7,6 +7,7 @@ import { state, loadProjects, refreshProjects, setProject, applyTheme, toggleThe
 import { loading, errorBox, toast, toastError, clearToasts, formDialog } from './js/ui.js';
 import * as login from './js/pages/login.js';
 import * as overview from './js/pages/overview.js';
+import * as ingestion from './js/pages/ingestion.js';
 import * as traces from './js/pages/traces.js';
 import * as traceDetail from './js/pages/trace.js';
 import * as sessions from './js/pages/sessions.js';
@@ -25,6 +26,7 @@ applyTheme();
 
 const NAV = [
   { id: 'overview', label: 'Overview', icon: ICONS.overview },
+  { id: 'ingestion', label: 'Ingestion', icon: ICONS.refresh },
   { id: 'traces', label: 'Traces', icon: ICONS.traces },
   { id: 'sessions', label: 'Sessions', icon: ICONS.sessions },
   { id: 'evals', label: 'Evaluations', icon: ICONS.evals },
@@ -40,6 +42,7 @@ const NAV = [
 /** Route name → page module; `project` pages follow the project picker. */
 const PAGES = {
   overview: { page: overview, title: 'Overview', project: true },
+  ingestion: { page: ingestion, title: 'Ingestion health', project: true },
   traces: { page: traces, title: 'Traces', project: true },
   trace: { page: traceDetail, title: 'Trace', nav: 'traces' },
   sessions: { page: sessions, title: 'Sessions', project: true },

@@ -210,6 +210,11 @@ impl AppError {
     }
 }
 
+/// The error code of a refused request, on its response's extensions, for
+/// middleware that counts refusals.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let request_id = current_request_id();
@@ -226,7 +231,9 @@ impl IntoResponse for AppError {
                 _ => None,
             },
         };
+        let code = body.code;
         let mut response = (status, Json(body)).into_response();
+        response.extensions_mut().insert(ErrorCode(code));
         if let AppError::TooManyRequests { retry_after, .. }
         | AppError::Busy { retry_after, .. }
         | AppError::StorageFull { retry_after, .. } = &self

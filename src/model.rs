@@ -94,6 +94,17 @@ pub struct NewTrace {
     pub content_hash: [u8; 32],
 }
 
+impl NewTrace {
+    /// When the trace ended (microseconds): its end, else its start plus
+    /// its latency, else its start.
+    pub fn end(&self) -> i64 {
+        self.ended_at.unwrap_or_else(|| {
+            self.started_at
+                .saturating_add(self.latency_ms.unwrap_or(0).saturating_mul(1000))
+        })
+    }
+}
+
 /// Spans of one OpenTelemetry trace, to be merged into the trace of that id
 /// (created if absent); the trace's aggregates are recomputed from all of
 /// its spans.
@@ -108,6 +119,16 @@ pub struct NewOtelTrace {
     /// The trace's own fields, carried by the root span an OTLP export of a
     /// trace not received over OTLP adds; they win over the aggregates.
     pub fields: Option<TraceFields>,
+}
+
+impl NewOtelTrace {
+    /// When the latest of its spans ended (microseconds), if they say.
+    pub fn end(&self) -> Option<i64> {
+        self.spans
+            .iter()
+            .filter_map(|s| s.end_time.or(s.start_time))
+            .max()
+    }
 }
 
 /// Trace fields that spans cannot express.

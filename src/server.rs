@@ -161,6 +161,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         crate::upkeep::spawn_index_merger(store.clone()),
         crate::upkeep::spawn_memory_release(store.clone(), state.metrics.clone()),
         crate::webhooks::spawn(store.clone(), state.webhooks.clone()),
+        crate::http::ingestion_health::spawn_flusher(store.clone(), state.ingest_tally.clone()),
     ];
     upkeep.extend(evals);
     let metrics_listener = match state.config.metrics.listen {
@@ -182,6 +183,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         state.config.storage.read_connections,
     );
     let connection_metrics = state.metrics.connections.clone();
+    let ingest_tally = state.ingest_tally.clone();
     let app = router(state);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let metrics_server = metrics_listener.map(|(listener, app)| {
@@ -223,6 +225,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             task.abort();
             let _ = task.await;
         }
+        crate::http::ingestion_health::flush_now(&served_store, &ingest_tally).await;
         // The tags and sessions still waiting for their indexes (a few
         // thousand traces under load) go in now, so that a restart starts
         // with nothing to merge; a stop that cannot leaves them for the

@@ -618,6 +618,23 @@ async fn an_operator_goes_through_every_page_of_the_admin_ui() {
     );
     assert_eq!(facts["spare_webhook_after_cancel"], 1, "{facts}");
     assert_eq!(facts["spare_webhook_after_delete"], 0, "{facts}");
+    // Ingestion health counts the ingest the walk-through made.
+    let shown = text(facts, "health_requests");
+    let accepted: i64 = shown
+        .split(" accepted")
+        .next()
+        .and_then(|head| head.split_whitespace().last())
+        .map(|n| n.replace(',', ""))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(accepted > 0, "{facts}");
+    let health = server.get_json("/v1/ingestion-health").await;
+    assert!(
+        health["requests"]["accepted"].as_i64().unwrap_or(0) >= accepted,
+        "{health}"
+    );
+    assert!(!text(facts, "health_traces").starts_with('0'), "{facts}");
+    assert!(text(facts, "health_lag").contains("p50"), "{facts}");
     // A judge key is shown by its last four characters only, and revoked after asking.
     assert_eq!(text(facts, "eval_key_hint"), "…7Q2x", "{facts}");
     assert_eq!(facts["eval_key_input_after"], "", "{facts}");

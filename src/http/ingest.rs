@@ -339,10 +339,23 @@ async fn store_traces(
             (trace, t.spans.len() as u64)
         })
         .collect();
+    let ends: Vec<(i64, Option<i64>, usize)> = traces
+        .iter()
+        .map(|(project_id, t)| (*project_id, Some(t.end()), t.spans.len()))
+        .collect();
     let outcomes = state
         .store
         .insert_traces(principal.tenant_id, traces)
         .await?;
+    let stored: Vec<(i64, Option<i64>, usize)> = ends
+        .into_iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| matches!(o, InsertOutcome::Created { .. }))
+        .map(|(end, _)| end)
+        .collect();
+    state
+        .ingest_tally
+        .stored(principal.tenant_id, now_micros(), &stored);
     let mut spans = 0;
     let created: Vec<Created> = summaries
         .into_iter()

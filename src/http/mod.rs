@@ -21,6 +21,7 @@ mod feedback;
 mod governance;
 mod health;
 mod ingest;
+pub mod ingestion_health;
 mod intake;
 mod limits;
 mod live;
@@ -78,6 +79,8 @@ pub struct AppState {
     pub openapi: axum::body::Bytes,
     /// Sends webhook deliveries and test pings.
     pub webhooks: Arc<crate::webhooks::Sender>,
+    /// Ingest requests counted by how they ended, not yet written.
+    pub ingest_tally: Arc<ingestion_health::IngestTally>,
     /// Seals organisations' judge keys; none without `[encryption]`.
     pub sealer: Option<Arc<crate::secrets::SecretBox>>,
 }
@@ -90,6 +93,7 @@ impl AppState {
         let sealer = config.encryption.secret_box().ok().flatten().map(Arc::new);
         AppState {
             sealer,
+            ingest_tally: Arc::default(),
             metrics: Arc::new(telemetry::ServerMetrics::new(
                 store.clone(),
                 config.storage.data_dir.clone(),

@@ -186,10 +186,18 @@ pub async fn traces(
         intake::admit(&state, &principal, mapped.traces.len()).await?;
         let traces = intake::with_projects(&state, &principal, mapped.traces).await?;
         let spans: usize = traces.iter().map(|(_, t)| t.spans.len()).sum();
+        let ends: Vec<(i64, Option<i64>, usize)> = traces
+            .iter()
+            .map(|(project_id, t)| (*project_id, t.end(), t.spans.len()))
+            .collect();
         let created = state
             .store
             .merge_otel_traces(principal.tenant_id, traces)
             .await?;
+        // Spans merged into a trace stored before count as arrivals too.
+        state
+            .ingest_tally
+            .stored(principal.tenant_id, crate::store::now_micros(), &ends);
         intake::committed(&state, &principal, &created, spans as u64);
     }
     let body = otlp::response_body(mapped.rejected, mapped.first_error.as_deref(), encoding);

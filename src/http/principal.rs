@@ -222,6 +222,18 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
+/// Tells the ingest counter whose request an ingest request is.
+fn note_ingest(parts: &Parts, access: Access, tenant_id: i64, project_id: i64) {
+    if access.family == super::limits::Family::Ingest {
+        if let Some(slot) = parts
+            .extensions
+            .get::<super::ingestion_health::IngestSlot>()
+        {
+            slot.set(tenant_id, project_id);
+        }
+    }
+}
+
 async fn api_key(
     parts: &Parts,
     state: &AppState,
@@ -266,6 +278,7 @@ async fn api_key(
         });
     }
     let plan = Plan::parse(&key.plan).unwrap_or(Plan::Enterprise);
+    note_ingest(parts, access, key.tenant_id, key.project_id);
     check_rate(state, parts, access.family, key.tenant_id, plan)?;
     if state.key_touches.due(key.id) {
         let store = state.store.clone();
@@ -325,6 +338,7 @@ async fn session(
         .default_project(found.user.tenant_id)
         .await?
         .ok_or(AppError::Internal("the organisation has no project".into()))?;
+    note_ingest(parts, access, found.user.tenant_id, project.id);
     Ok(Principal {
         plan,
         source: client_addr(parts),

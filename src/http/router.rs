@@ -28,8 +28,9 @@ use super::openapi::{self, DocumentedRoute};
 use super::principal::Role;
 use super::{
     account, audit, budget, ci_gate, datasets, eval_keys, eval_rules, eval_runs, eval_summaries,
-    eval_versions, evals, export, feedback, governance, health, ingest, limits, live, metrics,
-    otlp, projects, saved_filters, search, sessions, telemetry, traces, ui, webhooks, AppState,
+    eval_versions, evals, export, feedback, governance, health, ingest, ingestion_health, limits,
+    live, metrics, otlp, projects, saved_filters, search, sessions, telemetry, traces, ui,
+    webhooks, AppState,
 };
 use crate::error::{json_errors, AppError, REQUEST_ID};
 
@@ -305,6 +306,7 @@ fn table(batch: LargeBody, otlp: LargeBody) -> Vec<Row> {
         row(Session, None, Owner, Read, routes!(governance::checkout)).beyond_reference("No billing: always 422 `billing_not_available` (the operator sets plans)."),
         row(Session, None, Owner, Read, routes!(governance::portal)),
         row(Session, None, Owner, Read, routes!(governance::invoices)),
+        row(Either, Some(Reads), Any, Read, routes!(ingestion_health::report)).beyond_reference("`traces_received`, `spans_received`, `requests` (ingest requests accepted and refused, by error code) and `backlog` (evaluations waiting, traces not yet searchable); `project_id` takes an id, slug or name."),
         row(Either, Some(Reads), Any, Read, routes!(eval_keys::list)).beyond_reference("Each key's `hint`: its last four characters."),
         row(Either, Some(Unscoped), Owner, Read, routes!(eval_keys::upsert)).beyond_reference("Sealed with the operator's `[encryption]` key (409 `encryption_not_configured` without one); the answer carries the key's `hint`."),
         row(Either, Some(Unscoped), Owner, Read, routes!(eval_keys::revoke)),
@@ -383,6 +385,10 @@ pub fn router(state: AppState) -> Router {
     .layer(DefaultBodyLimit::max(body_limit))
     .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
     .layer(middleware::from_fn(json_errors))
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
+        ingestion_health::count_ingest,
+    ))
     .layer(middleware::from_fn_with_state(
         state.clone(),
         request_context,

@@ -17,6 +17,7 @@ mod eval_stats;
 mod evals;
 mod files;
 mod governance;
+mod ingest_health;
 mod lookup;
 mod metrics;
 mod migrations;
@@ -64,6 +65,7 @@ pub use evals::{
 };
 pub use files::{copy_database, DatabaseFile};
 pub use governance::{FilterChange, SavedFilter, MAX_SUBSCRIBERS};
+pub use ingest_health::{Backlogs, HealthCounts, HealthDelta, HOUR, KEEP_HOURS};
 pub use lookup::MergePace;
 pub use metrics::{MetricsQuery, MetricsResult, Totals};
 pub use migrations::{pending as pending_migrations, SCHEMA_VERSION};

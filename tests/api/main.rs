@@ -15,6 +15,7 @@ mod export;
 mod feedback;
 mod governance;
 mod ingest;
+mod ingestion_health;
 mod isolation;
 mod judges;
 mod live;

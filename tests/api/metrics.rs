@@ -315,7 +315,8 @@ async fn a_database_from_before_the_rollups_gets_them_built_on_upgrade() {
         }
         let conn = rusqlite::Connection::open(&db).expect("open");
         conn.execute_batch(
-            "DROP TABLE eval_keys;
+            "DROP TABLE ingest_health_hour; DROP TABLE ingest_refusals_hour;
+             DROP INDEX evaluations_failed; DROP TABLE eval_keys;
              DROP TABLE webhook_deliveries; DROP TABLE webhooks;
              DROP TABLE saved_filters; DROP TABLE subprocessor_subscribers;
              DROP TABLE api_key_creators;

@@ -850,6 +850,17 @@ async function flows(page, context) {
     await shoot(page, 'webhooks');
   });
 
+  await step('ingestion health: requests, traces and lag of the ingest so far', async () => {
+    await go(page, 'ingestion', tid('health-requests'));
+    facts.health_requests = await text(page.locator(tid('health-requests')));
+    facts.health_traces = await text(page.locator(tid('health-traces')));
+    facts.health_lag = await text(page.locator(tid('health-lag')));
+    await page.locator(`select${tid('health-window')}`).selectOption('1h');
+    await visible(page, tid('health-requests'));
+    facts.health_top_errors = await page.locator(`tr${tid('top-error-row')}`).count();
+    await shoot(page, 'ingestion');
+  });
+
   await step('judge keys: set one, see only its hint, revoke it after asking', async () => {
     const secret = 'sk-ui-e2e-own-judge-key-7Q2x';
     await go(page, 'eval-keys', `form${tid('eval-key-form')}`);
