@@ -24,7 +24,8 @@ use rand::Rng;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::config::WebhooksConfig;
-use crate::store::{now_micros, Attempt, DueDelivery, Store};
+use crate::secrets::SecretBox;
+use crate::store::{now_micros, secret_context, Attempt, DueDelivery, Store, StoredSecret};
 
 /// The event types a webhook may subscribe to.
 pub const EVENT_TYPES: &[&str] = &["failure.detected", "eval_run.completed"];
@@ -267,12 +268,14 @@ pub struct SenderMetrics {
 pub struct Sender {
     client: Result<reqwest::Client, String>,
     pub policy: Arc<Policy>,
+    /// Opens and seals webhook secrets; none without `[encryption]`.
+    sealer: Option<Arc<SecretBox>>,
     config: WebhooksConfig,
     pub metrics: SenderMetrics,
 }
 
 impl Sender {
-    pub fn new(config: &WebhooksConfig) -> Sender {
+    pub fn new(config: &WebhooksConfig, sealer: Option<Arc<SecretBox>>) -> Sender {
         let policy = Arc::new(Policy::new(config));
         let client = reqwest::Client::builder()
             .user_agent(USER_AGENT)
@@ -286,8 +289,42 @@ impl Sender {
         Sender {
             client,
             policy,
+            sealer,
             config: config.clone(),
             metrics: SenderMetrics::default(),
+        }
+    }
+
+    /// A webhook's secret in the clear; why not, when it was sealed under
+    /// another `[encryption]` key or there is none.
+    pub fn secret(&self, stored: &StoredSecret) -> Result<String, String> {
+        match stored {
+            StoredSecret::Plain(plain) => Ok(plain.clone()),
+            StoredSecret::Sealed {
+                sealed,
+                key_id,
+                context,
+            } => {
+                let sealer = self.sealer.as_ref().ok_or(
+                    "the webhook's secret is sealed and the server has no [encryption] key",
+                )?;
+                let plain = sealer
+                    .open(sealed, key_id, context)
+                    .map_err(|e| format!("the webhook's secret cannot be opened: {e}"))?;
+                String::from_utf8(plain).map_err(|_| "the webhook's secret is not text".into())
+            }
+        }
+    }
+
+    /// Seals a new webhook's secret when there is an `[encryption]` key.
+    pub fn seal(&self, tenant_id: i64, url: &str, secret: String) -> Result<StoredSecret, String> {
+        match &self.sealer {
+            None => Ok(StoredSecret::Plain(secret)),
+            Some(sealer) => Ok(StoredSecret::Sealed {
+                sealed: sealer.seal(secret.as_bytes(), &secret_context(tenant_id, url))?,
+                key_id: sealer.key_id().to_owned(),
+                context: secret_context(tenant_id, url),
+            }),
         }
     }
 
@@ -439,15 +476,20 @@ pub fn spawn(store: Arc<Store>, sender: Arc<Sender>) -> JoinHandle<()> {
                                 (store.clone(), sender.clone(), busy.clone());
                             tasks.spawn(async move {
                                 sender.metrics.in_flight.inc();
-                                let answer = sender
-                                    .send(
-                                        &delivery.url,
-                                        &delivery.secret,
-                                        &delivery.event_type,
-                                        &delivery.uuid,
-                                        delivery.payload.clone(),
-                                    )
-                                    .await;
+                                let answer = match sender.secret(&delivery.secret) {
+                                    Ok(secret) => {
+                                        sender
+                                            .send(
+                                                &delivery.url,
+                                                &secret,
+                                                &delivery.event_type,
+                                                &delivery.uuid,
+                                                delivery.payload.clone(),
+                                            )
+                                            .await
+                                    }
+                                    Err(why) => Answer::Failed(why),
+                                };
                                 sender.metrics.in_flight.dec();
                                 let attempt = sender.outcome(&delivery, answer);
                                 match &attempt {
@@ -520,15 +562,18 @@ mod tests {
 
     #[test]
     fn failures_back_off_with_jitter_and_give_up_after_retry_for_h() {
-        let sender = Sender::new(&WebhooksConfig {
-            retry_base_ms: 1000,
-            ..WebhooksConfig::default()
-        });
+        let sender = Sender::new(
+            &WebhooksConfig {
+                retry_base_ms: 1000,
+                ..WebhooksConfig::default()
+            },
+            None,
+        );
         let due = |attempts, age_h: i64| DueDelivery {
             id: 1,
             uuid: "d".into(),
             url: "http://127.0.0.1/".into(),
-            secret: "s".into(),
+            secret: StoredSecret::Plain("s".into()),
             event_type: "eval_run.completed".into(),
             payload: "{}".into(),
             attempts,

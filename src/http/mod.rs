@@ -88,9 +88,12 @@ pub struct AppState {
 impl AppState {
     pub fn new(store: Arc<Store>, config: Arc<Config>, tls: bool) -> AppState {
         let evals = Arc::new(crate::eval::queue::EvalQueue::default());
-        let webhooks = Arc::new(crate::webhooks::Sender::new(&config.webhooks));
         // The key was read and checked with the rest of the configuration.
         let sealer = config.encryption.secret_box().ok().flatten().map(Arc::new);
+        let webhooks = Arc::new(crate::webhooks::Sender::new(
+            &config.webhooks,
+            sealer.clone(),
+        ));
         AppState {
             sealer,
             ingest_tally: Arc::default(),

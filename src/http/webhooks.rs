@@ -189,8 +189,11 @@ pub async fn create(
         .create_webhook(
             principal.tenant_id,
             NewWebhook {
+                secret: state
+                    .webhooks
+                    .seal(principal.tenant_id, &url, body.secret)
+                    .map_err(AppError::Internal)?,
                 url,
-                secret: body.secret,
                 events,
                 enabled: body.enabled,
             },
@@ -264,11 +267,16 @@ pub async fn test(
     })
     .to_string();
     let delivery = uuid::Uuid::now_v7().hyphenated().to_string();
-    match state
-        .webhooks
-        .send(&url, &secret, "ping", &delivery, body)
-        .await
-    {
+    let answer = match state.webhooks.secret(&secret) {
+        Ok(secret) => {
+            state
+                .webhooks
+                .send(&url, &secret, "ping", &delivery, body)
+                .await
+        }
+        Err(why) => Answer::Failed(why),
+    };
+    match answer {
         Answer::Http { status, body } => Ok(Json(TestAnswer { status, body })),
         Answer::Failed(why) => Ok(Json(TestAnswer {
             status: 0,

@@ -80,7 +80,9 @@ pub use space::Disk;
 pub use tenancy::{BootstrapResult, NewOrg, ProjectChange, ProjectRecord};
 pub use trace_insert::{usage_month, InsertOutcome};
 pub use traces::{NewFeedback, TraceCursor, TraceFilter, TracePage};
-pub use webhooks::{Attempt, DueDelivery, NewWebhook, Webhook, WebhookDelivery};
+pub use webhooks::{
+    secret_context, Attempt, DueDelivery, NewWebhook, StoredSecret, Webhook, WebhookDelivery,
+};
 use writer::Writer;
 pub use writer::{WriterStats, COMMIT_MICROS_BOUNDS, GROUP_JOBS_BOUNDS};
 

@@ -60,13 +60,56 @@ pub struct WebhookDelivery {
     pub updated_at: Timestamp,
 }
 
+/// A webhook's secret as stored: in the clear, or sealed under the
+/// operator's `[encryption]` key (see [`secret_context`]).
+#[derive(Clone)]
+pub enum StoredSecret {
+    Plain(String),
+    Sealed {
+        sealed: Vec<u8>,
+        key_id: String,
+        context: String,
+    },
+}
+
+impl std::fmt::Debug for StoredSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StoredSecret::Plain(_) => "StoredSecret::Plain",
+            StoredSecret::Sealed { .. } => "StoredSecret::Sealed",
+        })
+    }
+}
+
+/// What a webhook's sealed secret is bound to: its organisation and URL.
+pub fn secret_context(tenant_id: i64, url: &str) -> String {
+    format!("webhook-secret/{tenant_id}/{url}")
+}
+
+fn stored_secret(
+    tenant_id: i64,
+    url: &str,
+    plain: String,
+    sealed: Option<Vec<u8>>,
+    key_id: Option<String>,
+) -> StoredSecret {
+    match (sealed, key_id) {
+        (Some(sealed), Some(key_id)) => StoredSecret::Sealed {
+            sealed,
+            key_id,
+            context: secret_context(tenant_id, url),
+        },
+        _ => StoredSecret::Plain(plain),
+    }
+}
+
 /// A delivery whose attempt is due, with what sending it needs.
 #[derive(Debug, Clone)]
 pub struct DueDelivery {
     pub id: i64,
     pub uuid: String,
     pub url: String,
-    pub secret: String,
+    pub secret: StoredSecret,
     pub event_type: String,
     pub payload: String,
     pub attempts: i64,
@@ -95,7 +138,8 @@ pub enum Attempt {
 #[derive(Debug, Clone)]
 pub struct NewWebhook {
     pub url: String,
-    pub secret: String,
+    /// Sealed under `key_id` (with [`secret_context`]), or in the clear.
+    pub secret: StoredSecret,
     pub events: Vec<String>,
     pub enabled: bool,
 }
@@ -176,16 +220,28 @@ impl Store {
             let events = serde_json::to_string(&hook.events).unwrap_or_else(|_| "[]".into());
             conn.prepare_cached(
                 "INSERT INTO webhooks (uuid, tenant_id, url, secret, events, enabled, \
-                 created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+                 created_at, updated_at, secret_sealed, secret_key_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)",
             )?
             .execute(params![
                 uuid,
                 tenant_id,
                 hook.url,
-                hook.secret,
+                match &hook.secret {
+                    StoredSecret::Plain(plain) => plain.as_str(),
+                    StoredSecret::Sealed { .. } => "",
+                },
                 events,
                 hook.enabled,
-                now
+                now,
+                match &hook.secret {
+                    StoredSecret::Sealed { sealed, .. } => Some(sealed),
+                    StoredSecret::Plain(_) => None,
+                },
+                match &hook.secret {
+                    StoredSecret::Sealed { key_id, .. } => Some(key_id),
+                    StoredSecret::Plain(_) => None,
+                },
             ])?;
             audit::record(
                 conn,
@@ -249,13 +305,18 @@ impl Store {
         &self,
         tenant_id: i64,
         uuid: String,
-    ) -> Result<Option<(String, String)>> {
+    ) -> Result<Option<(String, StoredSecret)>> {
         self.read(move |conn| {
             Ok(conn
                 .prepare_cached(
-                    "SELECT url, secret FROM webhooks WHERE tenant_id = ?1 AND uuid = ?2",
+                    "SELECT url, secret, secret_sealed, secret_key_id FROM webhooks \
+                     WHERE tenant_id = ?1 AND uuid = ?2",
                 )?
-                .query_row(params![tenant_id, uuid], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_row(params![tenant_id, uuid], |r| {
+                    let url: String = r.get(0)?;
+                    let secret = stored_secret(tenant_id, &url, r.get(1)?, r.get(2)?, r.get(3)?);
+                    Ok((url, secret))
+                })
                 .optional()?)
         })
         .await
@@ -311,17 +372,19 @@ impl Store {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT d.id, d.uuid, w.url, w.secret, d.event_type, d.payload, d.attempts, \
-                 d.created_at FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+                 d.created_at, w.tenant_id, w.secret_sealed, w.secret_key_id \
+                 FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
                  WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 AND w.enabled \
                  ORDER BY d.next_attempt_at, d.id LIMIT ?2",
             )?;
             let take = (limit + busy.len()) as i64;
             let rows = stmt.query_map(params![now, take], |r| {
+                let url: String = r.get(2)?;
                 Ok(DueDelivery {
                     id: r.get(0)?,
                     uuid: r.get(1)?,
-                    url: r.get(2)?,
-                    secret: r.get(3)?,
+                    secret: stored_secret(r.get(8)?, &url, r.get(3)?, r.get(9)?, r.get(10)?),
+                    url,
                     event_type: r.get(4)?,
                     payload: r.get(5)?,
                     attempts: r.get(6)?,

@@ -773,3 +773,55 @@ async fn a_cancelled_run_is_delivered_too() {
     assert_eq!(event["data"]["status"], "cancelled");
     assert!(verified_by_readme(SECRET, &got[0]));
 }
+
+#[tokio::test]
+async fn with_an_encryption_key_secrets_are_sealed_and_still_sign() {
+    let key = "[encryption]\nkey = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n";
+    let server = TestServer::start_with(key).await;
+    let r = receiver().await;
+    let id = create_ok(&server, &r.url, json!(["failure.detected"])).await;
+    assert_eq!(
+        ping(&server, &id).await,
+        json!({"status": 200, "body": "thanks"})
+    );
+    let got = r.got();
+    assert!(verified_by_readme(SECRET, &got[0]));
+    // The secret is in no file of the data directory.
+    let data = server.dir.path().join("data");
+    for entry in std::fs::read_dir(&data).expect("data dir") {
+        let path = entry.expect("entry").path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).expect("read");
+            assert!(
+                !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+                "{} holds the secret",
+                path.display()
+            );
+        }
+    }
+    // Under another key it no longer opens: nothing is sent, and the answer says why.
+    let other = "[encryption]\nkey = \"1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100\"\n";
+    crate::common::write_config(server.dir.path(), other);
+    let server = server.restart().await;
+    let answer = ping(&server, &id).await;
+    assert_eq!(answer["status"], 0, "{answer}");
+    assert!(
+        answer["body"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("another encryption key"),
+        "{answer}"
+    );
+    assert_eq!(
+        r.got().len(),
+        1,
+        "nothing was sent unsigned or wrongly signed"
+    );
+}
+
+async fn ping(server: &TestServer, id: &str) -> Value {
+    let resp = server
+        .post(&format!("/v1/webhooks/{id}/test"), &json!({}))
+        .await;
+    json_of(resp, 200).await
+}

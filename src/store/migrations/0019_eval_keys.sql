@@ -17,3 +17,9 @@ CREATE TABLE eval_keys (
     revoked_at  INTEGER
 );
 CREATE UNIQUE INDEX eval_keys_active ON eval_keys(tenant_id, provider) WHERE revoked_at IS NULL;
+
+-- Webhook secrets, sealed the same way when an `[encryption]` key is set
+-- (bound to the organisation and the URL); `secret` is then empty. Secrets
+-- stored before stay as they were.
+ALTER TABLE webhooks ADD COLUMN secret_sealed BLOB;
+ALTER TABLE webhooks ADD COLUMN secret_key_id TEXT;
