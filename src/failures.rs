@@ -31,46 +31,60 @@ pub struct Shape {
     pub fingerprint: i64,
 }
 
+/// What a pattern's match is replaced with: always, or only when the match
+/// holds a digit (a word that is an id rather than a name).
+#[derive(Clone, Copy)]
+enum Mask {
+    Always(&'static str),
+    WithDigit(&'static str),
+    /// Only when the match holds a digit and a letter.
+    Hex(&'static str),
+}
+
 /// Placeholders and the patterns they replace, in the order they are
 /// applied: the wider forms first, so that an address inside a URL is
 /// masked as the URL.
-static MASKS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
+static MASKS: LazyLock<Vec<(Regex, Mask)>> = LazyLock::new(|| {
+    use Mask::{Always, Hex, WithDigit};
     [
         // Quoted values: the words between quotes vary, the sentence does not.
         (
             r#""[^"\n]{0,200}"|'[^'\n]{0,200}'|`[^`\n]{0,200}`|“[^”\n]{0,200}”"#,
-            "<str>",
+            Always("<str>"),
         ),
-        (r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s<>]+", "<url>"),
-        (r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b", "<email>"),
+        (r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s<>]+", Always("<url>")),
+        (r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b", Always("<email>")),
         (
             r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b",
-            "<id>",
+            Always("<id>"),
         ),
         // IPv4 with an optional port, then IPv6 (at least three groups).
-        (r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?\b", "<ip>"),
+        (r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?\b", Always("<ip>")),
         (
             r"\[?\b(?:[0-9a-fA-F]{0,4}:){2,7}[0-9a-fA-F]{1,4}\b\]?(?::\d{1,5})?",
-            "<ip>",
+            Always("<ip>"),
         ),
         // host:port
-        (r"\b[a-zA-Z][\w-]*(?:\.[\w-]+)*:\d{2,5}\b", "<host>"),
+        (r"\b[a-zA-Z][\w-]*(?:\.[\w-]+)*:\d{2,5}\b", Always("<host>")),
         // File paths: Unix (two parts at least) and Windows.
-        (r"(?:~|\.{1,2})?(?:/[\w.@+-]+){2,}/?", "<path>"),
-        (r"\b[a-zA-Z]:\\[^\s:]+", "<path>"),
-        // Hex: 0x… and long runs with a digit in them (digests, object ids).
-        (r"\b0x[0-9a-fA-F]+\b", "<id>"),
+        (r"(?:~|\.{1,2})?(?:/[\w.@+-]+){2,}/?", Always("<path>")),
+        (r"\b[a-zA-Z]:\\[^\s:]+", Always("<path>")),
+        // Hex: 0x… and runs of hex digits holding a digit and a letter
+        // (digests, object ids).
+        (r"\b0x[0-9a-fA-F]+\b", Always("<id>")),
+        (r"\b[0-9a-fA-F]{8,}\b", Hex("<hex>")),
+        // Ids: led by a short prefix (`req_…`, `chatcmpl-…`, `org-…`), or
+        // long words of letters and digits; a model's name (`gpt-4o`) stays.
         (
-            r"\b[0-9a-fA-F]*\d[0-9a-fA-F]*[a-fA-F][0-9a-fA-F]*\b",
-            "<hex>",
+            r"\b[a-zA-Z]{2,12}[_-][a-zA-Z0-9_-]{6,}\b",
+            WithDigit("<id>"),
         ),
-        // Ids: a word of letters, digits, `_` or `-`, holding a digit, either
-        // long or led by a short prefix (`req_…`, `chatcmpl-…`, `org-…`).
+        (r"\b[a-zA-Z0-9_-]{16,}\b", WithDigit("<id>")),
+        // Numbers, with a unit glued to them (`2.8s`, `120ms`, `4k`).
         (
-            r"\b[a-zA-Z]{2,12}[_-][a-zA-Z0-9_-]*\d[a-zA-Z0-9_-]*\b",
-            "<id>",
+            r"\b\d+(?:[.,]\d+)*(?:ms|us|µs|ns|s|m|h|d|k|K|M|G|kb|KB|mb|MB|gb|GB|x|%)?\b",
+            Always("<n>"),
         ),
-        (r"\b[a-zA-Z0-9_-]*\d[a-zA-Z0-9_-]*\b", "<n>"),
     ]
     .into_iter()
     .filter_map(|(pattern, mask)| Regex::new(pattern).ok().map(|r| (r, mask)))
@@ -101,7 +115,23 @@ pub fn shape(message: &str) -> Shape {
     // Work on a bounded prefix: the masks need not read a megabyte.
     let mut text: String = line.chars().take(MAX_SHAPE_CHARS * 4).collect();
     for (pattern, mask) in MASKS.iter() {
-        if let std::borrow::Cow::Owned(replaced) = pattern.replace_all(&text, *mask) {
+        let replaced = match *mask {
+            Mask::Always(with) => pattern.replace_all(&text, with),
+            Mask::WithDigit(with) | Mask::Hex(with) => {
+                let hex = matches!(mask, Mask::Hex(_));
+                pattern.replace_all(&text, |c: &regex::Captures<'_>| {
+                    let word = c[0].as_bytes();
+                    let digit = word.iter().any(u8::is_ascii_digit);
+                    let letter = word.iter().any(u8::is_ascii_alphabetic);
+                    if digit && (letter || !hex) {
+                        with.to_owned()
+                    } else {
+                        c[0].to_owned()
+                    }
+                })
+            }
+        };
+        if let std::borrow::Cow::Owned(replaced) = replaced {
             text = replaced;
         }
     }
@@ -234,6 +264,11 @@ mod tests {
                 "Error code: 429 - {'error': {'message': 'Rate limit reached for gpt-4o in organization org-AbC123xyz on tokens per min (TPM): Limit 30000, Used 29876, Requested 1534. Please try again in 2.8s.', 'type': 'tokens'}} (request id: req_8f2a9c0d1e3b4a5f)",
                 "Error code: 429 - {'error': {'message': 'Rate limit reached for gpt-4o in organization org-AbC123xyz on tokens per min (TPM): Limit 30000, Used 29990, Requested 800. Please try again in 120ms.', 'type': 'tokens'}} (request id: req_0000aaaa1111bbbb)",
                 "Error code: <n> - {<str>: {<str>: <str>, <str>: <str>}} (request id: <id>)",
+            ),
+            (
+                "Rate limit reached for gpt-4o in org-AbC123xyz. Please try again in 2.8s.",
+                "Rate limit reached for gpt-4o in org-AbC123xyz. Please try again in 120ms.",
+                "Rate limit reached for gpt-4o in <id>. Please try again in <n>.",
             ),
             (
                 "connection refused 10.0.0.4:5432",
