@@ -99,9 +99,8 @@ static SPACES: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(r"\s+").ok(
 fn telling_line(message: &str) -> &str {
     let lines = || message.lines().map(str::trim).filter(|l| !l.is_empty());
     if message.contains("Traceback (most recent call last)") {
-        if let Some(last) = lines()
-            .filter(|l| !l.starts_with("File ") && !l.starts_with('^') && !l.starts_with('~'))
-            .next_back()
+        if let Some(last) =
+            lines().rfind(|l| !l.starts_with("File ") && !l.starts_with('^') && !l.starts_with('~'))
         {
             return last;
         }

@@ -46,6 +46,7 @@ const SCREENSHOTS: &[&str] = &[
     "run-judged",
     "keys",
     "sessions",
+    "failures",
     "users",
     "audit",
     "overview-dark",
@@ -207,8 +208,8 @@ async fn an_operator_goes_through_every_page_of_the_admin_ui() {
         .filter_map(|link| link[0].as_str())
         .collect();
     for page in [
-        "overview", "traces", "sessions", "evals", "datasets", "projects", "keys", "users",
-        "audit", "webhooks",
+        "overview", "traces", "sessions", "failures", "evals", "datasets", "projects", "keys",
+        "users", "audit", "webhooks",
     ] {
         assert!(nav.contains(&format!("nav-{page}").as_str()), "{nav:?}");
     }
@@ -649,6 +650,24 @@ async fn an_operator_goes_through_every_page_of_the_admin_ui() {
     assert!(text(facts, "sessions_table").contains(text(names, "session")));
     assert!(text(facts, "session_hash").ends_with(text(names, "session")));
     assert_eq!(facts["session_trace_rows"], sorted(vec![rag.clone(), xss]));
+    // Failures: the failing trace's message makes one cluster, its sample
+    // links to the trace, and the cluster's link lists the failing traces.
+    assert_eq!(
+        facts["failure_rows"],
+        json!([["ZeroDivisionError: division by zero", "1"]]),
+        "{facts}"
+    );
+    assert_eq!(
+        facts["failure_samples"],
+        json!([format!("#/traces/{failing}")])
+    );
+    assert_eq!(facts["failure_list_rows"], json!([failing]), "{facts}");
+    assert_eq!(facts["failure_list_status"], "true");
+    assert!(
+        text(facts, "failure_list_extra").contains("from="),
+        "{facts}"
+    );
+    assert_eq!(facts["timeout_rows"], 0);
     assert!(text(facts, "users_table").contains(EMAIL));
     // Key counts: the viewer made none; the owner one that is not revoked.
     assert_eq!(facts["counted_key_status"], 201, "{facts}");
