@@ -52,6 +52,7 @@ const SCREENSHOTS: &[&str] = &[
     "overview-dark",
     "overview-narrow",
     "traces-narrow",
+    "failures-narrow",
     "keys-narrow",
     "datasets-narrow",
     "dataset-narrow",
@@ -713,7 +714,9 @@ async fn an_operator_goes_through_every_page_of_the_admin_ui() {
         "{facts}"
     );
     // Nothing is wider than a narrow window (tables scroll in their box).
-    for (page, overflow) in facts["narrow_overflow"].as_object().expect("narrow") {
+    let narrow = facts["narrow_overflow"].as_object().expect("narrow");
+    assert!(narrow.contains_key("failures"), "{facts}");
+    for (page, overflow) in narrow {
         assert!(
             overflow.as_i64().is_some_and(|o| o <= 0),
             "{page} overflows: {overflow}"

@@ -1182,6 +1182,7 @@ async function flows(page, context) {
     for (const [hash, selector, name] of [
       ['overview', tid('card-traces'), 'overview'],
       ['traces', `table${tid('traces-table')}`, 'traces'],
+      ['failures', `table${tid('failures-table')}`, 'failures'],
       ['keys', `table${tid('keys-table')}`, 'keys'],
       ['datasets', `table${tid('datasets-table')}`, 'datasets'],
       [`datasets/${ids.dataset}`, `table${tid('runs-table')}`, 'dataset'],
