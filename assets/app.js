@@ -11,6 +11,7 @@ import * as ingestion from './js/pages/ingestion.js';
 import * as traces from './js/pages/traces.js';
 import * as traceDetail from './js/pages/trace.js';
 import * as sessions from './js/pages/sessions.js';
+import * as failures from './js/pages/failures.js';
 import * as evals from './js/pages/evals.js';
 import * as datasets from './js/pages/datasets.js';
 import * as datasetDetail from './js/pages/dataset.js';
@@ -29,6 +30,7 @@ const NAV = [
   { id: 'ingestion', label: 'Ingestion', icon: ICONS.refresh },
   { id: 'traces', label: 'Traces', icon: ICONS.traces },
   { id: 'sessions', label: 'Sessions', icon: ICONS.sessions },
+  { id: 'failures', label: 'Failures', icon: ICONS.failures },
   { id: 'evals', label: 'Evaluations', icon: ICONS.evals },
   { id: 'datasets', label: 'Datasets', icon: ICONS.datasets },
   { id: 'projects', label: 'Projects', icon: ICONS.projects },
@@ -47,6 +49,7 @@ const PAGES = {
   trace: { page: traceDetail, title: 'Trace', nav: 'traces' },
   sessions: { page: sessions, title: 'Sessions', project: true },
   session: { page: sessions, title: 'Session', nav: 'sessions', detail: true },
+  failures: { page: failures, title: 'Failures', project: true },
   evals: { page: evals, title: 'Evaluations', project: true },
   datasets: { page: datasets, title: 'Datasets' },
   dataset: { page: datasetDetail, title: 'Dataset', nav: 'datasets' },

@@ -9,6 +9,7 @@ pub mod config;
 pub mod connections;
 pub mod error;
 pub mod eval;
+pub mod failures;
 pub mod http;
 pub mod ingest;
 pub mod logging;

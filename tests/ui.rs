@@ -46,11 +46,13 @@ const SCREENSHOTS: &[&str] = &[
     "run-judged",
     "keys",
     "sessions",
+    "failures",
     "users",
     "audit",
     "overview-dark",
     "overview-narrow",
     "traces-narrow",
+    "failures-narrow",
     "keys-narrow",
     "datasets-narrow",
     "dataset-narrow",
@@ -209,8 +211,10 @@ async fn an_operator_goes_through_every_page_of_the_admin_ui() {
         .collect();
     for page in [
         "overview",
+        "ingestion",
         "traces",
         "sessions",
+        "failures",
         "evals",
         "datasets",
         "projects",
@@ -692,6 +696,24 @@ async fn an_operator_goes_through_every_page_of_the_admin_ui() {
     assert!(text(facts, "sessions_table").contains(text(names, "session")));
     assert!(text(facts, "session_hash").ends_with(text(names, "session")));
     assert_eq!(facts["session_trace_rows"], sorted(vec![rag.clone(), xss]));
+    // Failures: the failing trace's message makes one cluster, its sample
+    // links to the trace, and the cluster's link lists the failing traces.
+    assert_eq!(
+        facts["failure_rows"],
+        json!([["ZeroDivisionError: division by zero", "1"]]),
+        "{facts}"
+    );
+    assert_eq!(
+        facts["failure_samples"],
+        json!([format!("#/traces/{failing}")])
+    );
+    assert_eq!(facts["failure_list_rows"], json!([failing]), "{facts}");
+    assert_eq!(facts["failure_list_status"], "true");
+    assert!(
+        text(facts, "failure_list_extra").contains("from="),
+        "{facts}"
+    );
+    assert_eq!(facts["timeout_rows"], 0);
     assert!(text(facts, "users_table").contains(EMAIL));
     // Key counts: the viewer made none; the owner one that is not revoked.
     assert_eq!(facts["counted_key_status"], 201, "{facts}");
@@ -737,7 +759,9 @@ async fn an_operator_goes_through_every_page_of_the_admin_ui() {
         "{facts}"
     );
     // Nothing is wider than a narrow window (tables scroll in their box).
-    for (page, overflow) in facts["narrow_overflow"].as_object().expect("narrow") {
+    let narrow = facts["narrow_overflow"].as_object().expect("narrow");
+    assert!(narrow.contains_key("failures"), "{facts}");
+    for (page, overflow) in narrow {
         assert!(
             overflow.as_i64().is_some_and(|o| o <= 0),
             "{page} overflows: {overflow}"

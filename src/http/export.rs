@@ -69,7 +69,7 @@ pub(super) struct ExportQuery {
                 (String = "application/x-ndjson"),
             ),
         ),
-        (status = 400, description = "`bad_request`: a query parameter does not fit (the message names it); `error.tags_filter_incomplete`: `tag_key` or `tag_value` alone; `filter_not_supported`: a `failure_type` this server cannot filter by yet.", body = crate::error::ErrorBody),
+        (status = 400, description = "`bad_request`: a query parameter does not fit (the message names it); `error.tags_filter_incomplete`: `tag_key` or `tag_value` alone.", body = crate::error::ErrorBody),
         (status = 404, description = "`not_found`: the caller's organisation has no project `project_id`.", body = crate::error::ErrorBody),
     )
 )]

@@ -218,7 +218,9 @@ pub struct HealthQuery {
 #[derive(Serialize, ToSchema)]
 #[schema(as = IngestionHealthTopError)]
 pub struct TopError {
-    /// The first 64 characters of the traces' error text.
+    /// The first 64 characters of the error's shape: its failure cluster's
+    /// message, numbers, ids and quoted values masked (as in
+    /// `GET /v1/failures/clusters`).
     category: String,
     count: i64,
 }
@@ -285,7 +287,7 @@ pub struct IngestionHealth {
     success_rate: f64,
     /// Fraction 0–1 of the window's traces with an error.
     error_rate: f64,
-    /// The most frequent error texts of the window's traces.
+    /// The window's most frequent failures, by failure cluster.
     top_errors: Vec<TopError>,
     dlq_depth: DeadLetters,
     ingest_lag_ms: Lag,

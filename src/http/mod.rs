@@ -17,6 +17,7 @@ mod eval_versions;
 mod evals;
 mod export;
 mod extract;
+mod failures;
 mod feedback;
 mod governance;
 mod health;

@@ -48,6 +48,10 @@ const TAGS: &[(&str, &str)] = &[
     ),
     ("feedback", "Ratings and comments on traces."),
     (
+        "failures",
+        "Failing traces grouped by the shape of their error message.",
+    ),
+    (
         "evaluations",
         "Scores of traces: triggering, listing, summaries and exports.",
     ),

@@ -28,8 +28,8 @@ use super::openapi::{self, DocumentedRoute};
 use super::principal::Role;
 use super::{
     account, audit, budget, ci_gate, datasets, eval_keys, eval_rules, eval_runs, eval_summaries,
-    eval_versions, evals, export, feedback, governance, health, ingest, ingestion_health, limits,
-    live, metrics, otlp, projects, saved_filters, search, sessions, telemetry, traces, ui,
+    eval_versions, evals, export, failures, feedback, governance, health, ingest, ingestion_health,
+    limits, live, metrics, otlp, projects, saved_filters, search, sessions, telemetry, traces, ui,
     webhooks, AppState,
 };
 use crate::error::{json_errors, AppError, REQUEST_ID};
@@ -260,6 +260,7 @@ fn table(batch: LargeBody, otlp: LargeBody) -> Vec<Row> {
         row(Either, Some(Unscoped), Member, Read, routes!(eval_rules::update)),
         row(Either, Some(Unscoped), Member, Read, routes!(eval_rules::delete)),
         row(Either, Some(Reads), Any, Read, routes!(metrics::metrics)),
+        row(Either, Some(Reads), Any, Read, routes!(failures::clusters)).beyond_reference("`limit` (1–200, default 50); each cluster adds the newest trace's own message and the failure class its shape names; `from` defaults to 24 hours before `to`."),
         row(Either, Some(Reads), Any, Read, routes!(projects::metric)).beyond_reference("Trace counts, errors, tokens and latency percentiles from the rollups, beside the reference's `retry_cap_hit`."),
         row(Either, Some(Reads), Any, Read, routes!(datasets::list)),
         row(Either, Some(Unscoped), Member, Read, routes!(datasets::create)).beyond_reference("`project_id` names the project whose evaluation rules score the dataset's runs; names are unique (409)."),

@@ -148,7 +148,7 @@ fn filter_id(raw: &str) -> Result<String, AppError> {
     canonical_uuid(raw).ok_or(AppError::NotFound("saved filter"))
 }
 
-const BAD_FILTER: &str = "`bad_request`: `name` does not fit, or `filters` holds a parameter the trace list does not take or a value it refuses (the message names it, as `filters.<parameter>`); `filter_not_supported`, `error.tags_filter_incomplete`: as the trace list answers them.";
+const BAD_FILTER: &str = "`bad_request`: `name` does not fit, or `filters` holds a parameter the trace list does not take or a value it refuses (the message names it, as `filters.<parameter>`); `error.tags_filter_incomplete`: as the trace list answers it.";
 
 /// The project's saved filters, shared by the whole organisation.
 ///

@@ -73,9 +73,10 @@ pub struct TraceQuery {
     /// `true`: only traces that failed; `false`: only traces that did not.
     #[param(value_type = Option<bool>)]
     error: Option<String>,
-    /// The hosted service's filter by failure class. This server does not
-    /// classify failures yet: a known class is refused with
-    /// `filter_not_supported` (filter with `error=true` instead).
+    /// Only traces that failed this way: `timeout`, `rate_limit`,
+    /// `invalid_response` or `context_length`. Each trace is classed as it
+    /// is stored, from its error message (else its first failing span's),
+    /// status code and error type.
     #[param(value_type = Option<FailureType>, inline)]
     failure_type: Option<String>,
     /// Minimum trace latency in milliseconds (inclusive). A non-negative integer.
@@ -126,22 +127,21 @@ impl TraceQuery {
                 })
                 .transpose()
         };
-        if let Some(kind) = self.failure_type {
-            return Err(match kind.as_str() {
-                "timeout" | "rate_limit" | "invalid_response" | "context_length" => {
-                    AppError::BadRequest {
-                        message: "failure_type: not supported by this server yet (traces are \
-                                  not classified by failure); filter with error=true instead"
-                            .into(),
-                        code: Some("filter_not_supported"),
-                    }
+        let failure_type = match self.failure_type {
+            None => None,
+            Some(kind) => match crate::failures::FAILURE_TYPES
+                .iter()
+                .find(|t| **t == kind.as_str())
+            {
+                Some(known) => Some(*known),
+                None => {
+                    return Err(AppError::bad_request(
+                        "failure_type: must be one of timeout, rate_limit, invalid_response, \
+                         context_length",
+                    ))
                 }
-                _ => AppError::bad_request(
-                    "failure_type: must be one of timeout, rate_limit, invalid_response, \
-                     context_length",
-                ),
-            });
-        }
+            },
+        };
         let error = match self.error.as_deref() {
             None => None,
             Some("true") => Some(true),
@@ -152,6 +152,7 @@ impl TraceQuery {
             project_id: None,
             model: self.model,
             error,
+            failure_type,
             from: self.window.from,
             to: self.window.to,
             latency_min: count("latency_min", self.latency_min)?,
@@ -243,7 +244,7 @@ mod tests {
     #[test]
     fn every_filter_is_read_and_each_refusal_names_its_parameter() {
         let q = ListQuery::parse(
-            "model=gpt-4o&error=true&latency_min=5&latency_max=9&token_count_min=0\
+            "model=gpt-4o&error=true&failure_type=rate_limit&latency_min=5&latency_max=9&token_count_min=0\
              &token_count_max=10&tag_key=env&tag_value=prod&session_id=s1&feedback=bad\
              &q=refund&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&project_id=p\
              &limit=7&cursor=",
@@ -252,6 +253,7 @@ mod tests {
         let f = &q.filter;
         assert_eq!(f.model.as_deref(), Some("gpt-4o"));
         assert_eq!(f.error, Some(true));
+        assert_eq!(f.failure_type, Some("rate_limit"));
         assert_eq!((f.latency_min, f.latency_max), (Some(5), Some(9)));
         assert_eq!((f.token_count_min, f.token_count_max), (Some(0), Some(10)));
         assert_eq!(f.tag, Some(("env".into(), "prod".into())));
@@ -281,7 +283,7 @@ mod tests {
             assert_eq!(code, "bad_request", "{query}");
         }
         assert!(error("model=a&model=b").0.contains("model"));
-        assert_eq!(error("failure_type=timeout").1, "filter_not_supported");
+        assert!(ListQuery::parse("failure_type=context_length").is_ok());
         assert_eq!(error("tag_value=x").1, "error.tags_filter_incomplete");
     }
 }

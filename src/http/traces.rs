@@ -25,7 +25,7 @@ use crate::model::Trace;
     params(ProjectParam, TraceQuery, TimeWindow, Page<Traces>),
     responses(
         (status = 200, description = "A page of traces, without their spans and events.", body = TraceListResponse),
-        (status = 400, description = "`bad_request`: a query parameter does not fit (the message names it); `error.tags_filter_incomplete`: `tag_key` or `tag_value` alone; `filter_not_supported`: a `failure_type` this server cannot filter by yet.", body = crate::error::ErrorBody),
+        (status = 400, description = "`bad_request`: a query parameter does not fit (the message names it); `error.tags_filter_incomplete`: `tag_key` or `tag_value` alone.", body = crate::error::ErrorBody),
     )
 )]
 pub async fn list(

@@ -192,9 +192,10 @@ impl Store {
         .await
     }
 
-    /// The most frequent error messages of the organisation's (or a
-    /// project's) traces that started in `[from, to]`: their first 64
-    /// characters and how many traces.
+    /// The organisation's (or a project's) most frequent failures among
+    /// the traces that started in `[from, to]`: their failure cluster's
+    /// shape cut to 64 characters, and how many traces. Read from the
+    /// clusters' hourly counts, not from the traces.
     pub async fn top_trace_errors(
         &self,
         tenant_id: i64,
@@ -203,20 +204,20 @@ impl Store {
         to: i64,
         limit: usize,
     ) -> Result<Vec<(String, i64)>> {
-        self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT substr(error, 1, 64) AS category, count(*) AS n FROM traces \
-                     WHERE tenant_id = ?1 AND started_at BETWEEN ?2 AND ?3 \
-                     AND error IS NOT NULL AND (?4 IS NULL OR project_id = ?4) \
-                     GROUP BY category ORDER BY n DESC, category LIMIT ?5",
-                )?
-                .query_map(
-                    params![tenant_id, from, to, project_id, limit as i64],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )?
-                .collect::<rusqlite::Result<_>>()?)
-        })
-        .await
+        let clusters = self
+            .failure_clusters(
+                tenant_id,
+                super::ClusterQuery {
+                    project_id,
+                    from,
+                    to,
+                    limit,
+                },
+            )
+            .await?;
+        Ok(clusters
+            .into_iter()
+            .map(|c| (c.message.chars().take(64).collect(), c.count))
+            .collect())
     }
 }

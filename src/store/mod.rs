@@ -15,6 +15,7 @@ mod eval_rules;
 mod eval_runs;
 mod eval_stats;
 mod evals;
+mod failure_clusters;
 mod files;
 mod governance;
 mod ingest_health;
@@ -63,6 +64,7 @@ pub use eval_stats::{AgreementPair, TrendBucket, WindowStats};
 pub use evals::{
     ClaimedEval, EvalFilter, EvalOutcome, EvalSpan, EvalTrace, NewEvaluation, QueueDepth, Queued,
 };
+pub use failure_clusters::{ClusterQuery, ClusterRow};
 pub use files::{copy_database, DatabaseFile};
 pub use governance::{FilterChange, SavedFilter, MAX_SUBSCRIBERS};
 pub use ingest_health::{Backlogs, HealthCounts, HealthDelta, HOUR, KEEP_HOURS};
@@ -220,6 +222,12 @@ impl Store {
             // Traces stored before the rollups existed.
             let tx = conn.transaction()?;
             rollups::rebuild(&tx)?;
+            tx.commit()?;
+        }
+        if before > 0 && before < 16 {
+            // Traces stored before failures were classified and clustered.
+            let tx = conn.transaction()?;
+            failure_clusters::rebuild(&tx)?;
             tx.commit()?;
         }
         reclaimable(&conn)?;

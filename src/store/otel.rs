@@ -7,9 +7,9 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::page::{span_json_size, trace_head_json_size, EXPORT_PAGE_MAX_BYTES};
-use super::rollups;
 use super::trace_insert::{count_usage, write_events, write_spans};
 use super::traces::detail_part;
+use super::{failure_clusters, rollups};
 use super::{now_micros, Result, Store};
 use crate::model::{NewOtelTrace, SpanAggregates, Trace, TraceFields};
 
@@ -126,6 +126,7 @@ fn merge(
             if let Some(f) = &trace.fields {
                 apply_fields(conn, tenant_id, seq, f)?;
             }
+            failure_clusters::classify_stored(conn, seq)?;
             if let Some(new) = rollups::stored(conn, seq)? {
                 rollup.push((new, 1));
             }
@@ -180,6 +181,8 @@ fn merge(
     if let Some(f) = &trace.fields {
         apply_fields(conn, tenant_id, seq, f)?;
     }
+    // The trace's error and its spans may have changed: so may its failure.
+    failure_clusters::classify_stored(conn, seq)?;
     if let Some(new) = rollups::stored(conn, seq)? {
         rollup.push((new, 1));
     }

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::{params, Connection};
 
+use super::failure_clusters::Failure;
 use super::rollups::{self, Contribution};
 use super::{Result, Store};
 
@@ -76,6 +77,14 @@ impl Store {
             delete(conn, victims)
         })
         .await
+    }
+
+    /// Deletes the tenant's traces of these ids (ids it does not have are
+    /// passed over) in one writer job; see [`delete_traces`]. Returns how
+    /// many were deleted.
+    pub async fn delete_traces_by_id(&self, tenant_id: i64, ids: Vec<String>) -> Result<usize> {
+        self.write(move |conn| delete_traces(conn, tenant_id, &ids))
+            .await
     }
 
     /// Deletes the `batch` traces stored first, whatever their tenant.
@@ -160,7 +169,7 @@ type Victim = (i64, i64, Contribution);
 fn select(conn: &Connection, tail: &str, args: impl rusqlite::Params) -> Result<Vec<Victim>> {
     let sql = format!(
         "SELECT tenant_id, seq, project_id, started_at, model, error IS NOT NULL, cost, \
-         total_token_count, latency_ms FROM traces {tail}"
+         total_token_count, latency_ms, error_fingerprint FROM traces {tail}"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let victims = stmt
@@ -176,11 +185,36 @@ fn select(conn: &Connection, tail: &str, args: impl rusqlite::Params) -> Result<
                     cost: r.get(6)?,
                     tokens: r.get(7)?,
                     latency_ms: r.get(8)?,
+                    // Taking a trace out needs only its cluster's fingerprint.
+                    failure: r.get::<_, Option<i64>>(9)?.map(|fingerprint| Failure {
+                        fingerprint,
+                        message: String::new(),
+                    }),
                 },
             ))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(victims)
+}
+
+/// Deletes the tenant's traces of these ids (those it has), in the
+/// caller's transaction, with everything kept of them: spans, events,
+/// tags, feedback, search entries, and their share of the metrics rollups
+/// and failure clusters. Returns how many were deleted. For erasures other
+/// than retention (a data subject's traces, say).
+pub(super) fn delete_traces(conn: &Connection, tenant_id: i64, ids: &[String]) -> Result<usize> {
+    let mut victims = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let mut args: Vec<rusqlite::types::Value> = vec![tenant_id.into()];
+        args.extend(chunk.iter().map(|id| id.clone().into()));
+        victims.extend(select(
+            conn,
+            &format!("WHERE tenant_id = ? AND id IN ({marks})"),
+            rusqlite::params_from_iter(args),
+        )?);
+    }
+    delete(conn, victims)
 }
 
 fn delete(conn: &Connection, victims: Vec<Victim>) -> Result<usize> {

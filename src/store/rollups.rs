@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::failure_clusters::{self, Failure};
 use super::Result;
 use crate::model::summable_cost;
 use crate::sketch::Sketch;
@@ -24,7 +25,7 @@ pub const TABLES: [(&str, &str, i64); 2] = [
 ];
 
 /// What one trace adds to (or, taken out, removes from) its rollup row.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct Contribution {
     pub project_id: i64,
     pub started_at: i64,
@@ -33,6 +34,8 @@ pub(super) struct Contribution {
     pub cost: Option<f64>,
     pub tokens: i64,
     pub latency_ms: Option<i64>,
+    /// The failure cluster of a failing trace (see `failure_clusters`).
+    pub failure: Option<Failure>,
 }
 
 #[derive(Default)]
@@ -54,7 +57,7 @@ pub(super) fn apply(
     for (table, column, width) in TABLES {
         apply_to(conn, tenant_id, items, table, column, width)?;
     }
-    Ok(())
+    failure_clusters::apply(conn, tenant_id, items)
 }
 
 fn apply_to(
@@ -140,9 +143,19 @@ pub(super) fn stored(conn: &Connection, seq: i64) -> Result<Option<Contribution>
     Ok(conn
         .prepare_cached(
             "SELECT project_id, started_at, model, error IS NOT NULL, cost, total_token_count, \
-             latency_ms FROM traces WHERE seq = ?1",
+             latency_ms, error_fingerprint, error FROM traces WHERE seq = ?1",
         )?
-        .query_row([seq], contribution_from_row)
+        .query_row([seq], |r| {
+            let mut c = contribution_from_row(r)?;
+            if let Some(fingerprint) = r.get::<_, Option<i64>>(7)? {
+                let error: Option<String> = r.get(8)?;
+                c.failure = Some(Failure {
+                    fingerprint,
+                    message: crate::failures::shape(error.as_deref().unwrap_or("")).text,
+                });
+            }
+            Ok(c)
+        })
         .optional()?)
 }
 
@@ -155,10 +168,12 @@ fn contribution_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Contribution
         cost: r.get(4)?,
         tokens: r.get(5)?,
         latency_ms: r.get(6)?,
+        failure: None,
     })
 }
 
-/// Builds the rollups of a database whose traces predate them.
+/// Builds the metrics rollups of a database whose traces predate them
+/// (the failure clusters have their own rebuild).
 pub(super) fn rebuild(conn: &Connection) -> Result<()> {
     for (table, _, _) in TABLES {
         conn.execute(&format!("DELETE FROM {table}"), [])?;

@@ -4,8 +4,10 @@
 
 use rusqlite::{params, Connection};
 
+use super::failure_clusters::Failure;
 use super::rollups::{self, Contribution};
 use super::{now_micros, Result, Store, StoreError};
+use crate::failures::TraceFailure;
 use crate::model::{NewEvent, NewSpan, NewTrace};
 
 /// What happened to one trace of an ingest request.
@@ -31,19 +33,23 @@ impl Store {
         tenant_id: i64,
         traces: Vec<(i64, NewTrace)>,
     ) -> Result<Vec<InsertOutcome>> {
+        // Classified here, not on the writer's thread.
+        let failures: Vec<TraceFailure> = traces.iter().map(|(_, t)| failure_of(t)).collect();
         let outcomes = self
             .write_data(move |conn| {
                 let created_at = now_micros();
                 let mut statements = InsertStatements::prepare(conn)?;
                 let outcomes = traces
                     .iter()
-                    .map(|(project_id, trace)| {
+                    .zip(&failures)
+                    .map(|((project_id, trace), failure)| {
                         insert_one(
                             conn,
                             &mut statements,
                             tenant_id,
                             *project_id,
                             trace,
+                            failure,
                             created_at,
                         )
                     })
@@ -51,8 +57,9 @@ impl Store {
                 let added: Vec<(Contribution, i64)> = traces
                     .iter()
                     .zip(&outcomes)
-                    .filter(|(_, o)| matches!(o, InsertOutcome::Created { .. }))
-                    .map(|((project_id, t), _)| {
+                    .zip(&failures)
+                    .filter(|((_, o), _)| matches!(o, InsertOutcome::Created { .. }))
+                    .map(|(((project_id, t), _), failure)| {
                         let c = Contribution {
                             project_id: *project_id,
                             started_at: t.started_at,
@@ -61,6 +68,10 @@ impl Store {
                             cost: t.cost,
                             tokens: t.total_token_count,
                             latency_ms: t.latency_ms,
+                            failure: failure.shape.as_ref().map(|s| Failure {
+                                fingerprint: s.fingerprint,
+                                message: s.text.clone(),
+                            }),
                         };
                         (c, 1)
                     })
@@ -73,6 +84,20 @@ impl Store {
         self.note_stored();
         outcomes
     }
+}
+
+/// A trace's failure: its error's shape and its class, from its error or
+/// else its first failing span (by start time).
+fn failure_of(t: &NewTrace) -> TraceFailure {
+    let mut spans: Vec<&NewSpan> = t.spans.iter().filter(|s| s.error.is_some()).collect();
+    spans.sort_by_key(|s| s.start_time);
+    TraceFailure::of(
+        t.error.as_deref(),
+        Some(&t.metadata),
+        spans
+            .into_iter()
+            .map(|s| (s.error.as_deref(), Some(s.metadata.as_str()))),
+    )
 }
 
 /// The statements a batch of traces is stored with, prepared once for the
@@ -92,9 +117,10 @@ impl<'c> InsertStatements<'c> {
             trace: conn.prepare_cached(
                 "INSERT INTO traces (tenant_id, project_id, id, session_id, external_id, name, \
                  input, output, model, latency_ms, cost, error, tags, tag_map, metadata, \
-                 total_token_count, span_count, started_at, ended_at, created_at, content_hash) \
+                 total_token_count, span_count, started_at, ended_at, created_at, content_hash, \
+                 failure_type, error_fingerprint) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
-                 ?17, ?18, ?19, ?20, ?21) ON CONFLICT (tenant_id, id) DO NOTHING",
+                 ?17, ?18, ?19, ?20, ?21, ?22, ?23) ON CONFLICT (tenant_id, id) DO NOTHING",
             )?,
             tag: conn.prepare_cached(
                 "INSERT INTO trace_tags (trace_seq, tenant_id, key, value, started_at) \
@@ -112,6 +138,7 @@ fn insert_one(
     tenant_id: i64,
     project_id: i64,
     t: &NewTrace,
+    failure: &TraceFailure,
     created_at: i64,
 ) -> Result<InsertOutcome> {
     let tags = (!t.tags.is_empty()).then(|| json_text(&t.tags));
@@ -139,6 +166,8 @@ fn insert_one(
         t.ended_at,
         created_at,
         &t.content_hash[..],
+        failure.class,
+        failure.shape.as_ref().map(|s| s.fingerprint),
     ])?;
     if inserted == 0 {
         let stored: Vec<u8> = conn

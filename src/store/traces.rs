@@ -37,6 +37,8 @@ pub struct TraceFilter {
     pub project_id: Option<i64>,
     pub model: Option<String>,
     pub error: Option<bool>,
+    /// Traces of this failure class (one of `failures::FAILURE_TYPES`).
+    pub failure_type: Option<&'static str>,
     pub from: Option<i64>,
     pub to: Option<i64>,
     pub latency_min: Option<i64>,
@@ -248,6 +250,9 @@ pub(super) fn list(
         Some(true) => clause("t.error IS NOT NULL", vec![]),
         Some(false) => clause("t.error IS NULL", vec![]),
         None => {}
+    }
+    if let Some(class) = f.failure_type {
+        clause("t.failure_type = ?", vec![class.to_owned().into()]);
     }
     if let Some(from) = f.from {
         clause(&format!("{start} >= ?"), vec![from.into()]);

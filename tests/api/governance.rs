@@ -154,9 +154,9 @@ async fn saved_filters_are_shared_checked_and_kept_to_their_organisation() {
         (json!({"limit": 5}), "filters.limit", "bad_request"),
         (json!({"model": ["a", "b"]}), "filters.model", "bad_request"),
         (
-            json!({"failure_type": "timeout"}),
+            json!({"failure_type": "gremlins"}),
             "filters.failure_type",
-            "filter_not_supported",
+            "bad_request",
         ),
         (
             json!({"tag_key": "env"}),

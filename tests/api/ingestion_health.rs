@@ -109,7 +109,7 @@ async fn an_organisation_sees_its_ingest_requests_errors_lag_and_backlogs() {
     assert_eq!(report["success_rate"], 0.5, "{report}");
     assert_eq!(
         report["top_errors"][0],
-        json!({"category": "upstream timeout after 3012 ms", "count": 2}),
+        json!({"category": "upstream timeout after <n> ms", "count": 2}),
         "{report}"
     );
     assert_eq!(report["top_errors"].as_array().map(Vec::len), Some(2));

@@ -12,6 +12,7 @@ mod datasets;
 mod eval_keys;
 mod evals;
 mod export;
+mod failures;
 mod feedback;
 mod governance;
 mod ingest;

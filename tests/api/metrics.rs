@@ -317,6 +317,11 @@ async fn a_database_from_before_the_rollups_gets_them_built_on_upgrade() {
         conn.execute_batch(
             "DROP TABLE ingest_health_hour; DROP TABLE ingest_refusals_hour;
              DROP INDEX evaluations_failed; DROP TABLE eval_keys;
+             DROP TABLE failure_hours; DROP TABLE failure_clusters;
+             DROP INDEX traces_failure_type; DROP INDEX traces_failure_cluster;
+             DROP INDEX traces_failing;
+             ALTER TABLE traces DROP COLUMN failure_type;
+             ALTER TABLE traces DROP COLUMN error_fingerprint;
              DROP TABLE webhook_deliveries; DROP TABLE webhooks;
              DROP TABLE saved_filters; DROP TABLE subprocessor_subscribers;
              DROP TABLE api_key_creators;
@@ -352,6 +357,33 @@ async fn a_database_from_before_the_rollups_gets_them_built_on_upgrade() {
     assert_eq!(all.len(), 80);
     let want: Vec<&Value> = all.iter().collect();
     assert_agrees(&got, &expected(&want), "rollups rebuilt on upgrade");
+    // The failures of traces stored before they were clustered are too.
+    let clusters = server
+        .get_json(&format!(
+            "/v1/failures/clusters?from={}&to={}",
+            rfc3339(T0),
+            rfc3339(T0 + 4 * 3_600_000_000)
+        ))
+        .await;
+    let failing = all.iter().filter(|t| !t["error"].is_null()).count();
+    assert_eq!(
+        clusters["clusters"],
+        json!([{
+            "error_message": "boom",
+            "count": failing,
+            "first_seen": clusters["clusters"][0]["first_seen"],
+            "last_seen": clusters["clusters"][0]["last_seen"],
+            "sample_ids": clusters["clusters"][0]["sample_ids"],
+            "example_message": "boom",
+            "failure_type": null
+        }]),
+    );
+    assert_eq!(
+        clusters["clusters"][0]["sample_ids"]
+            .as_array()
+            .map(Vec::len),
+        Some(5)
+    );
 }
 
 #[tokio::test]

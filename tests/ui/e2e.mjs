@@ -1074,6 +1074,39 @@ async function flows(page, context) {
       .evaluateAll((trs) => trs.map((tr) => tr.dataset.traceId).sort());
   });
 
+  await step('failures: the clusters, their traces, and the list by failure type', async () => {
+    await go(page, 'failures', `table${tid('failures-table')}`);
+    facts.failure_rows = await waitUntil('the failing trace clustered', async () => {
+      const rows = await page.locator(`tr${tid('failure-row')}`).evaluateAll((trs) => trs.map((tr) => [
+        tr.querySelector('[data-testid="failure-message"]')?.textContent ?? '',
+        tr.querySelector('[data-testid="failure-count"]')?.textContent ?? '',
+      ]));
+      return rows.length ? rows : null;
+    });
+    facts.failure_samples = await page
+      .locator(`a${tid('failure-sample')}`)
+      .evaluateAll((as) => as.map((a) => a.getAttribute('href')));
+    await shoot(page, 'failures');
+    // The cluster's traces: the trace list, filtered to failing traces of the window.
+    await page.locator(`a${tid('failure-traces-link')}`).first().click();
+    await waitUntil('the trace list', async () => new URL(page.url()).hash === '#/traces');
+    await visible(page, `table${tid('traces-table')}`);
+    facts.failure_list_rows = await waitUntil('the failing traces listed', async () => {
+      const rows = await page.locator(`tr${tid('trace-row')}`).evaluateAll((trs) => trs.map((tr) => tr.dataset.traceId));
+      return rows.length ? rows : null;
+    });
+    facts.failure_list_status = await page.locator(`select${tid('filter-error')}`).inputValue();
+    facts.failure_list_extra = await text(page.locator(tid('saved-filter-extra')));
+    // The failure type control: no trace timed out.
+    await page.locator(`select${tid('filter-failure-type')}`).selectOption('timeout');
+    await visible(page, tid('empty'));
+    facts.timeout_rows = await page.locator(`tr${tid('trace-row')}`).count();
+    // The page's filters start afresh for the steps that follow.
+    await page.goto(`${origin}/#/overview`);
+    await page.reload();
+    await visible(page, tid('card-traces'));
+  });
+
   await step('users', async () => {
     // A key the owner makes from the page's session counts as theirs (the
     // page's first key is revoked by now, and revoked keys do not count).
@@ -1180,6 +1213,7 @@ async function flows(page, context) {
     for (const [hash, selector, name] of [
       ['overview', tid('card-traces'), 'overview'],
       ['traces', `table${tid('traces-table')}`, 'traces'],
+      ['failures', `table${tid('failures-table')}`, 'failures'],
       ['keys', `table${tid('keys-table')}`, 'keys'],
       ['datasets', `table${tid('datasets-table')}`, 'datasets'],
       [`datasets/${ids.dataset}`, `table${tid('runs-table')}`, 'dataset'],

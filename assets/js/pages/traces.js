@@ -19,14 +19,25 @@ const TIME_RANGES = [
 
 // Kept across visits so that going back from a trace restores the list.
 const saved = {
-  q: '', error: 'any', model: '', feedback: 'any', range: 'all', tag: '',
+  q: '', error: 'any', failure: 'any', model: '', feedback: 'any', range: 'all', tag: '',
   cursors: [null], projectId: null, to: null,
   // Parameters of an applied saved filter that the page has no control for.
   extra: {}, savedId: '',
 };
 
 /** The trace list's parameters the page's own controls set. */
-const SHOWN_PARAMS = ['q', 'error', 'model', 'feedback', 'tag_key', 'tag_value'];
+const SHOWN_PARAMS = ['q', 'error', 'failure_type', 'model', 'feedback', 'tag_key', 'tag_value'];
+
+/** The failure classes of the `failure_type` filter. */
+export const FAILURE_TYPES = [
+  { value: 'timeout', label: 'Timeout' },
+  { value: 'rate_limit', label: 'Rate limit' },
+  { value: 'invalid_response', label: 'Invalid response' },
+  { value: 'context_length', label: 'Context length' },
+];
+
+/** The list's parameters a link may carry (`#/traces?failure_type=…`). */
+const LINK_PARAMS = ['failure_type', 'error', 'from', 'to'];
 
 export const COLUMNS = [
   { label: 'Time' }, { label: 'Name' }, { label: 'Model' }, { label: 'Latency', class: 'num' },
@@ -94,11 +105,25 @@ export function render(root, ctx) {
     saved.extra = {};
     saved.savedId = '';
   }
+  // A link from another page (the failures view) sets the filters once:
+  // they replace the current ones, and the address goes back to the plain list.
+  const linked = LINK_PARAMS.filter((k) => ctx.query && ctx.query.get(k));
+  if (linked.length) {
+    Object.assign(saved, { q: '', error: 'any', failure: 'any', model: '', feedback: 'any', range: 'all', tag: '', cursors: [null], to: null, extra: {}, savedId: '' });
+    const failure = ctx.query.get('failure_type');
+    if (FAILURE_TYPES.some((f) => f.value === failure)) saved.failure = failure;
+    const error = ctx.query.get('error');
+    if (error === 'true' || error === 'false') saved.error = error;
+    for (const k of ['from', 'to']) if (ctx.query.get(k)) saved.extra[k] = ctx.query.get(k);
+    history.replaceState(null, '', '#/traces');
+  }
 
   const search = el('input', { type: 'search', 'data-testid': 'trace-search', placeholder: 'Search names, inputs, outputs, errors…', 'aria-label': 'Search traces', value: saved.q });
   const go = el('button', { type: 'button', class: 'btn btn-primary', 'data-testid': 'trace-search-go' }, 'Search');
   const errorFilter = select({ 'data-testid': 'filter-error', 'aria-label': 'Status' },
     [{ value: 'any', label: 'Any status' }, { value: 'true', label: 'Errors only' }, { value: 'false', label: 'No errors' }], saved.error);
+  const failureFilter = select({ 'data-testid': 'filter-failure-type', 'aria-label': 'Failure type' },
+    [{ value: 'any', label: 'Any failure type' }, ...FAILURE_TYPES], saved.failure);
   const modelFilter = el('input', { type: 'text', 'data-testid': 'filter-model', placeholder: 'Model', 'aria-label': 'Model', value: saved.model, spellcheck: 'false' });
   const feedbackFilter = select({ 'data-testid': 'filter-feedback', 'aria-label': 'Feedback' },
     [{ value: 'any', label: 'Any feedback' }, { value: 'good', label: 'Good' }, { value: 'bad', label: 'Bad' }, { value: 'neutral', label: 'Neutral' }], saved.feedback);
@@ -110,7 +135,7 @@ export function render(root, ctx) {
 
   const toolbar = el('div', { class: 'toolbar' },
     el('div', { class: 'search-box' }, search, go),
-    el('div', { class: 'filters' }, errorFilter, modelFilter, feedbackFilter, rangeFilter, tagFilter,
+    el('div', { class: 'filters' }, errorFilter, failureFilter, modelFilter, feedbackFilter, rangeFilter, tagFilter,
       el('label', { class: 'live-label', for: 'live-toggle' }, live, el('span', { class: 'live-dot', 'aria-hidden': 'true' }), 'Live'),
       liveStatus));
 
@@ -134,6 +159,7 @@ export function render(root, ctx) {
   const readFilters = () => {
     saved.q = search.value.trim();
     saved.error = errorFilter.value;
+    saved.failure = failureFilter.value;
     saved.model = modelFilter.value.trim();
     saved.feedback = feedbackFilter.value;
     saved.range = rangeFilter.value;
@@ -144,6 +170,7 @@ export function render(root, ctx) {
     const q = { limit: PAGE_SIZE, project_id: state.projectId, cursor: saved.cursors[saved.cursors.length - 1] };
     if (saved.q) q.q = saved.q;
     if (saved.error !== 'any') q.error = saved.error;
+    if (saved.failure !== 'any') q.failure_type = saved.failure;
     if (saved.model) q.model = saved.model;
     if (saved.feedback !== 'any') q.feedback = saved.feedback;
     const range = TIME_RANGES.find((r) => r.value === saved.range);
@@ -209,6 +236,7 @@ export function render(root, ctx) {
     const text = (k) => (filters[k] === undefined || filters[k] === null ? '' : String(filters[k]));
     search.value = text('q');
     errorFilter.value = ['true', 'false'].includes(text('error')) ? text('error') : 'any';
+    failureFilter.value = FAILURE_TYPES.some((t) => t.value === text('failure_type')) ? text('failure_type') : 'any';
     modelFilter.value = text('model');
     feedbackFilter.value = ['good', 'bad', 'neutral'].includes(text('feedback')) ? text('feedback') : 'any';
     tagFilter.value = text('tag_key') ? `${text('tag_key')}=${text('tag_value')}` : '';
@@ -303,7 +331,7 @@ export function render(root, ctx) {
     }
   };
 
-  const filtered = () => saved.q || saved.error !== 'any' || saved.model || saved.feedback !== 'any' || saved.range !== 'all' || saved.tag || Object.keys(saved.extra).length;
+  const filtered = () => saved.q || saved.error !== 'any' || saved.failure !== 'any' || saved.model || saved.feedback !== 'any' || saved.range !== 'all' || saved.tag || Object.keys(saved.extra).length;
   const emptyState = () => (filtered()
     ? empty('No traces match these filters.', 'Clear the search or widen the filters.')
     : empty('No traces yet.', 'Send a trace with the SDK, the ingest API or OpenTelemetry, and it appears here.'));
@@ -317,7 +345,7 @@ export function render(root, ctx) {
 
   search.addEventListener('keydown', (e) => { if (e.key === 'Enter') { e.preventDefault(); apply(); } });
   go.addEventListener('click', apply);
-  for (const s of [errorFilter, feedbackFilter, rangeFilter]) s.addEventListener('change', apply);
+  for (const s of [errorFilter, failureFilter, feedbackFilter, rangeFilter]) s.addEventListener('change', apply);
   for (const input of [modelFilter, tagFilter]) {
     input.addEventListener('keydown', (e) => { if (e.key === 'Enter') { e.preventDefault(); apply(); } });
     input.addEventListener('change', apply);
