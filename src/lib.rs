@@ -17,6 +17,7 @@ pub mod ops;
 pub mod otlp;
 pub mod pricing;
 pub mod priority;
+pub mod privacy;
 pub mod server;
 pub mod sketch;
 pub mod store;

@@ -8,6 +8,7 @@ pub mod budget;
 mod ci_gate;
 mod datasets;
 mod download;
+mod dsr;
 mod eval_params;
 mod eval_rules;
 mod eval_runs;
@@ -77,6 +78,8 @@ pub struct AppState {
     pub openapi: axum::body::Bytes,
     /// Sends webhook deliveries and test pings.
     pub webhooks: Arc<crate::webhooks::Sender>,
+    /// Wakes the privacy worker when a data subject request is made.
+    pub dsr: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -104,6 +107,7 @@ impl AppState {
             key_touches: Arc::default(),
             rates: Arc::default(),
             live: Arc::default(),
+            dsr: Arc::default(),
             openapi: serde_json::to_vec(&router::api_document())
                 .map(Into::into)
                 .unwrap_or_default(),

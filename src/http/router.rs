@@ -27,7 +27,7 @@ use super::limits::Family;
 use super::openapi::{self, DocumentedRoute};
 use super::principal::Role;
 use super::{
-    account, audit, budget, ci_gate, datasets, eval_rules, eval_runs, eval_summaries,
+    account, audit, budget, ci_gate, datasets, dsr, eval_rules, eval_runs, eval_summaries,
     eval_versions, evals, export, feedback, governance, health, ingest, limits, live, metrics,
     otlp, projects, saved_filters, search, sessions, telemetry, traces, ui, webhooks, AppState,
 };
@@ -305,6 +305,11 @@ fn table(batch: LargeBody, otlp: LargeBody) -> Vec<Row> {
         row(Session, None, Owner, Read, routes!(governance::checkout)).beyond_reference("No billing: always 422 `billing_not_available` (the operator sets plans)."),
         row(Session, None, Owner, Read, routes!(governance::portal)),
         row(Session, None, Owner, Read, routes!(governance::invoices)),
+        // Data subject requests: owners only (the reference lets members in too).
+        row(Session, None, Owner, Read, routes!(dsr::create)).beyond_reference("Owners only. The answer also carries `counts` (what was erased or exported), `export_bytes` and `export_expires_at`; `export_url` is this server's own download route."),
+        row(Session, None, Owner, Read, routes!(dsr::list)).beyond_reference("Owners only; each request carries `counts`, `export_bytes` and `export_expires_at`."),
+        row(Session, None, Owner, Read, routes!(dsr::detail)).beyond_reference("Owners only; the request carries `counts`, `export_bytes` and `export_expires_at`."),
+        row(Session, None, Owner, Read, routes!(dsr::download)).beyond_reference("The export file of a completed `export` request, served by this server for `privacy.export_keep_h` hours."),
     ];
     // OpenTelemetry exporters append `/v1/traces` to a base endpoint.
     let otlp_row = row(Either, Some(Sends), Member, Ingest, routes!(otlp::traces))

@@ -10,6 +10,7 @@ mod api_keys;
 mod audit;
 mod checkpoint;
 mod datasets;
+mod dsr;
 mod eval_rules;
 mod eval_runs;
 mod eval_stats;
@@ -51,6 +52,7 @@ pub use audit::{Actor, AuditAnchor, AuditRecord, AuditVerdict};
 pub use datasets::{
     Dataset, DatasetItem, EvalVersion, ItemAdded, LabelFilter, NewItem, NewVersion,
 };
+pub use dsr::{metadata_path, DsrCounts, DsrOutcome, DsrRequest, DsrWork, ExportChunk};
 pub use eval_rules::{
     ActiveRule, AutoCandidates, AutoEval, EvalRule, EvalRuleChange, NewEvalRule, NewTraceInfo,
     RuleCreated, Scheduled,

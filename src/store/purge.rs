@@ -154,6 +154,23 @@ fn merge_search_index(conn: &Connection, pages: i32) -> Result<bool> {
     Ok(conn.total_changes() - before > 2)
 }
 
+/// Deletes the traces of `seqs`, as a purge deletes them: with their spans,
+/// events, tags, feedback, evaluations and search entries, and out of the
+/// metrics rollups. Returns how many there were. For erasure, which picks
+/// its traces by their subject rather than by age.
+pub(super) fn delete_traces(conn: &Connection, seqs: &[i64]) -> Result<usize> {
+    if seqs.is_empty() {
+        return Ok(0);
+    }
+    let list = serde_json::to_string(seqs).unwrap_or_else(|_| "[]".into());
+    let victims = select(
+        conn,
+        "WHERE seq IN (SELECT value FROM json_each(?1))",
+        [list],
+    )?;
+    delete(conn, victims)
+}
+
 /// A trace to delete: its tenant, seq and rollup contribution.
 type Victim = (i64, i64, Contribution);
 

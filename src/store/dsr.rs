@@ -1,0 +1,641 @@
+//! Data subject requests: the durable rows the privacy worker
+//! (`crate::privacy`) works through, and the steps it takes.
+//!
+//! A subject is matched against three fields of a trace: its external id,
+//! its session id, and one key of its metadata (`privacy.subject_metadata_key`).
+//! Both kinds of request walk `traces.seq` in windows of a bounded number
+//! of rows. An erasure deletes what it found in the window in the same
+//! writer job that records how far it got and what it erased, so ingest
+//! commits between batches and a restart resumes from the last commit. An
+//! export reads on the read connections and never holds the writer.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::{Deserialize, Serialize};
+
+use super::audit::{self, Actor};
+use super::tenancy::new_uuid;
+use super::{now_micros, Result, Store};
+use crate::model::Timestamp;
+
+/// What a request erased or exported, so far or in all. Beyond the
+/// reference, which reports no counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct DsrCounts {
+    /// Traces of the subject.
+    pub traces: i64,
+    /// Their spans.
+    pub spans: i64,
+    /// Feedback given on them.
+    pub feedback: i64,
+    /// Evaluations of them.
+    pub evaluations: i64,
+    /// Dataset items copied from them.
+    pub dataset_items: i64,
+    /// Results of dataset runs that scored those items (erasure only).
+    pub run_items: i64,
+    /// Webhook deliveries whose body named one of the traces (erasure only).
+    pub webhook_deliveries: i64,
+}
+
+impl DsrCounts {
+    fn add(&mut self, other: &DsrCounts) {
+        self.traces += other.traces;
+        self.spans += other.spans;
+        self.feedback += other.feedback;
+        self.evaluations += other.evaluations;
+        self.dataset_items += other.dataset_items;
+        self.run_items += other.run_items;
+        self.webhook_deliveries += other.webhook_deliveries;
+    }
+}
+
+/// A data subject request (the reference's `DsrRequest`), with what it
+/// erased or exported.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = DsrRequest)]
+pub struct DsrRequest {
+    #[schema(format = "uuid")]
+    pub id: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
+    /// The organisation's id.
+    #[schema(format = "uuid")]
+    pub tenant_id: String,
+    /// Who submitted it: `user:<email>`.
+    #[schema(example = "user:owner@example.com")]
+    pub requested_by: String,
+    /// Matched against each trace's external id, session id and the
+    /// metadata key `privacy.subject_metadata_key` (default `user_id`).
+    #[schema(example = "customer-4711")]
+    pub subject_id: String,
+    /// `delete` (erasure) or `export`.
+    #[serde(rename = "type")]
+    #[schema(example = "delete")]
+    pub kind: String,
+    /// `pending`, `processing`, `completed` or `failed`.
+    #[schema(example = "completed")]
+    pub status: String,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub completed_at: Option<Timestamp>,
+    /// Where a completed export is downloaded (`GET /v1/dsr/{id}/export`,
+    /// owners' sessions only) until `export_expires_at`; null otherwise.
+    #[schema(example = "/v1/dsr/0190f1c2-7d1e-7a4b-9c3d-2e5f6a7b8c9d/export")]
+    pub export_url: Option<String>,
+    /// Set only when `status = failed`.
+    pub error_msg: Option<String>,
+    /// Beyond the reference: what was erased (a `delete`) or exported (an
+    /// `export`), so far while it is processing.
+    pub counts: DsrCounts,
+    /// Beyond the reference: the size of the export file, in bytes.
+    pub export_bytes: Option<i64>,
+    /// Beyond the reference: when the export file is (or was) deleted.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub export_expires_at: Option<Timestamp>,
+}
+
+/// A request the worker takes up.
+#[derive(Debug, Clone)]
+pub struct DsrWork {
+    pub id: i64,
+    pub uuid: String,
+    pub tenant_id: i64,
+    pub subject_id: String,
+    /// `delete` or `export`.
+    pub kind: String,
+    /// How far an erasure has looked through `traces.seq`.
+    pub cursor_seq: i64,
+    pub counts: DsrCounts,
+}
+
+/// One step of an export: the JSON lines of the subject's traces (and the
+/// dataset items made of them) in a window of `traces.seq`.
+#[derive(Debug, Default)]
+pub struct ExportChunk {
+    pub lines: String,
+    pub counts: DsrCounts,
+    /// Where the next step starts.
+    pub next_seq: i64,
+    /// No traces after this window.
+    pub done: bool,
+}
+
+/// How a request ended.
+#[derive(Debug, Clone)]
+pub enum DsrOutcome {
+    Erased,
+    Exported {
+        file: String,
+        bytes: i64,
+        counts: DsrCounts,
+        expires_at: i64,
+    },
+    Failed(String),
+}
+
+const COLUMNS: &str = "r.id, r.uuid, r.created_at, r.updated_at, ten.uuid, r.requested_by, \
+    r.subject_id, r.type, r.status, r.completed_at, r.export_file, r.error_msg, r.counts, \
+    r.export_bytes, r.export_expires_at";
+const FROM: &str = "dsr_requests r JOIN tenants ten ON ten.id = r.tenant_id";
+
+fn request_from_row(r: &Row<'_>) -> rusqlite::Result<(i64, DsrRequest)> {
+    let uuid: String = r.get(1)?;
+    let file: Option<String> = r.get(10)?;
+    let counts: String = r.get(12)?;
+    Ok((
+        r.get(0)?,
+        DsrRequest {
+            export_url: file.map(|_| format!("/v1/dsr/{uuid}/export")),
+            id: uuid,
+            created_at: Timestamp(r.get(2)?),
+            updated_at: Timestamp(r.get(3)?),
+            tenant_id: r.get(4)?,
+            requested_by: r.get(5)?,
+            subject_id: r.get(6)?,
+            kind: r.get(7)?,
+            status: r.get(8)?,
+            completed_at: r.get::<_, Option<i64>>(9)?.map(Timestamp),
+            error_msg: r.get(11)?,
+            counts: serde_json::from_str(&counts).unwrap_or_default(),
+            export_bytes: r.get(13)?,
+            export_expires_at: r.get::<_, Option<i64>>(14)?.map(Timestamp),
+        },
+    ))
+}
+
+fn by_key(conn: &Connection, id: i64) -> Result<Option<DsrRequest>> {
+    let sql = format!("SELECT {COLUMNS} FROM {FROM} WHERE r.id = ?1");
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([id], request_from_row)
+        .optional()?
+        .map(|(_, request)| request))
+}
+
+/// The SQL that picks the subject's traces (alias `t`): `?1` the tenant,
+/// `?2` the subject, `?3` the metadata path (null: metadata is not looked at).
+const MATCH: &str = "t.tenant_id = ?1 AND (t.external_id = ?2 OR t.session_id = ?2 \
+    OR (?3 IS NOT NULL AND json_valid(t.metadata) \
+        AND CAST(json_extract(t.metadata, ?3) AS TEXT) = ?2))";
+
+/// The JSON path of a metadata key; `None` for an empty key.
+pub fn metadata_path(key: &str) -> Option<String> {
+    (!key.is_empty()).then(|| format!("$.\"{key}\""))
+}
+
+/// The last seq of the next window of at most `window` traces after
+/// `after`, all tenants together; `None` when there are none.
+fn window_end(conn: &Connection, after: i64, window: usize) -> Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT max(seq) FROM (SELECT seq FROM traces WHERE seq > ?1 ORDER BY seq LIMIT ?2)",
+        )?
+        .query_row(params![after, window as i64], |r| r.get(0))?)
+}
+
+/// The subject's traces (seq, id) in `(after, end]`, at most `limit`.
+fn matching(
+    conn: &Connection,
+    work: (i64, &str, Option<&str>),
+    after: i64,
+    end: i64,
+    limit: usize,
+) -> Result<Vec<(i64, String)>> {
+    let (tenant_id, subject, path) = work;
+    let sql = format!(
+        "SELECT t.seq, t.id FROM traces t WHERE t.seq > ?4 AND t.seq <= ?5 AND {MATCH} \
+         ORDER BY t.seq LIMIT ?6"
+    );
+    let found = conn
+        .prepare_cached(&sql)?
+        .query_map(
+            params![tenant_id, subject, path, after, end, limit as i64],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(found)
+}
+
+fn count_in(conn: &Connection, sql: &str, list: &str) -> Result<i64> {
+    Ok(conn.prepare_cached(sql)?.query_row([list], |r| r.get(0))?)
+}
+
+/// The cleanups of what other tables keep of erased traces, found by the
+/// traces' ids: dataset items (their copied input and output), the dataset
+/// run results scored from them, and webhook deliveries whose body names
+/// one of them. Every per-trace cleanup of an erasure goes here; a table
+/// that keeps trace ids or text of its own adds its deletion here.
+pub(super) fn forget_trace_copies(
+    conn: &Connection,
+    tenant_id: i64,
+    trace_ids: &[String],
+) -> Result<DsrCounts> {
+    let mut counts = DsrCounts::default();
+    if trace_ids.is_empty() {
+        return Ok(counts);
+    }
+    let list = serde_json::to_string(trace_ids).unwrap_or_else(|_| "[]".into());
+    // Run results first: removing the items would only unlink them.
+    counts.run_items = conn
+        .prepare_cached(
+            "DELETE FROM run_items WHERE trace_id IN (SELECT value FROM json_each(?2)) \
+             AND run_id IN (SELECT id FROM eval_runs WHERE tenant_id = ?1)",
+        )?
+        .execute(params![tenant_id, list])? as i64;
+    counts.dataset_items = conn
+        .prepare_cached(
+            "DELETE FROM dataset_items WHERE tenant_id = ?1 \
+             AND trace_id IN (SELECT value FROM json_each(?2))",
+        )?
+        .execute(params![tenant_id, list])? as i64;
+    counts.webhook_deliveries = conn
+        .prepare_cached(
+            "DELETE FROM webhook_deliveries \
+             WHERE webhook_id IN (SELECT id FROM webhooks WHERE tenant_id = ?1) \
+             AND EXISTS (SELECT 1 FROM json_each(?2) j WHERE instr(payload, j.value) > 0)",
+        )?
+        .execute(params![tenant_id, list])? as i64;
+    Ok(counts)
+}
+
+/// Erases the traces of `seqs` (with ids `ids`) of the tenant and every
+/// copy of them; returns what went.
+fn erase(conn: &Connection, tenant_id: i64, found: &[(i64, String)]) -> Result<DsrCounts> {
+    let seqs: Vec<i64> = found.iter().map(|(seq, _)| *seq).collect();
+    let ids: Vec<String> = found.iter().map(|(_, id)| id.clone()).collect();
+    let list = serde_json::to_string(&seqs).unwrap_or_else(|_| "[]".into());
+    let in_list = "IN (SELECT value FROM json_each(?1))";
+    let spans = count_in(
+        conn,
+        &format!("SELECT count(*) FROM spans WHERE trace_seq {in_list}"),
+        &list,
+    )?;
+    let feedback = count_in(
+        conn,
+        &format!("SELECT count(*) FROM feedback WHERE trace_seq {in_list}"),
+        &list,
+    )?;
+    let evaluations = count_in(
+        conn,
+        &format!("SELECT count(*) FROM evaluations WHERE trace_seq {in_list}"),
+        &list,
+    )?;
+    let mut counts = forget_trace_copies(conn, tenant_id, &ids)?;
+    counts.traces = super::purge::delete_traces(conn, &seqs)? as i64;
+    counts.spans = spans;
+    counts.feedback = feedback;
+    counts.evaluations = evaluations;
+    Ok(counts)
+}
+
+fn save_progress(conn: &Connection, id: i64, cursor: i64, counts: &DsrCounts) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE dsr_requests SET cursor_seq = ?2, counts = ?3, updated_at = ?4 WHERE id = ?1",
+    )?
+    .execute(params![
+        id,
+        cursor,
+        serde_json::to_string(counts).unwrap_or_else(|_| "{}".into()),
+        now_micros()
+    ])?;
+    Ok(())
+}
+
+impl Store {
+    /// Creates a pending request; the creation is audited without the
+    /// subject's id.
+    pub async fn create_dsr(
+        &self,
+        tenant_id: i64,
+        subject_id: String,
+        kind: &'static str,
+        by: Actor,
+    ) -> Result<DsrRequest> {
+        self.write(move |conn| {
+            let uuid = new_uuid();
+            let now = now_micros();
+            conn.prepare_cached(
+                "INSERT INTO dsr_requests (uuid, tenant_id, requested_by, subject_id, type, \
+                 status, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)",
+            )?
+            .execute(params![uuid, tenant_id, by.name, subject_id, kind, now])?;
+            let id = conn.last_insert_rowid();
+            audit::record(
+                conn,
+                tenant_id,
+                &by,
+                "dsr.create",
+                Some(&uuid),
+                serde_json::json!({ "type": kind }),
+            )?;
+            by_key(conn, id)?.ok_or_else(|| super::StoreError::Corrupt("dsr row vanished".into()))
+        })
+        .await
+    }
+
+    /// The tenant's requests, newest first, before the internal id `before`.
+    pub async fn list_dsr(
+        &self,
+        tenant_id: i64,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<(Vec<(i64, DsrRequest)>, bool)> {
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM {FROM} WHERE r.tenant_id = ?1 AND r.id < ?2 \
+                 ORDER BY r.id DESC LIMIT ?3"
+            );
+            let mut rows = conn
+                .prepare_cached(&sql)?
+                .query_map(
+                    params![tenant_id, before.unwrap_or(i64::MAX), limit as i64 + 1],
+                    request_from_row,
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let more = rows.len() > limit;
+            rows.truncate(limit);
+            Ok((rows, more))
+        })
+        .await
+    }
+
+    /// One request of the tenant.
+    pub async fn get_dsr(&self, tenant_id: i64, uuid: String) -> Result<Option<DsrRequest>> {
+        self.read(move |conn| {
+            let sql =
+                format!("SELECT {COLUMNS} FROM {FROM} WHERE r.tenant_id = ?1 AND r.uuid = ?2");
+            Ok(conn
+                .prepare_cached(&sql)?
+                .query_row(params![tenant_id, uuid], request_from_row)
+                .optional()?
+                .map(|(_, request)| request))
+        })
+        .await
+    }
+
+    /// The export file of one of the tenant's requests, while it is kept.
+    pub async fn dsr_export_file(&self, tenant_id: i64, uuid: String) -> Result<Option<String>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT export_file FROM dsr_requests WHERE tenant_id = ?1 AND uuid = ?2 \
+                     AND status = 'completed'",
+                )?
+                .query_row(params![tenant_id, uuid], |r| r.get::<_, Option<String>>(0))
+                .optional()?
+                .flatten())
+        })
+        .await
+    }
+
+    /// The oldest request not finished, now `processing`.
+    pub async fn next_dsr(&self) -> Result<Option<DsrWork>> {
+        self.write(|conn| {
+            let found = conn
+                .prepare_cached(
+                    "SELECT id, uuid, tenant_id, subject_id, type, cursor_seq, counts \
+                     FROM dsr_requests WHERE status IN ('pending', 'processing') \
+                     ORDER BY id LIMIT 1",
+                )?
+                .query_row([], |r| {
+                    let counts: String = r.get(6)?;
+                    Ok(DsrWork {
+                        id: r.get(0)?,
+                        uuid: r.get(1)?,
+                        tenant_id: r.get(2)?,
+                        subject_id: r.get(3)?,
+                        kind: r.get(4)?,
+                        cursor_seq: r.get(5)?,
+                        counts: serde_json::from_str(&counts).unwrap_or_default(),
+                    })
+                })
+                .optional()?;
+            if let Some(work) = &found {
+                conn.prepare_cached(
+                    "UPDATE dsr_requests SET status = 'processing', updated_at = ?2 \
+                     WHERE id = ?1 AND status = 'pending'",
+                )?
+                .execute(params![work.id, now_micros()])?;
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    /// One step of an erasure: looks at the next `window` traces after the
+    /// request's cursor and erases the subject's among them, at most
+    /// `batch`, with everything of them, in one writer job that also moves
+    /// the cursor and adds to the counts. True when no trace was left to
+    /// look at. `work` is brought up to date.
+    pub async fn erase_step(
+        &self,
+        work: &mut DsrWork,
+        metadata_path: Option<String>,
+        window: usize,
+        batch: usize,
+    ) -> Result<bool> {
+        let (id, tenant_id, subject) = (work.id, work.tenant_id, work.subject_id.clone());
+        let (cursor, counts, done) = self
+            .write(move |conn| {
+                let (cursor, counts): (i64, String) = conn
+                    .prepare_cached("SELECT cursor_seq, counts FROM dsr_requests WHERE id = ?1")?
+                    .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                let mut counts: DsrCounts = serde_json::from_str(&counts).unwrap_or_default();
+                let Some(end) = window_end(conn, cursor, window)? else {
+                    return Ok((cursor, counts, true));
+                };
+                let found = matching(
+                    conn,
+                    (tenant_id, &subject, metadata_path.as_deref()),
+                    cursor,
+                    end,
+                    batch,
+                )?;
+                // A full batch may leave more of the window: go on after it.
+                let next = match found.last() {
+                    Some((seq, _)) if found.len() == batch => *seq,
+                    _ => end,
+                };
+                counts.add(&erase(conn, tenant_id, &found)?);
+                save_progress(conn, id, next, &counts)?;
+                Ok((next, counts, false))
+            })
+            .await?;
+        work.cursor_seq = cursor;
+        work.counts = counts;
+        Ok(done)
+    }
+
+    /// One step of an export: the subject's traces after `after` in the
+    /// next `window` traces, whole (spans, events, feedback, evaluations),
+    /// and the dataset items made of them, as JSON lines; it stops early
+    /// past `max_bytes`.
+    pub async fn export_step(
+        &self,
+        tenant_id: i64,
+        subject: String,
+        metadata_path: Option<String>,
+        after: i64,
+        window: usize,
+        max_bytes: usize,
+    ) -> Result<ExportChunk> {
+        self.read(move |conn| {
+            let mut chunk = ExportChunk {
+                next_seq: after,
+                ..Default::default()
+            };
+            let Some(end) = window_end(conn, after, window)? else {
+                chunk.done = true;
+                return Ok(chunk);
+            };
+            let found = matching(
+                conn,
+                (tenant_id, &subject, metadata_path.as_deref()),
+                after,
+                end,
+                window,
+            )?;
+            chunk.next_seq = end;
+            let mut ids = Vec::new();
+            for (seq, id) in found {
+                let Some(trace) = super::traces::detail(conn, tenant_id, &id)? else {
+                    continue;
+                };
+                chunk.counts.traces += 1;
+                chunk.counts.spans += trace.spans.as_ref().map_or(0, Vec::len) as i64;
+                chunk.counts.feedback += trace.feedback.as_ref().map_or(0, Vec::len) as i64;
+                chunk.counts.evaluations += trace.evaluations.as_ref().map_or(0, Vec::len) as i64;
+                let line = serde_json::json!({ "type": "trace", "trace": trace });
+                chunk.lines.push_str(&line.to_string());
+                chunk.lines.push('\n');
+                ids.push(id);
+                if chunk.lines.len() >= max_bytes {
+                    chunk.next_seq = seq;
+                    break;
+                }
+            }
+            if !ids.is_empty() {
+                let list = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
+                let sql = format!(
+                    "SELECT {} FROM {} WHERE i.tenant_id = ?1 \
+                     AND i.trace_id IN (SELECT value FROM json_each(?2)) ORDER BY i.id",
+                    super::datasets::ITEM_COLUMNS,
+                    super::datasets::ITEM_FROM
+                );
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let mut rows = stmt.query(params![tenant_id, list])?;
+                while let Some(row) = rows.next()? {
+                    let (_, item) = super::datasets::item_from_row(row)?;
+                    chunk.counts.dataset_items += 1;
+                    let line = serde_json::json!({ "type": "dataset_item", "item": item });
+                    chunk.lines.push_str(&line.to_string());
+                    chunk.lines.push('\n');
+                }
+            }
+            Ok(chunk)
+        })
+        .await
+    }
+
+    /// Ends a request: completed (an erasure, or an export with its file)
+    /// or failed. The end is audited with the counts, never the subject.
+    pub async fn finish_dsr(&self, id: i64, outcome: DsrOutcome) -> Result<Option<DsrRequest>> {
+        self.write(move |conn| {
+            let now = now_micros();
+            let (tenant_id, uuid, kind, counts): (i64, String, String, String) = conn
+                .prepare_cached(
+                    "SELECT tenant_id, uuid, type, counts FROM dsr_requests WHERE id = ?1",
+                )?
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            let mut counts: DsrCounts = serde_json::from_str(&counts).unwrap_or_default();
+            let (action, details) = match &outcome {
+                DsrOutcome::Erased => {
+                    conn.prepare_cached(
+                        "UPDATE dsr_requests SET status = 'completed', completed_at = ?2, \
+                         updated_at = ?2 WHERE id = ?1",
+                    )?
+                    .execute(params![id, now])?;
+                    (
+                        "dsr.complete",
+                        serde_json::json!({ "type": kind, "counts": counts }),
+                    )
+                }
+                DsrOutcome::Exported {
+                    file,
+                    bytes,
+                    counts: exported,
+                    expires_at,
+                } => {
+                    counts = *exported;
+                    conn.prepare_cached(
+                        "UPDATE dsr_requests SET status = 'completed', completed_at = ?2, \
+                         updated_at = ?2, export_file = ?3, export_bytes = ?4, \
+                         export_expires_at = ?5, counts = ?6 WHERE id = ?1",
+                    )?
+                    .execute(params![
+                        id,
+                        now,
+                        file,
+                        bytes,
+                        expires_at,
+                        serde_json::to_string(&counts).unwrap_or_else(|_| "{}".into())
+                    ])?;
+                    (
+                        "dsr.complete",
+                        serde_json::json!({ "type": kind, "counts": counts, "bytes": bytes }),
+                    )
+                }
+                DsrOutcome::Failed(why) => {
+                    conn.prepare_cached(
+                        "UPDATE dsr_requests SET status = 'failed', completed_at = ?2, \
+                         updated_at = ?2, error_msg = ?3 WHERE id = ?1",
+                    )?
+                    .execute(params![id, now, why])?;
+                    (
+                        "dsr.fail",
+                        serde_json::json!({ "type": kind, "counts": counts, "error": why }),
+                    )
+                }
+            };
+            audit::record(
+                conn,
+                tenant_id,
+                &Actor::server(),
+                action,
+                Some(&uuid),
+                details,
+            )?;
+            by_key(conn, id)
+        })
+        .await
+    }
+
+    /// Export files whose keep time ended by `now`: request id and file.
+    pub async fn expired_dsr_exports(&self, now: i64) -> Result<Vec<(i64, String)>> {
+        self.read(move |conn| {
+            let found = conn
+                .prepare_cached(
+                    "SELECT id, export_file FROM dsr_requests \
+                     WHERE export_file IS NOT NULL AND export_expires_at <= ?1 ORDER BY id",
+                )?
+                .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(found)
+        })
+        .await
+    }
+
+    /// Forgets a request's export file (deleted, or about to be).
+    pub async fn drop_dsr_export(&self, id: i64) -> Result<()> {
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE dsr_requests SET export_file = NULL, updated_at = ?2 WHERE id = ?1",
+            )?
+            .execute(params![id, now_micros()])?;
+            Ok(())
+        })
+        .await
+    }
+}
