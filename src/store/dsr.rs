@@ -639,3 +639,120 @@ impl Store {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A trace of tenant 1 with `external_id`; returns its seq.
+    fn add_trace(conn: &Connection, id: &str, external_id: &str) -> i64 {
+        conn.execute(
+            "INSERT INTO traces (tenant_id, project_id, id, external_id, input, started_at, \
+             created_at, content_hash) VALUES (1, 1, ?1, ?2, 'text', 1, 1, x'00')",
+            params![id, external_id],
+        )
+        .expect("trace");
+        conn.last_insert_rowid()
+    }
+
+    /// Copies of both traces in a dataset item, a run's result and a
+    /// webhook delivery; erasing one trace takes its copies and no others.
+    #[test]
+    fn erasing_a_trace_takes_its_copies_elsewhere_and_no_others() {
+        let (_dir, conn) = crate::store::test_database();
+        let gone = add_trace(&conn, "trace-gone", "alice");
+        add_trace(&conn, "trace-kept", "bob");
+        conn.execute_batch(
+            "INSERT INTO datasets (id, uuid, tenant_id, project_id, name, created_at, updated_at)
+             VALUES (1, 'd', 1, 1, 'd', 0, 0);
+             INSERT INTO dataset_items (id, uuid, dataset_id, tenant_id, trace_id, input,
+                 created_at, updated_at)
+             VALUES (1, 'i1', 1, 1, 'trace-gone', 'text', 0, 0),
+                    (2, 'i2', 1, 1, 'trace-kept', 'text', 0, 0);
+             INSERT INTO eval_versions (id, uuid, dataset_id, tenant_id, name, created_at)
+             VALUES (1, 'v', 1, 1, 'v', 0);
+             INSERT INTO eval_runs (id, uuid, tenant_id, dataset_id, version_id, status,
+                 item_count, created_at)
+             VALUES (1, 'r', 1, 1, 1, 'completed', 2, 0);
+             INSERT INTO run_items (id, run_id, item_id, trace_id, status, output, run_after)
+             VALUES (1, 1, 1, 'trace-gone', 'complete', 'answer', 0),
+                    (2, 1, 2, 'trace-kept', 'complete', 'answer', 0);
+             INSERT INTO run_scores (uuid, run_item_id, metric_name, evaluator_type, status,
+                 reasoning, created_at)
+             VALUES ('s1', 1, 'm', 'rule', 'complete', 'why', 0),
+                    ('s2', 2, 'm', 'rule', 'complete', 'why', 0);
+             INSERT INTO webhooks (id, uuid, tenant_id, url, secret, events, enabled,
+                 created_at, updated_at)
+             VALUES (1, 'w', 1, 'http://x', 'secretsecretsecret', '[]', 1, 0, 0);
+             INSERT INTO webhook_deliveries (uuid, webhook_id, event_type, payload, status,
+                 next_attempt_at, created_at, updated_at)
+             VALUES ('d1', 1, 'failure.detected', '{\"trace_id\":\"trace-gone\"}', 'pending', 0, 0, 0),
+                    ('d2', 1, 'failure.detected', '{\"trace_id\":\"trace-kept\"}', 'pending', 0, 0, 0);",
+        )
+        .expect("copies");
+        let path = metadata_path("user_id");
+        let found = matching(&conn, (1, "alice", path.as_deref()), 0, 10, 10).expect("match");
+        assert_eq!(found, [(gone, "trace-gone".to_owned())]);
+        let counts = erase(&conn, 1, &found).expect("erase");
+        assert_eq!(
+            counts,
+            DsrCounts {
+                traces: 1,
+                dataset_items: 1,
+                run_items: 1,
+                webhook_deliveries: 1,
+                ..Default::default()
+            }
+        );
+        let left = |sql: &str| -> String { conn.query_row(sql, [], |r| r.get(0)).expect("query") };
+        assert_eq!(left("SELECT group_concat(id) FROM traces"), "trace-kept");
+        assert_eq!(
+            left("SELECT group_concat(trace_id) FROM dataset_items"),
+            "trace-kept"
+        );
+        assert_eq!(
+            left("SELECT group_concat(trace_id) FROM run_items"),
+            "trace-kept"
+        );
+        assert_eq!(left("SELECT group_concat(uuid) FROM run_scores"), "s2");
+        assert_eq!(
+            left("SELECT group_concat(uuid) FROM webhook_deliveries"),
+            "d2"
+        );
+    }
+
+    #[test]
+    fn the_subject_is_matched_by_external_id_session_and_the_metadata_key_only() {
+        let (_dir, conn) = crate::store::test_database();
+        conn.execute_batch(
+            "INSERT INTO traces (tenant_id, project_id, id, external_id, session_id, metadata,
+                 started_at, created_at, content_hash) VALUES
+             (1, 1, 'by-external', 'x-1', NULL, '{}', 1, 1, x'00'),
+             (1, 1, 'by-session', NULL, 'x-1', '{}', 1, 1, x'00'),
+             (1, 1, 'by-metadata', NULL, NULL, '{\"user_id\":\"x-1\"}', 1, 1, x'00'),
+             (1, 1, 'by-number', NULL, NULL, '{\"user_id\":42}', 1, 1, x'00'),
+             (1, 1, 'other-key', NULL, NULL, '{\"owner\":\"x-1\"}', 1, 1, x'00'),
+             (1, 1, 'not-json', NULL, NULL, 'x-1', 1, 1, x'00'),
+             (2, 1, 'other-tenant', 'x-1', NULL, '{}', 1, 1, x'00');",
+        )
+        .expect("traces");
+        let ids = |subject: &str, key: &str| -> Vec<String> {
+            let path = metadata_path(key);
+            matching(&conn, (1, subject, path.as_deref()), 0, 100, 100)
+                .expect("match")
+                .into_iter()
+                .map(|(_, id)| id)
+                .collect()
+        };
+        assert_eq!(
+            ids("x-1", "user_id"),
+            ["by-external", "by-session", "by-metadata"]
+        );
+        assert_eq!(ids("42", "user_id"), ["by-number"]);
+        assert_eq!(
+            ids("x-1", "owner"),
+            ["by-external", "by-session", "other-key"]
+        );
+        assert_eq!(ids("x-1", ""), ["by-external", "by-session"]);
+    }
+}
