@@ -19,6 +19,7 @@ import * as keys from './js/pages/keys.js';
 import * as users from './js/pages/users.js';
 import * as audit from './js/pages/audit.js';
 import * as webhooks from './js/pages/webhooks.js';
+import * as privacy from './js/pages/privacy.js';
 
 applyTheme();
 
@@ -33,6 +34,7 @@ const NAV = [
   { id: 'users', label: 'Users', icon: ICONS.users, show: isOwner },
   { id: 'audit', label: 'Audit log', icon: ICONS.audit, show: canReadAudit },
   { id: 'webhooks', label: 'Webhooks', icon: ICONS.webhooks },
+  { id: 'privacy', label: 'Privacy requests', icon: ICONS.privacy, show: isOwner },
 ];
 
 /** Route name → page module; `project` pages follow the project picker. */
@@ -51,6 +53,7 @@ const PAGES = {
   users: { page: users, title: 'Users' },
   audit: { page: audit, title: 'Audit log' },
   webhooks: { page: webhooks, title: 'Webhooks' },
+  privacy: { page: privacy, title: 'Privacy requests' },
 };
 
 const root = document.getElementById('app');
