@@ -4,10 +4,11 @@
 //! A subject is matched against three fields of a trace: its external id,
 //! its session id, and one key of its metadata (`privacy.subject_metadata_key`).
 //! Both kinds of request walk `traces.seq` in windows of a bounded number
-//! of rows. An erasure deletes what it found in the window in the same
-//! writer job that records how far it got and what it erased, so ingest
-//! commits between batches and a restart resumes from the last commit. An
-//! export reads on the read connections and never holds the writer.
+//! of rows, looked through on the read connections. An erasure then
+//! deletes what it found (checked again) in one writer job that also
+//! records how far it got and what it erased, so the writer is held for
+//! the deletions only, ingest commits between batches, and a restart
+//! resumes from the last commit. An export never holds the writer.
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
@@ -218,6 +219,31 @@ fn matching(
     Ok(found)
 }
 
+/// Those of `found` (seq, id) that are still the subject's.
+fn still_matching(
+    conn: &Connection,
+    work: (i64, &str, Option<&str>),
+    found: &[(i64, String)],
+) -> Result<Vec<(i64, String)>> {
+    if found.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (tenant_id, subject, path) = work;
+    let seqs: Vec<i64> = found.iter().map(|(seq, _)| *seq).collect();
+    let list = serde_json::to_string(&seqs).unwrap_or_else(|_| "[]".into());
+    let sql = format!(
+        "SELECT t.seq, t.id FROM traces t WHERE t.seq IN (SELECT value FROM json_each(?4)) \
+         AND {MATCH} ORDER BY t.seq"
+    );
+    let still = conn
+        .prepare_cached(&sql)?
+        .query_map(params![tenant_id, subject, path, list], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(still)
+}
+
 fn count_in(conn: &Connection, sql: &str, list: &str) -> Result<i64> {
     Ok(conn.prepare_cached(sql)?.query_row([list], |r| r.get(0))?)
 }
@@ -425,10 +451,11 @@ impl Store {
     }
 
     /// One step of an erasure: looks at the next `window` traces after the
-    /// request's cursor and erases the subject's among them, at most
-    /// `batch`, with everything of them, in one writer job that also moves
-    /// the cursor and adds to the counts. True when no trace was left to
-    /// look at. `work` is brought up to date.
+    /// request's cursor on a read connection, then erases the subject's
+    /// among them, at most `batch`, with everything of them, in one writer
+    /// job that also moves the cursor and adds to the counts. The writer
+    /// holds its lock for the deletions only, never for the scan. True
+    /// when no trace was left to look at. `work` is brought up to date.
     pub async fn erase_step(
         &self,
         work: &mut DsrWork,
@@ -436,19 +463,16 @@ impl Store {
         window: usize,
         batch: usize,
     ) -> Result<bool> {
-        let (id, tenant_id, subject) = (work.id, work.tenant_id, work.subject_id.clone());
-        let (cursor, counts, done) = self
-            .write(move |conn| {
-                let (cursor, counts): (i64, String) = conn
-                    .prepare_cached("SELECT cursor_seq, counts FROM dsr_requests WHERE id = ?1")?
-                    .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                let mut counts: DsrCounts = serde_json::from_str(&counts).unwrap_or_default();
+        let (id, tenant_id, cursor) = (work.id, work.tenant_id, work.cursor_seq);
+        let (subject, path) = (work.subject_id.clone(), metadata_path.clone());
+        let Some((found, next)) = self
+            .read(move |conn| {
                 let Some(end) = window_end(conn, cursor, window)? else {
-                    return Ok((cursor, counts, true));
+                    return Ok(None);
                 };
                 let found = matching(
                     conn,
-                    (tenant_id, &subject, metadata_path.as_deref()),
+                    (tenant_id, &subject, path.as_deref()),
                     cursor,
                     end,
                     batch,
@@ -458,14 +482,33 @@ impl Store {
                     Some((seq, _)) if found.len() == batch => *seq,
                     _ => end,
                 };
-                counts.add(&erase(conn, tenant_id, &found)?);
+                Ok(Some((found, next)))
+            })
+            .await?
+        else {
+            return Ok(true);
+        };
+        let subject = work.subject_id.clone();
+        let counts = self
+            .write(move |conn| {
+                let counts: String = conn
+                    .prepare_cached("SELECT counts FROM dsr_requests WHERE id = ?1")?
+                    .query_row([id], |r| r.get(0))?;
+                let mut counts: DsrCounts = serde_json::from_str(&counts).unwrap_or_default();
+                // What was read may have changed since: erase what still matches.
+                let still = still_matching(
+                    conn,
+                    (tenant_id, &subject, metadata_path.as_deref()),
+                    &found,
+                )?;
+                counts.add(&erase(conn, tenant_id, &still)?);
                 save_progress(conn, id, next, &counts)?;
-                Ok((next, counts, false))
+                Ok(counts)
             })
             .await?;
-        work.cursor_seq = cursor;
+        work.cursor_seq = next;
         work.counts = counts;
-        Ok(done)
+        Ok(false)
     }
 
     /// One step of an export: the subject's traces after `after` in the
