@@ -177,7 +177,10 @@ fn by_key(conn: &Connection, id: i64) -> Result<Option<DsrRequest>> {
 
 /// The SQL that picks the subject's traces (alias `t`): `?1` the tenant,
 /// `?2` the subject, `?3` the metadata path (null: metadata is not looked at).
-const MATCH: &str = "t.tenant_id = ?1 AND (t.external_id = ?2 OR t.session_id = ?2 \
+/// The callers bound `t.seq`; the unary `+` keeps the planner off the
+/// tenant's time index, which would walk all the tenant's traces instead
+/// of the window (a hundred times slower at 200,000 traces).
+const MATCH: &str = "+t.tenant_id = ?1 AND (t.external_id = ?2 OR t.session_id = ?2 \
     OR (?3 IS NOT NULL AND json_valid(t.metadata) \
         AND CAST(json_extract(t.metadata, ?3) AS TEXT) = ?2))";
 
