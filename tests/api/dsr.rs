@@ -588,3 +588,113 @@ async fn owner_again(server: &TestServer, token: &str) -> String {
         server.session_token().await
     }
 }
+
+#[tokio::test]
+async fn the_document_describes_the_requests_as_the_reference_does() {
+    let server = TestServer::start().await;
+    let doc = server.get_json("/v1/openapi.json").await;
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["CreateDsrRequest"]["properties"]["type"]["$ref"], "#/components/schemas/DsrType",
+        "{}",
+        schemas["CreateDsrRequest"]
+    );
+    let kinds: HashSet<&str> = schemas["DsrType"]["enum"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        kinds,
+        HashSet::from(["delete", "export"]),
+        "{}",
+        schemas["DsrType"]
+    );
+    let request = &schemas["DsrRequest"]["properties"];
+    for field in [
+        "id",
+        "created_at",
+        "updated_at",
+        "tenant_id",
+        "requested_by",
+        "subject_id",
+        "type",
+        "status",
+        "completed_at",
+        "export_url",
+        "error_msg",
+        "counts",
+    ] {
+        assert!(
+            request.get(field).is_some(),
+            "DsrRequest.{field}: {request}"
+        );
+    }
+    let list = &schemas["DsrRequestList"];
+    assert_eq!(list["required"], json!(["items", "requests"]), "{list}");
+    for op in [
+        "createDsrRequest",
+        "listDsrRequests",
+        "getDsrRequest",
+        "downloadDsrExport",
+    ] {
+        assert!(doc.to_string().contains(op), "{op}");
+    }
+}
+
+#[tokio::test]
+async fn an_export_file_is_deleted_after_its_keep_time() {
+    let mut server = TestServer::start().await;
+    let owner = server.session_token().await;
+    server
+        .ingest(trace("bob's", "quince", json!({"external_id": "bob"})))
+        .await;
+    let made = create(
+        &server,
+        &owner,
+        json!({"subject_id": "bob", "type": "export"}),
+    )
+    .await;
+    let id = made["id"].as_str().expect("id").to_owned();
+    let done = finished(&server, &owner, &id).await;
+    let url = done["export_url"].as_str().expect("export_url").to_owned();
+    let file = server
+        .dir
+        .path()
+        .join("data")
+        .join("dsr-exports")
+        .join(format!("{id}.jsonl"));
+    assert!(file.exists(), "{}", file.display());
+
+    // Its keep time ends while the server is stopped; the next start
+    // deletes it.
+    if let Some(running) = server.running.take() {
+        running.stop().await.expect("clean stop");
+    }
+    let db = rusqlite::Connection::open(server.dir.path().join("data").join("trulayer.db"))
+        .expect("open");
+    db.execute(
+        "UPDATE dsr_requests SET export_expires_at = 1 WHERE uuid = ?1",
+        [&id],
+    )
+    .expect("expire");
+    drop(db);
+    let path = server.dir.path().join("trulayer.toml");
+    let server = TestServer::start_in(server.dir, &path).await;
+    let token = owner_again(&server, &owner).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let request = server.get_json_as(&token, &format!("/v1/dsr/{id}")).await;
+        if request["export_url"].is_null() {
+            assert_eq!(request["status"], "completed");
+            assert_eq!(request["export_expires_at"], "1970-01-01T00:00:00.000001Z");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not deleted: {request}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!file.exists(), "{}", file.display());
+    expect_error(server.get_as(&token, &url).await, 404).await;
+}
