@@ -266,6 +266,15 @@ pub(super) fn forget_trace_copies(
         return Ok(counts);
     }
     let list = serde_json::to_string(trace_ids).unwrap_or_else(|_| "[]".into());
+    // Runs still going whose items go: once none is left to do, they end.
+    let open_runs: Vec<i64> = conn
+        .prepare_cached(
+            "SELECT DISTINCT run_id FROM run_items WHERE trace_id IN (SELECT value FROM json_each(?2)) \
+             AND run_id IN (SELECT id FROM eval_runs WHERE tenant_id = ?1 \
+                            AND status IN ('pending', 'running'))",
+        )?
+        .query_map(params![tenant_id, list], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
     // Run results first: removing the items would only unlink them.
     counts.run_items = conn
         .prepare_cached(
@@ -273,6 +282,17 @@ pub(super) fn forget_trace_copies(
              AND run_id IN (SELECT id FROM eval_runs WHERE tenant_id = ?1)",
         )?
         .execute(params![tenant_id, list])? as i64;
+    let now = now_micros();
+    for run in open_runs {
+        // A run not started whose every item went has nothing to start on.
+        conn.prepare_cached(
+            "UPDATE eval_runs SET status = 'running', started_at = coalesce(started_at, ?2) \
+             WHERE id = ?1 AND status = 'pending' AND NOT EXISTS \
+             (SELECT 1 FROM run_items WHERE run_id = ?1 AND status IN ('pending', 'running'))",
+        )?
+        .execute(params![run, now])?;
+        super::run_queue::finish_run(conn, run, now)?;
+    }
     counts.dataset_items = conn
         .prepare_cached(
             "DELETE FROM dataset_items WHERE tenant_id = ?1 \
@@ -719,10 +739,13 @@ mod tests {
              VALUES (1, 'v', 1, 1, 'v', 0);
              INSERT INTO eval_runs (id, uuid, tenant_id, dataset_id, version_id, status,
                  item_count, created_at)
-             VALUES (1, 'r', 1, 1, 1, 'completed', 2, 0);
+             VALUES (1, 'r', 1, 1, 1, 'completed', 2, 0),
+                    (2, 'r2', 1, 1, 1, 'running', 2, 0);
              INSERT INTO run_items (id, run_id, item_id, trace_id, status, output, run_after)
              VALUES (1, 1, 1, 'trace-gone', 'complete', 'answer', 0),
-                    (2, 1, 2, 'trace-kept', 'complete', 'answer', 0);
+                    (2, 1, 2, 'trace-kept', 'complete', 'answer', 0),
+                    (3, 2, 2, 'trace-kept', 'complete', 'answer', 0),
+                    (4, 2, 1, 'trace-gone', 'pending', NULL, 0);
              INSERT INTO run_scores (uuid, run_item_id, metric_name, evaluator_type, status,
                  reasoning, created_at)
              VALUES ('s1', 1, 'm', 'rule', 'complete', 'why', 0),
@@ -745,7 +768,7 @@ mod tests {
             DsrCounts {
                 traces: 1,
                 dataset_items: 1,
-                run_items: 1,
+                run_items: 2,
                 webhook_deliveries: 1,
                 ..Default::default()
             }
@@ -758,7 +781,12 @@ mod tests {
         );
         assert_eq!(
             left("SELECT group_concat(trace_id) FROM run_items"),
-            "trace-kept"
+            "trace-kept,trace-kept"
+        );
+        // The run whose last open item went ends.
+        assert_eq!(
+            left("SELECT status FROM eval_runs WHERE id = 2"),
+            "completed"
         );
         assert_eq!(left("SELECT group_concat(uuid) FROM run_scores"), "s2");
         assert_eq!(
