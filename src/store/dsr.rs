@@ -439,8 +439,23 @@ impl Store {
         .await
     }
 
-    /// The oldest request not finished, now `processing`.
+    /// The oldest request not finished, now `processing`. Looked for on a
+    /// read connection first, so an idle server's polls never take the
+    /// writer.
     pub async fn next_dsr(&self) -> Result<Option<DsrWork>> {
+        let open: bool = self
+            .read(|conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM dsr_requests \
+                         WHERE status IN ('pending', 'processing'))",
+                    )?
+                    .query_row([], |r| r.get(0))?)
+            })
+            .await?;
+        if !open {
+            return Ok(None);
+        }
         self.write(|conn| {
             let found = conn
                 .prepare_cached(
