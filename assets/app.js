@@ -22,6 +22,7 @@ import * as users from './js/pages/users.js';
 import * as audit from './js/pages/audit.js';
 import * as webhooks from './js/pages/webhooks.js';
 import * as evalKeys from './js/pages/evalkeys.js';
+import * as privacy from './js/pages/privacy.js';
 
 applyTheme();
 
@@ -39,6 +40,7 @@ const NAV = [
   { id: 'audit', label: 'Audit log', icon: ICONS.audit, show: canReadAudit },
   { id: 'webhooks', label: 'Webhooks', icon: ICONS.webhooks },
   { id: 'eval-keys', label: 'Judge keys', icon: ICONS.key },
+  { id: 'privacy', label: 'Privacy requests', icon: ICONS.privacy, show: isOwner },
 ];
 
 /** Route name → page module; `project` pages follow the project picker. */
@@ -60,6 +62,7 @@ const PAGES = {
   audit: { page: audit, title: 'Audit log' },
   webhooks: { page: webhooks, title: 'Webhooks' },
   'eval-keys': { page: evalKeys, title: 'Judge keys' },
+  privacy: { page: privacy, title: 'Privacy requests' },
 };
 
 const root = document.getElementById('app');

@@ -18,6 +18,7 @@ pub mod ops;
 pub mod otlp;
 pub mod pricing;
 pub mod priority;
+pub mod privacy;
 pub mod secrets;
 pub mod server;
 pub mod sketch;

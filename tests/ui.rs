@@ -223,6 +223,7 @@ async fn an_operator_goes_through_every_page_of_the_admin_ui() {
         "audit",
         "webhooks",
         "eval-keys",
+        "privacy",
     ] {
         assert!(nav.contains(&format!("nav-{page}").as_str()), "{nav:?}");
     }
@@ -672,6 +673,35 @@ async fn an_operator_goes_through_every_page_of_the_admin_ui() {
             .is_some_and(|r| r.contains("eval_run.completed") && r.contains("HTTP 405"))),
         "{shown:?}"
     );
+
+    // Privacy requests: an export downloaded through the page, an erasure
+    // confirmed before it is made, and its trace gone.
+    assert_eq!(facts["dsr_download_status"], 200, "{facts}");
+    assert_eq!(
+        facts["dsr_download_traces"],
+        json!([id("subject_keep")]),
+        "{facts}"
+    );
+    assert!(
+        text(facts, "dsr_download_subject").starts_with("ui-e2e-subject-keep-"),
+        "{facts}"
+    );
+    assert!(
+        text(facts, "dsr_export_counts").contains("1 trace"),
+        "{facts}"
+    );
+    assert!(
+        text(facts, "dsr_delete_question").contains("cannot be undone"),
+        "{facts}"
+    );
+    assert_eq!(facts["dsr_rows_after_cancel"], 0, "{facts}");
+    assert!(
+        text(facts, "dsr_erase_counts").contains("1 trace"),
+        "{facts}"
+    );
+    assert_eq!(facts["dsr_erase_downloads"], 0, "{facts}");
+    assert_eq!(facts["dsr_gone_trace_status"], 404, "{facts}");
+    assert_eq!(facts["dsr_kept_trace_status"], 200, "{facts}");
 
     assert_ne!(facts["run_dark_panel"], facts["run_light_panel"], "{facts}");
     assert_eq!(facts["run_dark_compare"], json!(run1));

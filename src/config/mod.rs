@@ -37,6 +37,8 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     #[serde(default)]
     pub encryption: EncryptionConfig,
+    #[serde(default)]
+    pub privacy: PrivacyConfig,
 }
 
 /// `[encryption]`: the key that seals secrets kept at rest (organisations'
@@ -72,6 +74,28 @@ impl EncryptionConfig {
     /// The box sealing secrets under the key, when one is set.
     pub fn secret_box(&self) -> Result<Option<crate::secrets::SecretBox>, ConfigError> {
         Ok(self.key()?.map(|key| crate::secrets::SecretBox::new(&key)))
+    }
+}
+
+/// Data subject requests, `[privacy]`: how a subject is found in the
+/// traces, and how long an export is kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// The key of a trace's metadata that holds the subject's id, besides
+    /// the trace's external id and session id; empty: metadata is not
+    /// looked at.
+    pub subject_metadata_key: String,
+    /// Hours an export file is kept after it is written.
+    pub export_keep_h: u64,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        PrivacyConfig {
+            subject_metadata_key: "user_id".to_owned(),
+            export_keep_h: 168,
+        }
     }
 }
 
@@ -622,6 +646,19 @@ impl Config {
                     return Err(invalid(key, format!("{net:?} is not a CIDR network")));
                 }
             }
+        }
+        let key = &self.privacy.subject_metadata_key;
+        if key.len() > 128 || key.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
+            return Err(invalid(
+                "privacy.subject_metadata_key",
+                "at most 128 characters, without quotes, backslashes or control characters",
+            ));
+        }
+        if !(1..=8760).contains(&self.privacy.export_keep_h) {
+            return Err(invalid(
+                "privacy.export_keep_h",
+                "must be between 1 and 8760 hours",
+            ));
         }
         if !(1..=300).contains(&self.webhooks.timeout_s) {
             return Err(invalid(

@@ -8,6 +8,7 @@ pub mod budget;
 mod ci_gate;
 mod datasets;
 mod download;
+mod dsr;
 mod eval_keys;
 mod eval_params;
 mod eval_rules;
@@ -84,6 +85,8 @@ pub struct AppState {
     pub ingest_tally: Arc<ingestion_health::IngestTally>,
     /// Seals organisations' judge keys; none without `[encryption]`.
     pub sealer: Option<Arc<crate::secrets::SecretBox>>,
+    /// Wakes the privacy worker when a data subject request is made.
+    pub dsr: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -118,6 +121,7 @@ impl AppState {
             key_touches: Arc::default(),
             rates: Arc::default(),
             live: Arc::default(),
+            dsr: Arc::default(),
             openapi: serde_json::to_vec(&router::api_document())
                 .map(Into::into)
                 .unwrap_or_default(),

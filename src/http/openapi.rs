@@ -94,6 +94,10 @@ const TAGS: &[(&str, &str)] = &[
         "Members of the organisation: their API keys, and leaving it.",
     ),
     (
+        "dsr",
+        "Data subject requests: erasure or export of everything stored of one person, owners only.",
+    ),
+    (
         "compliance",
         "The sub-processor registry (empty: a self-hosted server has none).",
     ),

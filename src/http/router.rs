@@ -27,10 +27,10 @@ use super::limits::Family;
 use super::openapi::{self, DocumentedRoute};
 use super::principal::Role;
 use super::{
-    account, audit, budget, ci_gate, datasets, eval_keys, eval_rules, eval_runs, eval_summaries,
-    eval_versions, evals, export, failures, feedback, governance, health, ingest, ingestion_health,
-    limits, live, metrics, otlp, projects, saved_filters, search, sessions, telemetry, traces, ui,
-    webhooks, AppState,
+    account, audit, budget, ci_gate, datasets, dsr, eval_keys, eval_rules, eval_runs,
+    eval_summaries, eval_versions, evals, export, failures, feedback, governance, health, ingest,
+    ingestion_health, limits, live, metrics, otlp, projects, saved_filters, search, sessions,
+    telemetry, traces, ui, webhooks, AppState,
 };
 use crate::error::{json_errors, AppError, REQUEST_ID};
 
@@ -311,6 +311,11 @@ fn table(batch: LargeBody, otlp: LargeBody) -> Vec<Row> {
         row(Either, Some(Reads), Any, Read, routes!(eval_keys::list)).beyond_reference("Each key's `hint`: its last four characters."),
         row(Either, Some(Unscoped), Owner, Read, routes!(eval_keys::upsert)).beyond_reference("Sealed with the operator's `[encryption]` key (409 `encryption_not_configured` without one); the answer carries the key's `hint`."),
         row(Either, Some(Unscoped), Owner, Read, routes!(eval_keys::revoke)),
+        // Data subject requests: owners only (the reference lets members in too).
+        row(Session, None, Owner, Read, routes!(dsr::create)).beyond_reference("Owners only. The answer also carries `counts` (what was erased or exported), `export_bytes` and `export_expires_at`; `export_url` is this server's own download route."),
+        row(Session, None, Owner, Read, routes!(dsr::list)).beyond_reference("Owners only; each request carries `counts`, `export_bytes` and `export_expires_at`."),
+        row(Session, None, Owner, Read, routes!(dsr::detail)).beyond_reference("Owners only; the request carries `counts`, `export_bytes` and `export_expires_at`."),
+        row(Session, None, Owner, Read, routes!(dsr::download)).beyond_reference("The export file of a completed `export` request, served by this server for `privacy.export_keep_h` hours."),
     ];
     // OpenTelemetry exporters append `/v1/traces` to a base endpoint.
     let otlp_row = row(Either, Some(Sends), Member, Ingest, routes!(otlp::traces))

@@ -29,6 +29,15 @@ impl Actor {
         }
     }
 
+    /// The server itself, finishing work someone asked for earlier (a
+    /// data subject request).
+    pub fn server() -> Actor {
+        Actor {
+            name: "server".into(),
+            source: None,
+        }
+    }
+
     pub fn user(email: &str, source: Option<String>) -> Actor {
         Actor {
             name: format!("user:{email}"),

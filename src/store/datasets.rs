@@ -152,12 +152,13 @@ fn dataset_from_row(r: &Row<'_>) -> rusqlite::Result<Dataset> {
     })
 }
 
-const ITEM_COLUMNS: &str = "i.id, i.uuid, d.uuid, ten.uuid, i.trace_id, i.span_id, i.feedback_id, \
+pub(super) const ITEM_COLUMNS: &str =
+    "i.id, i.uuid, d.uuid, ten.uuid, i.trace_id, i.span_id, i.feedback_id, \
     i.label, i.input, i.expected_output, i.created_at, i.updated_at";
-const ITEM_FROM: &str =
+pub(super) const ITEM_FROM: &str =
     "dataset_items i JOIN datasets d ON d.id = i.dataset_id JOIN tenants ten ON ten.id = i.tenant_id";
 
-fn item_from_row(r: &Row<'_>) -> rusqlite::Result<(i64, DatasetItem)> {
+pub(super) fn item_from_row(r: &Row<'_>) -> rusqlite::Result<(i64, DatasetItem)> {
     Ok((
         r.get(0)?,
         DatasetItem {

@@ -10,6 +10,7 @@ mod api_keys;
 mod audit;
 mod checkpoint;
 mod datasets;
+mod dsr;
 mod eval_keys;
 mod eval_rules;
 mod eval_runs;
@@ -54,6 +55,7 @@ pub use audit::{Actor, AuditAnchor, AuditRecord, AuditVerdict};
 pub use datasets::{
     Dataset, DatasetItem, EvalVersion, ItemAdded, LabelFilter, NewItem, NewVersion,
 };
+pub use dsr::{metadata_path, DsrCounts, DsrOutcome, DsrRequest, DsrWork, ExportChunk};
 pub use eval_keys::{EvalKey, NewEvalKey, SealedKey};
 pub use eval_rules::{
     ActiveRule, AutoCandidates, AutoEval, EvalRule, EvalRuleChange, NewEvalRule, NewTraceInfo,

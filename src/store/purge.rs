@@ -80,10 +80,10 @@ impl Store {
     }
 
     /// Deletes the tenant's traces of these ids (ids it does not have are
-    /// passed over) in one writer job; see [`delete_traces`]. Returns how
+    /// passed over) in one writer job; see [`delete_traces_of_ids`]. Returns how
     /// many were deleted.
     pub async fn delete_traces_by_id(&self, tenant_id: i64, ids: Vec<String>) -> Result<usize> {
-        self.write(move |conn| delete_traces(conn, tenant_id, &ids))
+        self.write(move |conn| delete_traces_of_ids(conn, tenant_id, &ids))
             .await
     }
 
@@ -163,6 +163,23 @@ fn merge_search_index(conn: &Connection, pages: i32) -> Result<bool> {
     Ok(conn.total_changes() - before > 2)
 }
 
+/// Deletes the traces of `seqs`, as a purge deletes them: with their spans,
+/// events, tags, feedback, evaluations and search entries, and out of the
+/// metrics rollups. Returns how many there were. For erasure, which picks
+/// its traces by their subject rather than by age.
+pub(super) fn delete_traces(conn: &Connection, seqs: &[i64]) -> Result<usize> {
+    if seqs.is_empty() {
+        return Ok(0);
+    }
+    let list = serde_json::to_string(seqs).unwrap_or_else(|_| "[]".into());
+    let victims = select(
+        conn,
+        "WHERE seq IN (SELECT value FROM json_each(?1))",
+        [list],
+    )?;
+    delete(conn, victims)
+}
+
 /// A trace to delete: its tenant, seq and rollup contribution.
 type Victim = (i64, i64, Contribution);
 
@@ -202,7 +219,7 @@ fn select(conn: &Connection, tail: &str, args: impl rusqlite::Params) -> Result<
 /// tags, feedback, search entries, and their share of the metrics rollups
 /// and failure clusters. Returns how many were deleted. For erasures other
 /// than retention (a data subject's traces, say).
-pub(super) fn delete_traces(conn: &Connection, tenant_id: i64, ids: &[String]) -> Result<usize> {
+fn delete_traces_of_ids(conn: &Connection, tenant_id: i64, ids: &[String]) -> Result<usize> {
     let mut victims = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(500) {
         let marks = vec!["?"; chunk.len()].join(", ");

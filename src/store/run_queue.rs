@@ -299,7 +299,7 @@ fn finish(conn: &Connection, outcomes: &[(i64, RunItemOutcome)]) -> Result<()> {
 
 /// A running run none of whose items is left to do ends: `failed` when
 /// every item failed, else `completed`, saying how many failed and why.
-fn finish_run(conn: &Connection, run: i64, now: i64) -> Result<()> {
+pub(super) fn finish_run(conn: &Connection, run: i64, now: i64) -> Result<()> {
     // Called on the writer for every finished item: whether one is left is
     // a probe of the index, where counting them all read every item of the
     // run each time (milliseconds at 10,000 items, in every item's path).

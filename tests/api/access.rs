@@ -197,6 +197,18 @@ async fn world() -> World {
     )
     .await;
 
+    // A data subject request (an export: the matrix must erase nothing).
+    let dsr = created(
+        server
+            .post_as(
+                &owner,
+                "/v1/dsr",
+                &json!({"subject_id": "matrix-subject", "type": "export"}),
+            )
+            .await,
+    )
+    .await;
+
     // An expired key of tenant A, and a second tenant with a key and an owner.
     let store = server.running().store().clone();
     let key = |key: &str, project_id: i64, expires_at: Option<i64>| NewApiKey {
@@ -269,6 +281,7 @@ async fn world() -> World {
                 "/v1/members/",
                 member["id"].as_str().expect("id").to_owned(),
             ),
+            ("/v1/dsr/", dsr["id"].as_str().expect("id").to_owned()),
         ],
         trace,
         item: item["id"].as_str().expect("id").to_owned(),
@@ -342,6 +355,7 @@ impl World {
             "/v1/settings/eval-keys" => {
                 json!({"provider": "openai", "key": "sk-matrix-0123456789"})
             }
+            "/v1/dsr" => json!({"subject_id": "matrix-subject", "type": "export"}),
             _ => json!({}),
         })
     }

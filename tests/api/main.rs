@@ -9,6 +9,7 @@ mod audit;
 mod basics;
 mod ci_gate;
 mod datasets;
+mod dsr;
 mod eval_keys;
 mod evals;
 mod export;

@@ -1029,6 +1029,54 @@ async function flows(page, context) {
     await shoot(page, 'webhook-deliveries');
   });
 
+  await step('privacy requests: export one subject, erase another after asking', async () => {
+    // Two traces of two subjects, found by their external ids.
+    const subjects = { keep: `ui-e2e-subject-keep-${run}`, gone: `ui-e2e-subject-gone-${run}` };
+    for (const [which, subject] of Object.entries(subjects)) {
+      const trace = { id: randomUUID(), name: 'ui-e2e-subject', external_id: subject,
+        input: `privacy ${which}`, output: 'ok', started_at: new Date().toISOString() };
+      const answer = await api('POST', '/v1/ingest', { key: secret, body: trace });
+      check(answer.status === 201, `ingest for ${which}: ${answer.status} ${answer.text}`);
+      ids[`subject_${which}`] = answer.json.id;
+    }
+    const form = await go(page, 'privacy', `form${tid('dsr-create')}`);
+    const rowOf = (subject) => page.locator(`tr${tid('dsr-row')}`, { hasText: subject });
+    const finished = (subject) => waitUntil(`the request for ${subject} completed`, async () =>
+      ((await rowOf(subject).getAttribute('data-dsr-status')) === 'completed' ? true : null));
+
+    // An export: its row, its counts and its file.
+    await form.locator(tid('dsr-subject')).fill(subjects.keep);
+    await form.locator(tid('dsr-type')).selectOption('export');
+    await form.locator(`button${tid('dsr-submit')}`).click();
+    await visible(page, `tr${tid('dsr-row')}:has-text("${subjects.keep}")`);
+    await finished(subjects.keep);
+    facts.dsr_export_counts = await text(rowOf(subjects.keep).locator(tid('dsr-counts')));
+    const href = await (await visible(page, `tr${tid('dsr-row')}:has-text("${subjects.keep}") ${tid('dsr-download')}`)).getAttribute('href');
+    const file = await page.request.get(`${origin}${href}`);
+    facts.dsr_download_status = file.status();
+    const lines = (await file.text()).split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    facts.dsr_download_traces = lines.filter((l) => l.type === 'trace').map((l) => l.trace.id);
+    facts.dsr_download_subject = lines[0]?.subject_id ?? null;
+
+    // An erasure asks first; cancelled, nothing is requested.
+    await form.locator(tid('dsr-subject')).fill(subjects.gone);
+    await form.locator(tid('dsr-type')).selectOption('delete');
+    await form.locator(`button${tid('dsr-submit')}`).click();
+    facts.dsr_delete_question = await text(await visible(page, tid('confirm-modal')));
+    await page.locator(`button${tid('confirm-no')}`).click();
+    await page.locator(tid('confirm-modal')).waitFor({ state: 'detached' });
+    facts.dsr_rows_after_cancel = await rowOf(subjects.gone).count();
+    await form.locator(`button${tid('dsr-submit')}`).click();
+    await (await visible(page, `button${tid('confirm-yes')}`)).click();
+    await visible(page, `tr${tid('dsr-row')}:has-text("${subjects.gone}")`);
+    await finished(subjects.gone);
+    facts.dsr_erase_counts = await text(rowOf(subjects.gone).locator(tid('dsr-counts')));
+    facts.dsr_erase_downloads = await rowOf(subjects.gone).locator(tid('dsr-download')).count();
+    facts.dsr_gone_trace_status = (await api('GET', `/v1/traces/${ids.subject_gone}`, { key: secret })).status;
+    facts.dsr_kept_trace_status = (await api('GET', `/v1/traces/${ids.subject_keep}`, { key: secret })).status;
+    await shoot(page, 'privacy');
+  });
+
   await step('rotate the key', async () => {
     await go(page, 'keys', `tr${tid('key-row')}[data-key-name="${names.key}"]`);
     const row = page.locator(`tr${tid('key-row')}[data-key-name="${names.key}"]`);
