@@ -1355,6 +1355,41 @@ async fn run_queries(
         stats.push(time_gets(&client, label, &mut |_: usize| url.clone(), n, max).await);
         println!("  {}", stat_line(stats.last().expect("just pushed")));
     }
+    // Ingestion health: every trace of the fill was counted (the counts
+    // were written at the stop), and its reads stay in budget.
+    let health = get_json(&client, &format!("{base}/v1/ingestion-health?window=7d")).await;
+    let received = health
+        .get("traces_received")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let total = metrics
+        .get("total_traces")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    if received != total {
+        problems.push(format!(
+            "ingestion health: {received} traces received, the metrics count {total}"
+        ));
+    }
+    for (label, query) in [
+        ("ingestion health: last 24 h", "/v1/ingestion-health"),
+        (
+            "ingestion health: last 7 days",
+            "/v1/ingestion-health?window=7d",
+        ),
+        (
+            "ingestion health: last hour",
+            "/v1/ingestion-health?window=1h",
+        ),
+        (
+            "ingestion health: one project",
+            "/v1/ingestion-health?project_id=default",
+        ),
+    ] {
+        let url = format!("{base}{query}");
+        stats.push(time_gets(&client, label, &mut |_: usize| url.clone(), n, max).await);
+        println!("  {}", stat_line(stats.last().expect("just pushed")));
+    }
     let label = "list: failure_type=rate_limit";
     let url = format!("{list}&failure_type=rate_limit");
     let page = get_json(&client, &url).await;
