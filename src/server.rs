@@ -147,6 +147,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         crate::upkeep::spawn_index_merger(store.clone()),
         crate::upkeep::spawn_memory_release(store.clone(), state.metrics.clone()),
         crate::webhooks::spawn(store.clone(), state.webhooks.clone()),
+        crate::alerts::spawn(store.clone(), state.config.alerts.clone()),
     ];
     upkeep.extend(evals);
     let metrics_listener = match state.config.metrics.listen {

@@ -3,6 +3,7 @@
 //! extractor and call the store.
 
 mod account;
+mod anomalies;
 mod audit;
 pub mod budget;
 mod ci_gate;
@@ -10,6 +11,7 @@ mod datasets;
 mod download;
 mod eval_params;
 mod eval_rules;
+mod failure_rules;
 mod eval_runs;
 mod eval_summaries;
 mod eval_versions;

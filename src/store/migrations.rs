@@ -31,6 +31,7 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = migrations![
     (13, "0013_datasets"),
     (14, "0014_webhooks"),
     (15, "0015_governance"),
+    (17, "0017_failure_rules"),
 ];
 
 /// The schema version this binary writes.

@@ -14,6 +14,7 @@ mod eval_rules;
 mod eval_runs;
 mod eval_stats;
 mod evals;
+mod failure_rules;
 mod files;
 mod governance;
 mod lookup;
@@ -60,6 +61,11 @@ pub use eval_stats::{AgreementPair, TrendBucket, WindowStats};
 pub use evals::{
     ClaimedEval, EvalFilter, EvalOutcome, EvalSpan, EvalTrace, NewEvaluation, QueueDepth, Queued,
 };
+pub use failure_rules::{
+    anomaly_kind, measure, ActiveFailureRule, Anomaly, AnomalyFilter, FailureRule, FailureRuleChange,
+    NewAnomaly, NewFailureRule, Observation, OpenBuiltin,
+};
+pub(crate) use failure_rules::{AnomalyType, RuleMetric, RuleOperator, Severity};
 pub use files::{copy_database, DatabaseFile};
 pub use governance::{FilterChange, SavedFilter, MAX_SUBSCRIBERS};
 pub use lookup::MergePace;

@@ -315,7 +315,8 @@ async fn a_database_from_before_the_rollups_gets_them_built_on_upgrade() {
         }
         let conn = rusqlite::Connection::open(&db).expect("open");
         conn.execute_batch(
-            "DROP TABLE webhook_deliveries; DROP TABLE webhooks;
+            "DROP TABLE anomalies; DROP TABLE failure_rules;
+             DROP TABLE webhook_deliveries; DROP TABLE webhooks;
              DROP TABLE saved_filters; DROP TABLE subprocessor_subscribers;
              DROP TABLE api_key_creators;
              DROP TABLE run_scores; DROP TABLE run_items; DROP TABLE eval_runs;
