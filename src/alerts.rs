@@ -16,6 +16,7 @@
 //! quiet. An anomaly recovers when the z-score falls below half the
 //! sensitivity.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,13 +111,15 @@ pub async fn evaluate_rules(store: &Store) -> Result<(), StoreError> {
                 .await?
         } else {
             let key = (rule.tenant_id, rule.project_id, rule.window_secs);
-            if !traffic.contains_key(&key) {
-                let totals = store
-                    .traffic(rule.tenant_id, rule.project_id, from, now)
-                    .await?;
-                traffic.insert(key, totals);
-            }
-            measure(&traffic[&key], &rule.metric)
+            let totals = match traffic.entry(key) {
+                Entry::Occupied(seen) => seen.into_mut(),
+                Entry::Vacant(slot) => slot.insert(
+                    store
+                        .traffic(rule.tenant_id, rule.project_id, from, now)
+                        .await?,
+                ),
+            };
+            measure(totals, &rule.metric)
         };
         let enough = rule.metric == "volume" || observed.samples >= rule.min_samples;
         let holds = enough
@@ -127,15 +130,19 @@ pub async fn evaluate_rules(store: &Store) -> Result<(), StoreError> {
             (true, None) => {
                 let value = observed.value.unwrap_or_default();
                 let anomaly = rule_anomaly(&rule, value, observed.samples);
-                if store.fire_failure_rule(rule.clone(), anomaly).await?.is_some() {
+                if store
+                    .fire_failure_rule(rule.clone(), anomaly)
+                    .await?
+                    .is_some()
+                {
                     tracing::info!(rule = %rule.uuid, value, "failure rule fired");
                 }
             }
             (false, Some(open)) => {
-                if store
+                let recovered = store
                     .recover_failure_rule(rule.clone(), open, observed.value, observed.samples)
-                    .await?
-                {
+                    .await?;
+                if recovered {
                     tracing::info!(rule = %rule.uuid, "failure rule recovered");
                 }
             }
@@ -277,8 +284,12 @@ pub fn robust_z(signal: &Signal, baseline: &Stats, value: f64) -> f64 {
 pub enum Verdict {
     /// Not enough traffic, now or in the baseline, to judge.
     Unjudged,
-    Normal { z: f64 },
-    Anomalous { z: f64 },
+    Normal {
+        z: f64,
+    },
+    Anomalous {
+        z: f64,
+    },
 }
 
 /// The detector's settings, as the verdict needs them.
@@ -388,10 +399,15 @@ impl Detector {
         self.baselines
             .retain(|key, _| projects.binary_search_by_key(&key.1, |p| p.1).is_ok());
         for (tenant_id, project_id) in projects {
+            // A baseline too thin to judge by is read again each pass (a
+            // project without history costs an empty range read), so that
+            // backfilled traffic counts at once; a full one is kept until
+            // the window moves on.
+            let min_busy = self.config.min_baseline_windows as usize;
             let fresh = self
                 .baselines
                 .get(&(tenant_id, project_id))
-                .is_some_and(|b| b.end == end);
+                .is_some_and(|b| b.end == end && b.busy >= min_busy);
             if !fresh {
                 let buckets = store
                     .traffic_series(tenant_id, project_id, end - count * width, end - 1, width)
@@ -546,7 +562,11 @@ mod tests {
         (0..288)
             .map(|i| {
                 let wobble = (i * 37 % 21) as i64 - 10;
-                window(100 + wobble, 1 + (i % 3) as i64, 800 + (i * 53 % 200) as i64)
+                window(
+                    100 + wobble,
+                    1 + (i % 3) as i64,
+                    800 + (i * 53 % 200) as i64,
+                )
             })
             .collect()
     }
@@ -580,7 +600,10 @@ mod tests {
             ("volume_anomaly", window(0, 0, 0)),
         ] {
             assert!(
-                matches!(verdict(&signal(kind), &base, &current), Verdict::Anomalous { .. }),
+                matches!(
+                    verdict(&signal(kind), &base, &current),
+                    Verdict::Anomalous { .. }
+                ),
                 "{kind}: {:?}",
                 verdict(&signal(kind), &base, &current)
             );
@@ -629,7 +652,13 @@ mod tests {
         );
         // Too little history: a new project's first traffic is not a spike.
         let young: Vec<Totals> = (0..288)
-            .map(|i| if i > 280 { window(100, 1, 900) } else { window(0, 0, 0) })
+            .map(|i| {
+                if i > 280 {
+                    window(100, 1, 900)
+                } else {
+                    window(0, 0, 0)
+                }
+            })
             .collect();
         assert_eq!(
             verdict(&signal("volume_anomaly"), &young, &window(1_000, 1, 900)),

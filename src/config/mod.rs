@@ -643,12 +643,16 @@ impl Config {
                 "must be between 3 and alerts.baseline_windows",
             ));
         }
-        if !(self.alerts.sensitivity.is_finite() && (1.0..=100.0).contains(&self.alerts.sensitivity))
+        if !(self.alerts.sensitivity.is_finite()
+            && (1.0..=100.0).contains(&self.alerts.sensitivity))
         {
             return Err(invalid("alerts.sensitivity", "must be between 1 and 100"));
         }
         if !(1..=1_000_000).contains(&self.alerts.min_traces) {
-            return Err(invalid("alerts.min_traces", "must be between 1 and 1000000"));
+            return Err(invalid(
+                "alerts.min_traces",
+                "must be between 1 and 1000000",
+            ));
         }
         for (key, list) in [
             ("webhooks.allow", &self.webhooks.allow),

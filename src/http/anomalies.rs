@@ -55,7 +55,11 @@ pub(super) struct AnomalyQuery {
     rule_id: Option<String>,
 }
 
-fn one_of(field: &str, value: Option<String>, allowed: &[&str]) -> Result<Option<String>, AppError> {
+fn one_of(
+    field: &str,
+    value: Option<String>,
+    allowed: &[&str],
+) -> Result<Option<String>, AppError> {
     match value {
         Some(v) if !allowed.contains(&v.as_str()) => Err(AppError::bad_request(format!(
             "{field}: must be one of {}",

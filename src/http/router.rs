@@ -28,8 +28,9 @@ use super::openapi::{self, DocumentedRoute};
 use super::principal::Role;
 use super::{
     account, anomalies, audit, budget, ci_gate, datasets, eval_rules, eval_runs, eval_summaries,
-    eval_versions, evals, export, failure_rules, feedback, governance, health, ingest, limits, live, metrics,
-    otlp, projects, saved_filters, search, sessions, telemetry, traces, ui, webhooks, AppState,
+    eval_versions, evals, export, failure_rules, feedback, governance, health, ingest, limits,
+    live, metrics, otlp, projects, saved_filters, search, sessions, telemetry, traces, ui,
+    webhooks, AppState,
 };
 use crate::error::{json_errors, AppError, REQUEST_ID};
 

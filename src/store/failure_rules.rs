@@ -185,7 +185,9 @@ pub struct Anomaly {
     /// `low`, `medium`, `high` or `critical`.
     #[schema(value_type = Severity, inline, example = "high")]
     pub severity: String,
-    #[schema(example = "error_rate 0.42 > 0.05 over the last 300 s (rule \"error rate above 5%\")")]
+    #[schema(
+        example = "error_rate 0.42 > 0.05 over the last 300 s (rule \"error rate above 5%\")"
+    )]
     pub description: String,
     /// Always null: anomalies are about windows of traffic, not one trace.
     #[schema(format = "uuid")]
@@ -300,7 +302,8 @@ fn rule_from_row(r: &Row) -> rusqlite::Result<FailureRule> {
 }
 
 fn rule_by_uuid(conn: &Connection, tenant_id: i64, uuid: &str) -> Result<Option<FailureRule>> {
-    let sql = format!("SELECT {RULE_COLUMNS} FROM {RULE_FROM} WHERE r.tenant_id = ?1 AND r.uuid = ?2");
+    let sql =
+        format!("SELECT {RULE_COLUMNS} FROM {RULE_FROM} WHERE r.tenant_id = ?1 AND r.uuid = ?2");
     Ok(conn
         .prepare_cached(&sql)?
         .query_row(params![tenant_id, uuid], rule_from_row)
@@ -524,7 +527,9 @@ impl Store {
     /// The organisation's rules, oldest first.
     pub async fn list_failure_rules(&self, tenant_id: i64) -> Result<Vec<FailureRule>> {
         self.read(move |conn| {
-            let sql = format!("SELECT {RULE_COLUMNS} FROM {RULE_FROM} WHERE r.tenant_id = ?1 ORDER BY r.id");
+            let sql = format!(
+                "SELECT {RULE_COLUMNS} FROM {RULE_FROM} WHERE r.tenant_id = ?1 ORDER BY r.id"
+            );
             let rows = conn
                 .prepare_cached(&sql)?
                 .query_map([tenant_id], rule_from_row)?
@@ -534,8 +539,13 @@ impl Store {
         .await
     }
 
-    pub async fn get_failure_rule(&self, tenant_id: i64, uuid: String) -> Result<Option<FailureRule>> {
-        self.read(move |conn| rule_by_uuid(conn, tenant_id, &uuid)).await
+    pub async fn get_failure_rule(
+        &self,
+        tenant_id: i64,
+        uuid: String,
+    ) -> Result<Option<FailureRule>> {
+        self.read(move |conn| rule_by_uuid(conn, tenant_id, &uuid))
+            .await
     }
 
     /// Creates a rule unless the organisation already has `max` (then
@@ -671,7 +681,12 @@ impl Store {
 
     /// Deletes a rule, ending its open episode; its anomalies stay. False
     /// when the organisation has no such rule. Audited.
-    pub async fn delete_failure_rule(&self, tenant_id: i64, uuid: String, by: Actor) -> Result<bool> {
+    pub async fn delete_failure_rule(
+        &self,
+        tenant_id: i64,
+        uuid: String,
+        by: Actor,
+    ) -> Result<bool> {
         self.write(move |conn| {
             let Some(id) = conn
                 .prepare_cached("SELECT id FROM failure_rules WHERE tenant_id = ?1 AND uuid = ?2")?
@@ -683,7 +698,14 @@ impl Store {
             close_for_change(conn, id, "rule_deleted")?;
             conn.prepare_cached("DELETE FROM failure_rules WHERE id = ?1")?
                 .execute([id])?;
-            audit::record(conn, tenant_id, &by, "failure_rule.delete", Some(&uuid), json!({}))?;
+            audit::record(
+                conn,
+                tenant_id,
+                &by,
+                "failure_rule.delete",
+                Some(&uuid),
+                json!({}),
+            )?;
             Ok(true)
         })
         .await
@@ -769,7 +791,10 @@ impl Store {
             conn.prepare_cached("UPDATE failure_rules SET open_anomaly_id = ?2 WHERE id = ?1")?
                 .execute(params![rule.id, id])?;
             if let Some(raised) = anomaly_by_id(conn, id)? {
-                let data = event_data(&raised, Some(("rule", rule_summary(&rule.uuid, &rule.name))));
+                let data = event_data(
+                    &raised,
+                    Some(("rule", rule_summary(&rule.uuid, &rule.name))),
+                );
                 enqueue_event(conn, rule.tenant_id, "failure.detected", &data)?;
             }
             Ok(Some(id))
@@ -951,7 +976,8 @@ impl Store {
         offset: usize,
     ) -> Result<(Vec<Anomaly>, bool)> {
         self.read(move |conn| {
-            let mut sql = format!("SELECT {ANOMALY_COLUMNS} FROM {ANOMALY_FROM} WHERE a.tenant_id = ?");
+            let mut sql =
+                format!("SELECT {ANOMALY_COLUMNS} FROM {ANOMALY_FROM} WHERE a.tenant_id = ?");
             let mut args: Vec<SqlValue> = vec![tenant_id.into()];
             let mut and = |clause: &str, value: SqlValue| {
                 sql.push_str(clause);

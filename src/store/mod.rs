@@ -62,8 +62,8 @@ pub use evals::{
     ClaimedEval, EvalFilter, EvalOutcome, EvalSpan, EvalTrace, NewEvaluation, QueueDepth, Queued,
 };
 pub use failure_rules::{
-    anomaly_kind, measure, ActiveFailureRule, Anomaly, AnomalyFilter, FailureRule, FailureRuleChange,
-    NewAnomaly, NewFailureRule, Observation, OpenBuiltin,
+    anomaly_kind, measure, ActiveFailureRule, Anomaly, AnomalyFilter, FailureRule,
+    FailureRuleChange, NewAnomaly, NewFailureRule, Observation, OpenBuiltin,
 };
 pub(crate) use failure_rules::{AnomalyType, RuleMetric, RuleOperator, Severity};
 pub use files::{copy_database, DatabaseFile};

@@ -11,6 +11,7 @@ mod ci_gate;
 mod datasets;
 mod evals;
 mod export;
+mod failure_rules;
 mod feedback;
 mod governance;
 mod ingest;
