@@ -19,6 +19,7 @@ import * as keys from './js/pages/keys.js';
 import * as users from './js/pages/users.js';
 import * as audit from './js/pages/audit.js';
 import * as webhooks from './js/pages/webhooks.js';
+import * as alerts from './js/pages/alerts.js';
 
 applyTheme();
 
@@ -32,6 +33,7 @@ const NAV = [
   { id: 'keys', label: 'API keys', icon: ICONS.keys },
   { id: 'users', label: 'Users', icon: ICONS.users, show: isOwner },
   { id: 'audit', label: 'Audit log', icon: ICONS.audit, show: canReadAudit },
+  { id: 'alerts', label: 'Alerts', icon: ICONS.alerts },
   { id: 'webhooks', label: 'Webhooks', icon: ICONS.webhooks },
 ];
 
@@ -50,6 +52,7 @@ const PAGES = {
   keys: { page: keys, title: 'API keys' },
   users: { page: users, title: 'Users' },
   audit: { page: audit, title: 'Audit log' },
+  alerts: { page: alerts, title: 'Alerts' },
   webhooks: { page: webhooks, title: 'Webhooks' },
 };
 

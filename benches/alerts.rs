@@ -298,9 +298,11 @@ fn fill_start(i: u64) -> i64 {
 fn write_anomalies(db: &std::path::Path, n: usize) {
     let mut conn = rusqlite::Connection::open(db).expect("open the database");
     let (tenant, project): (i64, i64) = conn
-        .query_row("SELECT tenant_id, id FROM projects ORDER BY id LIMIT 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(
+            "SELECT tenant_id, id FROM projects ORDER BY id LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .expect("a project");
     let tx = conn.transaction().expect("transaction");
     {
@@ -336,7 +338,11 @@ fn write_anomalies(db: &std::path::Path, n: usize) {
                     1.0,
                     json!({"window_secs": 300, "samples": 100, "method": "median_mad"}).to_string(),
                     at,
-                    if i % 2 == 0 { Some(at + 600_000_000) } else { None },
+                    if i % 2 == 0 {
+                        Some(at + 600_000_000)
+                    } else {
+                        None
+                    },
                 ])
                 .expect("insert");
         }
@@ -410,7 +416,10 @@ fn phase_queries(runtime: &tokio::runtime::Runtime, root: &std::path::Path) -> b
             .json()
             .await
             .expect("JSON");
-        body["anomalies"][0]["id"].as_str().unwrap_or_default().to_owned()
+        body["anomalies"][0]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     });
     let mut ok = true;
     for path in [
@@ -451,7 +460,11 @@ fn main() {
     let ratio = alerting / bare.max(1.0);
     println!(
         "  mean: bare {bare:.0} traces/s, alerting {alerting:.0} traces/s: {ratio:.3} × ({})",
-        if ratio >= 0.9 { "ok, ≥ 0.9" } else { "UNDER 0.9" }
+        if ratio >= 0.9 {
+            "ok, ≥ 0.9"
+        } else {
+            "UNDER 0.9"
+        }
     );
     println!("alerts: anomaly queries");
     let ok = phase_queries(&runtime, root.path());

@@ -58,3 +58,7 @@ CREATE INDEX anomalies_by_project ON anomalies(tenant_id, project_id, detected_a
 -- The detector's open episodes, one per project and type.
 CREATE INDEX anomalies_open_builtin ON anomalies(tenant_id, project_id, type)
     WHERE recovered_at IS NULL AND source = 'builtin';
+
+-- `score` rules over every metric of an organisation read its evaluations
+-- of a window.
+CREATE INDEX evaluations_by_time ON evaluations(tenant_id, created_at);
