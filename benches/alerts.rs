@@ -55,7 +55,7 @@ fn trace(i: u64, start: i64) -> Value {
         "output": format!("Paris, answer {i}."),
         "started_at": rfc3339(start),
         "ended_at": rfc3339(start + latency),
-        "error": if i % 20 == 0 { json!("upstream 503") } else { Value::Null },
+        "error": if i.is_multiple_of(20) { json!("upstream 503") } else { Value::Null },
         "spans": [{"name": "llm", "type": "llm", "model": "gpt-4o-mini",
                    "prompt_tokens": 20, "completion_tokens": 5}],
     })
