@@ -8,7 +8,7 @@
 //!    rules evaluated every `BENCH_ALERT_INTERVAL_MS` (default 1000, fifteen
 //!    times the default pace). Both runs have the built-in detector on (it
 //!    is on by default). 8 clients post batches of 100 traces for
-//!    `BENCH_SECONDS`; the rounds alternate bare and alerting so drift
+//!    `BENCH_SECONDS`; odd rounds run the alerting server first, so drift
 //!    in the machine's load falls on both.
 //! 2. `GET /v1/anomalies` at `BENCH_QUERY_TRACES` traces (default
 //!    1,000,000, started over the last 24 hours, so the rollups and the
@@ -18,7 +18,7 @@
 //!    anomaly, `BENCH_QUERY_REQUESTS` timed requests each after 20 warm-up
 //!    requests.
 //!
-//! `cargo bench --bench alerts`; `BENCH_ROUNDS` (default 2) rounds of phase 1.
+//! `cargo bench --bench alerts`; `BENCH_ROUNDS` (default 4) rounds of phase 1.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -225,14 +225,21 @@ fn live_start(_: u64) -> i64 {
 /// Phase 1: returns (bare, alerting) traces/s per round.
 fn phase_ingest(runtime: &tokio::runtime::Runtime, root: &std::path::Path) -> Vec<(f64, f64)> {
     let seconds: u64 = env_or("BENCH_SECONDS", 20);
-    let rounds: usize = env_or("BENCH_ROUNDS", 2);
+    let rounds: usize = env_or("BENCH_ROUNDS", 4);
     let interval: u64 = env_or("BENCH_ALERT_INTERVAL_MS", 1000);
     let got = Arc::new(AtomicU64::new(0));
     let urls = runtime.block_on(endpoints(5, got.clone()));
     let mut results = Vec::new();
     for round in 0..rounds {
         let mut pair = [0.0; 2];
-        for (k, alerting) in [false, true].into_iter().enumerate() {
+        // Odd rounds run the alerting server first.
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for alerting in order {
+            let k = usize::from(alerting);
             let dir = root.join(format!("ingest-{round}-{k}"));
             let interval_s = interval.to_string();
             let mut server = Server::start_with(

@@ -854,6 +854,29 @@ mod tests {
     }
 
     #[test]
+    fn alert_settings_are_checked() {
+        for (text, key) in [
+            ("[alerts]\ninterval_ms = 10\n", "alerts.interval_ms"),
+            ("[alerts]\nsensitivity = 0.5\n", "alerts.sensitivity"),
+            (
+                "[alerts]\nbaseline_windows = 10\nmin_baseline_windows = 20\n",
+                "alerts.min_baseline_windows",
+            ),
+            ("[alerts]\nmin_traces = 0\n", "alerts.min_traces"),
+            ("[alerts]\ndetect_window_s = 0\n", "alerts.detect_window_s"),
+        ] {
+            let got = Config::from_toml_str(text);
+            assert!(
+                matches!(&got, Err(ConfigError::Invalid { key: k, .. }) if *k == key),
+                "{text}: {got:?}"
+            );
+        }
+        let config = Config::from_toml_str("[alerts]\ndetection = false\n").expect("valid");
+        assert!(!config.alerts.detection);
+        assert_eq!(config.alerts.interval_ms, 15_000);
+    }
+
+    #[test]
     fn text_is_checked_as_a_file_is() {
         let unknown = Config::from_toml_str("[storage]\ndata_dirr = \"/srv\"\n");
         assert!(
