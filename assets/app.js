@@ -23,6 +23,7 @@ import * as audit from './js/pages/audit.js';
 import * as webhooks from './js/pages/webhooks.js';
 import * as evalKeys from './js/pages/evalkeys.js';
 import * as privacy from './js/pages/privacy.js';
+import * as alerts from './js/pages/alerts.js';
 
 applyTheme();
 
@@ -38,6 +39,7 @@ const NAV = [
   { id: 'keys', label: 'API keys', icon: ICONS.keys },
   { id: 'users', label: 'Users', icon: ICONS.users, show: isOwner },
   { id: 'audit', label: 'Audit log', icon: ICONS.audit, show: canReadAudit },
+  { id: 'alerts', label: 'Alerts', icon: ICONS.alerts },
   { id: 'webhooks', label: 'Webhooks', icon: ICONS.webhooks },
   { id: 'eval-keys', label: 'Judge keys', icon: ICONS.key },
   { id: 'privacy', label: 'Privacy requests', icon: ICONS.privacy, show: isOwner },
@@ -60,6 +62,7 @@ const PAGES = {
   keys: { page: keys, title: 'API keys' },
   users: { page: users, title: 'Users' },
   audit: { page: audit, title: 'Audit log' },
+  alerts: { page: alerts, title: 'Alerts' },
   webhooks: { page: webhooks, title: 'Webhooks' },
   'eval-keys': { page: evalKeys, title: 'Judge keys' },
   privacy: { page: privacy, title: 'Privacy requests' },

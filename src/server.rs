@@ -163,6 +163,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         crate::webhooks::spawn(store.clone(), state.webhooks.clone()),
         crate::http::ingestion_health::spawn_flusher(store.clone(), state.ingest_tally.clone()),
         crate::privacy::spawn(store.clone(), state.config.clone(), state.dsr.clone()),
+        crate::alerts::spawn(store.clone(), state.config.alerts.clone()),
     ];
     upkeep.extend(evals);
     let metrics_listener = match state.config.metrics.listen {

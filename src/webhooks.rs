@@ -28,7 +28,13 @@ use crate::secrets::SecretBox;
 use crate::store::{now_micros, secret_context, Attempt, DueDelivery, Store, StoredSecret};
 
 /// The event types a webhook may subscribe to.
-pub const EVENT_TYPES: &[&str] = &["failure.detected", "eval_run.completed"];
+pub const EVENT_TYPES: &[&str] = &[
+    "failure.detected",
+    "failure.recovered",
+    "anomaly.detected",
+    "anomaly.recovered",
+    "eval_run.completed",
+];
 /// The signature header.
 pub const SIGNATURE_HEADER: &str = "x-trulayer-signature";
 /// The most of a destination's answer kept, in bytes.

@@ -136,7 +136,8 @@ async fn an_operator_goes_through_every_page_of_the_admin_ui() {
     // going, and a cancelled one leaves an item not run.
     let judge = slow_judge().await;
     let server = TestServer::start_with(&format!(
-        "[eval]\nrun_concurrency = 1\n\
+        "[alerts]\ninterval_ms = 200\n\
+         [eval]\nrun_concurrency = 1\n\
          [eval.judge]\nprovider = \"openai\"\nbase_url = \"http://{judge}/v1\"\nmodel = {JUDGE_MODEL:?}\n\
          [encryption]\nkey = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n"
     ))
@@ -224,6 +225,7 @@ async fn an_operator_goes_through_every_page_of_the_admin_ui() {
         "webhooks",
         "eval-keys",
         "privacy",
+        "alerts",
     ] {
         assert!(nav.contains(&format!("nav-{page}").as_str()), "{nav:?}");
     }
@@ -702,6 +704,39 @@ async fn an_operator_goes_through_every_page_of_the_admin_ui() {
     assert_eq!(facts["dsr_erase_downloads"], 0, "{facts}");
     assert_eq!(facts["dsr_gone_trace_status"], 404, "{facts}");
     assert_eq!(facts["dsr_kept_trace_status"], 200, "{facts}");
+    // Alerts: a rule made in the UI fired (its state and its open
+    // anomaly shown), was turned off from the list, which ended the
+    // episode; a second was deleted only once confirmed.
+    assert_eq!(facts["alert_rule_firing"], "firing", "{facts}");
+    assert!(
+        text(facts, "alert_rule_row").contains("volume < 1000000 over 604800 s"),
+        "{facts}"
+    );
+    let open = facts["alert_anomaly_open"]
+        .as_array()
+        .expect("anomaly rows");
+    assert!(
+        open.iter().any(|r| r
+            .as_str()
+            .is_some_and(|r| r.contains("volume_anomaly") && r.contains("open"))),
+        "{open:?}"
+    );
+    assert_eq!(facts["alert_rule_state_after_off"], "ok", "{facts}");
+    assert!(
+        text(facts, "alert_delete_question").contains("spare alert"),
+        "{facts}"
+    );
+    assert_eq!(facts["spare_alert_rule_after_cancel"], 1, "{facts}");
+    assert_eq!(facts["spare_alert_rule_after_delete"], 0, "{facts}");
+    let rules = server.get_json("/v1/failure-rules").await;
+    assert_eq!(rules["items"].as_array().map(Vec::len), Some(1), "{rules}");
+    assert_eq!(rules["items"][0]["id"], id("alertRule").as_str());
+    assert_eq!(rules["items"][0]["enabled"], false);
+    let anomalies = server.get_json("/v1/anomalies?source=rule").await;
+    assert_eq!(
+        anomalies["anomalies"][0]["metadata"]["recovery"]["reason"], "rule_disabled",
+        "{anomalies}"
+    );
 
     assert_ne!(facts["run_dark_panel"], facts["run_light_panel"], "{facts}");
     assert_eq!(facts["run_dark_compare"], json!(run1));

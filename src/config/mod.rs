@@ -14,7 +14,7 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 
 /// Sections a `TRULAYER_SECTION__KEY` variable may address.
 const SECTIONS: &[&str] = &[
-    "server", "storage", "limits", "log", "init", "plans", "pricing", "metrics", "eval",
+    "server", "storage", "limits", "log", "init", "plans", "pricing", "metrics", "eval", "alerts",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,6 +39,8 @@ pub struct Config {
     pub encryption: EncryptionConfig,
     #[serde(default)]
     pub privacy: PrivacyConfig,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
 }
 
 /// `[encryption]`: the key that seals secrets kept at rest (organisations'
@@ -95,6 +97,46 @@ impl Default for PrivacyConfig {
         PrivacyConfig {
             subject_metadata_key: "user_id".to_owned(),
             export_keep_h: 168,
+        }
+    }
+}
+
+/// Failure rules and the built-in anomaly detector, `[alerts]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// How often the enabled failure rules are evaluated, in milliseconds.
+    pub interval_ms: u64,
+    /// Failure rules an organisation may have.
+    pub max_rules: usize,
+    /// Whether the built-in detector looks for sudden changes.
+    pub detection: bool,
+    /// The detector's window, in seconds: the latest one is compared with
+    /// the windows before it.
+    pub detect_window_s: u64,
+    /// Windows in the detector's baseline (288 five-minute windows: a day).
+    pub baseline_windows: u64,
+    /// Baseline windows with traffic needed before the detector judges.
+    pub min_baseline_windows: u64,
+    /// How far from the baseline's median, in robust standard deviations
+    /// (1.4826 × MAD, floored), a window must be to be an anomaly.
+    pub sensitivity: f64,
+    /// Traces a window needs for its error rate, latency and cost to be
+    /// judged, and the volume below which neither a spike nor a drop is.
+    pub min_traces: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            interval_ms: 15_000,
+            max_rules: 100,
+            detection: true,
+            detect_window_s: 300,
+            baseline_windows: 288,
+            min_baseline_windows: 12,
+            sensitivity: 5.0,
+            min_traces: 20,
         }
     }
 }
@@ -637,6 +679,44 @@ impl Config {
                 "must be between 1 and 300000 milliseconds",
             ));
         }
+        if !(50..=3_600_000).contains(&self.alerts.interval_ms) {
+            return Err(invalid(
+                "alerts.interval_ms",
+                "must be between 50 and 3600000 milliseconds",
+            ));
+        }
+        if !(1..=10_000).contains(&self.alerts.max_rules) {
+            return Err(invalid("alerts.max_rules", "must be between 1 and 10000"));
+        }
+        if !(1..=86_400).contains(&self.alerts.detect_window_s) {
+            return Err(invalid(
+                "alerts.detect_window_s",
+                "must be between 1 and 86400 seconds",
+            ));
+        }
+        if !(4..=10_000).contains(&self.alerts.baseline_windows) {
+            return Err(invalid(
+                "alerts.baseline_windows",
+                "must be between 4 and 10000",
+            ));
+        }
+        if !(3..=self.alerts.baseline_windows).contains(&self.alerts.min_baseline_windows) {
+            return Err(invalid(
+                "alerts.min_baseline_windows",
+                "must be between 3 and alerts.baseline_windows",
+            ));
+        }
+        if !(self.alerts.sensitivity.is_finite()
+            && (1.0..=100.0).contains(&self.alerts.sensitivity))
+        {
+            return Err(invalid("alerts.sensitivity", "must be between 1 and 100"));
+        }
+        if !(1..=1_000_000).contains(&self.alerts.min_traces) {
+            return Err(invalid(
+                "alerts.min_traces",
+                "must be between 1 and 1000000",
+            ));
+        }
         for (key, list) in [
             ("webhooks.allow", &self.webhooks.allow),
             ("webhooks.deny", &self.webhooks.deny),
@@ -847,6 +927,29 @@ mod tests {
         let pricing = crate::pricing::Pricing::new(&config.pricing);
         let cost = pricing.cost("m", i64::MAX, i64::MAX).expect("priced");
         assert!(cost.is_finite());
+    }
+
+    #[test]
+    fn alert_settings_are_checked() {
+        for (text, key) in [
+            ("[alerts]\ninterval_ms = 10\n", "alerts.interval_ms"),
+            ("[alerts]\nsensitivity = 0.5\n", "alerts.sensitivity"),
+            (
+                "[alerts]\nbaseline_windows = 10\nmin_baseline_windows = 20\n",
+                "alerts.min_baseline_windows",
+            ),
+            ("[alerts]\nmin_traces = 0\n", "alerts.min_traces"),
+            ("[alerts]\ndetect_window_s = 0\n", "alerts.detect_window_s"),
+        ] {
+            let got = Config::from_toml_str(text);
+            assert!(
+                matches!(&got, Err(ConfigError::Invalid { key: k, .. }) if *k == key),
+                "{text}: {got:?}"
+            );
+        }
+        let config = Config::from_toml_str("[alerts]\ndetection = false\n").expect("valid");
+        assert!(!config.alerts.detection);
+        assert_eq!(config.alerts.interval_ms, 15_000);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! extractor and call the store.
 
 mod account;
+mod anomalies;
 mod audit;
 pub mod budget;
 mod ci_gate;
@@ -18,6 +19,7 @@ mod eval_versions;
 mod evals;
 mod export;
 mod extract;
+mod failure_rules;
 mod failures;
 mod feedback;
 mod governance;

@@ -77,10 +77,24 @@ const TAGS: &[(&str, &str)] = &[
     ),
     ("audit", "The tamper-evident audit log."),
     (
+        "failure-rules",
+        "Thresholds on an organisation's error rate, latency, cost, volume or evaluation scores, evaluated continuously \
+         from the metric rollups. A rule fires once per episode: it raises an anomaly and sends `failure.detected`; when \
+         its condition clears the anomaly is marked recovered and `failure.recovered` is sent.",
+    ),
+    (
+        "anomaly",
+        "What the failure rules raised, and what the built-in detector found: sudden changes in each project's error \
+         rate, p95 latency, cost and volume against a baseline of the median and median absolute deviation of the \
+         windows before (`anomaly.detected`, `anomaly.recovered`).",
+    ),
+    (
         "webhooks",
         "Signed event deliveries to the organisation's endpoints, from a durable outbox retried for up to two days. \
          Event types: `eval_run.completed` (a dataset run finished: completed, failed or cancelled; `data` is the run), \
-         `failure.detected` (a failure rule matched), and `ping` (test deliveries only). \
+         `failure.detected` (a failure rule fired; `data` is the anomaly, with `rule`), `failure.recovered` (its \
+         condition cleared, or the rule was turned off, changed or deleted), `anomaly.detected` and `anomaly.recovered` \
+         (the built-in detector; `data` is the anomaly), and `ping` (test deliveries only). \
          Each request is a POST of `{\"id\", \"type\", \"created_at\", \"data\"}` with `X-TruLayer-Event`, \
          `X-TruLayer-Delivery` (the same on every attempt) and `X-TruLayer-Signature: t=<unix seconds>,v1=<hex>`, \
          the hex being HMAC-SHA256 keyed with the webhook's secret over `<t>.<body>`.",

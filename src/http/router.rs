@@ -27,10 +27,10 @@ use super::limits::Family;
 use super::openapi::{self, DocumentedRoute};
 use super::principal::Role;
 use super::{
-    account, audit, budget, ci_gate, datasets, dsr, eval_keys, eval_rules, eval_runs,
-    eval_summaries, eval_versions, evals, export, failures, feedback, governance, health, ingest,
-    ingestion_health, limits, live, metrics, otlp, projects, saved_filters, search, sessions,
-    telemetry, traces, ui, webhooks, AppState,
+    account, anomalies, audit, budget, ci_gate, datasets, dsr, eval_keys, eval_rules, eval_runs,
+    eval_summaries, eval_versions, evals, export, failure_rules, failures, feedback, governance,
+    health, ingest, ingestion_health, limits, live, metrics, otlp, projects, saved_filters, search,
+    sessions, telemetry, traces, ui, webhooks, AppState,
 };
 use crate::error::{json_errors, AppError, REQUEST_ID};
 
@@ -292,6 +292,14 @@ fn table(batch: LargeBody, otlp: LargeBody) -> Vec<Row> {
         row(Either, Some(Unscoped), Owner, Read, routes!(webhooks::delete)),
         row(Either, Some(Unscoped), Member, Read, routes!(webhooks::test)),
         row(Either, Some(Reads), Any, Read, routes!(webhooks::deliveries)).beyond_reference("Each webhook's recent deliveries with their status, attempts, last error and response status."),
+        // Alerts: failure rules and the anomalies they and the detector raise.
+        row(Either, Some(Reads), Any, Read, routes!(failure_rules::list)).beyond_reference("Each rule's `project_id`, `min_samples`, `score_metric`, `state` and `open_anomaly_id`."),
+        row(Either, Some(Unscoped), Member, Read, routes!(failure_rules::create)).beyond_reference("Metrics `latency_p50`, `cost` and `volume` beside the reference's; `project_id` (one project, or all), `min_samples` and `score_metric`; evaluated continuously from the rollups, firing once per episode (`failure.detected`) and recovering (`failure.recovered`); at most `alerts.max_rules` rules per organisation."),
+        row(Either, Some(Reads), Any, Read, routes!(failure_rules::get)).beyond_reference("Each rule's `project_id`, `min_samples`, `score_metric`, `state` and `open_anomaly_id`."),
+        row(Either, Some(Unscoped), Member, Read, routes!(failure_rules::update)).beyond_reference("Turning a rule off or pointing it elsewhere ends its open episode with a `failure.recovered` event."),
+        row(Either, Some(Unscoped), Owner, Read, routes!(failure_rules::delete)).beyond_reference("Ends the rule's open episode with a `failure.recovered` event; its anomalies stay."),
+        row(Either, Some(Reads), Any, Read, routes!(anomalies::list)).beyond_reference("Types `cost_spike` and `score_drop` beside the reference's; each anomaly's source (a rule or the built-in detector), metric, value, threshold or baseline, status and `recovered_at`; filters `status`, `type`, `severity`, `source`, `rule_id`, `project_id`, `from`, `to`, and `has_more`."),
+        row(Either, Some(Reads), Any, Read, routes!(anomalies::get)).beyond_reference("Each anomaly's source, metric, value, threshold or baseline, status and `recovered_at`."),
         // Governance: saved filters, compliance, members, billing.
         row(Session, None, Any, Read, routes!(saved_filters::list)).beyond_reference("A project's id, slug or name; an unknown project has none."),
         row(Session, None, Member, Read, routes!(saved_filters::create)).beyond_reference("`filters` holds the trace list's query parameters, checked as the list checks them (400 naming the parameter); an unknown project is 404."),

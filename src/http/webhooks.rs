@@ -42,7 +42,8 @@ pub struct CreateWebhook {
     /// The HMAC key that signs every delivery; 16 to 256 characters.
     #[schema(min_length = 16, max_length = 256, example = "whsec-0123456789abcdef")]
     secret: String,
-    /// Event types to send: `eval_run.completed`, `failure.detected`.
+    /// Event types to send: `failure.detected`, `failure.recovered`,
+    /// `anomaly.detected`, `anomaly.recovered`, `eval_run.completed`.
     #[serde(default = "default_events")]
     #[schema(default = json!(["failure.detected"]), example = json!(["eval_run.completed"]))]
     events: Vec<String>,
@@ -121,8 +122,10 @@ pub async fn list(
 /// Creates a webhook.
 ///
 /// Event types: `eval_run.completed` (a dataset run finished: completed,
-/// failed or cancelled) and `failure.detected` (a failure rule matched);
-/// test deliveries are of type `ping`. Every delivery is signed:
+/// failed or cancelled), `failure.detected` (a failure rule fired),
+/// `failure.recovered` (its condition cleared, or the rule was turned off,
+/// changed or deleted), `anomaly.detected` and `anomaly.recovered` (the
+/// built-in detector); test deliveries are of type `ping`. Every delivery is signed:
 /// `X-TruLayer-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`
 /// keyed with the secret. The URL is checked now (its form, address
 /// literals, metadata names) and its every resolved address at each

@@ -61,7 +61,7 @@ impl Store {
     }
 }
 
-fn metrics(conn: &Connection, tenant_id: i64, q: MetricsQuery) -> Result<MetricsResult> {
+pub(super) fn metrics(conn: &Connection, tenant_id: i64, q: MetricsQuery) -> Result<MetricsResult> {
     let mut out = MetricsResult::default();
     let record = |out: &mut MetricsResult, at: i64, model: String, t: Totals| {
         out.total.add(&t);

@@ -32,6 +32,7 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = migrations![
     (14, "0014_webhooks"),
     (15, "0015_governance"),
     (16, "0016_failure_clusters"),
+    (17, "0017_failure_rules"),
     (18, "0018_dsr"),
     (19, "0019_eval_keys"),
     (20, "0020_ingestion_health"),

@@ -17,6 +17,7 @@ mod eval_runs;
 mod eval_stats;
 mod evals;
 mod failure_clusters;
+mod failure_rules;
 mod files;
 mod governance;
 mod ingest_health;
@@ -67,6 +68,11 @@ pub use evals::{
     ClaimedEval, EvalFilter, EvalOutcome, EvalSpan, EvalTrace, NewEvaluation, QueueDepth, Queued,
 };
 pub use failure_clusters::{ClusterQuery, ClusterRow};
+pub use failure_rules::{
+    anomaly_kind, measure, ActiveFailureRule, Anomaly, AnomalyFilter, FailureRule,
+    FailureRuleChange, NewAnomaly, NewFailureRule, Observation, OpenBuiltin,
+};
+pub(crate) use failure_rules::{AnomalyType, RuleMetric, RuleOperator, Severity};
 pub use files::{copy_database, DatabaseFile};
 pub use governance::{FilterChange, SavedFilter, MAX_SUBSCRIBERS};
 pub use ingest_health::{Backlogs, HealthCounts, HealthDelta, HOUR, KEEP_HOURS};

@@ -185,6 +185,44 @@ async fn world() -> World {
             .await,
     )
     .await;
+    let failure_rule = created(
+        server
+            .post_as(
+                &owner,
+                "/v1/failure-rules",
+                &json!({"name": "tenant a", "metric": "error_rate", "operator": "gt", "threshold": 0.5}),
+            )
+            .await,
+    )
+    .await;
+    // An anomaly of tenant A, as the detector raises them.
+    server
+        .running()
+        .store()
+        .raise_builtin_anomaly(trulayer_server::store::NewAnomaly {
+            tenant_id: 1,
+            project_id: Some(1),
+            kind: "volume_anomaly".into(),
+            severity: "medium".into(),
+            description: "volume rose".into(),
+            metric: "volume".into(),
+            value: 1000.0,
+            threshold: None,
+            baseline: Some(100.0),
+            metadata: json!({}),
+        })
+        .await
+        .expect("anomaly");
+    let anomalies: Value = server
+        .get_as(&owner, "/v1/anomalies")
+        .await
+        .json()
+        .await
+        .expect("anomalies");
+    let anomaly = anomalies["anomalies"][0]["id"]
+        .as_str()
+        .expect("an anomaly")
+        .to_owned();
     // A saved filter of the trace list.
     let saved_filter = created(
         server
@@ -278,6 +316,11 @@ async fn world() -> World {
                 saved_filter["id"].as_str().expect("id").to_owned(),
             ),
             (
+                "/v1/failure-rules/",
+                failure_rule["id"].as_str().expect("id").to_owned(),
+            ),
+            ("/v1/anomalies/", anomaly),
+            (
                 "/v1/members/",
                 member["id"].as_str().expect("id").to_owned(),
             ),
@@ -356,6 +399,10 @@ impl World {
                 json!({"provider": "openai", "key": "sk-matrix-0123456789"})
             }
             "/v1/dsr" => json!({"subject_id": "matrix-subject", "type": "export"}),
+            "/v1/failure-rules" => {
+                json!({"name": "matrix", "metric": "volume", "operator": "gt", "threshold": 1000})
+            }
+            "/v1/failure-rules/{id}" => json!({"threshold": 2000}),
             _ => json!({}),
         })
     }

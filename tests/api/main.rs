@@ -13,6 +13,7 @@ mod dsr;
 mod eval_keys;
 mod evals;
 mod export;
+mod failure_rules;
 mod failures;
 mod feedback;
 mod governance;

@@ -322,6 +322,7 @@ async fn a_database_from_before_the_rollups_gets_them_built_on_upgrade() {
              DROP INDEX traces_failing;
              ALTER TABLE traces DROP COLUMN failure_type;
              ALTER TABLE traces DROP COLUMN error_fingerprint;
+             DROP TABLE anomalies; DROP TABLE failure_rules;
              DROP TABLE dsr_requests; DROP TABLE webhook_deliveries; DROP TABLE webhooks;
              DROP TABLE saved_filters; DROP TABLE subprocessor_subscribers;
              DROP TABLE api_key_creators;

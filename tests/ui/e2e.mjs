@@ -58,6 +58,8 @@ const names = {
   firstVersion: 'v1-as-recorded',
   secondVersion: 'v2-json-only',
   judgedVersion: 'v3-judged',
+  alertRule: 'quiet week',
+  spareAlertRule: 'spare alert',
 };
 const XSS_INPUT = '<img src=x onerror=alert(1)>';
 const XSS_METADATA = '<script>alert(2)</script>';
@@ -1075,6 +1077,54 @@ async function flows(page, context) {
     facts.dsr_gone_trace_status = (await api('GET', `/v1/traces/${ids.subject_gone}`, { key: secret })).status;
     facts.dsr_kept_trace_status = (await api('GET', `/v1/traces/${ids.subject_keep}`, { key: secret })).status;
     await shoot(page, 'privacy');
+  });
+
+  await step('alerts: a rule fires, is turned off and recovers; another deleted after asking', async () => {
+    await go(page, 'alerts', `form${tid('failure-rule-create')}`);
+    const form = page.locator(`form${tid('failure-rule-create')}`);
+    // A rule that holds whatever the traffic: fewer than a million traces a week.
+    for (const [name, operator] of [[names.alertRule, 'lt'], [names.spareAlertRule, 'gt']]) {
+      await form.locator('input[name=name]').fill(name);
+      await form.locator('select[name=metric]').selectOption('volume');
+      await form.locator('select[name=operator]').selectOption(operator);
+      await form.locator('input[name=threshold]').fill('1000000');
+      await form.locator('input[name=window_secs]').fill('604800');
+      await form.locator('select[name=severity]').selectOption('high');
+      await form.locator('button[type=submit]').click();
+      await visible(page, `tr${tid('failure-rule-row')}[data-rule-name="${name}"]`);
+    }
+    const rowOf = (name) => page.locator(`tr${tid('failure-rule-row')}[data-rule-name="${name}"]`);
+    ids.alertRule = await rowOf(names.alertRule).getAttribute('data-rule-id');
+    const refresh = page.locator(`button${tid('alerts-refresh')}`);
+    facts.alert_rule_firing = await waitUntil('the rule firing', async () => {
+      const state = await text(rowOf(names.alertRule).locator(tid('failure-rule-state')));
+      if (state === 'firing') return state;
+      await refresh.click();
+      return null;
+    });
+    facts.alert_rule_row = await text(rowOf(names.alertRule));
+    facts.alert_anomaly_open = await waitUntil('its anomaly listed, open', async () => {
+      const rows = await page.locator(`tr${tid('anomaly-row')}`).evaluateAll((trs) => trs.map((tr) => tr.textContent));
+      return rows.length ? rows : null;
+    });
+    await shoot(page, 'alerts');
+    await rowOf(names.alertRule).locator(`input${tid('failure-rule-toggle')}`).click();
+    facts.alert_anomaly_after_off = await waitUntil('the anomaly recovered', async () => {
+      const rows = await page.locator(`tr${tid('anomaly-row')}`).evaluateAll((trs) => trs.map((tr) => tr.textContent));
+      if (rows.length && rows.every((r) => r.includes('recovered'))) return rows;
+      await refresh.click();
+      return null;
+    });
+    facts.alert_rule_state_after_off = await text(rowOf(names.alertRule).locator(tid('failure-rule-state')));
+    await rowOf(names.spareAlertRule).locator(`button${tid('failure-rule-delete')}`).click();
+    facts.alert_delete_question = await text(await visible(page, tid('confirm-modal')));
+    await page.locator(`button${tid('confirm-no')}`).click();
+    await page.locator(tid('confirm-modal')).waitFor({ state: 'detached' });
+    facts.spare_alert_rule_after_cancel = await rowOf(names.spareAlertRule).count();
+    await rowOf(names.spareAlertRule).locator(`button${tid('failure-rule-delete')}`).click();
+    await (await visible(page, `button${tid('confirm-yes')}`)).click();
+    await rowOf(names.spareAlertRule).waitFor({ state: 'detached' });
+    facts.spare_alert_rule_after_delete = await rowOf(names.spareAlertRule).count();
   });
 
   await step('rotate the key', async () => {

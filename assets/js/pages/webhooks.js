@@ -8,7 +8,10 @@ import { loading, errorBox, empty, pageHeader, table, td, timeEl, badge, field, 
 
 const EVENTS = [
   { value: 'eval_run.completed', label: 'eval_run.completed (a dataset run finished)' },
-  { value: 'failure.detected', label: 'failure.detected (a failure rule matched)' },
+  { value: 'failure.detected', label: 'failure.detected (a failure rule fired)' },
+  { value: 'failure.recovered', label: 'failure.recovered (a failure rule\'s condition cleared)' },
+  { value: 'anomaly.detected', label: 'anomaly.detected (the detector saw a sudden change)' },
+  { value: 'anomaly.recovered', label: 'anomaly.recovered (back near the baseline)' },
 ];
 
 /** 32 random bytes as hex: a secret for a new webhook. */
