@@ -78,14 +78,15 @@ const CUSTOMERS: u64 = 1_000;
 const SESSIONS: u64 = 100_000;
 const ERROR_PERCENT: u64 = 5;
 /// Kinds of error message, the first the most common; `{}` is a number
-/// that varies from one trace to the next, `{x}` a hex id. The failure
+/// that varies from one trace to the next, `{x}` a hex id, `{o}` an
+/// address's octet. The failure
 /// clusters should come out as one per kind.
 const ERROR_KINDS: [&str; 30] = [
     "upstream timeout after {} ms",
     "Error code: 429 - Rate limit reached for gpt-4o in organization org-{x} on tokens per min (TPM): Limit 30000, Used {}, Requested {}. Please try again in {}ms. (request id: req_{x})",
     "Request timed out after {}s",
     "This model's maximum context length is 8192 tokens. However, your messages resulted in {} tokens.",
-    "connection refused 10.0.{}.{}:5432",
+    "connection refused 10.0.{o}.{o}:5432",
     "upstream connect error or disconnect/reset before headers, retried {} times",
     "JSONDecodeError: Expecting value: line {} column {} (char {})",
     "tool search_orders failed: order {x} not found",
@@ -93,7 +94,7 @@ const ERROR_KINDS: [&str; 30] = [
     "anthropic.APIStatusError: overloaded_error (request_id: req_{x})",
     "OutputParserException: Could not parse LLM output at step {}",
     "ValidationError: {} validation errors for ToolCall",
-    "redis: read tcp 10.0.{}.{}:{}->10.0.0.9:6379: i/o timeout",
+    "redis: read tcp 10.0.{o}.{o}:{}->10.0.0.9:6379: i/o timeout",
     "user u{}@example.com has no access to workspace {}",
     "KeyError: doc_{x}",
     "upstream returned 502 Bad Gateway after {} ms",
@@ -366,6 +367,9 @@ fn error_message(rng: &mut Rng) -> String {
         out.push_str(&rest[..at]);
         if rest[at..].starts_with("{x}") {
             let _ = write!(out, "{:012x}", rng.next() >> 16);
+            rest = &rest[at + 3..];
+        } else if rest[at..].starts_with("{o}") {
+            let _ = write!(out, "{}", rng.below(256));
             rest = &rest[at + 3..];
         } else {
             let _ = write!(out, "{}", 1 + rng.below(30_000));

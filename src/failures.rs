@@ -37,15 +37,13 @@ pub struct Shape {
 enum Mask {
     Always(&'static str),
     WithDigit(&'static str),
-    /// Only when the match holds a digit and a letter.
-    Hex(&'static str),
 }
 
 /// Placeholders and the patterns they replace, in the order they are
 /// applied: the wider forms first, so that an address inside a URL is
 /// masked as the URL.
 static MASKS: LazyLock<Vec<(Regex, Mask)>> = LazyLock::new(|| {
-    use Mask::{Always, Hex, WithDigit};
+    use Mask::{Always, WithDigit};
     [
         // Quoted values: the words between quotes vary, the sentence does not.
         (
@@ -69,16 +67,17 @@ static MASKS: LazyLock<Vec<(Regex, Mask)>> = LazyLock::new(|| {
         // File paths: Unix (two parts at least) and Windows.
         (r"(?:~|\.{1,2})?(?:/[\w.@+-]+){2,}/?", Always("<path>")),
         (r"\b[a-zA-Z]:\\[^\s:]+", Always("<path>")),
-        // Hex: 0x… and runs of hex digits holding a digit and a letter
-        // (digests, object ids).
-        (r"\b0x[0-9a-fA-F]+\b", Always("<id>")),
-        (r"\b[0-9a-fA-F]{8,}\b", Hex("<hex>")),
-        // Ids: led by a short prefix (`req_…`, `chatcmpl-…`, `org-…`), or
-        // long words of letters and digits; a model's name (`gpt-4o`) stays.
+        // Ids: led by a short prefix (`req_…`, `chatcmpl-…`, `org-…`), 0x…,
+        // runs of eight hex digits or more holding a digit (digests, object
+        // ids, long numbers: an id whose digits happen to hold no letter is
+        // still an id), and long words of letters and digits. A model's name
+        // (`gpt-4o`) stays.
         (
             r"\b[a-zA-Z]{2,12}[_-][a-zA-Z0-9_-]{6,}\b",
             WithDigit("<id>"),
         ),
+        (r"\b0x[0-9a-fA-F]+\b", Always("<id>")),
+        (r"\b[0-9a-fA-F]{8,}\b", WithDigit("<id>")),
         (r"\b[a-zA-Z0-9_-]{16,}\b", WithDigit("<id>")),
         // Numbers, with a unit glued to them (`2.8s`, `120ms`, `4k`).
         (
@@ -116,19 +115,13 @@ pub fn shape(message: &str) -> Shape {
     for (pattern, mask) in MASKS.iter() {
         let replaced = match *mask {
             Mask::Always(with) => pattern.replace_all(&text, with),
-            Mask::WithDigit(with) | Mask::Hex(with) => {
-                let hex = matches!(mask, Mask::Hex(_));
-                pattern.replace_all(&text, |c: &regex::Captures<'_>| {
-                    let word = c[0].as_bytes();
-                    let digit = word.iter().any(u8::is_ascii_digit);
-                    let letter = word.iter().any(u8::is_ascii_alphabetic);
-                    if digit && (letter || !hex) {
-                        with.to_owned()
-                    } else {
-                        c[0].to_owned()
-                    }
-                })
-            }
+            Mask::WithDigit(with) => pattern.replace_all(&text, |c: &regex::Captures<'_>| {
+                if c[0].bytes().any(|b| b.is_ascii_digit()) {
+                    with.to_owned()
+                } else {
+                    c[0].to_owned()
+                }
+            }),
         };
         if let std::borrow::Cow::Owned(replaced) = replaced {
             text = replaced;
@@ -285,6 +278,11 @@ mod tests {
                 "This model's maximum context length is <n> tokens. However, your messages resulted in <n> tokens.",
             ),
             (
+                "order 7f3e2b1a90cd not found; retrieval index idx-7f3e2b1a90cd empty",
+                "order 301829475561 not found; retrieval index idx-301829475561 empty",
+                "order <id> not found; retrieval index <id> empty",
+            ),
+            (
                 "tool lookup_order failed: order 7f3e2b1a-90cd-4e21-8a5b-0c9d8e7f6a51 not found",
                 "tool lookup_order failed: order 0e5d7a2c-1b3f-4c6d-9e8a-7b6c5d4e3f21 not found",
                 "tool lookup_order failed: order <id> not found",
@@ -312,7 +310,7 @@ mod tests {
             (
                 "object at 0x7f8a2c3b4d50 is not callable; digest 9f86d081884c7d65",
                 "object at 0x10c2e4f00 is not callable; digest 2c26b46b68ffc68f",
-                "object at <id> is not callable; digest <hex>",
+                "object at <id> is not callable; digest <id>",
             ),
             (
                 "upstream said: \"quota of team Blue exhausted\"",

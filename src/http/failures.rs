@@ -35,7 +35,7 @@ pub struct ClusterParams {
 #[derive(Serialize, ToSchema)]
 #[schema(as = FailureCluster)]
 pub struct FailureCluster {
-    /// The messages' shape: numbers (`<n>`), ids (`<id>`, `<hex>`), quoted
+    /// The messages' shape: numbers (`<n>`), ids (`<id>`), quoted
     /// values (`<str>`), addresses (`<ip>`, `<host>`), URLs (`<url>`), paths
     /// (`<path>`) and emails (`<email>`) masked; the first line of the
     /// message, or a Python traceback's last.
