@@ -6,6 +6,7 @@
 //! connections, which WAL mode lets proceed while the writer commits.
 
 mod accounts;
+mod anomalies;
 mod api_keys;
 mod audit;
 mod checkpoint;
@@ -51,6 +52,8 @@ use rusqlite::Connection;
 use crate::config::Synchronous;
 
 pub use accounts::{LoginCandidate, SessionRecord, UserRecord};
+pub(crate) use anomalies::AnomalyType;
+pub use anomalies::{Anomaly, AnomalyFilter, NewAnomaly, OpenBuiltin};
 pub use api_keys::{ApiKeyInfo, ApiKeyRecord, NewApiKey};
 pub use audit::{Actor, AuditAnchor, AuditRecord, AuditVerdict};
 pub use datasets::{
@@ -69,10 +72,10 @@ pub use evals::{
 };
 pub use failure_clusters::{ClusterQuery, ClusterRow};
 pub use failure_rules::{
-    anomaly_kind, measure, ActiveFailureRule, Anomaly, AnomalyFilter, FailureRule,
-    FailureRuleChange, NewAnomaly, NewFailureRule, Observation, OpenBuiltin,
+    anomaly_kind, measure, ActiveFailureRule, FailureRule, FailureRuleChange, NewFailureRule,
+    Observation,
 };
-pub(crate) use failure_rules::{AnomalyType, RuleMetric, RuleOperator, Severity};
+pub(crate) use failure_rules::{RuleMetric, RuleOperator, Severity};
 pub use files::{copy_database, DatabaseFile};
 pub use governance::{FilterChange, SavedFilter, MAX_SUBSCRIBERS};
 pub use ingest_health::{Backlogs, HealthCounts, HealthDelta, HOUR, KEEP_HOURS};
