@@ -55,6 +55,8 @@ CREATE TABLE anomalies (
 );
 CREATE INDEX anomalies_by_tenant ON anomalies(tenant_id, detected_at, id);
 CREATE INDEX anomalies_by_project ON anomalies(tenant_id, project_id, detected_at, id);
+-- A list filtered by type reads only that type's anomalies.
+CREATE INDEX anomalies_by_type ON anomalies(tenant_id, type, detected_at, id);
 -- The detector's open episodes, one per project and type.
 CREATE INDEX anomalies_open_builtin ON anomalies(tenant_id, project_id, type)
     WHERE recovered_at IS NULL AND source = 'builtin';
