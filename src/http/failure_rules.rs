@@ -47,14 +47,14 @@ pub struct CreateRule {
     /// 1 to 200 characters.
     #[schema(example = "error rate above 5%")]
     name: String,
-    /// `error_rate` (0 to 1), `latency_p50`, `latency_p95`, `latency_p99`
-    /// (milliseconds), `cost` (USD over the window), `volume` (traces over
-    /// the window) or `score` (mean evaluation score over the window).
-    #[schema(value_type = RuleMetric, inline, example = "error_rate")]
+    // `error_rate` (0 to 1), `latency_p50`, `latency_p95`, `latency_p99`
+    // (milliseconds), `cost` (USD over the window), `volume` (traces over
+    // the window) or `score` (mean evaluation score over the window).
+    #[schema(value_type = RuleMetric, inline)]
     metric: String,
-    /// `gt`, `gte`, `lt` or `lte`: the rule fires while `metric <operator>
-    /// threshold` holds.
-    #[schema(value_type = RuleOperator, inline, example = "gt")]
+    // `gt`, `gte`, `lt` or `lte`: the rule fires while `metric <operator>
+    // threshold` holds.
+    #[schema(value_type = RuleOperator, inline)]
     operator: String,
     /// A finite number.
     #[schema(example = 0.05)]

@@ -277,8 +277,10 @@ pub struct Backlog {
 #[derive(Serialize, ToSchema)]
 #[schema(as = IngestionHealthResponse)]
 pub struct IngestionHealth {
-    /// The `project_id` asked for; absent for the whole organisation.
+    /// The id of the project asked for (named by id, slug or name);
+    /// absent for the whole organisation.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = "uuid")]
     project_id: Option<String>,
     #[schema(example = "24h")]
     window: &'static str,
@@ -321,11 +323,17 @@ pub async fn report(
     principal: Principal,
     ApiQuery(query): ApiQuery<HealthQuery>,
 ) -> Result<Json<IngestionHealth>, AppError> {
-    let project = super::query::ProjectParam {
-        project_id: query.project_id.clone(),
-    }
-    .resolve(&state, &principal)
-    .await?;
+    let named = match &query.project_id {
+        None => None,
+        Some(reference) => Some(
+            state
+                .store
+                .find_project(principal.tenant_id, reference.clone())
+                .await?
+                .ok_or(AppError::NotFound("project"))?,
+        ),
+    };
+    let project = named.as_ref().map(|p| p.id);
     let window = query.window.unwrap_or_default();
     let to = now_micros();
     let from = to - window.hours() * HOUR;
@@ -368,7 +376,7 @@ pub async fn report(
     let all = counts.accepted + refused;
     let lag = |q: f64| counts.lag.quantile(q).map_or(0, |v| v.round() as i64);
     Ok(Json(IngestionHealth {
-        project_id: query.project_id,
+        project_id: named.map(|p| p.uuid),
         window: window.name(),
         success_rate: 1.0 - error_rate,
         error_rate,

@@ -36,13 +36,13 @@ pub struct Anomaly {
     pub id: String,
     #[schema(format = "uuid")]
     pub tenant_id: String,
-    /// `error_rate_spike`, `latency_spike`, `volume_anomaly`, `cost_spike`
-    /// or `score_drop`.
+    // `error_rate_spike`, `latency_spike`, `volume_anomaly`, `cost_spike`
+    // or `score_drop`.
     #[serde(rename = "type")]
-    #[schema(rename = "type", value_type = AnomalyType, inline, example = "error_rate_spike")]
+    #[schema(rename = "type", value_type = AnomalyType, inline)]
     pub kind: String,
-    /// `low`, `medium`, `high` or `critical`.
-    #[schema(value_type = Severity, inline, example = "high")]
+    // `low`, `medium`, `high` or `critical`.
+    #[schema(value_type = Severity, inline)]
     pub severity: String,
     #[schema(
         example = "error_rate 0.42 > 0.05 over the last 300 s (rule \"error rate above 5%\")"

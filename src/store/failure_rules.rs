@@ -17,9 +17,11 @@ use super::webhooks::enqueue_event;
 use super::{now_micros, Result, Store};
 use crate::model::Timestamp;
 
-/// What a failure rule watches. The hosted service has `error_rate`,
-/// `latency_p95`, `latency_p99` and `score`; `latency_p50`, `cost` and
-/// `volume` are this server's.
+/// What a failure rule watches: `error_rate` (0 to 1), `latency_p50`,
+/// `latency_p95`, `latency_p99` (milliseconds), `cost` (USD over the
+/// window), `volume` (traces over the window) or `score` (the mean
+/// evaluation score over the window). The hosted service has `error_rate`,
+/// `latency_p95`, `latency_p99` and `score`; the others are this server's.
 // Only the API document names these.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
@@ -67,22 +69,22 @@ pub struct FailureRule {
     pub tenant_id: String,
     #[schema(example = "error rate above 5%")]
     pub name: String,
-    /// `error_rate` (0 to 1), `latency_p50`, `latency_p95`, `latency_p99`
-    /// (milliseconds), `cost` (USD over the window), `volume` (traces over
-    /// the window) or `score` (mean evaluation score over the window).
-    #[schema(value_type = RuleMetric, inline, example = "error_rate")]
+    // `error_rate` (0 to 1), `latency_p50`, `latency_p95`, `latency_p99`
+    // (milliseconds), `cost` (USD over the window), `volume` (traces over
+    // the window) or `score` (mean evaluation score over the window).
+    #[schema(value_type = RuleMetric, inline)]
     pub metric: String,
-    /// `gt`, `gte`, `lt` or `lte`: how the metric compares with `threshold`
-    /// when the rule fires.
-    #[schema(value_type = RuleOperator, inline, example = "gt")]
+    // `gt`, `gte`, `lt` or `lte`: how the metric compares with `threshold`
+    // when the rule fires.
+    #[schema(value_type = RuleOperator, inline)]
     pub operator: String,
     #[schema(example = 0.05)]
     pub threshold: f64,
     /// The trailing window the metric is taken over, in seconds.
     #[schema(example = 300)]
     pub window_secs: i64,
-    /// `low`, `medium`, `high` or `critical`: the severity of its anomalies.
-    #[schema(value_type = Severity, inline, example = "high")]
+    // `low`, `medium`, `high` or `critical`: the severity of its anomalies.
+    #[schema(value_type = Severity, inline)]
     pub severity: String,
     pub enabled: bool,
     #[schema(value_type = String, format = DateTime)]

@@ -145,8 +145,9 @@ async fn an_organisation_sees_its_ingest_requests_errors_lag_and_backlogs() {
         .post_as(&owner, "/v1/projects", &json!({"name": "quiet"}))
         .await;
     assert_eq!(resp.status(), 201);
+    let created: Value = resp.json().await.expect("project");
     let quiet = health(&server, &key, "?project_id=quiet&window=1h").await;
-    assert_eq!(quiet["project_id"], "quiet");
+    assert_eq!(quiet["project_id"], created["id"], "{quiet}");
     assert_eq!(quiet["window"], "1h");
     assert_eq!(quiet["traces_received"], 0, "{quiet}");
     assert_eq!(quiet["error_rate"], 0.0);
