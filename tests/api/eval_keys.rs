@@ -37,30 +37,16 @@ async fn set_key(server: &TestServer, key: &str) -> Value {
     serde_json::from_str(&text).expect("JSON")
 }
 
+/// One LLM evaluation of `trace`, finished.
+async fn judge_once(server: &TestServer, trace: &str) -> Value {
+    judged(server, trace, "helpfulness", json!({"prompt": "Helpful?"})).await
+}
+
 /// The bearer token the judge's last request carried.
 fn last_bearer(judge: &FakeJudge) -> String {
     let received = judge.received();
     let last = received.last().expect("the judge was called");
     last.header("authorization").unwrap_or_default().to_owned()
-}
-
-/// Every file of the data directory holds no trace of `secret`.
-fn nowhere_on_disk(server: &TestServer, secret: &str) {
-    let data = server.dir.path().join("data");
-    let mut seen = 0;
-    for entry in std::fs::read_dir(&data).expect("data dir") {
-        let path = entry.expect("entry").path();
-        if path.is_file() {
-            let bytes = std::fs::read(&path).expect("read");
-            seen += bytes.len();
-            assert!(
-                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-                "{} holds the key in the clear",
-                path.display()
-            );
-        }
-    }
-    assert!(seen > 0, "no database files found");
 }
 
 #[tokio::test]
@@ -73,13 +59,7 @@ async fn an_organisations_key_is_sealed_never_shown_and_sent_instead_of_the_conf
 
     // Before any key: the configured one.
     let trace = ingest_trace(&server).await;
-    judged(
-        &server,
-        &trace,
-        "helpfulness",
-        json!({"prompt": "Helpful?"}),
-    )
-    .await;
+    judge_once(&server, &trace).await;
     assert_eq!(last_bearer(&judge), format!("Bearer {JUDGE_KEY}"));
 
     let stored = set_key(&server, ORG_KEY).await;
@@ -94,16 +74,10 @@ async fn an_organisations_key_is_sealed_never_shown_and_sent_instead_of_the_conf
     );
     assert_eq!(listed["items"][0]["id"], stored["id"]);
     assert!(!listed.to_string().contains(ORG_KEY));
-    nowhere_on_disk(&server, ORG_KEY);
+    crate::common::assert_not_on_disk(&server, ORG_KEY);
 
     // Our evaluations now send our key; the other organisation's still the configured one.
-    let eval = judged(
-        &server,
-        &trace,
-        "helpfulness",
-        json!({"prompt": "Helpful?"}),
-    )
-    .await;
+    let eval = judge_once(&server, &trace).await;
     assert_eq!(eval["status"], "complete", "{eval}");
     assert_eq!(last_bearer(&judge), format!("Bearer {ORG_KEY}"));
     let mut other_trace = crate::common::sample_trace("other org's");
@@ -164,13 +138,7 @@ async fn an_organisations_key_is_sealed_never_shown_and_sent_instead_of_the_conf
         "{listed}"
     );
     assert_eq!(listed["items"][0]["hint"], "…ABCD");
-    judged(
-        &server,
-        &trace,
-        "helpfulness",
-        json!({"prompt": "Helpful?"}),
-    )
-    .await;
+    judge_once(&server, &trace).await;
     assert_eq!(last_bearer(&judge), "Bearer sk-org-second-key-ABCD");
 
     // A dataset run's model and judge calls carry it too.
@@ -206,13 +174,7 @@ async fn an_organisations_key_is_sealed_never_shown_and_sent_instead_of_the_conf
         server.get_json("/v1/settings/eval-keys").await,
         json!({"items": []})
     );
-    judged(
-        &server,
-        &trace,
-        "helpfulness",
-        json!({"prompt": "Helpful?"}),
-    )
-    .await;
+    judge_once(&server, &trace).await;
     assert_eq!(last_bearer(&judge), format!("Bearer {JUDGE_KEY}"));
     expect_error(delete("/v1/settings/eval-keys/openai").await, 404).await;
     expect_error_naming(
@@ -291,13 +253,7 @@ async fn a_key_sealed_under_another_encryption_key_fails_evaluations_saying_so()
     assert!(path.exists());
     let server = server.restart().await;
     let before = judge.count();
-    let eval = judged(
-        &server,
-        &trace,
-        "helpfulness",
-        json!({"prompt": "Helpful?"}),
-    )
-    .await;
+    let eval = judge_once(&server, &trace).await;
     assert_eq!(eval["status"], "failed", "{eval}");
     assert!(
         reasoning(&eval).contains("sealed with another encryption key"),
@@ -310,13 +266,7 @@ async fn a_key_sealed_under_another_encryption_key_fails_evaluations_saying_so()
     );
     // Set again under the new key, it works.
     set_key(&server, ORG_KEY).await;
-    let eval = judged(
-        &server,
-        &trace,
-        "helpfulness",
-        json!({"prompt": "Helpful?"}),
-    )
-    .await;
+    let eval = judge_once(&server, &trace).await;
     assert_eq!(eval["status"], "complete", "{eval}");
     assert_eq!(last_bearer(&judge), format!("Bearer {ORG_KEY}"));
 }

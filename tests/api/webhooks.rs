@@ -786,19 +786,7 @@ async fn with_an_encryption_key_secrets_are_sealed_and_still_sign() {
     );
     let got = r.got();
     assert!(verified_by_readme(SECRET, &got[0]));
-    // The secret is in no file of the data directory.
-    let data = server.dir.path().join("data");
-    for entry in std::fs::read_dir(&data).expect("data dir") {
-        let path = entry.expect("entry").path();
-        if path.is_file() {
-            let bytes = std::fs::read(&path).expect("read");
-            assert!(
-                !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
-                "{} holds the secret",
-                path.display()
-            );
-        }
-    }
+    crate::common::assert_not_on_disk(&server, SECRET);
     // Under another key it no longer opens: nothing is sent, and the answer says why.
     let other = "[encryption]\nkey = \"1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100\"\n";
     crate::common::write_config(server.dir.path(), other);

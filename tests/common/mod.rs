@@ -269,6 +269,26 @@ pub fn sample_trace(name: &str) -> Value {
     })
 }
 
+/// Asserts that no file of the server's data directory holds `secret`
+/// in the clear.
+pub fn assert_not_on_disk(server: &TestServer, secret: &str) {
+    let data = server.dir.path().join("data");
+    let mut read = 0;
+    for entry in std::fs::read_dir(&data).expect("data dir") {
+        let path = entry.expect("entry").path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).expect("read");
+            read += bytes.len();
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{} holds the secret in the clear",
+                path.display()
+            );
+        }
+    }
+    assert!(read > 0, "no database files found");
+}
+
 /// Asserts an error response: status, JSON body with `error`, the request
 /// id in both header and body; returns the body.
 pub async fn expect_error(resp: Response, status: u16) -> Value {
