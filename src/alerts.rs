@@ -115,7 +115,7 @@ pub async fn evaluate_rules(store: &Store) -> Result<(), StoreError> {
                 Entry::Occupied(seen) => seen.into_mut(),
                 Entry::Vacant(slot) => slot.insert(
                     store
-                        .traffic(rule.tenant_id, rule.project_id, from, now)
+                        .traffic(rule.tenant_id, rule.project_id, rule.window_secs * SECOND)
                         .await?,
                 ),
             };
@@ -434,9 +434,7 @@ impl Detector {
             if baseline.busy < self.config.min_baseline_windows as usize && !has_open {
                 continue;
             }
-            let current = store
-                .traffic(tenant_id, Some(project_id), now - width, now)
-                .await?;
+            let current = store.traffic(tenant_id, Some(project_id), width).await?;
             for (i, signal) in SIGNALS.iter().enumerate() {
                 let verdict = judge(
                     signal,

@@ -281,16 +281,19 @@ impl Store {
         .await
     }
 
-    /// Traffic over `[from, to]` (one project, or all the organisation's),
-    /// from the rollups.
+    /// Traffic over the last `width` microseconds (one project, or all the
+    /// organisation's), from the rollups. The window ends when the read
+    /// runs, not when it was asked for: a read that waited behind others
+    /// still sees every trace stored by then inside its window.
     pub async fn traffic(
         &self,
         tenant_id: i64,
         project_id: Option<i64>,
-        from: i64,
-        to: i64,
+        width: i64,
     ) -> Result<Totals> {
         self.read(move |conn| {
+            let to = now_micros();
+            let from = to - width;
             Ok(metrics(
                 conn,
                 tenant_id,
