@@ -68,7 +68,7 @@ pub async fn spans(
         .filter(|q| !q.trim().is_empty())
         .ok_or_else(|| AppError::bad_request("q: the text to search for is required"))?;
     let search = SpanSearch {
-        expression: search_terms(&q)?.join(" AND "),
+        terms: search_terms(&q)?,
         project_id: project.resolve(&state, &principal).await?,
         from: query.window.from,
         to: query.window.to,

@@ -5,6 +5,8 @@
 //! into words and quoted phrases, each quoted for FTS5, and all must match.
 //! A word ending in `*` matches as a prefix.
 
+use std::collections::{HashMap, HashSet};
+
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension};
 
@@ -62,19 +64,32 @@ pub fn fts_terms(text: &str) -> Vec<String> {
 
 /// A term matching at most this many traces and spans together is rare:
 /// the list is read from its matches. A query of common terms only is
-/// answered by checking the plain list against the index a batch at a time.
+/// answered by reading the plain list's keys and checking them against the
+/// index a batch at a time.
 ///
-/// Gathering costs about 4 µs a match; checking costs about 25 µs a trace,
-/// and a page of 50 needs 50·N/M traces checked when M of N traces match.
-/// The two meet near M = √(300·N), which this follows within bounds.
+/// Gathering costs about 9 µs a match (each match's trace row is read for
+/// where it sorts); checking costs about 1 µs a trace, and a page of 50
+/// needs 50·N/M traces checked when M of N traces match. The two meet near
+/// M = √(5·N), which this follows within bounds (measured at 1M traces).
 pub(super) fn few_matches(conn: &Connection) -> Result<i64> {
     let traces: i64 =
         conn.query_row("SELECT coalesce(max(seq), 0) FROM traces", [], |r| r.get(0))?;
-    Ok(((300.0 * traces.max(0) as f64).sqrt() as i64).clamp(1_000, 50_000))
+    Ok(((5.0 * traces.max(0) as f64).sqrt() as i64).clamp(500, 20_000))
 }
 
-/// Traces checked per batch when every term is common.
-const CHECK_BATCH: usize = 256;
+/// Traces whose keys the first batch reads when every term is common; each
+/// batch that leaves the page short reads four times as many, up to the
+/// last size.
+const CHECK_BATCHES: [usize; 4] = [256, 1024, 4096, 16_384];
+
+/// Traces left in a batch that are checked for the next term one by one
+/// rather than by reading the term's matches over the batch's range.
+const PROBE_AT_MOST: usize = 32;
+
+/// A batch whose keys spread over more than this many times as many seqs
+/// (traces stored in another order than they started) is checked a trace at
+/// a time instead of by reading the index over its whole range.
+const DENSE: i64 = 8;
 
 /// How many traces and spans match `term`, counted up to just past `few`.
 pub(super) fn matches(conn: &Connection, term: &str, few: i64) -> Result<i64> {
@@ -84,7 +99,9 @@ pub(super) fn matches(conn: &Connection, term: &str, few: i64) -> Result<i64> {
             .prepare_cached(&format!(
                 "SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {table} MATCH ?1 LIMIT ?2)"
             ))?
-            .query_row(rusqlite::params![term, few + 1], |r| r.get::<_, i64>(0))?;
+            .query_row(rusqlite::params![term, few.saturating_add(1)], |r| {
+                r.get::<_, i64>(0)
+            })?;
         if total > few {
             break;
         }
@@ -103,119 +120,256 @@ pub(super) fn matching_seqs(term: &str) -> (&'static str, Vec<SqlValue>) {
     )
 }
 
-/// The SQL condition "trace `t` or one of its spans matches `term`", for a
-/// term beside the one that drives the query, with its arguments. A trace
-/// matches a search when each term is in it or in one of its spans, not
-/// necessarily the same.
-pub(super) fn trace_matches(term: &str) -> (&'static str, Vec<SqlValue>) {
-    let (_, args) = matching_seqs(term);
-    (
-        "t.seq IN (SELECT rowid FROM traces_fts WHERE traces_fts MATCH ? \
-         UNION SELECT s.trace_seq FROM spans_fts JOIN spans s ON s.rid = spans_fts.rowid \
-         WHERE spans_fts MATCH ?)",
-        args,
-    )
+/// How a search list is answered: at most `few` matches make a term rare
+/// enough to drive the query from its matches; `dense` bounds the range a
+/// batch of the plain list is checked over at once. Tests force either way.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Plan {
+    pub few: i64,
+    pub dense: i64,
 }
 
-/// A page of the list when every term is common: the list without the
-/// terms is read a batch at a time and each batch checked against the
-/// index over the range of keys it covers, until the page is full.
-pub(super) fn list_common(
+/// A page of the list whose filter has full-text terms, newest first.
+///
+/// When a term is rare, its matches are gathered, ordered by the list's
+/// other filters, and each checked for the other terms until the page is
+/// full. When every term is common, the plain list's keys are read a batch
+/// at a time (from the indexes, not the rows) and checked against the
+/// index over the range of seqs they cover. Either way only the page's own
+/// traces are read whole, and no common term's full list of matches is
+/// built.
+pub(super) fn list_text(
     conn: &Connection,
     tenant_id: i64,
     f: &super::TraceFilter,
-    mut after: Option<super::TraceCursor>,
+    after: Option<super::TraceCursor>,
     limit: usize,
 ) -> Result<super::TracePage> {
+    let plan = Plan {
+        few: few_matches(conn)?,
+        dense: DENSE,
+    };
+    list_text_with(conn, tenant_id, f, after, limit, plan)
+}
+
+pub(super) fn list_text_with(
+    conn: &Connection,
+    tenant_id: i64,
+    f: &super::TraceFilter,
+    after: Option<super::TraceCursor>,
+    limit: usize,
+    plan: Plan,
+) -> Result<super::TracePage> {
+    let mut rare: Option<(i64, usize)> = None;
+    let mut counts = Vec::with_capacity(f.text.len());
+    for (i, term) in f.text.iter().enumerate() {
+        let n = matches(conn, term, plan.few)?;
+        counts.push(n);
+        if n <= plan.few && rare.is_none_or(|(m, _)| n < m) {
+            rare = Some((n, i));
+        }
+    }
+    // The share of traces each term matches: at first as counted (a common
+    // term's count stops past `few`), then as seen in the last batch
+    // checked by range.
+    let traces: i64 =
+        conn.query_row("SELECT coalesce(max(seq), 1) FROM traces", [], |r| r.get(0))?;
+    let mut shares: Vec<f64> = counts
+        .iter()
+        .map(|&n| n as f64 / traces.max(1) as f64)
+        .collect();
     let plain = super::TraceFilter {
         text: Vec::new(),
         ..f.clone()
     };
-    let mut traces = Vec::new();
-    let mut keys = Vec::new();
-    let mut page = super::page::PageBytes::default();
-    loop {
-        let batch = super::traces::list(conn, tenant_id, &plain, after, CHECK_BATCH)?;
-        let (Some(lo), Some(hi)) = (
-            batch.keys.iter().map(|k| k.seq).min(),
-            batch.keys.iter().map(|k| k.seq).max(),
-        ) else {
-            break;
-        };
-        let mut wanted: std::collections::HashSet<i64> = batch.keys.iter().map(|k| k.seq).collect();
-        for term in &f.text {
-            let found = matches_between(conn, term, lo, hi)?;
-            wanted.retain(|seq| found.contains(seq));
-            if wanted.is_empty() {
-                break;
-            }
-        }
-        for (trace, key) in batch.traces.into_iter().zip(batch.keys) {
-            if wanted.contains(&key.seq) {
-                if !page.admit(&trace) {
-                    // Full: the page ends at the last trace it holds.
-                    return Ok(super::TracePage {
-                        next: keys.last().copied(),
-                        traces,
-                        keys,
-                    });
+    let mut found = Vec::with_capacity(limit + 1);
+    match rare {
+        Some((0, _)) => {}
+        Some((_, driver)) => {
+            let (source, values) = matching_seqs(&f.text[driver]);
+            let candidates =
+                super::traces::keys_of(conn, tenant_id, &plain, after, source, values)?;
+            'candidates: for key in candidates {
+                for (i, term) in f.text.iter().enumerate() {
+                    if i != driver && !trace_has(conn, term, key.seq)? {
+                        continue 'candidates;
+                    }
                 }
-                traces.push(trace);
-                keys.push(key);
+                found.push(key);
+                if found.len() > limit {
+                    break;
+                }
             }
         }
-        if traces.len() > limit || batch.next.is_none() {
-            break;
+        None => {
+            let mut after = after;
+            let sizes = CHECK_BATCHES
+                .iter()
+                .chain(std::iter::repeat(&CHECK_BATCHES[CHECK_BATCHES.len() - 1]));
+            'batches: for &size in sizes {
+                let keys = super::traces::list_keys(conn, tenant_id, &plain, after, size)?;
+                let (Some(lo), Some(hi)) = (
+                    keys.iter().map(|k| k.seq).min(),
+                    keys.iter().map(|k| k.seq).max(),
+                ) else {
+                    break;
+                };
+                // Keys close together are checked by reading each term's
+                // matches over their range; scattered ones one by one.
+                let ranged = hi - lo < plan.dense.saturating_mul(keys.len() as i64);
+                let mut wanted: HashSet<i64> = keys.iter().map(|k| k.seq).collect();
+                let mut range = Range::new(lo, hi);
+                // The rarest term first; once few traces are left, the
+                // rest are checked for them alone.
+                let mut by_rarity: Vec<usize> = (0..f.text.len()).collect();
+                by_rarity.sort_by(|&a, &b| shares[a].total_cmp(&shares[b]));
+                for &i in &by_rarity {
+                    if wanted.is_empty() {
+                        break;
+                    }
+                    if ranged && wanted.len() > PROBE_AT_MOST {
+                        let matching = range.matches(conn, &f.text[i])?;
+                        shares[i] = matching.len() as f64 / keys.len() as f64;
+                        wanted.retain(|seq| matching.contains(seq));
+                    } else {
+                        let mut kept = HashSet::with_capacity(wanted.len());
+                        for &seq in &wanted {
+                            if trace_has(conn, &f.text[i], seq)? {
+                                kept.insert(seq);
+                            }
+                        }
+                        wanted = kept;
+                    }
+                }
+                for key in &keys {
+                    if wanted.contains(&key.seq) {
+                        found.push(*key);
+                        if found.len() > limit {
+                            break 'batches;
+                        }
+                    }
+                }
+                if keys.len() < size {
+                    break;
+                }
+                after = keys.last().copied();
+            }
         }
-        after = batch.next;
     }
-    let next = if traces.len() > limit {
-        traces.truncate(limit);
-        keys.truncate(limit);
-        keys.last().copied()
-    } else {
-        None
-    };
-    Ok(super::TracePage { traces, next, keys })
+    super::traces::page_of(conn, &found, limit)
 }
 
-/// The traces with a seq in `lo..=hi` that `term` matches, itself or
-/// through a span.
-fn matches_between(
-    conn: &Connection,
-    term: &str,
+/// Whether `term` matches the trace `seq`, itself or through a span.
+fn trace_has(conn: &Connection, term: &str, seq: i64) -> Result<bool> {
+    let own = conn
+        .prepare_cached("SELECT 1 FROM traces_fts WHERE traces_fts MATCH ?1 AND rowid = ?2")?
+        .query_row(rusqlite::params![term, seq], |_| Ok(()))
+        .optional()?;
+    if own.is_some() {
+        return Ok(true);
+    }
+    let rids: Vec<i64> = conn
+        .prepare_cached("SELECT rid FROM spans WHERE trace_seq = ?1")?
+        .query_map([seq], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let (Some(&lo), Some(&hi)) = (rids.iter().min(), rids.iter().max()) else {
+        return Ok(false);
+    };
+    // A trace's spans are stored together, so their keys make one short
+    // range; a span merged later widens it, and the matches in between
+    // that belong to other traces are passed over.
+    let mut stmt = conn.prepare_cached(
+        "SELECT rowid FROM spans_fts WHERE spans_fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3",
+    )?;
+    let mut hits = stmt.query(rusqlite::params![term, lo, hi])?;
+    while let Some(r) = hits.next()? {
+        if rids.contains(&r.get(0)?) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// A range of traces checked at once: the seqs `lo..=hi`, the keys of
+/// their spans, and which trace each of those spans belongs to (read from
+/// the span index when a term first matches a span in the range).
+struct Range {
     lo: i64,
     hi: i64,
-) -> Result<std::collections::HashSet<i64>> {
-    let mut found: std::collections::HashSet<i64> = conn
-        .prepare_cached(
-            "SELECT rowid FROM traces_fts WHERE traces_fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3",
-        )?
-        .query_map(rusqlite::params![term, lo, hi], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    let span_range: (Option<i64>, Option<i64>) = conn
-        .prepare_cached("SELECT min(rid), max(rid) FROM spans WHERE trace_seq BETWEEN ?1 AND ?2")?
-        .query_row([lo, hi], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    if let (Some(rlo), Some(rhi)) = span_range {
-        let mut stmt = conn.prepare_cached(
-            "SELECT s.trace_seq FROM spans_fts CROSS JOIN spans s ON s.rid = spans_fts.rowid \
-             WHERE spans_fts MATCH ?1 AND spans_fts.rowid BETWEEN ?2 AND ?3",
-        )?;
-        let seqs = stmt.query_map(rusqlite::params![term, rlo, rhi], |r| r.get::<_, i64>(0))?;
-        for seq in seqs {
-            let seq = seq?;
-            if (lo..=hi).contains(&seq) {
-                found.insert(seq);
-            }
-        }
-    }
-    Ok(found)
+    spans: Option<(i64, i64)>,
+    owners: Option<HashMap<i64, i64>>,
 }
 
-/// A span search: the FTS5 expression and what narrows it.
+impl Range {
+    fn new(lo: i64, hi: i64) -> Range {
+        Range {
+            lo,
+            hi,
+            spans: None,
+            owners: None,
+        }
+    }
+
+    /// The traces of the range that `term` matches, itself or through a
+    /// span.
+    fn matches(&mut self, conn: &Connection, term: &str) -> Result<HashSet<i64>> {
+        let mut found: HashSet<i64> = conn
+            .prepare_cached(
+                "SELECT rowid FROM traces_fts WHERE traces_fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3",
+            )?
+            .query_map(rusqlite::params![term, self.lo, self.hi], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let (rlo, rhi) = match self.spans {
+            Some(keys) => keys,
+            None => {
+                let keys: (Option<i64>, Option<i64>) = conn
+                    .prepare_cached(
+                        "SELECT min(rid), max(rid) FROM spans WHERE trace_seq BETWEEN ?1 AND ?2",
+                    )?
+                    .query_row([self.lo, self.hi], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                let keys = keys.0.zip(keys.1).unwrap_or((1, 0));
+                self.spans = Some(keys);
+                keys
+            }
+        };
+        if rlo > rhi {
+            return Ok(found);
+        }
+        let hits: Vec<i64> = conn
+            .prepare_cached(
+                "SELECT rowid FROM spans_fts WHERE spans_fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3",
+            )?
+            .query_map(rusqlite::params![term, rlo, rhi], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        if hits.is_empty() {
+            return Ok(found);
+        }
+        let owners = match &mut self.owners {
+            Some(owners) => owners,
+            slot => {
+                let mut owners = HashMap::new();
+                let mut stmt = conn.prepare_cached(
+                    "SELECT rid, trace_seq FROM spans WHERE trace_seq BETWEEN ?1 AND ?2",
+                )?;
+                let mut rows = stmt.query([self.lo, self.hi])?;
+                while let Some(r) = rows.next()? {
+                    owners.insert(r.get::<_, i64>(0)?, r.get::<_, i64>(1)?);
+                }
+                slot.insert(owners)
+            }
+        };
+        // Spans in the range of keys that belong to traces outside the
+        // range (merged into older traces later) are passed over.
+        found.extend(hits.iter().filter_map(|rid| owners.get(rid)));
+        Ok(found)
+    }
+}
+
+/// A span search: its terms and what narrows it.
 #[derive(Debug, Clone, Default)]
 pub struct SpanSearch {
-    pub expression: String,
+    /// FTS5 terms (see [`fts_terms`]), each of which a span must match.
+    pub terms: Vec<String>,
     pub project_id: Option<i64>,
     /// Bounds on the span's `created_at`, microseconds, inclusive.
     pub from: Option<i64>,
@@ -263,9 +417,23 @@ const SPAN_CHUNK: i64 = 256;
 /// (and a cursor to go on from), so a search whose filters exclude nearly
 /// every match still answers promptly.
 const SPAN_SCAN_LIMIT: usize = 20_000;
+/// The most spans a term may match and still weigh in a span's similarity.
+const SCORED: i64 = 10_000;
+
+/// How many spans match `term`, counted up to just past `most`.
+fn span_matches(conn: &Connection, term: &str, most: i64) -> Result<i64> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT count(*) FROM (SELECT 1 FROM spans_fts WHERE spans_fts MATCH ?1 LIMIT ?2)",
+        )?
+        .query_row(rusqlite::params![term, most.saturating_add(1)], |r| {
+            r.get(0)
+        })?)
+}
 
 fn spans(conn: &Connection, tenant_id: i64, q: &SpanSearch) -> Result<SpanHits> {
     let limit = q.limit.clamp(1, MAX_SPAN_RESULTS);
+    let expression = q.terms.join(" AND ");
     // The index yields matches newest first, a chunk at a time; each is
     // checked against the filters by its key, so a page costs the matches
     // it reads, not every match there is.
@@ -304,7 +472,7 @@ fn spans(conn: &Connection, tenant_id: i64, q: &SpanSearch) -> Result<SpanHits> 
     'windows: while hi >= 1 {
         let lo = hi.saturating_sub(width - 1).max(1);
         let keys: Vec<i64> = window
-            .query_map(rusqlite::params![q.expression, lo, hi], |r| r.get(0))?
+            .query_map(rusqlite::params![expression, lo, hi], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         for rid in keys.iter().rev() {
             read += 1;
@@ -355,23 +523,51 @@ fn spans(conn: &Connection, tenant_id: i64, q: &SpanSearch) -> Result<SpanHits> 
         hits.iter().map(|h| h.position).min(),
         hits.iter().map(|h| h.position).max(),
     ) {
-        let mut detail = conn.prepare_cached(&format!(
-            "SELECT rowid, bm25(spans_fts), snippet(spans_fts, -1, '{OPEN}', '{CLOSE}', '…', 24) \
+        let wanted: HashSet<i64> = hits.iter().map(|h| h.position).collect();
+        let mut snippets = HashMap::with_capacity(hits.len());
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT rowid, snippet(spans_fts, -1, '{OPEN}', '{CLOSE}', '…', 24) \
              FROM spans_fts WHERE spans_fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3"
         ))?;
-        let wanted: std::collections::HashSet<i64> = hits.iter().map(|h| h.position).collect();
-        let mut found = std::collections::HashMap::with_capacity(hits.len());
-        let mut rows = detail.query(rusqlite::params![q.expression, lo, hi])?;
+        let mut rows = stmt.query(rusqlite::params![expression, lo, hi])?;
         while let Some(row) = rows.next()? {
             let rid: i64 = row.get(0)?;
             if wanted.contains(&rid) {
-                found.insert(rid, (row.get::<_, f64>(1)?, row.get::<_, String>(2)?));
+                snippets.insert(rid, row.get::<_, String>(1)?);
+            }
+        }
+        // BM25 weighs each term by the number of spans it matches, which
+        // FTS5 counts by reading the term's whole list of matches on every
+        // query: for a word in most spans, hundreds of milliseconds. So the
+        // score weighs the terms matching at most `SCORED` spans, and a
+        // search of common words only scores 0, as BM25 all but does when a
+        // word is in half the spans or more.
+        let mut scored = Vec::new();
+        for term in &q.terms {
+            if span_matches(conn, term, SCORED)? <= SCORED {
+                scored.push(term.as_str());
+            }
+        }
+        let mut scores = HashMap::with_capacity(hits.len());
+        if !scored.is_empty() {
+            let mut stmt = conn.prepare_cached(
+                "SELECT rowid, bm25(spans_fts) FROM spans_fts \
+                 WHERE spans_fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3",
+            )?;
+            let mut rows = stmt.query(rusqlite::params![scored.join(" AND "), lo, hi])?;
+            while let Some(row) = rows.next()? {
+                let rid: i64 = row.get(0)?;
+                if wanted.contains(&rid) {
+                    scores.insert(rid, row.get::<_, f64>(1)?);
+                }
             }
         }
         for hit in &mut hits {
-            if let Some((rank, snippet)) = found.remove(&hit.position) {
-                hit.similarity = similarity(rank);
+            if let Some(snippet) = snippets.remove(&hit.position) {
                 hit.snippet = highlight(&snippet);
+            }
+            if let Some(rank) = scores.remove(&hit.position) {
+                hit.similarity = similarity(rank);
             }
         }
     }
@@ -474,22 +670,31 @@ mod tests {
     }
 
     #[test]
-    fn common_term_pages_equal_rare_term_pages() {
+    fn every_way_of_answering_a_search_gives_the_exact_pages() {
         let (_dir, conn) = super::super::test_database();
         let words = ["alpha", "beta", "gamma", "delta"];
+        // (id, started_at, words of the trace and its spans)
+        let mut stored: Vec<(String, i64, Vec<&str>)> = Vec::new();
         for i in 0..300_usize {
             // Trace text and span text hold different words; start times
-            // run against insertion order in places.
-            let trace_text = format!("{} trace {i}", words[i % 4]);
+            // run against insertion order in places; a tenth of the traces
+            // belong to another tenant; one word in 60 traces is rare.
+            let tenant = if i % 10 == 7 { 2 } else { 1 };
+            let rare = if i % 5 == 0 { " zeta" } else { "" };
+            let trace_text = format!("{} trace {i}{rare}", words[i % 4]);
             let span_text = format!("{} span", words[(i / 4) % 4]);
             let started = ((i * 7919) % 300) as i64;
             conn.execute(
                 "INSERT INTO traces (tenant_id, project_id, id, name, output, started_at, \
-                 created_at, content_hash) VALUES (1, 1, ?1, 'n', ?2, ?3, ?3, x'00')",
-                rusqlite::params![format!("t{i}"), trace_text, started],
+                 created_at, content_hash) VALUES (?4, 1, ?1, 'n', ?2, ?3, ?3, x'00')",
+                rusqlite::params![format!("t{i}"), trace_text, started, tenant],
             )
             .expect("trace");
             let seq = conn.last_insert_rowid();
+            let mut text: Vec<&str> = vec![words[i % 4], "trace"];
+            if !rare.is_empty() {
+                text.push("zeta");
+            }
             for k in 0..(i % 3) {
                 conn.execute(
                     "INSERT INTO spans (trace_seq, id, name, type, error, created_at) \
@@ -497,6 +702,10 @@ mod tests {
                     rusqlite::params![seq, format!("s{k}"), span_text],
                 )
                 .expect("span");
+                text.extend([words[(i / 4) % 4], "span"]);
+            }
+            if tenant == 1 {
+                stored.push((format!("t{i}"), started * 1000 + i as i64, text));
             }
         }
         index_batch(
@@ -507,7 +716,7 @@ mod tests {
             },
         )
         .expect("index");
-        let all_pages = |common: bool, terms: &[&str]| -> Vec<String> {
+        let all_pages = |plan: Option<Plan>, terms: &[&str]| -> Vec<String> {
             let filter = super::super::TraceFilter {
                 text: terms.iter().map(|t| fts_query(t).expect("term")).collect(),
                 ..Default::default()
@@ -515,12 +724,12 @@ mod tests {
             let mut ids = Vec::new();
             let mut after = None;
             loop {
-                let page = if common {
-                    list_common(&conn, 1, &filter, after, 20)
-                } else {
-                    super::super::traces::list(&conn, 1, &filter, after, 20)
+                let page = match plan {
+                    Some(plan) => list_text_with(&conn, 1, &filter, after, 20, plan),
+                    None => super::super::traces::list(&conn, 1, &filter, after, 20),
                 }
                 .expect("page");
+                assert!(page.traces.len() <= 20);
                 ids.extend(page.traces.iter().map(|t| t.id.clone()));
                 match page.next {
                     Some(n) => after = Some(n),
@@ -529,20 +738,56 @@ mod tests {
             }
             ids
         };
+        let plans = [
+            ("the default", None),
+            (
+                "every term rare",
+                Some(Plan {
+                    few: i64::MAX,
+                    dense: DENSE,
+                }),
+            ),
+            (
+                "every term common",
+                Some(Plan {
+                    few: 0,
+                    dense: DENSE,
+                }),
+            ),
+            ("common, trace by trace", Some(Plan { few: 0, dense: 0 })),
+            (
+                "common, by range",
+                Some(Plan {
+                    few: 0,
+                    dense: i64::MAX / 1024,
+                }),
+            ),
+        ];
         for terms in [
             &["alpha"][..],
             &["span"],
+            &["zeta"],
             &["alpha", "beta"],
             &["gamma", "span"],
             &["trace", "delta"],
+            &["zeta", "span", "trace"],
+            &["beta", "span", "trace"],
             &["nothing"],
+            &["alpha", "nothing"],
         ] {
-            let rare = all_pages(false, terms);
-            assert_eq!(rare, all_pages(true, terms), "{terms:?}");
+            let mut expected: Vec<&(String, i64, Vec<&str>)> = stored
+                .iter()
+                .filter(|(_, _, text)| terms.iter().all(|t| text.contains(t)))
+                .collect();
+            expected.sort_by_key(|(_, key, _)| std::cmp::Reverse(*key));
+            let expected: Vec<String> = expected.into_iter().map(|(id, _, _)| id.clone()).collect();
             assert!(
-                terms == ["nothing"] || rare.len() > 20,
+                terms.contains(&"nothing") || expected.len() > 20,
                 "{terms:?} matches several pages"
             );
+            for (name, plan) in plans {
+                assert_eq!(all_pages(plan, terms), expected, "{name}: {terms:?}");
+            }
         }
     }
 

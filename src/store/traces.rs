@@ -57,8 +57,6 @@ pub struct TraceFilter {
 pub struct TracePage {
     pub traces: Vec<Trace>,
     pub next: Option<TraceCursor>,
-    /// Where each trace of the page sorts.
-    pub(super) keys: Vec<TraceCursor>,
 }
 
 /// The most traces one page can hold, whatever the caller asks.
@@ -131,6 +129,22 @@ impl Store {
     }
 }
 
+/// What a list query reads of each trace: the whole listed trace, or only
+/// where it sorts (`seq`, `started_at`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Select {
+    Rows,
+    Keys,
+}
+
+/// Where a list query's traces come from: the traces (by time, or through
+/// the session or tag index when the filter names one), or a query of one
+/// column `seq` (the matches of a search term) with its arguments.
+enum Source<'a> {
+    Filters,
+    Seqs(&'a str, Vec<SqlValue>),
+}
+
 pub(super) fn list(
     conn: &Connection,
     tenant_id: i64,
@@ -138,25 +152,93 @@ pub(super) fn list(
     after: Option<TraceCursor>,
     limit: usize,
 ) -> Result<TracePage> {
-    // Full-text terms: the rarest one, if few traces match it, drives the
-    // query from its matches; if every term is common, pages of the list
-    // without them are checked against the index a batch at a time.
-    let mut rare: Option<(i64, usize)> = None;
-    let few = if f.text.is_empty() {
-        0
-    } else {
-        super::search::few_matches(conn)?
+    if !f.text.is_empty() {
+        return super::search::list_text(conn, tenant_id, f, after, limit);
+    }
+    let (sql, args) = query(
+        tenant_id,
+        f,
+        Source::Filters,
+        after,
+        Some(limit + 1),
+        Select::Rows,
+    );
+    read_page(conn, &sql, args, limit)
+}
+
+/// Where the next `n` traces of the list (its full-text terms aside) after
+/// `after` sort, read from the indexes alone where the filters allow.
+pub(super) fn list_keys(
+    conn: &Connection,
+    tenant_id: i64,
+    f: &TraceFilter,
+    after: Option<TraceCursor>,
+    n: usize,
+) -> Result<Vec<TraceCursor>> {
+    let (sql, args) = query(tenant_id, f, Source::Filters, after, Some(n), Select::Keys);
+    read_keys(conn, &sql, args)
+}
+
+/// Where each trace of `source` (a query of one column `seq`) that the
+/// list's other filters keep sorts, in list order: all of them.
+pub(super) fn keys_of(
+    conn: &Connection,
+    tenant_id: i64,
+    f: &TraceFilter,
+    after: Option<TraceCursor>,
+    source: &str,
+    values: Vec<SqlValue>,
+) -> Result<Vec<TraceCursor>> {
+    let (sql, args) = query(
+        tenant_id,
+        f,
+        Source::Seqs(source, values),
+        after,
+        None,
+        Select::Keys,
+    );
+    read_keys(conn, &sql, args)
+}
+
+/// The page holding `keys` (in list order, at most one past `limit`), as
+/// `list` answers it.
+pub(super) fn page_of(conn: &Connection, keys: &[TraceCursor], limit: usize) -> Result<TracePage> {
+    let seqs: Vec<i64> = keys.iter().map(|k| k.seq).collect();
+    let sql = format!(
+        "SELECT {TRACE_COLUMNS} FROM traces t JOIN projects p ON p.id = t.project_id \
+         WHERE t.seq IN (SELECT value FROM json_each(?)) ORDER BY t.started_at DESC, t.seq DESC"
+    );
+    let seqs = serde_json::Value::from(seqs).to_string();
+    read_page(conn, &sql, vec![seqs.into()], limit)
+}
+
+fn read_keys(conn: &Connection, sql: &str, args: Vec<SqlValue>) -> Result<Vec<TraceCursor>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let keys = stmt
+        .query_map(rusqlite::params_from_iter(args), |r| {
+            Ok(TraceCursor {
+                seq: r.get(0)?,
+                started_at: r.get(1)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(keys)
+}
+
+/// The list query: its SQL and arguments, newest first, at most `n` rows.
+fn query(
+    tenant_id: i64,
+    f: &TraceFilter,
+    source: Source<'_>,
+    after: Option<TraceCursor>,
+    n: Option<usize>,
+    select: Select,
+) -> (String, Vec<SqlValue>) {
+    let columns = match select {
+        Select::Rows => TRACE_COLUMNS,
+        Select::Keys => "t.seq, t.started_at",
     };
-    for (i, term) in f.text.iter().enumerate() {
-        let matches = super::search::matches(conn, term, few)?;
-        if matches <= few && rare.is_none_or(|(n, _)| matches < n) {
-            rare = Some((matches, i));
-        }
-    }
-    if !f.text.is_empty() && rare.is_none() {
-        return super::search::list_common(conn, tenant_id, f, after, limit);
-    }
-    let driver = rare.map(|(_, i)| i);
+    let driven = matches!(source, Source::Seqs(..));
     // Otherwise a session or tag filter drives the query from its index,
     // which yields the matching traces already in (started_at, seq) order:
     // a common tag costs no more than an unfiltered page, a rare one or a
@@ -164,9 +246,9 @@ pub(super) fn list(
     // query is built once with `@SOURCE@` (and `@MERGED@`) in it and run as
     // two arms: the index, and the entries not in it yet (see `lookup` and
     // `session_lookup`).
-    let keyed = match (driver, &f.session_id, &f.tag) {
-        (Some(_), _, _) => None,
-        (None, Some(session), _) => Some((
+    let keyed = match (driven, &f.session_id, &f.tag) {
+        (true, _, _) => None,
+        (false, Some(session), _) => Some((
             "g.tenant_id = ? AND g.session_id = ?",
             vec![SqlValue::from(tenant_id), session.clone().into()],
             [
@@ -174,7 +256,7 @@ pub(super) fn list(
                 (super::session_lookup::ARMS[1], ""),
             ],
         )),
-        (None, None, Some((key, value))) => Some((
+        (false, None, Some((key, value))) => Some((
             "g.trace_seq @MERGED@ (SELECT tags_seq FROM lookup_state) \
              AND g.tenant_id = ? AND g.key = ? AND g.value = ?",
             vec![
@@ -184,16 +266,15 @@ pub(super) fn list(
             ],
             [("tag_lookup", "<="), ("trace_tags", ">")],
         )),
-        (None, None, None) => None,
+        (false, None, None) => None,
     };
-    let (mut sql, mut args, start, seq) = match (driver, &keyed) {
-        (Some(i), _) => {
-            let (source, values) = super::search::matching_seqs(&f.text[i]);
+    let (mut sql, mut args, start, seq) = match (source, &keyed) {
+        (Source::Seqs(source, values), _) => {
             let mut args = values;
             args.push(SqlValue::from(tenant_id));
             (
                 format!(
-                    "SELECT {TRACE_COLUMNS} FROM ({source}) m CROSS JOIN traces t ON t.seq = m.seq \
+                    "SELECT {columns} FROM ({source}) m CROSS JOIN traces t ON t.seq = m.seq \
                      JOIN projects p ON p.id = t.project_id WHERE t.tenant_id = ?"
                 ),
                 args,
@@ -201,12 +282,12 @@ pub(super) fn list(
                 "t.seq",
             )
         }
-        (None, Some((condition, values, _))) => {
+        (Source::Filters, Some((condition, values, _))) => {
             let mut args = values.clone();
             args.push(SqlValue::from(tenant_id));
             (
                 format!(
-                    "SELECT {TRACE_COLUMNS}, g.started_at AS k_start, g.trace_seq AS k_seq \
+                    "SELECT {columns}, g.started_at AS k_start, g.trace_seq AS k_seq \
                      FROM @SOURCE@ g CROSS JOIN traces t ON t.seq = g.trace_seq \
                      JOIN projects p ON p.id = t.project_id \
                      WHERE {condition} AND t.tenant_id = ?"
@@ -216,9 +297,16 @@ pub(super) fn list(
                 "g.trace_seq",
             )
         }
-        (None, None) => (
+        // Keys need nothing of the project.
+        (Source::Filters, None) if select == Select::Keys => (
+            "SELECT t.seq, t.started_at FROM traces t WHERE t.tenant_id = ?".to_owned(),
+            vec![SqlValue::from(tenant_id)],
+            "t.started_at",
+            "t.seq",
+        ),
+        (Source::Filters, None) => (
             format!(
-                "SELECT {TRACE_COLUMNS} FROM traces t JOIN projects p ON p.id = t.project_id \
+                "SELECT {columns} FROM traces t JOIN projects p ON p.id = t.project_id \
                  WHERE t.tenant_id = ?"
             ),
             vec![SqlValue::from(tenant_id)],
@@ -232,8 +320,8 @@ pub(super) fn list(
         args.extend(values);
     };
     // The filters the driving index does not apply.
-    let session_driven = driver.is_none() && f.session_id.is_some();
-    if let (Some((key, value)), true) = (&f.tag, driver.is_some() || session_driven) {
+    let session_driven = !driven && f.session_id.is_some();
+    if let (Some((key, value)), true) = (&f.tag, driven || session_driven) {
         clause(
             "EXISTS (SELECT 1 FROM trace_tags tg WHERE tg.trace_seq = t.seq AND tg.key = ? \
              AND tg.value = ?)",
@@ -272,7 +360,7 @@ pub(super) fn list(
     if let Some(v) = f.token_count_max {
         clause("t.total_token_count <= ?", vec![v.into()]);
     }
-    if let (Some(session), Some(_)) = (&f.session_id, driver) {
+    if let (Some(session), true) = (&f.session_id, driven) {
         clause("t.session_id = ?", vec![session.clone().into()]);
     }
     if let Some(label) = &f.feedback {
@@ -281,35 +369,40 @@ pub(super) fn list(
             vec![label.clone().into()],
         );
     }
-    for (i, term) in f.text.iter().enumerate() {
-        if Some(i) != driver {
-            let (condition, values) = super::search::trace_matches(term);
-            clause(condition, values);
-        }
-    }
     if let Some(c) = after {
         clause(
             &format!("({start}, {seq}) < (?, ?)"),
             vec![c.started_at.into(), c.seq.into()],
         );
     }
-    sql.push_str(&format!(" ORDER BY {start} DESC, {seq} DESC LIMIT ?"));
-    args.push((limit as i64 + 1).into());
+    sql.push_str(&format!(" ORDER BY {start} DESC, {seq} DESC"));
+    let limit = |sql: &mut String, args: &mut Vec<SqlValue>| {
+        if let Some(n) = n {
+            sql.push_str(" LIMIT ?");
+            args.push((n as i64).into());
+        }
+    };
+    limit(&mut sql, &mut args);
     if let Some((_, _, [index, rest])) = keyed {
         let arm = |(source, merged): (&str, &str)| {
             sql.replace("@SOURCE@", source).replace("@MERGED@", merged)
         };
         sql = format!(
             "SELECT * FROM ({}) UNION ALL SELECT * FROM ({}) \
-             ORDER BY k_start DESC, k_seq DESC LIMIT ?",
+             ORDER BY k_start DESC, k_seq DESC",
             arm(index),
             arm(rest)
         );
         args.extend_from_within(..);
-        args.push((limit as i64 + 1).into());
+        limit(&mut sql, &mut args);
     }
+    (sql, args)
+}
 
-    let mut stmt = conn.prepare_cached(&sql)?;
+/// Runs a list query of whole traces (at most one past `limit`) into a
+/// page: it ends early when the page's bytes are used up.
+fn read_page(conn: &Connection, sql: &str, args: Vec<SqlValue>, limit: usize) -> Result<TracePage> {
+    let mut stmt = conn.prepare_cached(sql)?;
     let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
     let mut traces = Vec::with_capacity(limit.min(256));
     let mut positions = Vec::with_capacity(limit.min(256));
@@ -322,7 +415,6 @@ pub(super) fn list(
             return Ok(TracePage {
                 next: positions.last().copied(),
                 traces,
-                keys: positions,
             });
         }
         positions.push(TraceCursor {
@@ -338,11 +430,7 @@ pub(super) fn list(
     } else {
         None
     };
-    Ok(TracePage {
-        traces,
-        next,
-        keys: positions,
-    })
+    Ok(TracePage { traces, next })
 }
 
 pub(super) fn detail(conn: &Connection, tenant_id: i64, id: &str) -> Result<Option<Trace>> {
