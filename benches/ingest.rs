@@ -55,7 +55,8 @@ use uuid::Uuid;
 
 mod support;
 use support::{
-    http_client, machine_busy_seconds, mb, proc_cpu_seconds, server_binary, Mem, Server, API_KEY,
+    env_or, error_message, file_size, http_client, machine_busy_seconds, mb, ms, proc_cpu_seconds,
+    push_time, server_binary, Mem, Rng, Server, Stats, API_KEY, ERROR_KINDS,
 };
 
 const BATCH: usize = 100;
@@ -77,42 +78,6 @@ const ENVS: [&str; 3] = ["prod", "staging", "dev"];
 const CUSTOMERS: u64 = 1_000;
 const SESSIONS: u64 = 100_000;
 const ERROR_PERCENT: u64 = 5;
-/// Kinds of error message, the first the most common; `{}` is a number
-/// that varies from one trace to the next, `{x}` a hex id, `{o}` an
-/// address's octet. The failure
-/// clusters should come out as one per kind.
-const ERROR_KINDS: [&str; 30] = [
-    "upstream timeout after {} ms",
-    "Error code: 429 - Rate limit reached for gpt-4o in organization org-{x} on tokens per min (TPM): Limit 30000, Used {}, Requested {}. Please try again in {}ms. (request id: req_{x})",
-    "Request timed out after {}s",
-    "This model's maximum context length is 8192 tokens. However, your messages resulted in {} tokens.",
-    "connection refused 10.0.{o}.{o}:5432",
-    "upstream connect error or disconnect/reset before headers, retried {} times",
-    "JSONDecodeError: Expecting value: line {} column {} (char {})",
-    "tool search_orders failed: order {x} not found",
-    "HTTP 503 from https://api.internal.example.com/v2/embeddings?batch={}",
-    "anthropic.APIStatusError: overloaded_error (request_id: req_{x})",
-    "OutputParserException: Could not parse LLM output at step {}",
-    "ValidationError: {} validation errors for ToolCall",
-    "redis: read tcp 10.0.{o}.{o}:{}->10.0.0.9:6379: i/o timeout",
-    "user u{}@example.com has no access to workspace {}",
-    "KeyError: doc_{x}",
-    "upstream returned 502 Bad Gateway after {} ms",
-    "budget exceeded: spent ${}.{} of ${}.00",
-    "retrieval returned 0 documents for index idx-{x}",
-    "prompt is too long: {} tokens > 200000 maximum",
-    "DEADLINE_EXCEEDED: deadline exceeded after {}.{}s",
-    "ssl handshake failed with vector-db-{}.internal:443",
-    "FileNotFoundError: [Errno 2] No such file or directory: /srv/models/run-{}/config.json",
-    "tool calculator failed: division by zero at step {}",
-    "moderation flagged output (category=violence, score=0.{})",
-    "upstream stream closed after {} chunks",
-    "function get_weather returned invalid JSON at position {}",
-    "grpc: received message larger than max ({} vs. 4194304)",
-    "Too Many Requests: retry after {} seconds",
-    "embedding dimension mismatch: expected 1536, got {}",
-    "sandbox process exited with code {} after {} ms",
-];
 const DAY_MICROS: u64 = 86_400_000_000;
 const TEXT_VARIANTS: usize = 64;
 const QUERY_WARMUP: usize = 20;
@@ -161,51 +126,7 @@ impl Knobs {
     }
 }
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
-        _ => default,
-    }
-}
-
 // ------------------------------------------------------------ test data ----
-
-/// SplitMix64: cheap, and seeded from the OS so runs and tasks differ.
-struct Rng(u64);
-
-impl Rng {
-    fn seeded() -> Rng {
-        let (a, b) = Uuid::new_v4().as_u64_pair();
-        Rng(a ^ b.rotate_left(17))
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn index(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// A random (version 4) UUID.
-    fn uuid(&mut self) -> Uuid {
-        let mut bytes = [0u8; 16];
-        bytes[..8].copy_from_slice(&self.next().to_le_bytes());
-        bytes[8..].copy_from_slice(&self.next().to_le_bytes());
-        uuid::Builder::from_random_bytes(bytes).into_uuid()
-    }
-}
 
 /// Pre-made prompt-like texts; ASCII letters, spaces and punctuation only, so
 /// they go into JSON without escaping.
@@ -357,29 +278,6 @@ fn gen_trace(rng: &mut Rng, now: i64) -> GenTrace {
     }
 }
 
-/// An error message of one of the kinds, the first kinds the most common.
-fn error_message(rng: &mut Rng) -> String {
-    let u = rng.below(1_000) as usize;
-    let kind = ERROR_KINDS[u * u * ERROR_KINDS.len() / 1_000_000];
-    let mut out = String::with_capacity(kind.len() + 32);
-    let mut rest = kind;
-    while let Some(at) = rest.find('{') {
-        out.push_str(&rest[..at]);
-        if rest[at..].starts_with("{x}") {
-            let _ = write!(out, "{:012x}", rng.next() >> 16);
-            rest = &rest[at + 3..];
-        } else if rest[at..].starts_with("{o}") {
-            let _ = write!(out, "{}", rng.below(256));
-            rest = &rest[at + 3..];
-        } else {
-            let _ = write!(out, "{}", 1 + rng.below(30_000));
-            rest = &rest[at + 2..];
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 fn gen_batch(rng: &mut Rng, out: &mut Vec<GenTrace>) {
     out.clear();
     let now = chrono::Utc::now().timestamp_micros();
@@ -392,11 +290,6 @@ fn session_name(session: u64) -> String {
 
 fn customer_name(customer: u64) -> String {
     format!("cust-{customer:04}")
-}
-
-fn push_time(out: &mut String, micros: i64) {
-    let t = chrono::DateTime::from_timestamp_micros(micros).expect("time in range");
-    let _ = write!(out, "\"{}\"", t.format("%Y-%m-%dT%H:%M:%S%.6fZ"));
 }
 
 /// The `/v1/ingest/batch` body for `traces`.
@@ -541,10 +434,6 @@ fn otlp_body(c: &Corpus, traces: &[GenTrace]) -> Vec<u8> {
     .encode_to_vec()
 }
 
-fn file_size(path: &Path) -> u64 {
-    std::fs::metadata(path).map_or(0, |m| m.len())
-}
-
 /// Rows in a stopped server's database: (traces, spans, trace_tags).
 fn count_rows(db: &Path) -> (i64, i64, i64) {
     let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
@@ -585,39 +474,6 @@ fn index_backlog(db: &Path) -> (i64, i64) {
 }
 
 // ------------------------------------------------------------ statistics ----
-
-#[derive(Default)]
-struct Stats {
-    n: usize,
-    p50: f64,
-    p95: f64,
-    p99: f64,
-    max: f64,
-    mean: f64,
-}
-
-impl Stats {
-    fn of(mut samples: Vec<f64>) -> Stats {
-        if samples.is_empty() {
-            return Stats::default();
-        }
-        samples.sort_by(f64::total_cmp);
-        let n = samples.len();
-        let rank = |p: f64| samples[((p / 100.0 * n as f64).ceil() as usize).clamp(1, n) - 1];
-        Stats {
-            n,
-            p50: rank(50.0),
-            p95: rank(95.0),
-            p99: rank(99.0),
-            max: samples[n - 1],
-            mean: samples.iter().sum::<f64>() / n as f64,
-        }
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
 
 // ----------------------------------------------------------- HTTP ingest ----
 

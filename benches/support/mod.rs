@@ -1,14 +1,17 @@
 //! What the benches share: the release-built `trulayer-server` as a child
 //! process on a free loopback port, and readings of its memory and CPU from
-//! `/proc`.
+//! `/proc`; the generator pieces and statistics the load benches share.
 #![allow(dead_code)]
 
+use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use uuid::Uuid;
 
 /// The API key every bench server is started with (headless first start).
 pub const API_KEY: &str = "tl_bench_0123456789abcdef0123";
@@ -296,4 +299,152 @@ pub fn http_client() -> reqwest::Client {
         .timeout(Duration::from_secs(60))
         .build()
         .expect("build the HTTP client")
+}
+
+// ------------------------------------------------- generators and stats ----
+
+/// Kinds of error message, the first the most common; `{}` is a number
+/// that varies from one trace to the next, `{x}` a hex id, `{o}` an
+/// address's octet. The failure
+/// clusters should come out as one per kind.
+pub const ERROR_KINDS: [&str; 30] = [
+    "upstream timeout after {} ms",
+    "Error code: 429 - Rate limit reached for gpt-4o in organization org-{x} on tokens per min (TPM): Limit 30000, Used {}, Requested {}. Please try again in {}ms. (request id: req_{x})",
+    "Request timed out after {}s",
+    "This model's maximum context length is 8192 tokens. However, your messages resulted in {} tokens.",
+    "connection refused 10.0.{o}.{o}:5432",
+    "upstream connect error or disconnect/reset before headers, retried {} times",
+    "JSONDecodeError: Expecting value: line {} column {} (char {})",
+    "tool search_orders failed: order {x} not found",
+    "HTTP 503 from https://api.internal.example.com/v2/embeddings?batch={}",
+    "anthropic.APIStatusError: overloaded_error (request_id: req_{x})",
+    "OutputParserException: Could not parse LLM output at step {}",
+    "ValidationError: {} validation errors for ToolCall",
+    "redis: read tcp 10.0.{o}.{o}:{}->10.0.0.9:6379: i/o timeout",
+    "user u{}@example.com has no access to workspace {}",
+    "KeyError: doc_{x}",
+    "upstream returned 502 Bad Gateway after {} ms",
+    "budget exceeded: spent ${}.{} of ${}.00",
+    "retrieval returned 0 documents for index idx-{x}",
+    "prompt is too long: {} tokens > 200000 maximum",
+    "DEADLINE_EXCEEDED: deadline exceeded after {}.{}s",
+    "ssl handshake failed with vector-db-{}.internal:443",
+    "FileNotFoundError: [Errno 2] No such file or directory: /srv/models/run-{}/config.json",
+    "tool calculator failed: division by zero at step {}",
+    "moderation flagged output (category=violence, score=0.{})",
+    "upstream stream closed after {} chunks",
+    "function get_weather returned invalid JSON at position {}",
+    "grpc: received message larger than max ({} vs. 4194304)",
+    "Too Many Requests: retry after {} seconds",
+    "embedding dimension mismatch: expected 1536, got {}",
+    "sandbox process exited with code {} after {} ms",
+];
+
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
+        _ => default,
+    }
+}
+
+/// SplitMix64: cheap, and seeded from the OS so runs and tasks differ.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn seeded() -> Rng {
+        let (a, b) = Uuid::new_v4().as_u64_pair();
+        Rng(a ^ b.rotate_left(17))
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn index(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// A random (version 4) UUID.
+    pub fn uuid(&mut self) -> Uuid {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.next().to_le_bytes());
+        bytes[8..].copy_from_slice(&self.next().to_le_bytes());
+        uuid::Builder::from_random_bytes(bytes).into_uuid()
+    }
+}
+
+/// An error message of one of the kinds, the first kinds the most common.
+pub fn error_message(rng: &mut Rng) -> String {
+    let u = rng.below(1_000) as usize;
+    let kind = ERROR_KINDS[u * u * ERROR_KINDS.len() / 1_000_000];
+    let mut out = String::with_capacity(kind.len() + 32);
+    let mut rest = kind;
+    while let Some(at) = rest.find('{') {
+        out.push_str(&rest[..at]);
+        if rest[at..].starts_with("{x}") {
+            let _ = write!(out, "{:012x}", rng.next() >> 16);
+            rest = &rest[at + 3..];
+        } else if rest[at..].starts_with("{o}") {
+            let _ = write!(out, "{}", rng.below(256));
+            rest = &rest[at + 3..];
+        } else {
+            let _ = write!(out, "{}", 1 + rng.below(30_000));
+            rest = &rest[at + 2..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+pub fn push_time(out: &mut String, micros: i64) {
+    let t = chrono::DateTime::from_timestamp_micros(micros).expect("time in range");
+    let _ = write!(out, "\"{}\"", t.format("%Y-%m-%dT%H:%M:%S%.6fZ"));
+}
+
+pub fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+#[derive(Default)]
+pub struct Stats {
+    pub n: usize,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+impl Stats {
+    pub fn of(mut samples: Vec<f64>) -> Stats {
+        if samples.is_empty() {
+            return Stats::default();
+        }
+        samples.sort_by(f64::total_cmp);
+        let n = samples.len();
+        let rank = |p: f64| samples[((p / 100.0 * n as f64).ceil() as usize).clamp(1, n) - 1];
+        Stats {
+            n,
+            p50: rank(50.0),
+            p95: rank(95.0),
+            p99: rank(99.0),
+            max: samples[n - 1],
+            mean: samples.iter().sum::<f64>() / n as f64,
+        }
+    }
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
