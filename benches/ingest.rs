@@ -55,29 +55,13 @@ use uuid::Uuid;
 
 mod support;
 use support::{
-    env_or, error_message, file_size, http_client, machine_busy_seconds, mb, ms, proc_cpu_seconds,
-    push_time, server_binary, Mem, Rng, Server, Stats, API_KEY, ERROR_KINDS,
+    customer_name, data_root, env_or, error_message, file_size, http_client, machine_busy_seconds,
+    mb, ms, otlp_request, post_batch, proc_cpu_seconds, push_time, server_binary, Mem, OtlpSpan,
+    OtlpTrace, Protocol, Rng, Server, Stats, API_KEY, BATCH, CUSTOMERS, ENVS, ERROR_KINDS,
+    ERROR_PERCENT, MODELS, SPANS, SPAN_SHAPES, TRACE_NAMES,
 };
 
-const BATCH: usize = 100;
-const SPANS: usize = 4;
-const MODELS: [&str; 4] = [
-    "gpt-4o",
-    "gpt-4o-mini",
-    "claude-3-5-sonnet",
-    "llama-3.1-70b",
-];
-const TRACE_NAMES: [&str; 4] = ["chat", "summarise", "qa", "agent_run"];
-const SPAN_SHAPES: [(&str, &str); SPANS] = [
-    ("plan", "llm"),
-    ("search_docs", "retrieval"),
-    ("call_tool", "tool"),
-    ("answer", "llm"),
-];
-const ENVS: [&str; 3] = ["prod", "staging", "dev"];
-const CUSTOMERS: u64 = 1_000;
 const SESSIONS: u64 = 100_000;
-const ERROR_PERCENT: u64 = 5;
 const DAY_MICROS: u64 = 86_400_000_000;
 const TEXT_VARIANTS: usize = 64;
 const QUERY_WARMUP: usize = 20;
@@ -288,10 +272,6 @@ fn session_name(session: u64) -> String {
     format!("sess-{session:06}")
 }
 
-fn customer_name(customer: u64) -> String {
-    format!("cust-{customer:04}")
-}
-
 /// The `/v1/ingest/batch` body for `traces`.
 fn batch_body(c: &Corpus, traces: &[GenTrace]) -> Vec<u8> {
     let mut out = String::with_capacity(traces.len() * 4_200);
@@ -351,87 +331,38 @@ fn batch_body(c: &Corpus, traces: &[GenTrace]) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// The same traces as an OTLP `ExportTraceServiceRequest` in protobuf: the
-/// first span of each trace is its root, the others its children; GenAI
-/// attributes carry model, tokens, prompt and completion.
+/// The same traces as an OTLP `ExportTraceServiceRequest` in protobuf.
 fn otlp_body(c: &Corpus, traces: &[GenTrace]) -> Vec<u8> {
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
-    use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
-    use opentelemetry_proto::tonic::resource::v1::Resource;
-    use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
-    use prost::Message;
-    let kv = |key: &str, value: Any| KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    };
-    let text = |key: &str, value: &str| kv(key, Any::StringValue(value.into()));
-    let nanos = |micros: i64| micros as u64 * 1_000;
-    let mut spans = Vec::with_capacity(traces.len() * SPANS);
-    for t in traces {
-        let trace_id = t.id.as_bytes().to_vec();
-        let root_id = t.spans[0].id.as_bytes()[8..].to_vec();
-        for (i, s) in t.spans.iter().enumerate() {
-            let mut attributes = match s.kind {
-                "llm" => vec![
-                    text("gen_ai.operation.name", "chat"),
-                    text("gen_ai.system", "openai"),
-                    text("gen_ai.request.model", s.model),
-                    kv("gen_ai.usage.input_tokens", Any::IntValue(s.prompt_tokens)),
-                    kv(
-                        "gen_ai.usage.output_tokens",
-                        Any::IntValue(s.completion_tokens),
-                    ),
-                ],
-                "tool" => vec![
-                    text("gen_ai.operation.name", "execute_tool"),
-                    text("gen_ai.tool.name", s.name),
-                ],
-                _ => vec![text("db.system", "qdrant")],
-            };
-            attributes.push(text("gen_ai.prompt", &c.inputs[s.input]));
-            attributes.push(text("gen_ai.completion", &c.outputs[s.output]));
-            if i == 0 {
-                attributes.push(text("session.id", &session_name(t.session)));
-                attributes.push(text("customer", &customer_name(t.customer)));
-                attributes.push(text("env", t.env));
-            }
-            spans.push(Span {
-                trace_id: trace_id.clone(),
-                span_id: s.id.as_bytes()[8..].to_vec(),
-                parent_span_id: if i == 0 { Vec::new() } else { root_id.clone() },
-                name: if i == 0 { t.name.into() } else { s.name.into() },
-                kind: 3,
-                start_time_unix_nano: nanos(s.start),
-                end_time_unix_nano: nanos(s.end),
-                attributes,
-                status: t.error.as_ref().filter(|_| i == 0).map(|error| Status {
-                    code: status::StatusCode::Error as i32,
-                    message: error.clone(),
-                }),
-                ..Default::default()
-            });
-        }
-    }
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![text("service.name", "bench")],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "bench".into(),
-                    ..Default::default()
-                }),
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
+    let sessions: Vec<String> = traces.iter().map(|t| session_name(t.session)).collect();
+    let view: Vec<OtlpTrace<'_>> = traces
+        .iter()
+        .zip(&sessions)
+        .map(|(t, session)| OtlpTrace {
+            id: t.id,
+            name: t.name,
+            model: t.model,
+            session: Some(session),
+            customer: t.customer,
+            env: t.env,
+            error: t.error.as_deref(),
+            spans: t
+                .spans
+                .iter()
+                .map(|s| OtlpSpan {
+                    id: s.id,
+                    name: s.name,
+                    kind: s.kind,
+                    input: &c.inputs[s.input],
+                    output: &c.outputs[s.output],
+                    prompt_tokens: s.prompt_tokens,
+                    completion_tokens: s.completion_tokens,
+                    start: s.start,
+                    end: s.end,
+                })
+                .collect(),
+        })
+        .collect();
+    otlp_request(&view)
 }
 
 /// Rows in a stopped server's database: (traces, spans, trace_tags).
@@ -498,42 +429,9 @@ struct IngestPlan {
     protocol: Protocol,
 }
 
-/// How the clients send their batches.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Protocol {
-    /// `POST /v1/ingest/batch`, the SDK's JSON.
-    Json,
-    /// `POST /v1/otlp/traces`, OTLP protobuf with GenAI attributes.
-    Otlp,
-}
-
-/// A 201 with every trace ingested (JSON), or a 200 without a partial
-/// success (OTLP).
-fn acknowledged(protocol: Protocol, status: u16, body: &[u8]) -> bool {
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
-    use prost::Message;
-    match protocol {
-        Protocol::Json => {
-            status == 201
-                && serde_json::from_slice::<Value>(body)
-                    .ok()
-                    .and_then(|v| v.get("ingested").and_then(Value::as_u64))
-                    == Some(BATCH as u64)
-        }
-        Protocol::Otlp => {
-            status == 200
-                && ExportTraceServiceResponse::decode(body)
-                    .is_ok_and(|r| r.partial_success.is_none_or(|p| p.rejected_spans == 0))
-        }
-    }
-}
-
 async fn ingest_client(base: String, corpus: Arc<Corpus>, plan: Arc<IngestPlan>) -> ClientOut {
     let client = http_client();
-    let (url, content_type) = match plan.protocol {
-        Protocol::Json => (format!("{base}/v1/ingest/batch"), "application/json"),
-        Protocol::Otlp => (format!("{base}/v1/otlp/traces"), "application/x-protobuf"),
-    };
+    let url = format!("{base}{}", plan.protocol.endpoint().0);
     let mut rng = Rng::seeded();
     let mut out = ClientOut::default();
     let mut batch = Vec::with_capacity(BATCH);
@@ -553,27 +451,7 @@ async fn ingest_client(base: String, corpus: Arc<Corpus>, plan: Arc<IngestPlan>)
             Protocol::Otlp => otlp_body(&corpus, &batch),
         };
         let sent = Instant::now();
-        let answer = client
-            .post(&url)
-            .bearer_auth(API_KEY)
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await;
-        let outcome = match answer {
-            Ok(response) => {
-                let status = response.status();
-                match response.bytes().await {
-                    Ok(bytes) if acknowledged(plan.protocol, status.as_u16(), &bytes) => Ok(()),
-                    Ok(bytes) => Err(format!(
-                        "{status}: {}",
-                        String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
-                    )),
-                    Err(e) => Err(format!("{status}: reading the body: {e}")),
-                }
-            }
-            Err(e) => Err(format!("request failed: {e}")),
-        };
+        let outcome = post_batch(&client, &url, API_KEY, plan.protocol, body, BATCH).await;
         let done = Instant::now();
         match outcome {
             Ok(()) => {
@@ -1312,25 +1190,7 @@ fn verdict(ok: bool) -> &'static str {
 
 fn main() {
     let knobs = Knobs::from_env();
-    let (_temp, root) = match &knobs.keep_dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).expect("create BENCH_KEEP_DIR");
-            let kept = tempfile::Builder::new()
-                .prefix("trulayer-bench-")
-                .tempdir_in(dir)
-                .expect("create a directory in BENCH_KEEP_DIR")
-                .keep();
-            (None, kept)
-        }
-        None => {
-            let temp = tempfile::Builder::new()
-                .prefix("trulayer-bench-")
-                .tempdir()
-                .expect("create a temporary directory");
-            let path = temp.path().to_path_buf();
-            (Some(temp), path)
-        }
-    };
+    let (_temp, root) = data_root(knobs.keep_dir.as_deref(), "trulayer-bench-");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -448,3 +448,233 @@ impl Stats {
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
+
+// ------------------------------------------------------- the trace shape ----
+
+/// Traces per ingest request, spans per trace.
+pub const BATCH: usize = 100;
+pub const SPANS: usize = 4;
+pub const MODELS: [&str; 4] = [
+    "gpt-4o",
+    "gpt-4o-mini",
+    "claude-3-5-sonnet",
+    "llama-3.1-70b",
+];
+pub const TRACE_NAMES: [&str; 4] = ["chat", "summarise", "qa", "agent_run"];
+/// Each trace's spans: (name, type).
+pub const SPAN_SHAPES: [(&str, &str); SPANS] = [
+    ("plan", "llm"),
+    ("search_docs", "retrieval"),
+    ("call_tool", "tool"),
+    ("answer", "llm"),
+];
+pub const ENVS: [&str; 3] = ["prod", "staging", "dev"];
+pub const CUSTOMERS: u64 = 1_000;
+pub const ERROR_PERCENT: u64 = 5;
+
+pub fn customer_name(customer: u64) -> String {
+    format!("cust-{customer:04}")
+}
+
+/// How the clients send their batches.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `POST /v1/ingest/batch`, the SDK's JSON.
+    Json,
+    /// `POST /v1/otlp/traces`, OTLP protobuf with GenAI attributes.
+    Otlp,
+}
+
+impl Protocol {
+    /// The path and content type of its requests.
+    pub fn endpoint(self) -> (&'static str, &'static str) {
+        match self {
+            Protocol::Json => ("/v1/ingest/batch", "application/json"),
+            Protocol::Otlp => ("/v1/otlp/traces", "application/x-protobuf"),
+        }
+    }
+}
+
+/// A 201 with all `traces` ingested (JSON), or a 200 without a partial
+/// success (OTLP).
+pub fn acknowledged(protocol: Protocol, status: u16, body: &[u8], traces: usize) -> bool {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+    use prost::Message;
+    match protocol {
+        Protocol::Json => {
+            status == 201
+                && serde_json::from_slice::<serde_json::Value>(body)
+                    .ok()
+                    .and_then(|v| v.get("ingested").and_then(serde_json::Value::as_u64))
+                    == Some(traces as u64)
+        }
+        Protocol::Otlp => {
+            status == 200
+                && ExportTraceServiceResponse::decode(body)
+                    .is_ok_and(|r| r.partial_success.is_none_or(|p| p.rejected_spans == 0))
+        }
+    }
+}
+
+/// Posts one ingest request of `traces` traces; Ok when acknowledged, else
+/// what came back.
+pub async fn post_batch(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    protocol: Protocol,
+    body: Vec<u8>,
+    traces: usize,
+) -> Result<(), String> {
+    let response = client
+        .post(url)
+        .bearer_auth(key)
+        .header("content-type", protocol.endpoint().1)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    let status = response.status();
+    match response.bytes().await {
+        Ok(bytes) if acknowledged(protocol, status.as_u16(), &bytes, traces) => Ok(()),
+        Ok(bytes) => Err(format!(
+            "{status}: {}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+        )),
+        Err(e) => Err(format!("{status}: reading the body: {e}")),
+    }
+}
+
+/// A generated trace as the OTLP encoder reads it.
+pub struct OtlpTrace<'a> {
+    pub id: Uuid,
+    pub name: &'a str,
+    pub model: &'a str,
+    pub session: Option<&'a str>,
+    pub customer: u64,
+    pub env: &'a str,
+    pub error: Option<&'a str>,
+    pub spans: Vec<OtlpSpan<'a>>,
+}
+
+pub struct OtlpSpan<'a> {
+    pub id: Uuid,
+    pub name: &'a str,
+    pub kind: &'a str,
+    pub input: &'a str,
+    pub output: &'a str,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub start: i64,
+    pub end: i64,
+}
+
+/// The traces as an OTLP `ExportTraceServiceRequest` in protobuf: the
+/// first span of each trace is its root, the others its children; GenAI
+/// attributes carry model, tokens, prompt and completion.
+pub fn otlp_request(traces: &[OtlpTrace<'_>]) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
+    use prost::Message;
+    let kv = |key: &str, value: Any| KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    };
+    let text = |key: &str, value: &str| kv(key, Any::StringValue(value.into()));
+    let nanos = |micros: i64| micros as u64 * 1_000;
+    let mut spans = Vec::with_capacity(traces.len() * SPANS);
+    for t in traces {
+        let trace_id = t.id.as_bytes().to_vec();
+        let root_id = t.spans[0].id.as_bytes()[8..].to_vec();
+        for (i, s) in t.spans.iter().enumerate() {
+            let mut attributes = match s.kind {
+                "llm" => vec![
+                    text("gen_ai.operation.name", "chat"),
+                    text("gen_ai.system", "openai"),
+                    text("gen_ai.request.model", t.model),
+                    kv("gen_ai.usage.input_tokens", Any::IntValue(s.prompt_tokens)),
+                    kv(
+                        "gen_ai.usage.output_tokens",
+                        Any::IntValue(s.completion_tokens),
+                    ),
+                ],
+                "tool" => vec![
+                    text("gen_ai.operation.name", "execute_tool"),
+                    text("gen_ai.tool.name", s.name),
+                ],
+                _ => vec![text("db.system", "qdrant")],
+            };
+            attributes.push(text("gen_ai.prompt", s.input));
+            attributes.push(text("gen_ai.completion", s.output));
+            if i == 0 {
+                if let Some(session) = t.session {
+                    attributes.push(text("session.id", session));
+                }
+                attributes.push(text("customer", &customer_name(t.customer)));
+                attributes.push(text("env", t.env));
+            }
+            spans.push(Span {
+                trace_id: trace_id.clone(),
+                span_id: s.id.as_bytes()[8..].to_vec(),
+                parent_span_id: if i == 0 { Vec::new() } else { root_id.clone() },
+                name: if i == 0 { t.name.into() } else { s.name.into() },
+                kind: 3,
+                start_time_unix_nano: nanos(s.start),
+                end_time_unix_nano: nanos(s.end),
+                attributes,
+                status: t.error.filter(|_| i == 0).map(|error| Status {
+                    code: status::StatusCode::Error as i32,
+                    message: error.into(),
+                }),
+                ..Default::default()
+            });
+        }
+    }
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![text("service.name", "bench")],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "bench".into(),
+                    ..Default::default()
+                }),
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// The directory the data directories go under: a temporary one, deleted
+/// when the returned guard drops, or a new one kept under `keep` (what
+/// `BENCH_KEEP_DIR` names).
+pub fn data_root(keep: Option<&Path>, prefix: &str) -> (Option<tempfile::TempDir>, PathBuf) {
+    match keep {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).expect("create BENCH_KEEP_DIR");
+            let kept = tempfile::Builder::new()
+                .prefix(prefix)
+                .tempdir_in(dir)
+                .expect("create a directory in BENCH_KEEP_DIR")
+                .keep();
+            (None, kept)
+        }
+        None => {
+            let temp = tempfile::Builder::new()
+                .prefix(prefix)
+                .tempdir()
+                .expect("create a temporary directory");
+            let path = temp.path().to_path_buf();
+            (Some(temp), path)
+        }
+    }
+}
