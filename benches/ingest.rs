@@ -58,7 +58,7 @@ use support::{
     customer_name, data_root, env_or, error_message, file_size, http_client, machine_busy_seconds,
     mb, ms, otlp_request, post_batch, proc_cpu_seconds, push_time, server_binary, Mem, OtlpSpan,
     OtlpTrace, Protocol, Rng, Server, Stats, API_KEY, BATCH, CUSTOMERS, ENVS, ERROR_KINDS,
-    ERROR_PERCENT, MODELS, SPANS, SPAN_SHAPES, TRACE_NAMES,
+    ERROR_PERCENT, MODELS, SPANS, SPAN_SHAPES, TRACE_NAMES, WORDS,
 };
 
 const SESSIONS: u64 = 100_000;
@@ -129,32 +129,6 @@ impl Corpus {
 }
 
 fn text(rng: &mut Rng, target: usize) -> String {
-    const WORDS: [&str; 24] = [
-        "the",
-        "model",
-        "returned",
-        "a",
-        "summary",
-        "of",
-        "customer",
-        "ticket",
-        "about",
-        "billing",
-        "latency",
-        "retrieval",
-        "context",
-        "window",
-        "tokens",
-        "answer",
-        "question",
-        "policy",
-        "refund",
-        "order",
-        "shipping",
-        "account",
-        "please",
-        "explain,",
-    ];
     let len = target * 9 / 10 + rng.index(target / 5 + 1);
     let mut s = String::with_capacity(len + 16);
     while s.len() < len {

@@ -468,6 +468,33 @@ pub const SPAN_SHAPES: [(&str, &str); SPANS] = [
     ("call_tool", "tool"),
     ("answer", "llm"),
 ];
+/// The few dozen words of prompt-like texts: each is in most traces.
+pub const WORDS: [&str; 24] = [
+    "the",
+    "model",
+    "returned",
+    "a",
+    "summary",
+    "of",
+    "customer",
+    "ticket",
+    "about",
+    "billing",
+    "latency",
+    "retrieval",
+    "context",
+    "window",
+    "tokens",
+    "answer",
+    "question",
+    "policy",
+    "refund",
+    "order",
+    "shipping",
+    "account",
+    "please",
+    "explain,",
+];
 pub const ENVS: [&str; 3] = ["prod", "staging", "dev"];
 pub const CUSTOMERS: u64 = 1_000;
 pub const ERROR_PERCENT: u64 = 5;
