@@ -60,9 +60,10 @@ use uuid::Uuid;
 
 mod support;
 use support::{
-    customer_name, data_root, env_or, error_message, file_size, http_client, ms, otlp_request,
-    post_batch, push_time, server_binary, OtlpSpan, OtlpTrace, Protocol, Rng, Server, Stats,
-    API_KEY, BATCH, CUSTOMERS, ENVS, ERROR_PERCENT, MODELS, SPANS, SPAN_SHAPES, TRACE_NAMES, WORDS,
+    customer_name, data_root, env_or, error_message, file_size, http_client, log_tail, ms,
+    otlp_request, post_batch, push_time, server_binary, OtlpSpan, OtlpTrace, Protocol, Rng, Server,
+    Stats, API_KEY, BATCH, CUSTOMERS, ENVS, ERROR_PERCENT, MODELS, SPANS, SPAN_SHAPES, TRACE_NAMES,
+    WORDS,
 };
 
 const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
@@ -1400,6 +1401,20 @@ fn verdict(ok: Option<bool>) -> &'static str {
     }
 }
 
+/// Whether the server has exited; if so, what it logged last.
+fn exited(server: &mut Server) -> Option<String> {
+    match server.child.try_wait() {
+        Ok(Some(status)) => {
+            server.stopped = true;
+            Some(format!(
+                "the server exited ({status}); its log ends:\n{}",
+                log_tail(&server.log)
+            ))
+        }
+        _ => None,
+    }
+}
+
 struct CorpusRun {
     rows: Vec<Row>,
     problems: Vec<String>,
@@ -1683,6 +1698,10 @@ fn run_corpus(
             .map(|p| format!("{corpus_name}: {p}")),
     );
 
+    if let Some(exit) = exited(&mut server) {
+        println!("  {exit}");
+        problems.push(format!("{corpus_name}: {exit}"));
+    }
     phases.push(("queries and exactness", lap.elapsed()));
     lap = Instant::now();
 
@@ -1691,10 +1710,11 @@ fn run_corpus(
         "[6] sustained ingest for {:?} at {} connections, a trace with a unique word every second",
         knobs.sustain, knobs.clients
     );
+    let base = server.base.clone();
     let sustain_plan = |protocol: Protocol, seconds: Duration| {
         let start = Instant::now();
         Plan {
-            base: server.base.clone(),
+            base: base.clone(),
             keys: keys.clone(),
             corpus: corpus.clone(),
             sessions: Sessions::for_traces(n),
@@ -1750,6 +1770,10 @@ fn run_corpus(
         Some(missing == 0 && delay.n > 0 && delay.max <= 5_000.0),
     );
 
+    if let Some(exit) = exited(&mut server) {
+        println!("  {exit}");
+        problems.push(format!("{corpus_name}: {exit}"));
+    }
     phases.push(("sustained ingest", lap.elapsed()));
     lap = Instant::now();
 
