@@ -55,64 +55,13 @@ use uuid::Uuid;
 
 mod support;
 use support::{
-    http_client, machine_busy_seconds, mb, proc_cpu_seconds, server_binary, Mem, Server, API_KEY,
+    customer_name, data_root, env_or, error_message, file_size, http_client, machine_busy_seconds,
+    mb, ms, otlp_request, post_batch, proc_cpu_seconds, push_time, server_binary, Mem, OtlpSpan,
+    OtlpTrace, Protocol, Rng, Server, Stats, API_KEY, BATCH, CUSTOMERS, ENVS, ERROR_KINDS,
+    ERROR_PERCENT, MODELS, SPANS, SPAN_SHAPES, TRACE_NAMES, WORDS,
 };
 
-const BATCH: usize = 100;
-const SPANS: usize = 4;
-const MODELS: [&str; 4] = [
-    "gpt-4o",
-    "gpt-4o-mini",
-    "claude-3-5-sonnet",
-    "llama-3.1-70b",
-];
-const TRACE_NAMES: [&str; 4] = ["chat", "summarise", "qa", "agent_run"];
-const SPAN_SHAPES: [(&str, &str); SPANS] = [
-    ("plan", "llm"),
-    ("search_docs", "retrieval"),
-    ("call_tool", "tool"),
-    ("answer", "llm"),
-];
-const ENVS: [&str; 3] = ["prod", "staging", "dev"];
-const CUSTOMERS: u64 = 1_000;
 const SESSIONS: u64 = 100_000;
-const ERROR_PERCENT: u64 = 5;
-/// Kinds of error message, the first the most common; `{}` is a number
-/// that varies from one trace to the next, `{x}` a hex id, `{o}` an
-/// address's octet. The failure
-/// clusters should come out as one per kind.
-const ERROR_KINDS: [&str; 30] = [
-    "upstream timeout after {} ms",
-    "Error code: 429 - Rate limit reached for gpt-4o in organization org-{x} on tokens per min (TPM): Limit 30000, Used {}, Requested {}. Please try again in {}ms. (request id: req_{x})",
-    "Request timed out after {}s",
-    "This model's maximum context length is 8192 tokens. However, your messages resulted in {} tokens.",
-    "connection refused 10.0.{o}.{o}:5432",
-    "upstream connect error or disconnect/reset before headers, retried {} times",
-    "JSONDecodeError: Expecting value: line {} column {} (char {})",
-    "tool search_orders failed: order {x} not found",
-    "HTTP 503 from https://api.internal.example.com/v2/embeddings?batch={}",
-    "anthropic.APIStatusError: overloaded_error (request_id: req_{x})",
-    "OutputParserException: Could not parse LLM output at step {}",
-    "ValidationError: {} validation errors for ToolCall",
-    "redis: read tcp 10.0.{o}.{o}:{}->10.0.0.9:6379: i/o timeout",
-    "user u{}@example.com has no access to workspace {}",
-    "KeyError: doc_{x}",
-    "upstream returned 502 Bad Gateway after {} ms",
-    "budget exceeded: spent ${}.{} of ${}.00",
-    "retrieval returned 0 documents for index idx-{x}",
-    "prompt is too long: {} tokens > 200000 maximum",
-    "DEADLINE_EXCEEDED: deadline exceeded after {}.{}s",
-    "ssl handshake failed with vector-db-{}.internal:443",
-    "FileNotFoundError: [Errno 2] No such file or directory: /srv/models/run-{}/config.json",
-    "tool calculator failed: division by zero at step {}",
-    "moderation flagged output (category=violence, score=0.{})",
-    "upstream stream closed after {} chunks",
-    "function get_weather returned invalid JSON at position {}",
-    "grpc: received message larger than max ({} vs. 4194304)",
-    "Too Many Requests: retry after {} seconds",
-    "embedding dimension mismatch: expected 1536, got {}",
-    "sandbox process exited with code {} after {} ms",
-];
 const DAY_MICROS: u64 = 86_400_000_000;
 const TEXT_VARIANTS: usize = 64;
 const QUERY_WARMUP: usize = 20;
@@ -161,51 +110,7 @@ impl Knobs {
     }
 }
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
-        _ => default,
-    }
-}
-
 // ------------------------------------------------------------ test data ----
-
-/// SplitMix64: cheap, and seeded from the OS so runs and tasks differ.
-struct Rng(u64);
-
-impl Rng {
-    fn seeded() -> Rng {
-        let (a, b) = Uuid::new_v4().as_u64_pair();
-        Rng(a ^ b.rotate_left(17))
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn index(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// A random (version 4) UUID.
-    fn uuid(&mut self) -> Uuid {
-        let mut bytes = [0u8; 16];
-        bytes[..8].copy_from_slice(&self.next().to_le_bytes());
-        bytes[8..].copy_from_slice(&self.next().to_le_bytes());
-        uuid::Builder::from_random_bytes(bytes).into_uuid()
-    }
-}
 
 /// Pre-made prompt-like texts; ASCII letters, spaces and punctuation only, so
 /// they go into JSON without escaping.
@@ -224,32 +129,6 @@ impl Corpus {
 }
 
 fn text(rng: &mut Rng, target: usize) -> String {
-    const WORDS: [&str; 24] = [
-        "the",
-        "model",
-        "returned",
-        "a",
-        "summary",
-        "of",
-        "customer",
-        "ticket",
-        "about",
-        "billing",
-        "latency",
-        "retrieval",
-        "context",
-        "window",
-        "tokens",
-        "answer",
-        "question",
-        "policy",
-        "refund",
-        "order",
-        "shipping",
-        "account",
-        "please",
-        "explain,",
-    ];
     let len = target * 9 / 10 + rng.index(target / 5 + 1);
     let mut s = String::with_capacity(len + 16);
     while s.len() < len {
@@ -357,29 +236,6 @@ fn gen_trace(rng: &mut Rng, now: i64) -> GenTrace {
     }
 }
 
-/// An error message of one of the kinds, the first kinds the most common.
-fn error_message(rng: &mut Rng) -> String {
-    let u = rng.below(1_000) as usize;
-    let kind = ERROR_KINDS[u * u * ERROR_KINDS.len() / 1_000_000];
-    let mut out = String::with_capacity(kind.len() + 32);
-    let mut rest = kind;
-    while let Some(at) = rest.find('{') {
-        out.push_str(&rest[..at]);
-        if rest[at..].starts_with("{x}") {
-            let _ = write!(out, "{:012x}", rng.next() >> 16);
-            rest = &rest[at + 3..];
-        } else if rest[at..].starts_with("{o}") {
-            let _ = write!(out, "{}", rng.below(256));
-            rest = &rest[at + 3..];
-        } else {
-            let _ = write!(out, "{}", 1 + rng.below(30_000));
-            rest = &rest[at + 2..];
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 fn gen_batch(rng: &mut Rng, out: &mut Vec<GenTrace>) {
     out.clear();
     let now = chrono::Utc::now().timestamp_micros();
@@ -388,15 +244,6 @@ fn gen_batch(rng: &mut Rng, out: &mut Vec<GenTrace>) {
 
 fn session_name(session: u64) -> String {
     format!("sess-{session:06}")
-}
-
-fn customer_name(customer: u64) -> String {
-    format!("cust-{customer:04}")
-}
-
-fn push_time(out: &mut String, micros: i64) {
-    let t = chrono::DateTime::from_timestamp_micros(micros).expect("time in range");
-    let _ = write!(out, "\"{}\"", t.format("%Y-%m-%dT%H:%M:%S%.6fZ"));
 }
 
 /// The `/v1/ingest/batch` body for `traces`.
@@ -458,91 +305,38 @@ fn batch_body(c: &Corpus, traces: &[GenTrace]) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// The same traces as an OTLP `ExportTraceServiceRequest` in protobuf: the
-/// first span of each trace is its root, the others its children; GenAI
-/// attributes carry model, tokens, prompt and completion.
+/// The same traces as an OTLP `ExportTraceServiceRequest` in protobuf.
 fn otlp_body(c: &Corpus, traces: &[GenTrace]) -> Vec<u8> {
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
-    use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
-    use opentelemetry_proto::tonic::resource::v1::Resource;
-    use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
-    use prost::Message;
-    let kv = |key: &str, value: Any| KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    };
-    let text = |key: &str, value: &str| kv(key, Any::StringValue(value.into()));
-    let nanos = |micros: i64| micros as u64 * 1_000;
-    let mut spans = Vec::with_capacity(traces.len() * SPANS);
-    for t in traces {
-        let trace_id = t.id.as_bytes().to_vec();
-        let root_id = t.spans[0].id.as_bytes()[8..].to_vec();
-        for (i, s) in t.spans.iter().enumerate() {
-            let mut attributes = match s.kind {
-                "llm" => vec![
-                    text("gen_ai.operation.name", "chat"),
-                    text("gen_ai.system", "openai"),
-                    text("gen_ai.request.model", s.model),
-                    kv("gen_ai.usage.input_tokens", Any::IntValue(s.prompt_tokens)),
-                    kv(
-                        "gen_ai.usage.output_tokens",
-                        Any::IntValue(s.completion_tokens),
-                    ),
-                ],
-                "tool" => vec![
-                    text("gen_ai.operation.name", "execute_tool"),
-                    text("gen_ai.tool.name", s.name),
-                ],
-                _ => vec![text("db.system", "qdrant")],
-            };
-            attributes.push(text("gen_ai.prompt", &c.inputs[s.input]));
-            attributes.push(text("gen_ai.completion", &c.outputs[s.output]));
-            if i == 0 {
-                attributes.push(text("session.id", &session_name(t.session)));
-                attributes.push(text("customer", &customer_name(t.customer)));
-                attributes.push(text("env", t.env));
-            }
-            spans.push(Span {
-                trace_id: trace_id.clone(),
-                span_id: s.id.as_bytes()[8..].to_vec(),
-                parent_span_id: if i == 0 { Vec::new() } else { root_id.clone() },
-                name: if i == 0 { t.name.into() } else { s.name.into() },
-                kind: 3,
-                start_time_unix_nano: nanos(s.start),
-                end_time_unix_nano: nanos(s.end),
-                attributes,
-                status: t.error.as_ref().filter(|_| i == 0).map(|error| Status {
-                    code: status::StatusCode::Error as i32,
-                    message: error.clone(),
-                }),
-                ..Default::default()
-            });
-        }
-    }
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![text("service.name", "bench")],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "bench".into(),
-                    ..Default::default()
-                }),
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
-}
-
-fn file_size(path: &Path) -> u64 {
-    std::fs::metadata(path).map_or(0, |m| m.len())
+    let sessions: Vec<String> = traces.iter().map(|t| session_name(t.session)).collect();
+    let view: Vec<OtlpTrace<'_>> = traces
+        .iter()
+        .zip(&sessions)
+        .map(|(t, session)| OtlpTrace {
+            id: t.id,
+            name: t.name,
+            model: t.model,
+            session: Some(session),
+            customer: t.customer,
+            env: t.env,
+            error: t.error.as_deref(),
+            spans: t
+                .spans
+                .iter()
+                .map(|s| OtlpSpan {
+                    id: s.id,
+                    name: s.name,
+                    kind: s.kind,
+                    input: &c.inputs[s.input],
+                    output: &c.outputs[s.output],
+                    prompt_tokens: s.prompt_tokens,
+                    completion_tokens: s.completion_tokens,
+                    start: s.start,
+                    end: s.end,
+                })
+                .collect(),
+        })
+        .collect();
+    otlp_request(&view)
 }
 
 /// Rows in a stopped server's database: (traces, spans, trace_tags).
@@ -586,39 +380,6 @@ fn index_backlog(db: &Path) -> (i64, i64) {
 
 // ------------------------------------------------------------ statistics ----
 
-#[derive(Default)]
-struct Stats {
-    n: usize,
-    p50: f64,
-    p95: f64,
-    p99: f64,
-    max: f64,
-    mean: f64,
-}
-
-impl Stats {
-    fn of(mut samples: Vec<f64>) -> Stats {
-        if samples.is_empty() {
-            return Stats::default();
-        }
-        samples.sort_by(f64::total_cmp);
-        let n = samples.len();
-        let rank = |p: f64| samples[((p / 100.0 * n as f64).ceil() as usize).clamp(1, n) - 1];
-        Stats {
-            n,
-            p50: rank(50.0),
-            p95: rank(95.0),
-            p99: rank(99.0),
-            max: samples[n - 1],
-            mean: samples.iter().sum::<f64>() / n as f64,
-        }
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 // ----------------------------------------------------------- HTTP ingest ----
 
 #[derive(Default)]
@@ -642,42 +403,9 @@ struct IngestPlan {
     protocol: Protocol,
 }
 
-/// How the clients send their batches.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Protocol {
-    /// `POST /v1/ingest/batch`, the SDK's JSON.
-    Json,
-    /// `POST /v1/otlp/traces`, OTLP protobuf with GenAI attributes.
-    Otlp,
-}
-
-/// A 201 with every trace ingested (JSON), or a 200 without a partial
-/// success (OTLP).
-fn acknowledged(protocol: Protocol, status: u16, body: &[u8]) -> bool {
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
-    use prost::Message;
-    match protocol {
-        Protocol::Json => {
-            status == 201
-                && serde_json::from_slice::<Value>(body)
-                    .ok()
-                    .and_then(|v| v.get("ingested").and_then(Value::as_u64))
-                    == Some(BATCH as u64)
-        }
-        Protocol::Otlp => {
-            status == 200
-                && ExportTraceServiceResponse::decode(body)
-                    .is_ok_and(|r| r.partial_success.is_none_or(|p| p.rejected_spans == 0))
-        }
-    }
-}
-
 async fn ingest_client(base: String, corpus: Arc<Corpus>, plan: Arc<IngestPlan>) -> ClientOut {
     let client = http_client();
-    let (url, content_type) = match plan.protocol {
-        Protocol::Json => (format!("{base}/v1/ingest/batch"), "application/json"),
-        Protocol::Otlp => (format!("{base}/v1/otlp/traces"), "application/x-protobuf"),
-    };
+    let url = format!("{base}{}", plan.protocol.endpoint().0);
     let mut rng = Rng::seeded();
     let mut out = ClientOut::default();
     let mut batch = Vec::with_capacity(BATCH);
@@ -697,27 +425,7 @@ async fn ingest_client(base: String, corpus: Arc<Corpus>, plan: Arc<IngestPlan>)
             Protocol::Otlp => otlp_body(&corpus, &batch),
         };
         let sent = Instant::now();
-        let answer = client
-            .post(&url)
-            .bearer_auth(API_KEY)
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await;
-        let outcome = match answer {
-            Ok(response) => {
-                let status = response.status();
-                match response.bytes().await {
-                    Ok(bytes) if acknowledged(plan.protocol, status.as_u16(), &bytes) => Ok(()),
-                    Ok(bytes) => Err(format!(
-                        "{status}: {}",
-                        String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
-                    )),
-                    Err(e) => Err(format!("{status}: reading the body: {e}")),
-                }
-            }
-            Err(e) => Err(format!("request failed: {e}")),
-        };
+        let outcome = post_batch(&client, &url, API_KEY, plan.protocol, body, BATCH).await;
         let done = Instant::now();
         match outcome {
             Ok(()) => {
@@ -1456,25 +1164,7 @@ fn verdict(ok: bool) -> &'static str {
 
 fn main() {
     let knobs = Knobs::from_env();
-    let (_temp, root) = match &knobs.keep_dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).expect("create BENCH_KEEP_DIR");
-            let kept = tempfile::Builder::new()
-                .prefix("trulayer-bench-")
-                .tempdir_in(dir)
-                .expect("create a directory in BENCH_KEEP_DIR")
-                .keep();
-            (None, kept)
-        }
-        None => {
-            let temp = tempfile::Builder::new()
-                .prefix("trulayer-bench-")
-                .tempdir()
-                .expect("create a temporary directory");
-            let path = temp.path().to_path_buf();
-            (Some(temp), path)
-        }
-    };
+    let (_temp, root) = data_root(knobs.keep_dir.as_deref(), "trulayer-bench-");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
