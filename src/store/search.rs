@@ -88,8 +88,10 @@ const PROBE_AT_MOST: usize = 32;
 
 /// A batch whose keys spread over more than this many times as many seqs
 /// (traces stored in another order than they started) is checked a trace at
-/// a time instead of by reading the index over its whole range.
-const DENSE: i64 = 8;
+/// a time instead of by reading the index over its whole range. Reading a
+/// match costs well under a microsecond and checking one trace some 100:
+/// traces that arrive a second or two out of order still read by range.
+const DENSE: i64 = 64;
 
 /// How many traces and spans match `term`, counted up to just past `few`.
 pub(super) fn matches(conn: &Connection, term: &str, few: i64) -> Result<i64> {
@@ -228,9 +230,9 @@ pub(super) fn list_text_with(
                         break;
                     }
                     if ranged && wanted.len() > PROBE_AT_MOST {
-                        let matching = range.matches(conn, &f.text[i])?;
-                        shares[i] = matching.len() as f64 / keys.len() as f64;
-                        wanted.retain(|seq| matching.contains(seq));
+                        let before = wanted.len();
+                        wanted = range.matches(conn, &f.text[i], &wanted)?;
+                        shares[i] = wanted.len() as f64 / before as f64;
                     } else {
                         let mut kept = HashSet::with_capacity(wanted.len());
                         for &seq in &wanted {
@@ -265,9 +267,11 @@ fn trace_has(conn: &Connection, term: &str, seq: i64) -> Result<bool> {
         .prepare_cached("SELECT 1 FROM traces_fts WHERE traces_fts MATCH ?1 AND rowid = ?2")?
         .query_row(rusqlite::params![term, seq], |_| Ok(()))
         .optional()?;
-    if own.is_some() {
-        return Ok(true);
-    }
+    Ok(own.is_some() || span_has(conn, term, seq)?)
+}
+
+/// Whether `term` matches one of the spans of the trace `seq`.
+fn span_has(conn: &Connection, term: &str, seq: i64) -> Result<bool> {
     let rids: Vec<i64> = conn
         .prepare_cached("SELECT rid FROM spans WHERE trace_seq = ?1")?
         .query_map([seq], |r| r.get(0))?
@@ -310,15 +314,38 @@ impl Range {
         }
     }
 
-    /// The traces of the range that `term` matches, itself or through a
-    /// span.
-    fn matches(&mut self, conn: &Connection, term: &str) -> Result<HashSet<i64>> {
-        let mut found: HashSet<i64> = conn
-            .prepare_cached(
-                "SELECT rowid FROM traces_fts WHERE traces_fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3",
-            )?
-            .query_map(rusqlite::params![term, self.lo, self.hi], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
+    /// Those of `wanted` (traces of the range) that `term` matches, itself
+    /// or through a span. Spans are only read for the traces whose own
+    /// text does not match: by range when many are left, else one by one.
+    fn matches(
+        &mut self,
+        conn: &Connection,
+        term: &str,
+        wanted: &HashSet<i64>,
+    ) -> Result<HashSet<i64>> {
+        let mut found = HashSet::with_capacity(wanted.len());
+        let mut stmt = conn.prepare_cached(
+            "SELECT rowid FROM traces_fts WHERE traces_fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3",
+        )?;
+        let mut rows = stmt.query(rusqlite::params![term, self.lo, self.hi])?;
+        while let Some(r) = rows.next()? {
+            let seq: i64 = r.get(0)?;
+            if wanted.contains(&seq) {
+                found.insert(seq);
+            }
+        }
+        let rest: Vec<i64> = wanted.difference(&found).copied().collect();
+        if rest.is_empty() {
+            return Ok(found);
+        }
+        if rest.len() <= PROBE_AT_MOST {
+            for seq in rest {
+                if span_has(conn, term, seq)? {
+                    found.insert(seq);
+                }
+            }
+            return Ok(found);
+        }
         let (rlo, rhi) = match self.spans {
             Some(keys) => keys,
             None => {
@@ -360,7 +387,11 @@ impl Range {
         };
         // Spans in the range of keys that belong to traces outside the
         // range (merged into older traces later) are passed over.
-        found.extend(hits.iter().filter_map(|rid| owners.get(rid)));
+        found.extend(
+            hits.iter()
+                .filter_map(|rid| owners.get(rid))
+                .filter(|seq| wanted.contains(seq)),
+        );
         Ok(found)
     }
 }
