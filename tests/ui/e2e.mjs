@@ -905,6 +905,9 @@ async function flows(page, context) {
   await step('the run page: progress, mean score, results and reasoning', async () => {
     await page.locator(`tr${tid('run-row')}[data-run-id="${ids.run1}"]`).click();
     await waitUntil('the run route', async () => new URL(page.url()).hash === `#/runs/${ids.run1}`);
+    // The dataset page's run rows carry the same status and mean until the
+    // run page replaces them.
+    await waitUntil('the run page', async () => (await page.locator(tid('run-title')).count()) === 1);
     facts.run1_status = await waitUntil('the run completed', async () => {
       const shown = await text(page.locator(tid('run-status')).first());
       return shown === 'completed' ? shown : null;
@@ -937,6 +940,7 @@ async function flows(page, context) {
     await page.locator(`tr${tid('run-row')}[data-run-id="${ids.run2}"]`).focus();
     await page.keyboard.press('Enter');
     await waitUntil('the second run route', async () => new URL(page.url()).hash === `#/runs/${ids.run2}`);
+    await waitUntil('the second run page', async () => (await page.locator(tid('run-title')).count()) === 1);
     await waitUntil('the second run completed', async () => (await text(page.locator(tid('run-status')).first())) === 'completed');
     facts.run2_mean = await text(page.locator(tid('run-mean')));
     await chooseOption(page.locator(`select${tid('compare-select')}`), 'the first run', (o) => o.value === ids.run1);
