@@ -239,10 +239,10 @@ fn query(
         Select::Keys => "t.seq, t.started_at",
     };
     let driven = matches!(source, Source::Seqs(..));
-    // Otherwise a session or tag filter drives the query from its index,
-    // which yields the matching traces already in (started_at, seq) order:
-    // a common tag costs no more than an unfiltered page, a rare one or a
-    // session no full scan. Each index is merged in the background, so the
+    // Unless a search term's matches drive the query, a session or tag
+    // filter drives it from its index, which yields the matching traces
+    // already in (started_at, seq) order: a common tag costs no more than
+    // an unfiltered page, a rare one or a session no full scan. Each index is merged in the background, so the
     // query is built once with `@SOURCE@` (and `@MERGED@`) in it and run as
     // two arms: the index, and the entries not in it yet (see `lookup` and
     // `session_lookup`).
