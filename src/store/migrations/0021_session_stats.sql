@@ -30,13 +30,18 @@ CREATE TABLE session_stats (
     PRIMARY KEY (tenant_id, session_id, project_id)
 ) WITHOUT ROWID;
 
+-- The traces are read in their stored order (through the index, in a
+-- session's order, a large database would be read a page at random for
+-- each trace): those with a session whose entry is not queued are the
+-- traces in the index.
 INSERT INTO session_stats (tenant_id, session_id, project_id, traces, tokens, costed, cost,
     errors, first_at, last_at, latest_started, latest_seq)
-SELECT g.tenant_id, g.session_id, g.project_id, count(*), coalesce(sum(t.total_token_count), 0),
-    count(t.cost), coalesce(sum(t.cost), 0.0), sum(t.error IS NOT NULL), min(g.started_at),
-    max(coalesce(t.ended_at, t.started_at)), max(g.started_at), 0
-FROM session_lookup g CROSS JOIN traces t ON t.seq = g.trace_seq
-GROUP BY g.tenant_id, g.session_id, g.project_id;
+SELECT tenant_id, session_id, project_id, count(*), sum(total_token_count), count(cost),
+    coalesce(sum(cost), 0.0), sum(error IS NOT NULL), min(started_at),
+    max(coalesce(ended_at, started_at)), max(started_at), 0
+FROM traces
+WHERE session_id IS NOT NULL AND seq NOT IN (SELECT trace_seq FROM session_pending)
+GROUP BY tenant_id, session_id, project_id;
 UPDATE session_stats SET latest_seq = (SELECT max(g.trace_seq) FROM session_lookup g
     WHERE g.tenant_id = session_stats.tenant_id AND g.session_id = session_stats.session_id
     AND g.started_at = session_stats.latest_started AND g.project_id = session_stats.project_id);
