@@ -10,7 +10,7 @@
 //! moving meanwhile.
 
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 use super::page::PageBytes;
 use super::session_lookup::{pending_by_session, ARMS};
@@ -141,17 +141,19 @@ pub(super) fn list(
         args.push(p.into());
     }
     let mut rows = rows.query(rusqlite::params_from_iter(args))?;
+    // A session's rows, one a project, read by their key: ordered by latest
+    // trace, SQLite would walk the tenant's rows in that order instead.
     let mut latest_indexed = conn.prepare_cached(
         "SELECT latest_started, latest_seq FROM session_stats \
-         WHERE tenant_id = ?1 AND session_id = ?2 AND (?3 IS NULL OR project_id = ?3) \
-         ORDER BY latest_started DESC, latest_seq DESC LIMIT 1",
+         WHERE tenant_id = ?1 AND session_id = ?2 AND (?3 IS NULL OR project_id = ?3)",
     )?;
     let mut latest_indexed = |id: &str| -> Result<Option<(i64, i64)>> {
-        Ok(latest_indexed
-            .query_row(params![tenant_id, id, project_id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?)
+        let mut latest = None;
+        let mut rows = latest_indexed.query(params![tenant_id, id, project_id])?;
+        while let Some(r) = rows.next()? {
+            latest = latest.max(Some((r.get(0)?, r.get(1)?)));
+        }
+        Ok(latest)
     };
 
     // Two streams, each latest first: the index's rows and the sessions
