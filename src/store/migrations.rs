@@ -36,6 +36,7 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = migrations![
     (18, "0018_dsr"),
     (19, "0019_eval_keys"),
     (20, "0020_ingestion_health"),
+    (21, "0021_session_stats"),
 ];
 
 /// The schema version this binary writes.

@@ -10,8 +10,13 @@
 //! adds a slice of entries to the index and takes them out of the queue in
 //! the same transaction. So a query by session reads both (see
 //! [`ARMS`]), and whatever step a merge is at, it finds each trace once.
-//! A trace whose session or start changes goes back to the queue, and a
-//! deleted one leaves both tables (triggers of migration 11).
+//! A deleted trace leaves both tables, and one whose session changes goes
+//! back to the queue (triggers of migration 11, then 21).
+//!
+//! Each session's totals over its entries in the index are kept in
+//! `session_stats` (see `sessions`): a merge adds the traces it moves, in
+//! the same writer jobs, and the triggers apply any later change of a
+//! merged trace at once. Ingest itself writes nothing there.
 //!
 //! The queue stays small: a merge runs when ingest pauses, and under load
 //! once it holds some thousands (see `upkeep`). A query reads it whole, so
@@ -133,9 +138,27 @@ fn read_batch(conn: &Connection, max: i64) -> Result<Batch> {
     Ok(batch)
 }
 
+/// Adds a trace that has just entered the session index to its session's
+/// totals (see migration 21), run with its seq. In a merge's key order,
+/// a session's traces follow one another and update one row.
+const COUNT: &str = "INSERT INTO session_stats (tenant_id, session_id, project_id, traces, \
+     tokens, costed, cost, errors, first_at, last_at, latest_started, latest_seq) \
+     SELECT tenant_id, session_id, project_id, 1, total_token_count, cost IS NOT NULL, \
+     coalesce(cost, 0.0), error IS NOT NULL, started_at, coalesce(ended_at, started_at), \
+     started_at, seq FROM traces WHERE seq = ?1 AND session_id IS NOT NULL \
+     ON CONFLICT (tenant_id, session_id, project_id) DO UPDATE SET traces = traces + 1, \
+     tokens = tokens + excluded.tokens, costed = costed + excluded.costed, \
+     cost = cost + excluded.cost, errors = errors + excluded.errors, \
+     first_at = min(first_at, excluded.first_at), last_at = max(last_at, excluded.last_at), \
+     latest_started = CASE WHEN (excluded.latest_started, excluded.latest_seq) \
+         > (latest_started, latest_seq) THEN excluded.latest_started ELSE latest_started END, \
+     latest_seq = CASE WHEN (excluded.latest_started, excluded.latest_seq) \
+         > (latest_started, latest_seq) THEN excluded.latest_seq ELSE latest_seq END";
+
 /// A writer job: moves entries from the queue into the index, each only if
 /// it is still queued as it was read (a trace changed meanwhile was queued
-/// again with its new entry, which the next merge takes).
+/// again with its new entry, which the next merge takes), and adds their
+/// traces to their sessions' totals in the same transaction.
 fn move_entries(conn: &Connection, batch: &Batch, range: Range<usize>) -> Result<()> {
     let mut add = conn.prepare_cached(
         "INSERT OR IGNORE INTO session_lookup \
@@ -146,9 +169,12 @@ fn move_entries(conn: &Connection, batch: &Batch, range: Range<usize>) -> Result
     let mut take = conn.prepare_cached(
         "DELETE FROM session_pending WHERE trace_seq = ?1 AND session_id = ?2 AND started_at = ?3",
     )?;
+    let mut count = conn.prepare_cached(COUNT)?;
     for e in batch.entries.get(range).unwrap_or_default() {
         let session = batch.text.get(e.session);
-        add.execute(params![e.trace_seq, session, e.started_at])?;
+        if add.execute(params![e.trace_seq, session, e.started_at])? > 0 {
+            count.execute([e.trace_seq])?;
+        }
         take.execute(params![e.trace_seq, session, e.started_at])?;
     }
     Ok(())
@@ -355,13 +381,15 @@ mod tests {
         assert_eq!(merged(&conn).len(), 9);
         check(&conn, now, "all merged");
 
-        // A merged trace deleted or moved later leaves the index.
+        // A merged trace deleted later leaves the index; one that starts
+        // earlier stays in it, at its new place.
         conn.execute("DELETE FROM traces WHERE seq = 7", [])
             .expect("delete");
         conn.execute("UPDATE traces SET started_at = 0 WHERE seq = 8", [])
             .expect("restart a trace");
-        assert!(merged(&conn).iter().all(|(_, seq)| *seq != 7 && *seq != 8));
-        assert_eq!(waiting(&conn), 1);
+        assert!(merged(&conn).iter().all(|(_, seq)| *seq != 7));
+        assert!(merged(&conn).contains(&("b".into(), 8)));
+        assert_eq!(waiting(&conn), 0);
         check(
             &conn,
             &[("b", &[8, 2, 3, 6]), ("c", &[4]), ("a", &[1, 9, 11])],
@@ -415,5 +443,328 @@ mod tests {
         assert_eq!(indexes, 0, "the old index is gone");
         store(&conn, "t5", 5, Some("x"));
         check(&conn, &[("x", &[1, 2, 5]), ("y", &[4])], "upgraded");
+    }
+
+    /// A session's totals as the list shows them: id, traces, tokens, cost
+    /// (in quarters: the tests' costs are exact in binary), errors, first
+    /// start, last end.
+    type Totals = (String, i64, i64, Option<i64>, i64, i64, i64);
+
+    fn quarters(cost: Option<f64>) -> Option<i64> {
+        cost.map(|c| (c * 4.0).round() as i64)
+    }
+
+    /// Every session's totals recomputed from the traces (only those with an
+    /// entry in the index, with `merged_only`), of one project if given, the
+    /// most recently active first.
+    fn recomputed(conn: &Connection, project: Option<i64>, merged_only: bool) -> Vec<Totals> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT seq, session_id, started_at, coalesce(ended_at, started_at), \
+                 total_token_count, cost, error IS NOT NULL FROM traces \
+                 WHERE session_id IS NOT NULL AND (?1 IS NULL OR project_id = ?1) \
+                 AND (NOT ?2 OR seq IN (SELECT trace_seq FROM session_lookup)) ORDER BY seq",
+            )
+            .expect("prepare");
+        let mut by_session: HashMap<String, (Totals, (i64, i64))> = HashMap::new();
+        let rows = stmt
+            .query_map(params![project, merged_only], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, Option<f64>>(5)?,
+                    r.get::<_, bool>(6)?,
+                ))
+            })
+            .expect("query");
+        for row in rows {
+            let (seq, id, start, end, tokens, cost, error) = row.expect("row");
+            let (t, latest) = by_session
+                .entry(id.clone())
+                .or_insert(((id, 0, 0, None, 0, start, end), (start, seq)));
+            t.1 += 1;
+            t.2 += tokens;
+            if let Some(c) = quarters(cost) {
+                t.3 = Some(t.3.unwrap_or(0) + c);
+            }
+            t.4 += i64::from(error);
+            t.5 = t.5.min(start);
+            t.6 = t.6.max(end);
+            *latest = (*latest).max((start, seq));
+        }
+        let mut all: Vec<(Totals, (i64, i64))> = by_session.into_values().collect();
+        all.sort_by_key(|(_, latest)| std::cmp::Reverse(*latest));
+        all.into_iter().map(|(t, _)| t).collect()
+    }
+
+    /// The session list of one project or all, walked in pages of `page`.
+    fn listed(conn: &Connection, project: Option<i64>, page: usize) -> Vec<Totals> {
+        let mut found = Vec::new();
+        let mut after = None;
+        loop {
+            let got =
+                crate::store::sessions::list(conn, 1, project, after, page).expect("sessions");
+            found.extend(got.sessions.into_iter().map(|s| {
+                (
+                    s.id,
+                    s.traces,
+                    s.tokens,
+                    quarters(s.cost),
+                    s.errors,
+                    s.first_at,
+                    s.last_at,
+                )
+            }));
+            match got.next {
+                Some(next) => after = Some(next),
+                None => return found,
+            }
+        }
+    }
+
+    /// A row of `session_stats`: session, project, latest trace, traces,
+    /// tokens, cost in quarters, errors, first start, last end.
+    type Row = (String, i64, i64, i64, i64, Option<i64>, i64, i64, i64);
+
+    /// The rows of `session_stats` as totals, each session and project once.
+    fn stored_rows(conn: &Connection) -> Vec<Row> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT session_id, project_id, latest_seq, traces, tokens, costed, cost, errors, \
+                 first_at, last_at FROM session_stats ORDER BY session_id, project_id",
+            )
+            .expect("prepare");
+        let rows = stmt
+            .query_map([], |r| {
+                let costed: i64 = r.get(5)?;
+                let cost: f64 = r.get(6)?;
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    (costed > 0).then(|| (cost * 4.0).round() as i64),
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                ))
+            })
+            .expect("query");
+        rows.collect::<rusqlite::Result<_>>().expect("rows")
+    }
+
+    /// What `session_stats` must hold: the totals of the traces in the
+    /// index, by session and project.
+    fn expected_rows(conn: &Connection) -> Vec<Row> {
+        let mut rows = Vec::new();
+        for project in [1, 2] {
+            for t in recomputed(conn, Some(project), true) {
+                let latest: i64 = conn
+                    .query_row(
+                        "SELECT seq FROM traces WHERE session_id = ?1 AND project_id = ?2 \
+                         AND seq IN (SELECT trace_seq FROM session_lookup) \
+                         ORDER BY started_at DESC, seq DESC LIMIT 1",
+                        params![t.0, project],
+                        |r| r.get(0),
+                    )
+                    .expect("latest");
+                rows.push((t.0, project, latest, t.1, t.2, t.3, t.4, t.5, t.6));
+            }
+        }
+        rows.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        rows
+    }
+
+    fn check_totals(conn: &Connection, step: &str) {
+        assert_eq!(
+            stored_rows(conn),
+            expected_rows(conn),
+            "stored totals, {step}"
+        );
+        for project in [None, Some(1), Some(2)] {
+            let want = recomputed(conn, project, false);
+            for page in [1, 3, 100] {
+                assert_eq!(
+                    listed(conn, project, page),
+                    want,
+                    "project {project:?}, pages of {page}, {step}"
+                );
+            }
+        }
+    }
+
+    /// A small deterministic generator: the same steps on every run.
+    struct Steps(u64);
+
+    impl Steps {
+        fn below(&mut self, n: u64) -> i64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n) as i64
+        }
+    }
+
+    #[test]
+    fn session_totals_stay_exact_through_merges_changes_moves_and_deletes() {
+        let (_dir, conn) = crate::store::test_database();
+        let mut rng = Steps(0x9e37_79b9_7f4a_7c15);
+        let sessions = [None, Some("a"), Some("b"), Some("c"), Some("d")];
+        let mut next_id = 0;
+        for step in 0..400 {
+            let seqs: Vec<i64> = {
+                let mut stmt = conn.prepare("SELECT seq FROM traces").expect("prepare");
+                let rows = stmt.query_map([], |r| r.get(0)).expect("query");
+                rows.collect::<rusqlite::Result<_>>().expect("seqs")
+            };
+            let pick = |rng: &mut Steps| seqs[rng.below(seqs.len() as u64) as usize];
+            let what = match rng.below(10) {
+                _ if seqs.len() < 5 => 0,
+                n => n,
+            };
+            let cost = |rng: &mut Steps| (rng.below(3) > 0).then(|| rng.below(8) as f64 * 0.25);
+            let done = match what {
+                0..=3 => {
+                    next_id += 1;
+                    let session = sessions[rng.below(5) as usize];
+                    let project = 1 + rng.below(2);
+                    let started_at = rng.below(60);
+                    let ended_at = (rng.below(3) > 0).then(|| started_at + rng.below(30));
+                    let error = (rng.below(4) == 0).then_some("boom");
+                    conn.execute(
+                        "INSERT INTO traces (tenant_id, project_id, id, session_id, started_at, \
+                         ended_at, total_token_count, cost, error, created_at, content_hash) \
+                         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, x'00')",
+                        params![
+                            project,
+                            format!("t{next_id}"),
+                            session,
+                            started_at,
+                            ended_at,
+                            rng.below(100),
+                            cost(&mut rng),
+                            error
+                        ],
+                    )
+                    .expect("trace");
+                    let seq = conn.last_insert_rowid();
+                    let mut stmt = conn.prepare_cached(QUEUE).expect("prepare");
+                    queue(&mut stmt, seq, 1, project, session, started_at).expect("queue");
+                    "stored"
+                }
+                4 | 5 => {
+                    let batch = read_batch(&conn, 1 + rng.below(12)).expect("read");
+                    let len = batch.entries.len();
+                    let from = rng.below(len as u64 + 1) as usize;
+                    move_entries(&conn, &batch, from..len).expect("move");
+                    "merged"
+                }
+                6 | 7 => {
+                    // As an OTLP merge does: a trace's totals, end and start.
+                    let started_at = rng.below(60);
+                    conn.execute(
+                        "UPDATE traces SET total_token_count = ?2, cost = ?3, \
+                         error = CASE WHEN ?4 THEN 'failed' END, started_at = ?5, \
+                         ended_at = CASE WHEN ?6 THEN ?5 + ?7 END WHERE seq = ?1",
+                        params![
+                            pick(&mut rng),
+                            rng.below(100),
+                            cost(&mut rng),
+                            rng.below(3) == 0,
+                            if rng.below(2) == 0 { started_at } else { 30 },
+                            rng.below(3) > 0,
+                            rng.below(40)
+                        ],
+                    )
+                    .expect("update");
+                    "changed"
+                }
+                8 => {
+                    conn.execute(
+                        "UPDATE traces SET session_id = ?2, project_id = ?3 WHERE seq = ?1",
+                        params![
+                            pick(&mut rng),
+                            sessions[rng.below(5) as usize],
+                            1 + rng.below(2)
+                        ],
+                    )
+                    .expect("move");
+                    "moved"
+                }
+                _ => {
+                    conn.execute("DELETE FROM traces WHERE seq = ?1", [pick(&mut rng)])
+                        .expect("delete");
+                    "deleted"
+                }
+            };
+            check_totals(&conn, &format!("step {step}, {done}"));
+        }
+        // Everything merged in the end: the rows alone answer.
+        let rest = read_batch(&conn, 10_000).expect("read");
+        move_entries(&conn, &rest, 0..rest.entries.len()).expect("move");
+        assert_eq!(waiting(&conn), 0);
+        check_totals(&conn, "all merged");
+        assert!(!stored_rows(&conn).is_empty());
+    }
+
+    #[test]
+    fn an_upgraded_database_has_the_totals_of_its_sessions() {
+        // A database of the schema before the totals were kept.
+        let (dir, mut conn) = crate::store::test_database_at(20);
+        // Session, project, start, end, cost, error.
+        type Old<'a> = (&'a str, i64, i64, Option<i64>, Option<f64>, Option<&'a str>);
+        let traces: [Old<'_>; 6] = [
+            ("x", 1, 10, Some(15), Some(0.5), None),
+            ("x", 2, 20, None, None, Some("boom")),
+            ("x", 1, 30, Some(31), Some(0.25), None),
+            ("y", 1, 5, Some(50), None, None),
+            ("x", 1, 40, Some(41), Some(1.0), None),
+            ("y", 2, 45, Some(46), Some(0.75), Some("failed")),
+        ];
+        for (i, (session, project, start, end, cost, error)) in traces.into_iter().enumerate() {
+            conn.execute(
+                "INSERT INTO traces (tenant_id, project_id, id, session_id, started_at, ended_at, \
+                 total_token_count, cost, error, created_at, content_hash) \
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?4, ?6, ?7, 0, x'00')",
+                params![project, format!("t{i}"), session, start, end, cost, error],
+            )
+            .expect("old trace");
+            let seq = conn.last_insert_rowid();
+            // The last one still waits for the index.
+            let table = if i == 5 {
+                "session_pending"
+            } else {
+                "session_lookup"
+            };
+            conn.execute(
+                &format!(
+                    "INSERT INTO {table} (tenant_id, session_id, started_at, trace_seq, project_id) \
+                     VALUES (1, ?1, ?2, ?3, ?4)"
+                ),
+                params![session, start, seq, project],
+            )
+            .expect("entry");
+        }
+        crate::store::migrations::migrate(&mut conn, dir.path()).expect("upgrade");
+        assert_eq!(
+            stored_rows(&conn),
+            [
+                ("x".into(), 1, 5, 3, 80, Some(7), 0, 10, 41),
+                ("x".into(), 2, 2, 1, 20, None, 1, 20, 20),
+                ("y".into(), 1, 4, 1, 5, None, 0, 5, 50),
+            ]
+        );
+        assert_eq!(stored_rows(&conn), expected_rows(&conn));
+        check_totals(&conn, "upgraded");
+        // And they follow the traces from then on.
+        conn.execute("DELETE FROM traces WHERE id = 't4'", [])
+            .expect("delete");
+        let batch = read_batch(&conn, 10).expect("read");
+        move_entries(&conn, &batch, 0..batch.entries.len()).expect("move");
+        check_totals(&conn, "upgraded, then changed");
     }
 }

@@ -1,8 +1,13 @@
 //! Sessions: the traces that share a `session_id`, most recently active
-//! first. No table of its own: a session is listed at its latest trace, found
-//! by walking traces newest first and keeping those with no newer trace in
-//! their session (one probe of the session index each, and a look at the
-//! entries waiting for it: see `session_lookup`).
+//! first, each listed at its latest trace with its totals.
+//!
+//! The totals of the traces in the session index are kept in
+//! `session_stats` (a row per session and project, see migration 21), so a
+//! page of the list is a range of its index by latest trace, whatever the
+//! number of traces or sessions; the traces whose entries still wait for the
+//! index (see `session_lookup`) are read from the queue and added. A page is
+//! read in one snapshot, so it never misses or repeats a trace a merge is
+//! moving meanwhile.
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection};
@@ -111,94 +116,169 @@ pub(super) fn list(
     after: Option<TraceCursor>,
     limit: usize,
 ) -> Result<SessionPage> {
-    let project = if project_id.is_some() {
-        " AND t.project_id = ?4 AND n.project_id = ?4"
-    } else {
-        ""
-    };
-    let after = after.unwrap_or(TraceCursor {
-        started_at: i64::MAX,
-        seq: i64::MAX,
-    });
-    // A trace is its session's latest if neither the session index nor the
-    // entries waiting for it hold a later one. The waiting entries are read
-    // once, not probed once for each trace.
+    let before = after.map_or((i64::MAX, i64::MAX), |c| (c.started_at, c.seq));
+    // The waiting entries are read once, not probed once for each session.
     let pending = pending_by_session(conn, tenant_id, project_id)?;
-    let sql = format!(
-        "SELECT t.session_id, t.started_at, t.seq FROM traces t \
-         WHERE t.tenant_id = ?1 AND t.session_id IS NOT NULL AND (t.started_at, t.seq) < (?2, ?3) \
-         AND NOT EXISTS (SELECT 1 FROM session_lookup n WHERE n.tenant_id = t.tenant_id \
-             AND n.session_id = t.session_id \
-             AND (n.started_at, n.trace_seq) > (t.started_at, t.seq){project}) \
-         {} ORDER BY t.started_at DESC, t.seq DESC",
-        if project_id.is_some() {
-            "AND t.project_id = ?4"
-        } else {
-            ""
-        },
-    );
-    let mut args: Vec<SqlValue> = vec![tenant_id.into(), after.started_at.into(), after.seq.into()];
+    let mut queued: Vec<(&str, (i64, i64))> = pending
+        .iter()
+        .filter(|(_, w)| w.latest < before)
+        .map(|(id, w)| (id.as_str(), w.latest))
+        .collect();
+    queued.sort_unstable_by_key(|&(_, latest)| std::cmp::Reverse(latest));
+    let mut queued = queued.into_iter().peekable();
+
+    let mut rows = conn.prepare_cached(if project_id.is_some() {
+        "SELECT session_id, latest_started, latest_seq FROM session_stats \
+         WHERE tenant_id = ?1 AND project_id = ?4 AND (latest_started, latest_seq) < (?2, ?3) \
+         ORDER BY latest_started DESC, latest_seq DESC"
+    } else {
+        "SELECT session_id, latest_started, latest_seq FROM session_stats \
+         WHERE tenant_id = ?1 AND (latest_started, latest_seq) < (?2, ?3) \
+         ORDER BY latest_started DESC, latest_seq DESC"
+    })?;
+    let mut args: Vec<SqlValue> = vec![tenant_id.into(), before.0.into(), before.1.into()];
     if let Some(p) = project_id {
         args.push(p.into());
     }
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
-    let mut latest: Vec<(String, i64, i64)> = Vec::with_capacity(limit + 1);
-    while latest.len() <= limit {
-        let Some(r) = rows.next()? else { break };
-        let (id, started_at, seq): (String, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
-        let later = pending
-            .get(&id)
-            .is_some_and(|w| w.latest > (started_at, seq));
-        if !later {
-            latest.push((id, started_at, seq));
+    let mut rows = rows.query(rusqlite::params_from_iter(args))?;
+    // A session's rows, one a project, read by their key: ordered by latest
+    // trace, SQLite would walk the tenant's rows in that order instead.
+    let mut latest_indexed = conn.prepare_cached(
+        "SELECT latest_started, latest_seq FROM session_stats \
+         WHERE tenant_id = ?1 AND session_id = ?2 AND (?3 IS NULL OR project_id = ?3)",
+    )?;
+    let mut latest_indexed = |id: &str| -> Result<Option<(i64, i64)>> {
+        let mut latest = None;
+        let mut rows = latest_indexed.query(params![tenant_id, id, project_id])?;
+        while let Some(r) = rows.next()? {
+            latest = latest.max(Some((r.get(0)?, r.get(1)?)));
+        }
+        Ok(latest)
+    };
+
+    // Two streams, each latest first: the index's rows and the sessions
+    // with waiting entries. A session is listed once, at its latest trace:
+    // from the stream that holds it.
+    let mut listed: Vec<(String, (i64, i64))> = Vec::with_capacity(limit + 1);
+    let mut indexed = next_row(&mut rows)?;
+    while listed.len() <= limit {
+        let from_index = match (&indexed, queued.peek()) {
+            (None, None) => break,
+            (Some((_, at)), Some((_, waiting))) => at > waiting,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+        };
+        if from_index {
+            let Some((id, at)) = indexed.take() else {
+                break;
+            };
+            indexed = next_row(&mut rows)?;
+            let waits_later = pending.get(&id).is_some_and(|w| w.latest > at);
+            // Unfiltered, a session spanning projects has a row for each:
+            // it is listed at the one holding its latest trace.
+            let later_row =
+                project_id.is_none() && latest_indexed(&id)?.is_some_and(|latest| latest > at);
+            if !waits_later && !later_row {
+                listed.push((id, at));
+            }
+        } else {
+            let Some((id, at)) = queued.next() else { break };
+            if latest_indexed(id)?.is_none_or(|latest| latest < at) {
+                listed.push((id.to_owned(), at));
+            }
         }
     }
-    let has_more = latest.len() > limit;
-    let mut sessions = Vec::with_capacity(limit);
-    let mut totals = conn.prepare_cached(&format!(
-        "SELECT count(*), coalesce(sum(total_token_count), 0), sum(cost), \
-         sum(error IS NOT NULL), min(started_at), max(coalesce(ended_at, started_at)) \
-         FROM (SELECT trace_seq AS seq FROM session_lookup \
-               WHERE tenant_id = ?1 AND session_id = ?2 \
-               UNION SELECT value FROM json_each(?3)) m \
-         CROSS JOIN traces t ON t.seq = m.seq WHERE t.tenant_id = ?1{}",
-        if project_id.is_some() {
-            " AND t.project_id = ?4"
-        } else {
-            ""
-        }
-    ))?;
+    let has_more = listed.len() > limit;
+    listed.truncate(limit);
+
+    let mut indexed_totals = conn.prepare_cached(
+        "SELECT coalesce(sum(traces), 0), coalesce(sum(tokens), 0), coalesce(sum(costed), 0), \
+         coalesce(sum(cost), 0.0), coalesce(sum(errors), 0), min(first_at), max(last_at) \
+         FROM session_stats \
+         WHERE tenant_id = ?1 AND session_id = ?2 AND (?3 IS NULL OR project_id = ?3)",
+    )?;
+    let mut waiting_totals = conn.prepare_cached(
+        "SELECT count(*), coalesce(sum(total_token_count), 0), count(cost), \
+         coalesce(sum(cost), 0.0), coalesce(sum(error IS NOT NULL), 0), min(started_at), \
+         max(coalesce(ended_at, started_at)) \
+         FROM traces WHERE seq IN (SELECT value FROM json_each(?1)) AND tenant_id = ?2",
+    )?;
+    let mut sessions = Vec::with_capacity(listed.len());
     let mut next = None;
-    for (id, started_at, seq) in latest.into_iter().take(limit) {
-        let read = |r: &rusqlite::Row<'_>| {
-            Ok(SessionSummary {
-                id: id.clone(),
-                traces: r.get(0)?,
-                tokens: r.get(1)?,
-                cost: r.get(2)?,
-                errors: r.get(3)?,
-                first_at: r.get(4)?,
-                last_at: r.get(5)?,
-            })
-        };
-        // The session's traces still waiting for the index, as a JSON array.
-        let waiting = pending.get(&id).map_or_else(
-            || "[]".to_string(),
-            |w| {
-                let seqs: Vec<String> = w.seqs.iter().map(i64::to_string).collect();
-                format!("[{}]", seqs.join(","))
-            },
-        );
-        let summary = match project_id {
-            Some(p) => totals.query_row(params![tenant_id, id, waiting, p], read)?,
-            None => totals.query_row(params![tenant_id, id, waiting], read)?,
-        };
-        sessions.push(summary);
+    for (id, (started_at, seq)) in listed {
+        let mut totals =
+            indexed_totals.query_row(params![tenant_id, id, project_id], Totals::from_row)?;
+        if let Some(w) = pending.get(&id) {
+            let seqs: Vec<String> = w.seqs.iter().map(i64::to_string).collect();
+            let seqs = format!("[{}]", seqs.join(","));
+            totals.add(waiting_totals.query_row(params![seqs, tenant_id], Totals::from_row)?);
+        }
+        sessions.push(totals.summary(id));
         next = Some(TraceCursor { started_at, seq });
     }
     Ok(SessionPage {
         sessions,
         next: if has_more { next } else { None },
     })
+}
+
+/// The next session of an index range: its id and latest trace.
+fn next_row(rows: &mut rusqlite::Rows<'_>) -> Result<Option<(String, (i64, i64))>> {
+    Ok(match rows.next()? {
+        Some(r) => Some((r.get(0)?, (r.get(1)?, r.get(2)?))),
+        None => None,
+    })
+}
+
+/// Totals over some of a session's traces: its rows of `session_stats`, or
+/// its entries waiting for the index.
+#[derive(Debug, Default, Clone, Copy)]
+struct Totals {
+    traces: i64,
+    tokens: i64,
+    /// Traces with a cost.
+    costed: i64,
+    cost: f64,
+    errors: i64,
+    first_at: Option<i64>,
+    last_at: Option<i64>,
+}
+
+impl Totals {
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Totals> {
+        Ok(Totals {
+            traces: r.get(0)?,
+            tokens: r.get(1)?,
+            costed: r.get(2)?,
+            cost: r.get(3)?,
+            errors: r.get(4)?,
+            first_at: r.get(5)?,
+            last_at: r.get(6)?,
+        })
+    }
+
+    fn add(&mut self, other: Totals) {
+        self.traces += other.traces;
+        self.tokens += other.tokens;
+        self.costed += other.costed;
+        self.cost += other.cost;
+        self.errors += other.errors;
+        self.first_at = match (self.first_at, other.first_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.last_at = self.last_at.max(other.last_at);
+    }
+
+    fn summary(self, id: String) -> SessionSummary {
+        SessionSummary {
+            id,
+            traces: self.traces,
+            tokens: self.tokens,
+            cost: (self.costed > 0).then_some(self.cost),
+            errors: self.errors,
+            first_at: self.first_at.unwrap_or_default(),
+            last_at: self.last_at.unwrap_or_default(),
+        }
+    }
 }

@@ -330,7 +330,7 @@ async fn a_database_from_before_the_rollups_gets_them_built_on_upgrade() {
              DROP TABLE eval_versions; DROP TABLE dataset_items; DROP TABLE datasets;
              ALTER TABLE projects DROP COLUMN updated_at;
              DROP TRIGGER session_lookup_update; DROP TRIGGER session_lookup_delete;
-             DROP TABLE session_lookup; DROP TABLE session_pending;
+             DROP TABLE session_stats; DROP TABLE session_lookup; DROP TABLE session_pending;
              CREATE INDEX traces_session ON traces(tenant_id, session_id, started_at)
                  WHERE session_id IS NOT NULL;
              DROP TRIGGER tag_lookup_insert; DROP TRIGGER tag_lookup_update;
