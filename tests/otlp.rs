@@ -924,6 +924,268 @@ async fn a_protobuf_request_gets_a_protobuf_answer() {
     server.stop().await;
 }
 
+/// A span of `trace_hex` from `start_ms` to `end_ms` after [`T0`].
+fn proto_span(
+    trace_hex: &str,
+    span_hex: &str,
+    parent: Option<&str>,
+    name: &str,
+    (start_ms, end_ms): (u64, u64),
+    attributes: Vec<KeyValue>,
+) -> Span {
+    Span {
+        trace_id: id_bytes(trace_hex),
+        span_id: id_bytes(span_hex),
+        parent_span_id: parent.map(id_bytes).unwrap_or_default(),
+        name: name.into(),
+        kind: if parent.is_some() {
+            span::SpanKind::Client as i32
+        } else {
+            span::SpanKind::Server as i32
+        },
+        start_time_unix_nano: T0 + start_ms * 1_000_000,
+        end_time_unix_nano: T0 + end_ms * 1_000_000,
+        attributes,
+        ..Default::default()
+    }
+}
+
+fn double_attr(key: &str, value: f64) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::DoubleValue(value)),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Posts a protobuf request that must be accepted whole.
+async fn export_protobuf(server: &TestServer, spans: Vec<Span>) {
+    let body = export_request(spans).encode_to_vec();
+    let answer = protobuf_answer(send(server, "application/x-protobuf", false, body).await).await;
+    assert!(
+        answer.partial_success.is_none_or(|p| p.rejected_spans == 0),
+        "every span was accepted"
+    );
+}
+
+/// Three traces as an SDK exports them, each span once it ends: an agent
+/// run (a root and three children, the second failing), a short chat and
+/// a retrieval.
+fn three_traces() -> [(&'static str, Vec<Span>); 3] {
+    let agent = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
+    let chat = "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2";
+    let rag = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3";
+    let llm = |model: &str, input: i64, output: i64, prompt: &str| {
+        vec![
+            string_attr("gen_ai.system", "openai"),
+            string_attr("gen_ai.request.model", model),
+            int_attr("gen_ai.usage.input_tokens", input),
+            int_attr("gen_ai.usage.output_tokens", output),
+            string_attr("gen_ai.prompt", prompt),
+            string_attr("gen_ai.completion", "the refund was issued"),
+        ]
+    };
+    let root = "0a00000000000001";
+    let mut failing = proto_span(
+        agent,
+        "0a00000000000003",
+        Some(root),
+        "lookup_order",
+        (2_000, 5_000),
+        vec![
+            string_attr("gen_ai.tool.name", "lookup_order"),
+            string_attr("http.request.method", "GET"),
+        ],
+    );
+    failing.status = Some(Status {
+        message: "lookup timed out after 30 s".into(),
+        code: status::StatusCode::Error as i32,
+    });
+    failing.events = vec![span::Event {
+        time_unix_nano: T0 + 4_900_000_000,
+        name: "exception".into(),
+        attributes: vec![string_attr("exception.type", "TimeoutError")],
+        ..Default::default()
+    }];
+    let mut answer = llm("gpt-4o", 20, 8, "write the answer about the invoice");
+    answer.push(double_attr("gen_ai.usage.cost", 0.5));
+    let agent_spans = vec![
+        proto_span(
+            agent,
+            "0a00000000000002",
+            Some(root),
+            "plan",
+            (100, 2_000),
+            llm("gpt-4o-mini", 10, 5, "plan the invoice question"),
+        ),
+        failing,
+        proto_span(
+            agent,
+            "0a00000000000004",
+            Some(root),
+            "answer",
+            (5_000, 9_000),
+            answer,
+        ),
+        proto_span(
+            agent,
+            root,
+            None,
+            "support agent",
+            (0, 10_000),
+            vec![
+                string_attr("session.id", "sess-split"),
+                string_attr("input.value", "where is my invoice refund"),
+                string_attr("output.value", "refund issued"),
+            ],
+        ),
+    ];
+    let chat_spans = vec![
+        proto_span(
+            chat,
+            "0b00000000000002",
+            Some("0b00000000000001"),
+            "complete",
+            (1_000, 3_000),
+            llm("claude-3-5-sonnet", 7, 3, "hello walrus"),
+        ),
+        proto_span(chat, "0b00000000000001", None, "chat", (500, 3_500), vec![]),
+    ];
+    let rag_spans = vec![
+        proto_span(
+            rag,
+            "0c00000000000002",
+            Some("0c00000000000001"),
+            "search_docs",
+            (1_200, 1_900),
+            vec![string_attr("db.system", "qdrant")],
+        ),
+        proto_span(
+            rag,
+            "0c00000000000003",
+            Some("0c00000000000001"),
+            "generate",
+            (1_900, 4_000),
+            llm("gpt-4o", 30, 12, "summarise the walrus docs"),
+        ),
+        proto_span(rag, "0c00000000000001", None, "rag", (1_000, 4_100), vec![]),
+    ];
+    [(agent, agent_spans), (chat, chat_spans), (rag, rag_spans)]
+}
+
+/// Metrics over the day of [`T0`], and the ids a search and a filter list.
+async fn what_a_user_sees(server: &TestServer) -> Value {
+    let mut out = json!({
+        "metrics": server
+            .get_json("/v1/metrics?from=2026-03-01T00:00:00Z&to=2026-03-02T00:00:00Z")
+            .await,
+    });
+    for query in ["q=invoice", "q=walrus", "error=true", "model=gpt-4o-mini"] {
+        let mut ids = server.list_all(query, 50).await;
+        ids.sort();
+        out[query] = json!(ids);
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_trace_exported_as_its_spans_end_reads_as_if_sent_whole() {
+    let whole = TestServer::start().await;
+    let split = TestServer::start().await;
+    let [(agent, a), (chat, b), (rag, c)] = three_traces();
+    for spans in [a.clone(), b.clone(), c.clone()] {
+        export_protobuf(&whole, spans).await;
+    }
+    // As a batch exporter sends them: spans in the order they end, the
+    // root last, three traces' spans in each request.
+    let agent_path = format!("/v1/traces/{}", trace_uuid(agent));
+    export_protobuf(&split, vec![a[0].clone(), a[1].clone(), b[0].clone()]).await;
+    let early = split.get_json(&agent_path).await;
+    assert_eq!(early["span_count"], 2, "{early}");
+    assert_eq!(
+        early["name"], "plan",
+        "until its root arrives, the earliest span names the trace"
+    );
+    assert_eq!(early["error"], "lookup timed out after 30 s");
+    export_protobuf(
+        &split,
+        vec![c[0].clone(), a[2].clone(), b[1].clone(), c[1].clone()],
+    )
+    .await;
+    export_protobuf(&split, vec![c[2].clone(), a[3].clone()]).await;
+
+    for trace in [agent, chat, rag] {
+        let path = format!("/v1/traces/{}", trace_uuid(trace));
+        assert_eq!(
+            comparable(split.get_json(&path).await),
+            comparable(whole.get_json(&path).await),
+            "trace {trace}"
+        );
+    }
+    let merged = split.get_json(&agent_path).await;
+    assert_eq!(merged["name"], "support agent");
+    assert_eq!(merged["input"], "where is my invoice refund");
+    assert_eq!(merged["span_count"], 4);
+    assert_eq!(merged["total_token_count"], 43);
+    assert_eq!(merged["started_at"], "2026-03-01T10:00:00.000000Z");
+    assert_eq!(merged["ended_at"], "2026-03-01T10:00:10.000000Z");
+    assert_eq!(merged["latency_ms"], 10_000);
+    assert_eq!(merged["model"], "gpt-4o-mini", "the earliest LLM span's");
+    assert_eq!(merged["error"], "lookup timed out after 30 s");
+    assert_eq!(merged["session_id"], "sess-split");
+    assert_eq!(merged["events"].as_array().map(Vec::len), Some(1));
+    let plan_cost = merged["spans"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "plan"))
+        .and_then(|s| s["cost"].as_f64())
+        .expect("the plan span is priced");
+    assert_eq!(merged["cost"].as_f64(), Some(plan_cost + 0.5));
+    let seen = what_a_user_sees(&split).await;
+    assert_eq!(seen, what_a_user_sees(&whole).await);
+    assert_eq!(seen["q=invoice"], json!([trace_uuid(agent)]));
+    assert_eq!(seen["error=true"], json!([trace_uuid(agent)]));
+
+    // A span sent again, changed: stored once, with its later content, in
+    // the trace's aggregates too.
+    let mut again = a[2].clone();
+    again.attributes = vec![
+        string_attr("gen_ai.system", "openai"),
+        string_attr("gen_ai.request.model", "gpt-4o"),
+        int_attr("gen_ai.usage.input_tokens", 30),
+        int_attr("gen_ai.usage.output_tokens", 8),
+        double_attr("gen_ai.usage.cost", 0.75),
+        string_attr("gen_ai.completion", "the refund went out on monday"),
+    ];
+    for server in [&split, &whole] {
+        export_protobuf(server, vec![again.clone()]).await;
+    }
+    let resent = split.get_json(&agent_path).await;
+    assert_eq!(resent["span_count"], 4);
+    assert_eq!(resent["total_token_count"], 53);
+    assert_eq!(resent["cost"].as_f64(), Some(plan_cost + 0.75));
+    let answers: Vec<&Value> = resent["spans"]
+        .as_array()
+        .expect("spans")
+        .iter()
+        .filter(|s| s["name"] == "answer")
+        .collect();
+    assert_eq!(answers.len(), 1, "{resent}");
+    assert_eq!(answers[0]["output"], "the refund went out on monday");
+    assert_eq!(answers[0]["prompt_tokens"], 30);
+    assert_eq!(
+        comparable(resent),
+        comparable(whole.get_json(&agent_path).await)
+    );
+    assert_eq!(
+        what_a_user_sees(&split).await,
+        what_a_user_sees(&whole).await
+    );
+    split.stop().await;
+    whole.stop().await;
+}
+
 // ---------------------------------------------------------------- export
 
 /// `GET /v1/otlp/export` over the day of [`T0`] (and of the SDK sample).

@@ -110,15 +110,17 @@ pub(super) fn scope_json(scope: Option<&InstrumentationScope>) -> Value {
 /// Serializes `fields` as one JSON object of at most `limit` bytes: when
 /// too large, object members are dropped from the end of the largest
 /// objects and `"truncated": true` is added.
-pub(super) fn bounded_json(fields: &[(&str, Value)], limit: usize) -> String {
-    let mut object: Map<String, Value> = fields
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), v.clone()))
-        .collect();
-    let text = Value::Object(object.clone()).to_string();
+pub(super) fn bounded_json(fields: &[(&str, &Value)], limit: usize) -> String {
+    // The common case, a span that fits, is serialized from the fields as
+    // they are, in the order a JSON object keeps its keys, without a copy.
+    let text = ObjectOf(fields).to_string();
     if text.len() <= limit {
         return text;
     }
+    let mut object: Map<String, Value> = fields
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).clone()))
+        .collect();
     object.insert("truncated".into(), Value::Bool(true));
     // Each member of the nested objects is measured once, then the largest
     // go until the estimate fits: a span with very many attributes costs
@@ -158,6 +160,32 @@ pub(super) fn bounded_json(fields: &[(&str, Value)], limit: usize) -> String {
         text = Value::Object(object.clone()).to_string();
     }
     text
+}
+
+/// Borrowed fields written as the JSON object a `Map` of them would be:
+/// keys sorted, a repeated key's last value.
+struct ObjectOf<'a>(&'a [(&'a str, &'a Value)]);
+
+impl std::fmt::Display for ObjectOf<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut fields: Vec<&(&str, &Value)> = self.0.iter().collect();
+        // Stable, so that of equal keys the last stays last.
+        fields.sort_by_key(|(k, _)| *k);
+        f.write_str("{")?;
+        let mut first = true;
+        for (i, (key, value)) in fields.iter().enumerate() {
+            if fields.get(i + 1).is_some_and(|(next, _)| next == key) {
+                continue;
+            }
+            if !first {
+                f.write_str(",")?;
+            }
+            first = false;
+            let key = serde_json::to_string(key).map_err(|_| std::fmt::Error)?;
+            write!(f, "{key}:{value}")?;
+        }
+        f.write_str("}")
+    }
 }
 
 pub(super) fn truncate_chars(s: String) -> String {

@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::Span as OtelSpan;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::model::{
     NewEvent, NewOtelTrace, NewSpan, SpanType, TraceFields, MAX_COST_USD, MAX_LATENCY_MS,
@@ -80,7 +80,9 @@ pub fn map_request(request: ExportTraceServiceRequest, pricing: &Pricing) -> Map
             .str("trulayer.project")
             .filter(|p| !p.is_empty())
             .map(str::to_owned);
-        let resource = attributes_json(&resource_attrs, &[]);
+        let resource = Value::Object(attributes_json(&resource_attrs, &[]));
+        // The metadata of each trace the resource's spans start.
+        let trace_metadata = bounded_json(&[("resource", &resource)], MAX_METADATA_BYTES);
         for scope_spans in resource_spans.scope_spans {
             let scope = scope_json(scope_spans.scope.as_ref());
             for span in scope_spans.spans {
@@ -122,10 +124,7 @@ pub fn map_request(request: ExportTraceServiceRequest, pricing: &Pricing) -> Map
                         NewOtelTrace {
                             id: uuid::Uuid::from_bytes(trace_id).hyphenated().to_string(),
                             session_id: None,
-                            metadata: bounded_json(
-                                &[("resource", Value::Object(resource.clone()))],
-                                MAX_METADATA_BYTES,
-                            ),
+                            metadata: trace_metadata.clone(),
                             spans: Vec::new(),
                             events: Vec::new(),
                             fields: None,
@@ -311,7 +310,7 @@ fn map_span(
     span: OtelSpan,
     trace_id: [u8; 16],
     scope: &Value,
-    resource: &Map<String, Value>,
+    resource: &Value,
     pricing: &Pricing,
 ) -> (NewSpan, Vec<NewEvent>, Option<String>) {
     let attrs = Attrs(&span.attributes);
@@ -372,13 +371,13 @@ fn map_span(
     let metadata = given_metadata.unwrap_or_else(|| {
         bounded_json(
             &[
-                ("kind", Value::String(kind)),
-                ("scope", scope.clone()),
+                ("kind", &Value::String(kind)),
+                ("scope", scope),
                 (
                     "attributes",
-                    Value::Object(attributes_json(&span.attributes, MAPPED_KEYS)),
+                    &Value::Object(attributes_json(&span.attributes, MAPPED_KEYS)),
                 ),
-                ("resource", Value::Object(resource.clone())),
+                ("resource", resource),
             ],
             MAX_METADATA_BYTES,
         )
@@ -576,6 +575,7 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Map;
 
     #[test]
     fn a_gzip_bomb_stops_at_the_limit() {
@@ -598,8 +598,8 @@ mod tests {
             .collect();
         let text = bounded_json(
             &[
-                ("kind", "client".into()),
-                ("attributes", Value::Object(big)),
+                ("kind", &"client".into()),
+                ("attributes", &Value::Object(big)),
             ],
             4096,
         );
@@ -614,7 +614,7 @@ mod tests {
         let many: Map<String, Value> = (0..50_000)
             .map(|i| (format!("attribute.{i}"), Value::from(i)))
             .collect();
-        let text = bounded_json(&[("attributes", Value::Object(many))], MAX_METADATA_BYTES);
+        let text = bounded_json(&[("attributes", &Value::Object(many))], MAX_METADATA_BYTES);
         assert!(text.len() <= MAX_METADATA_BYTES, "{}", text.len());
         let v: Value = serde_json::from_str(&text).expect("json");
         assert_eq!(v["truncated"], true);

@@ -4,6 +4,8 @@
 //! replace their earlier copies in) the trace of that id, and the trace's
 //! aggregates are recomputed from all of its stored spans.
 
+use std::collections::{HashMap, HashSet};
+
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::page::{span_json_size, trace_head_json_size, EXPORT_PAGE_MAX_BYTES};
@@ -11,7 +13,7 @@ use super::trace_insert::{count_usage, write_events, write_spans};
 use super::traces::detail_part;
 use super::{failure_clusters, rollups};
 use super::{now_micros, Result, Store};
-use crate::model::{NewOtelTrace, SpanAggregates, Trace, TraceFields};
+use crate::model::{NewOtelTrace, NewSpan, SpanAggregates, SpanType, Trace, TraceFields};
 
 /// A trace an ingest request created (rather than added spans to), for
 /// the counters and the live feed.
@@ -66,18 +68,18 @@ fn merge(
     now: i64,
     rollup: &mut Vec<(rollups::Contribution, i64)>,
 ) -> Result<Option<CreatedTrace>> {
-    let existing: Option<i64> = conn
-        .prepare_cached("SELECT seq FROM traces WHERE tenant_id = ?1 AND id = ?2")?
-        .query_row(params![tenant_id, trace.id], |r| r.get(0))
+    let existing: Option<(i64, Option<String>)> = conn
+        .prepare_cached("SELECT seq, error FROM traces WHERE tenant_id = ?1 AND id = ?2")?
+        .query_row(params![tenant_id, trace.id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     // The trace's rollup contribution is replaced by what it becomes.
-    if let Some(seq) = existing {
+    if let Some((seq, _)) = existing {
         if let Some(old) = rollups::stored(conn, seq)? {
             rollup.push((old, -1));
         }
     }
-    let seq = match existing {
-        Some(seq) => seq,
+    let (seq, old_error) = match existing {
+        Some(found) => found,
         None => {
             // All of a new trace's spans are in this request: its aggregates
             // come from them, by the same rules as the UPDATE below.
@@ -126,7 +128,10 @@ fn merge(
             if let Some(f) = &trace.fields {
                 apply_fields(conn, tenant_id, seq, f)?;
             }
-            failure_clusters::classify_stored(conn, seq)?;
+            // A trace with no error anywhere has no failure to classify.
+            if agg.error.is_some() || trace.fields.is_some() {
+                failure_clusters::classify_stored(conn, seq)?;
+            }
             if let Some(new) = rollups::stored(conn, seq)? {
                 rollup.push((new, 1));
             }
@@ -140,53 +145,211 @@ fn merge(
             }));
         }
     };
+    // What the aggregates need of the spans stored before (no text), read
+    // before this request's spans are written: a span sent again replaces
+    // its stored copy in the aggregates as in the table.
+    let stored: Vec<StoredSpan> = conn
+        .prepare_cached(
+            "SELECT id, parent_span_id IS NULL, type = 'llm', model, error, \
+             coalesce(prompt_tokens, 0), coalesce(completion_tokens, 0), cost, start_time, \
+             end_time FROM spans WHERE trace_seq = ?1",
+        )?
+        .query_map([seq], |r| {
+            Ok(StoredSpan {
+                id: r.get(0)?,
+                root: r.get(1)?,
+                llm: r.get(2)?,
+                model: r.get(3)?,
+                error: r.get(4)?,
+                tokens: r.get::<_, i64>(5)?.saturating_add(r.get(6)?),
+                cost: r.get(7)?,
+                start: r.get(8)?,
+                end: r.get(9)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let incoming: HashSet<&str> = trace.spans.iter().map(|s| s.id.as_str()).collect();
+    let replaced = stored.iter().any(|s| incoming.contains(s.id.as_str()));
     write_spans(conn, seq, &trace.spans, now, true)?;
-    // A re-sent span brings its events again: replace, do not repeat them.
-    let mut clear =
-        conn.prepare_cached("DELETE FROM events WHERE trace_seq = ?1 AND span_id = ?2")?;
-    for span in &trace.spans {
-        clear.execute(params![seq, span.id])?;
+    if replaced {
+        // A re-sent span brings its events again: replace, do not repeat them.
+        let mut clear =
+            conn.prepare_cached("DELETE FROM events WHERE trace_seq = ?1 AND span_id = ?2")?;
+        for span in stored.iter().filter(|s| incoming.contains(s.id.as_str())) {
+            clear.execute(params![seq, span.id])?;
+        }
     }
     write_events(conn, seq, &trace.events)?;
+    // The aggregates of all the trace's spans, by the rules of a trace
+    // whose spans all come in one request (`SpanAggregates::of`).
+    let agg = Merged::of(
+        stored
+            .iter()
+            .filter(|s| !incoming.contains(s.id.as_str()))
+            .map(StoredSpan::view)
+            .chain(last_copies(&trace.spans).into_iter().map(|s| {
+                SpanView {
+                    id: &s.id,
+                    root: s.parent_span_id.is_none(),
+                    llm: s.span_type == SpanType::Llm,
+                    model: s.model.as_deref(),
+                    error: s.error.as_deref(),
+                    tokens: s
+                        .prompt_tokens
+                        .unwrap_or(0)
+                        .saturating_add(s.completion_tokens.unwrap_or(0)),
+                    cost: s.cost,
+                    start: s.start_time,
+                    end: s.end_time,
+                }
+            })),
+    );
     // The root span (no parent) names the trace; until it arrives, the
-    // earliest span stands in for it.
+    // earliest span stands in for it. Its text is read where it is stored.
     conn.prepare_cached(
-        "WITH s AS (SELECT * FROM spans WHERE trace_seq = ?1), \
-         root AS (SELECT name, input, output, model, error FROM s \
-                  ORDER BY parent_span_id IS NULL DESC, start_time LIMIT 1), \
-         agg AS (SELECT min(start_time) AS started, max(end_time) AS ended, \
-                 sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)) AS tokens, \
-                 sum(cost) AS cost, count(*) AS n FROM s) \
-         UPDATE traces SET \
-           started_at = coalesce((SELECT started FROM agg), started_at), \
-           ended_at = (SELECT ended FROM agg), \
-           latency_ms = ((SELECT ended FROM agg) - (SELECT started FROM agg)) / 1000, \
-           total_token_count = coalesce((SELECT tokens FROM agg), 0), \
-           cost = (SELECT cost FROM agg), \
-           span_count = (SELECT n FROM agg), \
-           name = (SELECT name FROM root), \
-           input = (SELECT input FROM root), \
-           output = (SELECT output FROM root), \
-           model = coalesce((SELECT model FROM root), \
-                    (SELECT model FROM s WHERE type = 'llm' AND model IS NOT NULL \
-                     ORDER BY start_time LIMIT 1), \
-                    (SELECT model FROM s WHERE model IS NOT NULL \
-                     ORDER BY start_time LIMIT 1)), \
-           error = coalesce((SELECT error FROM root), \
-                    (SELECT error FROM s WHERE error IS NOT NULL ORDER BY start_time LIMIT 1)), \
-           session_id = coalesce(session_id, ?2) \
+        "UPDATE traces SET started_at = coalesce(?2, started_at), ended_at = ?3, \
+           latency_ms = ?4, total_token_count = ?5, cost = ?6, span_count = ?7, \
+           (name, input, output) = (SELECT name, input, output FROM spans \
+                                    WHERE trace_seq = ?1 AND id = ?8), \
+           model = ?9, error = ?10, session_id = coalesce(session_id, ?11) \
          WHERE seq = ?1",
     )?
-    .execute(params![seq, trace.session_id])?;
+    .execute(params![
+        seq,
+        agg.started,
+        agg.ended,
+        agg.latency_ms(),
+        agg.tokens,
+        agg.cost,
+        agg.count,
+        agg.root_id,
+        agg.model,
+        agg.error,
+        trace.session_id
+    ])?;
     if let Some(f) = &trace.fields {
         apply_fields(conn, tenant_id, seq, f)?;
     }
-    // The trace's error and its spans may have changed: so may its failure.
-    failure_clusters::classify_stored(conn, seq)?;
+    // The trace's failure follows from its error and its failing spans:
+    // when neither changed, it has not either.
+    let failure_may_change = replaced
+        || trace.fields.is_some()
+        || trace.spans.iter().any(|s| s.error.is_some())
+        || old_error.as_deref() != agg.error;
+    if failure_may_change {
+        failure_clusters::classify_stored(conn, seq)?;
+    }
     if let Some(new) = rollups::stored(conn, seq)? {
         rollup.push((new, 1));
     }
     Ok(None)
+}
+
+/// The spans of a request, a span sent twice in it once: its last copy,
+/// as it is stored.
+fn last_copies(all: &[NewSpan]) -> Vec<&NewSpan> {
+    let mut spans: Vec<&NewSpan> = Vec::with_capacity(all.len());
+    let mut at: HashMap<&str, usize> = HashMap::with_capacity(all.len());
+    for span in all {
+        match at.get(span.id.as_str()) {
+            Some(&i) => spans[i] = span,
+            None => {
+                at.insert(&span.id, spans.len());
+                spans.push(span);
+            }
+        }
+    }
+    spans
+}
+
+/// A span stored before, as the trace's aggregates need it.
+struct StoredSpan {
+    id: String,
+    root: bool,
+    llm: bool,
+    model: Option<String>,
+    error: Option<String>,
+    tokens: i64,
+    cost: Option<f64>,
+    start: Option<i64>,
+    end: Option<i64>,
+}
+
+impl StoredSpan {
+    fn view(&self) -> SpanView<'_> {
+        SpanView {
+            id: &self.id,
+            root: self.root,
+            llm: self.llm,
+            model: self.model.as_deref(),
+            error: self.error.as_deref(),
+            tokens: self.tokens,
+            cost: self.cost,
+            start: self.start,
+            end: self.end,
+        }
+    }
+}
+
+/// A span, stored or arriving, as the trace's aggregates need it.
+struct SpanView<'a> {
+    id: &'a str,
+    root: bool,
+    llm: bool,
+    model: Option<&'a str>,
+    error: Option<&'a str>,
+    tokens: i64,
+    cost: Option<f64>,
+    start: Option<i64>,
+    end: Option<i64>,
+}
+
+/// A merged trace's aggregates.
+struct Merged<'a> {
+    started: Option<i64>,
+    ended: Option<i64>,
+    tokens: i64,
+    cost: Option<f64>,
+    count: i64,
+    root_id: Option<&'a str>,
+    model: Option<&'a str>,
+    error: Option<&'a str>,
+}
+
+impl<'a> Merged<'a> {
+    /// `spans` holds each span once.
+    fn of(spans: impl Iterator<Item = SpanView<'a>>) -> Merged<'a> {
+        let mut spans: Vec<SpanView<'a>> = spans.collect();
+        // Stable: spans without a start keep their order, first.
+        spans.sort_by_key(|s| s.start);
+        let root = spans.iter().find(|s| s.root).or_else(|| spans.first());
+        let costs: Vec<f64> = spans.iter().filter_map(|s| s.cost).collect();
+        let model_of = |llm_only: bool| {
+            spans
+                .iter()
+                .filter(|s| !llm_only || s.llm)
+                .find_map(|s| s.model)
+        };
+        Merged {
+            started: spans.iter().filter_map(|s| s.start).min(),
+            ended: spans.iter().filter_map(|s| s.end).max(),
+            tokens: spans.iter().map(|s| s.tokens).fold(0, i64::saturating_add),
+            cost: (!costs.is_empty()).then(|| costs.iter().sum()),
+            count: spans.len() as i64,
+            root_id: root.map(|r| r.id),
+            model: root
+                .and_then(|r| r.model)
+                .or_else(|| model_of(true))
+                .or_else(|| model_of(false)),
+            error: root
+                .and_then(|r| r.error)
+                .or_else(|| spans.iter().find_map(|s| s.error)),
+        }
+    }
+
+    fn latency_ms(&self) -> Option<i64> {
+        Some((self.ended? - self.started?) / 1000)
+    }
 }
 
 fn apply_fields(conn: &Connection, tenant_id: i64, seq: i64, f: &TraceFields) -> Result<()> {
