@@ -194,21 +194,27 @@ pub struct SpanAggregates<'a> {
     pub error: Option<&'a str>,
 }
 
-impl<'a> SpanAggregates<'a> {
-    pub fn of(all: &'a [NewSpan]) -> SpanAggregates<'a> {
-        // A span sent twice in one request is stored once, the last copy.
-        let mut spans: Vec<&NewSpan> = Vec::with_capacity(all.len());
-        let mut at: std::collections::HashMap<&str, usize> =
-            std::collections::HashMap::with_capacity(all.len());
-        for span in all {
-            match at.get(span.id.as_str()) {
-                Some(&i) => spans[i] = span,
-                None => {
-                    at.insert(&span.id, spans.len());
-                    spans.push(span);
-                }
+/// The spans of a request, a span sent twice in it once: its last copy,
+/// in the place of its first, as it is stored.
+pub fn last_copies(all: &[NewSpan]) -> Vec<&NewSpan> {
+    let mut spans: Vec<&NewSpan> = Vec::with_capacity(all.len());
+    let mut at: std::collections::HashMap<&str, usize> =
+        std::collections::HashMap::with_capacity(all.len());
+    for span in all {
+        match at.get(span.id.as_str()) {
+            Some(&i) => spans[i] = span,
+            None => {
+                at.insert(&span.id, spans.len());
+                spans.push(span);
             }
         }
+    }
+    spans
+}
+
+impl<'a> SpanAggregates<'a> {
+    pub fn of(all: &'a [NewSpan]) -> SpanAggregates<'a> {
+        let mut spans = last_copies(all);
         // Stable: spans without a start keep their order, first.
         spans.sort_by_key(|s| s.start_time);
         let root = spans

@@ -4,7 +4,7 @@
 //! replace their earlier copies in) the trace of that id, and the trace's
 //! aggregates are recomputed from all of its stored spans.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -13,7 +13,7 @@ use super::trace_insert::{count_usage, write_events, write_spans};
 use super::traces::detail_part;
 use super::{failure_clusters, rollups};
 use super::{now_micros, Result, Store};
-use crate::model::{NewOtelTrace, NewSpan, SpanAggregates, SpanType, Trace, TraceFields};
+use crate::model::{last_copies, NewOtelTrace, SpanAggregates, SpanType, Trace, TraceFields};
 
 /// A trace an ingest request created (rather than added spans to), for
 /// the counters and the live feed.
@@ -243,23 +243,6 @@ fn merge(
         rollup.push((new, 1));
     }
     Ok(None)
-}
-
-/// The spans of a request, a span sent twice in it once: its last copy,
-/// as it is stored.
-fn last_copies(all: &[NewSpan]) -> Vec<&NewSpan> {
-    let mut spans: Vec<&NewSpan> = Vec::with_capacity(all.len());
-    let mut at: HashMap<&str, usize> = HashMap::with_capacity(all.len());
-    for span in all {
-        match at.get(span.id.as_str()) {
-            Some(&i) => spans[i] = span,
-            None => {
-                at.insert(&span.id, spans.len());
-                spans.push(span);
-            }
-        }
-    }
-    spans
 }
 
 /// A span stored before, as the trace's aggregates need it.
