@@ -171,12 +171,47 @@ pub struct NewSpan {
     pub otel_span_id: Option<String>,
 }
 
+/// A span as a trace's aggregates need it: stored or arriving, without
+/// its text.
+#[derive(Debug, Clone, Copy)]
+pub struct SpanView<'a> {
+    pub id: &'a str,
+    /// No parent.
+    pub root: bool,
+    pub llm: bool,
+    pub model: Option<&'a str>,
+    pub error: Option<&'a str>,
+    /// Prompt and completion tokens.
+    pub tokens: i64,
+    pub cost: Option<f64>,
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+}
+
+impl<'a> SpanView<'a> {
+    pub fn of(s: &'a NewSpan) -> SpanView<'a> {
+        SpanView {
+            id: &s.id,
+            root: s.parent_span_id.is_none(),
+            llm: s.span_type == SpanType::Llm,
+            model: s.model.as_deref(),
+            error: s.error.as_deref(),
+            tokens: s
+                .prompt_tokens
+                .unwrap_or(0)
+                .saturating_add(s.completion_tokens.unwrap_or(0)),
+            cost: s.cost,
+            start: s.start_time,
+            end: s.end_time,
+        }
+    }
+}
+
 /// A trace's aggregates over its spans, the one rule for JSON and OTLP
-/// ingest (a JSON trace's own fields come first; see `ingest`). The merge
-/// of OTLP spans into a stored trace applies the same rules in SQL
-/// (`store::otel`).
+/// ingest (a JSON trace's own fields come first; see `ingest`), and for
+/// OTLP spans merged into a stored trace (`store::otel`).
 #[derive(Debug)]
-pub struct SpanAggregates<'a> {
+pub struct Aggregates<'a> {
     /// The earliest start and the latest end.
     pub started: Option<i64>,
     pub ended: Option<i64>,
@@ -186,12 +221,50 @@ pub struct SpanAggregates<'a> {
     pub cost: Option<f64>,
     pub count: i64,
     /// The root span (no parent), else the earliest span.
-    pub root: Option<&'a NewSpan>,
+    pub root_id: Option<&'a str>,
     /// The root's model, else the earliest LLM span's, else the earliest
     /// span's that names one.
     pub model: Option<&'a str>,
     /// The root's error, else the earliest failing span's.
     pub error: Option<&'a str>,
+}
+
+impl<'a> Aggregates<'a> {
+    /// `spans` holds each span once.
+    pub fn of(spans: impl Iterator<Item = SpanView<'a>>) -> Aggregates<'a> {
+        let mut spans: Vec<SpanView<'a>> = spans.collect();
+        // Stable: spans without a start keep their order, first.
+        spans.sort_by_key(|s| s.start);
+        let root = spans.iter().find(|s| s.root).or_else(|| spans.first());
+        let costs: Vec<f64> = spans.iter().filter_map(|s| s.cost).collect();
+        let model_of = |llm_only: bool| {
+            spans
+                .iter()
+                .filter(|s| !llm_only || s.llm)
+                .find_map(|s| s.model)
+        };
+        Aggregates {
+            started: spans.iter().filter_map(|s| s.start).min(),
+            ended: spans.iter().filter_map(|s| s.end).max(),
+            tokens: spans.iter().map(|s| s.tokens).fold(0, i64::saturating_add),
+            cost: (!costs.is_empty()).then(|| costs.iter().sum()),
+            count: spans.len() as i64,
+            root_id: root.map(|r| r.id),
+            model: root
+                .and_then(|r| r.model)
+                .or_else(|| model_of(true))
+                .or_else(|| model_of(false)),
+            error: root
+                .and_then(|r| r.error)
+                .or_else(|| spans.iter().find_map(|s| s.error)),
+        }
+    }
+
+    /// Milliseconds from the earliest start to the latest end (none when
+    /// the difference does not fit).
+    pub fn latency_ms(&self) -> Option<i64> {
+        Some(self.ended?.checked_sub(self.started?)? / 1000)
+    }
 }
 
 /// The spans of a request, a span sent twice in it once: its last copy,
@@ -212,50 +285,17 @@ pub fn last_copies(all: &[NewSpan]) -> Vec<&NewSpan> {
     spans
 }
 
-impl<'a> SpanAggregates<'a> {
-    pub fn of(all: &'a [NewSpan]) -> SpanAggregates<'a> {
-        let mut spans = last_copies(all);
-        // Stable: spans without a start keep their order, first.
-        spans.sort_by_key(|s| s.start_time);
-        let root = spans
-            .iter()
-            .find(|s| s.parent_span_id.is_none())
-            .or_else(|| spans.first())
-            .copied();
-        let costs: Vec<f64> = spans.iter().filter_map(|s| s.cost).collect();
-        let model_of = |llm_only: bool| {
-            spans
-                .iter()
-                .filter(|s| !llm_only || s.span_type == SpanType::Llm)
-                .find_map(|s| s.model.as_deref())
-        };
-        SpanAggregates {
-            started: spans.iter().filter_map(|s| s.start_time).min(),
-            ended: spans.iter().filter_map(|s| s.end_time).max(),
-            tokens: spans
-                .iter()
-                .map(|s| {
-                    s.prompt_tokens
-                        .unwrap_or(0)
-                        .saturating_add(s.completion_tokens.unwrap_or(0))
-                })
-                .fold(0, i64::saturating_add),
-            cost: (!costs.is_empty()).then(|| costs.iter().sum()),
-            count: spans.len() as i64,
-            model: root
-                .and_then(|r| r.model.as_deref())
-                .or_else(|| model_of(true))
-                .or_else(|| model_of(false)),
-            error: root
-                .and_then(|r| r.error.as_deref())
-                .or_else(|| spans.iter().find_map(|s| s.error.as_deref())),
-            root,
-        }
-    }
-
-    /// Milliseconds from the earliest start to the latest end.
-    pub fn latency_ms(&self) -> Option<i64> {
-        Some((self.ended? - self.started?) / 1000)
+impl<'a> Aggregates<'a> {
+    /// The aggregates of the spans of one request (a span sent twice in it
+    /// counts once, as stored), and its root span itself.
+    pub fn of_request(all: &'a [NewSpan]) -> (Aggregates<'a>, Option<&'a NewSpan>) {
+        let spans = last_copies(all);
+        let aggregates = Aggregates::of(spans.iter().map(|s| SpanView::of(s)));
+        // Ids are unique among the last copies.
+        let root = aggregates
+            .root_id
+            .and_then(|id| spans.iter().find(|s| s.id == id).copied());
+        (aggregates, root)
     }
 }
 

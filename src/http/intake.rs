@@ -5,7 +5,7 @@
 //! feed, after the commit and only for traces that are new.
 //!
 //! A trace's model, times, latency, tokens and cost come from its spans by
-//! one rule, [`crate::model::SpanAggregates`], for both formats; what a JSON
+//! one rule, [`crate::model::Aggregates`], for both formats; what a JSON
 //! trace states itself (the SDK sends them) comes first.
 
 use std::collections::HashMap;

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::model::{
-    NewEvent, NewSpan, NewTrace, SpanAggregates, SpanType, MAX_COST_USD, MAX_LATENCY_MS, MAX_TOKENS,
+    Aggregates, NewEvent, NewSpan, NewTrace, SpanType, MAX_COST_USD, MAX_LATENCY_MS, MAX_TOKENS,
 };
 use crate::pricing::Pricing;
 
@@ -408,7 +408,7 @@ impl TraceRequest {
         // the rule OTLP traces follow too. Its `error` is its own: the SDK
         // sets it when an exception leaves the trace and sends null when
         // one was handled inside, so a failed span does not make it fail.
-        let derived = SpanAggregates::of(&spans);
+        let (derived, _) = Aggregates::of_request(&spans);
         let started_at = started_at.or(derived.started).unwrap_or(now);
         let ended_at = ended_at.or(derived.ended);
         let total_token_count = derived.tokens;

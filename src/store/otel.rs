@@ -13,7 +13,7 @@ use super::trace_insert::{count_usage, write_events, write_spans};
 use super::traces::detail_part;
 use super::{failure_clusters, rollups};
 use super::{now_micros, Result, Store};
-use crate::model::{last_copies, NewOtelTrace, SpanAggregates, SpanType, Trace, TraceFields};
+use crate::model::{last_copies, Aggregates, NewOtelTrace, SpanView, Trace, TraceFields};
 
 /// A trace an ingest request created (rather than added spans to), for
 /// the counters and the live feed.
@@ -83,7 +83,7 @@ fn merge(
         None => {
             // All of a new trace's spans are in this request: its aggregates
             // come from them, by the same rules as the UPDATE below.
-            let agg = SpanAggregates::of(&trace.spans);
+            let (agg, root) = Aggregates::of_request(&trace.spans);
             // No JSON content hash: a JSON ingest of this id is a conflict.
             conn.prepare_cached(
                 "INSERT INTO traces (tenant_id, project_id, id, session_id, metadata, \
@@ -104,9 +104,9 @@ fn merge(
                 agg.tokens,
                 agg.cost,
                 agg.count,
-                agg.root.map(|r| r.name.as_str()),
-                agg.root.and_then(|r| r.input.as_deref()),
-                agg.root.and_then(|r| r.output.as_deref()),
+                root.map(|r| r.name.as_str()),
+                root.and_then(|r| r.input.as_deref()),
+                root.and_then(|r| r.output.as_deref()),
                 agg.model,
                 agg.error,
                 now
@@ -138,7 +138,7 @@ fn merge(
             return Ok(Some(CreatedTrace {
                 project_id,
                 id: trace.id.clone(),
-                name: agg.root.map(|r| r.name.clone()),
+                name: root.map(|r| r.name.clone()),
                 error: agg.error.is_some(),
                 latency_ms: agg.latency_ms(),
                 created_at: now,
@@ -181,28 +181,13 @@ fn merge(
     }
     write_events(conn, seq, &trace.events)?;
     // The aggregates of all the trace's spans, by the rules of a trace
-    // whose spans all come in one request (`SpanAggregates::of`).
-    let agg = Merged::of(
+    // whose spans all come in one request (`Aggregates::of_request`).
+    let agg = Aggregates::of(
         stored
             .iter()
             .filter(|s| !incoming.contains(s.id.as_str()))
             .map(StoredSpan::view)
-            .chain(last_copies(&trace.spans).into_iter().map(|s| {
-                SpanView {
-                    id: &s.id,
-                    root: s.parent_span_id.is_none(),
-                    llm: s.span_type == SpanType::Llm,
-                    model: s.model.as_deref(),
-                    error: s.error.as_deref(),
-                    tokens: s
-                        .prompt_tokens
-                        .unwrap_or(0)
-                        .saturating_add(s.completion_tokens.unwrap_or(0)),
-                    cost: s.cost,
-                    start: s.start_time,
-                    end: s.end_time,
-                }
-            })),
+            .chain(last_copies(&trace.spans).into_iter().map(SpanView::of)),
     );
     // The root span (no parent) names the trace; until it arrives, the
     // earliest span stands in for it. Its text is read where it is stored.
@@ -271,67 +256,6 @@ impl StoredSpan {
             start: self.start,
             end: self.end,
         }
-    }
-}
-
-/// A span, stored or arriving, as the trace's aggregates need it.
-struct SpanView<'a> {
-    id: &'a str,
-    root: bool,
-    llm: bool,
-    model: Option<&'a str>,
-    error: Option<&'a str>,
-    tokens: i64,
-    cost: Option<f64>,
-    start: Option<i64>,
-    end: Option<i64>,
-}
-
-/// A merged trace's aggregates.
-struct Merged<'a> {
-    started: Option<i64>,
-    ended: Option<i64>,
-    tokens: i64,
-    cost: Option<f64>,
-    count: i64,
-    root_id: Option<&'a str>,
-    model: Option<&'a str>,
-    error: Option<&'a str>,
-}
-
-impl<'a> Merged<'a> {
-    /// `spans` holds each span once.
-    fn of(spans: impl Iterator<Item = SpanView<'a>>) -> Merged<'a> {
-        let mut spans: Vec<SpanView<'a>> = spans.collect();
-        // Stable: spans without a start keep their order, first.
-        spans.sort_by_key(|s| s.start);
-        let root = spans.iter().find(|s| s.root).or_else(|| spans.first());
-        let costs: Vec<f64> = spans.iter().filter_map(|s| s.cost).collect();
-        let model_of = |llm_only: bool| {
-            spans
-                .iter()
-                .filter(|s| !llm_only || s.llm)
-                .find_map(|s| s.model)
-        };
-        Merged {
-            started: spans.iter().filter_map(|s| s.start).min(),
-            ended: spans.iter().filter_map(|s| s.end).max(),
-            tokens: spans.iter().map(|s| s.tokens).fold(0, i64::saturating_add),
-            cost: (!costs.is_empty()).then(|| costs.iter().sum()),
-            count: spans.len() as i64,
-            root_id: root.map(|r| r.id),
-            model: root
-                .and_then(|r| r.model)
-                .or_else(|| model_of(true))
-                .or_else(|| model_of(false)),
-            error: root
-                .and_then(|r| r.error)
-                .or_else(|| spans.iter().find_map(|s| s.error)),
-        }
-    }
-
-    fn latency_ms(&self) -> Option<i64> {
-        Some((self.ended? - self.started?) / 1000)
     }
 }
 
