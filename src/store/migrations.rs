@@ -37,6 +37,7 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = migrations![
     (19, "0019_eval_keys"),
     (20, "0020_ingestion_health"),
     (21, "0021_session_stats"),
+    (22, "0022_trace_docs"),
 ];
 
 /// The schema version this binary writes.

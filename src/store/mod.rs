@@ -36,6 +36,7 @@ mod session_lookup;
 mod sessions;
 mod space;
 mod tenancy;
+mod trace_docs;
 mod trace_insert;
 mod traces;
 mod webhooks;

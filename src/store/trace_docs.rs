@@ -1,0 +1,184 @@
+//! The full-text index as one row per trace (`trace_docs`, migration 22):
+//! the trace's organisation, and the text of the trace and of its spans
+//! joined, so that the index itself intersects the words of a search.
+//!
+//! Written in batches by the writer like the index it is to replace: new
+//! traces past a mark, and traces whose text or spans changed once indexed
+//! (queued by triggers in `trace_docs_dirty`) written again whole.
+
+// Not yet called outside its tests: search and the indexer move onto it in
+// the next step.
+#![cfg_attr(not(test), allow(dead_code))]
+
+use rusqlite::Connection;
+
+use super::Result;
+
+/// A trace's row: its texts and its spans', in key order, joined by a
+/// private-use character (U+E000) between spaces, which the tokenizer keeps
+/// as a token of its own, so that a phrase cannot run from one text into
+/// the next.
+const BODY: &str = "concat_ws(' ' || char(57344) || ' ', t.name, t.input, t.output, t.error, \
+     (SELECT group_concat(concat_ws(' ' || char(57344) || ' ', s.name, s.input, s.output, \
+      s.error), ' ' || char(57344) || ' ') FROM spans s WHERE s.trace_seq = t.seq))";
+
+/// The organisation's token in the `tenant` column.
+pub(super) fn tenant_token(tenant_id: i64) -> String {
+    format!("t{tenant_id}")
+}
+
+/// Indexes up to `traces` new traces and up to `traces` changed ones;
+/// returns how many rows were written.
+pub(super) fn index_docs(conn: &Connection, traces: usize) -> Result<usize> {
+    let mark: i64 = conn
+        .prepare_cached("SELECT seq FROM trace_docs_state")?
+        .query_row([], |r| r.get(0))?;
+    let mut written = 0;
+    let upto: Option<i64> = conn
+        .prepare_cached(
+            "SELECT max(seq) FROM (SELECT seq FROM traces WHERE seq > ?1 ORDER BY seq LIMIT ?2)",
+        )?
+        .query_row(rusqlite::params![mark, traces as i64], |r| r.get(0))?;
+    if let Some(upto) = upto {
+        written += conn
+            .prepare_cached(&format!(
+                "INSERT INTO trace_docs (rowid, tenant, body) \
+                 SELECT t.seq, 't' || t.tenant_id, {BODY} FROM traces t \
+                 WHERE t.seq > ?1 AND t.seq <= ?2"
+            ))?
+            .execute([mark, upto])?;
+        conn.prepare_cached("UPDATE trace_docs_state SET seq = ?1")?
+            .execute([upto])?;
+    }
+    let dirty: Vec<i64> = conn
+        .prepare_cached("SELECT seq FROM trace_docs_dirty ORDER BY seq LIMIT ?1")?
+        .query_map([traces as i64], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut forget = conn.prepare_cached("DELETE FROM trace_docs WHERE rowid = ?1")?;
+    let mut write = conn.prepare_cached(&format!(
+        "INSERT INTO trace_docs (rowid, tenant, body) \
+         SELECT t.seq, 't' || t.tenant_id, {BODY} FROM traces t WHERE t.seq = ?1"
+    ))?;
+    let mut done = conn.prepare_cached("DELETE FROM trace_docs_dirty WHERE seq = ?1")?;
+    for seq in dirty {
+        forget.execute([seq])?;
+        // A trace deleted since leaves nothing to write.
+        written += write.execute([seq])?;
+        done.execute([seq])?;
+    }
+    Ok(written)
+}
+
+/// Rows waiting: new traces past the mark and changed ones.
+pub(super) fn docs_backlog(conn: &Connection) -> Result<u64> {
+    let n: i64 = conn
+        .prepare_cached(
+            "SELECT coalesce((SELECT max(seq) FROM traces), 0) - (SELECT seq FROM trace_docs_state) \
+             + (SELECT count(*) FROM trace_docs_dirty)",
+        )?
+        .query_row([], |r| r.get(0))?;
+    Ok(n.max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add_trace(conn: &Connection, tenant: i64, id: &str, input: &str) -> i64 {
+        conn.execute(
+            "INSERT INTO traces (tenant_id, project_id, id, name, input, started_at, created_at, \
+             content_hash) VALUES (?1, 1, ?2, 'chat', ?3, 0, 0, x'00')",
+            rusqlite::params![tenant, id, input],
+        )
+        .expect("trace");
+        conn.last_insert_rowid()
+    }
+
+    fn add_span(conn: &Connection, seq: i64, id: &str, output: &str) {
+        conn.execute(
+            "INSERT INTO spans (trace_seq, id, name, type, output, created_at) \
+             VALUES (?1, ?2, 'tool call', 'tool', ?3, 0)",
+            rusqlite::params![seq, id, output],
+        )
+        .expect("span");
+    }
+
+    /// The traces of `tenant` holding every term, newest first.
+    fn search(conn: &Connection, tenant: i64, body: &str) -> Vec<i64> {
+        conn.prepare("SELECT rowid FROM trace_docs WHERE trace_docs MATCH ?1 ORDER BY rowid DESC")
+            .expect("prepare")
+            .query_map(
+                [format!(
+                    "tenant : {} AND body : ({body})",
+                    tenant_token(tenant)
+                )],
+                |r| r.get(0),
+            )
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows")
+    }
+
+    #[test]
+    fn a_trace_matches_words_spread_over_it_and_its_spans_in_its_own_organisation() {
+        let (_dir, conn) = crate::store::test_database();
+        conn.execute_batch(
+            "INSERT INTO tenants (id, uuid, name, created_at) VALUES (2, 'u2', 'other', 0);",
+        )
+        .expect("tenant");
+        let a = add_trace(&conn, 1, "a", "invoice for the customer");
+        add_span(&conn, a, "s1", "answered in French");
+        let b = add_trace(&conn, 1, "b", "invoice again");
+        let c = add_trace(&conn, 2, "c", "invoice french");
+        assert_eq!(index_docs(&conn, 100).expect("index"), 3);
+        assert_eq!(docs_backlog(&conn).expect("backlog"), 0);
+        assert_eq!(search(&conn, 1, "\"invoice\" AND \"french\""), [a]);
+        assert_eq!(search(&conn, 1, "\"invoice\""), [b, a]);
+        assert_eq!(search(&conn, 2, "\"invoice\""), [c]);
+        // The organisation's token is not a word of the text.
+        assert!(search(&conn, 1, "\"t1\"").is_empty());
+        // A phrase stays within one text: "customer answered" spans two.
+        assert!(search(&conn, 1, "\"customer answered\"").is_empty());
+        assert_eq!(search(&conn, 1, "\"in french\""), [a]);
+    }
+
+    #[test]
+    fn a_changed_trace_is_written_again_and_a_deleted_one_leaves_the_index() {
+        let (_dir, conn) = crate::store::test_database();
+        let a = add_trace(&conn, 1, "a", "refund request");
+        let b = add_trace(&conn, 1, "b", "refund policy");
+        index_docs(&conn, 100).expect("index");
+        // A span arriving later (OTLP), a changed input: both are queued
+        // and written again whole.
+        add_span(&conn, a, "s1", "quokka sighted");
+        conn.execute("UPDATE traces SET input = 'kumquat' WHERE seq = ?1", [b])
+            .expect("update");
+        assert_eq!(docs_backlog(&conn).expect("backlog"), 2);
+        assert!(search(&conn, 1, "\"quokka\"").is_empty());
+        assert_eq!(index_docs(&conn, 100).expect("index"), 2);
+        assert_eq!(search(&conn, 1, "\"quokka\" AND \"refund\""), [a]);
+        assert_eq!(search(&conn, 1, "\"kumquat\""), [b]);
+        assert_eq!(search(&conn, 1, "\"refund\""), [a]);
+        // Deleted (retention, erasure): its words go at once.
+        conn.execute("DELETE FROM traces WHERE seq = ?1", [a])
+            .expect("delete");
+        assert!(search(&conn, 1, "\"quokka\"").is_empty());
+        assert_eq!(index_docs(&conn, 100).expect("index"), 0);
+        assert_eq!(docs_backlog(&conn).expect("backlog"), 0);
+    }
+
+    #[test]
+    fn a_batch_indexes_at_most_its_traces_and_the_next_goes_on() {
+        let (_dir, conn) = crate::store::test_database();
+        let seqs: Vec<i64> = (0..10)
+            .map(|i| add_trace(&conn, 1, &format!("t{i}"), "refund"))
+            .collect();
+        assert_eq!(index_docs(&conn, 4).expect("index"), 4);
+        assert_eq!(search(&conn, 1, "\"refund\"").len(), 4);
+        assert_eq!(docs_backlog(&conn).expect("backlog"), 6);
+        index_docs(&conn, 100).expect("index");
+        let mut all = search(&conn, 1, "\"refund\"");
+        all.reverse();
+        assert_eq!(all, seqs);
+    }
+}
