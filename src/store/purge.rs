@@ -153,7 +153,7 @@ impl Store {
 
 fn merge_search_index(conn: &Connection, pages: i32) -> Result<bool> {
     let before = conn.total_changes();
-    for table in ["traces_fts", "spans_fts"] {
+    for table in ["trace_docs", "spans_fts"] {
         conn.prepare_cached(&format!(
             "INSERT INTO {table} ({table}, rank) VALUES ('merge', ?1)"
         ))?

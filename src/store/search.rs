@@ -62,29 +62,26 @@ pub fn fts_terms(text: &str) -> Vec<String> {
     terms
 }
 
-/// A term matching at most this many traces and spans together is rare:
-/// the list is read from its matches. A query of common terms only is
-/// answered by reading the plain list's keys and checking them against the
-/// index a batch at a time.
+/// A search matching at most this many traces is answered from its
+/// matches: they are read from the index, put in list order and the page
+/// taken from them. One matching more is answered by reading the plain
+/// list's keys a batch at a time and keeping those the index holds.
 ///
 /// Gathering costs about 9 µs a match (each match's trace row is read for
-/// where it sorts); checking costs about 1 µs a trace, and a page of 50
-/// needs 50·N/M traces checked when M of N traces match. The two meet near
-/// M = √(5·N), which this follows within bounds (measured at 1M traces).
+/// where it sorts); checking costs well under a microsecond a trace read
+/// by range, and a page of 50 needs 50·N/M traces checked when M of N
+/// traces match. The two meet near M = √(5·N), which this follows within
+/// bounds.
 pub(super) fn few_matches(conn: &Connection) -> Result<i64> {
     let traces: i64 =
         conn.query_row("SELECT coalesce(max(seq), 0) FROM traces", [], |r| r.get(0))?;
     Ok(((5.0 * traces.max(0) as f64).sqrt() as i64).clamp(500, 20_000))
 }
 
-/// Traces whose keys the first batch reads when every term is common; each
-/// batch that leaves the page short reads four times as many, up to the
-/// last size.
+/// Traces whose keys the first batch reads when a search matches many;
+/// each batch that leaves the page short reads four times as many, up to
+/// the last size.
 const CHECK_BATCHES: [usize; 4] = [256, 1024, 4096, 16_384];
-
-/// Traces left in a batch that are checked for the next term one by one
-/// rather than by reading the term's matches over the batch's range.
-const PROBE_AT_MOST: usize = 32;
 
 /// A batch whose keys spread over more than this many times as many seqs
 /// (traces stored in another order than they started) is checked a trace at
@@ -93,38 +90,31 @@ const PROBE_AT_MOST: usize = 32;
 /// traces that arrive a second or two out of order still read by range.
 const DENSE: i64 = 64;
 
-/// How many traces and spans match `term`, counted up to just past `few`.
-pub(super) fn matches(conn: &Connection, term: &str, few: i64) -> Result<i64> {
-    let mut total = 0;
-    for table in ["traces_fts", "spans_fts"] {
-        total += conn
-            .prepare_cached(&format!(
-                "SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {table} MATCH ?1 LIMIT ?2)"
-            ))?
-            .query_row(rusqlite::params![term, few.saturating_add(1)], |r| {
-                r.get::<_, i64>(0)
-            })?;
-        if total > few {
-            break;
-        }
-    }
-    Ok(total)
-}
-
-/// The traces `term` matches, itself or through a span, as a query of one
-/// column `seq`, with its arguments.
-pub(super) fn matching_seqs(term: &str) -> (&'static str, Vec<SqlValue>) {
-    (
-        "SELECT rowid AS seq FROM traces_fts WHERE traces_fts MATCH ? \
-         UNION SELECT s.trace_seq FROM spans_fts JOIN spans s ON s.rid = spans_fts.rowid \
-         WHERE spans_fts MATCH ?",
-        vec![term.to_owned().into(), term.to_owned().into()],
+/// The index expression for a trace search in `tenant_id`'s organisation:
+/// its token, and every term in the row of the trace (which holds its
+/// spans' text too).
+pub(super) fn doc_query(tenant_id: i64, terms: &[String]) -> String {
+    format!(
+        "tenant : {} AND body : ({})",
+        super::trace_docs::tenant_token(tenant_id),
+        terms.join(" AND ")
     )
 }
 
-/// How a search list is answered: at most `few` matches make a term rare
-/// enough to drive the query from its matches; `dense` bounds the range a
-/// batch of the plain list is checked over at once. Tests force either way.
+/// How many traces match `query`, counted up to just past `few`.
+pub(super) fn matches(conn: &Connection, query: &str, few: i64) -> Result<i64> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT count(*) FROM (SELECT 1 FROM trace_docs WHERE trace_docs MATCH ?1 LIMIT ?2)",
+        )?
+        .query_row(rusqlite::params![query, few.saturating_add(1)], |r| {
+            r.get::<_, i64>(0)
+        })?)
+}
+
+/// How a search list is answered: at most `few` matches make a search
+/// answered from its matches; `dense` bounds the range a batch of the plain
+/// list is checked over at once. Tests force either way.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Plan {
     pub few: i64,
@@ -133,13 +123,12 @@ pub(super) struct Plan {
 
 /// A page of the list whose filter has full-text terms, newest first.
 ///
-/// When a term is rare, its matches are gathered, ordered by the list's
-/// other filters, and each checked for the other terms until the page is
-/// full. When every term is common, the plain list's keys are read a batch
-/// at a time (from the indexes, not the rows) and checked against the
-/// index over the range of seqs they cover. Either way only the page's own
-/// traces are read whole, and no common term's full list of matches is
-/// built.
+/// The index has one row per trace holding its and its spans' words, so
+/// one lookup finds the traces holding every term. When they are few, they
+/// are put in list order by the list's other filters and the page taken
+/// from them; when many, the plain list's keys are read a batch at a time
+/// (from the indexes, not the rows) and the index is read over the range of
+/// seqs they cover. Either way only the page's own traces are read whole.
 pub(super) fn list_text(
     conn: &Connection,
     tenant_id: i64,
@@ -162,48 +151,21 @@ pub(super) fn list_text_with(
     limit: usize,
     plan: Plan,
 ) -> Result<super::TracePage> {
-    let mut rare: Option<(i64, usize)> = None;
-    let mut counts = Vec::with_capacity(f.text.len());
-    for (i, term) in f.text.iter().enumerate() {
-        let n = matches(conn, term, plan.few)?;
-        counts.push(n);
-        if n <= plan.few && rare.is_none_or(|(m, _)| n < m) {
-            rare = Some((n, i));
-        }
-    }
-    // The share of traces each term matches: at first as counted (a common
-    // term's count stops past `few`), then as seen in the last batch
-    // checked by range.
-    let traces: i64 =
-        conn.query_row("SELECT coalesce(max(seq), 1) FROM traces", [], |r| r.get(0))?;
-    let mut shares: Vec<f64> = counts
-        .iter()
-        .map(|&n| n as f64 / traces.max(1) as f64)
-        .collect();
+    let query = doc_query(tenant_id, &f.text);
     let plain = super::TraceFilter {
         text: Vec::new(),
         ..f.clone()
     };
     let mut found = Vec::with_capacity(limit + 1);
-    match rare {
-        Some((0, _)) => {}
-        Some((_, driver)) => {
-            let (source, values) = matching_seqs(&f.text[driver]);
-            let candidates =
-                super::traces::keys_of(conn, tenant_id, &plain, after, source, values)?;
-            'candidates: for key in candidates {
-                for (i, term) in f.text.iter().enumerate() {
-                    if i != driver && !trace_has(conn, term, key.seq)? {
-                        continue 'candidates;
-                    }
-                }
-                found.push(key);
-                if found.len() > limit {
-                    break;
-                }
-            }
+    match matches(conn, &query, plan.few)? {
+        0 => {}
+        n if n <= plan.few => {
+            let source = "SELECT rowid AS seq FROM trace_docs WHERE trace_docs MATCH ?";
+            let keys =
+                super::traces::keys_of(conn, tenant_id, &plain, after, source, vec![query.into()])?;
+            found.extend(keys.into_iter().take(limit + 1));
         }
-        None => {
+        _ => {
             let mut after = after;
             let sizes = CHECK_BATCHES
                 .iter()
@@ -216,35 +178,33 @@ pub(super) fn list_text_with(
                 ) else {
                     break;
                 };
-                // Keys close together are checked by reading each term's
-                // matches over their range; scattered ones one by one.
-                let ranged = hi - lo < plan.dense.saturating_mul(keys.len() as i64);
-                let mut wanted: HashSet<i64> = keys.iter().map(|k| k.seq).collect();
-                let mut range = Range::new(lo, hi);
-                // The rarest term first; once few traces are left, the
-                // rest are checked for them alone.
-                let mut by_rarity: Vec<usize> = (0..f.text.len()).collect();
-                by_rarity.sort_by(|&a, &b| shares[a].total_cmp(&shares[b]));
-                for &i in &by_rarity {
-                    if wanted.is_empty() {
-                        break;
-                    }
-                    if ranged && wanted.len() > PROBE_AT_MOST {
-                        let before = wanted.len();
-                        wanted = range.matches(conn, &f.text[i], &wanted)?;
-                        shares[i] = wanted.len() as f64 / before as f64;
-                    } else {
-                        let mut kept = HashSet::with_capacity(wanted.len());
-                        for &seq in &wanted {
-                            if trace_has(conn, &f.text[i], seq)? {
-                                kept.insert(seq);
-                            }
+                // Keys close together are checked by reading the index over
+                // their range; scattered ones one by one.
+                let held: HashSet<i64> = if hi - lo < plan.dense.saturating_mul(keys.len() as i64) {
+                    conn.prepare_cached(
+                        "SELECT rowid FROM trace_docs WHERE trace_docs MATCH ?1 \
+                         AND rowid BETWEEN ?2 AND ?3",
+                    )?
+                    .query_map(rusqlite::params![query, lo, hi], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?
+                } else {
+                    let mut held = HashSet::with_capacity(keys.len());
+                    let mut one = conn.prepare_cached(
+                        "SELECT 1 FROM trace_docs WHERE trace_docs MATCH ?1 AND rowid = ?2",
+                    )?;
+                    for key in &keys {
+                        if one
+                            .query_row(rusqlite::params![query, key.seq], |_| Ok(()))
+                            .optional()?
+                            .is_some()
+                        {
+                            held.insert(key.seq);
                         }
-                        wanted = kept;
                     }
-                }
+                    held
+                };
                 for key in &keys {
-                    if wanted.contains(&key.seq) {
+                    if held.contains(&key.seq) {
                         found.push(*key);
                         if found.len() > limit {
                             break 'batches;
@@ -259,141 +219,6 @@ pub(super) fn list_text_with(
         }
     }
     super::traces::page_of(conn, &found, limit)
-}
-
-/// Whether `term` matches the trace `seq`, itself or through a span.
-fn trace_has(conn: &Connection, term: &str, seq: i64) -> Result<bool> {
-    let own = conn
-        .prepare_cached("SELECT 1 FROM traces_fts WHERE traces_fts MATCH ?1 AND rowid = ?2")?
-        .query_row(rusqlite::params![term, seq], |_| Ok(()))
-        .optional()?;
-    Ok(own.is_some() || span_has(conn, term, seq)?)
-}
-
-/// Whether `term` matches one of the spans of the trace `seq`.
-fn span_has(conn: &Connection, term: &str, seq: i64) -> Result<bool> {
-    let rids: Vec<i64> = conn
-        .prepare_cached("SELECT rid FROM spans WHERE trace_seq = ?1")?
-        .query_map([seq], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    let (Some(&lo), Some(&hi)) = (rids.iter().min(), rids.iter().max()) else {
-        return Ok(false);
-    };
-    // A trace's spans are stored together, so their keys make one short
-    // range; a span merged later widens it, and the matches in between
-    // that belong to other traces are passed over.
-    let mut stmt = conn.prepare_cached(
-        "SELECT rowid FROM spans_fts WHERE spans_fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3",
-    )?;
-    let mut hits = stmt.query(rusqlite::params![term, lo, hi])?;
-    while let Some(r) = hits.next()? {
-        if rids.contains(&r.get(0)?) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-/// A range of traces checked at once: the seqs `lo..=hi`, the keys of
-/// their spans, and which trace each of those spans belongs to (read from
-/// the span index when a term first matches a span in the range).
-struct Range {
-    lo: i64,
-    hi: i64,
-    spans: Option<(i64, i64)>,
-    owners: Option<HashMap<i64, i64>>,
-}
-
-impl Range {
-    fn new(lo: i64, hi: i64) -> Range {
-        Range {
-            lo,
-            hi,
-            spans: None,
-            owners: None,
-        }
-    }
-
-    /// Those of `wanted` (traces of the range) that `term` matches, itself
-    /// or through a span. Spans are only read for the traces whose own
-    /// text does not match: by range when many are left, else one by one.
-    fn matches(
-        &mut self,
-        conn: &Connection,
-        term: &str,
-        wanted: &HashSet<i64>,
-    ) -> Result<HashSet<i64>> {
-        let mut found = HashSet::with_capacity(wanted.len());
-        let mut stmt = conn.prepare_cached(
-            "SELECT rowid FROM traces_fts WHERE traces_fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3",
-        )?;
-        let mut rows = stmt.query(rusqlite::params![term, self.lo, self.hi])?;
-        while let Some(r) = rows.next()? {
-            let seq: i64 = r.get(0)?;
-            if wanted.contains(&seq) {
-                found.insert(seq);
-            }
-        }
-        let rest: Vec<i64> = wanted.difference(&found).copied().collect();
-        if rest.is_empty() {
-            return Ok(found);
-        }
-        if rest.len() <= PROBE_AT_MOST {
-            for seq in rest {
-                if span_has(conn, term, seq)? {
-                    found.insert(seq);
-                }
-            }
-            return Ok(found);
-        }
-        let (rlo, rhi) = match self.spans {
-            Some(keys) => keys,
-            None => {
-                let keys: (Option<i64>, Option<i64>) = conn
-                    .prepare_cached(
-                        "SELECT min(rid), max(rid) FROM spans WHERE trace_seq BETWEEN ?1 AND ?2",
-                    )?
-                    .query_row([self.lo, self.hi], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                let keys = keys.0.zip(keys.1).unwrap_or((1, 0));
-                self.spans = Some(keys);
-                keys
-            }
-        };
-        if rlo > rhi {
-            return Ok(found);
-        }
-        let hits: Vec<i64> = conn
-            .prepare_cached(
-                "SELECT rowid FROM spans_fts WHERE spans_fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3",
-            )?
-            .query_map(rusqlite::params![term, rlo, rhi], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        if hits.is_empty() {
-            return Ok(found);
-        }
-        let owners = match &mut self.owners {
-            Some(owners) => owners,
-            slot => {
-                let mut owners = HashMap::new();
-                let mut stmt = conn.prepare_cached(
-                    "SELECT rid, trace_seq FROM spans WHERE trace_seq BETWEEN ?1 AND ?2",
-                )?;
-                let mut rows = stmt.query([self.lo, self.hi])?;
-                while let Some(r) = rows.next()? {
-                    owners.insert(r.get::<_, i64>(0)?, r.get::<_, i64>(1)?);
-                }
-                slot.insert(owners)
-            }
-        };
-        // Spans in the range of keys that belong to traces outside the
-        // range (merged into older traces later) are passed over.
-        found.extend(
-            hits.iter()
-                .filter_map(|rid| owners.get(rid))
-                .filter(|seq| wanted.contains(seq)),
-        );
-        Ok(found)
-    }
 }
 
 /// A span search: its terms and what narrows it.

@@ -315,7 +315,11 @@ async fn a_database_from_before_the_rollups_gets_them_built_on_upgrade() {
         }
         let conn = rusqlite::Connection::open(&db).expect("open");
         conn.execute_batch(
-            "DROP TABLE ingest_health_hour; DROP TABLE ingest_refusals_hour;
+            "DROP TRIGGER trace_docs_trace_update; DROP TRIGGER trace_docs_trace_delete;
+             DROP TRIGGER trace_docs_span_insert; DROP TRIGGER trace_docs_span_update;
+             DROP TRIGGER trace_docs_span_delete; DROP TABLE trace_docs_dirty;
+             DROP TABLE trace_docs_state; DROP TABLE trace_docs;
+             DROP TABLE ingest_health_hour; DROP TABLE ingest_refusals_hour;
              DROP INDEX evaluations_failed; DROP TABLE eval_keys;
              DROP TABLE failure_hours; DROP TABLE failure_clusters;
              DROP INDEX traces_failure_type; DROP INDEX traces_failure_cluster;
@@ -339,8 +343,7 @@ async fn a_database_from_before_the_rollups_gets_them_built_on_upgrade() {
              DROP TABLE evaluations; DROP TABLE eval_rule_state; DROP TABLE eval_rules;
              ALTER TABLE usage DROP COLUMN evals;
              DROP TABLE metrics_minute; DROP TABLE metrics_second; DROP INDEX feedback_by_tenant;
-             DROP TRIGGER traces_fts_delete; DROP TRIGGER traces_fts_update;
-             DROP TABLE traces_fts; DROP TABLE spans_fts; DROP TABLE search_state;
+             DROP TABLE spans_fts; DROP TABLE search_state;
              PRAGMA user_version = 5;",
         )
         .expect("downgrade");

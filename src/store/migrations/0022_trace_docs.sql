@@ -12,8 +12,9 @@
 -- keeps as a token of its own, so that a phrase never runs from one text
 -- into the next.
 --
--- (Draft for the next step of issue 23: `spans_fts` stays for span search
--- until span search checks the spans of the traces this index returns.)
+-- It replaces `traces_fts` for trace search. `spans_fts` stays for span
+-- search until span search checks the spans of the traces this index
+-- returns.
 CREATE VIRTUAL TABLE trace_docs USING fts5(
     tenant, body,
     content = '', contentless_delete = 1,
@@ -28,6 +29,8 @@ CREATE TABLE trace_docs_state (
     id   INTEGER PRIMARY KEY CHECK (id = 1),
     seq  INTEGER NOT NULL
 );
+-- Rows indexed before the upgrade are written at the indexer's pace, oldest
+-- first, like traces stored after it.
 INSERT INTO trace_docs_state (id, seq) VALUES (1, 0);
 CREATE TABLE trace_docs_dirty (seq INTEGER PRIMARY KEY) WITHOUT ROWID;
 
@@ -63,3 +66,7 @@ WHEN old.trace_seq <= (SELECT seq FROM trace_docs_state)
 BEGIN
     INSERT OR IGNORE INTO trace_docs_dirty (seq) VALUES (old.trace_seq);
 END;
+
+DROP TRIGGER traces_fts_delete;
+DROP TRIGGER traces_fts_update;
+DROP TABLE traces_fts;
