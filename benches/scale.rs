@@ -736,7 +736,7 @@ fn object_sizes(db: &Path) -> Result<Vec<(String, i64)>, String> {
     for row in rows {
         let (name, bytes) = row.map_err(|e| e.to_string())?;
         // traces_fts_data, _idx, _docsize, _config: one index.
-        let group = ["traces_fts", "spans_fts"]
+        let group = ["trace_docs", "traces_fts", "spans_fts"]
             .into_iter()
             .find(|fts| name.starts_with(fts))
             .map_or(name, |fts| format!("{fts} (full-text index)"));

@@ -73,11 +73,13 @@ impl Store {
     }
 }
 
-/// Rows stored but not yet in the search index (see `search_backlog`).
+/// Rows stored but not yet in the search index (see `search_backlog`),
+/// traces whose row must be written again included.
 pub(super) fn unindexed_rows(conn: &Connection) -> Result<u64> {
     let n: i64 = conn
         .prepare_cached(
             "SELECT coalesce((SELECT max(seq) FROM traces), 0) - traces_seq \
+             + (SELECT count(*) FROM trace_docs_dirty) \
              + coalesce((SELECT max(rid) FROM spans), 0) - spans_rid FROM search_state",
         )?
         .query_row([], |r| r.get(0))?;

@@ -6,10 +6,6 @@
 //! traces past a mark, and traces whose text or spans changed once indexed
 //! (queued by triggers in `trace_docs_dirty`) written again whole.
 
-// Not yet called outside its tests: search and the indexer move onto it in
-// the next step.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use rusqlite::Connection;
 
 use super::Result;
@@ -70,7 +66,8 @@ pub(super) fn index_docs(conn: &Connection, traces: usize) -> Result<usize> {
 }
 
 /// Rows waiting: new traces past the mark and changed ones.
-pub(super) fn docs_backlog(conn: &Connection) -> Result<u64> {
+#[cfg(test)]
+fn docs_backlog(conn: &Connection) -> Result<u64> {
     let n: i64 = conn
         .prepare_cached(
             "SELECT coalesce((SELECT max(seq) FROM traces), 0) - (SELECT seq FROM trace_docs_state) \
@@ -165,6 +162,23 @@ mod tests {
         assert!(search(&conn, 1, "\"quokka\"").is_empty());
         assert_eq!(index_docs(&conn, 100).expect("index"), 0);
         assert_eq!(docs_backlog(&conn).expect("backlog"), 0);
+    }
+
+    #[test]
+    fn an_upgraded_database_finds_what_it_had_indexed_and_indexes_the_rest_later() {
+        let (dir, mut conn) = crate::store::test_database_at(21);
+        let a = add_trace(&conn, 1, "a", "invoice sent");
+        add_span(&conn, a, "s1", "in french");
+        let b = add_trace(&conn, 1, "b", "invoice again");
+        // `a` was indexed before the upgrade, `b` not yet.
+        conn.execute("UPDATE search_state SET traces_seq = ?1", [a])
+            .expect("mark");
+        crate::store::migrations::migrate(&mut conn, dir.path()).expect("upgrade");
+        assert_eq!(search(&conn, 1, "\"invoice\" AND \"french\""), [a]);
+        assert_eq!(search(&conn, 1, "\"invoice\""), [a]);
+        assert_eq!(docs_backlog(&conn).expect("backlog"), 1);
+        index_docs(&conn, 100).expect("index");
+        assert_eq!(search(&conn, 1, "\"invoice\""), [b, a]);
     }
 
     #[test]
