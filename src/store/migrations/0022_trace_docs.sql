@@ -30,7 +30,8 @@ CREATE TABLE trace_docs_state (
     seq  INTEGER NOT NULL
 );
 -- The traces indexed before the upgrade get their rows now, so that search
--- finds them as before (about a minute per million traces); the rest wait
+-- finds them as before (84 s for a million traces with the copy taken
+-- before an upgrade, on the machine of BENCHMARKS.md); the rest wait
 -- for the indexer as they did.
 INSERT INTO trace_docs_state (id, seq) VALUES (1, (SELECT traces_seq FROM search_state));
 INSERT INTO trace_docs (rowid, tenant, body)
