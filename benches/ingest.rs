@@ -542,8 +542,8 @@ fn search_backlog(db: &Path) -> i64 {
     let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .expect("open the server database read-only");
     conn.query_row(
-        "SELECT coalesce((SELECT max(seq) FROM traces), 0) - traces_seq \
-         + coalesce((SELECT max(rid) FROM spans), 0) - spans_rid FROM search_state",
+        "SELECT coalesce((SELECT max(seq) FROM traces), 0) - seq \
+         + (SELECT count(*) FROM trace_docs_dirty) FROM trace_docs_state",
         [],
         |r| r.get(0),
     )

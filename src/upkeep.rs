@@ -126,18 +126,12 @@ pub fn retention_days(config: &Config, target: &RetentionTarget) -> Option<i64> 
     (days > 0).then_some(i64::from(days))
 }
 
-/// An indexing batch while ingest runs: one to two milliseconds of writer
+/// An indexing batch while ingest runs: about a millisecond of writer
 /// time, so the requests that queue behind it hardly notice. (Batches of
 /// 1,024 spans took 12-24 ms, and every request in flight waited as long.)
-const BUSY_BATCH: IndexBatch = IndexBatch {
-    traces: 16,
-    spans: 64,
-};
+const BUSY_BATCH: IndexBatch = IndexBatch { traces: 16 };
 /// An indexing batch once ingest pauses.
-const IDLE_BATCH: IndexBatch = IndexBatch {
-    traces: 64,
-    spans: 1024,
-};
+const IDLE_BATCH: IndexBatch = IndexBatch { traces: 256 };
 /// The shortest pause between two batches while ingest runs.
 const BUSY_PAUSE: Duration = Duration::from_millis(10);
 /// How often the indexer looks for work when idle.

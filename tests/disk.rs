@@ -406,8 +406,8 @@ async fn the_size_cap_holds_whatever_the_size_of_the_batch() {
     let held = (pragma("page_count") - pragma("freelist_count")) * pragma("page_size");
     let unindexed: i64 = conn
         .query_row(
-            "SELECT coalesce((SELECT max(seq) FROM traces), 0) - traces_seq \
-             + coalesce((SELECT max(rid) FROM spans), 0) - spans_rid FROM search_state",
+            "SELECT coalesce((SELECT max(seq) FROM traces), 0) - seq \
+             + (SELECT count(*) FROM trace_docs_dirty) FROM trace_docs_state",
             [],
             |r| r.get(0),
         )

@@ -1,7 +1,7 @@
 //! `GET /v1/search/spans?q=`: full-text search over span names, inputs,
 //! outputs and errors, the on-premises stand-in for the hosted semantic
 //! search. Results come most recently stored first, each with a highlighted
-//! snippet; `similarity` maps the BM25 relevance onto 0..1.
+//! snippet; `similarity` maps a BM25 score onto 0..1.
 
 use axum::extract::State;
 use axum::Json;
@@ -15,7 +15,8 @@ use crate::error::{AppError, ErrorBody};
 use crate::model::Timestamp;
 use crate::store::{SpanHit, SpanSearch, MAX_SPAN_RESULTS};
 
-/// The span search's results; a position is a span's place in the index.
+/// The span search's results; a position is the span's key, higher for
+/// spans stored later.
 pub struct Spans;
 impl Listing for Spans {
     const DEFAULT_LIMIT: u32 = 20;

@@ -1,25 +1,16 @@
 //! Full-text search (SQLite FTS5) over trace and span names, inputs,
-//! outputs and errors: the `q=` filter of trace lists and the span search.
+//! outputs and errors: the `q=` filter of trace lists (span search, which
+//! reads the same index, is in `span_search`).
 //!
 //! What a user types is never handed to FTS5 as query syntax: it is split
 //! into words and quoted phrases, each quoted for FTS5, and all must match.
 //! A word ending in `*` matches as a prefix.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension};
 
-use super::{Result, Store};
-
-/// The most spans one page of search results holds.
-pub const MAX_SPAN_RESULTS: usize = 100;
-
-/// Mark the start and end of a match in a snippet before it is escaped.
-/// Control characters: one already in stored text adds a stray but harmless
-/// `<mark>`, never markup of its own.
-const OPEN: char = '\u{2}';
-const CLOSE: char = '\u{3}';
+use super::Result;
 
 /// The FTS5 expression for a user's search text, or `None` when it holds
 /// nothing to search for.
@@ -88,7 +79,7 @@ const CHECK_BATCHES: [usize; 4] = [256, 1024, 4096, 16_384];
 /// a time instead of by reading the index over its whole range. Reading a
 /// match costs well under a microsecond and checking one trace some 100:
 /// traces that arrive a second or two out of order still read by range.
-const DENSE: i64 = 64;
+pub(super) const DENSE: i64 = 64;
 
 /// The index expression for a trace search in `tenant_id`'s organisation:
 /// its token, and every term in the row of the trace (which holds its
@@ -221,239 +212,6 @@ pub(super) fn list_text_with(
     super::traces::page_of(conn, &found, limit)
 }
 
-/// A span search: its terms and what narrows it.
-#[derive(Debug, Clone, Default)]
-pub struct SpanSearch {
-    /// FTS5 terms (see [`fts_terms`]), each of which a span must match.
-    pub terms: Vec<String>,
-    pub project_id: Option<i64>,
-    /// Bounds on the span's `created_at`, microseconds, inclusive.
-    pub from: Option<i64>,
-    pub to: Option<i64>,
-    /// Only spans stored before this one (the cursor of the last page).
-    pub before: Option<i64>,
-    pub limit: usize,
-}
-
-/// One span that matched.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SpanHit {
-    /// Position of the span in the index; the next page starts below it.
-    pub position: i64,
-    pub span_id: String,
-    pub trace_id: String,
-    pub project_id: String,
-    pub span_name: String,
-    pub span_type: String,
-    pub created_at: i64,
-    /// How well the span matched, from 0 (barely) towards 1.
-    pub similarity: f64,
-    /// An HTML fragment: the text around the best match, escaped, with
-    /// every matched word inside `<mark>`.
-    pub snippet: String,
-}
-
-pub struct SpanHits {
-    pub hits: Vec<SpanHit>,
-    /// Present when more spans match after the last one.
-    pub next: Option<i64>,
-}
-
-impl Store {
-    /// Spans of the tenant matching a search, the most recently stored first.
-    pub async fn search_spans(&self, tenant_id: i64, search: SpanSearch) -> Result<SpanHits> {
-        self.catch_up_search().await?;
-        self.read(move |conn| spans(conn, tenant_id, &search)).await
-    }
-}
-
-/// Index entries read per step of a span search.
-const SPAN_CHUNK: i64 = 256;
-/// Entries one span search reads at most before it answers with what it has
-/// (and a cursor to go on from), so a search whose filters exclude nearly
-/// every match still answers promptly.
-const SPAN_SCAN_LIMIT: usize = 20_000;
-/// The most spans a term may match and still weigh in a span's similarity.
-const SCORED: i64 = 10_000;
-
-/// How many spans match `term`, counted up to just past `most`.
-fn span_matches(conn: &Connection, term: &str, most: i64) -> Result<i64> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT count(*) FROM (SELECT 1 FROM spans_fts WHERE spans_fts MATCH ?1 LIMIT ?2)",
-        )?
-        .query_row(rusqlite::params![term, most.saturating_add(1)], |r| {
-            r.get(0)
-        })?)
-}
-
-fn spans(conn: &Connection, tenant_id: i64, q: &SpanSearch) -> Result<SpanHits> {
-    let limit = q.limit.clamp(1, MAX_SPAN_RESULTS);
-    let expression = q.terms.join(" AND ");
-    // The index yields matches newest first, a chunk at a time; each is
-    // checked against the filters by its key, so a page costs the matches
-    // it reads, not every match there is.
-    let mut check = String::from(
-        "SELECT s.id, t.id, p.uuid, s.name, s.type, s.created_at FROM spans s \
-         JOIN traces t ON t.seq = s.trace_seq JOIN projects p ON p.id = t.project_id \
-         WHERE s.rid = ?1 AND t.tenant_id = ?2",
-    );
-    let mut args: Vec<SqlValue> = vec![SqlValue::Null, tenant_id.into()];
-    let mut clause = |condition: &str, value: i64| {
-        args.push(value.into());
-        check.push_str(&format!(" AND {condition} ?{}", args.len()));
-    };
-    if let Some(project) = q.project_id {
-        clause("t.project_id =", project);
-    }
-    if let Some(from) = q.from {
-        clause("s.created_at >=", from);
-    }
-    if let Some(to) = q.to {
-        clause("s.created_at <=", to);
-    }
-    let mut check = conn.prepare_cached(&check)?;
-    // Windows of keys below the cursor, read in ascending order (FTS5 seeks
-    // straight to a window's start; reading a long list of matches backwards
-    // is slow) and taken newest first. A window grows each time it finds too
-    // little, so a rare word costs a few steps, not one per key.
-    let mut window = conn.prepare_cached(
-        "SELECT rowid FROM spans_fts WHERE spans_fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3",
-    )?;
-    let top: i64 = conn.query_row("SELECT coalesce(max(rid), 0) FROM spans", [], |r| r.get(0))?;
-    let mut hi = q.before.map_or(top, |b| b.saturating_sub(1).min(top));
-    let mut width = SPAN_CHUNK * 4;
-    let mut hits: Vec<SpanHit> = Vec::new();
-    let mut read = 0;
-    'windows: while hi >= 1 {
-        let lo = hi.saturating_sub(width - 1).max(1);
-        let keys: Vec<i64> = window
-            .query_map(rusqlite::params![expression, lo, hi], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        for rid in keys.iter().rev() {
-            read += 1;
-            args[0] = (*rid).into();
-            let found = check
-                .query_row(rusqlite::params_from_iter(args.iter()), |r| {
-                    Ok(SpanHit {
-                        position: *rid,
-                        span_id: r.get(0)?,
-                        trace_id: r.get(1)?,
-                        project_id: r.get(2)?,
-                        span_name: r.get(3)?,
-                        span_type: r.get(4)?,
-                        created_at: r.get(5)?,
-                        similarity: 0.0,
-                        snippet: String::new(),
-                    })
-                })
-                .optional()?;
-            if let Some(hit) = found {
-                hits.push(hit);
-                if hits.len() > limit {
-                    break 'windows;
-                }
-            }
-        }
-        hi = lo - 1;
-        if read >= SPAN_SCAN_LIMIT {
-            break;
-        }
-        width = (width * 4).min(1 << 22);
-    }
-    let more = hi >= 1;
-    let below = hi + 1;
-    let next = if hits.len() > limit {
-        hits.truncate(limit);
-        hits.last().map(|h| h.position)
-    } else if more && read >= SPAN_SCAN_LIMIT {
-        // Stopped early: go on from the last entry read.
-        Some(below)
-    } else {
-        None
-    };
-    // Relevance and snippets for the page only, in one pass over the range
-    // of the index the page covers (a lookup by a single key would read the
-    // term's whole list of matches each time).
-    if let (Some(lo), Some(hi)) = (
-        hits.iter().map(|h| h.position).min(),
-        hits.iter().map(|h| h.position).max(),
-    ) {
-        let wanted: HashSet<i64> = hits.iter().map(|h| h.position).collect();
-        let mut snippets = HashMap::with_capacity(hits.len());
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT rowid, snippet(spans_fts, -1, '{OPEN}', '{CLOSE}', '…', 24) \
-             FROM spans_fts WHERE spans_fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3"
-        ))?;
-        let mut rows = stmt.query(rusqlite::params![expression, lo, hi])?;
-        while let Some(row) = rows.next()? {
-            let rid: i64 = row.get(0)?;
-            if wanted.contains(&rid) {
-                snippets.insert(rid, row.get::<_, String>(1)?);
-            }
-        }
-        // BM25 weighs each term by the number of spans it matches, which
-        // FTS5 counts by reading the term's whole list of matches on every
-        // query: for a word in most spans, hundreds of milliseconds. So the
-        // score weighs the terms matching at most `SCORED` spans, and a
-        // search of common words only scores 0, as BM25 all but does when a
-        // word is in half the spans or more.
-        let mut scored = Vec::new();
-        for term in &q.terms {
-            if span_matches(conn, term, SCORED)? <= SCORED {
-                scored.push(term.as_str());
-            }
-        }
-        let mut scores = HashMap::with_capacity(hits.len());
-        if !scored.is_empty() {
-            let mut stmt = conn.prepare_cached(
-                "SELECT rowid, bm25(spans_fts) FROM spans_fts \
-                 WHERE spans_fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3",
-            )?;
-            let mut rows = stmt.query(rusqlite::params![scored.join(" AND "), lo, hi])?;
-            while let Some(row) = rows.next()? {
-                let rid: i64 = row.get(0)?;
-                if wanted.contains(&rid) {
-                    scores.insert(rid, row.get::<_, f64>(1)?);
-                }
-            }
-        }
-        for hit in &mut hits {
-            if let Some(snippet) = snippets.remove(&hit.position) {
-                hit.snippet = highlight(&snippet);
-            }
-            if let Some(rank) = scores.remove(&hit.position) {
-                hit.similarity = similarity(rank);
-            }
-        }
-    }
-    Ok(SpanHits { hits, next })
-}
-
-/// BM25 scores are negative, better the lower; this maps them onto [0, 1).
-fn similarity(bm25: f64) -> f64 {
-    let score = (-bm25).max(0.0);
-    score / (1.0 + score)
-}
-
-/// Escapes a snippet for HTML and turns the match markers into `<mark>`.
-fn highlight(snippet: &str) -> String {
-    let mut out = String::with_capacity(snippet.len() + 16);
-    for c in snippet.chars() {
-        match c {
-            OPEN => out.push_str("<mark>"),
-            CLOSE => out.push_str("</mark>"),
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::search_index::{index_batch, IndexBatch};
@@ -564,14 +322,7 @@ mod tests {
                 stored.push((format!("t{i}"), started * 1000 + i as i64, text));
             }
         }
-        index_batch(
-            &conn,
-            IndexBatch {
-                traces: 10_000,
-                spans: 160_000,
-            },
-        )
-        .expect("index");
+        index_batch(&conn, IndexBatch { traces: 10_000 }).expect("index");
         let all_pages = |plan: Option<Plan>, terms: &[&str]| -> Vec<String> {
             let filter = super::super::TraceFilter {
                 text: terms.iter().map(|t| fts_query(t).expect("term")).collect(),
@@ -645,16 +396,5 @@ mod tests {
                 assert_eq!(all_pages(plan, terms), expected, "{name}: {terms:?}");
             }
         }
-    }
-
-    #[test]
-    fn snippets_are_escaped_and_marked() {
-        assert_eq!(
-            highlight("a <b> & \u{2}refund\u{3} \"x\""),
-            "a &lt;b&gt; &amp; <mark>refund</mark> &quot;x&quot;"
-        );
-        assert!(similarity(-3.0) > similarity(-1.0));
-        assert!((0.0..1.0).contains(&similarity(-1e9)));
-        assert_eq!(similarity(0.5), 0.0);
     }
 }

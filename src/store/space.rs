@@ -379,10 +379,7 @@ mod tests {
         for i in 0..400 {
             // The background indexer, falling behind ingest.
             if i % 4 == 0 {
-                let step = IndexBatch {
-                    traces: 2,
-                    spans: 0,
-                };
+                let step = IndexBatch { traces: 2 };
                 cap.index(&conn, step).expect("index");
             }
             conn.execute_batch("SAVEPOINT job").expect("savepoint");

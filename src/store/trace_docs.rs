@@ -65,20 +65,9 @@ pub(super) fn index_docs(conn: &Connection, traces: usize) -> Result<usize> {
     Ok(written)
 }
 
-/// Rows waiting: new traces past the mark and changed ones.
-#[cfg(test)]
-fn docs_backlog(conn: &Connection) -> Result<u64> {
-    let n: i64 = conn
-        .prepare_cached(
-            "SELECT coalesce((SELECT max(seq) FROM traces), 0) - (SELECT seq FROM trace_docs_state) \
-             + (SELECT count(*) FROM trace_docs_dirty)",
-        )?
-        .query_row([], |r| r.get(0))?;
-    Ok(n.max(0) as u64)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::search_index::unindexed_rows;
     use super::*;
 
     fn add_trace(conn: &Connection, tenant: i64, id: &str, input: &str) -> i64 {
@@ -128,7 +117,7 @@ mod tests {
         let b = add_trace(&conn, 1, "b", "invoice again");
         let c = add_trace(&conn, 2, "c", "invoice french");
         assert_eq!(index_docs(&conn, 100).expect("index"), 3);
-        assert_eq!(docs_backlog(&conn).expect("backlog"), 0);
+        assert_eq!(unindexed_rows(&conn).expect("backlog"), 0);
         assert_eq!(search(&conn, 1, "\"invoice\" AND \"french\""), [a]);
         assert_eq!(search(&conn, 1, "\"invoice\""), [b, a]);
         assert_eq!(search(&conn, 2, "\"invoice\""), [c]);
@@ -150,7 +139,7 @@ mod tests {
         add_span(&conn, a, "s1", "quokka sighted");
         conn.execute("UPDATE traces SET input = 'kumquat' WHERE seq = ?1", [b])
             .expect("update");
-        assert_eq!(docs_backlog(&conn).expect("backlog"), 2);
+        assert_eq!(unindexed_rows(&conn).expect("backlog"), 2);
         assert!(search(&conn, 1, "\"quokka\"").is_empty());
         assert_eq!(index_docs(&conn, 100).expect("index"), 2);
         assert_eq!(search(&conn, 1, "\"quokka\" AND \"refund\""), [a]);
@@ -161,7 +150,7 @@ mod tests {
             .expect("delete");
         assert!(search(&conn, 1, "\"quokka\"").is_empty());
         assert_eq!(index_docs(&conn, 100).expect("index"), 0);
-        assert_eq!(docs_backlog(&conn).expect("backlog"), 0);
+        assert_eq!(unindexed_rows(&conn).expect("backlog"), 0);
     }
 
     #[test]
@@ -176,7 +165,7 @@ mod tests {
         crate::store::migrations::migrate(&mut conn, dir.path()).expect("upgrade");
         assert_eq!(search(&conn, 1, "\"invoice\" AND \"french\""), [a]);
         assert_eq!(search(&conn, 1, "\"invoice\""), [a]);
-        assert_eq!(docs_backlog(&conn).expect("backlog"), 1);
+        assert_eq!(unindexed_rows(&conn).expect("backlog"), 1);
         index_docs(&conn, 100).expect("index");
         assert_eq!(search(&conn, 1, "\"invoice\""), [b, a]);
     }
@@ -189,7 +178,7 @@ mod tests {
             .collect();
         assert_eq!(index_docs(&conn, 4).expect("index"), 4);
         assert_eq!(search(&conn, 1, "\"refund\"").len(), 4);
-        assert_eq!(docs_backlog(&conn).expect("backlog"), 6);
+        assert_eq!(unindexed_rows(&conn).expect("backlog"), 6);
         index_docs(&conn, 100).expect("index");
         let mut all = search(&conn, 1, "\"refund\"");
         all.reverse();

@@ -343,7 +343,6 @@ async fn a_database_from_before_the_rollups_gets_them_built_on_upgrade() {
              DROP TABLE evaluations; DROP TABLE eval_rule_state; DROP TABLE eval_rules;
              ALTER TABLE usage DROP COLUMN evals;
              DROP TABLE metrics_minute; DROP TABLE metrics_second; DROP INDEX feedback_by_tenant;
-             DROP TABLE spans_fts; DROP TABLE search_state;
              PRAGMA user_version = 5;",
         )
         .expect("downgrade");

@@ -12,9 +12,8 @@
 -- keeps as a token of its own, so that a phrase never runs from one text
 -- into the next.
 --
--- It replaces `traces_fts` for trace search. `spans_fts` stays for span
--- search until span search checks the spans of the traces this index
--- returns.
+-- It replaces `traces_fts` and `spans_fts`: span search checks the spans
+-- of the traces this index returns, one by one (see `store::span_search`).
 CREATE VIRTUAL TABLE trace_docs USING fts5(
     tenant, body,
     content = '', contentless_delete = 1,
@@ -78,3 +77,7 @@ END;
 DROP TRIGGER traces_fts_delete;
 DROP TRIGGER traces_fts_update;
 DROP TABLE traces_fts;
+DROP TRIGGER spans_fts_delete;
+DROP TRIGGER spans_fts_update;
+DROP TABLE spans_fts;
+DROP TABLE search_state;

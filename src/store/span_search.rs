@@ -1,0 +1,822 @@
+//! Span search (`GET /v1/search/spans`): the spans holding every word of a
+//! search, the most recently stored first.
+//!
+//! Spans have no index of their own. The row-per-trace index
+//! (`trace_docs`) holds each trace's spans' words with its own, so only the
+//! traces it returns can have a matching span; their spans are read in key
+//! order and checked in a small FTS5 table in memory with the index's
+//! tokenizer, which says exactly which spans match and gives their
+//! snippets. A page costs the spans it checks, not every span a word is in.
+
+use std::cmp::Reverse;
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OptionalExtension};
+
+use super::search::{doc_query, few_matches, matches, DENSE};
+use super::{Result, Store};
+
+/// The most spans one page of search results holds.
+pub const MAX_SPAN_RESULTS: usize = 100;
+
+/// Mark the start and end of a match in a snippet before it is escaped.
+/// Control characters: one already in stored text adds a stray but harmless
+/// `<mark>`, never markup of its own.
+const OPEN: char = '\u{2}';
+const CLOSE: char = '\u{3}';
+
+/// A span search: its terms and what narrows it.
+#[derive(Debug, Clone, Default)]
+pub struct SpanSearch {
+    /// FTS5 terms (see [`super::fts_terms`]), each of which a span must
+    /// match.
+    pub terms: Vec<String>,
+    pub project_id: Option<i64>,
+    /// Bounds on the span's `created_at`, microseconds, inclusive.
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    /// Only spans stored before this one (the cursor of the last page).
+    pub before: Option<i64>,
+    pub limit: usize,
+}
+
+/// One span that matched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanHit {
+    /// The span's key; the next page starts below it.
+    pub position: i64,
+    pub span_id: String,
+    pub trace_id: String,
+    pub project_id: String,
+    pub span_name: String,
+    pub span_type: String,
+    pub created_at: i64,
+    /// How well the span matched, from 0 (barely) towards 1.
+    pub similarity: f64,
+    /// An HTML fragment: the text around the best match, escaped, with
+    /// every matched word inside `<mark>`.
+    pub snippet: String,
+}
+
+pub struct SpanHits {
+    pub hits: Vec<SpanHit>,
+    /// Present when more spans may match after the last one.
+    pub next: Option<i64>,
+}
+
+impl Store {
+    /// Spans of the tenant matching a search, the most recently stored first.
+    pub async fn search_spans(&self, tenant_id: i64, search: SpanSearch) -> Result<SpanHits> {
+        self.catch_up_search().await?;
+        self.read(move |conn| spans(conn, tenant_id, &search, Budget::DEFAULT))
+            .await
+    }
+}
+
+/// What one request does at most before it answers with what it found
+/// and a cursor to go on from, so that a search whose words are in many
+/// traces but rarely in one span still answers promptly.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    /// Spans whose text is checked (each costs its text's tokenizing, some
+    /// 5-10 µs for a span of a few hundred words).
+    checked: usize,
+    /// Bytes of text checked, for spans with huge inputs.
+    bytes: usize,
+    /// Spans of matching traces looked up (for their text, or to find that
+    /// the search's project or time window leaves them out).
+    looked: usize,
+    /// Spans read by key while looking for those of matching traces.
+    scanned: usize,
+    /// At most this many matching traces have their spans gathered from
+    /// the index; with more, spans are read by key and their traces looked
+    /// up in it. `None`: as trace search decides.
+    few: Option<i64>,
+}
+
+impl Budget {
+    const DEFAULT: Budget = Budget {
+        checked: 4096,
+        bytes: 16 << 20,
+        looked: 16_384,
+        scanned: 65_536,
+        few: None,
+    };
+}
+
+fn spans(conn: &Connection, tenant_id: i64, q: &SpanSearch, budget: Budget) -> Result<SpanHits> {
+    let limit = q.limit.clamp(1, MAX_SPAN_RESULTS);
+    let doc = doc_query(tenant_id, &q.terms);
+    let top: i64 = conn
+        .prepare_cached("SELECT coalesce(max(rid), 0) FROM spans")?
+        .query_row([], |r| r.get(0))?;
+    let below = q.before.map_or(top, |b| b.saturating_sub(1).min(top));
+    let few = match budget.few {
+        Some(few) => few,
+        None => few_matches(conn)?,
+    };
+    let mut candidates = match matches(conn, &doc, few)? {
+        0 => {
+            return Ok(SpanHits {
+                hits: Vec::new(),
+                next: None,
+            })
+        }
+        n if n <= few => Candidates::of_matches(conn, &doc, below)?,
+        _ => Candidates::by_key(conn, doc, below)?,
+    };
+    let probe = Probe::open(&q.terms)?;
+    let mut details = Details::prepare(conn, tenant_id, q)?;
+    let mut hits: Vec<SpanHit> = Vec::new();
+    let (mut checked, mut bytes, mut looked) = (0, 0, 0);
+    let mut step = (limit + 1) * 2;
+    let full = loop {
+        let batch = candidates.next(conn, step, budget.scanned)?;
+        let (Some(&hi), Some(&lo)) = (batch.first(), batch.last()) else {
+            break false;
+        };
+        looked += batch.len();
+        let mut drafts = HashMap::with_capacity(batch.len());
+        for rid in &batch {
+            if let Some((hit, text)) = details.of(*rid)? {
+                bytes += text.iter().flatten().map(String::len).sum::<usize>();
+                checked += 1;
+                probe.add(*rid, &text)?;
+                drafts.insert(*rid, hit);
+            }
+        }
+        // The batch's matches, newest first, after the earlier batches'
+        // (whose keys are all higher).
+        let start = hits.len();
+        for rid in probe.matching(lo, hi)? {
+            if let Some(hit) = drafts.remove(&rid) {
+                hits.push(hit);
+            }
+        }
+        hits[start..].sort_unstable_by_key(|h| Reverse(h.position));
+        if hits.len() > limit {
+            break true;
+        }
+        if checked >= budget.checked || bytes >= budget.bytes || looked >= budget.looked {
+            break false;
+        }
+        step = (step * 4).min(budget.checked - checked).max(1);
+    };
+    let next = if full {
+        hits.truncate(limit);
+        hits.last().map(|h| h.position)
+    } else {
+        // Stopped with a budget spent, or nothing left: go on below the
+        // last span decided, if any is left.
+        candidates.left().then(|| candidates.frontier())
+    };
+    probe.describe(conn, &q.terms, &mut hits)?;
+    Ok(SpanHits { hits, next })
+}
+
+/// The spans that may match, by key from the highest down: those of the
+/// traces whose index row holds every term.
+enum Candidates {
+    /// The keys of every span of the few matching traces, highest first,
+    /// and the last one handed out.
+    Gathered {
+        keys: std::vec::IntoIter<i64>,
+        below: i64,
+    },
+    /// Spans read by key a window at a time, kept when their trace's row
+    /// matches `doc`.
+    ByKey {
+        doc: String,
+        /// The next window ends just below this key.
+        window_lo: i64,
+        width: i64,
+        /// Kept spans of the windows read, not yet handed out, highest
+        /// first.
+        pending: VecDeque<i64>,
+        scanned: usize,
+    },
+}
+
+impl Candidates {
+    fn of_matches(conn: &Connection, doc: &str, below: i64) -> Result<Candidates> {
+        let traces: Vec<i64> = conn
+            .prepare_cached("SELECT rowid FROM trace_docs WHERE trace_docs MATCH ?1")?
+            .query_map([doc], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut keys = Vec::new();
+        let mut of_trace =
+            conn.prepare_cached("SELECT rid FROM spans WHERE trace_seq = ?1 AND rid <= ?2")?;
+        for seq in traces {
+            for rid in of_trace.query_map([seq, below], |r| r.get::<_, i64>(0))? {
+                keys.push(rid?);
+            }
+        }
+        keys.sort_unstable_by_key(|k| Reverse(*k));
+        Ok(Candidates::Gathered {
+            keys: keys.into_iter(),
+            below: below + 1,
+        })
+    }
+
+    fn by_key(conn: &Connection, doc: String, below: i64) -> Result<Candidates> {
+        // Spans of traces the indexer has not reached yet cannot be found
+        // in the index: under sustained ingest they are the newest few
+        // thousand, so reading starts below the first of them.
+        let unindexed: Option<i64> = conn
+            .prepare_cached(
+                "SELECT min(rid) FROM spans WHERE trace_seq = \
+                 (SELECT trace_seq FROM spans WHERE trace_seq > (SELECT seq FROM trace_docs_state) \
+                  ORDER BY trace_seq LIMIT 1)",
+            )?
+            .query_row([], |r| r.get(0))?;
+        let below = unindexed.map_or(below, |first| below.min(first - 1));
+        Ok(Candidates::ByKey {
+            doc,
+            window_lo: below + 1,
+            width: 1024,
+            pending: VecDeque::new(),
+            scanned: 0,
+        })
+    }
+
+    /// Every span from this key up (to where the search started) is
+    /// decided: handed out, or not of a matching trace.
+    fn frontier(&self) -> i64 {
+        match self {
+            Candidates::Gathered { below, .. } => *below,
+            Candidates::ByKey {
+                pending, window_lo, ..
+            } => pending.front().map_or(*window_lo, |next| next + 1),
+        }
+    }
+
+    /// Whether any span below the frontier is still to be decided.
+    fn left(&self) -> bool {
+        match self {
+            Candidates::Gathered { keys, .. } => keys.len() > 0,
+            Candidates::ByKey {
+                pending, window_lo, ..
+            } => !pending.is_empty() || *window_lo > 1,
+        }
+    }
+
+    /// Up to `most` more candidates, highest key first; none when every
+    /// span is decided or `scan_limit` spans were read by key.
+    fn next(&mut self, conn: &Connection, most: usize, scan_limit: usize) -> Result<Vec<i64>> {
+        let mut out = Vec::with_capacity(most.min(1024));
+        match self {
+            Candidates::Gathered { keys, below } => {
+                out.extend(keys.by_ref().take(most));
+                if let Some(last) = out.last() {
+                    *below = *last;
+                }
+            }
+            Candidates::ByKey {
+                doc,
+                window_lo,
+                width,
+                pending,
+                scanned,
+            } => loop {
+                while out.len() < most {
+                    match pending.pop_front() {
+                        Some(rid) => out.push(rid),
+                        None => break,
+                    }
+                }
+                if out.len() >= most || *scanned >= scan_limit || *window_lo <= 1 {
+                    break;
+                }
+                // The next window down: its spans, kept if their trace
+                // matches.
+                let hi = *window_lo - 1;
+                let lo = hi.saturating_sub(*width - 1).max(1);
+                let rows: Vec<(i64, i64)> = conn
+                    .prepare_cached(
+                        "SELECT rid, trace_seq FROM spans WHERE rid BETWEEN ?1 AND ?2 \
+                         ORDER BY rid DESC",
+                    )?
+                    .query_map([lo, hi], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                *scanned += rows.len().max(1);
+                let traces: HashSet<i64> = rows.iter().map(|(_, seq)| *seq).collect();
+                let held = matching_traces(conn, doc, &traces)?;
+                pending.extend(
+                    rows.iter()
+                        .filter(|(_, seq)| held.contains(seq))
+                        .map(|(rid, _)| *rid),
+                );
+                *window_lo = lo;
+                *width = (*width * 4).min(1 << 16);
+            },
+        }
+        Ok(out)
+    }
+}
+
+/// Which of `traces` have an index row matching `doc`: read over their
+/// range of keys when close together, one by one when scattered.
+fn matching_traces(conn: &Connection, doc: &str, traces: &HashSet<i64>) -> Result<HashSet<i64>> {
+    let (Some(lo), Some(hi)) = (traces.iter().min(), traces.iter().max()) else {
+        return Ok(HashSet::new());
+    };
+    if hi - lo < DENSE.saturating_mul(traces.len() as i64) {
+        let in_range: HashSet<i64> = conn
+            .prepare_cached(
+                "SELECT rowid FROM trace_docs WHERE trace_docs MATCH ?1 AND rowid BETWEEN ?2 AND ?3",
+            )?
+            .query_map(rusqlite::params![doc, lo, hi], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        return Ok(in_range.intersection(traces).copied().collect());
+    }
+    let mut one =
+        conn.prepare_cached("SELECT 1 FROM trace_docs WHERE trace_docs MATCH ?1 AND rowid = ?2")?;
+    let mut held = HashSet::new();
+    for seq in traces {
+        if one
+            .query_row(rusqlite::params![doc, seq], |_| Ok(()))
+            .optional()?
+            .is_some()
+        {
+            held.insert(*seq);
+        }
+    }
+    Ok(held)
+}
+
+/// A candidate span's details and text, when it passes the search's other
+/// filters.
+struct Details<'c> {
+    stmt: rusqlite::CachedStatement<'c>,
+    args: Vec<SqlValue>,
+}
+
+/// A span's name, input, output and error.
+type Text = [Option<String>; 4];
+
+impl<'c> Details<'c> {
+    fn prepare(conn: &'c Connection, tenant_id: i64, q: &SpanSearch) -> Result<Details<'c>> {
+        let mut sql = String::from(
+            "SELECT s.id, t.id, p.uuid, s.name, s.type, s.created_at, s.input, s.output, s.error \
+             FROM spans s JOIN traces t ON t.seq = s.trace_seq \
+             JOIN projects p ON p.id = t.project_id \
+             WHERE s.rid = ?1 AND t.tenant_id = ?2",
+        );
+        let mut args: Vec<SqlValue> = vec![SqlValue::Null, tenant_id.into()];
+        for (condition, value) in [
+            ("t.project_id =", q.project_id),
+            ("s.created_at >=", q.from),
+            ("s.created_at <=", q.to),
+        ] {
+            if let Some(value) = value {
+                args.push(value.into());
+                sql.push_str(&format!(" AND {condition} ?{}", args.len()));
+            }
+        }
+        Ok(Details {
+            stmt: conn.prepare_cached(&sql)?,
+            args,
+        })
+    }
+
+    fn of(&mut self, rid: i64) -> Result<Option<(SpanHit, Text)>> {
+        self.args[0] = rid.into();
+        Ok(self
+            .stmt
+            .query_row(rusqlite::params_from_iter(self.args.iter()), |r| {
+                let name: String = r.get(3)?;
+                let text = [Some(name.clone()), r.get(6)?, r.get(7)?, r.get(8)?];
+                let hit = SpanHit {
+                    position: rid,
+                    span_id: r.get(0)?,
+                    trace_id: r.get(1)?,
+                    project_id: r.get(2)?,
+                    span_name: name,
+                    span_type: r.get(4)?,
+                    created_at: r.get(5)?,
+                    similarity: 0.0,
+                    snippet: String::new(),
+                };
+                Ok((hit, text))
+            })
+            .optional()?)
+    }
+}
+
+/// The spans checked by one search, in an FTS5 table of their own in
+/// memory, split into words as the index splits them.
+struct Probe {
+    conn: Connection,
+    expression: String,
+}
+
+impl Probe {
+    fn open(terms: &[String]) -> Result<Probe> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(
+            "CREATE VIRTUAL TABLE probe USING fts5(name, input, output, error, \
+             tokenize = 'unicode61 remove_diacritics 2')",
+        )?;
+        Ok(Probe {
+            conn,
+            expression: terms.join(" AND "),
+        })
+    }
+
+    fn add(&self, rid: i64, text: &Text) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO probe (rowid, name, input, output, error) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(rusqlite::params![rid, text[0], text[1], text[2], text[3]])?;
+        Ok(())
+    }
+
+    /// The checked spans between `lo` and `hi` that hold every term.
+    fn matching(&self, lo: i64, hi: i64) -> Result<Vec<i64>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT rowid FROM probe WHERE probe MATCH ?1 AND rowid BETWEEN ?2 AND ?3",
+            )?
+            .query_map(rusqlite::params![self.expression, lo, hi], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Fills in each hit's snippet and similarity.
+    fn describe(&self, conn: &Connection, terms: &[String], hits: &mut [SpanHit]) -> Result<()> {
+        let (Some(lo), Some(hi)) = (
+            hits.iter().map(|h| h.position).min(),
+            hits.iter().map(|h| h.position).max(),
+        ) else {
+            return Ok(());
+        };
+        let mut snippets: HashMap<i64, String> = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT rowid, snippet(probe, -1, '{OPEN}', '{CLOSE}', '…', 24) FROM probe \
+                 WHERE probe MATCH ?1 AND rowid BETWEEN ?2 AND ?3"
+            ))?
+            .query_map(rusqlite::params![self.expression, lo, hi], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let scores = self.scores(conn, terms, lo, hi)?;
+        for hit in hits {
+            if let Some(snippet) = snippets.remove(&hit.position) {
+                hit.snippet = highlight(&snippet);
+            }
+            hit.similarity = similarity(scores.get(&hit.position).copied().unwrap_or(0.0));
+        }
+        Ok(())
+    }
+
+    /// BM25 over the spans checked between `lo` and `hi`, each term weighed
+    /// by how many traces in the whole index hold it.
+    ///
+    /// Counting a term's traces reads its whole list of matches, for a word
+    /// in most traces hundreds of milliseconds at a million; so terms in
+    /// more than `SCORED` traces weigh nothing, as BM25 all but does for a
+    /// word in half the documents or more. A span's score does not depend
+    /// on which other spans a page holds.
+    fn scores(
+        &self,
+        conn: &Connection,
+        terms: &[String],
+        lo: i64,
+        hi: i64,
+    ) -> Result<HashMap<i64, f64>> {
+        let traces: i64 = conn
+            .prepare_cached("SELECT coalesce(max(seq), 0) FROM traces")?
+            .query_row([], |r| r.get(0))?;
+        let mut scores: HashMap<i64, f64> = HashMap::new();
+        for term in terms {
+            let holding = matches(conn, &format!("body : {term}"), SCORED)?;
+            if holding > SCORED {
+                continue;
+            }
+            let weight = idf(traces, holding);
+            let mut stmt = self.conn.prepare_cached(&format!(
+                "SELECT rowid, concat(highlight(probe, 0, '{OPEN}', ''), \
+                 highlight(probe, 1, '{OPEN}', ''), highlight(probe, 2, '{OPEN}', ''), \
+                 highlight(probe, 3, '{OPEN}', '')) FROM probe WHERE probe MATCH ?1 AND rowid BETWEEN ?2 AND ?3"
+            ))?;
+            let mut rows = stmt.query(rusqlite::params![term, lo, hi])?;
+            while let Some(row) = rows.next()? {
+                let rid: i64 = row.get(0)?;
+                let marked: String = row.get(1)?;
+                let count = marked.chars().filter(|c| *c == OPEN).count();
+                *scores.entry(rid).or_default() += weight * saturate(count as f64);
+            }
+        }
+        Ok(scores)
+    }
+}
+
+/// Terms in more traces than this weigh nothing in a span's similarity.
+const SCORED: i64 = 10_000;
+/// BM25's term-frequency saturation.
+const K1: f64 = 1.2;
+
+/// How much a term in `holding` of `traces` traces says about a match:
+/// BM25's inverse document frequency, never negative.
+fn idf(traces: i64, holding: i64) -> f64 {
+    let (n, h) = (traces.max(holding) as f64, holding as f64);
+    (1.0 + (n - h + 0.5) / (h + 0.5)).ln()
+}
+
+/// A term found `count` times counts for more than once, but less each
+/// time.
+fn saturate(count: f64) -> f64 {
+    count * (K1 + 1.0) / (count + K1)
+}
+
+/// A score of 0 or more mapped onto [0, 1).
+fn similarity(score: f64) -> f64 {
+    let score = score.max(0.0);
+    score / (1.0 + score)
+}
+
+/// Escapes a snippet for HTML and turns the match markers into `<mark>`.
+fn highlight(snippet: &str) -> String {
+    let mut out = String::with_capacity(snippet.len() + 16);
+    for c in snippet.chars() {
+        match c {
+            OPEN => out.push_str("<mark>"),
+            CLOSE => out.push_str("</mark>"),
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::search_index::{index_batch, IndexBatch};
+    use super::*;
+
+    /// Every page of a search, one after the other, and their cursors.
+    fn all_pages(conn: &Connection, tenant: i64, q: &SpanSearch, budget: Budget) -> Vec<i64> {
+        let mut q = q.clone();
+        let mut got = Vec::new();
+        for _ in 0..10_000 {
+            let page = spans(conn, tenant, &q, budget).expect("page");
+            assert!(page.hits.len() <= q.limit);
+            got.extend(page.hits.iter().map(|h| h.position));
+            match page.next {
+                Some(next) => q.before = Some(next),
+                None => return got,
+            }
+        }
+        panic!("a search that never ends");
+    }
+
+    #[test]
+    fn every_way_of_answering_a_span_search_gives_every_match_once_newest_first() {
+        let (_dir, conn) = super::super::test_database();
+        conn.execute_batch(
+            "INSERT INTO tenants (id, uuid, name, created_at) VALUES (2, 'u2', 'other', 0);
+             INSERT INTO projects (id, tenant_id, uuid, name, slug, created_at)
+                 VALUES (2, 1, 'p2', 'second', 'second', 0), (3, 2, 'p3', 'theirs', 'theirs', 0);",
+        )
+        .expect("tenant");
+        let words = ["alpha", "beta", "gamma", "delta"];
+        // (rid, tenant, project, created_at, words of the span)
+        let mut stored: Vec<(i64, i64, i64, i64, Vec<&str>)> = Vec::new();
+        let span = |conn: &Connection, seq: i64, k: usize, text: Vec<&'static str>, at: i64| {
+            conn.execute(
+                "INSERT INTO spans (trace_seq, id, name, type, output, created_at) \
+                 VALUES (?1, ?2, 'call', 'llm', ?3, ?4)",
+                rusqlite::params![seq, format!("s{k}"), text.join(" "), at],
+            )
+            .expect("span");
+            conn.last_insert_rowid()
+        };
+        let mut traces = Vec::new();
+        for i in 0..200_usize {
+            // A tenth of the traces in another organisation, a fifth in a
+            // second project; the trace's own text holds `trace` and a
+            // word its spans may lack, so many traces match a search
+            // without a span that does.
+            let (tenant, project) = match i % 10 {
+                7 => (2, 3),
+                1 | 4 => (1, 2),
+                _ => (1, 1),
+            };
+            conn.execute(
+                "INSERT INTO traces (tenant_id, project_id, id, name, output, started_at, \
+                 created_at, content_hash) VALUES (?1, ?2, ?3, 'n', ?4, 0, 0, x'00')",
+                rusqlite::params![
+                    tenant,
+                    project,
+                    format!("t{i}"),
+                    format!("trace {}", words[i % 4])
+                ],
+            )
+            .expect("trace");
+            let seq = conn.last_insert_rowid();
+            traces.push((seq, tenant, project));
+            for k in 0..(i % 4) {
+                let mut text = vec![words[(i + k) % 4], "span"];
+                if (i + k) % 9 == 0 {
+                    text.push("zeta");
+                }
+                let at = (i * 10 + k) as i64;
+                let rid = span(&conn, seq, k, text.clone(), at);
+                stored.push((rid, tenant, project, at, text));
+            }
+        }
+        index_batch(&conn, IndexBatch { traces: 10_000 }).expect("index");
+        // Spans arriving later for traces indexed long ago (OTLP): their
+        // keys are the highest, their traces among the oldest.
+        for (n, &(seq, tenant, project)) in traces.iter().take(30).enumerate() {
+            let text = vec!["alpha", "late", "span"];
+            let at = 5_000 + n as i64;
+            let rid = span(&conn, seq, 10 + n, text.clone(), at);
+            stored.push((rid, tenant, project, at, text));
+        }
+        index_batch(&conn, IndexBatch { traces: 10_000 }).expect("index");
+
+        let budgets = [
+            ("the default", Budget::DEFAULT),
+            (
+                "gathered",
+                Budget {
+                    few: Some(i64::MAX),
+                    ..Budget::DEFAULT
+                },
+            ),
+            (
+                "by key",
+                Budget {
+                    few: Some(0),
+                    ..Budget::DEFAULT
+                },
+            ),
+            (
+                "gathered, small steps",
+                Budget {
+                    few: Some(i64::MAX),
+                    checked: 3,
+                    looked: 4,
+                    ..Budget::DEFAULT
+                },
+            ),
+            (
+                "by key, small steps",
+                Budget {
+                    few: Some(0),
+                    checked: 3,
+                    looked: 4,
+                    scanned: 10,
+                    ..Budget::DEFAULT
+                },
+            ),
+        ];
+        for (terms, project, from, to) in [
+            (&["alpha"][..], None, None, None),
+            (&["span"], None, None, None),
+            (&["zeta"], None, None, None),
+            (&["alpha", "span"], None, None, None),
+            (&["alpha", "beta"], None, None, None),
+            (&["trace"], None, None, None),
+            (&["late"], None, None, None),
+            (&["alpha"], Some(2), None, None),
+            (&["span"], None, Some(500), Some(1200)),
+            (&["span"], Some(1), Some(900), None),
+            (&["nothing"], None, None, None),
+        ] {
+            let mut expected: Vec<i64> = stored
+                .iter()
+                .filter(|(_, tenant, p, at, text)| {
+                    *tenant == 1
+                        && project.is_none_or(|want| want == *p)
+                        && from.is_none_or(|f| *at >= f)
+                        && to.is_none_or(|t| *at <= t)
+                        && terms.iter().all(|w| text.contains(w))
+                })
+                .map(|(rid, ..)| *rid)
+                .collect();
+            expected.sort_unstable_by_key(|rid| Reverse(*rid));
+            for limit in [1, 7, 100] {
+                let q = SpanSearch {
+                    terms: terms.iter().map(|t| format!("\"{t}\"")).collect(),
+                    project_id: project,
+                    from,
+                    to,
+                    before: None,
+                    limit,
+                };
+                for (name, budget) in budgets {
+                    assert_eq!(
+                        all_pages(&conn, 1, &q, budget),
+                        expected,
+                        "{name}, pages of {limit}: {terms:?} {project:?} {from:?} {to:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_hit_has_its_details_a_marked_snippet_and_a_similarity_that_rewards_rare_words() {
+        let (_dir, conn) = super::super::test_database();
+        conn.execute(
+            "INSERT INTO traces (tenant_id, project_id, id, name, started_at, created_at, \
+             content_hash) VALUES (1, 1, 'trace-1', 'chat', 0, 0, x'00')",
+            [],
+        )
+        .expect("trace");
+        let seq = conn.last_insert_rowid();
+        for (id, output) in [
+            ("common", "the answer <b>was</b> refund"),
+            ("rare", "the answer was ocelot"),
+            ("twice", "ocelot, and ocelot again"),
+        ] {
+            conn.execute(
+                "INSERT INTO spans (trace_seq, id, name, type, output, created_at) \
+                 VALUES (?1, ?2, 'reply', 'llm', ?3, 42)",
+                rusqlite::params![seq, id, output],
+            )
+            .expect("span");
+        }
+        for i in 0..20 {
+            conn.execute(
+                "INSERT INTO traces (tenant_id, project_id, id, name, input, started_at, \
+                 created_at, content_hash) VALUES (1, 1, ?1, 'chat', 'refund answer', 0, 0, x'00')",
+                [format!("filler-{i}")],
+            )
+            .expect("filler");
+        }
+        index_batch(&conn, IndexBatch { traces: 100 }).expect("index");
+        let search = |terms: &[&str]| {
+            let q = SpanSearch {
+                terms: terms.iter().map(|t| format!("\"{t}\"")).collect(),
+                limit: 10,
+                ..Default::default()
+            };
+            spans(&conn, 1, &q, Budget::DEFAULT).expect("search").hits
+        };
+        let hits = search(&["refund"]);
+        assert_eq!(hits.len(), 1);
+        let hit = &hits[0];
+        assert_eq!(
+            (
+                hit.span_id.as_str(),
+                hit.trace_id.as_str(),
+                hit.span_name.as_str()
+            ),
+            ("common", "trace-1", "reply")
+        );
+        assert_eq!((hit.span_type.as_str(), hit.created_at), ("llm", 42));
+        assert_eq!(hit.project_id, "p");
+        assert_eq!(
+            hit.snippet,
+            "the answer &lt;b&gt;was&lt;/b&gt; <mark>refund</mark>"
+        );
+        let common = hit.similarity;
+        let ocelot = search(&["ocelot"]);
+        let by_id = |id: &str| {
+            ocelot
+                .iter()
+                .find(|h| h.span_id == id)
+                .map(|h| h.similarity)
+                .expect("hit")
+        };
+        // A word in one trace of 21 weighs more than one in all of them;
+        // found twice, more than once; never 1.
+        assert!(by_id("rare") > common, "{ocelot:?} {common}");
+        assert!(by_id("twice") > by_id("rare"), "{ocelot:?}");
+        assert!(ocelot.iter().all(|h| (0.0..1.0).contains(&h.similarity)));
+        assert_eq!(
+            ocelot
+                .iter()
+                .find(|h| h.span_id == "twice")
+                .map(|h| h.snippet.as_str()),
+            Some("<mark>ocelot</mark>, and <mark>ocelot</mark> again")
+        );
+    }
+
+    #[test]
+    fn snippets_are_escaped_and_marked() {
+        assert_eq!(
+            highlight("a <b> & \u{2}refund\u{3} \"x\""),
+            "a &lt;b&gt; &amp; <mark>refund</mark> &quot;x&quot;"
+        );
+        assert_eq!(similarity(0.0), 0.0);
+        assert!(similarity(3.0) > similarity(1.0));
+        assert!((0.0..1.0).contains(&similarity(1e9)));
+        assert!(idf(1_000, 1) > idf(1_000, 500));
+        assert!(idf(1_000, 1_000) > 0.0);
+        assert!(saturate(2.0) > saturate(1.0) && saturate(2.0) < 2.0 * saturate(1.0));
+    }
+}
