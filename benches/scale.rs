@@ -703,16 +703,19 @@ fn open_read_only(db: &Path) -> Connection {
         .expect("open the server database read-only")
 }
 
-/// Rows stored but not yet in the search index.
+/// Rows stored but not yet in the search index: traces without their
+/// row, or (a server from before the row-per-trace index) traces and spans.
 fn search_backlog(db: &Path) -> i64 {
-    open_read_only(db)
-        .query_row(
-            "SELECT coalesce((SELECT max(seq) FROM traces), 0) - traces_seq \
-             + coalesce((SELECT max(rid) FROM spans), 0) - spans_rid FROM search_state",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap_or(-1)
+    let conn = open_read_only(db);
+    [
+        "SELECT coalesce((SELECT max(seq) FROM traces), 0) - seq \
+         + (SELECT count(*) FROM trace_docs_dirty) FROM trace_docs_state",
+        "SELECT coalesce((SELECT max(seq) FROM traces), 0) - traces_seq \
+         + coalesce((SELECT max(rid) FROM spans), 0) - spans_rid FROM search_state",
+    ]
+    .into_iter()
+    .find_map(|sql| conn.query_row(sql, [], |r| r.get(0)).ok())
+    .unwrap_or(-1)
 }
 
 fn count_traces(db: &Path) -> i64 {
@@ -1051,6 +1054,62 @@ async fn check_search(
     (seen.len(), complete, problems)
 }
 
+/// Every page of a span search for `word`: the spans found (each must
+/// hold the word, once each, newest first by position); whether the walk
+/// reached the end; problems seen.
+async fn check_span_search(
+    client: &reqwest::Client,
+    base: &str,
+    word: &str,
+    max_pages: usize,
+) -> (usize, bool, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut seen = HashSet::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..max_pages {
+        let mut url = format!("{base}/v1/search/spans?limit=100&q={}", encode(word));
+        if let Some(c) = &cursor {
+            let _ = write!(url, "&cursor={c}");
+        }
+        let page = match get(client, API_KEY, &url).await {
+            Ok(page) => page,
+            Err(e) => {
+                problems.push(format!("span search q={word}: {e}"));
+                return (seen.len(), false, problems);
+            }
+        };
+        for hit in items(&page, "results") {
+            let trace = hit
+                .get("trace_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let span = hit
+                .get("span_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if !seen.insert(format!("{trace}/{span}")) {
+                problems.push(format!(
+                    "span search q={word}: span {trace}/{span} listed twice"
+                ));
+            }
+            let snippet = hit
+                .get("snippet")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if !snippet.contains(&format!("<mark>{word}</mark>")) {
+                problems.push(format!(
+                    "span search q={word}: span {trace}/{span} has no marked match: {snippet}"
+                ));
+            }
+        }
+        match page.get("next_cursor").and_then(Value::as_str) {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return (seen.len(), true, problems),
+        }
+    }
+    (seen.len(), false, problems)
+}
+
 struct QueryReport {
     stats: Vec<QueryStat>,
     problems: Vec<String>,
@@ -1138,17 +1197,37 @@ async fn run_queries(
         ));
         problems.extend(found);
     }
+    // Span search: a rare word is in the input of the trace's `plan` and
+    // `call_tool` spans, so over all pages two spans per trace sent with it.
+    for (i, (word, _)) in RARE_WORDS.iter().enumerate() {
+        let sent = truth.rare[Tenant::Main as usize][i].load(Ordering::Relaxed) as usize;
+        let (hits, complete, found) = check_span_search(&client, base, word, 1_000).await;
+        checked.push(format!(
+            "span search q={word}: {hits} spans over all pages, {} sent with the word",
+            2 * sent
+        ));
+        problems.extend(found);
+        if !complete || hits != 2 * sent {
+            problems.push(format!(
+                "span search q={word}: {hits} spans found{}, but {} were sent with the word",
+                if complete { "" } else { " (walk cut short)" },
+                2 * sent
+            ));
+        }
+    }
     for line in &checked {
         println!("  exactness: {line}");
     }
 
-    // Span search.
     for (what, q) in [
         ("common word", "refund"),
         ("rare word", RARE_WORDS[0].0),
         ("absent word", ABSENT),
+        // Words in many traces but seldom in one span: each request checks
+        // a bounded number of spans and may answer a short page.
+        ("two mid words", "invoice french"),
     ] {
-        let url = format!("{base}/v1/search/spans?q={q}");
+        let url = format!("{base}/v1/search/spans?q={}", q.replace(' ', "%20"));
         stats.push(
             time_gets(
                 &client,
