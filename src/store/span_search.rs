@@ -87,7 +87,8 @@ struct Budget {
     /// Spans of matching traces looked up (for their text, or to find that
     /// the search's project or time window leaves them out).
     looked: usize,
-    /// Spans read by key while looking for those of matching traces.
+    /// Spans read by key while looking for those of matching traces (a
+    /// span row is read whole, some 1-2 µs each).
     scanned: usize,
     /// At most this many matching traces have their spans gathered from
     /// the index; with more, spans are read by key and their traces looked
@@ -99,8 +100,8 @@ impl Budget {
     const DEFAULT: Budget = Budget {
         checked: 4096,
         bytes: 16 << 20,
-        looked: 16_384,
-        scanned: 65_536,
+        looked: 8192,
+        scanned: 16_384,
         few: None,
     };
 }
@@ -308,7 +309,7 @@ impl Candidates {
                         .map(|(rid, _)| *rid),
                 );
                 *window_lo = lo;
-                *width = (*width * 4).min(1 << 16);
+                *width = (*width * 4).min(1 << 14);
             },
         }
         Ok(out)
