@@ -94,6 +94,10 @@ struct Budget {
     /// the index; with more, spans are read by key and their traces looked
     /// up in it. `None`: as trace search decides.
     few: Option<i64>,
+    /// The most span keys gathered from the few matching traces; past this
+    /// (few traces of many spans each) spans are read by key instead, which
+    /// bounds what one request holds and reads.
+    gathered: usize,
 }
 
 impl Budget {
@@ -103,6 +107,7 @@ impl Budget {
         looked: 8192,
         scanned: 16_384,
         few: None,
+        gathered: 65_536,
     };
 }
 
@@ -124,7 +129,7 @@ fn spans(conn: &Connection, tenant_id: i64, q: &SpanSearch, budget: Budget) -> R
                 next: None,
             })
         }
-        n if n <= few => Candidates::of_matches(conn, &doc, below)?,
+        n if n <= few => Candidates::of_matches(conn, doc, below, budget.gathered)?,
         _ => Candidates::by_key(conn, doc, below)?,
     };
     let probe = Probe::open(&q.terms)?;
@@ -172,7 +177,7 @@ fn spans(conn: &Connection, tenant_id: i64, q: &SpanSearch, budget: Budget) -> R
         // last span decided, if any is left.
         candidates.left().then(|| candidates.frontier())
     };
-    probe.describe(conn, &q.terms, &mut hits)?;
+    probe.describe(conn, tenant_id, &q.terms, &mut hits)?;
     Ok(SpanHits { hits, next })
 }
 
@@ -200,10 +205,10 @@ enum Candidates {
 }
 
 impl Candidates {
-    fn of_matches(conn: &Connection, doc: &str, below: i64) -> Result<Candidates> {
+    fn of_matches(conn: &Connection, doc: String, below: i64, most: usize) -> Result<Candidates> {
         let traces: Vec<i64> = conn
             .prepare_cached("SELECT rowid FROM trace_docs WHERE trace_docs MATCH ?1")?
-            .query_map([doc], |r| r.get(0))?
+            .query_map([&doc], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         let mut keys = Vec::new();
         let mut of_trace =
@@ -211,6 +216,9 @@ impl Candidates {
         for seq in traces {
             for rid in of_trace.query_map([seq, below], |r| r.get::<_, i64>(0))? {
                 keys.push(rid?);
+            }
+            if keys.len() > most {
+                return Candidates::by_key(conn, doc, below);
             }
         }
         keys.sort_unstable_by_key(|k| Reverse(*k));
@@ -446,7 +454,13 @@ impl Probe {
     }
 
     /// Fills in each hit's snippet and similarity.
-    fn describe(&self, conn: &Connection, terms: &[String], hits: &mut [SpanHit]) -> Result<()> {
+    fn describe(
+        &self,
+        conn: &Connection,
+        tenant_id: i64,
+        terms: &[String],
+        hits: &mut [SpanHit],
+    ) -> Result<()> {
         let (Some(lo), Some(hi)) = (
             hits.iter().map(|h| h.position).min(),
             hits.iter().map(|h| h.position).max(),
@@ -466,7 +480,7 @@ impl Probe {
                 ))
             })?
             .collect::<rusqlite::Result<_>>()?;
-        let scores = self.scores(conn, terms, lo, hi)?;
+        let scores = self.scores(conn, tenant_id, terms, lo, hi)?;
         for hit in hits {
             if let Some(snippet) = snippets.remove(&hit.position) {
                 hit.snippet = highlight(&snippet);
@@ -477,7 +491,8 @@ impl Probe {
     }
 
     /// BM25 over the spans checked between `lo` and `hi`, each term weighed
-    /// by how many traces in the whole index hold it.
+    /// by how many of the organisation's traces hold it (never another's:
+    /// the score would tell what their traces say).
     ///
     /// Counting a term's traces reads its whole list of matches, for a word
     /// in most traces hundreds of milliseconds at a million; so terms in
@@ -487,6 +502,7 @@ impl Probe {
     fn scores(
         &self,
         conn: &Connection,
+        tenant_id: i64,
         terms: &[String],
         lo: i64,
         hi: i64,
@@ -496,7 +512,11 @@ impl Probe {
             .query_row([], |r| r.get(0))?;
         let mut scores: HashMap<i64, f64> = HashMap::new();
         for term in terms {
-            let holding = matches(conn, &format!("body : {term}"), SCORED)?;
+            let holding = matches(
+                conn,
+                &doc_query(tenant_id, std::slice::from_ref(term)),
+                SCORED,
+            )?;
             if holding > SCORED {
                 continue;
             }
@@ -673,6 +693,14 @@ mod tests {
                 },
             ),
             (
+                "gathered until too many spans, then by key",
+                Budget {
+                    few: Some(i64::MAX),
+                    gathered: 5,
+                    ..Budget::DEFAULT
+                },
+            ),
+            (
                 "by key, small steps",
                 Budget {
                     few: Some(0),
@@ -805,6 +833,38 @@ mod tests {
                 .map(|h| h.snippet.as_str()),
             Some("<mark>ocelot</mark>, and <mark>ocelot</mark> again")
         );
+        // Another organisation's traces full of the word leave the weight
+        // it has here as it was: a score says nothing of their text.
+        conn.execute(
+            "INSERT INTO tenants (id, uuid, name, created_at) VALUES (2, 'u2', 'other', 0)",
+            [],
+        )
+        .expect("tenant");
+        conn.execute(
+            "INSERT INTO projects (id, uuid, tenant_id, name, slug, created_at) \
+             VALUES (2, 'p2', 2, 'theirs', 'theirs', 0)",
+            [],
+        )
+        .expect("project");
+        for i in 0..20 {
+            conn.execute(
+                "INSERT INTO traces (tenant_id, project_id, id, name, input, started_at, \
+                 created_at, content_hash) VALUES (2, 2, ?1, 'chat', 'ocelot', 0, 0, x'00')",
+                [format!("theirs-{i}")],
+            )
+            .expect("theirs");
+        }
+        index_batch(&conn, IndexBatch { traces: 100 }).expect("index");
+        let again = search(&["ocelot"]);
+        let rare_again = again
+            .iter()
+            .find(|h| h.span_id == "rare")
+            .map(|h| h.similarity)
+            .expect("hit");
+        // The count of all traces grows by 20 (idf moves a little); the
+        // word's own count here does not, so it stays far above `common`.
+        assert!(rare_again > common, "{again:?}");
+        assert!((rare_again - by_id("rare")).abs() < 0.05, "{rare_again}");
     }
 
     #[test]
