@@ -159,6 +159,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         crate::upkeep::spawn(store.clone(), state.config.clone()),
         crate::upkeep::spawn_indexer(store.clone()),
         crate::upkeep::spawn_index_merger(store.clone()),
+        crate::upkeep::spawn_dictionary_trainer(store.clone()),
         crate::upkeep::spawn_memory_release(store.clone(), state.metrics.clone()),
         crate::webhooks::spawn(store.clone(), state.webhooks.clone()),
         crate::http::ingestion_health::spawn_flusher(store.clone(), state.ingest_tally.clone()),

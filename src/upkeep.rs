@@ -191,6 +191,29 @@ pub fn spawn_indexer(store: Arc<Store>) -> JoinHandle<()> {
     })
 }
 
+/// How often the trainer looks for an organisation due a compression
+/// dictionary (see `store::codec`).
+const TRAIN_TICK: Duration = Duration::from_secs(1);
+
+/// Starts the trainer of compression dictionaries; abort the handle to stop
+/// it. It looks only when something was stored since it last looked.
+pub fn spawn_dictionary_trainer(store: Arc<Store>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let failures = Throttle::new(FAILURE_LOG_EVERY);
+        let mut seen = u64::MAX;
+        loop {
+            let stored = store.stored_changes();
+            if stored != seen && !disk_full(&store) {
+                match store.train_dictionaries().await {
+                    Ok(_) => seen = stored,
+                    Err(e) => report(&failures, &e, "training compression dictionaries").await,
+                }
+            }
+            tokio::time::sleep(TRAIN_TICK).await;
+        }
+    })
+}
+
 /// While ingest runs, the tag and session indexes wait for this many traces
 /// before a merge: the larger the batch, the more entries share each page
 /// written.

@@ -308,11 +308,17 @@ impl Collector for StoreCollector {
                 .unwrap_or(0)
         };
         let db = crate::store::DB_FILE;
-        let gauges: [(&str, &str, i64); 3] = [
+        let gauges: [(&str, &str, i64); 4] = [
             (
                 "writer_queue",
                 "Writes waiting for the writer now",
                 w.queued as i64,
+            ),
+            (
+                "compression_dictionaries",
+                "Dictionaries the texts of traces and spans are compressed with, over all \
+                 organisations",
+                self.store.dictionaries() as i64,
             ),
             ("database_bytes", "Size of the database file", file(db)),
             (

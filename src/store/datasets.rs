@@ -582,7 +582,7 @@ fn add_item(
         });
     }
     let trace: Option<(i64, Option<String>, Option<String>)> = conn
-        .prepare_cached("SELECT seq, input, output FROM traces WHERE tenant_id = ?1 AND id = ?2")?
+        .prepare_cached("SELECT seq, unpack(input), unpack(output) FROM traces WHERE tenant_id = ?1 AND id = ?2")?
         .query_row(params![tenant_id, item.trace_id], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
@@ -592,7 +592,9 @@ fn add_item(
     };
     if let Some(span_id) = &item.span_id {
         let span: Option<(Option<String>, Option<String>)> = conn
-            .prepare_cached("SELECT input, output FROM spans WHERE trace_seq = ?1 AND id = ?2")?
+            .prepare_cached(
+                "SELECT unpack(input), unpack(output) FROM spans WHERE trace_seq = ?1 AND id = ?2",
+            )?
             .query_row(params![seq, span_id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         let Some((span_input, span_output)) = span else {

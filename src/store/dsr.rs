@@ -181,8 +181,8 @@ fn by_key(conn: &Connection, id: i64) -> Result<Option<DsrRequest>> {
 /// tenant's time index, which would walk all the tenant's traces instead
 /// of the window (a hundred times slower at 200,000 traces).
 const MATCH: &str = "+t.tenant_id = ?1 AND (t.external_id = ?2 OR t.session_id = ?2 \
-    OR (?3 IS NOT NULL AND json_valid(t.metadata) \
-        AND CAST(json_extract(t.metadata, ?3) AS TEXT) = ?2))";
+    OR (?3 IS NOT NULL AND json_valid(unpack(t.metadata)) \
+        AND CAST(json_extract(unpack(t.metadata), ?3) AS TEXT) = ?2))";
 
 /// The JSON path of a metadata key; `None` for an empty key.
 pub fn metadata_path(key: &str) -> Option<String> {

@@ -459,7 +459,8 @@ pub(super) fn count_evals(conn: &Connection, tenant_id: i64, now: i64, evals: i6
 pub(super) fn eval_trace(conn: &Connection, seq: i64) -> Result<Option<EvalTrace>> {
     let found = conn
         .prepare_cached(
-            "SELECT input, output, error, latency_ms, cost, total_token_count, metadata \
+            "SELECT unpack(input), unpack(output), error, latency_ms, cost, total_token_count, \
+             unpack(metadata) \
              FROM traces WHERE seq = ?1",
         )?
         .query_row([seq], |r| {
@@ -479,7 +480,7 @@ pub(super) fn eval_trace(conn: &Connection, seq: i64) -> Result<Option<EvalTrace
         return Ok(None);
     };
     let mut stmt = conn.prepare_cached(
-        "SELECT name, type, input, output, error FROM spans WHERE trace_seq = ?1 \
+        "SELECT name, type, unpack(input), unpack(output), error FROM spans WHERE trace_seq = ?1 \
          ORDER BY start_time IS NULL, start_time, rid",
     )?;
     trace.spans = stmt

@@ -144,7 +144,8 @@ pub(super) fn classify_stored(conn: &Connection, seq: i64) -> Result<Option<Fail
     type Stored = (Option<String>, String, Option<String>, Option<i64>);
     let Some((error, metadata, class, fingerprint)) = conn
         .prepare_cached(
-            "SELECT error, metadata, failure_type, error_fingerprint FROM traces WHERE seq = ?1",
+            "SELECT error, unpack(metadata), failure_type, error_fingerprint FROM traces \
+             WHERE seq = ?1",
         )?
         .query_row([seq], |r| -> rusqlite::Result<Stored> {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
@@ -155,7 +156,7 @@ pub(super) fn classify_stored(conn: &Connection, seq: i64) -> Result<Option<Fail
     };
     let spans: Vec<(String, String)> = conn
         .prepare_cached(
-            "SELECT error, metadata FROM spans WHERE trace_seq = ?1 AND error IS NOT NULL \
+            "SELECT error, unpack(metadata) FROM spans WHERE trace_seq = ?1 AND error IS NOT NULL \
              ORDER BY start_time",
         )?
         .query_map([seq], |r| Ok((r.get(0)?, r.get(1)?)))?

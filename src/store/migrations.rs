@@ -38,6 +38,7 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = migrations![
     (20, "0020_ingestion_health"),
     (21, "0021_session_stats"),
     (22, "0022_trace_docs"),
+    (23, "0023_text_dicts"),
 ];
 
 /// The schema version this binary writes.

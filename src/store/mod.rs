@@ -10,6 +10,7 @@ mod anomalies;
 mod api_keys;
 mod audit;
 mod checkpoint;
+mod codec;
 mod datasets;
 mod dsr;
 mod eval_keys;
@@ -214,6 +215,9 @@ pub struct Store {
     indexed: std::sync::atomic::AtomicU64,
     /// The cap on the data held, shared with the writes that add data.
     cap: Arc<space::SizeCap>,
+    /// The dictionaries texts are packed with, shared with every
+    /// connection's `unpack`.
+    codec: Arc<codec::Codec>,
 }
 
 impl Store {
@@ -228,6 +232,8 @@ impl Store {
         // otherwise copy all of it into the database before the server
         // listens (hundreds of milliseconds after a kill under load).
         apply_pragmas(&conn, synchronous)?;
+        let codec = Arc::new(codec::Codec::default());
+        codec.register(&conn)?;
         // Takes effect on a new database only; see `reclaimable` below.
         conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
         let before: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -245,6 +251,8 @@ impl Store {
             tx.commit()?;
         }
         reclaimable(&conn)?;
+        codec.load(&conn)?;
+        let reader_codec = codec.clone();
         let manager = SqliteConnectionManager::file(&path)
             .with_flags(
                 rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
@@ -253,6 +261,7 @@ impl Store {
             )
             .with_init(move |c| {
                 apply_pragmas_reader(c)?;
+                reader_codec.register(c)?;
                 Ok(())
             });
         let readers = r2d2::Pool::builder()
@@ -278,6 +287,7 @@ impl Store {
             changes: Default::default(),
             indexed: std::sync::atomic::AtomicU64::new(u64::MAX),
             cap: Default::default(),
+            codec,
         })
     }
 
@@ -421,6 +431,7 @@ pub(crate) fn test_database() -> (tempfile::TempDir, Connection) {
     let mut conn = Connection::open(dir.path().join("test.db")).expect("open");
     conn.execute_batch("PRAGMA foreign_keys = ON")
         .expect("pragma");
+    add_unpack(&conn);
     migrations::migrate(&mut conn, dir.path()).expect("migrate");
     add_test_tenant(&conn);
     (dir, conn)
@@ -434,6 +445,7 @@ pub(crate) fn test_database_at(version: i64) -> (tempfile::TempDir, Connection) 
     let conn = Connection::open(dir.path().join("old.db")).expect("open");
     conn.execute_batch("PRAGMA foreign_keys = ON")
         .expect("pragma");
+    add_unpack(&conn);
     for (number, _, sql) in migrations::MIGRATIONS
         .iter()
         .filter(|(n, _, _)| *n <= version)
@@ -444,6 +456,15 @@ pub(crate) fn test_database_at(version: i64) -> (tempfile::TempDir, Connection) 
     }
     add_test_tenant(&conn);
     (dir, conn)
+}
+
+/// Gives a test's own connection `unpack`, with no dictionaries: what the
+/// store's SQL needs to read texts stored as sent.
+#[cfg(test)]
+pub(crate) fn add_unpack(conn: &Connection) {
+    Arc::new(codec::Codec::default())
+        .register(conn)
+        .expect("unpack");
 }
 
 /// Tenant 1 and its project 1, for tests.

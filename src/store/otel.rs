@@ -8,8 +8,9 @@ use std::collections::HashSet;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::codec::{stored, PackedTexts, Packer};
 use super::page::{span_json_size, trace_head_json_size, EXPORT_PAGE_MAX_BYTES};
-use super::trace_insert::{count_usage, write_events, write_spans};
+use super::trace_insert::{count_usage, pack_spans, write_events, write_spans};
 use super::traces::detail_part;
 use super::{failure_clusters, rollups};
 use super::{now_micros, Result, Store};
@@ -35,17 +36,25 @@ impl Store {
         tenant_id: i64,
         traces: Vec<(i64, NewOtelTrace)>,
     ) -> Result<Vec<CreatedTrace>> {
+        // Packed before the writer takes them, as JSON ingest does.
+        let packed: Vec<PackedOtel> = {
+            let mut packer = self.codec.packer(tenant_id);
+            traces
+                .iter()
+                .map(|(_, t)| PackedOtel::of(&mut packer, t))
+                .collect()
+        };
         let created = self
             .write_data(move |conn| {
                 let now = now_micros();
                 let mut created = Vec::new();
                 let mut changes = Vec::new();
-                for (project_id, trace) in &traces {
+                for ((project_id, trace), packed) in traces.iter().zip(&packed) {
                     created.extend(merge(
                         conn,
                         tenant_id,
                         *project_id,
-                        trace,
+                        (trace, packed),
                         now,
                         &mut changes,
                     )?);
@@ -60,11 +69,41 @@ impl Store {
     }
 }
 
+/// An OTel trace's texts, packed before the writer takes them.
+struct PackedOtel {
+    metadata: Option<Vec<u8>>,
+    spans: Vec<PackedTexts>,
+    fields: Option<PackedTexts>,
+}
+
+impl PackedOtel {
+    fn of(packer: &mut Packer, t: &NewOtelTrace) -> Self {
+        PackedOtel {
+            metadata: packer.pack(&t.metadata),
+            spans: pack_spans(packer, &t.spans),
+            fields: t.fields.as_ref().map(|f| {
+                PackedTexts::of(
+                    packer,
+                    f.input.as_deref(),
+                    f.output.as_deref(),
+                    f.metadata.as_deref(),
+                )
+            }),
+        }
+    }
+
+    /// The packed texts of `span`, one of the trace's.
+    fn span(&self, trace: &NewOtelTrace, span: &crate::model::NewSpan) -> Option<&PackedTexts> {
+        let i = trace.spans.iter().position(|s| std::ptr::eq(s, span))?;
+        self.spans.get(i)
+    }
+}
+
 fn merge(
     conn: &Connection,
     tenant_id: i64,
     project_id: i64,
-    trace: &NewOtelTrace,
+    (trace, packed): (&NewOtelTrace, &PackedOtel),
     now: i64,
     rollup: &mut Vec<(rollups::Contribution, i64)>,
 ) -> Result<Option<CreatedTrace>> {
@@ -84,6 +123,10 @@ fn merge(
             // All of a new trace's spans are in this request: its aggregates
             // come from them, by the same rules as the UPDATE below.
             let (agg, root) = Aggregates::of_request(&trace.spans);
+            let unpacked = PackedTexts::default();
+            let root_texts = root
+                .and_then(|r| packed.span(trace, r))
+                .unwrap_or(&unpacked);
             // No JSON content hash: a JSON ingest of this id is a conflict.
             conn.prepare_cached(
                 "INSERT INTO traces (tenant_id, project_id, id, session_id, metadata, \
@@ -97,7 +140,7 @@ fn merge(
                 project_id,
                 trace.id,
                 trace.session_id,
-                trace.metadata,
+                stored(Some(&trace.metadata), &packed.metadata),
                 agg.started.unwrap_or(now),
                 agg.ended,
                 agg.latency_ms(),
@@ -105,8 +148,8 @@ fn merge(
                 agg.cost,
                 agg.count,
                 root.map(|r| r.name.as_str()),
-                root.and_then(|r| r.input.as_deref()),
-                root.and_then(|r| r.output.as_deref()),
+                stored(root.and_then(|r| r.input.as_deref()), &root_texts.input),
+                stored(root.and_then(|r| r.output.as_deref()), &root_texts.output),
                 agg.model,
                 agg.error,
                 now
@@ -123,10 +166,10 @@ fn merge(
                 trace.session_id.as_deref(),
                 agg.started.unwrap_or(now),
             )?;
-            write_spans(conn, seq, &trace.spans, now, true)?;
+            write_spans(conn, seq, (&trace.spans, &packed.spans), now, true)?;
             write_events(conn, seq, &trace.events)?;
             if let Some(f) = &trace.fields {
-                apply_fields(conn, tenant_id, seq, f)?;
+                apply_fields(conn, tenant_id, seq, (f, packed.fields.as_ref()))?;
             }
             // A trace with no error anywhere has no failure to classify.
             if agg.error.is_some() || trace.fields.is_some() {
@@ -170,7 +213,7 @@ fn merge(
         .collect::<rusqlite::Result<_>>()?;
     let incoming: HashSet<&str> = trace.spans.iter().map(|s| s.id.as_str()).collect();
     let replaced = stored.iter().any(|s| incoming.contains(s.id.as_str()));
-    write_spans(conn, seq, &trace.spans, now, true)?;
+    write_spans(conn, seq, (&trace.spans, &packed.spans), now, true)?;
     if replaced {
         // A re-sent span brings its events again: replace, do not repeat them.
         let mut clear =
@@ -213,7 +256,7 @@ fn merge(
         trace.session_id
     ])?;
     if let Some(f) = &trace.fields {
-        apply_fields(conn, tenant_id, seq, f)?;
+        apply_fields(conn, tenant_id, seq, (f, packed.fields.as_ref()))?;
     }
     // The trace's failure follows from its error and its failing spans:
     // when neither changed, it has not either.
@@ -259,7 +302,14 @@ impl StoredSpan {
     }
 }
 
-fn apply_fields(conn: &Connection, tenant_id: i64, seq: i64, f: &TraceFields) -> Result<()> {
+fn apply_fields(
+    conn: &Connection,
+    tenant_id: i64,
+    seq: i64,
+    (f, packed): (&TraceFields, Option<&PackedTexts>),
+) -> Result<()> {
+    let unpacked = PackedTexts::default();
+    let packed = packed.unwrap_or(&unpacked);
     let tags = (!f.tags.is_empty()).then(|| serde_json::to_string(&f.tags).ok());
     let tag_map = (!f.tag_map.is_empty()).then(|| serde_json::to_string(&f.tag_map).ok());
     conn.prepare_cached(
@@ -271,8 +321,8 @@ fn apply_fields(conn: &Connection, tenant_id: i64, seq: i64, f: &TraceFields) ->
     .execute(params![
         seq,
         f.name,
-        f.input,
-        f.output,
+        stored(f.input.as_deref(), &packed.input),
+        stored(f.output.as_deref(), &packed.output),
         f.model,
         f.error,
         f.external_id,
@@ -280,7 +330,7 @@ fn apply_fields(conn: &Connection, tenant_id: i64, seq: i64, f: &TraceFields) ->
         f.cost,
         tags.flatten(),
         tag_map.flatten(),
-        f.metadata,
+        stored(f.metadata.as_deref(), &packed.metadata),
         f.started_at,
         f.ended_at
     ])?;

@@ -270,6 +270,7 @@ mod tests {
         let mut conn = Connection::open(dir.path().join("t.db")).expect("open");
         conn.execute_batch("PRAGMA foreign_keys = ON")
             .expect("pragma");
+        super::super::add_unpack(&conn);
         super::super::migrations::migrate(&mut conn, dir.path()).expect("migrate");
         let empty = used_bytes(&conn);
         for i in 0..40_i64 {

@@ -367,7 +367,8 @@ type Text = [Option<String>; 4];
 impl<'c> Details<'c> {
     fn prepare(conn: &'c Connection, tenant_id: i64, q: &SpanSearch) -> Result<Details<'c>> {
         let mut sql = String::from(
-            "SELECT s.id, t.id, p.uuid, s.name, s.type, s.created_at, s.input, s.output, s.error \
+            "SELECT s.id, t.id, p.uuid, s.name, s.type, s.created_at, unpack(s.input), \
+             unpack(s.output), s.error \
              FROM spans s JOIN traces t ON t.seq = s.trace_seq \
              JOIN projects p ON p.id = t.project_id \
              WHERE s.rid = ?1 AND t.tenant_id = ?2",

@@ -6,17 +6,14 @@
 //! traces past a mark, and traces whose text or spans changed once indexed
 //! (queued by triggers in `trace_docs_dirty`) written again whole.
 
-use rusqlite::Connection;
+use rusqlite::{params, Connection};
 
 use super::Result;
 
-/// A trace's row: its texts and its spans', in key order, joined by a
-/// private-use character (U+E000) between spaces, which the tokenizer keeps
-/// as a token of its own, so that a phrase cannot run from one text into
-/// the next.
-const BODY: &str = "concat_ws(' ' || char(57344) || ' ', t.name, t.input, t.output, t.error, \
-     (SELECT group_concat(concat_ws(' ' || char(57344) || ' ', s.name, s.input, s.output, \
-      s.error), ' ' || char(57344) || ' ') FROM spans s WHERE s.trace_seq = t.seq))";
+/// What a trace's texts are joined with: a private-use character (U+E000)
+/// between spaces, which the tokenizer keeps as a token of its own, so that
+/// a phrase cannot run from one text into the next.
+const SEPARATOR: &str = " \u{e000} ";
 
 /// The organisation's token in the `tenant` column.
 pub(super) fn tenant_token(tenant_id: i64) -> String {
@@ -34,15 +31,9 @@ pub(super) fn index_docs(conn: &Connection, traces: usize) -> Result<usize> {
         .prepare_cached(
             "SELECT max(seq) FROM (SELECT seq FROM traces WHERE seq > ?1 ORDER BY seq LIMIT ?2)",
         )?
-        .query_row(rusqlite::params![mark, traces as i64], |r| r.get(0))?;
+        .query_row(params![mark, traces as i64], |r| r.get(0))?;
     if let Some(upto) = upto {
-        written += conn
-            .prepare_cached(&format!(
-                "INSERT INTO trace_docs (rowid, tenant, body) \
-                 SELECT t.seq, 't' || t.tenant_id, {BODY} FROM traces t \
-                 WHERE t.seq > ?1 AND t.seq <= ?2"
-            ))?
-            .execute([mark, upto])?;
+        written += write_rows(conn, mark, upto)?;
         conn.prepare_cached("UPDATE trace_docs_state SET seq = ?1")?
             .execute([upto])?;
     }
@@ -51,18 +42,82 @@ pub(super) fn index_docs(conn: &Connection, traces: usize) -> Result<usize> {
         .query_map([traces as i64], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     let mut forget = conn.prepare_cached("DELETE FROM trace_docs WHERE rowid = ?1")?;
-    let mut write = conn.prepare_cached(&format!(
-        "INSERT INTO trace_docs (rowid, tenant, body) \
-         SELECT t.seq, 't' || t.tenant_id, {BODY} FROM traces t WHERE t.seq = ?1"
-    ))?;
     let mut done = conn.prepare_cached("DELETE FROM trace_docs_dirty WHERE seq = ?1")?;
     for seq in dirty {
         forget.execute([seq])?;
         // A trace deleted since leaves nothing to write.
-        written += write.execute([seq])?;
+        written += write_rows(conn, seq - 1, seq)?;
         done.execute([seq])?;
     }
     Ok(written)
+}
+
+/// Writes the rows of the traces with `after < seq <= upto`: each the
+/// trace's name, input, output and error and those of its spans in key
+/// order, every distinct text once (a system prompt that the trace and
+/// each of its model calls repeat is one text; a word matches the same
+/// whether it is there once or thrice). Returns how many were written.
+fn write_rows(conn: &Connection, after: i64, upto: i64) -> Result<usize> {
+    let mut traces = conn.prepare_cached(
+        "SELECT seq, tenant_id, name, unpack(input), unpack(output), error FROM traces \
+         WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
+    )?;
+    let mut spans = conn.prepare_cached(
+        "SELECT trace_seq, name, unpack(input), unpack(output), error FROM spans \
+         WHERE trace_seq > ?1 AND trace_seq <= ?2 ORDER BY trace_seq, id",
+    )?;
+    let mut insert =
+        conn.prepare_cached("INSERT INTO trace_docs (rowid, tenant, body) VALUES (?1, ?2, ?3)")?;
+    let mut span_rows = spans.query([after, upto])?;
+    let mut next_span = span_rows.next()?;
+    let mut trace_rows = traces.query([after, upto])?;
+    let mut written = 0;
+    while let Some(t) = trace_rows.next()? {
+        let seq: i64 = t.get(0)?;
+        let mut body = Body::default();
+        for i in 2..6 {
+            body.add(t.get(i)?);
+        }
+        // Both are in key order: the spans of traces before this one
+        // (none, unless a span outlived its trace) are passed over.
+        while let Some(s) = next_span {
+            let of: i64 = s.get(0)?;
+            if of > seq {
+                break;
+            }
+            if of == seq {
+                for i in 1..5 {
+                    body.add(s.get(i)?);
+                }
+            }
+            next_span = span_rows.next()?;
+        }
+        let tenant_id: i64 = t.get(1)?;
+        insert.execute(params![seq, tenant_token(tenant_id), body.text])?;
+        written += 1;
+    }
+    Ok(written)
+}
+
+/// A trace's row as it is built: its distinct texts, joined.
+#[derive(Default)]
+struct Body {
+    text: String,
+    seen: std::collections::HashSet<String>,
+}
+
+impl Body {
+    fn add(&mut self, text: Option<String>) {
+        let Some(text) = text else { return };
+        if self.seen.contains(&text) {
+            return;
+        }
+        if !self.text.is_empty() {
+            self.text.push_str(SEPARATOR);
+        }
+        self.text.push_str(&text);
+        self.seen.insert(text);
+    }
 }
 
 #[cfg(test)]
@@ -126,6 +181,36 @@ mod tests {
         // A phrase stays within one text: "customer answered" spans two.
         assert!(search(&conn, 1, "\"customer answered\"").is_empty());
         assert_eq!(search(&conn, 1, "\"in french\""), [a]);
+    }
+
+    #[test]
+    fn a_text_the_trace_and_its_spans_repeat_is_indexed_once() {
+        let (_dir, conn) = crate::store::test_database();
+        let prompt = "You are a terse assistant. Answer in French.";
+        let a = add_trace(&conn, 1, "a", prompt);
+        add_span(&conn, a, "s1", prompt);
+        add_span(&conn, a, "s2", "Bonjour");
+        add_span(&conn, a, "s3", prompt);
+        index_docs(&conn, 10).expect("index");
+        conn.execute_batch(
+            "CREATE VIRTUAL TABLE temp.words USING fts5vocab(main, trace_docs, 'row')",
+        )
+        .expect("vocab");
+        let count = |word: &str| -> i64 {
+            conn.query_row("SELECT cnt FROM temp.words WHERE term = ?1", [word], |r| {
+                r.get(0)
+            })
+            .expect("count")
+        };
+        // Once for the prompt (input, and the outputs of s1 and s3), once
+        // for the span's name shared by three spans.
+        assert_eq!(count("terse"), 1);
+        assert_eq!(count("tool"), 1);
+        assert_eq!(count("bonjour"), 1);
+        assert_eq!(search(&conn, 1, "\"terse\" AND \"bonjour\""), [a]);
+        assert_eq!(search(&conn, 1, "\"answer in french\""), [a]);
+        // Kept apart from the next text as before.
+        assert!(search(&conn, 1, "\"french tool\"").is_empty());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use rusqlite::{params, Connection};
 
+use super::codec::{stored, PackedTexts, Packer};
 use super::failure_clusters::Failure;
 use super::rollups::{self, Contribution};
 use super::{now_micros, Result, Store, StoreError};
@@ -35,6 +36,14 @@ impl Store {
     ) -> Result<Vec<InsertOutcome>> {
         // Classified here, not on the writer's thread.
         let failures: Vec<TraceFailure> = traces.iter().map(|(_, t)| failure_of(t)).collect();
+        // Packed here too, for the same reason.
+        let packed: Vec<PackedTrace> = {
+            let mut packer = self.codec.packer(tenant_id);
+            traces
+                .iter()
+                .map(|(_, t)| PackedTrace::of(&mut packer, t))
+                .collect()
+        };
         let outcomes = self
             .write_data(move |conn| {
                 let created_at = now_micros();
@@ -42,13 +51,14 @@ impl Store {
                 let outcomes = traces
                     .iter()
                     .zip(&failures)
-                    .map(|((project_id, trace), failure)| {
+                    .zip(&packed)
+                    .map(|(((project_id, trace), failure), packed)| {
                         insert_one(
                             conn,
                             &mut statements,
                             tenant_id,
                             *project_id,
-                            trace,
+                            (trace, packed),
                             failure,
                             created_at,
                         )
@@ -100,6 +110,41 @@ fn failure_of(t: &NewTrace) -> TraceFailure {
     )
 }
 
+/// A trace's texts and its spans', packed before the writer takes them.
+struct PackedTrace {
+    texts: PackedTexts,
+    spans: Vec<PackedTexts>,
+}
+
+impl PackedTrace {
+    fn of(packer: &mut Packer, t: &NewTrace) -> Self {
+        PackedTrace {
+            texts: PackedTexts::of(
+                packer,
+                t.input.as_deref(),
+                t.output.as_deref(),
+                Some(&t.metadata),
+            ),
+            spans: pack_spans(packer, &t.spans),
+        }
+    }
+}
+
+/// The texts of `spans`, packed, in their order.
+pub(super) fn pack_spans(packer: &mut Packer, spans: &[NewSpan]) -> Vec<PackedTexts> {
+    spans
+        .iter()
+        .map(|s| {
+            PackedTexts::of(
+                packer,
+                s.input.as_deref(),
+                s.output.as_deref(),
+                Some(&s.metadata),
+            )
+        })
+        .collect()
+}
+
 /// The statements a batch of traces is stored with, prepared once for the
 /// batch rather than looked up in the statement cache for every trace.
 struct InsertStatements<'c> {
@@ -137,7 +182,7 @@ fn insert_one(
     statements: &mut InsertStatements<'_>,
     tenant_id: i64,
     project_id: i64,
-    t: &NewTrace,
+    (t, packed): (&NewTrace, &PackedTrace),
     failure: &TraceFailure,
     created_at: i64,
 ) -> Result<InsertOutcome> {
@@ -151,15 +196,15 @@ fn insert_one(
         t.session_id,
         t.external_id,
         t.name,
-        t.input,
-        t.output,
+        stored(t.input.as_deref(), &packed.texts.input),
+        stored(t.output.as_deref(), &packed.texts.output),
         t.model,
         t.latency_ms,
         t.cost,
         t.error,
         tags,
         tag_map,
-        t.metadata,
+        stored(Some(&t.metadata), &packed.texts.metadata),
         t.total_token_count,
         t.spans.len() as i64,
         t.started_at,
@@ -196,7 +241,13 @@ fn insert_one(
             .tag
             .execute(params![seq, tenant_id, key, value, t.started_at])?;
     }
-    insert_spans(&mut statements.span, seq, &t.spans, created_at)?;
+    insert_spans(
+        &mut statements.span,
+        seq,
+        &t.spans,
+        &packed.spans,
+        created_at,
+    )?;
     write_events(conn, seq, &t.events)?;
     Ok(InsertOutcome::Created {
         id: t.id.clone(),
@@ -247,37 +298,41 @@ const SPAN_UPSERT: &str = "INSERT INTO spans (trace_seq, id, parent_span_id, nam
 pub(super) fn write_spans(
     conn: &Connection,
     seq: i64,
-    spans: &[NewSpan],
+    (spans, packed): (&[NewSpan], &[PackedTexts]),
     created_at: i64,
     replace: bool,
 ) -> Result<()> {
     let mut stmt = conn.prepare_cached(if replace { SPAN_UPSERT } else { SPAN_INSERT })?;
-    insert_spans(&mut stmt, seq, spans, created_at)
+    insert_spans(&mut stmt, seq, spans, packed, created_at)
 }
 
-/// Runs `stmt`, one of [`SPAN_INSERT`] and [`SPAN_UPSERT`], for each span.
+/// Runs `stmt`, one of [`SPAN_INSERT`] and [`SPAN_UPSERT`], for each span,
+/// with its texts as `packed` holds them (one entry per span, in order).
 fn insert_spans(
     stmt: &mut rusqlite::Statement<'_>,
     seq: i64,
     spans: &[NewSpan],
+    packed: &[PackedTexts],
     created_at: i64,
 ) -> Result<()> {
-    for s in spans {
+    let unpacked = PackedTexts::default();
+    for (i, s) in spans.iter().enumerate() {
+        let p = packed.get(i).unwrap_or(&unpacked);
         stmt.execute(params![
             seq,
             s.id,
             s.parent_span_id,
             s.name,
             s.span_type.as_str(),
-            s.input,
-            s.output,
+            stored(s.input.as_deref(), &p.input),
+            stored(s.output.as_deref(), &p.output),
             s.model,
             s.latency_ms,
             s.cost,
             s.error,
             s.prompt_tokens,
             s.completion_tokens,
-            s.metadata,
+            stored(Some(&s.metadata), &p.metadata),
             s.start_time,
             s.end_time,
             s.otel_trace_id,

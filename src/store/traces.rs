@@ -63,9 +63,9 @@ pub struct TracePage {
 const MAX_PAGE: usize = 1000;
 
 pub(super) const TRACE_COLUMNS: &str =
-    "t.seq, t.id, p.uuid, t.session_id, t.external_id, t.name, t.input, \
-    t.output, t.model, t.latency_ms, t.cost, t.total_token_count, t.error, t.tags, t.tag_map, \
-    t.metadata, t.span_count, t.started_at, t.ended_at, t.created_at, \
+    "t.seq, t.id, p.uuid, t.session_id, t.external_id, t.name, unpack(t.input), \
+    unpack(t.output), t.model, t.latency_ms, t.cost, t.total_token_count, t.error, t.tags, \
+    t.tag_map, unpack(t.metadata), t.span_count, t.started_at, t.ended_at, t.created_at, \
     (SELECT json_group_object(label, n) FROM (SELECT label, count(*) AS n FROM feedback \
      WHERE trace_seq = t.seq GROUP BY label)), \
     (SELECT json_group_object(metric_name, s) FROM (SELECT metric_name, avg(score) AS s \
@@ -464,8 +464,8 @@ pub(super) fn detail_part(
     };
     let mut trace = trace?;
     let mut stmt = conn.prepare_cached(
-        "SELECT id, parent_span_id, name, type, input, output, model, latency_ms, cost, error, \
-         prompt_tokens, completion_tokens, metadata, start_time, end_time, otel_trace_id, \
+        "SELECT id, parent_span_id, name, type, unpack(input), unpack(output), model, \
+         latency_ms, cost, error, prompt_tokens, completion_tokens, unpack(metadata), start_time, end_time, otel_trace_id, \
          otel_span_id, created_at FROM spans WHERE trace_seq = ?1 \
          ORDER BY start_time IS NULL, start_time, rowid LIMIT -1 OFFSET ?2",
     )?;

@@ -8,6 +8,7 @@ mod admin_cli;
 mod audit;
 mod basics;
 mod ci_gate;
+mod compression;
 mod datasets;
 mod dsr;
 mod eval_keys;
