@@ -41,6 +41,10 @@ pub(super) const MIN_PACKED: usize = 64;
 /// ingest more than that is worth.
 const LEVEL: i32 = 3;
 
+/// Longer than any text a request can carry (`limits.*_body_max_bytes`
+/// stop at 1 GiB).
+const MAX_TEXT_BYTES: usize = 1 << 30;
+
 /// The largest dictionary trained.
 const DICT_BYTES: usize = 64 * 1024;
 
@@ -115,15 +119,21 @@ impl Codec {
 
     /// Makes dictionary `id` readable, and the one `tenant_id`'s values are
     /// written with from now on.
+    /// zstd refuses only when it cannot allocate: the values of such a
+    /// dictionary then fail to read (an error, not a crash) and new ones
+    /// keep the organisation's previous dictionary.
     fn add(&self, id: i64, tenant_id: i64, dict: &[u8]) {
-        let reader = Arc::new(DDict::create(dict));
-        let writer = Arc::new(Encoder {
-            id,
-            dict: CDict::create(dict, LEVEL),
-        });
+        let reader = DDict::try_create(dict).map(Arc::new);
+        let writer = CDict::try_create(dict, LEVEL).map(|dict| Arc::new(Encoder { id, dict }));
         let mut dicts = self.dicts.write().unwrap_or_else(|e| e.into_inner());
-        dicts.readers.insert(id, reader);
-        dicts.writers.insert(tenant_id, writer);
+        if let Some(reader) = reader {
+            dicts.readers.insert(id, reader);
+            if let Some(writer) = writer {
+                dicts.writers.insert(tenant_id, writer);
+            }
+        } else {
+            tracing::error!(id, "a compression dictionary could not be loaded");
+        }
     }
 
     /// How many dictionaries the database holds.
@@ -166,7 +176,12 @@ impl Codec {
         let (len, frame) = varint(rest).ok_or(UnpackError::Header)?;
         let id = i64::try_from(id).map_err(|_| UnpackError::UnknownDictionary(-1))?;
         let dict = self.reader(id).ok_or(UnpackError::UnknownDictionary(id))?;
-        let expected = usize::try_from(len).map_err(|_| UnpackError::Header)?;
+        // No request carries a text this long; a header saying more is
+        // damaged, and must not make the read allocate it.
+        let expected = usize::try_from(len)
+            .ok()
+            .filter(|n| *n <= MAX_TEXT_BYTES)
+            .ok_or(UnpackError::Header)?;
         let mut out: Vec<u8> = Vec::with_capacity(expected);
         let found = dctx
             .decompress_using_ddict(&mut out, frame, &dict)
@@ -229,11 +244,11 @@ impl Packer {
     /// form.
     pub(super) fn pack(&mut self, text: &str) -> Option<Vec<u8>> {
         let encoder = self.encoder.as_ref()?;
-        if text.len() < MIN_PACKED {
+        if !(MIN_PACKED..=MAX_TEXT_BYTES).contains(&text.len()) {
             return None;
         }
         if self.context.is_none() {
-            let mut cctx = CCtx::create();
+            let mut cctx = CCtx::try_create()?;
             let configured = cctx.ref_cdict(&encoder.dict).is_ok()
                 && [
                     CParameter::Format(FrameFormat::Magicless),
@@ -595,7 +610,17 @@ mod tests {
         put_varint(&mut wrong_length, 7);
         put_varint(&mut wrong_length, text.len() as u64 + 1);
         wrong_length.extend_from_slice(&packed[3..]);
-        for (id, bad) in [("unknown", unknown), ("cut", cut), ("length", wrong_length)] {
+        // A damaged length must not make the read allocate a terabyte.
+        let mut huge = Vec::new();
+        put_varint(&mut huge, 7);
+        put_varint(&mut huge, 1 << 40);
+        huge.extend_from_slice(&packed[3..]);
+        for (id, bad) in [
+            ("unknown", unknown),
+            ("cut", cut),
+            ("length", wrong_length),
+            ("huge", huge),
+        ] {
             add_trace(&conn, id, Column::Packed(&bad), Column::Text(Some("{}")));
             let result = conn.query_row(
                 "SELECT unpack(input) FROM traces WHERE id = ?1",
