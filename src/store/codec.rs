@@ -75,6 +75,21 @@ const MIN_SAMPLES: usize = 100;
 #[derive(Default)]
 pub struct Codec {
     dicts: RwLock<Dicts>,
+    /// Organisations whose last training found too little to learn from,
+    /// with their count of traces then: not tried again until it grows by
+    /// [`TRAIN_AFTER`].
+    refused: std::sync::Mutex<HashMap<i64, i64>>,
+}
+
+/// Whether an organisation that has sent `traces` is due a dictionary,
+/// given the count its newest was trained at and the count at which
+/// training last found too little.
+fn due(traces: i64, trained_on: Option<i64>, refused_at: Option<i64>) -> bool {
+    let wanted = match trained_on {
+        None => traces >= TRAIN_AFTER,
+        Some(last) => traces >= last.saturating_mul(RETRAIN_FACTOR),
+    };
+    wanted && refused_at.is_none_or(|at| traces >= at.saturating_add(TRAIN_AFTER))
 }
 
 #[derive(Default)]
@@ -374,8 +389,14 @@ impl Store {
     /// Trains a dictionary for each organisation that is due one (see the
     /// module's text); returns how many were trained.
     pub async fn train_dictionaries(&self) -> Result<usize> {
+        let refused = self
+            .codec
+            .refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let due: Vec<Due> = self
-            .read(|conn| {
+            .read(move |conn| {
                 conn.prepare_cached(
                     "SELECT u.tenant_id, sum(u.traces) AS n, \
                      (SELECT max(d.trained_on) FROM text_dicts d WHERE d.tenant_id = u.tenant_id) \
@@ -390,11 +411,8 @@ impl Store {
                 })?
                 .filter_map(|row| match row {
                     Ok((tenant_id, traces, last)) => {
-                        let due = match last {
-                            None => traces >= TRAIN_AFTER,
-                            Some(last) => traces >= last.saturating_mul(RETRAIN_FACTOR),
-                        };
-                        due.then_some(Ok(Due { tenant_id, traces }))
+                        due(traces, last, refused.get(&tenant_id).copied())
+                            .then_some(Ok(Due { tenant_id, traces }))
                     }
                     Err(e) => Some(Err(e)),
                 })
@@ -406,6 +424,14 @@ impl Store {
         for Due { tenant_id, traces } in due {
             let samples = self.read(move |conn| samples(conn, tenant_id)).await?;
             let Ok(Some(dict)) = tokio::task::spawn_blocking(move || train(&samples)).await else {
+                // Too few texts long enough to pack, or too alike for
+                // zstd's trainer: reading and training again at every tick
+                // would find the same.
+                self.codec
+                    .refused
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(tenant_id, traces);
                 continue;
             };
             let stored = dict.clone();
@@ -643,6 +669,20 @@ mod tests {
         assert_eq!(train(&corpus(MIN_SAMPLES - 1)), None);
         let dict = train(&corpus(MIN_SAMPLES * 3)).expect("trained");
         assert!(dict.len() <= DICT_BYTES);
+    }
+
+    #[test]
+    fn an_organisation_is_due_at_its_first_thousand_then_tenfold_and_waits_after_a_refusal() {
+        assert!(!due(999, None, None));
+        assert!(due(1_000, None, None));
+        assert!(!due(9_999, Some(1_000), None));
+        assert!(due(10_000, Some(1_000), None));
+        // Training found too little at 1,200 traces: not again every tick.
+        assert!(!due(1_200, None, Some(1_200)));
+        assert!(!due(2_199, None, Some(1_200)));
+        assert!(due(2_200, None, Some(1_200)));
+        assert!(!due(10_500, Some(1_000), Some(10_000)));
+        assert!(due(11_000, Some(1_000), Some(10_000)));
     }
 
     #[test]
