@@ -39,6 +39,7 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = migrations![
     (21, "0021_session_stats"),
     (22, "0022_trace_docs"),
     (23, "0023_text_dicts"),
+    (24, "0024_trace_zones"),
 ];
 
 /// The schema version this binary writes.

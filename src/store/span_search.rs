@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension};
 
-use super::search::{doc_query, few_matches, matches, DENSE};
+use super::search::{doc_query, few_matches, matches, matching, DENSE};
 use super::{Result, Store};
 
 /// The most spans one page of search results holds.
@@ -122,15 +122,19 @@ fn spans(conn: &Connection, tenant_id: i64, q: &SpanSearch, budget: Budget) -> R
         Some(few) => few,
         None => few_matches(conn)?,
     };
-    let mut candidates = match matches(conn, &doc, few)? {
-        0 => {
-            return Ok(SpanHits {
-                hits: Vec::new(),
-                next: None,
-            })
-        }
-        n if n <= few => Candidates::of_matches(conn, doc, below, budget.gathered)?,
-        _ => Candidates::by_key(conn, doc, below)?,
+    // The matching traces are read once: all of them when few, else just
+    // enough to know they are many.
+    let most = usize::try_from(few.saturating_add(1)).unwrap_or(usize::MAX);
+    let traces = matching(conn, &doc, (1, i64::MAX), most)?;
+    let mut candidates = if traces.is_empty() {
+        return Ok(SpanHits {
+            hits: Vec::new(),
+            next: None,
+        });
+    } else if traces.len() < most {
+        Candidates::of_matches(conn, doc, traces, below, budget.gathered)?
+    } else {
+        Candidates::by_key(conn, doc, below)?
     };
     let probe = Probe::open(&q.terms)?;
     let mut details = Details::prepare(conn, tenant_id, q)?;
@@ -205,11 +209,13 @@ enum Candidates {
 }
 
 impl Candidates {
-    fn of_matches(conn: &Connection, doc: String, below: i64, most: usize) -> Result<Candidates> {
-        let traces: Vec<i64> = conn
-            .prepare_cached("SELECT rowid FROM trace_docs WHERE trace_docs MATCH ?1")?
-            .query_map([&doc], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
+    fn of_matches(
+        conn: &Connection,
+        doc: String,
+        traces: Vec<i64>,
+        below: i64,
+        most: usize,
+    ) -> Result<Candidates> {
         let mut keys = Vec::new();
         let mut of_trace =
             conn.prepare_cached("SELECT rid FROM spans WHERE trace_seq = ?1 AND rid <= ?2")?;
