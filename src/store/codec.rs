@@ -228,7 +228,10 @@ impl Codec {
                         ToSqlOutput::Owned(Value::Text(text))
                     }
                     ValueRef::Text(text) => {
-                        ToSqlOutput::Owned(Value::Text(String::from_utf8_lossy(text).into_owned()))
+                        ToSqlOutput::Owned(Value::Text(match std::str::from_utf8(text) {
+                            Ok(text) => text.to_owned(),
+                            Err(_) => String::from_utf8_lossy(text).into_owned(),
+                        }))
                     }
                     ValueRef::Null => ToSqlOutput::Owned(Value::Null),
                     ValueRef::Integer(n) => ToSqlOutput::Owned(Value::Integer(n)),
