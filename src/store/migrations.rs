@@ -79,16 +79,120 @@ pub(super) fn migrate(conn: &mut Connection, data_dir: &Path) -> Result<i64> {
     Ok(SCHEMA_VERSION)
 }
 
+/// Copies the database to `backups/` before its schema changes. The copy
+/// takes about the space the data takes: without that much free (and the
+/// disk's reserve beside it) the upgrade stops before writing anything and
+/// says how much it needs, and a copy cut short by a full disk is removed
+/// rather than left to fill it.
 fn backup_before_upgrade(conn: &Connection, data_dir: &Path, from: i64) -> Result<()> {
     let dir = data_dir.join("backups");
     std::fs::create_dir_all(&dir)?;
+    let needed: u64 = conn
+        .query_row(
+            "SELECT (page_count - freelist_count) * page_size \
+         FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()",
+            [],
+            |r| r.get::<_, i64>(0),
+        )?
+        .try_into()
+        .unwrap_or(0);
+    room_for_copy(needed, super::space::Disk::of(&dir), &dir)?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
     let target = dir.join(format!("pre-upgrade-v{from}-{stamp}.db"));
-    let target = target
+    let name = target
         .to_str()
         .ok_or_else(|| StoreError::Corrupt("backup path is not UTF-8".into()))?
         .to_string();
-    conn.execute("VACUUM INTO ?1", [target.as_str()])?;
-    tracing::info!(path = %target, "backed up the database before upgrading its schema");
+    if let Err(e) = conn.execute("VACUUM INTO ?1", [name.as_str()]) {
+        for cut in [
+            target.clone(),
+            dir.join(format!("pre-upgrade-v{from}-{stamp}.db-journal")),
+        ] {
+            if let Err(gone) = std::fs::remove_file(&cut) {
+                if gone.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %cut.display(), error = %gone, "could not remove a backup cut short");
+                }
+            }
+        }
+        return Err(e.into());
+    }
+    tracing::info!(path = %name, "backed up the database before upgrading its schema");
     Ok(())
+}
+
+/// Whether `disk` (where `dir` is) holds a copy of `needed` bytes and its
+/// reserve beside it. A disk that cannot be asked is tried.
+fn room_for_copy(needed: u64, disk: Option<super::space::Disk>, dir: &Path) -> Result<()> {
+    match disk {
+        Some(disk) if disk.free < needed.saturating_add(disk.reserve()) => {
+            Err(StoreError::NoRoomForBackup {
+                dir: dir.display().to_string(),
+                needed,
+                free: disk.free,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::space::Disk;
+    use super::*;
+
+    #[test]
+    fn an_upgrade_copies_the_database_before_changing_it() {
+        let (dir, mut conn) = super::super::test_database_at(SCHEMA_VERSION - 1);
+        conn.execute(
+            "INSERT INTO traces (tenant_id, project_id, id, started_at, created_at, content_hash) \
+             VALUES (1, 1, 'kept', 1, 1, x'00')",
+            [],
+        )
+        .expect("trace");
+        assert_eq!(
+            migrate(&mut conn, dir.path()).expect("migrate"),
+            SCHEMA_VERSION
+        );
+        let copies: Vec<_> = std::fs::read_dir(dir.path().join("backups"))
+            .expect("backups")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        assert_eq!(copies.len(), 1, "{copies:?}");
+        let name = copies[0]
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        assert!(
+            name.starts_with(&format!("pre-upgrade-v{}-", SCHEMA_VERSION - 1)),
+            "{name}"
+        );
+        let copy = Connection::open(&copies[0]).expect("open the copy");
+        let (version, id): (i64, String) = copy
+            .query_row(
+                "SELECT (SELECT user_version FROM pragma_user_version), id FROM traces",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("read the copy");
+        assert_eq!((version, id.as_str()), (SCHEMA_VERSION - 1, "kept"));
+    }
+
+    #[test]
+    fn an_upgrade_without_room_for_its_copy_says_what_it_needs() {
+        let dir = Path::new("/data/backups");
+        let disk = Disk {
+            free: 100 << 20,
+            total: 10 << 30,
+        };
+        // The copy and the disk's reserve (64 MiB here) must both fit.
+        assert!(room_for_copy(30 << 20, Some(disk), dir).is_ok());
+        let refused = room_for_copy(40 << 20, Some(disk), dir).expect_err("no room");
+        let message = refused.to_string();
+        assert!(matches!(refused, StoreError::NoRoomForBackup { .. }));
+        assert!(message.contains("/data/backups"), "{message}");
+        assert!(message.contains(&(40_u64 << 20).to_string()), "{message}");
+        assert!(message.contains(&(100_u64 << 20).to_string()), "{message}");
+        // A file system that cannot be asked is tried.
+        assert!(room_for_copy(u64::MAX, None, dir).is_ok());
+    }
 }

@@ -139,6 +139,12 @@ pub enum StoreError {
          run a newer trulayer-server or restore a backup taken before the upgrade"
     )]
     NewerSchema { found: i64, supported: i64 },
+    #[error(
+        "upgrading the database schema copies the database to {dir} first, which needs \
+         {needed} bytes free besides a reserve, and the disk has {free}: free space on it and \
+         start again (nothing was changed)"
+    )]
+    NoRoomForBackup { dir: String, needed: u64, free: u64 },
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("corrupt stored value: {0}")]
