@@ -198,7 +198,16 @@ pub(super) fn list_text_with(
         text: Vec::new(),
         ..f.clone()
     };
-    let walked = newest_first(conn, tenant_id, &plain, after, limit, &query, plan)?;
+    let search = PageSearch {
+        conn,
+        tenant_id,
+        plain: &plain,
+        after,
+        limit,
+        query: &query,
+        plan,
+    };
+    let walked = search.newest_first()?;
     let settled = walked.page.is_some();
     tracing::debug!(
         read = walked.read,
@@ -208,24 +217,23 @@ pub(super) fn list_text_with(
     );
     let found = match walked.page {
         Some(found) => found,
-        None if walked.dense => checked(conn, tenant_id, &plain, after, limit, &query, plan)?,
-        None => by_count(conn, tenant_id, &plain, after, limit, &query, plan)?,
+        None if walked.dense => search.checked()?,
+        None => search.by_count()?,
     };
     super::traces::page_of(conn, &found, limit)
 }
 
-/// The keys of `seqs` that pass `plain` and come after `after`, in list
-/// order.
-fn keys_among(
-    conn: &Connection,
+/// One page of a search: what each way of answering it reads with.
+struct PageSearch<'a> {
+    conn: &'a Connection,
     tenant_id: i64,
-    plain: &super::TraceFilter,
+    /// The list's filters but the text.
+    plain: &'a super::TraceFilter,
     after: Option<super::TraceCursor>,
-    seqs: &[i64],
-) -> Result<Vec<super::TraceCursor>> {
-    let source = "SELECT value AS seq FROM json_each(?)";
-    let seqs = serde_json::Value::from(seqs).to_string();
-    super::traces::keys_of(conn, tenant_id, plain, after, source, vec![seqs.into()])
+    limit: usize,
+    /// The index expression (see `doc_query`).
+    query: &'a str,
+    plan: Plan,
 }
 
 /// What reading the matches newest stored first came to.
@@ -240,66 +248,149 @@ struct Walked {
     read: usize,
 }
 
-fn newest_first(
-    conn: &Connection,
-    tenant_id: i64,
-    plain: &super::TraceFilter,
-    after: Option<super::TraceCursor>,
-    limit: usize,
-    query: &str,
-    plan: Plan,
-) -> Result<Walked> {
-    let mut found: Vec<super::TraceCursor> = Vec::new();
-    let mut hi: i64 = conn
-        .prepare_cached("SELECT coalesce(max(seq), 0) FROM traces")?
-        .query_row([], |r| r.get(0))?;
-    let (mut width, mut read) = (plan.window.max(1), 0);
-    while hi >= 1 {
-        let lo = hi.saturating_sub(width - 1).max(1);
-        // The first window dense, or too many to read: the page is found
-        // another way.
-        let budget = plan.walk.saturating_sub(read);
-        let sparse = (read == 0 && plan.sparse > 0)
-            .then(|| usize::try_from(width / plan.sparse).unwrap_or(0))
-            .filter(|most| *most < budget);
-        let room = sparse.unwrap_or(budget);
-        let seqs = matching(conn, query, (lo, hi), room.saturating_add(1))?;
-        if seqs.len() > room {
-            return Ok(Walked {
-                page: None,
-                dense: sparse.is_some(),
-                read,
-            });
-        }
-        read += seqs.len();
-        if !seqs.is_empty() {
-            found.extend(keys_among(conn, tenant_id, plain, after, &seqs)?);
-            found.sort_unstable_by_key(|k| std::cmp::Reverse((k.started_at, k.seq)));
-            found.truncate(limit + 1);
-        }
-        // Every match not read is stored below `lo`: none started later
-        // than the bound of the zones up to there. Ties sort after the
-        // page, having lower seqs.
-        if let Some(last) = found.get(limit) {
-            match latest_start_upto(conn, tenant_id, lo - 1)? {
-                Some(bound) if bound > last.started_at => {}
-                _ => {
-                    return Ok(Walked {
-                        page: Some(found),
-                        dense: false,
-                        read,
-                    })
+impl PageSearch<'_> {
+    /// The keys of `seqs` that pass the list's other filters and come after
+    /// the cursor, in list order.
+    fn keys_among(&self, seqs: &[i64]) -> Result<Vec<super::TraceCursor>> {
+        let source = "SELECT value AS seq FROM json_each(?)";
+        let seqs = serde_json::Value::from(seqs).to_string();
+        super::traces::keys_of(
+            self.conn,
+            self.tenant_id,
+            self.plain,
+            self.after,
+            source,
+            vec![seqs.into()],
+        )
+    }
+
+    /// Reads the matches newest stored first, a window of seqs at a time,
+    /// until the page is settled (see `list_text`).
+    fn newest_first(&self) -> Result<Walked> {
+        let (conn, tenant_id, limit, plan) = (self.conn, self.tenant_id, self.limit, self.plan);
+        let mut found: Vec<super::TraceCursor> = Vec::new();
+        let mut hi: i64 = conn
+            .prepare_cached("SELECT coalesce(max(seq), 0) FROM traces")?
+            .query_row([], |r| r.get(0))?;
+        let (mut width, mut read) = (plan.window.max(1), 0);
+        while hi >= 1 {
+            let lo = hi.saturating_sub(width - 1).max(1);
+            // The first window dense, or too many to read: the page is found
+            // another way.
+            let budget = plan.walk.saturating_sub(read);
+            let sparse = (read == 0 && plan.sparse > 0)
+                .then(|| usize::try_from(width / plan.sparse).unwrap_or(0))
+                .filter(|most| *most < budget);
+            let room = sparse.unwrap_or(budget);
+            let seqs = matching(conn, self.query, (lo, hi), room.saturating_add(1))?;
+            if seqs.len() > room {
+                return Ok(Walked {
+                    page: None,
+                    dense: sparse.is_some(),
+                    read,
+                });
+            }
+            read += seqs.len();
+            if !seqs.is_empty() {
+                found.extend(self.keys_among(&seqs)?);
+                found.sort_unstable_by_key(|k| std::cmp::Reverse((k.started_at, k.seq)));
+                found.truncate(limit + 1);
+            }
+            // Every match not read is stored below `lo`: none started later
+            // than the bound of the zones up to there. Ties sort after the
+            // page, having lower seqs.
+            if let Some(last) = found.get(limit) {
+                match latest_start_upto(conn, tenant_id, lo - 1)? {
+                    Some(bound) if bound > last.started_at => {}
+                    _ => {
+                        return Ok(Walked {
+                            page: Some(found),
+                            dense: false,
+                            read,
+                        })
+                    }
                 }
             }
+            hi = lo - 1;
+            width = width.saturating_mul(4);
         }
-        hi = lo - 1;
-        width = width.saturating_mul(4);
+        Ok(Walked {
+            page: Some(found),
+            dense: false,
+            read,
+        })
     }
-    Ok(Walked {
-        page: Some(found),
-        dense: false,
-        read,
-    })
+
+    /// The page's keys when the matches are counted first: few are gathered
+    /// and sorted, many found by checking the plain list's keys.
+    fn by_count(&self) -> Result<Vec<super::TraceCursor>> {
+        let most = usize::try_from(self.plan.few.saturating_add(1)).unwrap_or(usize::MAX);
+        let seqs = matching(self.conn, self.query, (1, i64::MAX), most)?;
+        if seqs.len() < most {
+            let mut keys = self.keys_among(&seqs)?;
+            keys.truncate(self.limit + 1);
+            return Ok(keys);
+        }
+        self.checked()
+    }
+
+    /// The page's keys found by reading the plain list's keys a batch at a
+    /// time and keeping those the index holds.
+    fn checked(&self) -> Result<Vec<super::TraceCursor>> {
+        let (conn, query, limit, plan) = (self.conn, self.query, self.limit, self.plan);
+        let mut found = Vec::with_capacity(limit + 1);
+        let mut after = self.after;
+        let sizes = CHECK_BATCHES
+            .iter()
+            .chain(std::iter::repeat(&CHECK_BATCHES[CHECK_BATCHES.len() - 1]));
+        for &size in sizes {
+            let keys = super::traces::list_keys(conn, self.tenant_id, self.plain, after, size)?;
+            let (Some(lo), Some(hi)) = (
+                keys.iter().map(|k| k.seq).min(),
+                keys.iter().map(|k| k.seq).max(),
+            ) else {
+                break;
+            };
+            // Keys close together are checked by reading the index over their
+            // range; scattered ones one by one.
+            let held: HashSet<i64> = if hi - lo < plan.dense.saturating_mul(keys.len() as i64) {
+                conn.prepare_cached(
+                    "SELECT rowid FROM trace_docs WHERE trace_docs MATCH ?1 \
+                 AND rowid BETWEEN ?2 AND ?3",
+                )?
+                .query_map(rusqlite::params![query, lo, hi], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?
+            } else {
+                let mut held = HashSet::with_capacity(keys.len());
+                let mut one = conn.prepare_cached(
+                    "SELECT 1 FROM trace_docs WHERE trace_docs MATCH ?1 AND rowid = ?2",
+                )?;
+                for key in &keys {
+                    if one
+                        .query_row(rusqlite::params![query, key.seq], |_| Ok(()))
+                        .optional()?
+                        .is_some()
+                    {
+                        held.insert(key.seq);
+                    }
+                }
+                held
+            };
+            for key in &keys {
+                if held.contains(&key.seq) {
+                    found.push(*key);
+                    if found.len() > limit {
+                        return Ok(found);
+                    }
+                }
+            }
+            if keys.len() < size {
+                break;
+            }
+            after = keys.last().copied();
+        }
+        Ok(found)
+    }
 }
 
 /// The latest start of the organisation's traces stored at or below `seq`
@@ -313,92 +404,6 @@ fn latest_start_upto(conn: &Connection, tenant_id: i64, seq: i64) -> Result<Opti
         )?
         .query_row([tenant_id, seq >> 8], |r| r.get(0))
         .optional()?)
-}
-
-/// The page's keys when the matches are counted first: few are gathered
-/// and sorted, many found by checking the plain list's keys.
-fn by_count(
-    conn: &Connection,
-    tenant_id: i64,
-    plain: &super::TraceFilter,
-    after: Option<super::TraceCursor>,
-    limit: usize,
-    query: &str,
-    plan: Plan,
-) -> Result<Vec<super::TraceCursor>> {
-    let most = usize::try_from(plan.few.saturating_add(1)).unwrap_or(usize::MAX);
-    let seqs = matching(conn, query, (1, i64::MAX), most)?;
-    if seqs.len() < most {
-        let mut keys = keys_among(conn, tenant_id, plain, after, &seqs)?;
-        keys.truncate(limit + 1);
-        return Ok(keys);
-    }
-    checked(conn, tenant_id, plain, after, limit, query, plan)
-}
-
-/// The page's keys found by reading the plain list's keys a batch at a
-/// time and keeping those the index holds.
-fn checked(
-    conn: &Connection,
-    tenant_id: i64,
-    plain: &super::TraceFilter,
-    after: Option<super::TraceCursor>,
-    limit: usize,
-    query: &str,
-    plan: Plan,
-) -> Result<Vec<super::TraceCursor>> {
-    let mut found = Vec::with_capacity(limit + 1);
-    let mut after = after;
-    let sizes = CHECK_BATCHES
-        .iter()
-        .chain(std::iter::repeat(&CHECK_BATCHES[CHECK_BATCHES.len() - 1]));
-    for &size in sizes {
-        let keys = super::traces::list_keys(conn, tenant_id, plain, after, size)?;
-        let (Some(lo), Some(hi)) = (
-            keys.iter().map(|k| k.seq).min(),
-            keys.iter().map(|k| k.seq).max(),
-        ) else {
-            break;
-        };
-        // Keys close together are checked by reading the index over their
-        // range; scattered ones one by one.
-        let held: HashSet<i64> = if hi - lo < plan.dense.saturating_mul(keys.len() as i64) {
-            conn.prepare_cached(
-                "SELECT rowid FROM trace_docs WHERE trace_docs MATCH ?1 \
-                 AND rowid BETWEEN ?2 AND ?3",
-            )?
-            .query_map(rusqlite::params![query, lo, hi], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?
-        } else {
-            let mut held = HashSet::with_capacity(keys.len());
-            let mut one = conn.prepare_cached(
-                "SELECT 1 FROM trace_docs WHERE trace_docs MATCH ?1 AND rowid = ?2",
-            )?;
-            for key in &keys {
-                if one
-                    .query_row(rusqlite::params![query, key.seq], |_| Ok(()))
-                    .optional()?
-                    .is_some()
-                {
-                    held.insert(key.seq);
-                }
-            }
-            held
-        };
-        for key in &keys {
-            if held.contains(&key.seq) {
-                found.push(*key);
-                if found.len() > limit {
-                    return Ok(found);
-                }
-            }
-        }
-        if keys.len() < size {
-            break;
-        }
-        after = keys.last().copied();
-    }
-    Ok(found)
 }
 
 #[cfg(test)]
@@ -675,7 +680,17 @@ mod tests {
         let walk = |conn: &Connection, terms: &[&str]| {
             let plain = super::super::TraceFilter::default();
             let query = doc_query(1, &text_filter(terms).text);
-            newest_first(conn, 1, &plain, None, 20, &query, plan).expect("walk")
+            PageSearch {
+                conn,
+                tenant_id: 1,
+                plain: &plain,
+                after: None,
+                limit: 20,
+                query: &query,
+                plan,
+            }
+            .newest_first()
+            .expect("walk")
         };
         let (_dir, conn, stored) = search_database(1500, Starts::Arrival);
         let holding = |word| stored.iter().filter(|(_, _, t)| t.contains(&word)).count();
