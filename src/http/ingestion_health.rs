@@ -22,7 +22,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::query::ApiQuery;
 use super::{AppState, Principal};
-use crate::error::{AppError, ErrorCode};
+use crate::error::{AppError, ErrorBody, ErrorCode};
 use crate::store::{now_micros, HealthCounts, HealthDelta, Store, HOUR};
 
 /// How often counts are written.
@@ -316,7 +316,10 @@ pub struct IngestionHealth {
     operation_id = "getIngestionHealth",
     tag = "metrics",
     params(HealthQuery),
-    responses((status = 200, description = "The report.", body = IngestionHealth))
+    responses(
+        (status = 200, description = "The report.", body = IngestionHealth),
+        (status = 404, description = "`not_found`: the caller's organisation has no project `project_id`.", body = ErrorBody),
+    )
 )]
 pub async fn report(
     State(state): State<AppState>,
