@@ -741,30 +741,26 @@ mod tests {
         }
         conn.execute_batch("COMMIT").expect("commit");
         super::super::migrations::migrate(&mut conn, dir.path()).expect("upgrade");
-        // Zone 0 holds seqs 1-255 (trace 10 among them), zone 3 seqs 768-1000.
-        assert_eq!(
-            latest_start_upto(&conn, 1, 100).expect("bound"),
-            Some(700_000)
-        );
-        assert_eq!(
-            latest_start_upto(&conn, 1, 800).expect("bound"),
-            Some(700_000)
-        );
-        assert_eq!(latest_start_upto(&conn, 2, 800).expect("bound"), None);
+        // (tenant, seq, bound): zone 0 holds seqs 1-255 (trace 10 among
+        // them), zone 3 seqs 768-1000.
+        let check = |cases: &[(i64, i64, Option<i64>)]| {
+            for &(tenant, seq, bound) in cases {
+                let found = latest_start_upto(&conn, tenant, seq).expect("bound");
+                assert_eq!(found, bound, "tenant {tenant}, seq {seq}");
+            }
+        };
+        check(&[
+            (1, 100, Some(700_000)),
+            (1, 800, Some(700_000)),
+            (2, 800, None),
+        ]);
         conn.execute(
             "INSERT INTO traces (tenant_id, project_id, id, started_at, created_at, content_hash) \
              VALUES (1, 1, 'after', 900000, 0, x'00')",
             [],
         )
         .expect("trace after the upgrade");
-        assert_eq!(
-            latest_start_upto(&conn, 1, 1001).expect("bound"),
-            Some(900_000)
-        );
-        assert_eq!(
-            latest_start_upto(&conn, 1, 767).expect("bound"),
-            Some(700_000)
-        );
+        check(&[(1, 1001, Some(900_000)), (1, 767, Some(700_000))]);
     }
 
     #[test]
