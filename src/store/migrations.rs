@@ -40,6 +40,7 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = migrations![
     (22, "0022_trace_docs"),
     (23, "0023_text_dicts"),
     (24, "0024_trace_zones"),
+    (25, "0025_late_spans"),
 ];
 
 /// The schema version this binary writes.

@@ -224,6 +224,8 @@ pub struct Store {
     /// The dictionaries texts are packed with, shared with every
     /// connection's `unpack`.
     codec: Arc<codec::Codec>,
+    /// How many traces hold each term span search weighs, for a while.
+    term_counts: Arc<span_search::TermCounts>,
 }
 
 impl Store {
@@ -294,6 +296,7 @@ impl Store {
             indexed: std::sync::atomic::AtomicU64::new(u64::MAX),
             cap: Default::default(),
             codec,
+            term_counts: Default::default(),
         })
     }
 

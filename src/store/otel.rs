@@ -213,7 +213,11 @@ fn merge(
         .collect::<rusqlite::Result<_>>()?;
     let incoming: HashSet<&str> = trace.spans.iter().map(|s| s.id.as_str()).collect();
     let replaced = stored.iter().any(|s| incoming.contains(s.id.as_str()));
+    let last_key: i64 = conn
+        .prepare_cached("SELECT coalesce(max(rid), 0) FROM spans")?
+        .query_row([], |r| r.get(0))?;
     write_spans(conn, seq, (&trace.spans, &packed.spans), now, true)?;
+    super::span_search::note_late(conn, seq, last_key)?;
     if replaced {
         // A re-sent span brings its events again: replace, do not repeat them.
         let mut clear =

@@ -126,7 +126,7 @@ pub(super) fn matches(conn: &Connection, query: &str, few: i64) -> Result<i64> {
 
 /// Seqs the first window of reading matches newest first covers; each
 /// window after covers four times as many.
-const WINDOW: i64 = 4096;
+pub(super) const WINDOW: i64 = 4096;
 
 /// Matches a search reads newest first before it turns to counting them
 /// (when the start times of what it read run too far from the order traces

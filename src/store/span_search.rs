@@ -7,14 +7,24 @@
 //! order and checked in a small FTS5 table in memory with the index's
 //! tokenizer, which says exactly which spans match and gives their
 //! snippets. A page costs the spans it checks, not every span a word is in.
+//!
+//! The matching traces are read newest stored first, a window of seqs at a
+//! time, as trace search reads them. A trace's spans stored with it come
+//! after every span stored with an earlier trace, so once the traces from
+//! some seq up are read, every matching span above the lowest key of their
+//! spans is known, but for spans added to a trace after a later one was
+//! stored (OTLP spans sent in several requests): ingest names those in
+//! `late_spans`, and the search looks their traces up on their own.
 
 use std::cmp::Reverse;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension};
 
-use super::search::{doc_query, few_matches, matches, matching, DENSE};
+use super::search::{doc_query, matches, matching, DENSE, SPARSE, WINDOW};
 use super::{Result, Store};
 
 /// The most spans one page of search results holds.
@@ -69,9 +79,22 @@ impl Store {
     /// Spans of the tenant matching a search, the most recently stored first.
     pub async fn search_spans(&self, tenant_id: i64, search: SpanSearch) -> Result<SpanHits> {
         self.catch_up_search().await?;
-        self.read(move |conn| spans(conn, tenant_id, &search, Budget::DEFAULT))
+        let counts = self.term_counts.clone();
+        self.read(move |conn| spans(conn, tenant_id, &search, Budget::DEFAULT, &counts))
             .await
     }
+}
+
+/// Names the spans of trace `seq` stored with keys above `last_key` as late
+/// when a later trace is stored (see the module's description): called by
+/// ingest after it adds spans to a stored trace.
+pub(super) fn note_late(conn: &Connection, seq: i64, last_key: i64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO late_spans (rid) SELECT rid FROM spans \
+         WHERE trace_seq = ?1 AND rid > ?2 AND ?1 < (SELECT max(seq) FROM traces)",
+    )?
+    .execute([seq, last_key])?;
+    Ok(())
 }
 
 /// What one request does at most before it answers with what it found
@@ -79,8 +102,10 @@ impl Store {
 /// traces but rarely in one span still answers promptly.
 #[derive(Debug, Clone, Copy)]
 struct Budget {
-    /// Spans whose text is checked (each costs its text's tokenizing, some
-    /// 5-10 µs for a span of a few hundred words).
+    /// Spans whose text is checked: each costs reading its row, unpacking
+    /// and tokenizing its text, some 60 µs for a span of a few hundred
+    /// words (measured at 10 million traces), so that a page whose words
+    /// are rarely in one span answers within some 50 ms.
     checked: usize,
     /// Bytes of text checked, for spans with huge inputs.
     bytes: usize,
@@ -90,52 +115,46 @@ struct Budget {
     /// Spans read by key while looking for those of matching traces (a
     /// span row is read whole, some 1-2 µs each).
     scanned: usize,
-    /// At most this many matching traces have their spans gathered from
-    /// the index; with more, spans are read by key and their traces looked
-    /// up in it. `None`: as trace search decides.
-    few: Option<i64>,
-    /// The most span keys gathered from the few matching traces; past this
-    /// (few traces of many spans each) spans are read by key instead, which
-    /// bounds what one request holds and reads.
+    /// The first window of matching traces read newest first covers this
+    /// many seqs; each after it four times as many.
+    window: i64,
+    /// More than one match in this many seqs of the first window make the
+    /// search one that many traces match: spans are read by key and their
+    /// traces looked up in the index instead (0: never).
+    sparse: i64,
+    /// The most matching traces read newest first and span keys gathered
+    /// from them, together; past this (traces of many spans each, or many
+    /// traces matching with words in none of their spans) spans are read
+    /// by key instead, which bounds what one request holds and reads.
     gathered: usize,
 }
 
 impl Budget {
     const DEFAULT: Budget = Budget {
-        checked: 4096,
-        bytes: 16 << 20,
+        checked: 640,
+        bytes: 4 << 20,
         looked: 8192,
         scanned: 16_384,
-        few: None,
+        window: WINDOW,
+        sparse: SPARSE,
         gathered: 65_536,
     };
 }
 
-fn spans(conn: &Connection, tenant_id: i64, q: &SpanSearch, budget: Budget) -> Result<SpanHits> {
+fn spans(
+    conn: &Connection,
+    tenant_id: i64,
+    q: &SpanSearch,
+    budget: Budget,
+    counts: &TermCounts,
+) -> Result<SpanHits> {
     let limit = q.limit.clamp(1, MAX_SPAN_RESULTS);
     let doc = doc_query(tenant_id, &q.terms);
     let top: i64 = conn
         .prepare_cached("SELECT coalesce(max(rid), 0) FROM spans")?
         .query_row([], |r| r.get(0))?;
     let below = q.before.map_or(top, |b| b.saturating_sub(1).min(top));
-    let few = match budget.few {
-        Some(few) => few,
-        None => few_matches(conn)?,
-    };
-    // The matching traces are read once: all of them when few, else just
-    // enough to know they are many.
-    let most = usize::try_from(few.saturating_add(1)).unwrap_or(usize::MAX);
-    let traces = matching(conn, &doc, (1, i64::MAX), most)?;
-    let mut candidates = if traces.is_empty() {
-        return Ok(SpanHits {
-            hits: Vec::new(),
-            next: None,
-        });
-    } else if traces.len() < most {
-        Candidates::of_matches(conn, doc, traces, below, budget.gathered)?
-    } else {
-        Candidates::by_key(conn, doc, below)?
-    };
+    let mut candidates = Candidates::start(conn, doc, below, budget)?;
     let probe = Probe::open(&q.terms)?;
     let mut details = Details::prepare(conn, tenant_id, q)?;
     let mut hits: Vec<SpanHit> = Vec::new();
@@ -181,19 +200,16 @@ fn spans(conn: &Connection, tenant_id: i64, q: &SpanSearch, budget: Budget) -> R
         // last span decided, if any is left.
         candidates.left().then(|| candidates.frontier())
     };
-    probe.describe(conn, tenant_id, &q.terms, &mut hits)?;
+    probe.describe(conn, (tenant_id, counts), &q.terms, &mut hits)?;
     Ok(SpanHits { hits, next })
 }
 
 /// The spans that may match, by key from the highest down: those of the
 /// traces whose index row holds every term.
 enum Candidates {
-    /// The keys of every span of the few matching traces, highest first,
-    /// and the last one handed out.
-    Gathered {
-        keys: std::vec::IntoIter<i64>,
-        below: i64,
-    },
+    /// The matching traces read newest first, their spans held until every
+    /// candidate above them is known.
+    Walk(Walk),
     /// Spans read by key a window at a time, kept when their trace's row
     /// matches `doc`.
     ByKey {
@@ -208,30 +224,184 @@ enum Candidates {
     },
 }
 
-impl Candidates {
-    fn of_matches(
-        conn: &Connection,
-        doc: String,
-        traces: Vec<i64>,
-        below: i64,
-        most: usize,
-    ) -> Result<Candidates> {
-        let mut keys = Vec::new();
-        let mut of_trace =
-            conn.prepare_cached("SELECT rid FROM spans WHERE trace_seq = ?1 AND rid <= ?2")?;
-        for seq in traces {
-            for rid in of_trace.query_map([seq, below], |r| r.get::<_, i64>(0))? {
-                keys.push(rid?);
+/// Reading the matching traces newest stored first (see the module's
+/// description).
+struct Walk {
+    doc: String,
+    /// The highest key a candidate may have.
+    below: i64,
+    /// The traces from `lo` to `top` are read; the next window ends below
+    /// `lo`. Traces above `top` have no span at or below `below` but late
+    /// ones.
+    lo: i64,
+    top: i64,
+    width: i64,
+    /// Every candidate from this key to `below` is known.
+    floor: i64,
+    /// Candidates known and not handed out yet.
+    held: BTreeSet<i64>,
+    /// Whether traces outside those read match, looked up for their late
+    /// spans.
+    looked_up: HashMap<i64, bool>,
+    /// Matching traces read.
+    read: usize,
+    /// The most matching traces read and candidates held, together, before
+    /// reading by key instead.
+    most: usize,
+}
+
+impl Walk {
+    /// Reads the next window of matching traces (at most `cap` of them) and
+    /// the late spans above their spans. `false`: too many to hold.
+    fn step(&mut self, conn: &Connection, cap: usize) -> Result<bool> {
+        let hi = self.lo - 1;
+        let lo = hi.saturating_sub(self.width - 1).max(1);
+        // Spans from the floor up were known before: those of these traces
+        // among them were found as late spans.
+        let upto = self.below.min(self.floor - 1);
+        if hi >= lo {
+            let room = cap.min(self.most.saturating_sub(self.held.len() + self.read));
+            let traces = matching(conn, &self.doc, (lo, hi), room.saturating_add(1))?;
+            if traces.len() > room {
+                return Ok(false);
             }
-            if keys.len() > most {
-                return Candidates::by_key(conn, doc, below);
+            self.read += traces.len();
+            let mut of_trace =
+                conn.prepare_cached("SELECT rid FROM spans WHERE trace_seq = ?1 AND rid <= ?2")?;
+            for seq in traces {
+                for rid in of_trace.query_map([seq, upto], |r| r.get::<_, i64>(0))? {
+                    self.held.insert(rid?);
+                }
+            }
+            if self.held.len() + self.read > self.most {
+                return Ok(false);
             }
         }
-        keys.sort_unstable_by_key(|k| Reverse(*k));
-        Ok(Candidates::Gathered {
-            keys: keys.into_iter(),
-            below: below + 1,
-        })
+        self.lo = lo;
+        self.width = self.width.saturating_mul(4);
+        // The lowest key of the read traces' spans; a span below it but of
+        // a trace not read is one stored with its trace, and every one
+        // above it but of a trace not read is late. Read from the lowest
+        // trace with spans: a lower key of a later trace (when that one has
+        // late spans only) only makes the floor higher than it could be.
+        let floor = if lo <= 1 {
+            1
+        } else {
+            conn.prepare_cached(
+                "SELECT min(rid) FROM spans WHERE trace_seq = \
+                 (SELECT min(trace_seq) FROM spans WHERE trace_seq >= ?1)",
+            )?
+            .query_row([lo], |r| r.get::<_, Option<i64>>(0))?
+            .map_or(self.floor, |key| key.min(self.floor))
+        };
+        if floor < self.floor && floor <= upto {
+            // From the late spans, few, never from the spans in the range:
+            // CROSS JOIN keeps SQLite to that order.
+            let late: Vec<(i64, i64)> = conn
+                .prepare_cached(
+                    "SELECT l.rid, s.trace_seq FROM late_spans l CROSS JOIN spans s \
+                     ON s.rid = l.rid WHERE l.rid BETWEEN ?1 AND ?2",
+                )?
+                .query_map([floor, upto], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            // Late spans of traces not read: their traces looked up, each
+            // once.
+            let late: Vec<(i64, i64)> = late
+                .into_iter()
+                .filter(|(_, seq)| !(lo..=self.top).contains(seq))
+                .collect();
+            let unknown: HashSet<i64> = late
+                .iter()
+                .map(|(_, seq)| *seq)
+                .filter(|seq| !self.looked_up.contains_key(seq))
+                .collect();
+            let held = matching_traces(conn, &self.doc, &unknown)?;
+            for seq in unknown {
+                self.looked_up.insert(seq, held.contains(&seq));
+            }
+            for (rid, seq) in late {
+                if self.looked_up.get(&seq) == Some(&true) {
+                    self.held.insert(rid);
+                }
+            }
+        }
+        self.floor = floor;
+        Ok(true)
+    }
+
+    /// Every candidate is known.
+    fn done(&self) -> bool {
+        self.floor <= 1
+    }
+
+    /// Hands out the known candidates above the floor, highest first, into
+    /// `out` up to `most`, reading windows while it is short. `false`: too
+    /// many to hold, with what was handed out decided.
+    fn next(&mut self, conn: &Connection, most: usize, out: &mut Vec<i64>) -> Result<bool> {
+        loop {
+            while out.len() < most {
+                match self.held.last() {
+                    Some(&key) if key >= self.floor => {
+                        self.held.pop_last();
+                        out.push(key);
+                    }
+                    _ => break,
+                }
+            }
+            if out.len() >= most || self.done() {
+                return Ok(true);
+            }
+            if !self.step(conn, usize::MAX)? {
+                return Ok(false);
+            }
+        }
+    }
+
+    fn frontier(&self) -> i64 {
+        match self.held.last() {
+            Some(&key) if key >= self.floor => key + 1,
+            _ => self.floor,
+        }
+    }
+}
+
+impl Candidates {
+    /// Starts with the first window of matching traces newest first; with
+    /// many matches in it, reads spans by key instead.
+    fn start(conn: &Connection, doc: String, below: i64, budget: Budget) -> Result<Candidates> {
+        // The trace of the highest span at or below `below` stored with its
+        // trace: every other trace with spans stored with it is lower.
+        let top: i64 = conn
+            .prepare_cached(
+                "SELECT trace_seq FROM spans s WHERE rid <= ?1 \
+                 AND NOT EXISTS (SELECT 1 FROM late_spans l WHERE l.rid = s.rid) \
+                 ORDER BY rid DESC LIMIT 1",
+            )?
+            .query_row([below], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0);
+        let width = budget.window.max(1);
+        let mut walk = Walk {
+            doc,
+            below,
+            lo: top + 1,
+            top,
+            width,
+            floor: below.saturating_add(1),
+            held: BTreeSet::new(),
+            looked_up: HashMap::new(),
+            read: 0,
+            most: budget.gathered,
+        };
+        let cap = match budget.sparse {
+            0 => usize::MAX,
+            sparse => usize::try_from(width / sparse).unwrap_or(usize::MAX),
+        };
+        if walk.step(conn, cap)? {
+            Ok(Candidates::Walk(walk))
+        } else {
+            Candidates::by_key(conn, walk.doc, below)
+        }
     }
 
     fn by_key(conn: &Connection, doc: String, below: i64) -> Result<Candidates> {
@@ -259,7 +429,7 @@ impl Candidates {
     /// decided: handed out, or not of a matching trace.
     fn frontier(&self) -> i64 {
         match self {
-            Candidates::Gathered { below, .. } => *below,
+            Candidates::Walk(walk) => walk.frontier(),
             Candidates::ByKey {
                 pending, window_lo, ..
             } => pending.front().map_or(*window_lo, |next| next + 1),
@@ -269,7 +439,7 @@ impl Candidates {
     /// Whether any span below the frontier is still to be decided.
     fn left(&self) -> bool {
         match self {
-            Candidates::Gathered { keys, .. } => keys.len() > 0,
+            Candidates::Walk(walk) => !walk.done() || !walk.held.is_empty(),
             Candidates::ByKey {
                 pending, window_lo, ..
             } => !pending.is_empty() || *window_lo > 1,
@@ -280,13 +450,18 @@ impl Candidates {
     /// span is decided or `scan_limit` spans were read by key.
     fn next(&mut self, conn: &Connection, most: usize, scan_limit: usize) -> Result<Vec<i64>> {
         let mut out = Vec::with_capacity(most.min(1024));
-        match self {
-            Candidates::Gathered { keys, below } => {
-                out.extend(keys.by_ref().take(most));
-                if let Some(last) = out.last() {
-                    *below = *last;
-                }
+        if let Candidates::Walk(walk) = self {
+            if walk.next(conn, most, &mut out)? {
+                return Ok(out);
             }
+            // Too many to hold: every span from the walk's frontier up is
+            // decided, the rest is read by key.
+            let doc = std::mem::take(&mut walk.doc);
+            let below = walk.frontier() - 1;
+            *self = Candidates::by_key(conn, doc, below)?;
+        }
+        match self {
+            Candidates::Walk(_) => {}
             Candidates::ByKey {
                 doc,
                 window_lo,
@@ -464,7 +639,7 @@ impl Probe {
     fn describe(
         &self,
         conn: &Connection,
-        tenant_id: i64,
+        (tenant_id, counts): (i64, &TermCounts),
         terms: &[String],
         hits: &mut [SpanHit],
     ) -> Result<()> {
@@ -487,7 +662,7 @@ impl Probe {
                 ))
             })?
             .collect::<rusqlite::Result<_>>()?;
-        let scores = self.scores(conn, tenant_id, terms, lo, hi)?;
+        let scores = self.scores(conn, (tenant_id, counts), terms, lo, hi)?;
         for hit in hits {
             if let Some(snippet) = snippets.remove(&hit.position) {
                 hit.snippet = highlight(&snippet);
@@ -509,7 +684,7 @@ impl Probe {
     fn scores(
         &self,
         conn: &Connection,
-        tenant_id: i64,
+        (tenant_id, counts): (i64, &TermCounts),
         terms: &[String],
         lo: i64,
         hi: i64,
@@ -519,11 +694,7 @@ impl Probe {
             .query_row([], |r| r.get(0))?;
         let mut scores: HashMap<i64, f64> = HashMap::new();
         for term in terms {
-            let holding = matches(
-                conn,
-                &doc_query(tenant_id, std::slice::from_ref(term)),
-                SCORED,
-            )?;
+            let holding = counts.of(conn, tenant_id, term)?;
             if holding > SCORED {
                 continue;
             }
@@ -547,6 +718,55 @@ impl Probe {
 
 /// Terms in more traces than this weigh nothing in a span's similarity.
 const SCORED: i64 = 10_000;
+
+/// How long a term's count of traces stands for it.
+const COUNTED_FOR: Duration = Duration::from_secs(60);
+
+/// The most counts kept; past this the stale ones are dropped, then all.
+const COUNTS_KEPT: usize = 4096;
+
+/// How many of an organisation's traces hold each term weighed, counted
+/// once a minute at most: counting a word in some thousands of traces
+/// reads its whole list of matches with the organisation's (10 ms at 10
+/// million traces), and a weight a minute old ranks the same.
+#[derive(Default)]
+pub(super) struct TermCounts(Mutex<HashMap<(i64, String), (i64, Instant)>>);
+
+impl TermCounts {
+    /// How many of `tenant_id`'s traces hold `term`, up to just past
+    /// [`SCORED`].
+    fn of(&self, conn: &Connection, tenant_id: i64, term: &str) -> Result<i64> {
+        let key = (tenant_id, term.to_owned());
+        let now = Instant::now();
+        if let Some((count, at)) = self.lock().get(&key) {
+            if now.duration_since(*at) < COUNTED_FOR {
+                return Ok(*count);
+            }
+        }
+        let count = matches(
+            conn,
+            &doc_query(tenant_id, std::slice::from_ref(&key.1)),
+            SCORED,
+        )?;
+        let mut kept = self.lock();
+        if kept.len() >= COUNTS_KEPT {
+            kept.retain(|_, (_, at)| now.duration_since(*at) < COUNTED_FOR);
+            if kept.len() >= COUNTS_KEPT {
+                kept.clear();
+            }
+        }
+        kept.insert(key, (count, now));
+        Ok(count)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(i64, String), (i64, Instant)>> {
+        // A panic elsewhere with the lock held leaves counts that are
+        // still counts.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
 /// BM25's term-frequency saturation.
 const K1: f64 = 1.2;
 
@@ -597,7 +817,7 @@ mod tests {
         let mut q = q.clone();
         let mut got = Vec::new();
         for _ in 0..10_000 {
-            let page = spans(conn, tenant, &q, budget).expect("page");
+            let page = spans(conn, tenant, &q, budget, &TermCounts::default()).expect("page");
             assert!(page.hits.len() <= q.limit);
             got.extend(page.hits.iter().map(|h| h.position));
             match page.next {
@@ -606,6 +826,67 @@ mod tests {
             }
         }
         panic!("a search that never ends");
+    }
+
+    /// Every way of reading the candidates: each must give the same pages.
+    fn budgets() -> [(&'static str, Budget); 7] {
+        [
+            ("the default", Budget::DEFAULT),
+            (
+                "every trace in one window",
+                Budget {
+                    window: i64::MAX,
+                    sparse: 0,
+                    ..Budget::DEFAULT
+                },
+            ),
+            (
+                "by key",
+                Budget {
+                    window: i64::MAX,
+                    sparse: i64::MAX,
+                    ..Budget::DEFAULT
+                },
+            ),
+            (
+                "a trace per window",
+                Budget {
+                    window: 1,
+                    sparse: 0,
+                    ..Budget::DEFAULT
+                },
+            ),
+            (
+                "a trace per window, small steps",
+                Budget {
+                    window: 1,
+                    sparse: 0,
+                    checked: 3,
+                    looked: 4,
+                    ..Budget::DEFAULT
+                },
+            ),
+            (
+                "windows until too many spans, then by key",
+                Budget {
+                    window: 2,
+                    sparse: 0,
+                    gathered: 5,
+                    ..Budget::DEFAULT
+                },
+            ),
+            (
+                "by key, small steps",
+                Budget {
+                    window: i64::MAX,
+                    sparse: i64::MAX,
+                    checked: 3,
+                    looked: 4,
+                    scanned: 10,
+                    ..Budget::DEFAULT
+                },
+            ),
+        ]
     }
 
     #[test]
@@ -665,59 +946,21 @@ mod tests {
         }
         index_batch(&conn, IndexBatch { traces: 10_000 }).expect("index");
         // Spans arriving later for traces indexed long ago (OTLP): their
-        // keys are the highest, their traces among the oldest.
+        // keys are the highest, their traces among the oldest. Ingest names
+        // them, as `otel::merge` does.
         for (n, &(seq, tenant, project)) in traces.iter().take(30).enumerate() {
             let text = vec!["alpha", "late", "span"];
             let at = 5_000 + n as i64;
+            let last_key: i64 = conn
+                .query_row("SELECT max(rid) FROM spans", [], |r| r.get(0))
+                .expect("last key");
             let rid = span(&conn, seq, 10 + n, text.clone(), at);
+            note_late(&conn, seq, last_key).expect("late");
             stored.push((rid, tenant, project, at, text));
         }
         index_batch(&conn, IndexBatch { traces: 10_000 }).expect("index");
 
-        let budgets = [
-            ("the default", Budget::DEFAULT),
-            (
-                "gathered",
-                Budget {
-                    few: Some(i64::MAX),
-                    ..Budget::DEFAULT
-                },
-            ),
-            (
-                "by key",
-                Budget {
-                    few: Some(0),
-                    ..Budget::DEFAULT
-                },
-            ),
-            (
-                "gathered, small steps",
-                Budget {
-                    few: Some(i64::MAX),
-                    checked: 3,
-                    looked: 4,
-                    ..Budget::DEFAULT
-                },
-            ),
-            (
-                "gathered until too many spans, then by key",
-                Budget {
-                    few: Some(i64::MAX),
-                    gathered: 5,
-                    ..Budget::DEFAULT
-                },
-            ),
-            (
-                "by key, small steps",
-                Budget {
-                    few: Some(0),
-                    checked: 3,
-                    looked: 4,
-                    scanned: 10,
-                    ..Budget::DEFAULT
-                },
-            ),
-        ];
+        let budgets = budgets();
         for (terms, project, from, to) in [
             (&["alpha"][..], None, None, None),
             (&["span"], None, None, None),
@@ -800,7 +1043,9 @@ mod tests {
                 limit: 10,
                 ..Default::default()
             };
-            spans(&conn, 1, &q, Budget::DEFAULT).expect("search").hits
+            spans(&conn, 1, &q, Budget::DEFAULT, &TermCounts::default())
+                .expect("search")
+                .hits
         };
         let hits = search(&["refund"]);
         assert_eq!(hits.len(), 1);
@@ -886,5 +1131,264 @@ mod tests {
         assert!(idf(1_000, 1) > idf(1_000, 500));
         assert!(idf(1_000, 1_000) > 0.0);
         assert!(saturate(2.0) > saturate(1.0) && saturate(2.0) < 2.0 * saturate(1.0));
+    }
+
+    /// A span of `words` for trace `seq`, stored as ingest stores it: named
+    /// late when the trace is not the newest. Its key.
+    fn add_span(conn: &Connection, seq: i64, id: &str, words: &[&str]) -> i64 {
+        let last_key: i64 = conn
+            .query_row("SELECT coalesce(max(rid), 0) FROM spans", [], |r| r.get(0))
+            .expect("last key");
+        conn.execute(
+            "INSERT INTO spans (trace_seq, id, name, type, output, created_at) \
+             VALUES (?1, ?2, 'call', 'llm', ?3, 0)",
+            rusqlite::params![seq, id, words.join(" ")],
+        )
+        .expect("span");
+        let rid = conn.last_insert_rowid();
+        note_late(conn, seq, last_key).expect("late");
+        rid
+    }
+
+    fn add_trace(conn: &Connection, tenant: i64, id: &str) -> i64 {
+        conn.execute(
+            "INSERT INTO traces (tenant_id, project_id, id, name, started_at, created_at, \
+             content_hash) VALUES (?1, ?1, ?2, 'n', 0, 0, x'00')",
+            rusqlite::params![tenant, id],
+        )
+        .expect("trace");
+        conn.last_insert_rowid()
+    }
+
+    /// A little generator of pseudo-random numbers, the same every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+    }
+
+    #[test]
+    fn spans_added_to_older_traces_at_any_time_are_found_in_their_place() {
+        let (_dir, conn) = super::super::test_database();
+        conn.execute_batch(
+            "INSERT INTO tenants (id, uuid, name, created_at) VALUES (2, 'u2', 'other', 0);
+             INSERT INTO projects (id, tenant_id, uuid, name, slug, created_at)
+                 VALUES (2, 2, 'p2', 'theirs', 'theirs', 0);
+             BEGIN;",
+        )
+        .expect("tenant");
+        let words = ["alpha", "beta", "gamma", "delta", "epsilon"];
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        // (rid, trace, tenant, words)
+        let mut stored: Vec<(i64, i64, i64, Vec<&str>)> = Vec::new();
+        let mut traces: Vec<(i64, i64)> = Vec::new();
+        let mut n = 0;
+        for i in 0..800 {
+            let tenant = if rng.below(5) == 0 { 2 } else { 1 };
+            let seq = add_trace(&conn, tenant, &format!("t{i}"));
+            traces.push((seq, tenant));
+            // Spans with the trace (none for some), then now and then spans
+            // for a trace stored before (the last one too, which is not
+            // late), a burst of them at times.
+            let with = rng.below(4);
+            let later = match rng.below(40) {
+                0 => 12,
+                1..=6 => 1,
+                _ => 0,
+            };
+            for k in 0..with + later {
+                let (seq, tenant) = if k < with {
+                    (seq, tenant)
+                } else {
+                    traces[traces.len() - 1 - rng.below(traces.len().min(300))]
+                };
+                let mut text = vec!["span", words[rng.below(words.len())]];
+                if rng.below(3) == 0 {
+                    text.push(words[rng.below(words.len())]);
+                }
+                n += 1;
+                let rid = add_span(&conn, seq, &format!("s{n}"), &text);
+                stored.push((rid, seq, tenant, text));
+            }
+        }
+        // Some traces are deleted, late spans and all.
+        conn.execute("DELETE FROM traces WHERE seq % 29 = 0", [])
+            .expect("delete");
+        conn.execute_batch("COMMIT").expect("commit");
+        stored.retain(|(_, seq, ..)| seq % 29 != 0);
+        index_batch(&conn, IndexBatch::ALL).expect("index");
+        let named: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM late_spans WHERE rid NOT IN (SELECT rid FROM spans)",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(named, 0, "a deleted span's name stays");
+        for terms in [
+            &["alpha"][..],
+            &["span"],
+            &["beta", "gamma"],
+            &["epsilon", "span"],
+            &["absent"],
+        ] {
+            let mut expected: Vec<i64> = stored
+                .iter()
+                .filter(|(_, _, tenant, text)| {
+                    *tenant == 1 && terms.iter().all(|w| text.contains(w))
+                })
+                .map(|(rid, ..)| *rid)
+                .collect();
+            expected.sort_unstable_by_key(|rid| Reverse(*rid));
+            for limit in [5, 60] {
+                let q = SpanSearch {
+                    terms: terms.iter().map(|t| format!("\"{t}\"")).collect(),
+                    limit,
+                    ..Default::default()
+                };
+                for (name, budget) in budgets() {
+                    let budget = Budget {
+                        window: budget.window.min(64),
+                        ..budget
+                    };
+                    assert_eq!(
+                        all_pages(&conn, 1, &q, budget),
+                        expected,
+                        "{name}, pages of {limit}: {terms:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_search_reads_the_traces_newest_first_and_stops_at_its_page() {
+        let (_dir, conn) = super::super::test_database();
+        conn.execute_batch("BEGIN").expect("begin");
+        let mut rare = Vec::new();
+        for i in 0..3000 {
+            let seq = add_trace(&conn, 1, &format!("t{i}"));
+            let filler = add_span(&conn, seq, "a", &["common", "filler"]);
+            // The word in the ten newest traces and every 100th before:
+            // their spans are the candidates.
+            if i >= 2990 || i % 100 == 0 {
+                rare.push(filler);
+                rare.push(add_span(&conn, seq, "b", &["common", "rare"]));
+            }
+        }
+        conn.execute_batch("COMMIT").expect("commit");
+        index_batch(&conn, IndexBatch::ALL).expect("index");
+        let budget = Budget {
+            window: 64,
+            sparse: 4,
+            ..Budget::DEFAULT
+        };
+        let top: i64 = conn
+            .query_row("SELECT max(rid) FROM spans", [], |r| r.get(0))
+            .expect("top");
+        let doc = |word: &str| doc_query(1, &[format!("\"{word}\"")]);
+        let mut walk = Candidates::start(&conn, doc("rare"), top, budget).expect("start");
+        let first = walk.next(&conn, 6, usize::MAX).expect("next");
+        rare.reverse();
+        assert_eq!(first, rare[..6]);
+        let Candidates::Walk(read) = &walk else {
+            panic!("ten matches in 64 traces read by key");
+        };
+        assert_eq!(read.lo, 3000 - 63, "more than the first window read");
+        // All of them, in order, reading on down.
+        let mut all = first;
+        loop {
+            let more = walk.next(&conn, 7, usize::MAX).expect("next");
+            if more.is_empty() {
+                break;
+            }
+            all.extend(more);
+        }
+        assert_eq!(all, rare);
+        // A word in every trace is read by key from the first window.
+        let common = Candidates::start(&conn, doc("common"), top, budget).expect("start");
+        assert!(matches!(common, Candidates::ByKey { .. }));
+    }
+
+    #[test]
+    fn spans_stored_before_the_upgrade_are_named_late_as_ingest_would_have() {
+        let (dir, mut conn) = super::super::test_database_at(24);
+        conn.execute_batch("BEGIN").expect("begin");
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        // (rid, trace)
+        let mut stored: Vec<(i64, i64)> = Vec::new();
+        let mut traces = Vec::new();
+        for i in 0..500 {
+            traces.push(add_trace(&conn, 1, &format!("t{i}")));
+            for k in 0..3 {
+                // Mostly the newest trace, now and then an older one.
+                let seq = if rng.below(6) == 0 {
+                    traces[rng.below(traces.len())]
+                } else {
+                    traces[traces.len() - 1]
+                };
+                conn.execute(
+                    "INSERT INTO spans (trace_seq, id, name, type, created_at) \
+                     VALUES (?1, ?2, 'call', 'llm', 0)",
+                    rusqlite::params![seq, format!("s{i}-{k}")],
+                )
+                .expect("span");
+                stored.push((conn.last_insert_rowid(), seq));
+            }
+        }
+        conn.execute_batch("COMMIT").expect("commit");
+        super::super::migrations::migrate(&mut conn, dir.path()).expect("upgrade");
+        // Late: a span stored after a span of a later trace.
+        let expected: Vec<i64> = stored
+            .iter()
+            .enumerate()
+            .filter(|(i, (_, seq))| stored[..*i].iter().any(|(_, before)| before > seq))
+            .map(|(_, (rid, _))| *rid)
+            .collect();
+        let named: Vec<i64> = conn
+            .prepare("SELECT rid FROM late_spans ORDER BY rid")
+            .expect("prepare")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        assert!(expected.len() > 100, "{}", expected.len());
+        assert_eq!(named, expected);
+    }
+
+    #[test]
+    fn a_term_is_counted_once_a_minute_per_organisation_and_the_counts_stay_bounded() {
+        let (_dir, conn) = super::super::test_database();
+        conn.execute_batch("BEGIN").expect("begin");
+        for i in 0..3 {
+            let seq = add_trace(&conn, 1, &format!("t{i}"));
+            add_span(&conn, seq, "a", &["heron"]);
+        }
+        conn.execute_batch("COMMIT").expect("commit");
+        index_batch(&conn, IndexBatch::ALL).expect("index");
+        let counts = TermCounts::default();
+        assert_eq!(counts.of(&conn, 1, "\"heron\"").expect("count"), 3);
+        let seq = add_trace(&conn, 1, "t3");
+        add_span(&conn, seq, "a", &["heron"]);
+        index_batch(&conn, IndexBatch::ALL).expect("index");
+        // Within the minute, the count read before; another organisation's
+        // is its own.
+        assert_eq!(counts.of(&conn, 1, "\"heron\"").expect("count"), 3);
+        assert_eq!(counts.of(&conn, 2, "\"heron\"").expect("count"), 0);
+        assert_eq!(
+            TermCounts::default()
+                .of(&conn, 1, "\"heron\"")
+                .expect("count"),
+            4
+        );
+        for i in 0..COUNTS_KEPT + 10 {
+            counts.of(&conn, 1, &format!("\"w{i}\"")).expect("count");
+        }
+        assert!(counts.lock().len() <= COUNTS_KEPT);
     }
 }

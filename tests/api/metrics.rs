@@ -315,7 +315,8 @@ async fn a_database_from_before_the_rollups_gets_them_built_on_upgrade() {
         }
         let conn = rusqlite::Connection::open(&db).expect("open");
         conn.execute_batch(
-            "DROP TRIGGER trace_zones_insert; DROP TRIGGER trace_zones_update;
+            "DROP TABLE late_spans;
+             DROP TRIGGER trace_zones_insert; DROP TRIGGER trace_zones_update;
              DROP TABLE trace_zones;
              DROP TABLE text_dicts;
              DROP TRIGGER trace_docs_trace_update; DROP TRIGGER trace_docs_trace_delete;

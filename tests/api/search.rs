@@ -912,6 +912,62 @@ async fn spans_rewritten_by_otlp_are_searched_as_they_now_read() {
 }
 
 #[tokio::test]
+async fn a_span_sent_later_for_an_older_trace_is_found_in_the_order_it_was_stored() {
+    let server = TestServer::start().await;
+    let otlp_span = |span_hex: &str, name: &str| {
+        json!({"resourceSpans": [{
+            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "svc"}}]},
+            "scopeSpans": [{"scope": {"name": "handmade"}, "spans": [{
+                "traceId": "7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a",
+                "spanId": span_hex,
+                "name": name,
+                "kind": 1,
+                "startTimeUnixNano": "1772359200000000000",
+                "endTimeUnixNano": "1772359200100000000"
+            }]}]
+        }]})
+    };
+    let send = |body: Value| {
+        let server = &server;
+        async move {
+            let resp = server.post("/v1/otlp/traces", &body).await;
+            assert_eq!(resp.status(), 200);
+        }
+    };
+    // The trace's first span, then thirty traces, then its second span: a
+    // span of the oldest trace, stored last.
+    send(otlp_span("1111111111111111", "lynx opening")).await;
+    for i in 0..30 {
+        server
+            .ingest(with_span(
+                &format!("between {i}"),
+                &format!("between-{i}"),
+                &format!("lynx between {i}"),
+                "llm",
+                "text",
+            ))
+            .await;
+    }
+    send(otlp_span("2222222222222222", "lynx closing")).await;
+    let names: Vec<String> = all_spans(&server, "lynx", "", 4)
+        .await
+        .iter()
+        .map(|r| r["span_name"].as_str().expect("name").to_owned())
+        .collect();
+    let mut expected = vec!["lynx closing".to_owned()];
+    expected.extend((0..30).rev().map(|i| format!("lynx between {i}")));
+    expected.push("lynx opening".into());
+    assert_eq!(names, expected);
+    let closing = all_spans(&server, "closing lynx", "", 4).await;
+    assert_eq!(closing.len(), 1);
+    assert_eq!(
+        closing[0]["trace_id"],
+        "7a7a7a7a-7a7a-7a7a-7a7a-7a7a7a7a7a7a"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_trace_matches_when_its_words_are_spread_over_it_and_its_spans() {
     let server = TestServer::start().await;
     // "invoice" only in the trace's name, "timeout" only in a span's output.
