@@ -889,6 +889,24 @@ mod tests {
         ]
     }
 
+    /// Every page of `q` for organisation 1, read each way (first windows
+    /// at most `window` wide), holds `expected` in order.
+    fn every_way_gives(
+        conn: &Connection,
+        q: &SpanSearch,
+        expected: &[i64],
+        window: i64,
+        what: &str,
+    ) {
+        for (name, budget) in budgets() {
+            let budget = Budget {
+                window: budget.window.min(window),
+                ..budget
+            };
+            assert_eq!(all_pages(conn, 1, q, budget), expected, "{name}, {what}");
+        }
+    }
+
     #[test]
     fn every_way_of_answering_a_span_search_gives_every_match_once_newest_first() {
         let (_dir, conn) = super::super::test_database();
@@ -960,7 +978,6 @@ mod tests {
         }
         index_batch(&conn, IndexBatch { traces: 10_000 }).expect("index");
 
-        let budgets = budgets();
         for (terms, project, from, to) in [
             (&["alpha"][..], None, None, None),
             (&["span"], None, None, None),
@@ -995,13 +1012,8 @@ mod tests {
                     before: None,
                     limit,
                 };
-                for (name, budget) in budgets {
-                    assert_eq!(
-                        all_pages(&conn, 1, &q, budget),
-                        expected,
-                        "{name}, pages of {limit}: {terms:?} {project:?} {from:?} {to:?}"
-                    );
-                }
+                let what = format!("pages of {limit}: {terms:?} {project:?} {from:?} {to:?}");
+                every_way_gives(&conn, &q, &expected, i64::MAX, &what);
             }
         }
     }
@@ -1251,17 +1263,8 @@ mod tests {
                     limit,
                     ..Default::default()
                 };
-                for (name, budget) in budgets() {
-                    let budget = Budget {
-                        window: budget.window.min(64),
-                        ..budget
-                    };
-                    assert_eq!(
-                        all_pages(&conn, 1, &q, budget),
-                        expected,
-                        "{name}, pages of {limit}: {terms:?}"
-                    );
-                }
+                let what = format!("pages of {limit}: {terms:?}");
+                every_way_gives(&conn, &q, &expected, 64, &what);
             }
         }
     }
