@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension};
 
-use super::search::{doc_query, matches, matching, DENSE, SPARSE, WINDOW};
+use super::search::{doc_query, few_matches, matches, matching, DENSE, SPARSE, WINDOW};
 use super::{Result, Store};
 
 /// The most spans one page of search results holds.
@@ -90,7 +90,7 @@ impl Store {
 /// ingest after it adds spans to a stored trace.
 pub(super) fn note_late(conn: &Connection, seq: i64, last_key: i64) -> Result<()> {
     conn.prepare_cached(
-        "INSERT OR IGNORE INTO late_spans (rid) SELECT rid FROM spans \
+        "INSERT OR IGNORE INTO late_spans (rid, trace_seq) SELECT rid, trace_seq FROM spans \
          WHERE trace_seq = ?1 AND rid > ?2 AND ?1 < (SELECT max(seq) FROM traces)",
     )?
     .execute([seq, last_key])?;
@@ -127,6 +127,13 @@ struct Budget {
     /// traces matching with words in none of their spans) spans are read
     /// by key instead, which bounds what one request holds and reads.
     gathered: usize,
+    /// Spans added late to their traces read while reading the matching
+    /// traces newest first (each some 0.3 µs); past this the rest of the
+    /// matching traces are gathered at once.
+    late: usize,
+    /// At most this many matching traces are gathered at once; with more,
+    /// spans are read by key. `None`: as trace search decides.
+    few: Option<i64>,
 }
 
 impl Budget {
@@ -138,6 +145,8 @@ impl Budget {
         window: WINDOW,
         sparse: SPARSE,
         gathered: 65_536,
+        late: 16_384,
+        few: None,
     };
 }
 
@@ -248,12 +257,27 @@ struct Walk {
     /// The most matching traces read and candidates held, together, before
     /// reading by key instead.
     most: usize,
+    /// Late spans still to be read before the rest of the matching traces
+    /// are gathered at once instead.
+    late_left: usize,
+    /// At most this many matching traces are gathered at once.
+    few: i64,
+}
+
+/// What reading one more window came to.
+enum Step {
+    /// Every candidate from the new floor up is known.
+    Read,
+    /// More matching traces or spans than a request holds: read by key.
+    TooMany,
+    /// More late spans than a request reads: gather the rest.
+    Gather,
 }
 
 impl Walk {
     /// Reads the next window of matching traces (at most `cap` of them) and
-    /// the late spans above their spans. `false`: too many to hold.
-    fn step(&mut self, conn: &Connection, cap: usize) -> Result<bool> {
+    /// the late spans above their spans.
+    fn step(&mut self, conn: &Connection, cap: usize) -> Result<Step> {
         let hi = self.lo - 1;
         let lo = hi.saturating_sub(self.width - 1).max(1);
         // Spans from the floor up were known before: those of these traces
@@ -262,19 +286,8 @@ impl Walk {
         if hi >= lo {
             let room = cap.min(self.most.saturating_sub(self.held.len() + self.read));
             let traces = matching(conn, &self.doc, (lo, hi), room.saturating_add(1))?;
-            if traces.len() > room {
-                return Ok(false);
-            }
-            self.read += traces.len();
-            let mut of_trace =
-                conn.prepare_cached("SELECT rid FROM spans WHERE trace_seq = ?1 AND rid <= ?2")?;
-            for seq in traces {
-                for rid in of_trace.query_map([seq, upto], |r| r.get::<_, i64>(0))? {
-                    self.held.insert(rid?);
-                }
-            }
-            if self.held.len() + self.read > self.most {
-                return Ok(false);
+            if traces.len() > room || !self.hold_spans_of(conn, &traces, upto)? {
+                return Ok(Step::TooMany);
             }
         }
         self.lo = lo;
@@ -295,15 +308,26 @@ impl Walk {
             .map_or(self.floor, |key| key.min(self.floor))
         };
         if floor < self.floor && floor <= upto {
-            // From the late spans, few, never from the spans in the range:
-            // CROSS JOIN keeps SQLite to that order.
             let late: Vec<(i64, i64)> = conn
                 .prepare_cached(
-                    "SELECT l.rid, s.trace_seq FROM late_spans l CROSS JOIN spans s \
-                     ON s.rid = l.rid WHERE l.rid BETWEEN ?1 AND ?2",
+                    "SELECT rid, trace_seq FROM late_spans WHERE rid BETWEEN ?1 AND ?2 LIMIT ?3",
                 )?
-                .query_map([floor, upto], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .query_map(
+                    rusqlite::params![
+                        floor,
+                        upto,
+                        i64::try_from(self.late_left).unwrap_or(i64::MAX)
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?
                 .collect::<rusqlite::Result<_>>()?;
+            if late.len() >= self.late_left {
+                // Spans added late to many traces (OTLP exporters sending a
+                // trace in parts, as they do): reading all of them would
+                // cost more than the matching traces left.
+                return Ok(Step::Gather);
+            }
+            self.late_left -= late.len();
             // Late spans of traces not read: their traces looked up, each
             // once.
             let late: Vec<(i64, i64)> = late
@@ -326,7 +350,46 @@ impl Walk {
             }
         }
         self.floor = floor;
+        Ok(Step::Read)
+    }
+
+    /// Holds the spans of `traces` up to `upto`; `false` when that makes
+    /// too many.
+    fn hold_spans_of(&mut self, conn: &Connection, traces: &[i64], upto: i64) -> Result<bool> {
+        self.read += traces.len();
+        let mut of_trace =
+            conn.prepare_cached("SELECT rid FROM spans WHERE trace_seq = ?1 AND rid <= ?2")?;
+        for seq in traces {
+            for rid in of_trace.query_map([*seq, upto], |r| r.get::<_, i64>(0))? {
+                self.held.insert(rid?);
+            }
+        }
+        Ok(self.held.len() + self.read <= self.most)
+    }
+
+    /// Every candidate known at once: the spans of every matching trace
+    /// below those read, when they are few. Those above the floor are late
+    /// and were looked at already. `false`: too many.
+    fn gather(&mut self, conn: &Connection) -> Result<bool> {
+        let most = usize::try_from(self.few.saturating_add(1)).unwrap_or(usize::MAX);
+        let traces = matching(conn, &self.doc, (1, self.lo - 1), most)?;
+        let upto = self.below.min(self.floor - 1);
+        if traces.len() >= most || !self.hold_spans_of(conn, &traces, upto)? {
+            return Ok(false);
+        }
+        self.lo = 1;
+        self.floor = 1;
         Ok(true)
+    }
+
+    /// Reads on: the next window, or the rest at once. `false`: too many
+    /// to hold.
+    fn advance(&mut self, conn: &Connection, cap: usize) -> Result<bool> {
+        match self.step(conn, cap)? {
+            Step::Read => Ok(true),
+            Step::TooMany => Ok(false),
+            Step::Gather => self.gather(conn),
+        }
     }
 
     /// Every candidate is known.
@@ -351,7 +414,7 @@ impl Walk {
             if out.len() >= most || self.done() {
                 return Ok(true);
             }
-            if !self.step(conn, usize::MAX)? {
+            if !self.advance(conn, usize::MAX)? {
                 return Ok(false);
             }
         }
@@ -392,12 +455,17 @@ impl Candidates {
             looked_up: HashMap::new(),
             read: 0,
             most: budget.gathered,
+            late_left: budget.late,
+            few: match budget.few {
+                Some(few) => few,
+                None => few_matches(conn)?,
+            },
         };
         let cap = match budget.sparse {
             0 => usize::MAX,
             sparse => usize::try_from(width / sparse).unwrap_or(usize::MAX),
         };
-        if walk.step(conn, cap)? {
+        if walk.advance(conn, cap)? {
             Ok(Candidates::Walk(walk))
         } else {
             Candidates::by_key(conn, walk.doc, below)
@@ -829,7 +897,7 @@ mod tests {
     }
 
     /// Every way of reading the candidates: each must give the same pages.
-    fn budgets() -> [(&'static str, Budget); 7] {
+    fn budgets() -> [(&'static str, Budget); 9] {
         [
             ("the default", Budget::DEFAULT),
             (
@@ -872,6 +940,25 @@ mod tests {
                     window: 2,
                     sparse: 0,
                     gathered: 5,
+                    ..Budget::DEFAULT
+                },
+            ),
+            (
+                "a trace per window, few late spans read, then the rest gathered",
+                Budget {
+                    window: 1,
+                    sparse: 0,
+                    late: 3,
+                    ..Budget::DEFAULT
+                },
+            ),
+            (
+                "few late spans read, too many traces to gather, then by key",
+                Budget {
+                    window: 1,
+                    sparse: 0,
+                    late: 3,
+                    few: Some(2),
                     ..Budget::DEFAULT
                 },
             ),
@@ -1347,16 +1434,16 @@ mod tests {
         conn.execute_batch("COMMIT").expect("commit");
         super::super::migrations::migrate(&mut conn, dir.path()).expect("upgrade");
         // Late: a span stored after a span of a later trace.
-        let expected: Vec<i64> = stored
+        let expected: Vec<(i64, i64)> = stored
             .iter()
             .enumerate()
             .filter(|(i, (_, seq))| stored[..*i].iter().any(|(_, before)| before > seq))
-            .map(|(_, (rid, _))| *rid)
+            .map(|(_, span)| *span)
             .collect();
-        let named: Vec<i64> = conn
-            .prepare("SELECT rid FROM late_spans ORDER BY rid")
+        let named: Vec<(i64, i64)> = conn
+            .prepare("SELECT rid, trace_seq FROM late_spans ORDER BY rid")
             .expect("prepare")
-            .query_map([], |r| r.get(0))
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .expect("query")
             .collect::<rusqlite::Result<_>>()
             .expect("rows");
