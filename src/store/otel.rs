@@ -213,6 +213,8 @@ fn merge(
         .collect::<rusqlite::Result<_>>()?;
     let incoming: HashSet<&str> = trace.spans.iter().map(|s| s.id.as_str()).collect();
     let replaced = stored.iter().any(|s| incoming.contains(s.id.as_str()));
+    // Spans added to a trace stored before the newest are noted as late,
+    // for span search (see `span_search`): those keyed above this.
     let last_key: i64 = conn
         .prepare_cached("SELECT coalesce(max(rid), 0) FROM spans")?
         .query_row([], |r| r.get(0))?;
